@@ -1,0 +1,14 @@
+//! Latchkey's domain core: typed errors and validation that mirror AgentCore's service
+//! models, envelope encryption of stored secrets, SigV4 request verification, workload
+//! access tokens, ARNs and audit events. It knows nothing of HTTP or SQL; the service and
+//! storage crates build on it.
+
+pub mod arn;
+pub mod audit;
+pub mod clock;
+pub mod crypto;
+pub mod error;
+pub mod validate;
+pub mod wat;
+
+pub use error::{ApiError, ApiResult, FieldError, ValidationReason};

@@ -1,0 +1,92 @@
+//! The audit sink: handlers record events without waiting on the database; a background
+//! task appends them in batches, in order. A full queue applies back-pressure rather than
+//! dropping events, and `flush` drains the queue (used at shutdown and in tests).
+
+use latchkey_core::audit::{AuditEvent, Outcome};
+use latchkey_store::Store;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::Caller;
+
+enum Message {
+    Event(Box<AuditEvent>),
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditSink {
+    tx: mpsc::Sender<Message>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("audit message")
+    }
+}
+
+const BATCH: usize = 512;
+
+impl AuditSink {
+    /// Start the writer task on the current runtime.
+    pub fn start(store: Store) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Message>(16_384);
+        tokio::spawn(async move {
+            let mut batch: Vec<AuditEvent> = Vec::with_capacity(BATCH);
+            let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+            while let Some(first) = rx.recv().await {
+                let mut next = Some(first);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Message::Event(e) => batch.push(*e),
+                        Message::Flush(w) => waiters.push(w),
+                    }
+                    if batch.len() < BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                // Retry until stored: audit events are not dropped while the database is down.
+                let mut delay = std::time::Duration::from_millis(50);
+                while let Err(e) = store.append_audit(&batch).await {
+                    tracing::error!(error = %e, pending = batch.len(), "audit append failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+                batch.clear();
+                for w in waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    pub async fn record(&self, event: AuditEvent) {
+        if self.tx.send(Message::Event(Box::new(event))).await.is_err() {
+            tracing::error!("audit writer has stopped; event lost");
+        }
+    }
+
+    /// Wait until every event recorded before this call is stored.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Message::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Builder for the common case: an event about a caller's action.
+pub fn event(now_ms: i64, caller: Option<&Caller>, action: &str, outcome: Outcome) -> AuditEvent {
+    AuditEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        time_ms: now_ms,
+        caller: caller.map(|c| c.access_key_id.clone()),
+        role: caller.map(|c| c.role.as_string()),
+        workload: None,
+        user_id: None,
+        action: action.to_string(),
+        target: None,
+        outcome,
+        detail: serde_json::json!({}),
+    }
+}

@@ -1,0 +1,326 @@
+//! Caller authentication (SigV4 or bearer API key) and the request extractors that carry
+//! privilege in their type: a handler taking [`Admin`] cannot be reached by a workload or
+//! binding credential, and bodies are parsed only after the caller is authenticated and
+//! authorized, so anonymous callers learn nothing from validation messages.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use latchkey_core::ApiError;
+use latchkey_core::sigv4;
+use latchkey_core::validate::{Validator, is_workload_char};
+use secrecy::{ExposeSecret, SecretBox};
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+
+use crate::http_error::HttpError;
+use crate::state::AppState;
+
+/// Largest request body accepted (1 MiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What a credential may do.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Everything: control plane and data plane for every workload.
+    Admin,
+    /// The data plane of one workload only.
+    Workload(String),
+    /// Only `CompleteResourceTokenAuth` (the session binding service).
+    Binding,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "admin" => Ok(Self::Admin),
+            "binding" => Ok(Self::Binding),
+            _ => match s.strip_prefix("workload:") {
+                Some(name) => {
+                    let mut v = Validator::new();
+                    if v.chars("role", name, 3, 255, is_workload_char, "[A-Za-z0-9_.-]+") {
+                        Ok(Self::Workload(name.to_string()))
+                    } else {
+                        Err(format!("invalid workload name in role {s:?}: 3..255 characters of [A-Za-z0-9_.-]"))
+                    }
+                }
+                None => Err(format!("unknown role {s:?}: expected admin, binding or workload:<name>")),
+            },
+        }
+    }
+
+    pub fn as_string(&self) -> String {
+        match self {
+            Self::Admin => "admin".into(),
+            Self::Binding => "binding".into(),
+            Self::Workload(name) => format!("workload:{name}"),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_string())
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub access_key_id: String,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// May this caller use the data plane for `workload`?
+    pub fn require_workload(&self, workload: &str) -> Result<(), ApiError> {
+        match &self.role {
+            Role::Admin => Ok(()),
+            Role::Workload(own) if own == workload => Ok(()),
+            _ => Err(ApiError::AccessDenied(format!("caller {} is not allowed to act for workload {workload:?}", self.access_key_id))),
+        }
+    }
+
+    /// Data-plane operations other than `CompleteResourceTokenAuth`.
+    pub fn require_data_plane(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Binding => Err(ApiError::AccessDenied("a binding credential may only call CompleteResourceTokenAuth".into())),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A credential as held in memory: its role and its secret (zeroized on drop).
+pub struct LiveCredential {
+    pub role: Role,
+    pub secret: SecretBox<Vec<u8>>,
+}
+
+impl fmt::Debug for LiveCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveCredential").field("role", &self.role).finish_non_exhaustive()
+    }
+}
+
+/// A small TTL cache of credentials (positive and negative), so the hot path does no
+/// database round trip. Revocation takes effect at once on this replica and within `ttl`
+/// on others.
+#[derive(Debug)]
+pub struct CredentialCache {
+    ttl: Duration,
+    entries: RwLock<HashMap<String, CacheEntry>>,
+}
+
+/// When it was fetched, and the credential (`None`: unknown or revoked).
+type CacheEntry = (Instant, Option<Arc<LiveCredential>>);
+
+const CACHE_CAP: usize = 10_000;
+
+impl CredentialCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: RwLock::new(HashMap::new()) }
+    }
+
+    fn get(&self, id: &str) -> Option<Option<Arc<LiveCredential>>> {
+        let map = self.entries.read().ok()?;
+        let (at, cred) = map.get(id)?;
+        (at.elapsed() < self.ttl).then(|| cred.clone())
+    }
+
+    fn put(&self, id: &str, cred: Option<Arc<LiveCredential>>) {
+        if let Ok(mut map) = self.entries.write() {
+            if map.len() >= CACHE_CAP {
+                map.clear();
+            }
+            map.insert(id.to_string(), (Instant::now(), cred));
+        }
+    }
+
+    pub fn invalidate(&self, id: &str) {
+        if let Ok(mut map) = self.entries.write() {
+            map.remove(id);
+        }
+    }
+}
+
+async fn load_credential(state: &AppState, access_key_id: &str) -> Result<Option<Arc<LiveCredential>>, ApiError> {
+    if let Some(hit) = state.credentials.get(access_key_id) {
+        return Ok(hit);
+    }
+    let live = match state.store.find_credential(access_key_id).await? {
+        Some(rec) if rec.revoked_ms.is_none() => {
+            let role = Role::parse(&rec.role).map_err(ApiError::internal)?;
+            let secret = latchkey_core::crypto::decrypt(state.keys.as_ref(), credential_aad(access_key_id).as_bytes(), &rec.secret_envelope)
+                .await
+                .map_err(|e| ApiError::internal(format!("credential {access_key_id}: {e}")))?;
+            Some(Arc::new(LiveCredential { role, secret: SecretBox::new(Box::new(secret.to_vec())) }))
+        }
+        _ => None,
+    };
+    state.credentials.put(access_key_id, live.clone());
+    Ok(live)
+}
+
+/// The associated data that binds a credential's secret envelope to its id.
+pub fn credential_aad(access_key_id: &str) -> String {
+    format!("credential:{access_key_id}")
+}
+
+fn unauthorized(why: &str) -> ApiError {
+    ApiError::Unauthorized(format!("the request could not be authenticated: {why}"))
+}
+
+/// Authenticate a request from its parts and full body.
+pub async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Caller, ApiError> {
+    let mut values = parts.headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(unauthorized("exactly one Authorization header is required (SigV4 or Bearer)"));
+    };
+    let value = value.to_str().map_err(|_| unauthorized("malformed Authorization header"))?;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return authenticate_bearer(state, token.trim()).await;
+    }
+    if value.starts_with("AWS4-HMAC-SHA256 ") {
+        return authenticate_sigv4(state, parts, body, value).await;
+    }
+    Err(unauthorized("unsupported authorization scheme"))
+}
+
+async fn authenticate_bearer(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let (id, secret) = token.split_once(':').ok_or_else(|| unauthorized("bearer key must be ACCESS_KEY_ID:SECRET"))?;
+    let cred = load_credential(state, id).await?.ok_or_else(|| unauthorized("unknown or revoked access key"))?;
+    if bool::from(cred.secret.expose_secret().as_slice().ct_eq(secret.as_bytes())) {
+        Ok(Caller { access_key_id: id.to_string(), role: cred.role.clone() })
+    } else {
+        tracing::info!(access_key_id = id, "bearer key rejected");
+        Err(unauthorized("invalid bearer key"))
+    }
+}
+
+async fn authenticate_sigv4(state: &AppState, parts: &Parts, body: &[u8], header: &str) -> Result<Caller, ApiError> {
+    let auth = sigv4::parse_authorization(header).map_err(|e| unauthorized(&e.to_string()))?;
+    let cred = load_credential(state, &auth.access_key_id).await?.ok_or_else(|| unauthorized("unknown or revoked access key"))?;
+    let headers: Vec<(&str, String)> = parts.headers.iter().map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+    let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let request = sigv4::RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &header_refs,
+        body,
+    };
+    let now = time::OffsetDateTime::from_unix_timestamp(state.clock.now_secs()).map_err(ApiError::internal)?;
+    let options = sigv4::VerifyOptions { service: "bedrock-agentcore", max_skew: time::Duration::minutes(5), now, normalize_path: true };
+    match sigv4::verify(&request, &auth, cred.secret.expose_secret(), &options) {
+        Ok(()) => Ok(Caller { access_key_id: auth.access_key_id, role: cred.role.clone() }),
+        Err(e) => {
+            tracing::info!(access_key_id = %auth.access_key_id, reason = %e, "SigV4 signature rejected");
+            Err(unauthorized(&e.to_string()))
+        }
+    }
+}
+
+/// Parse a JSON body into `T`, mapping serde errors onto `ValidationException` without
+/// echoing input values (they may be secrets).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    serde_json::from_slice(body).map_err(|e| {
+        let text = e.to_string();
+        if let Some(rest) = text.strip_prefix("missing field `") {
+            let field = rest.split('`').next().unwrap_or_default();
+            return ApiError::field(field, "Member must not be null");
+        }
+        ApiError::cannot_parse(format!(
+            "the request body could not be parsed ({} error at line {} column {})",
+            match e.classify() {
+                serde_json::error::Category::Data => "type",
+                serde_json::error::Category::Eof => "end-of-input",
+                _ => "syntax",
+            },
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+async fn read_body(parts: &Parts, body: axum::body::Body) -> Result<Bytes, Response> {
+    let _ = parts;
+    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| too_large())
+}
+
+/// 413 in AgentCore's error shape.
+pub fn too_large() -> Response {
+    let mut r = HttpError(ApiError::cannot_parse(format!("request body exceeds {MAX_BODY_BYTES} bytes"))).into_response();
+    *r.status_mut() = axum::http::StatusCode::PAYLOAD_TOO_LARGE;
+    r
+}
+
+/// Any authenticated caller, with its parsed body.
+#[derive(Debug)]
+pub struct Signed<T> {
+    pub caller: Caller,
+    pub body: T,
+}
+
+/// An admin caller, with its parsed body.
+#[derive(Debug)]
+pub struct Admin<T> {
+    pub caller: Caller,
+    pub body: T,
+}
+
+async fn extract<T: DeserializeOwned>(req: Request, state: &AppState, admin_only: bool) -> Result<(Caller, T, Parts), Response> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts, body).await?;
+    let caller = authenticate(state, &parts, &bytes).await.map_err(|e| HttpError(e).into_response())?;
+    if admin_only && !caller.is_admin() {
+        return Err(HttpError(ApiError::AccessDenied(format!("caller {} ({}) is not allowed to use the control plane", caller.access_key_id, caller.role))).into_response());
+    }
+    let body = parse_json(&bytes).map_err(|e| HttpError(e).into_response())?;
+    Ok((caller, body, parts))
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (caller, body, _) = extract(req, state, false).await?;
+        Ok(Self { caller, body })
+    }
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for Admin<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (caller, body, _) = extract(req, state, true).await?;
+        Ok(Self { caller, body })
+    }
+}
+
+/// An admin caller of an operation whose members live in the path and query (tags).
+#[derive(Debug)]
+pub struct AdminParts {
+    pub caller: Caller,
+    pub parts: Parts,
+    pub body: serde_json::Value,
+}
+
+impl FromRequest<AppState> for AdminParts {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (caller, body, parts) = extract(req, state, true).await?;
+        Ok(Self { caller, parts, body })
+    }
+}

@@ -1,0 +1,180 @@
+//! Data plane: workload access tokens, API keys, and (in the flows issue) OAuth2 tokens.
+//! Callers: admin credentials, or a workload credential acting for its own workload.
+//! Every token issued and every refusal after authentication is an audit event.
+
+use axum::Json;
+use axum::extract::State;
+use latchkey_core::ApiError;
+use latchkey_core::audit::Outcome;
+use latchkey_core::crypto;
+use latchkey_core::validate::{Validator, is_jwt_shape};
+use latchkey_core::wat::WatClaims;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::audit;
+use crate::auth::{Caller, Signed};
+use crate::control::{api_key_aad, check_provider_name, check_workload_name};
+use crate::http_error::HttpResult;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadTokenRequest {
+    workload_name: String,
+    #[serde(default)]
+    user_token: Option<SecretString>,
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UserMode {
+    None,
+    Jwt,
+    UserId,
+}
+
+impl UserMode {
+    fn action(self) -> &'static str {
+        match self {
+            Self::None => "GetWorkloadAccessToken",
+            Self::Jwt => "GetWorkloadAccessTokenForJWT",
+            Self::UserId => "GetWorkloadAccessTokenForUserId",
+        }
+    }
+}
+
+async fn record(state: &AppState, caller: &Caller, action: &str, workload: Option<&str>, user: Option<&str>, outcome: Outcome, detail: Value) {
+    let mut e = audit::event(state.clock.now_ms(), Some(caller), action, outcome);
+    e.workload = workload.map(str::to_string);
+    e.user_id = user.map(str::to_string);
+    e.detail = detail;
+    state.audit.record(e).await;
+}
+
+async fn issue_workload_token(state: &AppState, caller: &Caller, body: WorkloadTokenRequest, mode: UserMode) -> HttpResult<Json<Value>> {
+    let action = mode.action();
+    caller.require_data_plane()?;
+    let mut v = Validator::new();
+    check_workload_name(&mut v, "workloadName", &body.workload_name);
+    match mode {
+        UserMode::None => {}
+        UserMode::Jwt => match &body.user_token {
+            Some(t) => {
+                if v.length("userToken", t.expose_secret(), 1, 131_072) {
+                    v.check("userToken", is_jwt_shape(t.expose_secret()), "Member must satisfy regular expression pattern: [A-Za-z0-9-_=]+.[A-Za-z0-9-_=]+.[A-Za-z0-9-_=]+");
+                }
+            }
+            None => v.fail("userToken", "Member must not be null"),
+        },
+        UserMode::UserId => match &body.user_id {
+            Some(u) => {
+                v.length("userId", u, 1, 128);
+            }
+            None => v.fail("userId", "Member must not be null"),
+        },
+    }
+    v.finish()?;
+    let workload = body.workload_name.as_str();
+    if let Err(e) = caller.require_workload(workload) {
+        record(state, caller, action, Some(workload), None, Outcome::Denied, json!({"reason": "workload not allowed for caller"})).await;
+        return Err(e.into());
+    }
+    let facts = state.workload_facts(workload).await?;
+    let user: Option<(String, &str)> = match mode {
+        UserMode::None => None,
+        UserMode::UserId => {
+            if !caller.is_admin() && !facts.allow_user_id {
+                record(state, caller, action, Some(workload), body.user_id.as_deref(), Outcome::Denied, json!({"reason": "user id trust not enabled for workload"})).await;
+                return Err(ApiError::AccessDenied(format!(
+                    "workload {workload:?} may not assert user ids: use GetWorkloadAccessTokenForJWT, or have an admin set the tag {}=true on the workload identity",
+                    crate::state::ALLOW_USER_ID_TAG
+                ))
+                .into());
+            }
+            body.user_id.map(|u| (u, "user-id"))
+        }
+        UserMode::Jwt => {
+            let token = body.user_token.as_ref().map(|t| t.expose_secret()).unwrap_or_default();
+            match state.inbound.verify(token).await {
+                Ok(user) => Some((user.subject, "jwt")),
+                Err(e) => {
+                    record(state, caller, action, Some(workload), None, Outcome::Denied, json!({"reason": e.to_string()})).await;
+                    return Err(ApiError::AccessDenied(format!("the user token was rejected: {e}")).into());
+                }
+            }
+        }
+    };
+    let now = state.clock.now_secs();
+    let (token, claims) = state
+        .wat
+        .issue(workload, user.as_ref().map(|(u, s)| (u.as_str(), *s)), now, state.config.wat_ttl_seconds)
+        .map_err(ApiError::internal)?;
+    record(state, caller, action, Some(workload), claims.user.as_deref(), Outcome::Success, json!({"jti": claims.jti, "exp": claims.exp})).await;
+    Ok(Json(json!({"workloadAccessToken": token})))
+}
+
+pub async fn get_workload_access_token(State(state): State<AppState>, req: Signed<WorkloadTokenRequest>) -> HttpResult<Json<Value>> {
+    issue_workload_token(&state, &req.caller, req.body, UserMode::None).await
+}
+
+pub async fn get_workload_access_token_for_jwt(State(state): State<AppState>, req: Signed<WorkloadTokenRequest>) -> HttpResult<Json<Value>> {
+    issue_workload_token(&state, &req.caller, req.body, UserMode::Jwt).await
+}
+
+pub async fn get_workload_access_token_for_user_id(State(state): State<AppState>, req: Signed<WorkloadTokenRequest>) -> HttpResult<Json<Value>> {
+    issue_workload_token(&state, &req.caller, req.body, UserMode::UserId).await
+}
+
+/// Verify a WAT presented to the data plane: signature, issuer, expiry, the caller may act
+/// for its workload, and the workload still exists.
+pub async fn verify_wat(state: &AppState, caller: &Caller, token: &str, action: &str) -> Result<WatClaims, ApiError> {
+    let claims = match state.wat.verify(token, state.clock.now_secs()) {
+        Ok(c) => c,
+        Err(e) => {
+            record(state, caller, action, None, None, Outcome::Denied, json!({"reason": e.to_string()})).await;
+            return Err(ApiError::AccessDenied(format!("the workload access token was rejected: {e}")));
+        }
+    };
+    if let Err(e) = caller.require_workload(&claims.sub) {
+        record(state, caller, action, Some(&claims.sub), claims.user.as_deref(), Outcome::Denied, json!({"reason": "token belongs to another workload"})).await;
+        return Err(e);
+    }
+    if state.workload_facts(&claims.sub).await.is_err() {
+        record(state, caller, action, Some(&claims.sub), claims.user.as_deref(), Outcome::Denied, json!({"reason": "workload no longer exists"})).await;
+        return Err(ApiError::AccessDenied("the workload access token was rejected: its workload identity no longer exists".into()));
+    }
+    Ok(claims)
+}
+
+pub(crate) fn check_wat_field(v: &mut Validator, token: &str) {
+    v.length("workloadIdentityToken", token, 1, 131_072);
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyRequest {
+    workload_identity_token: SecretString,
+    resource_credential_provider_name: String,
+}
+
+pub async fn get_resource_api_key(State(state): State<AppState>, req: Signed<ApiKeyRequest>) -> HttpResult<Json<Value>> {
+    const ACTION: &str = "GetResourceApiKey";
+    let Signed { caller, body } = req;
+    caller.require_data_plane()?;
+    let mut v = Validator::new();
+    check_wat_field(&mut v, body.workload_identity_token.expose_secret());
+    check_provider_name(&mut v, "resourceCredentialProviderName", &body.resource_credential_provider_name);
+    v.finish()?;
+    let claims = verify_wat(&state, &caller, body.workload_identity_token.expose_secret(), ACTION).await?;
+    let provider = &body.resource_credential_provider_name;
+    let record_row = state.store.find_api_key_provider(provider).await?.ok_or_else(|| ApiError::NotFound(format!("API key credential provider {provider:?} not found")))?;
+    let envelope = record_row.secret_envelope.ok_or_else(|| ApiError::NotFound(format!("API key credential provider {provider:?} has no key")))?;
+    let key = crypto::decrypt_string(state.keys.as_ref(), api_key_aad(provider).as_bytes(), &envelope)
+        .await
+        .map_err(|e| ApiError::DecryptionFailure(format!("could not decrypt the API key of {provider:?}: {e}")))?;
+    record(&state, &caller, ACTION, Some(&claims.sub), claims.user.as_deref(), Outcome::Success, json!({"provider": provider})).await;
+    Ok(Json(json!({"apiKey": key.expose_secret()})))
+}

@@ -1,0 +1,1 @@
+//! Inbound user-JWT verification (placeholder; being written).

@@ -1,0 +1,22 @@
+//! The identity service: AgentCore Identity's control and data planes over HTTP.
+//!
+//! Owns: caller authentication (SigV4, bearer keys) and roles, the control plane
+//! (workload identities, credential providers, token vault settings, tags), the data plane
+//! (workload access tokens, API keys), the guarded outbound client and inbound user-JWT
+//! verification, and the audit sink. Domain rules live in `latchkey-core`; persistence in
+//! `latchkey-store`. `app(state)` builds the router, so tests and `latchkey dev` can mount it
+//! without a socket.
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod control;
+pub mod data;
+pub mod http_error;
+pub mod inbound;
+pub mod outbound;
+pub mod providers;
+pub mod state;
+
+pub use app::app;
+pub use state::{AppState, ServiceConfig};

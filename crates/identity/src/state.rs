@@ -1,0 +1,168 @@
+//! The service's shared state and its start-up (signing keys loaded or created).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use latchkey_core::arn::ArnContext;
+use latchkey_core::clock::Clock;
+use latchkey_core::crypto::{self, KeyProvider};
+use latchkey_core::wat::{WatAuthority, WatKey, WatPublicKey};
+use latchkey_core::ApiError;
+use latchkey_store::{SigningKeyRecord, Store, StoreError};
+
+use crate::audit::AuditSink;
+use crate::auth::CredentialCache;
+use crate::inbound::{InboundIssuerConfig, InboundVerifier};
+use crate::outbound::{OutboundClient, OutboundPolicy};
+
+/// Settings of the identity service (the binary builds this from its config).
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Public base URL (no trailing slash): WAT issuer, callback and authorization URLs.
+    pub public_url: String,
+    pub arn: ArnContext,
+    pub wat_ttl_seconds: i64,
+    pub inbound_issuers: Vec<InboundIssuerConfig>,
+    pub outbound: OutboundPolicy,
+    /// How long credentials and workload facts are cached per replica.
+    pub cache_ttl: Duration,
+}
+
+impl ServiceConfig {
+    pub fn new(public_url: impl Into<String>) -> Self {
+        Self {
+            public_url: public_url.into().trim_end_matches('/').to_string(),
+            arn: ArnContext::default(),
+            wat_ttl_seconds: 900,
+            inbound_issuers: vec![],
+            outbound: OutboundPolicy::default(),
+            cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Facts about a workload needed on every data-plane call, cached briefly.
+#[derive(Debug, Clone)]
+pub struct WorkloadFacts {
+    pub allow_user_id: bool,
+}
+
+/// Tag that lets a workload credential call `GetWorkloadAccessTokenForUserId`.
+pub const ALLOW_USER_ID_TAG: &str = "latchkey:allow-user-id";
+
+#[derive(Debug)]
+pub struct WorkloadCache {
+    ttl: Duration,
+    entries: RwLock<HashMap<String, (Instant, Option<WorkloadFacts>)>>,
+}
+
+impl WorkloadCache {
+    pub fn invalidate(&self, name: &str) {
+        if let Ok(mut m) = self.entries.write() {
+            m.remove(name);
+        }
+    }
+}
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+pub struct Inner {
+    pub config: ServiceConfig,
+    pub store: Store,
+    pub keys: Arc<dyn KeyProvider>,
+    pub clock: Arc<dyn Clock>,
+    pub wat: WatAuthority,
+    pub credentials: CredentialCache,
+    pub workloads: WorkloadCache,
+    pub audit: AuditSink,
+    pub inbound: InboundVerifier,
+    pub outbound: OutboundClient,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Build the state: load (or create, once across replicas) the WAT signing key.
+    pub async fn start(config: ServiceConfig, store: Store, keys: Arc<dyn KeyProvider>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let wat = load_wat_authority(&config.public_url, &store, keys.as_ref(), clock.as_ref()).await?;
+        let outbound = OutboundClient::new(config.outbound.clone())?;
+        let inbound = InboundVerifier::new(config.inbound_issuers.clone(), outbound.clone(), clock.clone());
+        let audit = AuditSink::start(store.clone());
+        Ok(Self(Arc::new(Inner {
+            credentials: CredentialCache::new(config.cache_ttl),
+            workloads: WorkloadCache { ttl: config.cache_ttl, entries: RwLock::new(HashMap::new()) },
+            config,
+            store,
+            keys,
+            clock,
+            wat,
+            audit,
+            inbound,
+            outbound,
+        })))
+    }
+
+    /// Workload facts, or `ResourceNotFoundException`.
+    pub async fn workload_facts(&self, name: &str) -> Result<WorkloadFacts, ApiError> {
+        let cached = self.workloads.entries.read().ok().and_then(|m| m.get(name).filter(|(at, _)| at.elapsed() < self.workloads.ttl).map(|(_, f)| f.clone()));
+        let facts = match cached {
+            Some(f) => f,
+            None => {
+                let facts = match self.store.find_workload(name).await? {
+                    Some(_) => {
+                        let tags = self.store.list_tags(&self.config.arn.workload_identity(name)).await?;
+                        Some(WorkloadFacts { allow_user_id: tags.iter().any(|(k, v)| k == ALLOW_USER_ID_TAG && v == "true") })
+                    }
+                    None => None,
+                };
+                if let Ok(mut m) = self.workloads.entries.write() {
+                    if m.len() >= 10_000 {
+                        m.clear();
+                    }
+                    m.insert(name.to_string(), (Instant::now(), facts.clone()));
+                }
+                facts
+            }
+        };
+        facts.ok_or_else(|| ApiError::NotFound(format!("workload identity {name:?} not found")))
+    }
+}
+
+fn signing_key_aad(kid: &str) -> String {
+    format!("signing-key:{kid}")
+}
+
+async fn load_wat_authority(issuer: &str, store: &Store, keys: &dyn KeyProvider, clock: &dyn Clock) -> anyhow::Result<WatAuthority> {
+    let mut records = store.list_signing_keys().await?;
+    if records.is_empty() {
+        let kid = format!("wat-{}", uuid::Uuid::now_v7().simple());
+        let (_, pkcs8) = WatKey::generate(kid.clone())?;
+        let envelope = crypto::encrypt(keys, signing_key_aad(&kid).as_bytes(), &pkcs8).await?;
+        match store.create_signing_key(&SigningKeyRecord { kid, private_envelope: envelope, created_ms: clock.now_ms(), retired_ms: None }).await {
+            Ok(()) | Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
+        records = store.list_signing_keys().await?;
+    }
+    let mut loaded = Vec::new();
+    for r in &records {
+        let pkcs8 = crypto::decrypt(keys, signing_key_aad(&r.kid).as_bytes(), &r.private_envelope)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open WAT signing key {}: {e} (is this the right key file?)", r.kid))?;
+        loaded.push(WatKey::from_pkcs8(r.kid.clone(), &pkcs8)?);
+    }
+    // Newest first: sign with the newest, keep verifying the others.
+    let mut iter = loaded.into_iter();
+    let signing = iter.next().ok_or_else(|| anyhow::anyhow!("no WAT signing key"))?;
+    let others = iter.map(|k| WatPublicKey { kid: k.kid().to_string(), point: k.public_point() }).collect();
+    Ok(WatAuthority::new(issuer.to_string(), signing, others))
+}
