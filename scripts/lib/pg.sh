@@ -4,7 +4,8 @@
 #   pg_setup            find a server (127.0.0.1:5432, trust auth, user postgres) or start
 #                       a throwaway cluster under .test-data/; sets PG_HOST, PG_PORT, PG_USER
 #                       and PG_MAINT_DB. Returns non-zero with a message when neither works.
-#   pg_create_db NAME   create a fresh database; prints its URL
+#   pg_create_db NAME VAR  create a fresh database; stores its URL in variable VAR
+#                       (not via $(...): the list of databases to drop must survive)
 #   pg_cleanup          drop the databases created and stop the throwaway cluster (trap it)
 #
 # Needs: ROOT (repository root). Honours LATCHKEY_TEST_PG_HOST / _PORT / _USER to point
@@ -153,10 +154,10 @@ pg_setup() {
 }
 
 pg_create_db() {
-    local name="$1"
+    local name="$1" var="$2"
     _pg_psql "$PG_MAINT_DB" -c "CREATE DATABASE \"$name\"" >/dev/null || return 1
     PG_CREATED_DBS+=("$name")
-    printf 'postgres://%s@%s:%s/%s\n' "$PG_USER" "$PG_HOST" "$PG_PORT" "$name"
+    printf -v "$var" 'postgres://%s@%s:%s/%s' "$PG_USER" "$PG_HOST" "$PG_PORT" "$name"
 }
 
 pg_cleanup() {

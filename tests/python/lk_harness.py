@@ -176,7 +176,10 @@ class Latchkey:
             self.config_path.write_text(config_toml)
         self.log_path = self.workdir / "server.log"
         self.cli_log_path = self.workdir / "cli-stderr.log"
-        self.env = dict(os.environ)
+        # The binary reads LATCHKEY_* settings from the environment: start from none of
+        # them (the harness's own LATCHKEY_TEST_* / LATCHKEY_BIN included) so that only
+        # the flags below decide storage and configuration.
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")}
         self.env["LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES"] = "true"
         self.env.setdefault("NO_COLOR", "1")
         if rust_log is not None:
@@ -437,7 +440,7 @@ def capture_raw_bodies(client: Any) -> list[bytes]:
     return bodies
 
 
-def eventually(check: Callable[[], Any], timeout: float = 6.0, interval: float = 0.25) -> Any:
+def eventually(check: Callable[[], Any], timeout: float = 7.0, interval: float = 0.25) -> Any:
     """Retry `check` until it stops raising AssertionError/ClientError or time runs out."""
     deadline = time.monotonic() + timeout
     while True:

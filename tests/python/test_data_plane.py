@@ -12,7 +12,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from lk_harness import Latchkey, decode_wat, inbound_issuers_toml, raises_code, uniq
+from lk_harness import Latchkey, decode_wat, eventually, inbound_issuers_toml, raises_code, uniq
 from oidc import OidcProvider
 
 DENIED = ("AccessDeniedException", "ValidationException")
@@ -219,8 +219,12 @@ def test_get_resource_api_key_deleted_workload(dp, cp, api_key_provider: tuple[s
     wat = dp.get_workload_access_token(workloadName=doomed)["workloadAccessToken"]
     assert dp.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName=name)["apiKey"]
     cp.delete_workload_identity(name=doomed)
-    with raises_code("AccessDeniedException", "ResourceNotFoundException"):
-        dp.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName=name)
+
+    def rejected() -> None:
+        with raises_code("AccessDeniedException", "ResourceNotFoundException"):
+            dp.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName=name)
+
+    eventually(rejected)  # immediate on this replica; other replicas within their cache TTL
 
 
 def test_get_resource_api_key_unknown_provider(dp, workload: str) -> None:

@@ -180,7 +180,7 @@ def test_revoked_credential_is_unauthorized(server: Latchkey, cp, names: dict[st
         with raises_code("UnauthorizedException"):
             dp.get_workload_access_token(workloadName=names["a"])
 
-    eventually(unauthorized, timeout=6.0)
+    eventually(unauthorized)
     entry = {c["accessKeyId"]: c for c in server.list_credentials()}[cred.access_key_id]
     assert entry.get("revoked"), entry
 
@@ -193,7 +193,7 @@ def test_revoked_credential_is_unauthorized(server: Latchkey, cp, names: dict[st
         with raises_code("UnauthorizedException"):
             admin_cp.list_workload_identities(maxResults=1)
 
-    eventually(admin_unauthorized, timeout=6.0)
+    eventually(admin_unauthorized)
     # Other credentials are unaffected.
     assert cp.list_workload_identities(maxResults=1)
 

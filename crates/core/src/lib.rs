@@ -8,6 +8,8 @@ pub mod audit;
 pub mod clock;
 pub mod crypto;
 pub mod error;
+pub mod oauth2_provider;
+pub mod sigv4;
 pub mod validate;
 pub mod wat;
 

@@ -119,7 +119,7 @@ pub struct CreateWorkloadIdentityRequest {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NameRequest {
-    name: String,
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,9 +134,9 @@ pub struct UpdateWorkloadIdentityRequest {
 #[serde(rename_all = "camelCase")]
 pub struct ListRequest {
     #[serde(default)]
-    next_token: Option<String>,
+    pub(crate) next_token: Option<String>,
     #[serde(default)]
-    max_results: Option<i64>,
+    pub(crate) max_results: Option<i64>,
 }
 
 fn workload_json(state: &AppState, w: &WorkloadRecord, with_times: bool) -> Value {

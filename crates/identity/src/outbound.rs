@@ -1,1 +1,889 @@
-//! Guarded outbound HTTP client (placeholder; being written).
+//! The one guarded outbound HTTP client: OIDC discovery, JWKS fetches and OAuth token calls.
+//!
+//! Every request Latchkey makes to a URL that came from configuration or from another
+//! server goes through [`OutboundClient`], which enforces one [`OutboundPolicy`]:
+//!
+//! - **Addresses.** Unless `allow_private_addresses` is on, a request may only reach a
+//!   public unicast address. Loopback, private (RFC 1918), link-local (169.254/16, where
+//!   cloud metadata endpoints live), CGNAT (100.64/10), unspecified, multicast, broadcast,
+//!   reserved, benchmarking and documentation ranges are refused, and so are IPv6
+//!   loopback, unique-local (fc00::/7), link-local (fe80::/10), site-local, multicast and
+//!   documentation ranges, and every IPv6 form that embeds an IPv4 address (IPv4-mapped
+//!   `::ffff:a.b.c.d`, IPv4-compatible, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) when the
+//!   embedded address is refused. Host names are checked by a DNS resolver installed in
+//!   the HTTP client, so the addresses checked are exactly the addresses connected to (no
+//!   time-of-check/time-of-use gap for DNS rebinding); literal IP hosts never reach a
+//!   resolver, so they are checked before sending. Proxies are disabled (a proxy would
+//!   resolve names for us).
+//! - **Schemes.** Only `http` and `https`. Plain `http` is refused unless
+//!   `allow_private_addresses` is on: with the flag off, loopback is refused anyway, so
+//!   plain http could only go to a remote host in clear text. With the flag on (tests and
+//!   `latchkey dev`) plain http is allowed to any host. URLs carrying credentials
+//!   (`https://user:pass@host/`) are refused.
+//! - **Redirects** are never followed; a 3xx is reported as a status.
+//! - **Time and size.** A connect timeout and a whole-request timeout (headers and body),
+//!   and a cap on the response body counted while reading (a `Content-Length` above the
+//!   cap fails early, but a smaller or missing one is not trusted).
+//! - **Errors** never carry response bodies or full URLs, which may hold secrets.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use serde::de::DeserializeOwned;
+
+/// Default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default whole-request timeout (headers and body).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on a response body: 1 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// What outbound requests may do. Strict by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundPolicy {
+    /// Allow loopback, private, link-local and other non-public addresses, and plain http
+    /// to any host. Off by default; on in tests and `latchkey dev`.
+    pub allow_private_addresses: bool,
+    /// Time allowed to establish a TCP connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for the whole request, including reading the body.
+    pub request_timeout: Duration,
+    /// Largest response body accepted, in bytes.
+    pub max_response_bytes: usize,
+}
+
+impl Default for OutboundPolicy {
+    fn default() -> Self {
+        Self {
+            allow_private_addresses: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// Why an outbound request failed. Messages never include response bodies or URLs.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    /// The destination is not allowed by the policy.
+    #[error("outbound request to {host} blocked: {reason}")]
+    Blocked { host: String, reason: &'static str },
+    /// The connect or request timeout elapsed.
+    #[error("outbound request timed out")]
+    Timeout,
+    /// The response body exceeded the configured cap.
+    #[error("outbound response larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// The server answered with a non-success status (redirects are not followed).
+    #[error("outbound request answered with HTTP status {0}")]
+    Status(u16),
+    /// The URL cannot be used.
+    #[error("invalid outbound URL: {0}")]
+    InvalidUrl(&'static str),
+    /// Connection or protocol failure (a short description, no body).
+    #[error("outbound request failed: {0}")]
+    Network(String),
+    /// The body is not what was expected (position and category only, no content).
+    #[error("outbound response could not be decoded: {0}")]
+    Decode(String),
+}
+
+/// The guarded HTTP client. Cheap to clone (shares one connection pool).
+#[derive(Debug, Clone)]
+pub struct OutboundClient {
+    http: reqwest::Client,
+    policy: Arc<OutboundPolicy>,
+}
+
+impl OutboundClient {
+    /// Build a client enforcing `policy`.
+    pub fn new(policy: OutboundPolicy) -> Result<Self, OutboundError> {
+        let resolver: Arc<dyn Resolve> = Arc::new(GuardedResolver {
+            allow_private_addresses: policy.allow_private_addresses,
+        });
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(policy.connect_timeout)
+            .timeout(policy.request_timeout)
+            .user_agent(concat!("latchkey/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .dns_resolver(resolver)
+            .build()
+            .map_err(|e| OutboundError::Network(describe_reqwest_error(&e)))?;
+        Ok(Self {
+            http,
+            policy: Arc::new(policy),
+        })
+    }
+
+    /// The policy this client enforces.
+    pub fn policy(&self) -> &OutboundPolicy {
+        &self.policy
+    }
+
+    /// GET `url` and decode a JSON body. Non-2xx statuses are errors.
+    pub async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, OutboundError> {
+        let (_, body) = self.get_bytes_accepting(url, "application/json").await?;
+        serde_json::from_slice(&body).map_err(|e| OutboundError::Decode(describe_json_error(&e)))
+    }
+
+    /// GET `url` and return the headers and body. Non-2xx statuses are errors.
+    pub async fn get_bytes(&self, url: &str) -> Result<(http::HeaderMap, Bytes), OutboundError> {
+        self.get_bytes_accepting(url, "*/*").await
+    }
+
+    async fn get_bytes_accepting(
+        &self,
+        url: &str,
+        accept: &str,
+    ) -> Result<(http::HeaderMap, Bytes), OutboundError> {
+        let url = self.check_url(url)?;
+        let response = self
+            .http
+            .get(url)
+            .header(http::header::ACCEPT, accept)
+            .send()
+            .await
+            .map_err(|e| map_reqwest_error(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(OutboundError::Status(status.as_u16()));
+        }
+        let headers = response.headers().clone();
+        let body = self.read_limited(response).await?;
+        Ok((headers, body))
+    }
+
+    /// POST an `application/x-www-form-urlencoded` body, optionally with HTTP Basic
+    /// authentication, and return the status and body whatever the status (OAuth token
+    /// endpoints answer errors as 400 with a JSON body). The body is still size-capped.
+    ///
+    /// `basic_auth` is sent as given: a caller following RFC 6749 §2.3.1 form-encodes the
+    /// client id and secret first.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        basic_auth: Option<(&str, &str)>,
+    ) -> Result<(u16, Bytes), OutboundError> {
+        let url = self.check_url(url)?;
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut request = self
+            .http
+            .post(url)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .body(body);
+        if let Some((user, password)) = basic_auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().await.map_err(|e| map_reqwest_error(&e))?;
+        let status = response.status().as_u16();
+        let body = self.read_limited(response).await?;
+        Ok((status, body))
+    }
+
+    /// Parse and check a URL against the policy before anything is sent.
+    fn check_url(&self, raw: &str) -> Result<url::Url, OutboundError> {
+        check_url(raw, self.policy.allow_private_addresses)
+    }
+
+    /// Read the body chunk by chunk, failing as soon as it exceeds the cap.
+    async fn read_limited(&self, mut response: reqwest::Response) -> Result<Bytes, OutboundError> {
+        let limit = self.policy.max_response_bytes;
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(OutboundError::TooLarge { limit });
+        }
+        let mut buffer = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| map_reqwest_error(&e))? {
+            if buffer.len().saturating_add(chunk.len()) > limit {
+                return Err(OutboundError::TooLarge { limit });
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        Ok(buffer.freeze())
+    }
+}
+
+fn check_url(raw: &str, allow_private_addresses: bool) -> Result<url::Url, OutboundError> {
+    let url = url::Url::parse(raw).map_err(|_| OutboundError::InvalidUrl("not an absolute URL"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_private_addresses => {}
+        "http" => {
+            return Err(OutboundError::Blocked {
+                host: url.host_str().unwrap_or_default().to_string(),
+                reason: "plain http is only allowed when private addresses are allowed (tests and dev)",
+            });
+        }
+        _ => {
+            return Err(OutboundError::InvalidUrl(
+                "only http and https URLs are allowed",
+            ));
+        }
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(OutboundError::InvalidUrl(
+            "credentials in the URL are not allowed",
+        ));
+    }
+    let ip = match url.host() {
+        None => return Err(OutboundError::InvalidUrl("the URL has no host")),
+        Some(url::Host::Domain(_)) => None,
+        Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+    };
+    // Literal IP hosts are connected to directly, without the resolver: check them here.
+    if let Some(ip) = ip
+        && !allow_private_addresses
+        && let Some(reason) = blocked_reason(ip)
+    {
+        return Err(OutboundError::Blocked {
+            host: ip.to_string(),
+            reason,
+        });
+    }
+    Ok(url)
+}
+
+/// Why `ip` is not a public unicast address, or `None` when it is.
+///
+/// IPv6 forms that embed an IPv4 address (mapped, compatible, NAT64, 6to4) are judged by
+/// the embedded address.
+pub fn blocked_reason(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => blocked_reason_v4(v4),
+        IpAddr::V6(v6) => blocked_reason_v6(v6),
+    }
+}
+
+fn blocked_reason_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    if ip.is_unspecified() || a == 0 {
+        Some("unspecified or \"this network\" address")
+    } else if ip.is_loopback() {
+        Some("loopback address")
+    } else if a == 10 || (a == 172 && (16..=31).contains(&b)) || (a == 192 && b == 168) {
+        Some("private address")
+    } else if a == 169 && b == 254 {
+        Some("link-local address (cloud metadata range)")
+    } else if a == 100 && (64..=127).contains(&b) {
+        Some("carrier-grade NAT address")
+    } else if ip.is_broadcast() {
+        Some("broadcast address")
+    } else if ip.is_multicast() {
+        Some("multicast address")
+    } else if a >= 240 {
+        Some("reserved address")
+    } else if (a == 192 && b == 0 && c == 2)
+        || (a == 198 && b == 51 && c == 100)
+        || (a == 203 && b == 0 && c == 113)
+    {
+        Some("documentation address")
+    } else if a == 198 && (b == 18 || b == 19) {
+        Some("benchmarking address")
+    } else if a == 192 && b == 0 && c == 0 {
+        Some("IETF protocol assignment address")
+    } else {
+        None
+    }
+}
+
+fn blocked_reason_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let segments = ip.segments();
+    let embedded_v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if ip.is_unspecified() {
+        return Some("unspecified address");
+    }
+    if ip.is_loopback() {
+        return Some("loopback address");
+    }
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return blocked_reason_v4(v4);
+    }
+    match segments {
+        // Deprecated IPv4-compatible ::a.b.c.d (:: and ::1 handled above).
+        [0, 0, 0, 0, 0, 0, hi, lo] => {
+            return blocked_reason_v4(embedded_v4(hi, lo)).or(Some("IPv4-compatible address"));
+        }
+        // NAT64 well-known prefix 64:ff9b::/96.
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => return blocked_reason_v4(embedded_v4(hi, lo)),
+        // 6to4 2002::/16 embeds an IPv4 address in bits 16..48.
+        [0x2002, hi, lo, ..] => return blocked_reason_v4(embedded_v4(hi, lo)),
+        _ => {}
+    }
+    let first = segments[0];
+    if first & 0xfe00 == 0xfc00 {
+        Some("unique local address")
+    } else if first & 0xffc0 == 0xfe80 {
+        Some("link-local address")
+    } else if first & 0xffc0 == 0xfec0 {
+        Some("site-local address")
+    } else if first & 0xff00 == 0xff00 {
+        Some("multicast address")
+    } else if (first == 0x2001 && segments[1] == 0x0db8)
+        || (first == 0x3fff && segments[1] & 0xf000 == 0)
+    {
+        Some("documentation address")
+    } else if first == 0x0064 && segments[1] == 0xff9b && segments[2] == 0x0001 {
+        Some("local-use NAT64 address")
+    } else if first == 0x2001 && segments[1] == 0 {
+        Some("Teredo address")
+    } else if first == 0x0100 && segments[1..4] == [0, 0, 0] {
+        Some("discard-only address")
+    } else {
+        None
+    }
+}
+
+/// Refusal raised by [`GuardedResolver`]; found again in the error chain by
+/// [`map_reqwest_error`].
+#[derive(Debug)]
+struct BlockedAddress {
+    host: String,
+    reason: &'static str,
+}
+
+impl fmt::Display for BlockedAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} resolves to a blocked address: {}",
+            self.host, self.reason
+        )
+    }
+}
+
+impl std::error::Error for BlockedAddress {}
+
+/// Resolves with tokio's resolver and refuses names with any non-public address.
+#[derive(Debug, Clone, Copy)]
+struct GuardedResolver {
+    allow_private_addresses: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private_addresses = self.allow_private_addresses;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addresses: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if addresses.is_empty() {
+                return Err(format!("{host} resolved to no addresses").into());
+            }
+            if !allow_private_addresses {
+                // Any non-public address refuses the whole name: a public name has no
+                // business resolving to an internal address.
+                if let Some(reason) = addresses.iter().find_map(|a| blocked_reason(a.ip())) {
+                    return Err(Box::new(BlockedAddress { host, reason })
+                        as Box<dyn std::error::Error + Send + Sync>);
+                }
+            }
+            Ok(Box::new(addresses.into_iter()) as Addrs)
+        })
+    }
+}
+
+fn map_reqwest_error(error: &reqwest::Error) -> OutboundError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(blocked) = e.downcast_ref::<BlockedAddress>() {
+            return OutboundError::Blocked {
+                host: blocked.host.clone(),
+                reason: blocked.reason,
+            };
+        }
+        source = e.source();
+    }
+    if error.is_timeout() {
+        return OutboundError::Timeout;
+    }
+    OutboundError::Network(describe_reqwest_error(error))
+}
+
+/// A short description of a transport error: the error chain without the URL, truncated.
+fn describe_reqwest_error(error: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    // reqwest's own Display names the URL; its sources (hyper, io, rustls) do not.
+    let mut source = std::error::Error::source(error);
+    let top = if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "reading the response failed"
+    } else if error.is_builder() {
+        "building the client failed"
+    } else {
+        "request failed"
+    };
+    parts.push(top.to_string());
+    while let Some(e) = source {
+        parts.push(e.to_string());
+        source = e.source();
+        if parts.len() >= 4 {
+            break;
+        }
+    }
+    truncate(parts.join(": "), 200)
+}
+
+fn describe_json_error(error: &serde_json::Error) -> String {
+    // serde_json's own message can quote values from the body; keep only where and what.
+    let category = match error.classify() {
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Data => "JSON of the wrong shape",
+        serde_json::error::Category::Eof => "truncated JSON",
+    };
+    format!(
+        "{category} at line {} column {}",
+        error.line(),
+        error.column()
+    )
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::str::FromStr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn serve(router: Router) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("local addr");
+        tokio::spawn(async move {
+            axum::serve(listener, router).await.expect("serve");
+        });
+        address
+    }
+
+    fn permissive() -> OutboundClient {
+        OutboundClient::new(OutboundPolicy {
+            allow_private_addresses: true,
+            ..OutboundPolicy::default()
+        })
+        .expect("client")
+    }
+
+    fn strict() -> OutboundClient {
+        OutboundClient::new(OutboundPolicy::default()).expect("client")
+    }
+
+    #[test]
+    fn classifies_addresses() {
+        let cases: &[(&str, bool)] = &[
+            ("8.8.8.8", true),
+            ("1.1.1.1", true),
+            ("93.184.216.34", true),
+            ("127.0.0.1", false),
+            ("127.255.0.1", false),
+            ("0.0.0.0", false),
+            ("10.1.2.3", false),
+            ("172.16.0.1", false),
+            ("172.31.255.255", false),
+            ("172.32.0.1", true),
+            ("192.168.1.1", false),
+            ("169.254.169.254", false),
+            ("100.64.0.1", false),
+            ("100.127.255.255", false),
+            ("100.128.0.1", true),
+            ("224.0.0.1", false),
+            ("255.255.255.255", false),
+            ("240.0.0.1", false),
+            ("192.0.2.1", false),
+            ("198.51.100.7", false),
+            ("203.0.113.9", false),
+            ("198.18.0.1", false),
+            ("::1", false),
+            ("::", false),
+            ("fd00::1", false),
+            ("fc00::1", false),
+            ("fe80::1", false),
+            ("ff02::1", false),
+            ("2001:db8::1", false),
+            ("::ffff:127.0.0.1", false),
+            ("::ffff:169.254.169.254", false),
+            ("::ffff:10.0.0.1", false),
+            ("::ffff:8.8.8.8", true),
+            ("::127.0.0.1", false),
+            ("64:ff9b::a9fe:a9fe", false),
+            ("64:ff9b::808:808", true),
+            ("2002:7f00:1::", false),
+            ("2002:808:808::", true),
+            ("2606:4700:4700::1111", true),
+            ("2001:4860:4860::8888", true),
+        ];
+        for (text, allowed) in cases {
+            let ip = IpAddr::from_str(text).expect("test address parses");
+            assert_eq!(
+                blocked_reason(ip).is_none(),
+                *allowed,
+                "{text}: {:?}",
+                blocked_reason(ip)
+            );
+        }
+    }
+
+    #[test]
+    fn url_checks() {
+        assert!(matches!(
+            check_url("ftp://example.com/", true),
+            Err(OutboundError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            check_url("not a url", true),
+            Err(OutboundError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            check_url("https://u:p@example.com/", true),
+            Err(OutboundError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            check_url("http://example.com/", false),
+            Err(OutboundError::Blocked { .. })
+        ));
+        assert!(check_url("http://example.com/", true).is_ok());
+        assert!(check_url("https://example.com/", false).is_ok());
+        assert!(matches!(
+            check_url("https://[::ffff:169.254.169.254]/", false),
+            Err(OutboundError::Blocked { .. })
+        ));
+        assert!(matches!(
+            check_url("https://169.254.169.254/latest/meta-data/", false),
+            Err(OutboundError::Blocked { .. })
+        ));
+        // Integer-form IPv4 hosts are normalised by the URL parser and still caught.
+        assert!(matches!(
+            check_url("https://2130706433/", false),
+            Err(OutboundError::Blocked { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn literal_loopback_refused_by_default_and_allowed_with_flag() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let address = serve(Router::new().route(
+            "/",
+            get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { "hello" }
+            }),
+        ))
+        .await;
+        let url = format!("http://{address}/");
+        let error = strict().get_bytes(&url).await.expect_err("must be refused");
+        assert!(matches!(error, OutboundError::Blocked { .. }), "{error:?}");
+        // https to the literal address is refused for the address itself, before any TLS.
+        let error = strict()
+            .get_bytes(&format!("https://{address}/"))
+            .await
+            .expect_err("must be refused");
+        assert!(
+            matches!(
+                error,
+                OutboundError::Blocked {
+                    reason: "loopback address",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+
+        let (_, body) = permissive()
+            .get_bytes(&url)
+            .await
+            .expect("allowed with the flag");
+        assert_eq!(&body[..], b"hello");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn localhost_refused_by_resolver() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let address = serve(Router::new().route(
+            "/",
+            get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { "hello" }
+            }),
+        ))
+        .await;
+        // https passes the scheme rule, so the refusal must come from the resolver.
+        let error = strict()
+            .get_bytes(&format!("https://localhost:{}/", address.port()))
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(error, OutboundError::Blocked { ref host, .. } if host == "localhost"),
+            "{error:?}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+
+        // The resolver itself.
+        let refused = GuardedResolver {
+            allow_private_addresses: false,
+        }
+        .resolve(Name::from_str("localhost").expect("name"))
+        .await;
+        assert!(refused.is_err());
+        let allowed = GuardedResolver {
+            allow_private_addresses: true,
+        }
+        .resolve(Name::from_str("localhost").expect("name"))
+        .await;
+        assert!(allowed.expect("resolves").next().is_some());
+
+        // With the flag, the name resolves and the request goes through.
+        let (_, body) = permissive()
+            .get_bytes(&format!("http://localhost:{}/", address.port()))
+            .await
+            .expect("allowed");
+        assert_eq!(&body[..], b"hello");
+    }
+
+    #[tokio::test]
+    async fn oversized_response_refused() {
+        let address = serve(
+            Router::new()
+                .route("/big", get(|| async { "x".repeat(4096) }))
+                .route("/small", get(|| async { "x".repeat(1000) })),
+        )
+        .await;
+        let client = OutboundClient::new(OutboundPolicy {
+            allow_private_addresses: true,
+            max_response_bytes: 1024,
+            ..OutboundPolicy::default()
+        })
+        .expect("client");
+        let error = client
+            .get_bytes(&format!("http://{address}/big"))
+            .await
+            .expect_err("too large");
+        assert!(
+            matches!(error, OutboundError::TooLarge { limit: 1024 }),
+            "{error:?}"
+        );
+        let (_, body) = client
+            .get_bytes(&format!("http://{address}/small"))
+            .await
+            .expect("fits");
+        assert_eq!(body.len(), 1000);
+        let (status, _) = client
+            .post_form(&format!("http://{address}/big"), &[], None)
+            .await
+            .expect("post");
+        // POST is not routed (405), and its small error body is read fine.
+        assert_eq!(status, 405);
+    }
+
+    #[tokio::test]
+    async fn oversized_chunked_response_refused_without_content_length() {
+        // A raw server that streams a chunked body with no Content-Length.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 2048];
+                    let _ = socket.read(&mut request).await;
+                    let _ = socket.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n").await;
+                    for _ in 0..64 {
+                        let chunk = format!("{:x}\r\n{}\r\n", 512, "y".repeat(512));
+                        if socket.write_all(chunk.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = socket.write_all(b"0\r\n\r\n").await;
+                });
+            }
+        });
+        let client = OutboundClient::new(OutboundPolicy {
+            allow_private_addresses: true,
+            max_response_bytes: 4096,
+            ..OutboundPolicy::default()
+        })
+        .expect("client");
+        let error = client
+            .get_bytes(&format!("http://{address}/"))
+            .await
+            .expect_err("too large");
+        assert!(
+            matches!(error, OutboundError::TooLarge { limit: 4096 }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_server_times_out() {
+        let address = serve(Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        ))
+        .await;
+        let client = OutboundClient::new(OutboundPolicy {
+            allow_private_addresses: true,
+            request_timeout: Duration::from_millis(300),
+            ..OutboundPolicy::default()
+        })
+        .expect("client");
+        let started = std::time::Instant::now();
+        let error = client
+            .get_bytes(&format!("http://{address}/slow"))
+            .await
+            .expect_err("times out");
+        assert!(matches!(error, OutboundError::Timeout), "{error:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    async fn redirect_to_target() -> (StatusCode, HeaderMap, &'static str) {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::LOCATION, "/target".parse().expect("header"));
+        (StatusCode::FOUND, headers, "")
+    }
+
+    #[tokio::test]
+    async fn redirects_not_followed() {
+        let target_hits = Arc::new(AtomicUsize::new(0));
+        let counter = target_hits.clone();
+        let address = serve(
+            Router::new()
+                .route("/start", get(redirect_to_target).post(redirect_to_target))
+                .route(
+                    "/target",
+                    get(move || {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        async { "{}" }
+                    }),
+                ),
+        )
+        .await;
+        let client = permissive();
+        let error = client
+            .get_bytes(&format!("http://{address}/start"))
+            .await
+            .expect_err("not followed");
+        assert!(matches!(error, OutboundError::Status(302)), "{error:?}");
+        let error = client
+            .get_json::<serde_json::Value>(&format!("http://{address}/start"))
+            .await
+            .expect_err("not followed");
+        assert!(matches!(error, OutboundError::Status(302)), "{error:?}");
+        let (status, _) = client
+            .post_form(&format!("http://{address}/start"), &[("a", "b")], None)
+            .await
+            .expect("status reported");
+        assert_eq!(status, 302);
+        assert_eq!(target_hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn post_form_sends_body_and_basic_auth() {
+        let address = serve(Router::new().route(
+            "/token",
+            axum::routing::post(|headers: HeaderMap, body: String| async move {
+                let auth = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let content_type = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("{auth}|{content_type}|{body}"),
+                )
+            }),
+        ))
+        .await;
+        let (status, body) = permissive()
+            .post_form(
+                &format!("http://{address}/token"),
+                &[("grant_type", "client_credentials"), ("scope", "a b")],
+                Some(("id", "secret")),
+            )
+            .await
+            .expect("post");
+        assert_eq!(status, 400);
+        assert_eq!(
+            std::str::from_utf8(&body).expect("utf8"),
+            "Basic aWQ6c2VjcmV0|application/x-www-form-urlencoded|grant_type=client_credentials&scope=a+b"
+        );
+    }
+
+    #[tokio::test]
+    async fn json_errors_do_not_echo_the_body() {
+        let address = serve(Router::new().route(
+            "/doc",
+            get(|| async { r#"{"issuer": "super-secret-value"}"# }),
+        ))
+        .await;
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Doc {
+            issuer: u64,
+        }
+        let error = permissive()
+            .get_json::<Doc>(&format!("http://{address}/doc"))
+            .await
+            .expect_err("wrong shape");
+        assert!(matches!(error, OutboundError::Decode(_)));
+        assert!(!error.to_string().contains("super-secret-value"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn non_success_status_is_an_error() {
+        let address = serve(Router::new().route(
+            "/missing",
+            get(|| async { (StatusCode::NOT_FOUND, "secret body") }),
+        ))
+        .await;
+        let error = permissive()
+            .get_bytes(&format!("http://{address}/missing"))
+            .await
+            .expect_err("404");
+        assert!(matches!(error, OutboundError::Status(404)));
+        assert!(!error.to_string().contains("secret"));
+    }
+}
