@@ -114,7 +114,8 @@ def inbound_issuers_toml(*issuers: str, audiences: tuple[str, ...] = ("latchkey-
     out = []
     for issuer in issuers:
         auds = ", ".join(json.dumps(a) for a in audiences)
-        out.append(f"[[inbound_issuers]]\nissuer = {json.dumps(issuer)}\naudiences = [{auds}]\n")
+        # Key-rotation tests restart the IdP seconds after the first JWKS fetch.
+        out.append(f"[[inbound_issuers]]\nissuer = {json.dumps(issuer)}\naudiences = [{auds}]\njwks_min_refetch_seconds = 1\n")
     return "\n".join(out)
 
 
@@ -446,7 +447,7 @@ def eventually(check: Callable[[], Any], timeout: float = 7.0, interval: float =
     while True:
         try:
             return check()
-        except (AssertionError, ClientError):
+        except (AssertionError, ClientError, pytest.fail.Exception):
             if time.monotonic() >= deadline:
                 raise
             time.sleep(interval)

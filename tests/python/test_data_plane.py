@@ -244,7 +244,14 @@ def test_wat_for_jwt_after_idp_key_rotation(server: Latchkey, dp, workload: str,
     idp.rotate_keys()
     after = idp.id_token_for("bob")
     assert jwt.get_unverified_header(after)["kid"] != old_kid
-    out = dp.get_workload_access_token_for_jwt(workloadName=workload, userToken=after)
+    # The server may rate-limit kid-driven JWKS refetches (tens of seconds per issuer,
+    # so forged kids cannot make it hammer the IdP); a rotated key must be picked up
+    # within that window.
+    out = eventually(
+        lambda: dp.get_workload_access_token_for_jwt(workloadName=workload, userToken=after),
+        timeout=45.0,
+        interval=1.0,
+    )
     claims = decode_wat(server, out["workloadAccessToken"])
     assert claims["latchkey:user"] == "bob"
     assert claims["sub"] == workload

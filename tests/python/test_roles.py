@@ -115,8 +115,11 @@ def test_for_user_id_needs_per_workload_opt_in(server: Latchkey, cp, names: dict
     with raises_code("AccessDeniedException"):
         dp.get_workload_access_token_for_user_id(workloadName=name, userId="alice")
 
-    # A value other than "true" does not enable it.
-    cp.tag_resource(resourceArn=workload_arn(name), tags={"latchkey:allow-user-id": "yes"})
+    # The tag takes only "true" or "false": anything else is refused, and changes nothing.
+    with raises_code("ValidationException"):
+        cp.tag_resource(resourceArn=workload_arn(name), tags={"latchkey:allow-user-id": "yes"})
+    assert "latchkey:allow-user-id" not in cp.list_tags_for_resource(resourceArn=workload_arn(name))["tags"]
+    cp.tag_resource(resourceArn=workload_arn(name), tags={"latchkey:allow-user-id": "false"})
     with raises_code("AccessDeniedException"):
         dp.get_workload_access_token_for_user_id(workloadName=name, userId="alice")
 

@@ -234,6 +234,10 @@ async fn authenticate_sigv4(state: &AppState, parts: &Parts, body: &[u8], header
 /// echoing input values (they may be secrets).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    // Every AgentCore request body is a JSON object (serde would also read a struct from an array).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::cannot_parse("the request body must be a JSON object"));
+    }
     serde_json::from_slice(body).map_err(|e| {
         let text = e.to_string();
         if let Some(rest) = text.strip_prefix("missing field `") {

@@ -70,6 +70,10 @@ pub struct InboundIssuerConfig {
     /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds. Default 60.
     #[serde(default = "default_leeway_seconds")]
     pub leeway_seconds: u64,
+    /// Least time between JWKS refetches caused by an unknown `kid` (key rotation), in
+    /// seconds, 1..=3600. Default: the verifier's option (30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_min_refetch_seconds: Option<u64>,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -108,6 +112,7 @@ impl InboundIssuerConfig {
             discovery_url: None,
             jwks_uri: None,
             leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+            jwks_min_refetch_seconds: None,
         }
     }
 
@@ -150,6 +155,9 @@ impl InboundIssuerConfig {
         }
         if let Some(url) = &self.jwks_uri {
             check_config_url("jwks_uri", url)?;
+        }
+        if self.jwks_min_refetch_seconds.is_some_and(|s| !(1..=3600).contains(&s)) {
+            return Err(InboundConfigError::new("jwks_min_refetch_seconds", "must be between 1 and 3600"));
         }
         if self.leeway_seconds > MAX_LEEWAY_SECONDS {
             return Err(InboundConfigError::new(
@@ -510,7 +518,8 @@ impl InboundVerifier {
             return Ok(jwk);
         }
         // Unknown key: perhaps the issuer rotated. Refetch, but rarely.
-        if !cache.may_fetch(now, inner.options.min_refetch_interval) {
+        let min_refetch = issuer.config.jwks_min_refetch_seconds.map_or(inner.options.min_refetch_interval, Duration::from_secs);
+        if !cache.may_fetch(now, min_refetch) {
             return Err(InboundError::UnknownKey);
         }
         self.refresh(issuer, &mut cache, now).await?;
