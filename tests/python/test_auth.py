@@ -217,3 +217,25 @@ def test_revoked_bearer(server: Latchkey, workload: str) -> None:
     assert call().status_code == 200
     server.revoke_credential(cred.access_key_id)
     eventually(lambda: assert_error_response(call(), 401, "UnauthorizedException"))
+
+
+def test_session_token_is_signed_and_accepted(server: Latchkey, workload: str) -> None:
+    # Temporary-credential style: boto3 adds and signs X-Amz-Security-Token.
+    import boto3
+    from botocore.config import Config
+
+    admin = server.admin
+    assert admin is not None
+    client = boto3.client(
+        "bedrock-agentcore",
+        endpoint_url=server.url,
+        region_name="ap-southeast-2",
+        aws_access_key_id=admin.access_key_id,
+        aws_secret_access_key=admin.secret_access_key,
+        aws_session_token="session-token-value",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    seen: list[str] = []
+    client.meta.events.register("before-send", lambda request, **_: seen.append(request.headers.get("Authorization", b"").decode() if isinstance(request.headers.get("Authorization"), bytes) else str(request.headers.get("Authorization"))))
+    assert client.get_workload_access_token(workloadName=workload)["workloadAccessToken"]
+    assert "x-amz-security-token" in seen[0], seen

@@ -12,7 +12,11 @@ pub struct ArnContext {
 
 impl Default for ArnContext {
     fn default() -> Self {
-        Self { partition: "aws".into(), region: "us-east-1".into(), account: "000000000000".into() }
+        Self {
+            partition: "aws".into(),
+            region: "us-east-1".into(),
+            account: "000000000000".into(),
+        }
     }
 }
 
@@ -38,19 +42,31 @@ impl ResourceKind {
 
 impl ArnContext {
     fn prefix(&self) -> String {
-        format!("arn:{}:bedrock-agentcore:{}:{}:", self.partition, self.region, self.account)
+        format!(
+            "arn:{}:bedrock-agentcore:{}:{}:",
+            self.partition, self.region, self.account
+        )
     }
 
     pub fn workload_identity(&self, name: &str) -> String {
-        format!("{}workload-identity-directory/default/workload-identity/{name}", self.prefix())
+        format!(
+            "{}workload-identity-directory/default/workload-identity/{name}",
+            self.prefix()
+        )
     }
 
     pub fn oauth2_provider(&self, name: &str) -> String {
-        format!("{}token-vault/default/oauth2credentialprovider/{name}", self.prefix())
+        format!(
+            "{}token-vault/default/oauth2credentialprovider/{name}",
+            self.prefix()
+        )
     }
 
     pub fn api_key_provider(&self, name: &str) -> String {
-        format!("{}token-vault/default/apikeycredentialprovider/{name}", self.prefix())
+        format!(
+            "{}token-vault/default/apikeycredentialprovider/{name}",
+            self.prefix()
+        )
     }
 
     pub fn token_vault(&self, id: &str) -> String {
@@ -68,7 +84,9 @@ impl ArnContext {
     /// Parse one of our ARNs back into (kind, name). Anything else is `None`.
     pub fn parse(&self, arn: &str) -> Option<(ResourceKind, String)> {
         let rest = arn.strip_prefix(&self.prefix())?;
-        let (kind, name) = if let Some(n) = rest.strip_prefix("workload-identity-directory/default/workload-identity/") {
+        let (kind, name) = if let Some(n) =
+            rest.strip_prefix("workload-identity-directory/default/workload-identity/")
+        {
             (ResourceKind::WorkloadIdentity, n)
         } else if let Some(n) = rest.strip_prefix("token-vault/default/oauth2credentialprovider/") {
             (ResourceKind::Oauth2Provider, n)
@@ -92,10 +110,22 @@ mod tests {
     fn round_trip() {
         let c = ArnContext::default();
         let arn = c.workload_identity("wl1");
-        assert_eq!(arn, "arn:aws:bedrock-agentcore:us-east-1:000000000000:workload-identity-directory/default/workload-identity/wl1");
-        assert_eq!(c.parse(&arn), Some((ResourceKind::WorkloadIdentity, "wl1".into())));
-        assert_eq!(c.parse(&c.oauth2_provider("gh")), Some((ResourceKind::Oauth2Provider, "gh".into())));
-        assert_eq!(c.parse("arn:aws:bedrock-agentcore:eu-west-1:000000000000:token-vault/default"), None);
+        assert_eq!(
+            arn,
+            "arn:aws:bedrock-agentcore:us-east-1:000000000000:workload-identity-directory/default/workload-identity/wl1"
+        );
+        assert_eq!(
+            c.parse(&arn),
+            Some((ResourceKind::WorkloadIdentity, "wl1".into()))
+        );
+        assert_eq!(
+            c.parse(&c.oauth2_provider("gh")),
+            Some((ResourceKind::Oauth2Provider, "gh".into()))
+        );
+        assert_eq!(
+            c.parse("arn:aws:bedrock-agentcore:eu-west-1:000000000000:token-vault/default"),
+            None
+        );
         assert_eq!(c.parse(&format!("{}/x", c.workload_identity("a"))), None);
     }
 }

@@ -43,9 +43,19 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
     /// The id new envelopes are sealed with.
     fn active_key_id(&self) -> String;
     /// Seal a data key under `key_id`. Returns `(nonce, wrapped)`.
-    fn wrap_data_key<'a>(&'a self, key_id: &'a str, dek: &'a [u8], aad: &'a [u8]) -> BoxFuture<'a, Result<Vec<u8>, CryptoError>>;
+    fn wrap_data_key<'a>(
+        &'a self,
+        key_id: &'a str,
+        dek: &'a [u8],
+        aad: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, CryptoError>>;
     /// Open a data key sealed under `key_id`.
-    fn unwrap_data_key<'a>(&'a self, key_id: &'a str, wrapped: &'a [u8], aad: &'a [u8]) -> BoxFuture<'a, Result<Zeroizing<Vec<u8>>, CryptoError>>;
+    fn unwrap_data_key<'a>(
+        &'a self,
+        key_id: &'a str,
+        wrapped: &'a [u8],
+        aad: &'a [u8],
+    ) -> BoxFuture<'a, Result<Zeroizing<Vec<u8>>, CryptoError>>;
 }
 
 fn random<const N: usize>() -> Result<[u8; N], CryptoError> {
@@ -55,13 +65,18 @@ fn random<const N: usize>() -> Result<[u8; N], CryptoError> {
 }
 
 fn seal(key: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CryptoError::Malformed)?);
+    let key =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CryptoError::Malformed)?);
     let nonce_bytes: [u8; NONCE_LEN] = random()?;
     let mut buf = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
     buf.extend_from_slice(&nonce_bytes);
     let mut body = plaintext.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(aad), &mut body)
-        .map_err(|_| CryptoError::Malformed)?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce_bytes),
+        Aad::from(aad),
+        &mut body,
+    )
+    .map_err(|_| CryptoError::Malformed)?;
     buf.extend_from_slice(&body);
     Ok(buf)
 }
@@ -70,11 +85,15 @@ fn open(key: &[u8], aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Cry
     if sealed.len() < NONCE_LEN + 16 {
         return Err(CryptoError::Malformed);
     }
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CryptoError::Malformed)?);
+    let key =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CryptoError::Malformed)?);
     let (nonce, body) = sealed.split_at(NONCE_LEN);
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Malformed)?;
     let mut body = Zeroizing::new(body.to_vec());
-    let len = key.open_in_place(nonce, Aad::from(aad), &mut body).map_err(|_| CryptoError::Authentication)?.len();
+    let len = key
+        .open_in_place(nonce, Aad::from(aad), &mut body)
+        .map_err(|_| CryptoError::Authentication)?
+        .len();
     body.truncate(len);
     Ok(body)
 }
@@ -86,13 +105,21 @@ fn dek_aad(record_aad: &[u8]) -> Vec<u8> {
 }
 
 /// Seal `plaintext` for the record identified by `aad`.
-pub async fn encrypt(provider: &dyn KeyProvider, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub async fn encrypt(
+    provider: &dyn KeyProvider,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
     let dek = Zeroizing::new(random::<32>()?);
     let key_id = provider.active_key_id();
     if key_id.is_empty() || key_id.len() > 255 {
-        return Err(CryptoError::Provider("active key id must be 1..255 bytes".into()));
+        return Err(CryptoError::Provider(
+            "active key id must be 1..255 bytes".into(),
+        ));
     }
-    let wrapped = provider.wrap_data_key(&key_id, dek.as_ref(), &dek_aad(aad)).await?;
+    let wrapped = provider
+        .wrap_data_key(&key_id, dek.as_ref(), &dek_aad(aad))
+        .await?;
     if wrapped.len() > u16::MAX as usize {
         return Err(CryptoError::Provider("wrapped key too large".into()));
     }
@@ -134,14 +161,24 @@ fn parse(envelope: &[u8]) -> Result<(&str, &[u8], &[u8]), CryptoError> {
 }
 
 /// Open an envelope sealed for the record identified by `aad`.
-pub async fn decrypt(provider: &dyn KeyProvider, aad: &[u8], envelope: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+pub async fn decrypt(
+    provider: &dyn KeyProvider,
+    aad: &[u8],
+    envelope: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let (key_id, wrapped, body) = parse(envelope)?;
-    let dek = provider.unwrap_data_key(key_id, wrapped, &dek_aad(aad)).await?;
+    let dek = provider
+        .unwrap_data_key(key_id, wrapped, &dek_aad(aad))
+        .await?;
     open(&dek, aad, body)
 }
 
 /// Convenience: open an envelope that holds UTF-8 text as a [`SecretString`].
-pub async fn decrypt_string(provider: &dyn KeyProvider, aad: &[u8], envelope: &[u8]) -> Result<SecretString, CryptoError> {
+pub async fn decrypt_string(
+    provider: &dyn KeyProvider,
+    aad: &[u8],
+    envelope: &[u8],
+) -> Result<SecretString, CryptoError> {
     let bytes = decrypt(provider, aad, envelope).await?;
     let text = std::str::from_utf8(&bytes).map_err(|_| CryptoError::Malformed)?;
     Ok(SecretString::from(text.to_owned()))
@@ -182,24 +219,43 @@ impl FileKeyProvider {
 
     /// Parse the key file's contents.
     pub fn from_json(text: &str) -> Result<Self, CryptoError> {
-        let file: KeyFile = serde_json::from_str(text).map_err(|e| CryptoError::Provider(format!("key file is not valid JSON: {}", e.classify_name())))?;
+        let file: KeyFile = serde_json::from_str(text).map_err(|e| {
+            CryptoError::Provider(format!("key file is not valid JSON: {}", e.classify_name()))
+        })?;
         let mut keys = BTreeMap::new();
         for (id, b64) in file.keys {
-            let raw = Zeroizing::new(STANDARD.decode(b64.as_bytes()).map_err(|_| CryptoError::Provider(format!("key {id:?} is not base64")))?);
-            let arr: [u8; 32] = raw.as_slice().try_into().map_err(|_| CryptoError::Provider(format!("key {id:?} is not 32 bytes")))?;
+            let raw = Zeroizing::new(
+                STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|_| CryptoError::Provider(format!("key {id:?} is not base64")))?,
+            );
+            let arr: [u8; 32] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| CryptoError::Provider(format!("key {id:?} is not 32 bytes")))?;
             keys.insert(id, SecretBox::new(Box::new(arr)));
         }
         if !keys.contains_key(&file.active) {
-            return Err(CryptoError::Provider(format!("active key {:?} is not in the key file", file.active)));
+            return Err(CryptoError::Provider(format!(
+                "active key {:?} is not in the key file",
+                file.active
+            )));
         }
-        Ok(Self { active: file.active, keys })
+        Ok(Self {
+            active: file.active,
+            keys,
+        })
     }
 
     /// Serialize for writing to the key file (contains key material: write it 0600).
     pub fn to_json(&self) -> Zeroizing<String> {
         let file = KeyFile {
             active: self.active.clone(),
-            keys: self.keys.iter().map(|(id, k)| (id.clone(), STANDARD.encode(k.expose_secret()))).collect(),
+            keys: self
+                .keys
+                .iter()
+                .map(|(id, k)| (id.clone(), STANDARD.encode(k.expose_secret())))
+                .collect(),
         };
         Zeroizing::new(serde_json::to_string_pretty(&file).unwrap_or_default())
     }
@@ -207,7 +263,8 @@ impl FileKeyProvider {
     /// Add a new key and make it active (old keys stay for decryption). Returns the new id.
     pub fn rotate(&mut self) -> Result<String, CryptoError> {
         let id = new_key_id()?;
-        self.keys.insert(id.clone(), SecretBox::new(Box::new(random::<32>()?)));
+        self.keys
+            .insert(id.clone(), SecretBox::new(Box::new(random::<32>()?)));
         self.active = id.clone();
         Ok(id)
     }
@@ -217,7 +274,9 @@ impl FileKeyProvider {
     }
 
     fn key(&self, id: &str) -> Result<&Kek, CryptoError> {
-        self.keys.get(id).ok_or_else(|| CryptoError::UnknownKey(id.to_string()))
+        self.keys
+            .get(id)
+            .ok_or_else(|| CryptoError::UnknownKey(id.to_string()))
     }
 }
 
@@ -245,11 +304,21 @@ impl KeyProvider for FileKeyProvider {
         self.active.clone()
     }
 
-    fn wrap_data_key<'a>(&'a self, key_id: &'a str, dek: &'a [u8], aad: &'a [u8]) -> BoxFuture<'a, Result<Vec<u8>, CryptoError>> {
+    fn wrap_data_key<'a>(
+        &'a self,
+        key_id: &'a str,
+        dek: &'a [u8],
+        aad: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, CryptoError>> {
         Box::pin(async move { seal(self.key(key_id)?.expose_secret(), aad, dek) })
     }
 
-    fn unwrap_data_key<'a>(&'a self, key_id: &'a str, wrapped: &'a [u8], aad: &'a [u8]) -> BoxFuture<'a, Result<Zeroizing<Vec<u8>>, CryptoError>> {
+    fn unwrap_data_key<'a>(
+        &'a self,
+        key_id: &'a str,
+        wrapped: &'a [u8],
+        aad: &'a [u8],
+    ) -> BoxFuture<'a, Result<Zeroizing<Vec<u8>>, CryptoError>> {
         Box::pin(async move { open(self.key(key_id)?.expose_secret(), aad, wrapped) })
     }
 }
@@ -274,15 +343,24 @@ mod tests {
     fn round_trip_and_binding() {
         let p = FileKeyProvider::generate().unwrap();
         let env = block(encrypt(&p, b"apikey:a", b"hunter2")).unwrap();
-        assert!(!env.windows(7).any(|w| w == b"hunter2"), "plaintext must not appear in envelope");
+        assert!(
+            !env.windows(7).any(|w| w == b"hunter2"),
+            "plaintext must not appear in envelope"
+        );
         assert_eq!(&*block(decrypt(&p, b"apikey:a", &env)).unwrap(), b"hunter2");
         // Moved to another record: fails.
-        assert!(matches!(block(decrypt(&p, b"apikey:b", &env)), Err(CryptoError::Authentication)));
+        assert!(matches!(
+            block(decrypt(&p, b"apikey:b", &env)),
+            Err(CryptoError::Authentication)
+        ));
         // Tampered ciphertext: fails.
         let mut bad = env.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(matches!(block(decrypt(&p, b"apikey:a", &bad)), Err(CryptoError::Authentication)));
+        assert!(matches!(
+            block(decrypt(&p, b"apikey:a", &bad)),
+            Err(CryptoError::Authentication)
+        ));
         // Fresh DEK and nonce per record: same plaintext encrypts differently.
         let env2 = block(encrypt(&p, b"apikey:a", b"hunter2")).unwrap();
         assert_ne!(env, env2);
@@ -308,8 +386,13 @@ mod tests {
         let a = FileKeyProvider::generate().unwrap();
         let b = FileKeyProvider::generate().unwrap();
         let env = block(encrypt(&a, b"r", b"v")).unwrap();
-        assert!(matches!(block(decrypt(&b, b"r", &env)), Err(CryptoError::UnknownKey(_))));
-        assert!(!format!("{a:?}").contains(&STANDARD.encode(a.key(&a.active).unwrap().expose_secret())));
+        assert!(matches!(
+            block(decrypt(&b, b"r", &env)),
+            Err(CryptoError::UnknownKey(_))
+        ));
+        assert!(
+            !format!("{a:?}").contains(&STANDARD.encode(a.key(&a.active).unwrap().expose_secret()))
+        );
     }
 
     #[test]

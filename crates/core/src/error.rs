@@ -100,7 +100,9 @@ impl ApiError {
         let name = name.into();
         let message = message.into();
         Self::Validation {
-            message: format!("1 validation error detected: Value at '{name}' failed to satisfy constraint: {message}"),
+            message: format!(
+                "1 validation error detected: Value at '{name}' failed to satisfy constraint: {message}"
+            ),
             reason: ValidationReason::FieldValidationFailed,
             fields: vec![FieldError { name, message }],
         }
@@ -114,24 +116,39 @@ impl ApiError {
             if fields.len() == 1 { "" } else { "s" },
             fields
                 .iter()
-                .map(|f| format!("Value at '{}' failed to satisfy constraint: {}", f.name, f.message))
+                .map(|f| format!(
+                    "Value at '{}' failed to satisfy constraint: {}",
+                    f.name, f.message
+                ))
                 .collect::<Vec<_>>()
                 .join("; ")
         );
-        Self::Validation { message, reason: ValidationReason::FieldValidationFailed, fields }
+        Self::Validation {
+            message,
+            reason: ValidationReason::FieldValidationFailed,
+            fields,
+        }
     }
 
     /// The body could not be parsed at all.
     pub fn cannot_parse(message: impl Into<String>) -> Self {
-        Self::Validation { message: message.into(), reason: ValidationReason::CannotParse, fields: vec![] }
+        Self::Validation {
+            message: message.into(),
+            reason: ValidationReason::CannotParse,
+            fields: vec![],
+        }
     }
 
     pub fn internal(context: impl std::fmt::Display) -> Self {
-        Self::Internal { internal: context.to_string() }
+        Self::Internal {
+            internal: context.to_string(),
+        }
     }
 
     pub fn unavailable(context: impl std::fmt::Display) -> Self {
-        Self::Unavailable { internal: context.to_string() }
+        Self::Unavailable {
+            internal: context.to_string(),
+        }
     }
 }
 

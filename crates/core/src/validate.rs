@@ -15,26 +15,43 @@ impl Validator {
     }
 
     pub fn fail(&mut self, name: &str, message: impl Into<String>) {
-        self.errors.push(FieldError { name: name.to_string(), message: message.into() });
+        self.errors.push(FieldError {
+            name: name.to_string(),
+            message: message.into(),
+        });
     }
 
     /// Length in characters (Smithy counts characters, not bytes).
     pub fn length(&mut self, name: &str, value: &str, min: usize, max: usize) -> bool {
         let n = value.chars().count();
         if n < min || n > max {
-            self.fail(name, format!("Member must have length between {min} and {max}, inclusive"));
+            self.fail(
+                name,
+                format!("Member must have length between {min} and {max}, inclusive"),
+            );
             return false;
         }
         true
     }
 
     /// Length plus a per-character class (most AgentCore patterns are `[class]+`).
-    pub fn chars(&mut self, name: &str, value: &str, min: usize, max: usize, allowed: fn(char) -> bool, pattern: &str) -> bool {
+    pub fn chars(
+        &mut self,
+        name: &str,
+        value: &str,
+        min: usize,
+        max: usize,
+        allowed: fn(char) -> bool,
+        pattern: &str,
+    ) -> bool {
         if !self.length(name, value, min, max) {
             return false;
         }
         if !value.chars().all(allowed) {
-            self.fail(name, format!("Member must satisfy regular expression pattern: {pattern}"));
+            self.fail(
+                name,
+                format!("Member must satisfy regular expression pattern: {pattern}"),
+            );
             return false;
         }
         true
@@ -52,7 +69,11 @@ impl Validator {
     }
 
     pub fn finish(self) -> Result<(), ApiError> {
-        if self.errors.is_empty() { Ok(()) } else { Err(ApiError::fields(self.errors)) }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::fields(self.errors))
+        }
     }
 }
 
@@ -68,7 +89,9 @@ pub fn is_provider_char(c: char) -> bool {
 
 /// `[a-zA-Z0-9\s._:/=+@-]` — tag keys and values.
 pub fn is_tag_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c.is_whitespace() || matches!(c, '.' | '_' | ':' | '/' | '=' | '+' | '@' | '-')
+    c.is_ascii_alphanumeric()
+        || c.is_whitespace()
+        || matches!(c, '.' | '_' | ':' | '/' | '=' | '+' | '@' | '-')
 }
 
 /// `[a-zA-Z0-9\-_\.]` — custom parameter keys.
@@ -78,11 +101,16 @@ pub fn is_custom_param_key_char(c: char) -> bool {
 
 /// `\w+:(\/?\/?)[^\s]+` — `ResourceOauth2ReturnUrlType`, full match.
 pub fn is_return_url(value: &str) -> bool {
-    let Some((scheme, rest)) = value.split_once(':') else { return false };
+    let Some((scheme, rest)) = value.split_once(':') else {
+        return false;
+    };
     if scheme.is_empty() || !scheme.chars().all(|c| c.is_alphanumeric() || c == '_') {
         return false;
     }
-    let rest = rest.strip_prefix("//").or_else(|| rest.strip_prefix('/')).unwrap_or(rest);
+    let rest = rest
+        .strip_prefix("//")
+        .or_else(|| rest.strip_prefix('/'))
+        .unwrap_or(rest);
     // `[^\s]+` after the optional slashes; the regex may also backtrack into the slashes,
     // so "x://" alone (rest empty after stripping) still matches via "/" as `[^\s]`.
     let tail_ok = !rest.is_empty() || value.len() > scheme.len() + 1;
@@ -93,13 +121,22 @@ pub fn is_return_url(value: &str) -> bool {
 pub fn is_session_uri(value: &str) -> bool {
     value
         .strip_prefix("urn:ietf:params:oauth:request_uri:")
-        .is_some_and(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')))
+        .is_some_and(|id| {
+            !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
+        })
 }
 
 /// `[A-Za-z0-9-_=]+.[A-Za-z0-9-_=]+.[A-Za-z0-9-_=]+` — a compact JWT (the model's dots are
 /// unescaped; we require real dots, which is stricter and what a JWT is).
 pub fn is_jwt_shape(value: &str) -> bool {
-    let part = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '='));
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '='))
+    };
     let mut parts = value.split('.');
     matches!((parts.next(), parts.next(), parts.next(), parts.next()), (Some(a), Some(b), Some(c), None) if part(a) && part(b) && part(c))
 }
@@ -111,7 +148,9 @@ mod tests {
     #[test]
     fn return_urls() {
         assert!(is_return_url("http://localhost:9090/cb"));
-        assert!(is_return_url("https://app.example.com/oauth2/session-binding"));
+        assert!(is_return_url(
+            "https://app.example.com/oauth2/session-binding"
+        ));
         assert!(is_return_url("myapp:callback"));
         assert!(!is_return_url("no-scheme"));
         assert!(!is_return_url("https://a b"));
@@ -138,8 +177,17 @@ mod tests {
     fn collects_all_fields() {
         let mut v = Validator::new();
         v.chars("name", "a", 3, 255, is_workload_char, "[A-Za-z0-9_.-]+");
-        v.chars("other", "bad name!", 1, 128, is_provider_char, "[a-zA-Z0-9\\-_]+");
-        let Err(ApiError::Validation { fields, .. }) = v.finish() else { panic!("expected validation error") };
+        v.chars(
+            "other",
+            "bad name!",
+            1,
+            128,
+            is_provider_char,
+            "[a-zA-Z0-9\\-_]+",
+        );
+        let Err(ApiError::Validation { fields, .. }) = v.finish() else {
+            panic!("expected validation error")
+        };
         assert_eq!(fields.len(), 2);
         assert_eq!(fields[0].name, "name");
     }

@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use std::fmt;
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, UnparsedPublicKey};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+    UnparsedPublicKey,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
@@ -42,10 +45,18 @@ pub struct WatClaims {
     /// The workload identity name.
     pub sub: String,
     /// The user the workload acts for (absent for `GetWorkloadAccessToken`).
-    #[serde(rename = "latchkey:user", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "latchkey:user",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub user: Option<String>,
     /// How the user was established: `jwt` (verified token) or `user-id` (asserted by the caller).
-    #[serde(rename = "latchkey:user_source", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "latchkey:user_source",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub user_source: Option<String>,
     pub iat: i64,
     pub exp: i64,
@@ -60,20 +71,25 @@ pub struct WatKey {
 
 impl fmt::Debug for WatKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WatKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("WatKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
 impl WatKey {
     /// Generate a new key. Returns the key and its PKCS#8 document (secret; store encrypted).
     pub fn generate(kid: String) -> Result<(Self, Zeroizing<Vec<u8>>), WatError> {
-        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).map_err(|e| WatError::Key(e.to_string()))?;
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|e| WatError::Key(e.to_string()))?;
         let pkcs8 = Zeroizing::new(doc.as_ref().to_vec());
         Ok((Self::from_pkcs8(kid, &pkcs8)?, pkcs8))
     }
 
     pub fn from_pkcs8(kid: String, pkcs8: &[u8]) -> Result<Self, WatError> {
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map_err(|e| WatError::Key(e.to_string()))?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+            .map_err(|e| WatError::Key(e.to_string()))?;
         Ok(Self { kid, pair })
     }
 
@@ -96,7 +112,11 @@ pub struct WatPublicKey {
 
 impl WatPublicKey {
     pub fn jwk(&self) -> serde_json::Value {
-        let (x, y) = if self.point.len() == 65 { (&self.point[1..33], &self.point[33..65]) } else { (&[][..], &[][..]) };
+        let (x, y) = if self.point.len() == 65 {
+            (&self.point[1..33], &self.point[33..65])
+        } else {
+            (&[][..], &[][..])
+        };
         serde_json::json!({
             "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
             "kid": self.kid, "x": B64.encode(x), "y": B64.encode(y),
@@ -125,7 +145,10 @@ pub struct WatAuthority {
 
 impl fmt::Debug for WatAuthority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WatAuthority").field("issuer", &self.issuer).field("signing_kid", &self.signing.kid).finish_non_exhaustive()
+        f.debug_struct("WatAuthority")
+            .field("issuer", &self.issuer)
+            .field("signing_kid", &self.signing.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -134,9 +157,24 @@ impl WatAuthority {
     pub fn new(issuer: String, signing: WatKey, extra_public: Vec<WatPublicKey>) -> Self {
         let header = serde_json::json!({"alg": "ES256", "typ": TYP, "kid": signing.kid});
         let header_b64 = B64.encode(header.to_string());
-        let mut verify_keys: HashMap<String, WatPublicKey> = extra_public.into_iter().map(|k| (k.kid.clone(), k)).collect();
-        verify_keys.insert(signing.kid.clone(), WatPublicKey { kid: signing.kid.clone(), point: signing.public_point() });
-        Self { issuer, signing, header_b64, verify_keys, rng: SystemRandom::new() }
+        let mut verify_keys: HashMap<String, WatPublicKey> = extra_public
+            .into_iter()
+            .map(|k| (k.kid.clone(), k))
+            .collect();
+        verify_keys.insert(
+            signing.kid.clone(),
+            WatPublicKey {
+                kid: signing.kid.clone(),
+                point: signing.public_point(),
+            },
+        );
+        Self {
+            issuer,
+            signing,
+            header_b64,
+            verify_keys,
+            rng: SystemRandom::new(),
+        }
     }
 
     pub fn issuer(&self) -> &str {
@@ -151,7 +189,13 @@ impl WatAuthority {
     }
 
     /// Sign a new token.
-    pub fn issue(&self, workload: &str, user: Option<(&str, &str)>, now: i64, ttl_seconds: i64) -> Result<(String, WatClaims), WatError> {
+    pub fn issue(
+        &self,
+        workload: &str,
+        user: Option<(&str, &str)>,
+        now: i64,
+        ttl_seconds: i64,
+    ) -> Result<(String, WatClaims), WatError> {
         let mut jti = [0u8; 16];
         aws_lc_rs::rand::fill(&mut jti).map_err(|e| WatError::Key(e.to_string()))?;
         let claims = WatClaims {
@@ -169,7 +213,11 @@ impl WatAuthority {
         token.push_str(&self.header_b64);
         token.push('.');
         B64.encode_string(&payload, &mut token);
-        let sig = self.signing.pair.sign(&self.rng, token.as_bytes()).map_err(|e| WatError::Key(e.to_string()))?;
+        let sig = self
+            .signing
+            .pair
+            .sign(&self.rng, token.as_bytes())
+            .map_err(|e| WatError::Key(e.to_string()))?;
         token.push('.');
         B64.encode_string(sig.as_ref(), &mut token);
         Ok((token, claims))
@@ -178,20 +226,29 @@ impl WatAuthority {
     /// Verify signature, issuer, audience and lifetime (`leeway` seconds for clock skew on `iat`).
     pub fn verify(&self, token: &str, now: i64) -> Result<WatClaims, WatError> {
         let mut parts = token.splitn(4, '.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(WatError::Malformed);
         };
         let header_bytes = B64.decode(h).map_err(|_| WatError::Malformed)?;
-        let header: Header<'_> = serde_json::from_slice(&header_bytes).map_err(|_| WatError::Malformed)?;
+        let header: Header<'_> =
+            serde_json::from_slice(&header_bytes).map_err(|_| WatError::Malformed)?;
         if header.alg != "ES256" || header.typ != Some(TYP) {
             return Err(WatError::Algorithm);
         }
-        let key = self.verify_keys.get(header.kid).ok_or(WatError::UnknownKey)?;
+        let key = self
+            .verify_keys
+            .get(header.kid)
+            .ok_or(WatError::UnknownKey)?;
         let sig = B64.decode(s).map_err(|_| WatError::Malformed)?;
         let signed = &token[..h.len() + 1 + p.len()];
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key.point).verify(signed.as_bytes(), &sig).map_err(|_| WatError::Signature)?;
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key.point)
+            .verify(signed.as_bytes(), &sig)
+            .map_err(|_| WatError::Signature)?;
         let payload = B64.decode(p).map_err(|_| WatError::Malformed)?;
-        let claims: WatClaims = serde_json::from_slice(&payload).map_err(|_| WatError::Malformed)?;
+        let claims: WatClaims =
+            serde_json::from_slice(&payload).map_err(|_| WatError::Malformed)?;
         if claims.iss != self.issuer || claims.aud != self.issuer {
             return Err(WatError::Issuer);
         }
@@ -238,13 +295,26 @@ mod tests {
         let (key, _) = WatKey::generate("k1".into()).unwrap();
         let c = WatAuthority::new("https://other".into(), key, vec![]);
         let (t2, _) = c.issue("wl", None, 1000, 900).unwrap();
-        let c2 = WatAuthority::new("https://id.example".into(), WatKey::generate("k9".into()).unwrap().0, vec![WatPublicKey { kid: "k1".into(), point: c.signing.public_point() }]);
+        let c2 = WatAuthority::new(
+            "https://id.example".into(),
+            WatKey::generate("k9".into()).unwrap().0,
+            vec![WatPublicKey {
+                kid: "k1".into(),
+                point: c.signing.public_point(),
+            }],
+        );
         assert_eq!(c2.verify(&t2, 1001), Err(WatError::Issuer));
         // Payload swapped to another workload, signature kept.
         let parts: Vec<&str> = t.split('.').collect();
-        let mut claims: serde_json::Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
         claims["sub"] = "other-workload".into();
-        let forged = format!("{}.{}.{}", parts[0], B64.encode(claims.to_string()), parts[2]);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            B64.encode(claims.to_string()),
+            parts[2]
+        );
         assert_eq!(a.verify(&forged, 1001), Err(WatError::Signature));
     }
 
@@ -255,8 +325,14 @@ mod tests {
         let payload = t.split('.').nth(1).unwrap();
         for alg in ["none", "HS256", "ES384"] {
             let h = B64.encode(format!(r#"{{"alg":"{alg}","typ":"{TYP}","kid":"k1"}}"#));
-            assert_eq!(a.verify(&format!("{h}.{payload}."), 1001), Err(WatError::Algorithm));
-            assert_eq!(a.verify(&format!("{h}.{payload}.AAAA"), 1001), Err(WatError::Algorithm));
+            assert_eq!(
+                a.verify(&format!("{h}.{payload}."), 1001),
+                Err(WatError::Algorithm)
+            );
+            assert_eq!(
+                a.verify(&format!("{h}.{payload}.AAAA"), 1001),
+                Err(WatError::Algorithm)
+            );
         }
         assert_eq!(a.verify("abc", 1001), Err(WatError::Malformed));
     }

@@ -12,7 +12,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{Admin, MAX_BODY_BYTES, Signed, too_large};
+use crate::auth::{Admin, DataPlane, MAX_BODY_BYTES, Signed, too_large};
 use crate::http_error::{HttpError, HttpResult};
 use crate::state::AppState;
 use crate::{control, data, providers};
@@ -24,54 +24,146 @@ pub fn app(state: AppState) -> Router {
         .route("/ping", get(ping))
         .route("/.well-known/jwks.json", get(jwks))
         // Control plane: workload identities.
-        .route("/identities/CreateWorkloadIdentity", post(control::create_workload_identity))
-        .route("/identities/GetWorkloadIdentity", post(control::get_workload_identity))
-        .route("/identities/UpdateWorkloadIdentity", post(control::update_workload_identity))
-        .route("/identities/DeleteWorkloadIdentity", post(control::delete_workload_identity))
-        .route("/identities/ListWorkloadIdentities", post(control::list_workload_identities))
+        .route(
+            "/identities/CreateWorkloadIdentity",
+            post(control::create_workload_identity),
+        )
+        .route(
+            "/identities/GetWorkloadIdentity",
+            post(control::get_workload_identity),
+        )
+        .route(
+            "/identities/UpdateWorkloadIdentity",
+            post(control::update_workload_identity),
+        )
+        .route(
+            "/identities/DeleteWorkloadIdentity",
+            post(control::delete_workload_identity),
+        )
+        .route(
+            "/identities/ListWorkloadIdentities",
+            post(control::list_workload_identities),
+        )
         // Control plane: OAuth2 credential providers.
-        .route("/identities/CreateOauth2CredentialProvider", post(providers::create_oauth2_provider))
-        .route("/identities/GetOauth2CredentialProvider", post(providers::get_oauth2_provider))
-        .route("/identities/UpdateOauth2CredentialProvider", post(providers::update_oauth2_provider))
-        .route("/identities/DeleteOauth2CredentialProvider", post(providers::delete_oauth2_provider))
-        .route("/identities/ListOauth2CredentialProviders", post(providers::list_oauth2_providers))
+        .route(
+            "/identities/CreateOauth2CredentialProvider",
+            post(providers::create_oauth2_provider),
+        )
+        .route(
+            "/identities/GetOauth2CredentialProvider",
+            post(providers::get_oauth2_provider),
+        )
+        .route(
+            "/identities/UpdateOauth2CredentialProvider",
+            post(providers::update_oauth2_provider),
+        )
+        .route(
+            "/identities/DeleteOauth2CredentialProvider",
+            post(providers::delete_oauth2_provider),
+        )
+        .route(
+            "/identities/ListOauth2CredentialProviders",
+            post(providers::list_oauth2_providers),
+        )
         // Control plane: API-key credential providers.
-        .route("/identities/CreateApiKeyCredentialProvider", post(control::create_api_key_provider))
-        .route("/identities/GetApiKeyCredentialProvider", post(control::get_api_key_provider))
-        .route("/identities/UpdateApiKeyCredentialProvider", post(control::update_api_key_provider))
-        .route("/identities/DeleteApiKeyCredentialProvider", post(control::delete_api_key_provider))
-        .route("/identities/ListApiKeyCredentialProviders", post(control::list_api_key_providers))
+        .route(
+            "/identities/CreateApiKeyCredentialProvider",
+            post(control::create_api_key_provider),
+        )
+        .route(
+            "/identities/GetApiKeyCredentialProvider",
+            post(control::get_api_key_provider),
+        )
+        .route(
+            "/identities/UpdateApiKeyCredentialProvider",
+            post(control::update_api_key_provider),
+        )
+        .route(
+            "/identities/DeleteApiKeyCredentialProvider",
+            post(control::delete_api_key_provider),
+        )
+        .route(
+            "/identities/ListApiKeyCredentialProviders",
+            post(control::list_api_key_providers),
+        )
         // Control plane: token vault.
-        .route("/identities/get-token-vault", post(control::get_token_vault))
-        .route("/identities/set-token-vault-cmk", post(control::set_token_vault_cmk))
-        .route("/identities/reset-token-vault-key-material", post(control::reset_token_vault_key_material))
+        .route(
+            "/identities/get-token-vault",
+            post(control::get_token_vault),
+        )
+        .route(
+            "/identities/set-token-vault-cmk",
+            post(control::set_token_vault_cmk),
+        )
+        .route(
+            "/identities/reset-token-vault-key-material",
+            post(control::reset_token_vault_key_material),
+        )
         // Control plane: tags (the ARN is one percent-encoded path segment).
-        .route("/tags/{*resource_arn}", post(control::tag_resource).delete(control::untag_resource).get(control::list_tags_for_resource))
+        .route(
+            "/tags/{*resource_arn}",
+            post(control::tag_resource)
+                .delete(control::untag_resource)
+                .get(control::list_tags_for_resource),
+        )
         // AgentCore operations Latchkey does not offer: a clear, typed refusal.
         .route("/identities/CreateConsentPortal", post(unsupported))
         .route("/identities/GetConsentPortal", post(unsupported))
         .route("/identities/UpdateConsentPortal", post(unsupported))
         .route("/identities/DeleteConsentPortal", post(unsupported))
         .route("/identities/ListConsentPortals", post(unsupported))
-        .route("/identities/CreatePaymentCredentialProvider", post(unsupported))
-        .route("/identities/GetPaymentCredentialProvider", post(unsupported))
-        .route("/identities/UpdatePaymentCredentialProvider", post(unsupported))
-        .route("/identities/DeletePaymentCredentialProvider", post(unsupported))
-        .route("/identities/ListPaymentCredentialProviders", post(unsupported))
-        .route("/resourcepolicy/{*resource_arn}", get(unsupported).put(unsupported).delete(unsupported))
+        .route(
+            "/identities/CreatePaymentCredentialProvider",
+            post(unsupported),
+        )
+        .route(
+            "/identities/GetPaymentCredentialProvider",
+            post(unsupported),
+        )
+        .route(
+            "/identities/UpdatePaymentCredentialProvider",
+            post(unsupported),
+        )
+        .route(
+            "/identities/DeletePaymentCredentialProvider",
+            post(unsupported),
+        )
+        .route(
+            "/identities/ListPaymentCredentialProviders",
+            post(unsupported),
+        )
+        .route(
+            "/resourcepolicy/{*resource_arn}",
+            get(unsupported).put(unsupported).delete(unsupported),
+        )
         // Data plane.
-        .route("/identities/GetWorkloadAccessToken", post(data::get_workload_access_token))
-        .route("/identities/GetWorkloadAccessTokenForJWT", post(data::get_workload_access_token_for_jwt))
-        .route("/identities/GetWorkloadAccessTokenForUserId", post(data::get_workload_access_token_for_user_id))
+        .route(
+            "/identities/GetWorkloadAccessToken",
+            post(data::get_workload_access_token),
+        )
+        .route(
+            "/identities/GetWorkloadAccessTokenForJWT",
+            post(data::get_workload_access_token_for_jwt),
+        )
+        .route(
+            "/identities/GetWorkloadAccessTokenForUserId",
+            post(data::get_workload_access_token_for_user_id),
+        )
         .route("/identities/api-key", post(data::get_resource_api_key))
         .route("/identities/oauth2/token", post(oauth2_flows_pending))
-        .route("/identities/CompleteResourceTokenAuth", post(complete_pending))
+        .route(
+            "/identities/CompleteResourceTokenAuth",
+            post(complete_pending),
+        )
         .route("/identities/payment/token", post(data_unsupported))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(map_body_limit))
-        .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION, HeaderName::from_static("x-amz-security-token")]))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+            HeaderName::from_static("x-amz-security-token"),
+        ]))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
@@ -80,17 +172,25 @@ pub fn app(state: AppState) -> Router {
 
 async fn ping(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
-        Ok(()) => Json(json!({"status": "Healthy", "timeOfLastUpdate": state.clock.now_secs()})).into_response(),
+        Ok(()) => Json(json!({"status": "Healthy", "timeOfLastUpdate": state.clock.now_secs()}))
+            .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "Unhealthy", "reason": "database unavailable"}))).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "Unhealthy", "reason": "database unavailable"})),
+            )
+                .into_response()
         }
     }
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {
     let mut r = Json(state.wat.jwks()).into_response();
-    r.headers_mut().insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     r
 }
 
@@ -101,13 +201,18 @@ async fn not_found() -> Response {
 async fn method_not_allowed() -> Response {
     let body = json!({"__type": "ValidationException", "message": "method not allowed for this path", "reason": "CannotParse", "fieldList": []});
     let mut r = (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response();
-    r.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static("ValidationException"));
+    r.headers_mut().insert(
+        "x-amzn-ErrorType",
+        HeaderValue::from_static("ValidationException"),
+    );
     r
 }
 
 /// Axum answers an over-limit body with a plain-text 413; give it our JSON shape.
 async fn map_body_limit(response: Response) -> Response {
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !response.headers().contains_key("x-amzn-ErrorType") {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && !response.headers().contains_key("x-amzn-ErrorType")
+    {
         return too_large();
     }
     response
@@ -117,13 +222,11 @@ async fn unsupported(_: Admin<Value>) -> HttpResult<Response> {
     Err(ApiError::cannot_parse("this AgentCore operation is not supported by Latchkey").into())
 }
 
-async fn data_unsupported(req: Signed<Value>) -> HttpResult<Response> {
-    req.caller.require_data_plane()?;
+async fn data_unsupported(_: DataPlane<Value>) -> HttpResult<Response> {
     Err(ApiError::cannot_parse("this AgentCore operation is not supported by Latchkey").into())
 }
 
-async fn oauth2_flows_pending(req: Signed<Value>) -> HttpResult<Response> {
-    req.caller.require_data_plane()?;
+async fn oauth2_flows_pending(_: DataPlane<Value>) -> HttpResult<Response> {
     Err(ApiError::cannot_parse("GetResourceOauth2Token is not available in this Latchkey build yet (OAuth flows and the token vault come next)").into())
 }
 

@@ -3,10 +3,8 @@
 //! binding credential, and bodies are parsed only after the caller is authenticated and
 //! authorized, so anonymous callers learn nothing from validation messages.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -19,6 +17,7 @@ use secrecy::{ExposeSecret, SecretBox};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
+use crate::cache::TtlCache;
 use crate::http_error::HttpError;
 use crate::state::AppState;
 
@@ -47,10 +46,14 @@ impl Role {
                     if v.chars("role", name, 3, 255, is_workload_char, "[A-Za-z0-9_.-]+") {
                         Ok(Self::Workload(name.to_string()))
                     } else {
-                        Err(format!("invalid workload name in role {s:?}: 3..255 characters of [A-Za-z0-9_.-]"))
+                        Err(format!(
+                            "invalid workload name in role {s:?}: 3..255 characters of [A-Za-z0-9_.-]"
+                        ))
                     }
                 }
-                None => Err(format!("unknown role {s:?}: expected admin, binding or workload:<name>")),
+                None => Err(format!(
+                    "unknown role {s:?}: expected admin, binding or workload:<name>"
+                )),
             },
         }
     }
@@ -87,14 +90,19 @@ impl Caller {
         match &self.role {
             Role::Admin => Ok(()),
             Role::Workload(own) if own == workload => Ok(()),
-            _ => Err(ApiError::AccessDenied(format!("caller {} is not allowed to act for workload {workload:?}", self.access_key_id))),
+            _ => Err(ApiError::AccessDenied(format!(
+                "caller {} is not allowed to act for workload {workload:?}",
+                self.access_key_id
+            ))),
         }
     }
 
     /// Data-plane operations other than `CompleteResourceTokenAuth`.
     pub fn require_data_plane(&self) -> Result<(), ApiError> {
         match self.role {
-            Role::Binding => Err(ApiError::AccessDenied("a binding credential may only call CompleteResourceTokenAuth".into())),
+            Role::Binding => Err(ApiError::AccessDenied(
+                "a binding credential may only call CompleteResourceTokenAuth".into(),
+            )),
             _ => Ok(()),
         }
     }
@@ -108,66 +116,43 @@ pub struct LiveCredential {
 
 impl fmt::Debug for LiveCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LiveCredential").field("role", &self.role).finish_non_exhaustive()
+        f.debug_struct("LiveCredential")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
     }
 }
 
-/// A small TTL cache of credentials (positive and negative), so the hot path does no
-/// database round trip. Revocation takes effect at once on this replica and within `ttl`
-/// on others.
-#[derive(Debug)]
-pub struct CredentialCache {
-    ttl: Duration,
-    entries: RwLock<HashMap<String, CacheEntry>>,
-}
+/// Credentials by access key id (`None`: unknown or revoked). Revocation takes effect at
+/// once on this replica and within the TTL on others.
+pub type CredentialCache = TtlCache<String, Option<Arc<LiveCredential>>>;
 
-/// When it was fetched, and the credential (`None`: unknown or revoked).
-type CacheEntry = (Instant, Option<Arc<LiveCredential>>);
-
-const CACHE_CAP: usize = 10_000;
-
-impl CredentialCache {
-    pub fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: RwLock::new(HashMap::new()) }
-    }
-
-    fn get(&self, id: &str) -> Option<Option<Arc<LiveCredential>>> {
-        let map = self.entries.read().ok()?;
-        let (at, cred) = map.get(id)?;
-        (at.elapsed() < self.ttl).then(|| cred.clone())
-    }
-
-    fn put(&self, id: &str, cred: Option<Arc<LiveCredential>>) {
-        if let Ok(mut map) = self.entries.write() {
-            if map.len() >= CACHE_CAP {
-                map.clear();
-            }
-            map.insert(id.to_string(), (Instant::now(), cred));
-        }
-    }
-
-    pub fn invalidate(&self, id: &str) {
-        if let Ok(mut map) = self.entries.write() {
-            map.remove(id);
-        }
-    }
-}
-
-async fn load_credential(state: &AppState, access_key_id: &str) -> Result<Option<Arc<LiveCredential>>, ApiError> {
+async fn load_credential(
+    state: &AppState,
+    access_key_id: &str,
+) -> Result<Option<Arc<LiveCredential>>, ApiError> {
     if let Some(hit) = state.credentials.get(access_key_id) {
         return Ok(hit);
     }
     let live = match state.store.find_credential(access_key_id).await? {
         Some(rec) if rec.revoked_ms.is_none() => {
             let role = Role::parse(&rec.role).map_err(ApiError::internal)?;
-            let secret = latchkey_core::crypto::decrypt(state.keys.as_ref(), credential_aad(access_key_id).as_bytes(), &rec.secret_envelope)
-                .await
-                .map_err(|e| ApiError::internal(format!("credential {access_key_id}: {e}")))?;
-            Some(Arc::new(LiveCredential { role, secret: SecretBox::new(Box::new(secret.to_vec())) }))
+            let secret = latchkey_core::crypto::decrypt(
+                state.keys.as_ref(),
+                credential_aad(access_key_id).as_bytes(),
+                &rec.secret_envelope,
+            )
+            .await
+            .map_err(|e| ApiError::internal(format!("credential {access_key_id}: {e}")))?;
+            Some(Arc::new(LiveCredential {
+                role,
+                secret: SecretBox::new(Box::new(secret.to_vec())),
+            }))
         }
         _ => None,
     };
-    state.credentials.put(access_key_id, live.clone());
+    state
+        .credentials
+        .put(access_key_id.to_string(), live.clone());
     Ok(live)
 }
 
@@ -181,12 +166,23 @@ fn unauthorized(why: &str) -> ApiError {
 }
 
 /// Authenticate a request from its parts and full body.
-pub async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Caller, ApiError> {
-    let mut values = parts.headers.get_all(axum::http::header::AUTHORIZATION).iter();
+pub async fn authenticate(
+    state: &AppState,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Caller, ApiError> {
+    let mut values = parts
+        .headers
+        .get_all(axum::http::header::AUTHORIZATION)
+        .iter();
     let (Some(value), None) = (values.next(), values.next()) else {
-        return Err(unauthorized("exactly one Authorization header is required (SigV4 or Bearer)"));
+        return Err(unauthorized(
+            "exactly one Authorization header is required (SigV4 or Bearer)",
+        ));
     };
-    let value = value.to_str().map_err(|_| unauthorized("malformed Authorization header"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| unauthorized("malformed Authorization header"))?;
     if let Some(token) = value.strip_prefix("Bearer ") {
         return authenticate_bearer(state, token.trim()).await;
     }
@@ -197,20 +193,48 @@ pub async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Resul
 }
 
 async fn authenticate_bearer(state: &AppState, token: &str) -> Result<Caller, ApiError> {
-    let (id, secret) = token.split_once(':').ok_or_else(|| unauthorized("bearer key must be ACCESS_KEY_ID:SECRET"))?;
-    let cred = load_credential(state, id).await?.ok_or_else(|| unauthorized("unknown or revoked access key"))?;
-    if bool::from(cred.secret.expose_secret().as_slice().ct_eq(secret.as_bytes())) {
-        Ok(Caller { access_key_id: id.to_string(), role: cred.role.clone() })
+    let (id, secret) = token
+        .split_once(':')
+        .ok_or_else(|| unauthorized("bearer key must be ACCESS_KEY_ID:SECRET"))?;
+    let cred = load_credential(state, id)
+        .await?
+        .ok_or_else(|| unauthorized("unknown or revoked access key"))?;
+    if bool::from(
+        cred.secret
+            .expose_secret()
+            .as_slice()
+            .ct_eq(secret.as_bytes()),
+    ) {
+        Ok(Caller {
+            access_key_id: id.to_string(),
+            role: cred.role.clone(),
+        })
     } else {
         tracing::info!(access_key_id = id, "bearer key rejected");
         Err(unauthorized("invalid bearer key"))
     }
 }
 
-async fn authenticate_sigv4(state: &AppState, parts: &Parts, body: &[u8], header: &str) -> Result<Caller, ApiError> {
+async fn authenticate_sigv4(
+    state: &AppState,
+    parts: &Parts,
+    body: &[u8],
+    header: &str,
+) -> Result<Caller, ApiError> {
     let auth = sigv4::parse_authorization(header).map_err(|e| unauthorized(&e.to_string()))?;
-    let cred = load_credential(state, &auth.access_key_id).await?.ok_or_else(|| unauthorized("unknown or revoked access key"))?;
-    let headers: Vec<(&str, String)> = parts.headers.iter().map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+    let cred = load_credential(state, &auth.access_key_id)
+        .await?
+        .ok_or_else(|| unauthorized("unknown or revoked access key"))?;
+    let headers: Vec<(&str, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
     let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let request = sigv4::RequestParts {
         method: parts.method.as_str(),
@@ -219,10 +243,19 @@ async fn authenticate_sigv4(state: &AppState, parts: &Parts, body: &[u8], header
         headers: &header_refs,
         body,
     };
-    let now = time::OffsetDateTime::from_unix_timestamp(state.clock.now_secs()).map_err(ApiError::internal)?;
-    let options = sigv4::VerifyOptions { service: "bedrock-agentcore", max_skew: time::Duration::minutes(5), now, normalize_path: true };
+    let now = time::OffsetDateTime::from_unix_timestamp(state.clock.now_secs())
+        .map_err(ApiError::internal)?;
+    let options = sigv4::VerifyOptions {
+        service: "bedrock-agentcore",
+        max_skew: time::Duration::minutes(5),
+        now,
+        normalize_path: true,
+    };
     match sigv4::verify(&request, &auth, cred.secret.expose_secret(), &options) {
-        Ok(()) => Ok(Caller { access_key_id: auth.access_key_id, role: cred.role.clone() }),
+        Ok(()) => Ok(Caller {
+            access_key_id: auth.access_key_id,
+            role: cred.role.clone(),
+        }),
         Err(e) => {
             tracing::info!(access_key_id = %auth.access_key_id, reason = %e, "SigV4 signature rejected");
             Err(unauthorized(&e.to_string()))
@@ -233,10 +266,16 @@ async fn authenticate_sigv4(state: &AppState, parts: &Parts, body: &[u8], header
 /// Parse a JSON body into `T`, mapping serde errors onto `ValidationException` without
 /// echoing input values (they may be secrets).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
     // Every AgentCore request body is a JSON object (serde would also read a struct from an array).
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::cannot_parse("the request body must be a JSON object"));
+        return Err(ApiError::cannot_parse(
+            "the request body must be a JSON object",
+        ));
     }
     serde_json::from_slice(body).map_err(|e| {
         let text = e.to_string();
@@ -259,12 +298,17 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 
 async fn read_body(parts: &Parts, body: axum::body::Body) -> Result<Bytes, Response> {
     let _ = parts;
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| too_large())
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| too_large())
 }
 
 /// 413 in AgentCore's error shape.
 pub fn too_large() -> Response {
-    let mut r = HttpError(ApiError::cannot_parse(format!("request body exceeds {MAX_BODY_BYTES} bytes"))).into_response();
+    let mut r = HttpError(ApiError::cannot_parse(format!(
+        "request body exceeds {MAX_BODY_BYTES} bytes"
+    )))
+    .into_response();
     *r.status_mut() = axum::http::StatusCode::PAYLOAD_TOO_LARGE;
     r
 }
@@ -276,6 +320,13 @@ pub struct Signed<T> {
     pub body: T,
 }
 
+/// An admin or workload caller (never a binding credential), with its parsed body.
+#[derive(Debug)]
+pub struct DataPlane<T> {
+    pub caller: Caller,
+    pub body: T,
+}
+
 /// An admin caller, with its parsed body.
 #[derive(Debug)]
 pub struct Admin<T> {
@@ -283,13 +334,37 @@ pub struct Admin<T> {
     pub body: T,
 }
 
-async fn extract<T: DeserializeOwned>(req: Request, state: &AppState, admin_only: bool) -> Result<(Caller, T, Parts), Response> {
+/// Who may reach a handler; checked after authentication and before the body is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Any authenticated caller (the handler decides).
+    Any,
+    /// Admin or workload credentials: data-plane token operations.
+    DataPlane,
+    /// Admin credentials only: the control plane.
+    Admin,
+}
+
+async fn extract<T: DeserializeOwned>(
+    req: Request,
+    state: &AppState,
+    gate: Gate,
+) -> Result<(Caller, T, Parts), Response> {
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts, body).await?;
-    let caller = authenticate(state, &parts, &bytes).await.map_err(|e| HttpError(e).into_response())?;
-    if admin_only && !caller.is_admin() {
-        return Err(HttpError(ApiError::AccessDenied(format!("caller {} ({}) is not allowed to use the control plane", caller.access_key_id, caller.role))).into_response());
-    }
+    let caller = authenticate(state, &parts, &bytes)
+        .await
+        .map_err(|e| HttpError(e).into_response())?;
+    let allowed = match gate {
+        Gate::Any => Ok(()),
+        Gate::DataPlane => caller.require_data_plane(),
+        Gate::Admin if caller.is_admin() => Ok(()),
+        Gate::Admin => Err(ApiError::AccessDenied(format!(
+            "caller {} ({}) is not allowed to use the control plane",
+            caller.access_key_id, caller.role
+        ))),
+    };
+    allowed.map_err(|e| HttpError(e).into_response())?;
     let body = parse_json(&bytes).map_err(|e| HttpError(e).into_response())?;
     Ok((caller, body, parts))
 }
@@ -298,7 +373,16 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (caller, body, _) = extract(req, state, false).await?;
+        let (caller, body, _) = extract(req, state, Gate::Any).await?;
+        Ok(Self { caller, body })
+    }
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for DataPlane<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (caller, body, _) = extract(req, state, Gate::DataPlane).await?;
         Ok(Self { caller, body })
     }
 }
@@ -307,7 +391,7 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Admin<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (caller, body, _) = extract(req, state, true).await?;
+        let (caller, body, _) = extract(req, state, Gate::Admin).await?;
         Ok(Self { caller, body })
     }
 }
@@ -324,7 +408,11 @@ impl FromRequest<AppState> for AdminParts {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (caller, body, parts) = extract(req, state, true).await?;
-        Ok(Self { caller, parts, body })
+        let (caller, body, parts) = extract(req, state, Gate::Admin).await?;
+        Ok(Self {
+            caller,
+            parts,
+            body,
+        })
     }
 }

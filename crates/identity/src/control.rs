@@ -14,7 +14,9 @@ use latchkey_core::ApiError;
 use latchkey_core::arn::ResourceKind;
 use latchkey_core::audit::Outcome;
 use latchkey_core::crypto;
-use latchkey_core::validate::{Validator, is_provider_char, is_return_url, is_tag_char, is_workload_char};
+use latchkey_core::validate::{
+    Validator, is_provider_char, is_return_url, is_tag_char, is_workload_char,
+};
 use latchkey_store::{ApiKeyProviderRecord, TokenVaultRecord, WorkloadRecord};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -58,19 +60,45 @@ fn check_return_urls(v: &mut Validator, urls: &[String]) {
     for (i, u) in urls.iter().enumerate() {
         let field = format!("allowedResourceOauth2ReturnUrls.{i}");
         if v.length(&field, u, 1, 2048) {
-            v.check(&field, is_return_url(u), "Member must satisfy regular expression pattern: \\w+:(\\/?\\/?)[^\\s]+");
+            v.check(
+                &field,
+                is_return_url(u),
+                "Member must satisfy regular expression pattern: \\w+:(\\/?\\/?)[^\\s]+",
+            );
         }
     }
 }
 
 pub(crate) fn check_tags(v: &mut Validator, tags: &BTreeMap<String, String>) {
-    v.check("tags", tags.len() <= 50, "Member must have length less than or equal to 50");
+    v.check(
+        "tags",
+        tags.len() <= 50,
+        "Member must have length less than or equal to 50",
+    );
     for (k, val) in tags {
-        v.chars("tags.key", k, 1, 128, is_tag_char, "[a-zA-Z0-9\\s._:/=+@-]*");
-        v.chars(&format!("tags.{k}"), val, 0, 256, is_tag_char, "[a-zA-Z0-9\\s._:/=+@-]*");
+        v.chars(
+            "tags.key",
+            k,
+            1,
+            128,
+            is_tag_char,
+            "[a-zA-Z0-9\\s._:/=+@-]*",
+        );
+        v.chars(
+            &format!("tags.{k}"),
+            val,
+            0,
+            256,
+            is_tag_char,
+            "[a-zA-Z0-9\\s._:/=+@-]*",
+        );
     }
     if let Some(val) = tags.get(ALLOW_USER_ID_TAG) {
-        v.check(&format!("tags.{ALLOW_USER_ID_TAG}"), val == "true" || val == "false", "Member must be \"true\" or \"false\"");
+        v.check(
+            &format!("tags.{ALLOW_USER_ID_TAG}"),
+            val == "true" || val == "false",
+            "Member must be \"true\" or \"false\"",
+        );
     }
 }
 
@@ -79,21 +107,40 @@ fn tag_pairs(tags: Option<BTreeMap<String, String>>) -> Vec<(String, String)> {
 }
 
 /// Pagination: `maxResults` within `1..=max`, `nextToken` an opaque cursor we issued.
-pub(crate) fn page_args(v: &mut Validator, max_results: Option<i64>, max: i64, next_token: Option<&str>) -> (i64, Option<String>) {
+pub(crate) fn page_args(
+    v: &mut Validator,
+    max_results: Option<i64>,
+    max: i64,
+    next_token: Option<&str>,
+) -> (i64, Option<String>) {
     let limit = max_results.unwrap_or(max);
-    v.check("maxResults", (1..=max).contains(&limit), format!("Member must have value between 1 and {max}, inclusive"));
-    let after = next_token.and_then(|t| match B64.decode(t).ok().and_then(|b| String::from_utf8(b).ok()) {
-        Some(name) => Some(name),
-        None => {
-            v.fail("nextToken", "Member must be a token returned by a previous call");
-            None
-        }
-    });
+    v.check(
+        "maxResults",
+        (1..=max).contains(&limit),
+        format!("Member must have value between 1 and {max}, inclusive"),
+    );
+    let after =
+        next_token.and_then(
+            |t| match B64.decode(t).ok().and_then(|b| String::from_utf8(b).ok()) {
+                Some(name) => Some(name),
+                None => {
+                    v.fail(
+                        "nextToken",
+                        "Member must be a token returned by a previous call",
+                    );
+                    None
+                }
+            },
+        );
     (limit.clamp(1, max), after)
 }
 
 /// Given `limit + 1` rows fetched, the page and the next token.
-pub(crate) fn paginate<T>(mut rows: Vec<T>, limit: i64, name: impl Fn(&T) -> &str) -> (Vec<T>, Option<String>) {
+pub(crate) fn paginate<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    name: impl Fn(&T) -> &str,
+) -> (Vec<T>, Option<String>) {
     let limit = limit as usize;
     if rows.len() > limit {
         rows.truncate(limit);
@@ -152,7 +199,10 @@ fn workload_json(state: &AppState, w: &WorkloadRecord, with_times: bool) -> Valu
     body
 }
 
-pub async fn create_workload_identity(State(state): State<AppState>, req: Admin<CreateWorkloadIdentityRequest>) -> HttpResult<Response> {
+pub async fn create_workload_identity(
+    State(state): State<AppState>,
+    req: Admin<CreateWorkloadIdentityRequest>,
+) -> HttpResult<Response> {
     let Admin { caller, body } = req;
     let mut v = Validator::new();
     check_workload_name(&mut v, "name", &body.name);
@@ -163,22 +213,41 @@ pub async fn create_workload_identity(State(state): State<AppState>, req: Admin<
     }
     v.finish()?;
     let now = state.clock.now_ms();
-    let record = WorkloadRecord { name: body.name, return_urls: urls, created_ms: now, updated_ms: now };
+    let record = WorkloadRecord {
+        name: body.name,
+        return_urls: urls,
+        created_ms: now,
+        updated_ms: now,
+    };
     let arn = state.config.arn.workload_identity(&record.name);
-    state.store.create_workload(&record, &tag_pairs(body.tags), &arn).await.map_err(|e| match e {
-        latchkey_store::StoreError::Conflict => ApiError::Conflict(format!("workload identity {:?} already exists", record.name)),
-        e => e.into(),
-    })?;
+    state
+        .store
+        .create_workload(&record, &tag_pairs(body.tags), &arn)
+        .await
+        .map_err(|e| match e {
+            latchkey_store::StoreError::Conflict => ApiError::Conflict(format!(
+                "workload identity {:?} already exists",
+                record.name
+            )),
+            e => e.into(),
+        })?;
     state.workloads.invalidate(&record.name);
     audit_change(&state, &caller, "CreateWorkloadIdentity", arn).await;
     Ok(created(workload_json(&state, &record, false)))
 }
 
 async fn find_workload(state: &AppState, name: &str) -> Result<WorkloadRecord, ApiError> {
-    state.store.find_workload(name).await?.ok_or_else(|| ApiError::NotFound(format!("workload identity {name:?} not found")))
+    state
+        .store
+        .find_workload(name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("workload identity {name:?} not found")))
 }
 
-pub async fn get_workload_identity(State(state): State<AppState>, req: Admin<NameRequest>) -> HttpResult<Json<Value>> {
+pub async fn get_workload_identity(
+    State(state): State<AppState>,
+    req: Admin<NameRequest>,
+) -> HttpResult<Json<Value>> {
     let mut v = Validator::new();
     check_workload_name(&mut v, "name", &req.body.name);
     v.finish()?;
@@ -186,7 +255,10 @@ pub async fn get_workload_identity(State(state): State<AppState>, req: Admin<Nam
     Ok(Json(workload_json(&state, &w, true)))
 }
 
-pub async fn update_workload_identity(State(state): State<AppState>, req: Admin<UpdateWorkloadIdentityRequest>) -> HttpResult<Json<Value>> {
+pub async fn update_workload_identity(
+    State(state): State<AppState>,
+    req: Admin<UpdateWorkloadIdentityRequest>,
+) -> HttpResult<Json<Value>> {
     let Admin { caller, body } = req;
     let mut v = Validator::new();
     check_workload_name(&mut v, "name", &body.name);
@@ -194,34 +266,66 @@ pub async fn update_workload_identity(State(state): State<AppState>, req: Admin<
     check_return_urls(&mut v, &urls);
     v.finish()?;
     let now = state.clock.now_ms();
-    let w = state.store.update_workload(&body.name, &urls, now).await.map_err(|e| match e {
-        latchkey_store::StoreError::NotFound => ApiError::NotFound(format!("workload identity {:?} not found", body.name)),
-        e => e.into(),
-    })?;
-    audit_change(&state, &caller, "UpdateWorkloadIdentity", state.config.arn.workload_identity(&w.name)).await;
+    let w = state
+        .store
+        .update_workload(&body.name, &urls, now)
+        .await
+        .map_err(|e| match e {
+            latchkey_store::StoreError::NotFound => {
+                ApiError::NotFound(format!("workload identity {:?} not found", body.name))
+            }
+            e => e.into(),
+        })?;
+    audit_change(
+        &state,
+        &caller,
+        "UpdateWorkloadIdentity",
+        state.config.arn.workload_identity(&w.name),
+    )
+    .await;
     Ok(Json(workload_json(&state, &w, true)))
 }
 
-pub async fn delete_workload_identity(State(state): State<AppState>, req: Admin<NameRequest>) -> HttpResult<Response> {
+pub async fn delete_workload_identity(
+    State(state): State<AppState>,
+    req: Admin<NameRequest>,
+) -> HttpResult<Response> {
     let Admin { caller, body } = req;
     let mut v = Validator::new();
     check_workload_name(&mut v, "name", &body.name);
     v.finish()?;
     let arn = state.config.arn.workload_identity(&body.name);
-    state.store.delete_workload(&body.name, &arn).await.map_err(|e| match e {
-        latchkey_store::StoreError::NotFound => ApiError::NotFound(format!("workload identity {:?} not found", body.name)),
-        e => e.into(),
-    })?;
+    state
+        .store
+        .delete_workload(&body.name, &arn)
+        .await
+        .map_err(|e| match e {
+            latchkey_store::StoreError::NotFound => {
+                ApiError::NotFound(format!("workload identity {:?} not found", body.name))
+            }
+            e => e.into(),
+        })?;
     state.workloads.invalidate(&body.name);
     audit_change(&state, &caller, "DeleteWorkloadIdentity", arn).await;
     Ok(no_content())
 }
 
-pub async fn list_workload_identities(State(state): State<AppState>, req: Admin<ListRequest>) -> HttpResult<Json<Value>> {
+pub async fn list_workload_identities(
+    State(state): State<AppState>,
+    req: Admin<ListRequest>,
+) -> HttpResult<Json<Value>> {
     let mut v = Validator::new();
-    let (limit, after) = page_args(&mut v, req.body.max_results, 20, req.body.next_token.as_deref());
+    let (limit, after) = page_args(
+        &mut v,
+        req.body.max_results,
+        20,
+        req.body.next_token.as_deref(),
+    );
     v.finish()?;
-    let rows = state.store.list_workloads(after.as_deref(), limit + 1).await?;
+    let rows = state
+        .store
+        .list_workloads(after.as_deref(), limit + 1)
+        .await?;
     let (rows, next) = paginate(rows, limit, |w| &w.name);
     let items: Vec<Value> = rows.iter().map(|w| json!({"name": w.name, "workloadIdentityArn": state.config.arn.workload_identity(&w.name)})).collect();
     let mut body = json!({"workloadIdentities": items});
@@ -266,52 +370,99 @@ fn api_key_json(state: &AppState, p: &ApiKeyProviderRecord, with_times: bool) ->
 }
 
 /// Validate and seal an API key provider's secret.
-async fn api_key_envelope(state: &AppState, body: &ApiKeyProviderRequest) -> Result<Vec<u8>, ApiError> {
+async fn api_key_envelope(
+    state: &AppState,
+    body: &ApiKeyProviderRequest,
+) -> Result<Vec<u8>, ApiError> {
     let mut v = Validator::new();
     check_provider_name(&mut v, "name", &body.name);
     if let Some(source) = &body.api_key_secret_source {
         if source == "EXTERNAL" {
             v.fail("apiKeySecretSource", "EXTERNAL secret sources (AWS Secrets Manager references) are not supported by Latchkey; send apiKey");
         } else {
-            v.check("apiKeySecretSource", source == "MANAGED", "Member must satisfy enum value set: [MANAGED, EXTERNAL]");
+            v.check(
+                "apiKeySecretSource",
+                source == "MANAGED",
+                "Member must satisfy enum value set: [MANAGED, EXTERNAL]",
+            );
         }
     }
     if body.api_key_secret_config.is_some() {
-        v.fail("apiKeySecretConfig", "AWS Secrets Manager references are not supported by Latchkey; send apiKey");
+        v.fail(
+            "apiKeySecretConfig",
+            "AWS Secrets Manager references are not supported by Latchkey; send apiKey",
+        );
     }
     match &body.api_key {
         Some(key) => {
             v.length("apiKey", key.expose_secret(), 1, 65536);
         }
-        None => v.fail("apiKey", "Member must not be null (Latchkey stores the key itself)"),
+        None => v.fail(
+            "apiKey",
+            "Member must not be null (Latchkey stores the key itself)",
+        ),
     }
     if let Some(tags) = &body.tags {
         check_tags(&mut v, tags);
     }
     v.finish()?;
-    let key = body.api_key.as_ref().map(|k| k.expose_secret().as_bytes()).unwrap_or_default();
-    crypto::encrypt(state.keys.as_ref(), api_key_aad(&body.name).as_bytes(), key).await.map_err(|e| ApiError::EncryptionFailure(format!("could not encrypt the API key: {e}")))
+    let key = body
+        .api_key
+        .as_ref()
+        .map(|k| k.expose_secret().as_bytes())
+        .unwrap_or_default();
+    crypto::encrypt(state.keys.as_ref(), api_key_aad(&body.name).as_bytes(), key)
+        .await
+        .map_err(|e| ApiError::EncryptionFailure(format!("could not encrypt the API key: {e}")))
 }
 
-pub async fn create_api_key_provider(State(state): State<AppState>, req: Admin<ApiKeyProviderRequest>) -> HttpResult<Response> {
+pub async fn create_api_key_provider(
+    State(state): State<AppState>,
+    req: Admin<ApiKeyProviderRequest>,
+) -> HttpResult<Response> {
     let Admin { caller, body } = req;
     let envelope = api_key_envelope(&state, &body).await?;
     let now = state.clock.now_ms();
-    let record = ApiKeyProviderRecord { name: body.name.clone(), secret_envelope: Some(envelope), created_ms: now, updated_ms: now };
+    let record = ApiKeyProviderRecord {
+        name: body.name.clone(),
+        secret_envelope: Some(envelope),
+        created_ms: now,
+        updated_ms: now,
+    };
     let arn = state.config.arn.api_key_provider(&record.name);
-    state.store.create_api_key_provider(&record, &tag_pairs(body.tags), &arn).await.map_err(|e| match e {
-        latchkey_store::StoreError::Conflict => ApiError::Conflict(format!("credential provider {:?} already exists", record.name)),
-        e => e.into(),
-    })?;
+    state
+        .store
+        .create_api_key_provider(&record, &tag_pairs(body.tags), &arn)
+        .await
+        .map_err(|e| match e {
+            latchkey_store::StoreError::Conflict => ApiError::Conflict(format!(
+                "credential provider {:?} already exists",
+                record.name
+            )),
+            e => e.into(),
+        })?;
+    state.api_keys.invalidate(&record.name);
     audit_change(&state, &caller, "CreateApiKeyCredentialProvider", arn).await;
     Ok(created(api_key_json(&state, &record, false)))
 }
 
-async fn find_api_key_provider(state: &AppState, name: &str) -> Result<ApiKeyProviderRecord, ApiError> {
-    state.store.find_api_key_provider(name).await?.ok_or_else(|| ApiError::NotFound(format!("API key credential provider {name:?} not found")))
+async fn find_api_key_provider(
+    state: &AppState,
+    name: &str,
+) -> Result<ApiKeyProviderRecord, ApiError> {
+    state
+        .store
+        .find_api_key_provider(name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("API key credential provider {name:?} not found"))
+        })
 }
 
-pub async fn get_api_key_provider(State(state): State<AppState>, req: Admin<NameRequest>) -> HttpResult<Json<Value>> {
+pub async fn get_api_key_provider(
+    State(state): State<AppState>,
+    req: Admin<NameRequest>,
+) -> HttpResult<Json<Value>> {
     let mut v = Validator::new();
     check_provider_name(&mut v, "name", &req.body.name);
     v.finish()?;
@@ -319,36 +470,68 @@ pub async fn get_api_key_provider(State(state): State<AppState>, req: Admin<Name
     Ok(Json(api_key_json(&state, &p, true)))
 }
 
-pub async fn update_api_key_provider(State(state): State<AppState>, req: Admin<ApiKeyProviderRequest>) -> HttpResult<Json<Value>> {
+pub async fn update_api_key_provider(
+    State(state): State<AppState>,
+    req: Admin<ApiKeyProviderRequest>,
+) -> HttpResult<Json<Value>> {
     let Admin { caller, body } = req;
     let envelope = api_key_envelope(&state, &body).await?;
     let mut record = find_api_key_provider(&state, &body.name).await?;
     record.secret_envelope = Some(envelope);
     record.updated_ms = state.clock.now_ms();
     state.store.update_api_key_provider(&record).await?;
-    audit_change(&state, &caller, "UpdateApiKeyCredentialProvider", state.config.arn.api_key_provider(&record.name)).await;
+    state.api_keys.invalidate(&record.name);
+    audit_change(
+        &state,
+        &caller,
+        "UpdateApiKeyCredentialProvider",
+        state.config.arn.api_key_provider(&record.name),
+    )
+    .await;
     Ok(Json(api_key_json(&state, &record, true)))
 }
 
-pub async fn delete_api_key_provider(State(state): State<AppState>, req: Admin<NameRequest>) -> HttpResult<Response> {
+pub async fn delete_api_key_provider(
+    State(state): State<AppState>,
+    req: Admin<NameRequest>,
+) -> HttpResult<Response> {
     let Admin { caller, body } = req;
     let mut v = Validator::new();
     check_provider_name(&mut v, "name", &body.name);
     v.finish()?;
     let arn = state.config.arn.api_key_provider(&body.name);
-    state.store.delete_api_key_provider(&body.name, &arn).await.map_err(|e| match e {
-        latchkey_store::StoreError::NotFound => ApiError::NotFound(format!("API key credential provider {:?} not found", body.name)),
-        e => e.into(),
-    })?;
+    state
+        .store
+        .delete_api_key_provider(&body.name, &arn)
+        .await
+        .map_err(|e| match e {
+            latchkey_store::StoreError::NotFound => ApiError::NotFound(format!(
+                "API key credential provider {:?} not found",
+                body.name
+            )),
+            e => e.into(),
+        })?;
+    state.api_keys.invalidate(&body.name);
     audit_change(&state, &caller, "DeleteApiKeyCredentialProvider", arn).await;
     Ok(no_content())
 }
 
-pub async fn list_api_key_providers(State(state): State<AppState>, req: Admin<ListRequest>) -> HttpResult<Json<Value>> {
+pub async fn list_api_key_providers(
+    State(state): State<AppState>,
+    req: Admin<ListRequest>,
+) -> HttpResult<Json<Value>> {
     let mut v = Validator::new();
-    let (limit, after) = page_args(&mut v, req.body.max_results, 100, req.body.next_token.as_deref());
+    let (limit, after) = page_args(
+        &mut v,
+        req.body.max_results,
+        100,
+        req.body.next_token.as_deref(),
+    );
     v.finish()?;
-    let rows = state.store.list_api_key_providers(after.as_deref(), limit + 1).await?;
+    let rows = state
+        .store
+        .list_api_key_providers(after.as_deref(), limit + 1)
+        .await?;
     let (rows, next) = paginate(rows, limit, |p| &p.name);
     let items: Vec<Value> = rows
         .iter()
@@ -384,30 +567,56 @@ const DEFAULT_VAULT: &str = "default";
 
 fn vault_id(v: &mut Validator, id: Option<&str>) -> String {
     let id = id.unwrap_or(DEFAULT_VAULT);
-    v.chars("tokenVaultId", id, 1, 64, is_provider_char, "[a-zA-Z0-9\\-_]+");
+    v.chars(
+        "tokenVaultId",
+        id,
+        1,
+        64,
+        is_provider_char,
+        "[a-zA-Z0-9\\-_]+",
+    );
     id.to_string()
 }
 
 async fn vault_json(state: &AppState, id: &str) -> Result<Value, ApiError> {
     if id != DEFAULT_VAULT {
-        return Err(ApiError::NotFound(format!("token vault {id:?} not found (Latchkey has one vault, \"default\")")));
+        return Err(ApiError::NotFound(format!(
+            "token vault {id:?} not found (Latchkey has one vault, \"default\")"
+        )));
     }
-    let record = state.store.find_token_vault(id).await?.unwrap_or(TokenVaultRecord { id: id.into(), key_type: "ServiceManagedKey".into(), kms_key_arn: None, updated_ms: 0 });
+    let record = state
+        .store
+        .find_token_vault(id)
+        .await?
+        .unwrap_or(TokenVaultRecord {
+            id: id.into(),
+            key_type: "ServiceManagedKey".into(),
+            kms_key_arn: None,
+            updated_ms: 0,
+        });
     let mut kms = json!({"keyType": record.key_type});
     if let Some(arn) = record.kms_key_arn {
         kms["kmsKeyArn"] = json!(arn);
     }
-    Ok(json!({"tokenVaultId": record.id, "kmsConfiguration": kms, "lastModifiedDate": epoch(record.updated_ms)}))
+    Ok(
+        json!({"tokenVaultId": record.id, "kmsConfiguration": kms, "lastModifiedDate": epoch(record.updated_ms)}),
+    )
 }
 
-pub async fn get_token_vault(State(state): State<AppState>, req: Admin<TokenVaultRequest>) -> HttpResult<Json<Value>> {
+pub async fn get_token_vault(
+    State(state): State<AppState>,
+    req: Admin<TokenVaultRequest>,
+) -> HttpResult<Json<Value>> {
     let mut v = Validator::new();
     let id = vault_id(&mut v, req.body.token_vault_id.as_deref());
     v.finish()?;
     Ok(Json(vault_json(&state, &id).await?))
 }
 
-pub async fn set_token_vault_cmk(State(state): State<AppState>, req: Admin<TokenVaultRequest>) -> HttpResult<Json<Value>> {
+pub async fn set_token_vault_cmk(
+    State(state): State<AppState>,
+    req: Admin<TokenVaultRequest>,
+) -> HttpResult<Json<Value>> {
     let Admin { caller, body } = req;
     let mut v = Validator::new();
     let id = vault_id(&mut v, body.token_vault_id.as_deref());
@@ -415,10 +624,17 @@ pub async fn set_token_vault_cmk(State(state): State<AppState>, req: Admin<Token
         None => v.fail("kmsConfiguration", "Member must not be null"),
         Some(k) => match k.key_type.as_str() {
             "ServiceManagedKey" => {
-                v.check("kmsConfiguration.kmsKeyArn", k.kms_key_arn.is_none(), "Member must be absent when keyType is ServiceManagedKey");
+                v.check(
+                    "kmsConfiguration.kmsKeyArn",
+                    k.kms_key_arn.is_none(),
+                    "Member must be absent when keyType is ServiceManagedKey",
+                );
             }
             "CustomerManagedKey" => match &k.kms_key_arn {
-                None => v.fail("kmsConfiguration.kmsKeyArn", "Member must not be null when keyType is CustomerManagedKey"),
+                None => v.fail(
+                    "kmsConfiguration.kmsKeyArn",
+                    "Member must not be null when keyType is CustomerManagedKey",
+                ),
                 Some(arn) => {
                     if v.length("kmsConfiguration.kmsKeyArn", arn, 1, 2048) {
                         v.fail(
@@ -428,18 +644,35 @@ pub async fn set_token_vault_cmk(State(state): State<AppState>, req: Admin<Token
                     }
                 }
             },
-            _ => v.fail("kmsConfiguration.keyType", "Member must satisfy enum value set: [CustomerManagedKey, ServiceManagedKey]"),
+            _ => v.fail(
+                "kmsConfiguration.keyType",
+                "Member must satisfy enum value set: [CustomerManagedKey, ServiceManagedKey]",
+            ),
         },
     }
     v.finish()?;
     vault_json(&state, &id).await?; // existence
-    let record = TokenVaultRecord { id: id.clone(), key_type: "ServiceManagedKey".into(), kms_key_arn: None, updated_ms: state.clock.now_ms() };
+    let record = TokenVaultRecord {
+        id: id.clone(),
+        key_type: "ServiceManagedKey".into(),
+        kms_key_arn: None,
+        updated_ms: state.clock.now_ms(),
+    };
     state.store.upsert_token_vault(&record).await?;
-    audit_change(&state, &caller, "SetTokenVaultCMK", state.config.arn.token_vault(&id)).await;
+    audit_change(
+        &state,
+        &caller,
+        "SetTokenVaultCMK",
+        state.config.arn.token_vault(&id),
+    )
+    .await;
     Ok(Json(vault_json(&state, &id).await?))
 }
 
-pub async fn reset_token_vault_key_material(State(_state): State<AppState>, req: Admin<TokenVaultRequest>) -> HttpResult<Json<Value>> {
+pub async fn reset_token_vault_key_material(
+    State(_state): State<AppState>,
+    req: Admin<TokenVaultRequest>,
+) -> HttpResult<Json<Value>> {
     let mut v = Validator::new();
     vault_id(&mut v, req.body.token_vault_id.as_deref());
     v.fail("tokenVaultId", "ResetTokenVaultKeyMaterial is only allowed after the vault's customer managed key was deleted; this vault uses the server's key-encryption key");
@@ -460,8 +693,14 @@ pub struct TagRequest {
 }
 
 /// Decode the ARN from the path, and check that it names an existing resource.
-async fn tagged_resource(state: &AppState, raw: &str) -> Result<(String, ResourceKind, String), ApiError> {
-    let arn = percent_encoding::percent_decode_str(raw).decode_utf8().map_err(|_| ApiError::field("resourceArn", "Member must be a valid ARN"))?.to_string();
+async fn tagged_resource(
+    state: &AppState,
+    raw: &str,
+) -> Result<(String, ResourceKind, String), ApiError> {
+    let arn = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::field("resourceArn", "Member must be a valid ARN"))?
+        .to_string();
     let mut v = Validator::new();
     v.length("resourceArn", &arn, 20, 1011);
     v.finish()?;
@@ -484,7 +723,8 @@ fn arn_from_path(parts: &axum::http::request::Parts) -> &str {
 }
 
 pub async fn tag_resource(State(state): State<AppState>, req: AdminParts) -> HttpResult<Response> {
-    let body: TagRequest = serde_json::from_value(req.body).map_err(|_| ApiError::cannot_parse("tags must be a map of strings"))?;
+    let body: TagRequest = serde_json::from_value(req.body)
+        .map_err(|_| ApiError::cannot_parse("tags must be a map of strings"))?;
     let (arn, kind, name) = tagged_resource(&state, arn_from_path(&req.parts)).await?;
     let mut v = Validator::new();
     let tags = match body.tags {
@@ -504,14 +744,22 @@ pub async fn tag_resource(State(state): State<AppState>, req: AdminParts) -> Htt
     Ok(no_content())
 }
 
-pub async fn untag_resource(State(state): State<AppState>, req: AdminParts) -> HttpResult<Response> {
+pub async fn untag_resource(
+    State(state): State<AppState>,
+    req: AdminParts,
+) -> HttpResult<Response> {
     let (arn, kind, name) = tagged_resource(&state, arn_from_path(&req.parts)).await?;
-    let keys: Vec<String> = url::form_urlencoded::parse(req.parts.uri.query().unwrap_or("").as_bytes())
-        .filter(|(k, _)| k == "tagKeys")
-        .map(|(_, v)| v.into_owned())
-        .collect();
+    let keys: Vec<String> =
+        url::form_urlencoded::parse(req.parts.uri.query().unwrap_or("").as_bytes())
+            .filter(|(k, _)| k == "tagKeys")
+            .map(|(_, v)| v.into_owned())
+            .collect();
     let mut v = Validator::new();
-    v.check("tagKeys", keys.len() <= 200, "Member must have length less than or equal to 200");
+    v.check(
+        "tagKeys",
+        keys.len() <= 200,
+        "Member must have length less than or equal to 200",
+    );
     for k in &keys {
         v.chars("tagKeys", k, 1, 128, is_tag_char, "[a-zA-Z0-9\\s._:/=+@-]*");
     }
@@ -524,8 +772,17 @@ pub async fn untag_resource(State(state): State<AppState>, req: AdminParts) -> H
     Ok(no_content())
 }
 
-pub async fn list_tags_for_resource(State(state): State<AppState>, req: AdminParts) -> HttpResult<Json<Value>> {
+pub async fn list_tags_for_resource(
+    State(state): State<AppState>,
+    req: AdminParts,
+) -> HttpResult<Json<Value>> {
     let (arn, _, _) = tagged_resource(&state, arn_from_path(&req.parts)).await?;
-    let tags: serde_json::Map<String, Value> = state.store.list_tags(&arn).await?.into_iter().map(|(k, v)| (k, json!(v))).collect();
+    let tags: serde_json::Map<String, Value> = state
+        .store
+        .list_tags(&arn)
+        .await?
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
     Ok(Json(json!({"tags": tags})))
 }

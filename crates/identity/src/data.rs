@@ -2,6 +2,8 @@
 //! Callers: admin credentials, or a workload credential acting for its own workload.
 //! Every token issued and every refusal after authentication is an audit event.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use latchkey_core::ApiError;
@@ -14,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::audit;
-use crate::auth::{Caller, Signed};
+use crate::auth::{Caller, DataPlane};
 use crate::control::{api_key_aad, check_provider_name, check_workload_name};
 use crate::http_error::HttpResult;
 use crate::state::AppState;
@@ -46,7 +48,15 @@ impl UserMode {
     }
 }
 
-async fn record(state: &AppState, caller: &Caller, action: &str, workload: Option<&str>, user: Option<&str>, outcome: Outcome, detail: Value) {
+async fn record(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    workload: Option<&str>,
+    user: Option<&str>,
+    outcome: Outcome,
+    detail: Value,
+) {
     let mut e = audit::event(state.clock.now_ms(), Some(caller), action, outcome);
     e.workload = workload.map(str::to_string);
     e.user_id = user.map(str::to_string);
@@ -54,9 +64,13 @@ async fn record(state: &AppState, caller: &Caller, action: &str, workload: Optio
     state.audit.record(e).await;
 }
 
-async fn issue_workload_token(state: &AppState, caller: &Caller, body: WorkloadTokenRequest, mode: UserMode) -> HttpResult<Json<Value>> {
+async fn issue_workload_token(
+    state: &AppState,
+    caller: &Caller,
+    body: WorkloadTokenRequest,
+    mode: UserMode,
+) -> HttpResult<Json<Value>> {
     let action = mode.action();
-    caller.require_data_plane()?;
     let mut v = Validator::new();
     check_workload_name(&mut v, "workloadName", &body.workload_name);
     match mode {
@@ -79,7 +93,16 @@ async fn issue_workload_token(state: &AppState, caller: &Caller, body: WorkloadT
     v.finish()?;
     let workload = body.workload_name.as_str();
     if let Err(e) = caller.require_workload(workload) {
-        record(state, caller, action, Some(workload), None, Outcome::Denied, json!({"reason": "workload not allowed for caller"})).await;
+        record(
+            state,
+            caller,
+            action,
+            Some(workload),
+            None,
+            Outcome::Denied,
+            json!({"reason": "workload not allowed for caller"}),
+        )
+        .await;
         return Err(e.into());
     }
     let facts = state.workload_facts(workload).await?;
@@ -87,7 +110,16 @@ async fn issue_workload_token(state: &AppState, caller: &Caller, body: WorkloadT
         UserMode::None => None,
         UserMode::UserId => {
             if !caller.is_admin() && !facts.allow_user_id {
-                record(state, caller, action, Some(workload), body.user_id.as_deref(), Outcome::Denied, json!({"reason": "user id trust not enabled for workload"})).await;
+                record(
+                    state,
+                    caller,
+                    action,
+                    Some(workload),
+                    body.user_id.as_deref(),
+                    Outcome::Denied,
+                    json!({"reason": "user id trust not enabled for workload"}),
+                )
+                .await;
                 return Err(ApiError::AccessDenied(format!(
                     "workload {workload:?} may not assert user ids: use GetWorkloadAccessTokenForJWT, or have an admin set the tag {}=true on the workload identity",
                     crate::state::ALLOW_USER_ID_TAG
@@ -97,12 +129,28 @@ async fn issue_workload_token(state: &AppState, caller: &Caller, body: WorkloadT
             body.user_id.map(|u| (u, "user-id"))
         }
         UserMode::Jwt => {
-            let token = body.user_token.as_ref().map(|t| t.expose_secret()).unwrap_or_default();
+            let token = body
+                .user_token
+                .as_ref()
+                .map(|t| t.expose_secret())
+                .unwrap_or_default();
             match state.inbound.verify(token).await {
                 Ok(user) => Some((user.subject, "jwt")),
                 Err(e) => {
-                    record(state, caller, action, Some(workload), None, Outcome::Denied, json!({"reason": e.to_string()})).await;
-                    return Err(ApiError::AccessDenied(format!("the user token was rejected: {e}")).into());
+                    record(
+                        state,
+                        caller,
+                        action,
+                        Some(workload),
+                        None,
+                        Outcome::Denied,
+                        json!({"reason": e.to_string()}),
+                    )
+                    .await;
+                    return Err(ApiError::AccessDenied(format!(
+                        "the user token was rejected: {e}"
+                    ))
+                    .into());
                 }
             }
         }
@@ -110,41 +158,110 @@ async fn issue_workload_token(state: &AppState, caller: &Caller, body: WorkloadT
     let now = state.clock.now_secs();
     let (token, claims) = state
         .wat
-        .issue(workload, user.as_ref().map(|(u, s)| (u.as_str(), *s)), now, state.config.wat_ttl_seconds)
+        .issue(
+            workload,
+            user.as_ref().map(|(u, s)| (u.as_str(), *s)),
+            now,
+            state.config.wat_ttl_seconds,
+        )
         .map_err(ApiError::internal)?;
-    record(state, caller, action, Some(workload), claims.user.as_deref(), Outcome::Success, json!({"jti": claims.jti, "exp": claims.exp})).await;
+    record(
+        state,
+        caller,
+        action,
+        Some(workload),
+        claims.user.as_deref(),
+        Outcome::Success,
+        json!({"jti": claims.jti, "exp": claims.exp}),
+    )
+    .await;
     Ok(Json(json!({"workloadAccessToken": token})))
 }
 
-pub async fn get_workload_access_token(State(state): State<AppState>, req: Signed<WorkloadTokenRequest>) -> HttpResult<Json<Value>> {
+pub async fn get_workload_access_token(
+    State(state): State<AppState>,
+    req: DataPlane<WorkloadTokenRequest>,
+) -> HttpResult<Json<Value>> {
     issue_workload_token(&state, &req.caller, req.body, UserMode::None).await
 }
 
-pub async fn get_workload_access_token_for_jwt(State(state): State<AppState>, req: Signed<WorkloadTokenRequest>) -> HttpResult<Json<Value>> {
+pub async fn get_workload_access_token_for_jwt(
+    State(state): State<AppState>,
+    req: DataPlane<WorkloadTokenRequest>,
+) -> HttpResult<Json<Value>> {
     issue_workload_token(&state, &req.caller, req.body, UserMode::Jwt).await
 }
 
-pub async fn get_workload_access_token_for_user_id(State(state): State<AppState>, req: Signed<WorkloadTokenRequest>) -> HttpResult<Json<Value>> {
+pub async fn get_workload_access_token_for_user_id(
+    State(state): State<AppState>,
+    req: DataPlane<WorkloadTokenRequest>,
+) -> HttpResult<Json<Value>> {
     issue_workload_token(&state, &req.caller, req.body, UserMode::UserId).await
 }
 
 /// Verify a WAT presented to the data plane: signature, issuer, expiry, the caller may act
 /// for its workload, and the workload still exists.
-pub async fn verify_wat(state: &AppState, caller: &Caller, token: &str, action: &str) -> Result<WatClaims, ApiError> {
-    let claims = match state.wat.verify(token, state.clock.now_secs()) {
+pub async fn verify_wat(
+    state: &AppState,
+    caller: &Caller,
+    token: &str,
+    action: &str,
+) -> Result<Arc<WatClaims>, ApiError> {
+    let now = state.clock.now_secs();
+    let verified = match state.verified_wats.get(token) {
+        // A cached verification still has to be unexpired now.
+        Some(claims) if claims.exp > now => Ok(claims),
+        _ => state.wat.verify(token, now).map(|claims| {
+            let claims = Arc::new(claims);
+            state.verified_wats.put(token.to_string(), claims.clone());
+            claims
+        }),
+    };
+    let claims = match verified {
         Ok(c) => c,
         Err(e) => {
-            record(state, caller, action, None, None, Outcome::Denied, json!({"reason": e.to_string()})).await;
-            return Err(ApiError::AccessDenied(format!("the workload access token was rejected: {e}")));
+            record(
+                state,
+                caller,
+                action,
+                None,
+                None,
+                Outcome::Denied,
+                json!({"reason": e.to_string()}),
+            )
+            .await;
+            return Err(ApiError::AccessDenied(format!(
+                "the workload access token was rejected: {e}"
+            )));
         }
     };
     if let Err(e) = caller.require_workload(&claims.sub) {
-        record(state, caller, action, Some(&claims.sub), claims.user.as_deref(), Outcome::Denied, json!({"reason": "token belongs to another workload"})).await;
+        record(
+            state,
+            caller,
+            action,
+            Some(&claims.sub),
+            claims.user.as_deref(),
+            Outcome::Denied,
+            json!({"reason": "token belongs to another workload"}),
+        )
+        .await;
         return Err(e);
     }
     if state.workload_facts(&claims.sub).await.is_err() {
-        record(state, caller, action, Some(&claims.sub), claims.user.as_deref(), Outcome::Denied, json!({"reason": "workload no longer exists"})).await;
-        return Err(ApiError::AccessDenied("the workload access token was rejected: its workload identity no longer exists".into()));
+        record(
+            state,
+            caller,
+            action,
+            Some(&claims.sub),
+            claims.user.as_deref(),
+            Outcome::Denied,
+            json!({"reason": "workload no longer exists"}),
+        )
+        .await;
+        return Err(ApiError::AccessDenied(
+            "the workload access token was rejected: its workload identity no longer exists".into(),
+        ));
     }
     Ok(claims)
 }
@@ -160,21 +277,66 @@ pub struct ApiKeyRequest {
     resource_credential_provider_name: String,
 }
 
-pub async fn get_resource_api_key(State(state): State<AppState>, req: Signed<ApiKeyRequest>) -> HttpResult<Json<Value>> {
+pub async fn get_resource_api_key(
+    State(state): State<AppState>,
+    req: DataPlane<ApiKeyRequest>,
+) -> HttpResult<Json<Value>> {
     const ACTION: &str = "GetResourceApiKey";
-    let Signed { caller, body } = req;
-    caller.require_data_plane()?;
+    let DataPlane { caller, body } = req;
     let mut v = Validator::new();
     check_wat_field(&mut v, body.workload_identity_token.expose_secret());
-    check_provider_name(&mut v, "resourceCredentialProviderName", &body.resource_credential_provider_name);
+    check_provider_name(
+        &mut v,
+        "resourceCredentialProviderName",
+        &body.resource_credential_provider_name,
+    );
     v.finish()?;
-    let claims = verify_wat(&state, &caller, body.workload_identity_token.expose_secret(), ACTION).await?;
+    let claims = verify_wat(
+        &state,
+        &caller,
+        body.workload_identity_token.expose_secret(),
+        ACTION,
+    )
+    .await?;
     let provider = &body.resource_credential_provider_name;
-    let record_row = state.store.find_api_key_provider(provider).await?.ok_or_else(|| ApiError::NotFound(format!("API key credential provider {provider:?} not found")))?;
-    let envelope = record_row.secret_envelope.ok_or_else(|| ApiError::NotFound(format!("API key credential provider {provider:?} has no key")))?;
-    let key = crypto::decrypt_string(state.keys.as_ref(), api_key_aad(provider).as_bytes(), &envelope)
-        .await
-        .map_err(|e| ApiError::DecryptionFailure(format!("could not decrypt the API key of {provider:?}: {e}")))?;
-    record(&state, &caller, ACTION, Some(&claims.sub), claims.user.as_deref(), Outcome::Success, json!({"provider": provider})).await;
+    let envelope = match state.api_keys.get(provider.as_str()) {
+        Some(hit) => hit,
+        None => {
+            let envelope = state
+                .store
+                .find_api_key_provider(provider)
+                .await?
+                .and_then(|r| r.secret_envelope)
+                .map(Arc::new);
+            state.api_keys.put(provider.clone(), envelope.clone());
+            envelope
+        }
+    };
+    let envelope = envelope.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "API key credential provider {provider:?} not found"
+        ))
+    })?;
+    let key = crypto::decrypt_string(
+        state.keys.as_ref(),
+        api_key_aad(provider).as_bytes(),
+        &envelope,
+    )
+    .await
+    .map_err(|e| {
+        ApiError::DecryptionFailure(format!(
+            "could not decrypt the API key of {provider:?}: {e}"
+        ))
+    })?;
+    record(
+        &state,
+        &caller,
+        ACTION,
+        Some(&claims.sub),
+        claims.user.as_deref(),
+        Outcome::Success,
+        json!({"provider": provider}),
+    )
+    .await;
     Ok(Json(json!({"apiKey": key.expose_secret()})))
 }

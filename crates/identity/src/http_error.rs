@@ -41,9 +41,13 @@ impl IntoResponse for HttpError {
         }
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, Json(body)).into_response();
-        response.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(name));
+        response
+            .headers_mut()
+            .insert("x-amzn-ErrorType", HeaderValue::from_static(name));
         if matches!(e, ApiError::Unavailable { .. } | ApiError::Throttling(_)) {
-            response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
         }
         response
     }

@@ -156,8 +156,14 @@ impl InboundIssuerConfig {
         if let Some(url) = &self.jwks_uri {
             check_config_url("jwks_uri", url)?;
         }
-        if self.jwks_min_refetch_seconds.is_some_and(|s| !(1..=3600).contains(&s)) {
-            return Err(InboundConfigError::new("jwks_min_refetch_seconds", "must be between 1 and 3600"));
+        if self
+            .jwks_min_refetch_seconds
+            .is_some_and(|s| !(1..=3600).contains(&s))
+        {
+            return Err(InboundConfigError::new(
+                "jwks_min_refetch_seconds",
+                "must be between 1 and 3600",
+            ));
         }
         if self.leeway_seconds > MAX_LEEWAY_SECONDS {
             return Err(InboundConfigError::new(
@@ -518,7 +524,10 @@ impl InboundVerifier {
             return Ok(jwk);
         }
         // Unknown key: perhaps the issuer rotated. Refetch, but rarely.
-        let min_refetch = issuer.config.jwks_min_refetch_seconds.map_or(inner.options.min_refetch_interval, Duration::from_secs);
+        let min_refetch = issuer
+            .config
+            .jwks_min_refetch_seconds
+            .map_or(inner.options.min_refetch_interval, Duration::from_secs);
         if !cache.may_fetch(now, min_refetch) {
             return Err(InboundError::UnknownKey);
         }

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod control;
 pub mod data;
 pub mod http_error;

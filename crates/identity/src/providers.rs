@@ -10,7 +10,9 @@ use axum::extract::State;
 use axum::response::Response;
 use latchkey_core::ApiError;
 use latchkey_core::crypto;
-use latchkey_core::oauth2_provider::{self, AuthorizationServerMetadata, Discovery, ProviderConfig};
+use latchkey_core::oauth2_provider::{
+    self, AuthorizationServerMetadata, Discovery, ProviderConfig,
+};
 use latchkey_core::validate::Validator;
 use latchkey_store::{Oauth2ProviderRecord, StoreError};
 use secrecy::ExposeSecret;
@@ -18,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::auth::Admin;
-use crate::control::{ListRequest, NameRequest, audit_change, check_provider_name, check_tags, created, epoch, no_content, page_args, paginate};
+use crate::control::{
+    ListRequest, NameRequest, audit_change, check_provider_name, check_tags, created, epoch,
+    no_content, page_args, paginate,
+};
 use crate::http_error::HttpResult;
 use crate::state::AppState;
 
@@ -48,7 +53,10 @@ pub(crate) fn provider_aad(name: &str) -> String {
 }
 
 fn callback_url(state: &AppState, callback_id: &str) -> String {
-    format!("{}/identities/oauth2/callback/{callback_id}", state.config.public_url)
+    format!(
+        "{}/identities/oauth2/callback/{callback_id}",
+        state.config.public_url
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,8 +72,14 @@ struct DiscoveryDocument {
 
 /// Fetch and check a discovery document (RFC 8414 / OIDC Discovery).
 async fn discover(state: &AppState, url: &str) -> Result<AuthorizationServerMetadata, ApiError> {
-    const FIELD: &str = "oauth2ProviderConfigInput.customOauth2ProviderConfig.oauthDiscovery.discoveryUrl";
-    let doc: DiscoveryDocument = state.outbound.get_json(url).await.map_err(|e| ApiError::field(FIELD, format!("the discovery document could not be fetched: {e}")))?;
+    const FIELD: &str =
+        "oauth2ProviderConfigInput.customOauth2ProviderConfig.oauthDiscovery.discoveryUrl";
+    let doc: DiscoveryDocument = state.outbound.get_json(url).await.map_err(|e| {
+        ApiError::field(
+            FIELD,
+            format!("the discovery document could not be fetched: {e}"),
+        )
+    })?;
     // The issuer must be the discovery URL's prefix (OIDC Discovery §4.3, RFC 8414 §3.3).
     let (prefix, rest) = url.split_once("/.well-known/").unwrap_or((url, ""));
     let expected = match rest.split_once('/') {
@@ -74,12 +88,24 @@ async fn discover(state: &AppState, url: &str) -> Result<AuthorizationServerMeta
         None => prefix.to_string(),
     };
     if doc.issuer.trim_end_matches('/') != expected.trim_end_matches('/') {
-        return Err(ApiError::field(FIELD, format!("the discovery document's issuer {:?} does not match the discovery URL", doc.issuer)));
+        return Err(ApiError::field(
+            FIELD,
+            format!(
+                "the discovery document's issuer {:?} does not match the discovery URL",
+                doc.issuer
+            ),
+        ));
     }
-    for (name, endpoint) in [("authorization_endpoint", &doc.authorization_endpoint), ("token_endpoint", &doc.token_endpoint)] {
+    for (name, endpoint) in [
+        ("authorization_endpoint", &doc.authorization_endpoint),
+        ("token_endpoint", &doc.token_endpoint),
+    ] {
         let ok = url::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "https" | "http"));
         if !ok {
-            return Err(ApiError::field(FIELD, format!("the discovery document's {name} is not an http(s) URL")));
+            return Err(ApiError::field(
+                FIELD,
+                format!("the discovery document's {name} is not an http(s) URL"),
+            ));
         }
     }
     Ok(AuthorizationServerMetadata {
@@ -87,39 +113,72 @@ async fn discover(state: &AppState, url: &str) -> Result<AuthorizationServerMeta
         authorization_endpoint: doc.authorization_endpoint,
         token_endpoint: doc.token_endpoint,
         response_types: doc.response_types_supported,
-        token_endpoint_auth_methods: doc.token_endpoint_auth_methods_supported.into_iter().filter(|m| m == "client_secret_basic" || m == "client_secret_post").collect(),
+        token_endpoint_auth_methods: doc
+            .token_endpoint_auth_methods_supported
+            .into_iter()
+            .filter(|m| m == "client_secret_basic" || m == "client_secret_post")
+            .collect(),
     })
 }
 
 /// Validate, discover, and seal: everything before the store is touched.
-async fn prepare(state: &AppState, body: &ProviderRequest, with_tags: bool) -> Result<(String, StoredConfig, Option<Vec<u8>>), ApiError> {
+async fn prepare(
+    state: &AppState,
+    body: &ProviderRequest,
+    with_tags: bool,
+) -> Result<(String, StoredConfig, Option<Vec<u8>>), ApiError> {
     let mut v = Validator::new();
     check_provider_name(&mut v, "name", &body.name);
     if let (true, Some(tags)) = (with_tags, &body.tags) {
         check_tags(&mut v, tags);
     }
     v.finish()?;
-    let input = oauth2_provider::parse_create(&body.credential_provider_vendor, &body.oauth2_provider_config_input)?;
+    let input = oauth2_provider::parse_create(
+        &body.credential_provider_vendor,
+        &body.oauth2_provider_config_input,
+    )?;
     let resolved = match &input.config.discovery {
         Discovery::DiscoveryUrl(url) => Some(discover(state, url).await?),
         Discovery::Metadata(_) => None,
     };
     let envelope = match &input.client_secret {
         Some(secret) => Some(
-            crypto::encrypt(state.keys.as_ref(), provider_aad(&body.name).as_bytes(), secret.expose_secret().as_bytes())
-                .await
-                .map_err(|e| ApiError::EncryptionFailure(format!("could not encrypt the client secret: {e}")))?,
+            crypto::encrypt(
+                state.keys.as_ref(),
+                provider_aad(&body.name).as_bytes(),
+                secret.expose_secret().as_bytes(),
+            )
+            .await
+            .map_err(|e| {
+                ApiError::EncryptionFailure(format!("could not encrypt the client secret: {e}"))
+            })?,
         ),
         None => None,
     };
-    Ok((input.vendor.as_str().to_string(), StoredConfig { config: input.config, resolved }, envelope))
+    Ok((
+        input.vendor.as_str().to_string(),
+        StoredConfig {
+            config: input.config,
+            resolved,
+        },
+        envelope,
+    ))
 }
 
 fn stored(record: &Oauth2ProviderRecord) -> Result<StoredConfig, ApiError> {
-    serde_json::from_value(record.config.clone()).map_err(|e| ApiError::internal(format!("stored provider config of {:?} is unreadable: {e}", record.name)))
+    serde_json::from_value(record.config.clone()).map_err(|e| {
+        ApiError::internal(format!(
+            "stored provider config of {:?} is unreadable: {e}",
+            record.name
+        ))
+    })
 }
 
-fn provider_json(state: &AppState, record: &Oauth2ProviderRecord, detail: bool) -> Result<Value, ApiError> {
+fn provider_json(
+    state: &AppState,
+    record: &Oauth2ProviderRecord,
+    detail: bool,
+) -> Result<Value, ApiError> {
     let cfg = stored(record)?;
     let mut body = json!({
         "clientSecretArn": {"secretArn": state.config.arn.managed_secret("oauth2", &record.name)},
@@ -138,7 +197,10 @@ fn provider_json(state: &AppState, record: &Oauth2ProviderRecord, detail: bool) 
     Ok(body)
 }
 
-pub async fn create_oauth2_provider(State(state): State<AppState>, req: Admin<ProviderRequest>) -> HttpResult<Response> {
+pub async fn create_oauth2_provider(
+    State(state): State<AppState>,
+    req: Admin<ProviderRequest>,
+) -> HttpResult<Response> {
     let Admin { caller, body } = req;
     let (vendor, config, secret_envelope) = prepare(&state, &body, true).await?;
     let now = state.clock.now_ms();
@@ -152,19 +214,42 @@ pub async fn create_oauth2_provider(State(state): State<AppState>, req: Admin<Pr
         updated_ms: now,
     };
     let arn = state.config.arn.oauth2_provider(&record.name);
-    state.store.create_oauth2_provider(&record, &body.tags.clone().unwrap_or_default().into_iter().collect::<Vec<_>>(), &arn).await.map_err(|e| match e {
-        StoreError::Conflict => ApiError::Conflict(format!("credential provider {:?} already exists", record.name)),
-        e => e.into(),
-    })?;
+    state
+        .store
+        .create_oauth2_provider(
+            &record,
+            &body
+                .tags
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            &arn,
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => ApiError::Conflict(format!(
+                "credential provider {:?} already exists",
+                record.name
+            )),
+            e => e.into(),
+        })?;
     audit_change(&state, &caller, "CreateOauth2CredentialProvider", arn).await;
     Ok(created(provider_json(&state, &record, false)?))
 }
 
 async fn find(state: &AppState, name: &str) -> Result<Oauth2ProviderRecord, ApiError> {
-    state.store.find_oauth2_provider(name).await?.ok_or_else(|| ApiError::NotFound(format!("OAuth2 credential provider {name:?} not found")))
+    state
+        .store
+        .find_oauth2_provider(name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("OAuth2 credential provider {name:?} not found")))
 }
 
-pub async fn get_oauth2_provider(State(state): State<AppState>, req: Admin<NameRequest>) -> HttpResult<Json<Value>> {
+pub async fn get_oauth2_provider(
+    State(state): State<AppState>,
+    req: Admin<NameRequest>,
+) -> HttpResult<Json<Value>> {
     let mut v = Validator::new();
     check_provider_name(&mut v, "name", &req.body.name);
     v.finish()?;
@@ -172,7 +257,10 @@ pub async fn get_oauth2_provider(State(state): State<AppState>, req: Admin<NameR
     Ok(Json(provider_json(&state, &record, true)?))
 }
 
-pub async fn update_oauth2_provider(State(state): State<AppState>, req: Admin<ProviderRequest>) -> HttpResult<Json<Value>> {
+pub async fn update_oauth2_provider(
+    State(state): State<AppState>,
+    req: Admin<ProviderRequest>,
+) -> HttpResult<Json<Value>> {
     let Admin { caller, body } = req;
     let (vendor, config, secret_envelope) = prepare(&state, &body, false).await?;
     let mut record = find(&state, &body.name).await?;
@@ -181,7 +269,13 @@ pub async fn update_oauth2_provider(State(state): State<AppState>, req: Admin<Pr
     record.secret_envelope = secret_envelope;
     record.updated_ms = state.clock.now_ms();
     state.store.update_oauth2_provider(&record).await?;
-    audit_change(&state, &caller, "UpdateOauth2CredentialProvider", state.config.arn.oauth2_provider(&record.name)).await;
+    audit_change(
+        &state,
+        &caller,
+        "UpdateOauth2CredentialProvider",
+        state.config.arn.oauth2_provider(&record.name),
+    )
+    .await;
     let mut out = provider_json(&state, &record, true)?;
     if let Some(o) = out.as_object_mut() {
         o.remove("failureReason");
@@ -189,25 +283,46 @@ pub async fn update_oauth2_provider(State(state): State<AppState>, req: Admin<Pr
     Ok(Json(out))
 }
 
-pub async fn delete_oauth2_provider(State(state): State<AppState>, req: Admin<NameRequest>) -> HttpResult<Response> {
+pub async fn delete_oauth2_provider(
+    State(state): State<AppState>,
+    req: Admin<NameRequest>,
+) -> HttpResult<Response> {
     let Admin { caller, body } = req;
     let mut v = Validator::new();
     check_provider_name(&mut v, "name", &body.name);
     v.finish()?;
     let arn = state.config.arn.oauth2_provider(&body.name);
-    state.store.delete_oauth2_provider(&body.name, &arn).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::NotFound(format!("OAuth2 credential provider {:?} not found", body.name)),
-        e => e.into(),
-    })?;
+    state
+        .store
+        .delete_oauth2_provider(&body.name, &arn)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound(format!(
+                "OAuth2 credential provider {:?} not found",
+                body.name
+            )),
+            e => e.into(),
+        })?;
     audit_change(&state, &caller, "DeleteOauth2CredentialProvider", arn).await;
     Ok(no_content())
 }
 
-pub async fn list_oauth2_providers(State(state): State<AppState>, req: Admin<ListRequest>) -> HttpResult<Json<Value>> {
+pub async fn list_oauth2_providers(
+    State(state): State<AppState>,
+    req: Admin<ListRequest>,
+) -> HttpResult<Json<Value>> {
     let mut v = Validator::new();
-    let (limit, after) = page_args(&mut v, req.body.max_results, 20, req.body.next_token.as_deref());
+    let (limit, after) = page_args(
+        &mut v,
+        req.body.max_results,
+        20,
+        req.body.next_token.as_deref(),
+    );
     v.finish()?;
-    let rows = state.store.list_oauth2_providers(after.as_deref(), limit + 1).await?;
+    let rows = state
+        .store
+        .list_oauth2_providers(after.as_deref(), limit + 1)
+        .await?;
     let (rows, next) = paginate(rows, limit, |p| &p.name);
     let items: Vec<Value> = rows
         .iter()

@@ -1,18 +1,18 @@
 //! The service's shared state and its start-up (signing keys loaded or created).
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use latchkey_core::ApiError;
 use latchkey_core::arn::ArnContext;
 use latchkey_core::clock::Clock;
 use latchkey_core::crypto::{self, KeyProvider};
-use latchkey_core::wat::{WatAuthority, WatKey, WatPublicKey};
-use latchkey_core::ApiError;
+use latchkey_core::wat::{WatAuthority, WatClaims, WatKey, WatPublicKey};
 use latchkey_store::{SigningKeyRecord, Store, StoreError};
 
 use crate::audit::AuditSink;
 use crate::auth::CredentialCache;
+use crate::cache::TtlCache;
 use crate::inbound::{InboundIssuerConfig, InboundVerifier};
 use crate::outbound::{OutboundClient, OutboundPolicy};
 
@@ -48,22 +48,11 @@ pub struct WorkloadFacts {
     pub allow_user_id: bool,
 }
 
+/// Entries per cache before it starts over.
+const CACHE_CAP: usize = 10_000;
+
 /// Tag that lets a workload credential call `GetWorkloadAccessTokenForUserId`.
 pub const ALLOW_USER_ID_TAG: &str = "latchkey:allow-user-id";
-
-#[derive(Debug)]
-pub struct WorkloadCache {
-    ttl: Duration,
-    entries: RwLock<HashMap<String, (Instant, Option<WorkloadFacts>)>>,
-}
-
-impl WorkloadCache {
-    pub fn invalidate(&self, name: &str) {
-        if let Ok(mut m) = self.entries.write() {
-            m.remove(name);
-        }
-    }
-}
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -77,7 +66,12 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub wat: WatAuthority,
     pub credentials: CredentialCache,
-    pub workloads: WorkloadCache,
+    /// Workload facts by name (`None`: no such workload).
+    pub workloads: TtlCache<String, Option<WorkloadFacts>>,
+    /// Verified workload access tokens (checked again for expiry on every hit).
+    pub verified_wats: TtlCache<String, Arc<WatClaims>>,
+    /// API-key provider envelopes by provider name (`None`: no such provider).
+    pub api_keys: TtlCache<String, Option<Arc<Vec<u8>>>>,
     pub audit: AuditSink,
     pub inbound: InboundVerifier,
     pub outbound: OutboundClient,
@@ -92,14 +86,26 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// Build the state: load (or create, once across replicas) the WAT signing key.
-    pub async fn start(config: ServiceConfig, store: Store, keys: Arc<dyn KeyProvider>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let wat = load_wat_authority(&config.public_url, &store, keys.as_ref(), clock.as_ref()).await?;
+    pub async fn start(
+        config: ServiceConfig,
+        store: Store,
+        keys: Arc<dyn KeyProvider>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let wat =
+            load_wat_authority(&config.public_url, &store, keys.as_ref(), clock.as_ref()).await?;
         let outbound = OutboundClient::new(config.outbound.clone())?;
-        let inbound = InboundVerifier::new(config.inbound_issuers.clone(), outbound.clone(), clock.clone());
+        let inbound = InboundVerifier::new(
+            config.inbound_issuers.clone(),
+            outbound.clone(),
+            clock.clone(),
+        );
         let audit = AuditSink::start(store.clone());
         Ok(Self(Arc::new(Inner {
-            credentials: CredentialCache::new(config.cache_ttl),
-            workloads: WorkloadCache { ttl: config.cache_ttl, entries: RwLock::new(HashMap::new()) },
+            credentials: CredentialCache::new(config.cache_ttl, CACHE_CAP),
+            workloads: TtlCache::new(config.cache_ttl, CACHE_CAP),
+            verified_wats: TtlCache::new(config.cache_ttl, CACHE_CAP),
+            api_keys: TtlCache::new(config.cache_ttl, CACHE_CAP),
             config,
             store,
             keys,
@@ -113,23 +119,24 @@ impl AppState {
 
     /// Workload facts, or `ResourceNotFoundException`.
     pub async fn workload_facts(&self, name: &str) -> Result<WorkloadFacts, ApiError> {
-        let cached = self.workloads.entries.read().ok().and_then(|m| m.get(name).filter(|(at, _)| at.elapsed() < self.workloads.ttl).map(|(_, f)| f.clone()));
-        let facts = match cached {
+        let facts = match self.workloads.get(name) {
             Some(f) => f,
             None => {
                 let facts = match self.store.find_workload(name).await? {
                     Some(_) => {
-                        let tags = self.store.list_tags(&self.config.arn.workload_identity(name)).await?;
-                        Some(WorkloadFacts { allow_user_id: tags.iter().any(|(k, v)| k == ALLOW_USER_ID_TAG && v == "true") })
+                        let tags = self
+                            .store
+                            .list_tags(&self.config.arn.workload_identity(name))
+                            .await?;
+                        Some(WorkloadFacts {
+                            allow_user_id: tags
+                                .iter()
+                                .any(|(k, v)| k == ALLOW_USER_ID_TAG && v == "true"),
+                        })
                     }
                     None => None,
                 };
-                if let Ok(mut m) = self.workloads.entries.write() {
-                    if m.len() >= 10_000 {
-                        m.clear();
-                    }
-                    m.insert(name.to_string(), (Instant::now(), facts.clone()));
-                }
+                self.workloads.put(name.to_string(), facts.clone());
                 facts
             }
         };
@@ -141,13 +148,26 @@ fn signing_key_aad(kid: &str) -> String {
     format!("signing-key:{kid}")
 }
 
-async fn load_wat_authority(issuer: &str, store: &Store, keys: &dyn KeyProvider, clock: &dyn Clock) -> anyhow::Result<WatAuthority> {
+async fn load_wat_authority(
+    issuer: &str,
+    store: &Store,
+    keys: &dyn KeyProvider,
+    clock: &dyn Clock,
+) -> anyhow::Result<WatAuthority> {
     let mut records = store.list_signing_keys().await?;
     if records.is_empty() {
         let kid = format!("wat-{}", uuid::Uuid::now_v7().simple());
         let (_, pkcs8) = WatKey::generate(kid.clone())?;
         let envelope = crypto::encrypt(keys, signing_key_aad(&kid).as_bytes(), &pkcs8).await?;
-        match store.create_signing_key(&SigningKeyRecord { kid, private_envelope: envelope, created_ms: clock.now_ms(), retired_ms: None }).await {
+        match store
+            .create_signing_key(&SigningKeyRecord {
+                kid,
+                private_envelope: envelope,
+                created_ms: clock.now_ms(),
+                retired_ms: None,
+            })
+            .await
+        {
             Ok(()) | Err(StoreError::Conflict) => {}
             Err(e) => return Err(e.into()),
         }
@@ -155,14 +175,30 @@ async fn load_wat_authority(issuer: &str, store: &Store, keys: &dyn KeyProvider,
     }
     let mut loaded = Vec::new();
     for r in &records {
-        let pkcs8 = crypto::decrypt(keys, signing_key_aad(&r.kid).as_bytes(), &r.private_envelope)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open WAT signing key {}: {e} (is this the right key file?)", r.kid))?;
+        let pkcs8 = crypto::decrypt(
+            keys,
+            signing_key_aad(&r.kid).as_bytes(),
+            &r.private_envelope,
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open WAT signing key {}: {e} (is this the right key file?)",
+                r.kid
+            )
+        })?;
         loaded.push(WatKey::from_pkcs8(r.kid.clone(), &pkcs8)?);
     }
     // Newest first: sign with the newest, keep verifying the others.
     let mut iter = loaded.into_iter();
-    let signing = iter.next().ok_or_else(|| anyhow::anyhow!("no WAT signing key"))?;
-    let others = iter.map(|k| WatPublicKey { kid: k.kid().to_string(), point: k.public_point() }).collect();
+    let signing = iter
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no WAT signing key"))?;
+    let others = iter
+        .map(|k| WatPublicKey {
+            kid: k.kid().to_string(),
+            point: k.public_point(),
+        })
+        .collect();
     Ok(WatAuthority::new(issuer.to_string(), signing, others))
 }

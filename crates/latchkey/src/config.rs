@@ -21,7 +21,12 @@ pub struct Overrides {
     #[arg(long, env = "LATCHKEY_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// `sqlite://PATH` or `postgres://…`. Default: SQLite in the data directory.
-    #[arg(long, env = "LATCHKEY_DATABASE_URL", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LATCHKEY_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// File holding the database URL (for URLs with passwords).
     #[arg(long, env = "LATCHKEY_DATABASE_URL_FILE", global = true)]
@@ -137,8 +142,11 @@ fn bad(key: &str, env: &str, why: impl std::fmt::Display) -> anyhow::Error {
 }
 
 pub fn load_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
-    let Some(path) = path else { return Ok(FileConfig::default()) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).map_err(|e| anyhow!("config file {}: {}", path.display(), e.message()))
 }
 
@@ -146,25 +154,86 @@ impl StorageConfig {
     pub fn resolve(o: &Overrides, f: &FileConfig) -> anyhow::Result<Self> {
         let data_dir = match o.data_dir.clone().or_else(|| f.data_dir.clone()) {
             Some(d) => d,
-            None => dirs::data_dir().ok_or_else(|| bad("data_dir", "LATCHKEY_DATA_DIR", "no default data directory on this system; set --data-dir"))?.join("latchkey"),
+            None => dirs::data_dir()
+                .ok_or_else(|| {
+                    bad(
+                        "data_dir",
+                        "LATCHKEY_DATA_DIR",
+                        "no default data directory on this system; set --data-dir",
+                    )
+                })?
+                .join("latchkey"),
         };
-        let url_file = o.database_url_file.clone().or_else(|| f.database_url_file.clone());
-        let database_url = match (o.database_url.clone().or_else(|| f.database_url.clone()), url_file) {
-            (Some(_), Some(_)) => return Err(bad("database_url", "LATCHKEY_DATABASE_URL", "set either database_url or database_url_file, not both")),
+        let url_file = o
+            .database_url_file
+            .clone()
+            .or_else(|| f.database_url_file.clone());
+        let database_url = match (
+            o.database_url.clone().or_else(|| f.database_url.clone()),
+            url_file,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "database_url",
+                    "LATCHKEY_DATABASE_URL",
+                    "set either database_url or database_url_file, not both",
+                ));
+            }
             (Some(u), None) => u,
-            (None, Some(file)) => std::fs::read_to_string(&file).map_err(|e| bad("database_url_file", "LATCHKEY_DATABASE_URL_FILE", format!("cannot read {}: {e}", file.display())))?.trim().to_string(),
-            (None, None) => format!("sqlite://{}?mode=rwc", data_dir.join("latchkey.db").display()),
+            (None, Some(file)) => std::fs::read_to_string(&file)
+                .map_err(|e| {
+                    bad(
+                        "database_url_file",
+                        "LATCHKEY_DATABASE_URL_FILE",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?
+                .trim()
+                .to_string(),
+            (None, None) => format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("latchkey.db").display()
+            ),
         };
-        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
-            return Err(bad("database_url", "LATCHKEY_DATABASE_URL", "must start with sqlite: or postgres://"));
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(bad(
+                "database_url",
+                "LATCHKEY_DATABASE_URL",
+                "must start with sqlite: or postgres://",
+            ));
         }
-        let key_file = o.key_file.clone().or_else(|| f.key_file.clone()).unwrap_or_else(|| data_dir.join("kek.json"));
-        let log_format = o.log_format.clone().or_else(|| f.log_format.clone()).unwrap_or_else(|| "text".into());
+        let key_file = o
+            .key_file
+            .clone()
+            .or_else(|| f.key_file.clone())
+            .unwrap_or_else(|| data_dir.join("kek.json"));
+        let log_format = o
+            .log_format
+            .clone()
+            .or_else(|| f.log_format.clone())
+            .unwrap_or_else(|| "text".into());
         if log_format != "text" && log_format != "json" {
-            return Err(bad("log_format", "LATCHKEY_LOG_FORMAT", "must be `text` or `json`"));
+            return Err(bad(
+                "log_format",
+                "LATCHKEY_LOG_FORMAT",
+                "must be `text` or `json`",
+            ));
         }
-        let log_level = o.log_level.clone().or_else(|| f.log_level.clone()).unwrap_or_else(|| "info".into());
-        Ok(Self { data_dir, database_url, key_file, log_format, log_level })
+        let log_level = o
+            .log_level
+            .clone()
+            .or_else(|| f.log_level.clone())
+            .unwrap_or_else(|| "info".into());
+        Ok(Self {
+            data_dir,
+            database_url,
+            key_file,
+            log_format,
+            log_level,
+        })
     }
 
     /// The database URL without any password, for messages.
@@ -181,53 +250,134 @@ impl StorageConfig {
 
 impl ServeConfig {
     pub fn resolve(o: &ServeOverrides, f: &FileConfig) -> anyhow::Result<Self> {
-        let listen_text = o.listen.clone().or_else(|| f.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen: SocketAddr = listen_text.parse().map_err(|_| bad("listen", "LATCHKEY_LISTEN", format!("{listen_text:?} is not an address like 127.0.0.1:8080")))?;
+        let listen_text = o
+            .listen
+            .clone()
+            .or_else(|| f.listen.clone())
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            bad(
+                "listen",
+                "LATCHKEY_LISTEN",
+                format!("{listen_text:?} is not an address like 127.0.0.1:8080"),
+            )
+        })?;
         let public_url = o.public_url.clone().or_else(|| f.public_url.clone());
         if let Some(u) = &public_url {
-            let parsed = url::Url::parse(u).map_err(|e| bad("public_url", "LATCHKEY_PUBLIC_URL", e))?;
-            if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() || parsed.fragment().is_some() || parsed.host().is_none() {
-                return Err(bad("public_url", "LATCHKEY_PUBLIC_URL", "must be an http(s) URL without query or fragment"));
+            let parsed =
+                url::Url::parse(u).map_err(|e| bad("public_url", "LATCHKEY_PUBLIC_URL", e))?;
+            if !matches!(parsed.scheme(), "http" | "https")
+                || parsed.query().is_some()
+                || parsed.fragment().is_some()
+                || parsed.host().is_none()
+            {
+                return Err(bad(
+                    "public_url",
+                    "LATCHKEY_PUBLIC_URL",
+                    "must be an http(s) URL without query or fragment",
+                ));
             }
         }
         let wat_ttl_seconds = o.wat_ttl_seconds.or(f.wat_ttl_seconds).unwrap_or(900);
         if !(60..=86_400).contains(&wat_ttl_seconds) {
-            return Err(bad("wat_ttl_seconds", "LATCHKEY_WAT_TTL_SECONDS", "must be between 60 and 86400"));
+            return Err(bad(
+                "wat_ttl_seconds",
+                "LATCHKEY_WAT_TTL_SECONDS",
+                "must be between 60 and 86400",
+            ));
         }
         let cache_ttl_seconds = o.cache_ttl_seconds.or(f.cache_ttl_seconds).unwrap_or(5);
         if cache_ttl_seconds > 300 {
-            return Err(bad("cache_ttl_seconds", "LATCHKEY_CACHE_TTL_SECONDS", "must be at most 300"));
+            return Err(bad(
+                "cache_ttl_seconds",
+                "LATCHKEY_CACHE_TTL_SECONDS",
+                "must be at most 300",
+            ));
         }
         let default_arn = ArnContext::default();
         let arn = ArnContext {
-            partition: o.arn_partition.clone().or_else(|| f.arn.partition.clone()).unwrap_or(default_arn.partition),
-            region: o.arn_region.clone().or_else(|| f.arn.region.clone()).unwrap_or(default_arn.region),
-            account: o.arn_account.clone().or_else(|| f.arn.account.clone()).unwrap_or(default_arn.account),
+            partition: o
+                .arn_partition
+                .clone()
+                .or_else(|| f.arn.partition.clone())
+                .unwrap_or(default_arn.partition),
+            region: o
+                .arn_region
+                .clone()
+                .or_else(|| f.arn.region.clone())
+                .unwrap_or(default_arn.region),
+            account: o
+                .arn_account
+                .clone()
+                .or_else(|| f.arn.account.clone())
+                .unwrap_or(default_arn.account),
         };
-        let simple = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let simple = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
         if !simple(&arn.partition) {
-            return Err(bad("arn.partition", "LATCHKEY_ARN_PARTITION", "must be 1..64 of [A-Za-z0-9-]"));
+            return Err(bad(
+                "arn.partition",
+                "LATCHKEY_ARN_PARTITION",
+                "must be 1..64 of [A-Za-z0-9-]",
+            ));
         }
         if !simple(&arn.region) {
-            return Err(bad("arn.region", "LATCHKEY_ARN_REGION", "must be 1..64 of [A-Za-z0-9-]"));
+            return Err(bad(
+                "arn.region",
+                "LATCHKEY_ARN_REGION",
+                "must be 1..64 of [A-Za-z0-9-]",
+            ));
         }
         if arn.account.len() != 12 || !arn.account.chars().all(|c| c.is_ascii_digit()) {
-            return Err(bad("arn.account", "LATCHKEY_ARN_ACCOUNT", "must be 12 digits"));
+            return Err(bad(
+                "arn.account",
+                "LATCHKEY_ARN_ACCOUNT",
+                "must be 12 digits",
+            ));
         }
         let inbound_issuers = match &o.inbound_issuers {
-            Some(json) => serde_json::from_str(json).map_err(|e| bad("inbound_issuers", "LATCHKEY_INBOUND_ISSUERS", format!("not a JSON array of issuer tables: {e}")))?,
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                bad(
+                    "inbound_issuers",
+                    "LATCHKEY_INBOUND_ISSUERS",
+                    format!("not a JSON array of issuer tables: {e}"),
+                )
+            })?,
             None => f.inbound_issuers.clone(),
         };
         for (i, issuer) in inbound_issuers.iter().enumerate() {
-            issuer.validate().map_err(|e| bad(&format!("inbound_issuers[{i}]"), "LATCHKEY_INBOUND_ISSUERS", e))?;
+            issuer.validate().map_err(|e| {
+                bad(
+                    &format!("inbound_issuers[{i}]"),
+                    "LATCHKEY_INBOUND_ISSUERS",
+                    e,
+                )
+            })?;
         }
-        let outbound_timeout_ms = o.outbound_timeout_ms.or(f.outbound.timeout_ms).unwrap_or(10_000);
+        let outbound_timeout_ms = o
+            .outbound_timeout_ms
+            .or(f.outbound.timeout_ms)
+            .unwrap_or(10_000);
         if !(100..=120_000).contains(&outbound_timeout_ms) {
-            return Err(bad("outbound.timeout_ms", "LATCHKEY_OUTBOUND_TIMEOUT_MS", "must be between 100 and 120000"));
+            return Err(bad(
+                "outbound.timeout_ms",
+                "LATCHKEY_OUTBOUND_TIMEOUT_MS",
+                "must be between 100 and 120000",
+            ));
         }
-        let outbound_max_response_bytes = o.outbound_max_response_bytes.or(f.outbound.max_response_bytes).unwrap_or(1024 * 1024);
+        let outbound_max_response_bytes = o
+            .outbound_max_response_bytes
+            .or(f.outbound.max_response_bytes)
+            .unwrap_or(1024 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&outbound_max_response_bytes) {
-            bail!(bad("outbound.max_response_bytes", "LATCHKEY_OUTBOUND_MAX_RESPONSE_BYTES", "must be between 1024 and 16777216"));
+            bail!(bad(
+                "outbound.max_response_bytes",
+                "LATCHKEY_OUTBOUND_MAX_RESPONSE_BYTES",
+                "must be between 1024 and 16777216"
+            ));
         }
         Ok(Self {
             listen,
@@ -235,7 +385,10 @@ impl ServeConfig {
             wat_ttl_seconds,
             cache_ttl_seconds,
             arn,
-            allow_private_addresses: o.outbound_allow_private_addresses.or(f.outbound.allow_private_addresses).unwrap_or(false),
+            allow_private_addresses: o
+                .outbound_allow_private_addresses
+                .or(f.outbound.allow_private_addresses)
+                .unwrap_or(false),
             outbound_timeout_ms,
             outbound_max_response_bytes,
             inbound_issuers,

@@ -14,7 +14,9 @@ pub fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
 }
 
 /// Load the key file, or generate it (atomically, never overwriting) on first start.
@@ -35,7 +37,10 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<FileKeyProvider> {
                 tracing::info!(path = %path.display(), "generated a new key-encryption key file");
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot create the key file {}", path.display())),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot create the key file {}", path.display()));
+            }
         }
     }
     #[cfg(unix)]
@@ -43,9 +48,18 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<FileKeyProvider> {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)?.permissions().mode();
         if mode & 0o077 != 0 {
-            bail!("the key file {} is readable by other users (mode {:o}); run `chmod 600 {}`", path.display(), mode & 0o777, path.display());
+            bail!(
+                "the key file {} is readable by other users (mode {:o}); run `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
         }
     }
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("cannot read the key file {}", path.display()))?);
-    FileKeyProvider::from_json(&text).map_err(|e| anyhow!("the key file {} is not usable: {e}", path.display()))
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the key file {}", path.display()))?,
+    );
+    FileKeyProvider::from_json(&text)
+        .map_err(|e| anyhow!("the key file {} is not usable: {e}", path.display()))
 }

@@ -20,7 +20,11 @@ use latchkey_store::{CredentialRecord, Store};
 use crate::config::{FileConfig, Overrides, ServeConfig, ServeOverrides, StorageConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "latchkey", version, about = "Self-hosted identity for AI agents, wire-compatible with Amazon Bedrock AgentCore Identity")]
+#[command(
+    name = "latchkey",
+    version,
+    about = "Self-hosted identity for AI agents, wire-compatible with Amazon Bedrock AgentCore Identity"
+)]
 struct Cli {
     #[command(flatten)]
     overrides: Overrides,
@@ -96,7 +100,10 @@ enum AuditCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("latchkey: cannot start the runtime: {e}");
@@ -117,7 +124,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let storage = StorageConfig::resolve(&cli.overrides, &file)?;
     init_logging(&storage)?;
     match cli.command {
-        Command::Serve { service: Service::Identity(o) } => serve_identity(&storage, &file, &o).await,
+        Command::Serve {
+            service: Service::Identity(o),
+        } => serve_identity(&storage, &file, &o).await,
         Command::Admin { command } => admin(&storage, command).await,
     }
 }
@@ -126,8 +135,14 @@ fn init_logging(storage: &StorageConfig) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&storage.log_level))
         .map_err(|e| anyhow!("invalid configuration key `log_level`: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if storage.log_format == "json" { builder.json().init() } else { builder.init() }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if storage.log_format == "json" {
+        builder.json().init()
+    } else {
+        builder.init()
+    }
     Ok(())
 }
 
@@ -135,16 +150,32 @@ fn init_logging(storage: &StorageConfig) -> anyhow::Result<()> {
 async fn open_storage(storage: &StorageConfig) -> anyhow::Result<(Store, Arc<dyn KeyProvider>)> {
     keyfile::ensure_private_dir(&storage.data_dir)?;
     let keys = keyfile::load_or_create(&storage.key_file)?;
-    let store = Store::connect(&storage.database_url).await.with_context(|| format!("cannot open the database {}", storage.database_url_redacted()))?;
+    let store = Store::connect(&storage.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                storage.database_url_redacted()
+            )
+        })?;
     Ok((store, Arc::new(keys)))
 }
 
-async fn serve_identity(storage: &StorageConfig, file: &FileConfig, o: &ServeOverrides) -> anyhow::Result<()> {
+async fn serve_identity(
+    storage: &StorageConfig,
+    file: &FileConfig,
+    o: &ServeOverrides,
+) -> anyhow::Result<()> {
     let serve = ServeConfig::resolve(o, file)?;
     let (store, keys) = open_storage(storage).await?;
-    let listener = tokio::net::TcpListener::bind(serve.listen).await.with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let listener = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
     let bound = listener.local_addr()?;
-    let public_url = serve.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+    let public_url = serve
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
     let mut config = ServiceConfig::new(public_url.clone());
     config.arn = serve.arn.clone();
     config.wat_ttl_seconds = serve.wat_ttl_seconds;
@@ -162,7 +193,9 @@ async fn serve_identity(storage: &StorageConfig, file: &FileConfig, o: &ServeOve
     println!("latchkey identity listening on http://{bound} (public URL {public_url})");
     std::io::stdout().flush()?;
     let app = latchkey_identity::app(state.clone());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     state.audit.flush().await;
     tracing::info!("identity service stopped");
     Ok(())
@@ -191,39 +224,78 @@ fn new_access_key_id() -> anyhow::Result<String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut raw = [0u8; 18];
     aws_lc_rs::rand::fill(&mut raw).map_err(|_| anyhow!("random number generator failed"))?;
-    Ok(format!("LK{}", raw.iter().map(|b| ALPHABET[(b & 31) as usize] as char).collect::<String>()))
+    Ok(format!(
+        "LK{}",
+        raw.iter()
+            .map(|b| ALPHABET[(b & 31) as usize] as char)
+            .collect::<String>()
+    ))
 }
 
 /// 40 characters, URL-safe, 240 bits.
 fn new_secret() -> anyhow::Result<zeroize::Zeroizing<String>> {
     let mut raw = zeroize::Zeroizing::new([0u8; 30]);
     aws_lc_rs::rand::fill(raw.as_mut()).map_err(|_| anyhow!("random number generator failed"))?;
-    Ok(zeroize::Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref())))
+    Ok(zeroize::Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref()),
+    ))
 }
 
 async fn admin(storage: &StorageConfig, command: AdminCommand) -> anyhow::Result<()> {
     let (store, keys) = open_storage(storage).await?;
     let clock = SystemClock;
     match command {
-        AdminCommand::Credentials { command: CredentialsCommand::Create { role, description, json } } => {
+        AdminCommand::Credentials {
+            command:
+                CredentialsCommand::Create {
+                    role,
+                    description,
+                    json,
+                },
+        } => {
             let role = Role::parse(&role).map_err(|e| anyhow!("--role: {e}"))?;
             let id = new_access_key_id()?;
             let secret = new_secret()?;
-            let envelope = crypto::encrypt(keys.as_ref(), credential_aad(&id).as_bytes(), secret.as_bytes()).await?;
+            let envelope = crypto::encrypt(
+                keys.as_ref(),
+                credential_aad(&id).as_bytes(),
+                secret.as_bytes(),
+            )
+            .await?;
             store
-                .create_credential(&CredentialRecord { access_key_id: id.clone(), role: role.as_string(), secret_envelope: envelope, description, created_ms: clock.now_ms(), revoked_ms: None })
+                .create_credential(&CredentialRecord {
+                    access_key_id: id.clone(),
+                    role: role.as_string(),
+                    secret_envelope: envelope,
+                    description,
+                    created_ms: clock.now_ms(),
+                    revoked_ms: None,
+                })
                 .await?;
-            let mut event = latchkey_identity::audit::event(clock.now_ms(), None, "CreateCredential", latchkey_core::audit::Outcome::Success);
+            let mut event = latchkey_identity::audit::event(
+                clock.now_ms(),
+                None,
+                "CreateCredential",
+                latchkey_core::audit::Outcome::Success,
+            );
             event.target = Some(id.clone());
             event.detail = serde_json::json!({"role": role.as_string(), "via": "cli"});
             store.append_audit(&[event]).await?;
             if json {
-                println!("{}", serde_json::json!({"accessKeyId": id, "secretAccessKey": secret.as_str(), "role": role.as_string()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"accessKeyId": id, "secretAccessKey": secret.as_str(), "role": role.as_string()})
+                );
             } else {
-                println!("Access key id:     {id}\nSecret access key: {}\nRole:              {role}\n\nThe secret is shown only now. Use it for SigV4, or as `Authorization: Bearer {id}:<secret>`.", secret.as_str());
+                println!(
+                    "Access key id:     {id}\nSecret access key: {}\nRole:              {role}\n\nThe secret is shown only now. Use it for SigV4, or as `Authorization: Bearer {id}:<secret>`.",
+                    secret.as_str()
+                );
             }
         }
-        AdminCommand::Credentials { command: CredentialsCommand::List { json } } => {
+        AdminCommand::Credentials {
+            command: CredentialsCommand::List { json },
+        } => {
             let creds = store.list_credentials().await?;
             if json {
                 let items: Vec<_> = creds
@@ -232,23 +304,52 @@ async fn admin(storage: &StorageConfig, command: AdminCommand) -> anyhow::Result
                     .collect();
                 println!("{}", serde_json::Value::Array(items));
             } else {
-                println!("{:<22} {:<28} {:<8} DESCRIPTION", "ACCESS KEY ID", "ROLE", "STATE");
+                println!(
+                    "{:<22} {:<28} {:<8} DESCRIPTION",
+                    "ACCESS KEY ID", "ROLE", "STATE"
+                );
                 for c in creds {
-                    println!("{:<22} {:<28} {:<8} {}", c.access_key_id, c.role, if c.revoked_ms.is_some() { "revoked" } else { "active" }, c.description.unwrap_or_default());
+                    println!(
+                        "{:<22} {:<28} {:<8} {}",
+                        c.access_key_id,
+                        c.role,
+                        if c.revoked_ms.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        },
+                        c.description.unwrap_or_default()
+                    );
                 }
             }
         }
-        AdminCommand::Credentials { command: CredentialsCommand::Revoke { access_key_id } } => {
-            store.revoke_credential(&access_key_id, clock.now_ms()).await.map_err(|e| match e {
-                latchkey_store::StoreError::NotFound => anyhow!("no active credential {access_key_id:?}"),
-                e => e.into(),
-            })?;
-            let mut event = latchkey_identity::audit::event(clock.now_ms(), None, "RevokeCredential", latchkey_core::audit::Outcome::Success);
+        AdminCommand::Credentials {
+            command: CredentialsCommand::Revoke { access_key_id },
+        } => {
+            store
+                .revoke_credential(&access_key_id, clock.now_ms())
+                .await
+                .map_err(|e| match e {
+                    latchkey_store::StoreError::NotFound => {
+                        anyhow!("no active credential {access_key_id:?}")
+                    }
+                    e => e.into(),
+                })?;
+            let mut event = latchkey_identity::audit::event(
+                clock.now_ms(),
+                None,
+                "RevokeCredential",
+                latchkey_core::audit::Outcome::Success,
+            );
             event.target = Some(access_key_id.clone());
             store.append_audit(&[event]).await?;
-            println!("revoked {access_key_id} (running servers stop accepting it within their cache TTL, 5 s by default)");
+            println!(
+                "revoked {access_key_id} (running servers stop accepting it within their cache TTL, 5 s by default)"
+            );
         }
-        AdminCommand::Audit { command: AuditCommand::List { limit } } => {
+        AdminCommand::Audit {
+            command: AuditCommand::List { limit },
+        } => {
             for e in store.list_audit(limit.clamp(1, 100_000)).await? {
                 println!("{}", serde_json::to_string(&e)?);
             }

@@ -30,14 +30,40 @@ fn bin() -> &'static str {
 }
 
 fn credential(dir: &std::path::Path, role: &str) -> (String, String) {
-    let out = Command::new(bin()).args(["admin", "credentials", "create", "--role", role, "--json", "--data-dir"]).arg(dir).output().expect("run admin");
-    assert!(out.status.success(), "admin credentials create failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin())
+        .args([
+            "admin",
+            "credentials",
+            "create",
+            "--role",
+            role,
+            "--json",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .output()
+        .expect("run admin");
+    assert!(
+        out.status.success(),
+        "admin credentials create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    (v["accessKeyId"].as_str().unwrap().to_string(), v["secretAccessKey"].as_str().unwrap().to_string())
+    (
+        v["accessKeyId"].as_str().unwrap().to_string(),
+        v["secretAccessKey"].as_str().unwrap().to_string(),
+    )
 }
 
 fn start() -> (Server, (String, String)) {
-    let dir = std::env::temp_dir().join(format!("latchkey-sdk-test-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+    let dir = std::env::temp_dir().join(format!(
+        "latchkey-sdk-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
     let admin = credential(&dir, "admin");
     let mut child = Command::new(bin())
         .args(["serve", "identity", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -48,8 +74,14 @@ fn start() -> (Server, (String, String)) {
         .spawn()
         .expect("spawn server");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read listening line");
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("listening URL").to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("read listening line");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("listening URL")
+        .to_string();
     (Server { child, url, dir }, admin)
 }
 
@@ -83,26 +115,74 @@ async fn rust_sdk_control_and_data_plane() {
     let cp = control(&server, &admin);
     let dp = data(&server, &admin);
 
-    let created = cp.create_workload_identity().name("sdk-agent").allowed_resource_oauth2_return_urls("https://app.example/cb").send().await.expect("create");
+    let created = cp
+        .create_workload_identity()
+        .name("sdk-agent")
+        .allowed_resource_oauth2_return_urls("https://app.example/cb")
+        .send()
+        .await
+        .expect("create");
     assert_eq!(created.name(), "sdk-agent");
-    assert_eq!(created.workload_identity_arn(), "arn:aws:bedrock-agentcore:us-east-1:000000000000:workload-identity-directory/default/workload-identity/sdk-agent");
-    let got = cp.get_workload_identity().name("sdk-agent").send().await.expect("get");
-    assert_eq!(got.allowed_resource_oauth2_return_urls(), ["https://app.example/cb".to_string()]);
-    assert!(got.created_time().secs() > 1_700_000_000, "timestamps are epoch-second numbers");
+    assert_eq!(
+        created.workload_identity_arn(),
+        "arn:aws:bedrock-agentcore:us-east-1:000000000000:workload-identity-directory/default/workload-identity/sdk-agent"
+    );
+    let got = cp
+        .get_workload_identity()
+        .name("sdk-agent")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        got.allowed_resource_oauth2_return_urls(),
+        ["https://app.example/cb".to_string()]
+    );
+    assert!(
+        got.created_time().secs() > 1_700_000_000,
+        "timestamps are epoch-second numbers"
+    );
 
-    let dup = cp.create_workload_identity().name("sdk-agent").send().await.expect_err("duplicate");
+    let dup = cp
+        .create_workload_identity()
+        .name("sdk-agent")
+        .send()
+        .await
+        .expect_err("duplicate");
     assert!(dup.into_service_error().is_conflict_exception());
-    let missing = cp.get_workload_identity().name("no-such-agent").send().await.expect_err("missing");
-    assert!(missing.into_service_error().is_resource_not_found_exception());
+    let missing = cp
+        .get_workload_identity()
+        .name("no-such-agent")
+        .send()
+        .await
+        .expect_err("missing");
+    assert!(
+        missing
+            .into_service_error()
+            .is_resource_not_found_exception()
+    );
 
     for i in 0..5 {
-        cp.create_workload_identity().name(format!("sdk-page-{i}")).send().await.expect("create page item");
+        cp.create_workload_identity()
+            .name(format!("sdk-page-{i}"))
+            .send()
+            .await
+            .expect("create page item");
     }
     let mut names = vec![];
     let mut token = None;
     loop {
-        let page = cp.list_workload_identities().max_results(2).set_next_token(token).send().await.expect("list");
-        names.extend(page.workload_identities().iter().map(|w| w.name().to_string()));
+        let page = cp
+            .list_workload_identities()
+            .max_results(2)
+            .set_next_token(token)
+            .send()
+            .await
+            .expect("list");
+        names.extend(
+            page.workload_identities()
+                .iter()
+                .map(|w| w.name().to_string()),
+        );
         token = page.next_token().map(str::to_string);
         if token.is_none() {
             break;
@@ -110,23 +190,61 @@ async fn rust_sdk_control_and_data_plane() {
     }
     assert_eq!(names.len(), 6);
 
-    cp.create_api_key_credential_provider().name("sdk-key").api_key("sk-live-rust-sdk-secret").send().await.expect("api key provider");
-    let wat = dp.get_workload_access_token_for_user_id().workload_name("sdk-agent").user_id("alice").send().await.expect("wat").workload_access_token().to_string();
+    cp.create_api_key_credential_provider()
+        .name("sdk-key")
+        .api_key("sk-live-rust-sdk-secret")
+        .send()
+        .await
+        .expect("api key provider");
+    let wat = dp
+        .get_workload_access_token_for_user_id()
+        .workload_name("sdk-agent")
+        .user_id("alice")
+        .send()
+        .await
+        .expect("wat")
+        .workload_access_token()
+        .to_string();
     assert_eq!(wat.split('.').count(), 3);
-    let key = dp.get_resource_api_key().workload_identity_token(&wat).resource_credential_provider_name("sdk-key").send().await.expect("api key");
+    let key = dp
+        .get_resource_api_key()
+        .workload_identity_token(&wat)
+        .resource_credential_provider_name("sdk-key")
+        .send()
+        .await
+        .expect("api key");
     assert_eq!(key.api_key(), "sk-live-rust-sdk-secret");
 
     // A workload credential for another workload is refused.
     let other = credential(&server.dir, "workload:someone-else");
-    let denied = data(&server, &other).get_workload_access_token().workload_name("sdk-agent").send().await.expect_err("denied");
+    let denied = data(&server, &other)
+        .get_workload_access_token()
+        .workload_name("sdk-agent")
+        .send()
+        .await
+        .expect_err("denied");
     assert!(denied.into_service_error().is_access_denied_exception());
 
     // A wrong secret is refused with UnauthorizedException.
     let wrong = (admin.0.clone(), "not-the-secret".to_string());
-    let unauth = control(&server, &wrong).list_workload_identities().send().await.expect_err("unauthorized");
+    let unauth = control(&server, &wrong)
+        .list_workload_identities()
+        .send()
+        .await
+        .expect_err("unauthorized");
     assert!(unauth.into_service_error().is_unauthorized_exception());
 
-    cp.delete_workload_identity().name("sdk-agent").send().await.expect("delete");
-    let gone = dp.get_resource_api_key().workload_identity_token(&wat).resource_credential_provider_name("sdk-key").send().await.expect_err("deleted workload");
+    cp.delete_workload_identity()
+        .name("sdk-agent")
+        .send()
+        .await
+        .expect("delete");
+    let gone = dp
+        .get_resource_api_key()
+        .workload_identity_token(&wat)
+        .resource_credential_provider_name("sdk-key")
+        .send()
+        .await
+        .expect_err("deleted workload");
     assert!(gone.into_service_error().is_access_denied_exception());
 }

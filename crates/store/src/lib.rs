@@ -35,7 +35,10 @@ impl From<sqlx::Error> for StoreError {
         match &e {
             sqlx::Error::RowNotFound => Self::NotFound,
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => Self::Unavailable(e.to_string()),
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => Self::Unavailable(e.to_string()),
             _ => Self::Database(e.to_string()),
         }
     }
@@ -45,7 +48,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::NotFound("resource not found".into()),
-            StoreError::Conflict => ApiError::Conflict("a resource with this name already exists".into()),
+            StoreError::Conflict => {
+                ApiError::Conflict("a resource with this name already exists".into())
+            }
             StoreError::Unavailable(m) => ApiError::unavailable(m),
             StoreError::Database(m) => ApiError::internal(m),
         }
@@ -80,27 +85,42 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
         } else {
-            return Err(StoreError::Database("database URL must start with sqlite: or postgres://".into()));
+            return Err(StoreError::Database(
+                "database URL must start with sqlite: or postgres://".into(),
+            ));
         };
-        let options = AnyConnectOptions::from_str(url).map_err(|e| StoreError::Database(format!("invalid database URL: {e}")))?;
+        let options = AnyConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Database(format!("invalid database URL: {e}")))?;
         let mut pool_options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(3));
         pool_options = match backend {
             Backend::Sqlite => pool_options.max_connections(8).after_connect(|conn, _| {
                 Box::pin(async move {
-                    sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA busy_timeout=5000").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA journal_mode=WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout=5000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous=NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             }),
             Backend::Postgres => pool_options.max_connections(16),
         };
-        let pool = pool_options.connect_with(options).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator.run(&pool).await.map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
         Ok(Self { pool, backend })
     }
 
@@ -129,7 +149,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn find_credential(&self, access_key_id: &str) -> StoreResult<Option<CredentialRecord>> {
+    pub async fn find_credential(
+        &self,
+        access_key_id: &str,
+    ) -> StoreResult<Option<CredentialRecord>> {
         let row = sqlx::query("SELECT access_key_id, role, secret_envelope, description, created_ms, revoked_ms FROM credentials WHERE access_key_id = $1")
             .bind(access_key_id)
             .fetch_optional(&self.pool)
@@ -151,12 +174,21 @@ impl Store {
             .bind(access_key_id)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        if done.rows_affected() == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
     }
 
     // ---------------------------------------------------------- workload identities
 
-    pub async fn create_workload(&self, w: &WorkloadRecord, tags: &[(String, String)], arn: &str) -> StoreResult<()> {
+    pub async fn create_workload(
+        &self,
+        w: &WorkloadRecord,
+        tags: &[(String, String)],
+        arn: &str,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO workload_identities (name, return_urls, created_ms, updated_ms) VALUES ($1, $2, $3, $4)")
             .bind(&w.name)
@@ -178,13 +210,20 @@ impl Store {
         row.map(|r| WorkloadRecord::from_row(&r)).transpose()
     }
 
-    pub async fn update_workload(&self, name: &str, return_urls: &[String], now_ms: i64) -> StoreResult<WorkloadRecord> {
-        let done = sqlx::query("UPDATE workload_identities SET return_urls = $1, updated_ms = $2 WHERE name = $3")
-            .bind(json_list(return_urls))
-            .bind(now_ms)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+    pub async fn update_workload(
+        &self,
+        name: &str,
+        return_urls: &[String],
+        now_ms: i64,
+    ) -> StoreResult<WorkloadRecord> {
+        let done = sqlx::query(
+            "UPDATE workload_identities SET return_urls = $1, updated_ms = $2 WHERE name = $3",
+        )
+        .bind(json_list(return_urls))
+        .bind(now_ms)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -196,7 +235,11 @@ impl Store {
     }
 
     /// Names in order, strictly after `after`, at most `limit`.
-    pub async fn list_workloads(&self, after: Option<&str>, limit: i64) -> StoreResult<Vec<WorkloadRecord>> {
+    pub async fn list_workloads(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<WorkloadRecord>> {
         let rows = sqlx::query("SELECT name, return_urls, created_ms, updated_ms FROM workload_identities WHERE name > $1 ORDER BY name LIMIT $2")
             .bind(after.unwrap_or(""))
             .bind(limit)
@@ -207,7 +250,12 @@ impl Store {
 
     // ------------------------------------------------------------ oauth2 providers
 
-    pub async fn create_oauth2_provider(&self, p: &Oauth2ProviderRecord, tags: &[(String, String)], arn: &str) -> StoreResult<()> {
+    pub async fn create_oauth2_provider(
+        &self,
+        p: &Oauth2ProviderRecord,
+        tags: &[(String, String)],
+        arn: &str,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO oauth2_providers (name, vendor, config, secret_envelope, callback_id, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&p.name)
@@ -224,7 +272,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn find_oauth2_provider(&self, name: &str) -> StoreResult<Option<Oauth2ProviderRecord>> {
+    pub async fn find_oauth2_provider(
+        &self,
+        name: &str,
+    ) -> StoreResult<Option<Oauth2ProviderRecord>> {
         let row = sqlx::query("SELECT name, vendor, config, secret_envelope, callback_id, created_ms, updated_ms FROM oauth2_providers WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -232,7 +283,10 @@ impl Store {
         row.map(|r| Oauth2ProviderRecord::from_row(&r)).transpose()
     }
 
-    pub async fn find_oauth2_provider_by_callback(&self, callback_id: &str) -> StoreResult<Option<Oauth2ProviderRecord>> {
+    pub async fn find_oauth2_provider_by_callback(
+        &self,
+        callback_id: &str,
+    ) -> StoreResult<Option<Oauth2ProviderRecord>> {
         let row = sqlx::query("SELECT name, vendor, config, secret_envelope, callback_id, created_ms, updated_ms FROM oauth2_providers WHERE callback_id = $1")
             .bind(callback_id)
             .fetch_optional(&self.pool)
@@ -250,14 +304,22 @@ impl Store {
             .bind(&p.name)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        if done.rows_affected() == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
     }
 
     pub async fn delete_oauth2_provider(&self, name: &str, arn: &str) -> StoreResult<()> {
         self.delete_named("oauth2_providers", name, arn).await
     }
 
-    pub async fn list_oauth2_providers(&self, after: Option<&str>, limit: i64) -> StoreResult<Vec<Oauth2ProviderRecord>> {
+    pub async fn list_oauth2_providers(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<Oauth2ProviderRecord>> {
         let rows = sqlx::query("SELECT name, vendor, config, secret_envelope, callback_id, created_ms, updated_ms FROM oauth2_providers WHERE name > $1 ORDER BY name LIMIT $2")
             .bind(after.unwrap_or(""))
             .bind(limit)
@@ -268,7 +330,12 @@ impl Store {
 
     // ----------------------------------------------------------- api key providers
 
-    pub async fn create_api_key_provider(&self, p: &ApiKeyProviderRecord, tags: &[(String, String)], arn: &str) -> StoreResult<()> {
+    pub async fn create_api_key_provider(
+        &self,
+        p: &ApiKeyProviderRecord,
+        tags: &[(String, String)],
+        arn: &str,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO api_key_providers (name, secret_envelope, created_ms, updated_ms) VALUES ($1, $2, $3, $4)")
             .bind(&p.name)
@@ -282,7 +349,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn find_api_key_provider(&self, name: &str) -> StoreResult<Option<ApiKeyProviderRecord>> {
+    pub async fn find_api_key_provider(
+        &self,
+        name: &str,
+    ) -> StoreResult<Option<ApiKeyProviderRecord>> {
         let row = sqlx::query("SELECT name, secret_envelope, created_ms, updated_ms FROM api_key_providers WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -291,20 +361,30 @@ impl Store {
     }
 
     pub async fn update_api_key_provider(&self, p: &ApiKeyProviderRecord) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE api_key_providers SET secret_envelope = $1, updated_ms = $2 WHERE name = $3")
-            .bind(&p.secret_envelope)
-            .bind(p.updated_ms)
-            .bind(&p.name)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        let done = sqlx::query(
+            "UPDATE api_key_providers SET secret_envelope = $1, updated_ms = $2 WHERE name = $3",
+        )
+        .bind(&p.secret_envelope)
+        .bind(p.updated_ms)
+        .bind(&p.name)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
     }
 
     pub async fn delete_api_key_provider(&self, name: &str, arn: &str) -> StoreResult<()> {
         self.delete_named("api_key_providers", name, arn).await
     }
 
-    pub async fn list_api_key_providers(&self, after: Option<&str>, limit: i64) -> StoreResult<Vec<ApiKeyProviderRecord>> {
+    pub async fn list_api_key_providers(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<ApiKeyProviderRecord>> {
         let rows = sqlx::query("SELECT name, secret_envelope, created_ms, updated_ms FROM api_key_providers WHERE name > $1 ORDER BY name LIMIT $2")
             .bind(after.unwrap_or(""))
             .bind(limit)
@@ -315,11 +395,19 @@ impl Store {
 
     async fn delete_named(&self, table: &'static str, name: &str, arn: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE name = $1"))).bind(name).execute(&mut *tx).await?;
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE name = $1"
+        )))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        sqlx::query("DELETE FROM tags WHERE resource_arn = $1").bind(arn).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM tags WHERE resource_arn = $1")
+            .bind(arn)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -336,21 +424,37 @@ impl Store {
     pub async fn untag(&self, arn: &str, keys: &[String]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         for key in keys {
-            sqlx::query("DELETE FROM tags WHERE resource_arn = $1 AND tag_key = $2").bind(arn).bind(key).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM tags WHERE resource_arn = $1 AND tag_key = $2")
+                .bind(arn)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn list_tags(&self, arn: &str) -> StoreResult<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT tag_key, tag_value FROM tags WHERE resource_arn = $1 ORDER BY tag_key").bind(arn).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?))).collect()
+        let rows = sqlx::query(
+            "SELECT tag_key, tag_value FROM tags WHERE resource_arn = $1 ORDER BY tag_key",
+        )
+        .bind(arn)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+            .collect()
     }
 
     // ------------------------------------------------------------------ token vault
 
     pub async fn find_token_vault(&self, id: &str) -> StoreResult<Option<TokenVaultRecord>> {
-        let row = sqlx::query("SELECT id, key_type, kms_key_arn, updated_ms FROM token_vaults WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(
+            "SELECT id, key_type, kms_key_arn, updated_ms FROM token_vaults WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| TokenVaultRecord::from_row(&r)).transpose()
     }
 
@@ -463,7 +567,11 @@ impl Store {
     }
 }
 
-async fn put_tags(tx: &mut sqlx::Transaction<'_, sqlx::Any>, arn: &str, tags: &[(String, String)]) -> StoreResult<()> {
+async fn put_tags(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    arn: &str,
+    tags: &[(String, String)],
+) -> StoreResult<()> {
     for (k, v) in tags {
         sqlx::query(
             "INSERT INTO tags (resource_arn, tag_key, tag_value) VALUES ($1, $2, $3) \

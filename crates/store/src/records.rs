@@ -41,7 +41,8 @@ impl WorkloadRecord {
         let urls: String = r.try_get(1)?;
         Ok(Self {
             name: r.try_get(0)?,
-            return_urls: serde_json::from_str(&urls).map_err(|e| StoreError::Database(format!("corrupt return_urls: {e}")))?,
+            return_urls: serde_json::from_str(&urls)
+                .map_err(|e| StoreError::Database(format!("corrupt return_urls: {e}")))?,
             created_ms: r.try_get(2)?,
             updated_ms: r.try_get(3)?,
         })
@@ -66,7 +67,8 @@ impl Oauth2ProviderRecord {
         Ok(Self {
             name: r.try_get(0)?,
             vendor: r.try_get(1)?,
-            config: serde_json::from_str(&config).map_err(|e| StoreError::Database(format!("corrupt provider config: {e}")))?,
+            config: serde_json::from_str(&config)
+                .map_err(|e| StoreError::Database(format!("corrupt provider config: {e}")))?,
             secret_envelope: r.try_get(3)?,
             callback_id: r.try_get(4)?,
             created_ms: r.try_get(5)?,
@@ -85,7 +87,12 @@ pub struct ApiKeyProviderRecord {
 
 impl ApiKeyProviderRecord {
     pub(crate) fn from_row(r: &AnyRow) -> StoreResult<Self> {
-        Ok(Self { name: r.try_get(0)?, secret_envelope: r.try_get(1)?, created_ms: r.try_get(2)?, updated_ms: r.try_get(3)? })
+        Ok(Self {
+            name: r.try_get(0)?,
+            secret_envelope: r.try_get(1)?,
+            created_ms: r.try_get(2)?,
+            updated_ms: r.try_get(3)?,
+        })
     }
 }
 
@@ -99,7 +106,12 @@ pub struct TokenVaultRecord {
 
 impl TokenVaultRecord {
     pub(crate) fn from_row(r: &AnyRow) -> StoreResult<Self> {
-        Ok(Self { id: r.try_get(0)?, key_type: r.try_get(1)?, kms_key_arn: r.try_get(2)?, updated_ms: r.try_get(3)? })
+        Ok(Self {
+            id: r.try_get(0)?,
+            key_type: r.try_get(1)?,
+            kms_key_arn: r.try_get(2)?,
+            updated_ms: r.try_get(3)?,
+        })
     }
 }
 

@@ -1,0 +1,361 @@
+//! The status-code policy, checked on every route through `app()` without a socket:
+//! no credential → 401; a workload or binding credential on the control plane → 403;
+//! a binding credential on data-plane token operations → 403; a workload credential for
+//! another workload → 403; an unknown path → JSON 404. Every error carries
+//! `x-amzn-ErrorType` and a JSON body with `__type` and `message`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use latchkey_core::clock::SystemClock;
+use latchkey_core::crypto::{self, FileKeyProvider, KeyProvider};
+use latchkey_identity::auth::credential_aad;
+use latchkey_identity::{AppState, ServiceConfig, app};
+use latchkey_store::{CredentialRecord, Store};
+use tower::ServiceExt;
+
+const CONTROL_PLANE: &[(&str, &str)] = &[
+    ("POST", "/identities/CreateWorkloadIdentity"),
+    ("POST", "/identities/GetWorkloadIdentity"),
+    ("POST", "/identities/UpdateWorkloadIdentity"),
+    ("POST", "/identities/DeleteWorkloadIdentity"),
+    ("POST", "/identities/ListWorkloadIdentities"),
+    ("POST", "/identities/CreateOauth2CredentialProvider"),
+    ("POST", "/identities/GetOauth2CredentialProvider"),
+    ("POST", "/identities/UpdateOauth2CredentialProvider"),
+    ("POST", "/identities/DeleteOauth2CredentialProvider"),
+    ("POST", "/identities/ListOauth2CredentialProviders"),
+    ("POST", "/identities/CreateApiKeyCredentialProvider"),
+    ("POST", "/identities/GetApiKeyCredentialProvider"),
+    ("POST", "/identities/UpdateApiKeyCredentialProvider"),
+    ("POST", "/identities/DeleteApiKeyCredentialProvider"),
+    ("POST", "/identities/ListApiKeyCredentialProviders"),
+    ("POST", "/identities/get-token-vault"),
+    ("POST", "/identities/set-token-vault-cmk"),
+    ("POST", "/identities/reset-token-vault-key-material"),
+    (
+        "POST",
+        "/tags/arn%3Aaws%3Abedrock-agentcore%3Aus-east-1%3A000000000000%3Aworkload-identity-directory%2Fdefault%2Fworkload-identity%2Fwl-a",
+    ),
+    (
+        "DELETE",
+        "/tags/arn%3Aaws%3Abedrock-agentcore%3Aus-east-1%3A000000000000%3Aworkload-identity-directory%2Fdefault%2Fworkload-identity%2Fwl-a?tagKeys=a",
+    ),
+    (
+        "GET",
+        "/tags/arn%3Aaws%3Abedrock-agentcore%3Aus-east-1%3A000000000000%3Aworkload-identity-directory%2Fdefault%2Fworkload-identity%2Fwl-a",
+    ),
+    ("POST", "/identities/CreateConsentPortal"),
+    ("POST", "/identities/ListPaymentCredentialProviders"),
+    (
+        "PUT",
+        "/resourcepolicy/arn%3Aaws%3Abedrock-agentcore%3Aus-east-1%3A000000000000%3Atoken-vault%2Fdefault",
+    ),
+];
+
+const DATA_PLANE: &[&str] = &[
+    "/identities/GetWorkloadAccessToken",
+    "/identities/GetWorkloadAccessTokenForJWT",
+    "/identities/GetWorkloadAccessTokenForUserId",
+    "/identities/oauth2/token",
+    "/identities/api-key",
+    "/identities/payment/token",
+];
+
+struct Fixture {
+    router: axum::Router,
+    workload: String,
+    binding: String,
+    admin: String,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn credential(store: &Store, keys: &dyn KeyProvider, id: &str, role: &str) -> String {
+    let secret = format!("secret-of-{id}");
+    let envelope = crypto::encrypt(keys, credential_aad(id).as_bytes(), secret.as_bytes())
+        .await
+        .unwrap();
+    store
+        .create_credential(&CredentialRecord {
+            access_key_id: id.into(),
+            role: role.into(),
+            secret_envelope: envelope,
+            description: None,
+            created_ms: 0,
+            revoked_ms: None,
+        })
+        .await
+        .unwrap();
+    format!("Bearer {id}:{secret}")
+}
+
+async fn fixture() -> Fixture {
+    let dir = std::env::temp_dir().join(format!(
+        "latchkey-status-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::connect(&format!("sqlite://{}?mode=rwc", dir.join("db").display()))
+        .await
+        .unwrap();
+    let keys: Arc<dyn KeyProvider> = Arc::new(FileKeyProvider::generate().unwrap());
+    let admin = credential(&store, keys.as_ref(), "LKADMIN", "admin").await;
+    let workload = credential(&store, keys.as_ref(), "LKWORKLOAD", "workload:wl-a").await;
+    let binding = credential(&store, keys.as_ref(), "LKBINDING", "binding").await;
+    let state = AppState::start(
+        ServiceConfig::new("http://latchkey.test"),
+        store,
+        keys,
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    Fixture {
+        router: app(state),
+        workload,
+        binding,
+        admin,
+        _dir: tempdir::Dir(dir),
+    }
+}
+
+async fn call(
+    router: &axum::Router,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (StatusCode, String, serde_json::Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let resp = router
+        .clone()
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let kind = resp
+        .headers()
+        .get("x-amzn-ErrorType")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, kind, json)
+}
+
+fn assert_error(
+    what: &str,
+    got: (StatusCode, String, serde_json::Value),
+    status: StatusCode,
+    kind: &str,
+) {
+    assert_eq!(got.0, status, "{what}: {:?}", got.2);
+    assert_eq!(got.1, kind, "{what}: x-amzn-ErrorType");
+    assert_eq!(got.2["__type"], kind, "{what}: __type");
+    assert!(
+        got.2["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: message"
+    );
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_get_401_everywhere() {
+    let f = fixture().await;
+    for (method, path) in CONTROL_PLANE
+        .iter()
+        .copied()
+        .chain(DATA_PLANE.iter().map(|p| ("POST", *p)))
+        .chain([("POST", "/identities/CompleteResourceTokenAuth")])
+    {
+        assert_error(
+            &format!("{method} {path} without credentials"),
+            call(&f.router, method, path, None, "{}").await,
+            StatusCode::UNAUTHORIZED,
+            "UnauthorizedException",
+        );
+        assert_error(
+            &format!("{method} {path} with a wrong bearer secret"),
+            call(&f.router, method, path, Some("Bearer LKADMIN:wrong"), "{}").await,
+            StatusCode::UNAUTHORIZED,
+            "UnauthorizedException",
+        );
+        // A garbage body from an anonymous caller is still 401, not a validation message.
+        assert_error(
+            &format!("{method} {path} anonymous garbage"),
+            call(&f.router, method, path, None, "{not json").await,
+            StatusCode::UNAUTHORIZED,
+            "UnauthorizedException",
+        );
+    }
+}
+
+#[tokio::test]
+async fn workload_and_binding_credentials_cannot_use_the_control_plane() {
+    let f = fixture().await;
+    for (method, path) in CONTROL_PLANE {
+        for (who, auth) in [("workload", &f.workload), ("binding", &f.binding)] {
+            assert_error(
+                &format!("{method} {path} as {who}"),
+                call(&f.router, method, path, Some(auth), r#"{"name":"wl-a"}"#).await,
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn binding_credentials_cannot_get_tokens_and_workloads_only_their_own() {
+    let f = fixture().await;
+    for path in DATA_PLANE {
+        assert_error(
+            &format!("{path} as binding"),
+            call(
+                &f.router,
+                "POST",
+                path,
+                Some(&f.binding),
+                r#"{"workloadName":"wl-a"}"#,
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+        );
+    }
+    let created = call(
+        &f.router,
+        "POST",
+        "/identities/CreateWorkloadIdentity",
+        Some(&f.admin),
+        r#"{"name":"wl-b"}"#,
+    )
+    .await;
+    assert_eq!(created.0, StatusCode::CREATED);
+    assert_error(
+        "workload credential for another workload",
+        call(
+            &f.router,
+            "POST",
+            "/identities/GetWorkloadAccessToken",
+            Some(&f.workload),
+            r#"{"workloadName":"wl-b"}"#,
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "AccessDeniedException",
+    );
+    // Authorized but absent: 404 (the caller may know about its own workload).
+    assert_error(
+        "own workload, not created yet",
+        call(
+            &f.router,
+            "POST",
+            "/identities/GetWorkloadAccessToken",
+            Some(&f.workload),
+            r#"{"workloadName":"wl-a"}"#,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "ResourceNotFoundException",
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_and_oversized_bodies_get_json_errors() {
+    let f = fixture().await;
+    assert_error(
+        "unknown path",
+        call(
+            &f.router,
+            "POST",
+            "/identities/NoSuchOperation",
+            Some(&f.admin),
+            "{}",
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "ResourceNotFoundException",
+    );
+    let big = format!(r#"{{"name":"{}"}}"#, "a".repeat(1024 * 1024 + 10));
+    let (status, kind, body) = call(
+        &f.router,
+        "POST",
+        "/identities/CreateWorkloadIdentity",
+        Some(&f.admin),
+        &big,
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(kind, "ValidationException");
+    assert_eq!(body["__type"], "ValidationException");
+    let listed = call(
+        &f.router,
+        "POST",
+        "/identities/ListWorkloadIdentities",
+        Some(&f.admin),
+        "{}",
+    )
+    .await;
+    assert_eq!(
+        listed.2["workloadIdentities"],
+        serde_json::json!([]),
+        "nothing was created"
+    );
+}
+
+#[tokio::test]
+async fn validation_names_every_bad_field_and_stores_nothing() {
+    let f = fixture().await;
+    let (status, kind, body) = call(
+        &f.router,
+        "POST",
+        "/identities/CreateWorkloadIdentity",
+        Some(&f.admin),
+        r#"{"name":"no spaces!","allowedResourceOauth2ReturnUrls":["not a url"],"tags":{"k":"bad\u0000value"}}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::BAD_REQUEST, "ValidationException")
+    );
+    assert_eq!(body["reason"], "FieldValidationFailed");
+    let names: Vec<&str> = body["fieldList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["name", "allowedResourceOauth2ReturnUrls.0", "tags.k"]
+    );
+    let listed = call(
+        &f.router,
+        "POST",
+        "/identities/ListWorkloadIdentities",
+        Some(&f.admin),
+        "{}",
+    )
+    .await;
+    assert_eq!(listed.2["workloadIdentities"], serde_json::json!([]));
+}
