@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,20 @@ def database_url() -> str | None:
     if not url:
         raise RuntimeError("LATCHKEY_TEST_STORAGE=postgres needs LATCHKEY_TEST_DATABASE_URL")
     return url
+
+
+def shared_key_file(db_url: str) -> Path:
+    """The key-encryption key file for servers on this PostgreSQL database.
+
+    The database holds records (the WAT signing key among them) encrypted under the
+    key file of whichever server created them, so every server and CLI call against one
+    database must use the same key file, whatever its data directory or the host:port it
+    reaches the database by. Keyed by database name, under the ignored .test-data/.
+    """
+    name = urllib.parse.urlsplit(db_url).path.lstrip("/") or "postgres"
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60]
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return REPO_ROOT / ".test-data" / "keys" / f"{safe}-{digest}.json"
 
 
 def latchkey_bin() -> str:
@@ -164,6 +180,7 @@ class Latchkey:
         config_toml: str | None = None,
         rust_log: str | None = None,
         extra_env: dict[str, str] | None = None,
+        key_file: Path | None = None,
     ) -> None:
         self.bin = latchkey_bin()
         self.data_dir = Path(data_dir)
@@ -171,6 +188,9 @@ class Latchkey:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db_url = db_url
+        # SQLite: the key file stays in the data directory (the default). PostgreSQL: one
+        # key file per database, shared by every server of the run.
+        self.key_file = key_file if key_file is not None else (shared_key_file(db_url) if db_url else None)
         self.config_path: Path | None = None
         if config_toml is not None:
             self.config_path = self.workdir / "latchkey.toml"
@@ -197,6 +217,8 @@ class Latchkey:
         args = ["--data-dir", str(self.data_dir)]
         if self.db_url:
             args += ["--database-url", self.db_url]
+        if self.key_file is not None:
+            args += ["--key-file", str(self.key_file)]
         return args
 
     def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -112,6 +112,40 @@ impl Caller {
 pub struct LiveCredential {
     pub role: Role,
     pub secret: SecretBox<Vec<u8>>,
+    /// The last SigV4 signing key derived from the secret, by credential scope
+    /// (`date/region/service`): it changes once a day per region, so the four-HMAC
+    /// derivation is skipped on almost every request.
+    signing_key: std::sync::Mutex<Option<(String, SecretBox<[u8; 32]>)>>,
+}
+
+impl LiveCredential {
+    pub fn new(role: Role, secret: Vec<u8>) -> Self {
+        Self {
+            role,
+            secret: SecretBox::new(Box::new(secret)),
+            signing_key: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn signing_key(&self, auth: &sigv4::Authorization) -> [u8; 32] {
+        let scope = auth.credential_scope();
+        if let Ok(cached) = self.signing_key.lock()
+            && let Some((s, key)) = cached.as_ref()
+            && *s == scope
+        {
+            return *key.expose_secret();
+        }
+        let key = sigv4::signing_key(
+            self.secret.expose_secret(),
+            &auth.date,
+            &auth.region,
+            &auth.service,
+        );
+        if let Ok(mut cached) = self.signing_key.lock() {
+            *cached = Some((scope, SecretBox::new(Box::new(key))));
+        }
+        key
+    }
 }
 
 impl fmt::Debug for LiveCredential {
@@ -143,10 +177,7 @@ async fn load_credential(
             )
             .await
             .map_err(|e| ApiError::internal(format!("credential {access_key_id}: {e}")))?;
-            Some(Arc::new(LiveCredential {
-                role,
-                secret: SecretBox::new(Box::new(secret.to_vec())),
-            }))
+            Some(Arc::new(LiveCredential::new(role, secret.to_vec())))
         }
         _ => None,
     };
@@ -225,17 +256,12 @@ async fn authenticate_sigv4(
     let cred = load_credential(state, &auth.access_key_id)
         .await?
         .ok_or_else(|| unauthorized("unknown or revoked access key"))?;
-    let headers: Vec<(&str, String)> = parts
+    let headers: Vec<(&str, std::borrow::Cow<'_, str>)> = parts
         .headers
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes())))
         .collect();
-    let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_ref())).collect();
     let request = sigv4::RequestParts {
         method: parts.method.as_str(),
         path: parts.uri.path(),
@@ -251,7 +277,8 @@ async fn authenticate_sigv4(
         now,
         normalize_path: true,
     };
-    match sigv4::verify(&request, &auth, cred.secret.expose_secret(), &options) {
+    let key = zeroize::Zeroizing::new(cred.signing_key(&auth));
+    match sigv4::verify_with_signing_key(&request, &auth, &key, &options) {
         Ok(()) => Ok(Caller {
             access_key_id: auth.access_key_id,
             role: cred.role.clone(),

@@ -72,6 +72,8 @@ pub struct Inner {
     pub verified_wats: TtlCache<String, Arc<WatClaims>>,
     /// API-key provider envelopes by provider name (`None`: no such provider).
     pub api_keys: TtlCache<String, Option<Arc<Vec<u8>>>>,
+    /// The last database health check, for `/ping`.
+    pub health: TtlCache<(), bool>,
     pub audit: AuditSink,
     pub inbound: InboundVerifier,
     pub outbound: OutboundClient,
@@ -106,6 +108,7 @@ impl AppState {
             workloads: TtlCache::new(config.cache_ttl, CACHE_CAP),
             verified_wats: TtlCache::new(config.cache_ttl, CACHE_CAP),
             api_keys: TtlCache::new(config.cache_ttl, CACHE_CAP),
+            health: TtlCache::new(Duration::from_secs(1), 1),
             config,
             store,
             keys,

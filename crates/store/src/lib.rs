@@ -505,29 +505,49 @@ impl Store {
 
     // ------------------------------------------------------------------------ audit
 
-    /// Append events in order, in one transaction.
+    /// Append events in order, in one transaction, many rows per statement.
     pub async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        const COLUMNS: usize = 10;
+        const ROWS_PER_STATEMENT: usize = 200;
         if events.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for e in events {
-            sqlx::query(
-                "INSERT INTO audit_events (id, time_ms, caller, role, workload, user_id, action, target, outcome, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&e.id)
-            .bind(e.time_ms)
-            .bind(&e.caller)
-            .bind(&e.role)
-            .bind(&e.workload)
-            .bind(&e.user_id)
-            .bind(&e.action)
-            .bind(&e.target)
-            .bind(e.outcome.as_str())
-            .bind(e.detail.to_string())
-            .execute(&mut *tx)
-            .await?;
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::from(
+                "INSERT INTO audit_events (id, time_ms, caller, role, workload, user_id, action, target, outcome, detail) VALUES ",
+            );
+            for row in 0..chunk.len() {
+                sql.push_str(if row == 0 { "(" } else { ", (" });
+                for col in 0..COLUMNS {
+                    if col > 0 {
+                        sql.push_str(", ");
+                    }
+                    // SQLite gets anonymous `?` parameters: sqlx resolves named `$N` ones
+                    // with a linear scan each, which is quadratic over a large statement.
+                    match self.backend {
+                        Backend::Sqlite => sql.push('?'),
+                        Backend::Postgres => sql.push_str(&format!("${}", row * COLUMNS + col + 1)),
+                    }
+                }
+                sql.push(')');
+            }
+            // Only placeholders are generated; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                query = query
+                    .bind(e.id.clone())
+                    .bind(e.time_ms)
+                    .bind(e.caller.clone())
+                    .bind(e.role.clone())
+                    .bind(e.workload.clone())
+                    .bind(e.user_id.clone())
+                    .bind(e.action.clone())
+                    .bind(e.target.clone())
+                    .bind(e.outcome.as_str())
+                    .bind(e.detail.to_string());
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
