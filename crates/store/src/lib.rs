@@ -505,45 +505,33 @@ impl Store {
 
     // ------------------------------------------------------------------------ audit
 
-    /// Append events in order, in one transaction, many rows per statement.
+    /// Append events in order, in one transaction, many rows per statement. Statements come
+    /// in three fixed sizes (64, 8 and 1 rows) so each connection caches at most three
+    /// prepared audit statements.
     pub async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
-        const COLUMNS: usize = 10;
-        const ROWS_PER_STATEMENT: usize = 200;
         if events.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = String::from(
-                "INSERT INTO audit_events (id, time_ms, caller, role, workload, user_id, action, target, outcome, detail) VALUES ",
-            );
-            for row in 0..chunk.len() {
-                sql.push_str(if row == 0 { "(" } else { ", (" });
-                for col in 0..COLUMNS {
-                    if col > 0 {
-                        sql.push_str(", ");
-                    }
-                    // SQLite gets anonymous `?` parameters: sqlx resolves named `$N` ones
-                    // with a linear scan each, which is quadratic over a large statement.
-                    match self.backend {
-                        Backend::Sqlite => sql.push('?'),
-                        Backend::Postgres => sql.push_str(&format!("${}", row * COLUMNS + col + 1)),
-                    }
-                }
-                sql.push(')');
-            }
-            // Only placeholders are generated; every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut rest = events;
+        while !rest.is_empty() {
+            let size = [64, 8, 1]
+                .into_iter()
+                .find(|&n| rest.len() >= n)
+                .unwrap_or(1);
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(self.audit_insert_sql(size)));
             for e in chunk {
                 query = query
-                    .bind(e.id.clone())
+                    .bind(e.id.as_str())
                     .bind(e.time_ms)
-                    .bind(e.caller.clone())
-                    .bind(e.role.clone())
-                    .bind(e.workload.clone())
-                    .bind(e.user_id.clone())
-                    .bind(e.action.clone())
-                    .bind(e.target.clone())
+                    .bind(e.caller.as_deref())
+                    .bind(e.role.as_deref())
+                    .bind(e.workload.as_deref())
+                    .bind(e.user_id.as_deref())
+                    .bind(e.action.as_str())
+                    .bind(e.target.as_deref())
                     .bind(e.outcome.as_str())
                     .bind(e.detail.to_string());
             }
@@ -551,6 +539,30 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// `INSERT … VALUES (…), (…)` for `rows` rows. Only placeholders are generated; every
+    /// value is bound. SQLite gets anonymous `?` parameters: sqlx resolves named `$N` ones
+    /// with a linear scan each, which is quadratic over a large statement.
+    fn audit_insert_sql(&self, rows: usize) -> String {
+        const COLUMNS: usize = 10;
+        let mut sql = String::from(
+            "INSERT INTO audit_events (id, time_ms, caller, role, workload, user_id, action, target, outcome, detail) VALUES ",
+        );
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for col in 0..COLUMNS {
+                if col > 0 {
+                    sql.push_str(", ");
+                }
+                match self.backend {
+                    Backend::Sqlite => sql.push('?'),
+                    Backend::Postgres => sql.push_str(&format!("${}", row * COLUMNS + col + 1)),
+                }
+            }
+            sql.push(')');
+        }
+        sql
     }
 
     /// The most recent events, oldest first.
