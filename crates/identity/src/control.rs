@@ -40,6 +40,22 @@ pub(crate) fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// Store errors about one named resource, in the client's words.
+pub(crate) fn about<'a>(
+    kind: &'static str,
+    name: &'a str,
+) -> impl FnOnce(latchkey_store::StoreError) -> ApiError + 'a {
+    move |e| match e {
+        latchkey_store::StoreError::Conflict => {
+            ApiError::Conflict(format!("{kind} {name:?} already exists"))
+        }
+        latchkey_store::StoreError::NotFound => {
+            ApiError::NotFound(format!("{kind} {name:?} not found"))
+        }
+        e => e.into(),
+    }
+}
+
 pub(crate) async fn audit_change(state: &AppState, caller: &Caller, action: &str, target: String) {
     let mut e = audit::event(state.clock.now_ms(), Some(caller), action, Outcome::Success);
     e.target = Some(target);
@@ -135,6 +151,15 @@ pub(crate) fn page_args(
     (limit.clamp(1, max), after)
 }
 
+/// A list response: `{key: items}` plus `nextToken` when there is more.
+pub(crate) fn page_body(key: &str, items: Vec<Value>, next: Option<String>) -> Value {
+    let mut body = json!({ key: items });
+    if let Some(t) = next {
+        body["nextToken"] = json!(t);
+    }
+    body
+}
+
 /// Given `limit + 1` rows fetched, the page and the next token.
 pub(crate) fn paginate<T>(
     mut rows: Vec<T>,
@@ -224,13 +249,7 @@ pub async fn create_workload_identity(
         .store
         .create_workload(&record, &tag_pairs(body.tags), &arn)
         .await
-        .map_err(|e| match e {
-            latchkey_store::StoreError::Conflict => ApiError::Conflict(format!(
-                "workload identity {:?} already exists",
-                record.name
-            )),
-            e => e.into(),
-        })?;
+        .map_err(about("workload identity", &record.name))?;
     state.workloads.invalidate(&record.name);
     audit_change(&state, &caller, "CreateWorkloadIdentity", arn).await;
     Ok(created(workload_json(&state, &record, false)))
@@ -270,12 +289,7 @@ pub async fn update_workload_identity(
         .store
         .update_workload(&body.name, &urls, now)
         .await
-        .map_err(|e| match e {
-            latchkey_store::StoreError::NotFound => {
-                ApiError::NotFound(format!("workload identity {:?} not found", body.name))
-            }
-            e => e.into(),
-        })?;
+        .map_err(about("workload identity", &body.name))?;
     audit_change(
         &state,
         &caller,
@@ -299,12 +313,7 @@ pub async fn delete_workload_identity(
         .store
         .delete_workload(&body.name, &arn)
         .await
-        .map_err(|e| match e {
-            latchkey_store::StoreError::NotFound => {
-                ApiError::NotFound(format!("workload identity {:?} not found", body.name))
-            }
-            e => e.into(),
-        })?;
+        .map_err(about("workload identity", &body.name))?;
     state.workloads.invalidate(&body.name);
     audit_change(&state, &caller, "DeleteWorkloadIdentity", arn).await;
     Ok(no_content())
@@ -328,11 +337,7 @@ pub async fn list_workload_identities(
         .await?;
     let (rows, next) = paginate(rows, limit, |w| &w.name);
     let items: Vec<Value> = rows.iter().map(|w| json!({"name": w.name, "workloadIdentityArn": state.config.arn.workload_identity(&w.name)})).collect();
-    let mut body = json!({"workloadIdentities": items});
-    if let Some(t) = next {
-        body["nextToken"] = json!(t);
-    }
-    Ok(Json(body))
+    Ok(Json(page_body("workloadIdentities", items, next)))
 }
 
 // ------------------------------------------------------------- API-key credential providers
@@ -434,13 +439,7 @@ pub async fn create_api_key_provider(
         .store
         .create_api_key_provider(&record, &tag_pairs(body.tags), &arn)
         .await
-        .map_err(|e| match e {
-            latchkey_store::StoreError::Conflict => ApiError::Conflict(format!(
-                "credential provider {:?} already exists",
-                record.name
-            )),
-            e => e.into(),
-        })?;
+        .map_err(about("credential provider", &record.name))?;
     state.api_keys.invalidate(&record.name);
     audit_change(&state, &caller, "CreateApiKeyCredentialProvider", arn).await;
     Ok(created(api_key_json(&state, &record, false)))
@@ -504,13 +503,7 @@ pub async fn delete_api_key_provider(
         .store
         .delete_api_key_provider(&body.name, &arn)
         .await
-        .map_err(|e| match e {
-            latchkey_store::StoreError::NotFound => ApiError::NotFound(format!(
-                "API key credential provider {:?} not found",
-                body.name
-            )),
-            e => e.into(),
-        })?;
+        .map_err(about("API key credential provider", &body.name))?;
     state.api_keys.invalidate(&body.name);
     audit_change(&state, &caller, "DeleteApiKeyCredentialProvider", arn).await;
     Ok(no_content())
@@ -537,11 +530,7 @@ pub async fn list_api_key_providers(
         .iter()
         .map(|p| json!({"name": p.name, "credentialProviderArn": state.config.arn.api_key_provider(&p.name), "createdTime": epoch(p.created_ms), "lastUpdatedTime": epoch(p.updated_ms)}))
         .collect();
-    let mut body = json!({"credentialProviders": items});
-    if let Some(t) = next {
-        body["nextToken"] = json!(t);
-    }
-    Ok(Json(body))
+    Ok(Json(page_body("credentialProviders", items, next)))
 }
 
 // ------------------------------------------------------------------------- token vault

@@ -14,15 +14,15 @@ use latchkey_core::oauth2_provider::{
     self, AuthorizationServerMetadata, Discovery, ProviderConfig,
 };
 use latchkey_core::validate::Validator;
-use latchkey_store::{Oauth2ProviderRecord, StoreError};
+use latchkey_store::Oauth2ProviderRecord;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::auth::Admin;
 use crate::control::{
-    ListRequest, NameRequest, audit_change, check_provider_name, check_tags, created, epoch,
-    no_content, page_args, paginate,
+    ListRequest, NameRequest, about, audit_change, check_provider_name, check_tags, created, epoch,
+    no_content, page_args, page_body, paginate,
 };
 use crate::http_error::HttpResult;
 use crate::state::AppState;
@@ -227,13 +227,7 @@ pub async fn create_oauth2_provider(
             &arn,
         )
         .await
-        .map_err(|e| match e {
-            StoreError::Conflict => ApiError::Conflict(format!(
-                "credential provider {:?} already exists",
-                record.name
-            )),
-            e => e.into(),
-        })?;
+        .map_err(about("credential provider", &record.name))?;
     audit_change(&state, &caller, "CreateOauth2CredentialProvider", arn).await;
     Ok(created(provider_json(&state, &record, false)?))
 }
@@ -296,13 +290,7 @@ pub async fn delete_oauth2_provider(
         .store
         .delete_oauth2_provider(&body.name, &arn)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound(format!(
-                "OAuth2 credential provider {:?} not found",
-                body.name
-            )),
-            e => e.into(),
-        })?;
+        .map_err(about("OAuth2 credential provider", &body.name))?;
     audit_change(&state, &caller, "DeleteOauth2CredentialProvider", arn).await;
     Ok(no_content())
 }
@@ -336,9 +324,5 @@ pub async fn list_oauth2_providers(
             })
         })
         .collect();
-    let mut body = json!({"credentialProviders": items});
-    if let Some(t) = next {
-        body["nextToken"] = json!(t);
-    }
-    Ok(Json(body))
+    Ok(Json(page_body("credentialProviders", items, next)))
 }
