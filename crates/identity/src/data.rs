@@ -248,7 +248,11 @@ pub async fn verify_wat(
         .await;
         return Err(e);
     }
-    if state.workload_facts(&claims.sub).await.is_err() {
+    // Only a missing workload voids the token; a database outage stays a retry-safe 503.
+    if let Err(e) = state.workload_facts(&claims.sub).await {
+        if !matches!(e, ApiError::NotFound(_)) {
+            return Err(e);
+        }
         record(
             state,
             caller,

@@ -66,6 +66,7 @@ const DATA_PLANE: &[&str] = &[
 
 struct Fixture {
     router: axum::Router,
+    state: AppState,
     workload: String,
     binding: String,
     admin: String,
@@ -123,7 +124,8 @@ async fn fixture() -> Fixture {
     .await
     .unwrap();
     Fixture {
-        router: app(state),
+        router: app(state.clone()),
+        state,
         workload,
         binding,
         admin,
@@ -358,4 +360,63 @@ async fn validation_names_every_bad_field_and_stores_nothing() {
     )
     .await;
     assert_eq!(listed.2["workloadIdentities"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn a_database_outage_is_a_retryable_503_not_a_rejected_token() {
+    let f = fixture().await;
+    let ok = |r: (StatusCode, String, serde_json::Value)| {
+        assert!(r.0.is_success(), "{r:?}");
+        r.2
+    };
+    ok(call(
+        &f.router,
+        "POST",
+        "/identities/CreateWorkloadIdentity",
+        Some(&f.admin),
+        r#"{"name":"wl-a"}"#,
+    )
+    .await);
+    ok(call(
+        &f.router,
+        "POST",
+        "/identities/CreateApiKeyCredentialProvider",
+        Some(&f.admin),
+        r#"{"name":"key","apiKey":"k"}"#,
+    )
+    .await);
+    let wat = ok(call(
+        &f.router,
+        "POST",
+        "/identities/GetWorkloadAccessToken",
+        Some(&f.workload),
+        r#"{"workloadName":"wl-a"}"#,
+    )
+    .await);
+    let body = serde_json::json!({"workloadIdentityToken": wat["workloadAccessToken"], "resourceCredentialProviderName": "key"}).to_string();
+    ok(call(
+        &f.router,
+        "POST",
+        "/identities/api-key",
+        Some(&f.workload),
+        &body,
+    )
+    .await);
+    // The credential stays cached; the workload facts must be read again — from a database
+    // that is gone.
+    f.state.workloads.invalidate("wl-a");
+    f.state.store.close().await;
+    assert_error(
+        "WAT check during an outage",
+        call(
+            &f.router,
+            "POST",
+            "/identities/api-key",
+            Some(&f.workload),
+            &body,
+        )
+        .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "InternalServerException",
+    );
 }

@@ -128,6 +128,11 @@ impl Store {
         self.backend
     }
 
+    /// Close every connection (at shutdown; tests use it to simulate an outage).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// `SELECT 1`, for health checks.
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -174,11 +179,7 @@ impl Store {
             .bind(access_key_id)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        found(done)
     }
 
     // ---------------------------------------------------------- workload identities
@@ -224,9 +225,7 @@ impl Store {
         .bind(name)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        found(done)?;
         self.find_workload(name).await?.ok_or(StoreError::NotFound)
     }
 
@@ -304,11 +303,7 @@ impl Store {
             .bind(&p.name)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        found(done)
     }
 
     pub async fn delete_oauth2_provider(&self, name: &str, arn: &str) -> StoreResult<()> {
@@ -369,11 +364,7 @@ impl Store {
         .bind(&p.name)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        found(done)
     }
 
     pub async fn delete_api_key_provider(&self, name: &str, arn: &str) -> StoreResult<()> {
@@ -401,9 +392,7 @@ impl Store {
         .bind(name)
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        found(done)?;
         sqlx::query("DELETE FROM tags WHERE resource_arn = $1")
             .bind(arn)
             .execute(&mut *tx)
@@ -616,6 +605,15 @@ async fn put_tags(
         .await?;
     }
     Ok(())
+}
+
+/// An UPDATE/DELETE by key that touched no row means the row does not exist.
+fn found(done: sqlx::any::AnyQueryResult) -> StoreResult<()> {
+    if done.rows_affected() == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
 }
 
 fn json_list(items: &[String]) -> String {
