@@ -256,8 +256,12 @@ pub async fn update_oauth2_provider(
     req: Admin<ProviderRequest>,
 ) -> HttpResult<Json<Value>> {
     let Admin { caller, body } = req;
-    let (vendor, config, secret_envelope) = prepare(&state, &body, false).await?;
+    // Existence first: an update of a missing provider must not fetch its discovery URL.
+    let mut v = Validator::new();
+    check_provider_name(&mut v, "name", &body.name);
+    v.finish()?;
     let mut record = find(&state, &body.name).await?;
+    let (vendor, config, secret_envelope) = prepare(&state, &body, false).await?;
     record.vendor = vendor;
     record.config = serde_json::to_value(&config).map_err(ApiError::internal)?;
     record.secret_envelope = secret_envelope;
@@ -270,11 +274,7 @@ pub async fn update_oauth2_provider(
         state.config.arn.oauth2_provider(&record.name),
     )
     .await;
-    let mut out = provider_json(&state, &record, true)?;
-    if let Some(o) = out.as_object_mut() {
-        o.remove("failureReason");
-    }
-    Ok(Json(out))
+    Ok(Json(provider_json(&state, &record, true)?))
 }
 
 pub async fn delete_oauth2_provider(

@@ -197,6 +197,7 @@ async fn serve_identity(
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     state.audit.flush().await;
+    state.store.close().await;
     tracing::info!("identity service stopped");
     Ok(())
 }
