@@ -112,11 +112,7 @@ pub async fn encrypt(
 ) -> Result<Vec<u8>, CryptoError> {
     let dek = Zeroizing::new(random::<32>()?);
     let key_id = provider.active_key_id();
-    if key_id.is_empty() || key_id.len() > 255 {
-        return Err(CryptoError::Provider(
-            "active key id must be 1..255 bytes".into(),
-        ));
-    }
+    check_key_id(&key_id)?;
     let wrapped = provider
         .wrap_data_key(&key_id, dek.as_ref(), &dek_aad(aad))
         .await?;
@@ -124,14 +120,54 @@ pub async fn encrypt(
         return Err(CryptoError::Provider("wrapped key too large".into()));
     }
     let body = seal(dek.as_ref(), aad, plaintext)?;
+    Ok(assemble(&key_id, &wrapped, &body))
+}
+
+fn check_key_id(key_id: &str) -> Result<(), CryptoError> {
+    if key_id.is_empty() || key_id.len() > 255 {
+        return Err(CryptoError::Provider(
+            "active key id must be 1..255 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn assemble(key_id: &str, wrapped: &[u8], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + key_id.len() + wrapped.len() + body.len());
     out.push(1u8);
     out.push(key_id.len() as u8);
     out.extend_from_slice(key_id.as_bytes());
     out.extend_from_slice(&(wrapped.len() as u16).to_be_bytes());
-    out.extend_from_slice(&wrapped);
-    out.extend_from_slice(&body);
-    Ok(out)
+    out.extend_from_slice(wrapped);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Re-wrap an envelope's data key under the provider's active key (key rotation).
+///
+/// Returns `Ok(None)` when the envelope is already sealed under the active key. Otherwise
+/// the data key is opened with the envelope's own key (with the same record binding as
+/// [`decrypt`], so an envelope copied to another record does not re-wrap either) and
+/// sealed again under the active key; the sealed body is kept byte for byte, so the
+/// secret itself is never decrypted.
+pub async fn rewrap(
+    provider: &dyn KeyProvider,
+    aad: &[u8],
+    envelope: &[u8],
+) -> Result<Option<Vec<u8>>, CryptoError> {
+    let (key_id, wrapped, body) = parse(envelope)?;
+    let active = provider.active_key_id();
+    if key_id == active {
+        return Ok(None);
+    }
+    check_key_id(&active)?;
+    let dek_aad = dek_aad(aad);
+    let dek = provider.unwrap_data_key(key_id, wrapped, &dek_aad).await?;
+    let rewrapped = provider.wrap_data_key(&active, &dek, &dek_aad).await?;
+    if rewrapped.len() > u16::MAX as usize {
+        return Err(CryptoError::Provider("wrapped key too large".into()));
+    }
+    Ok(Some(assemble(&active, &rewrapped, body)))
 }
 
 /// The key id an envelope was sealed with (for rotation bookkeeping).
@@ -273,6 +309,35 @@ impl FileKeyProvider {
         self.keys.keys().cloned().collect()
     }
 
+    /// Whether the file holds a key with this id.
+    pub fn has_key(&self, id: &str) -> bool {
+        self.keys.contains_key(id)
+    }
+
+    /// Remove a key that is no longer used (after every envelope was re-wrapped). The
+    /// active key cannot be removed. Returns whether a key was removed.
+    pub fn retire(&mut self, id: &str) -> Result<bool, CryptoError> {
+        if id == self.active {
+            return Err(CryptoError::Provider(format!(
+                "key {id:?} is the active key and cannot be retired"
+            )));
+        }
+        Ok(self.keys.remove(id).is_some())
+    }
+
+    /// Copy in the keys of `previous` that this provider lacks, for opening only (the
+    /// active key stays this provider's). A process that reloads its key file keeps keys
+    /// retired from the file while it runs, so envelopes it read or cached before a
+    /// rotation still open.
+    pub fn keep_keys_from(&mut self, previous: &FileKeyProvider) {
+        for (id, key) in &previous.keys {
+            if !self.keys.contains_key(id) {
+                self.keys
+                    .insert(id.clone(), SecretBox::new(Box::new(*key.expose_secret())));
+            }
+        }
+    }
+
     fn key(&self, id: &str) -> Result<&Kek, CryptoError> {
         self.keys
             .get(id)
@@ -393,6 +458,86 @@ mod tests {
         assert!(
             !format!("{a:?}").contains(&STANDARD.encode(a.key(&a.active).unwrap().expose_secret()))
         );
+    }
+
+    #[test]
+    fn rewrap_moves_envelopes_to_the_active_key() {
+        let mut p = FileKeyProvider::generate().unwrap();
+        let old_id = p.active_key_id();
+        let env = block(encrypt(&p, b"apikey-provider:a", b"hunter2")).unwrap();
+        // Already on the active key: nothing to do.
+        assert!(
+            block(rewrap(&p, b"apikey-provider:a", &env))
+                .unwrap()
+                .is_none()
+        );
+
+        let new_id = p.rotate().unwrap();
+        let re = block(rewrap(&p, b"apikey-provider:a", &env))
+            .unwrap()
+            .expect("rewrapped");
+        assert_eq!(envelope_key_id(&re).unwrap(), new_id);
+        // The sealed body is kept byte for byte; only the header and wrapped key change.
+        let (_, _, old_body) = parse(&env).unwrap();
+        let (_, _, new_body) = parse(&re).unwrap();
+        assert_eq!(old_body, new_body);
+        assert!(
+            block(rewrap(&p, b"apikey-provider:a", &re))
+                .unwrap()
+                .is_none()
+        );
+
+        // Same record binding as before.
+        assert_eq!(
+            &*block(decrypt(&p, b"apikey-provider:a", &re)).unwrap(),
+            b"hunter2"
+        );
+        assert!(matches!(
+            block(decrypt(&p, b"apikey-provider:b", &re)),
+            Err(CryptoError::Authentication)
+        ));
+        // An envelope copied to another record does not re-wrap (nor open) there.
+        assert!(matches!(
+            block(rewrap(&p, b"apikey-provider:b", &env)),
+            Err(CryptoError::Authentication)
+        ));
+
+        // The old key retired: the re-wrapped envelope still opens, the original does not.
+        assert!(
+            p.retire(&new_id).is_err(),
+            "the active key cannot be retired"
+        );
+        assert!(p.retire(&old_id).unwrap());
+        assert!(!p.has_key(&old_id));
+        let reloaded = FileKeyProvider::from_json(&p.to_json()).unwrap();
+        assert_eq!(reloaded.key_ids(), vec![new_id.clone()]);
+        assert_eq!(
+            &*block(decrypt(&reloaded, b"apikey-provider:a", &re)).unwrap(),
+            b"hunter2"
+        );
+        assert!(matches!(
+            block(decrypt(&reloaded, b"apikey-provider:a", &env)),
+            Err(CryptoError::UnknownKey(id)) if id == old_id
+        ));
+        // Without the old key, an old envelope cannot be re-wrapped.
+        assert!(matches!(
+            block(rewrap(&reloaded, b"apikey-provider:a", &env)),
+            Err(CryptoError::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn keep_keys_from_retains_old_keys_for_opening() {
+        let mut p = FileKeyProvider::generate().unwrap();
+        let env = block(encrypt(&p, b"r", b"v")).unwrap();
+        let before = FileKeyProvider::from_json(&p.to_json()).unwrap();
+        let old_id = p.active_key_id();
+        let new_id = p.rotate().unwrap();
+        p.retire(&old_id).unwrap();
+        let mut reloaded = FileKeyProvider::from_json(&p.to_json()).unwrap();
+        reloaded.keep_keys_from(&before);
+        assert_eq!(reloaded.active_key_id(), new_id);
+        assert_eq!(&*block(decrypt(&reloaded, b"r", &env)).unwrap(), b"v");
     }
 
     #[test]

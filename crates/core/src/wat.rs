@@ -58,6 +58,14 @@ pub struct WatClaims {
         default
     )]
     pub user_source: Option<String>,
+    /// The issuer of the verified user token (only with `user_source` = `jwt`): the same
+    /// `sub` at another issuer is another user.
+    #[serde(
+        rename = "latchkey:user_iss",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub user_issuer: Option<String>,
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
@@ -193,6 +201,7 @@ impl WatAuthority {
         &self,
         workload: &str,
         user: Option<(&str, &str)>,
+        user_issuer: Option<&str>,
         now: i64,
         ttl_seconds: i64,
     ) -> Result<(String, WatClaims), WatError> {
@@ -204,6 +213,7 @@ impl WatAuthority {
             sub: workload.to_string(),
             user: user.map(|(u, _)| u.to_string()),
             user_source: user.map(|(_, s)| s.to_string()),
+            user_issuer: user.and(user_issuer).map(str::to_string),
             iat: now,
             exp: now + ttl_seconds,
             jti: B64.encode(jti),
@@ -275,7 +285,9 @@ mod tests {
     #[test]
     fn issue_and_verify() {
         let a = authority("https://id.example");
-        let (t, c) = a.issue("wl", Some(("alice", "jwt")), 1000, 900).unwrap();
+        let (t, c) = a
+            .issue("wl", Some(("alice", "jwt")), None, 1000, 900)
+            .unwrap();
         let v = a.verify(&t, 1001).unwrap();
         assert_eq!(v, c);
         assert_eq!(v.user.as_deref(), Some("alice"));
@@ -285,7 +297,7 @@ mod tests {
     #[test]
     fn rejects_expired_future_foreign_and_tampered() {
         let a = authority("https://id.example");
-        let (t, _) = a.issue("wl", None, 1000, 900).unwrap();
+        let (t, _) = a.issue("wl", None, None, 1000, 900).unwrap();
         assert_eq!(a.verify(&t, 1900), Err(WatError::Expired));
         assert_eq!(a.verify(&t, 900), Err(WatError::NotYetValid));
         // Another authority (another key) with the same kid: signature fails.
@@ -294,7 +306,7 @@ mod tests {
         // Same key, other issuer.
         let (key, _) = WatKey::generate("k1".into()).unwrap();
         let c = WatAuthority::new("https://other".into(), key, vec![]);
-        let (t2, _) = c.issue("wl", None, 1000, 900).unwrap();
+        let (t2, _) = c.issue("wl", None, None, 1000, 900).unwrap();
         let c2 = WatAuthority::new(
             "https://id.example".into(),
             WatKey::generate("k9".into()).unwrap().0,
@@ -321,7 +333,7 @@ mod tests {
     #[test]
     fn rejects_alg_none_and_hs256() {
         let a = authority("https://id.example");
-        let (t, _) = a.issue("wl", None, 1000, 900).unwrap();
+        let (t, _) = a.issue("wl", None, None, 1000, 900).unwrap();
         let payload = t.split('.').nth(1).unwrap();
         for alg in ["none", "HS256", "ES384"] {
             let h = B64.encode(format!(r#"{{"alg":"{alg}","typ":"{TYP}","kid":"k1"}}"#));

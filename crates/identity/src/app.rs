@@ -12,10 +12,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{Admin, DataPlane, MAX_BODY_BYTES, Signed, too_large};
+use crate::auth::{Admin, DataPlane, MAX_BODY_BYTES, too_large};
 use crate::http_error::{HttpError, HttpResult};
 use crate::state::AppState;
-use crate::{control, data, providers};
+use crate::{control, data, flows, providers};
 
 /// Build the router. Tests drive it without a socket; the binary serves it.
 pub fn app(state: AppState) -> Router {
@@ -150,11 +150,17 @@ pub fn app(state: AppState) -> Router {
             post(data::get_workload_access_token_for_user_id),
         )
         .route("/identities/api-key", post(data::get_resource_api_key))
-        .route("/identities/oauth2/token", post(oauth2_flows_pending))
+        .route(
+            "/identities/oauth2/token",
+            post(flows::get_resource_oauth2_token),
+        )
         .route(
             "/identities/CompleteResourceTokenAuth",
-            post(complete_pending),
+            post(flows::complete_resource_token_auth),
         )
+        // Browser endpoints of the 3-legged flow.
+        .route("/identities/oauth2/authorize", get(flows::authorize))
+        .route("/identities/oauth2/callback/{id}", get(flows::callback))
         .route("/identities/payment/token", post(data_unsupported))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -238,13 +244,4 @@ async fn unsupported(_: Admin<Value>) -> HttpResult<Response> {
 
 async fn data_unsupported(_: DataPlane<Value>) -> HttpResult<Response> {
     Err(ApiError::cannot_parse("this AgentCore operation is not supported by Latchkey").into())
-}
-
-async fn oauth2_flows_pending(_: DataPlane<Value>) -> HttpResult<Response> {
-    Err(ApiError::cannot_parse("GetResourceOauth2Token is not available in this Latchkey build yet (OAuth flows and the token vault come next)").into())
-}
-
-async fn complete_pending(req: Signed<Value>) -> HttpResult<Response> {
-    let _ = req.caller;
-    Err(ApiError::cannot_parse("CompleteResourceTokenAuth is not available in this Latchkey build yet (OAuth flows and the token vault come next)").into())
 }

@@ -25,7 +25,7 @@ impl std::fmt::Debug for Message {
 }
 
 const BATCH: usize = 512;
-const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl AuditSink {
     /// Start the writer task on the current runtime.

@@ -354,6 +354,13 @@ pub struct DataPlane<T> {
     pub body: T,
 }
 
+/// An admin or session-binding caller (`CompleteResourceTokenAuth`), with its parsed body.
+#[derive(Debug)]
+pub struct Binding<T> {
+    pub caller: Caller,
+    pub body: T,
+}
+
 /// An admin caller, with its parsed body.
 #[derive(Debug)]
 pub struct Admin<T> {
@@ -368,6 +375,8 @@ enum Gate {
     Any,
     /// Admin or workload credentials: data-plane token operations.
     DataPlane,
+    /// Admin or binding credentials: completing an authorization session.
+    Binding,
     /// Admin credentials only: the control plane.
     Admin,
 }
@@ -385,6 +394,11 @@ async fn extract<T: DeserializeOwned>(
     let allowed = match gate {
         Gate::Any => Ok(()),
         Gate::DataPlane => caller.require_data_plane(),
+        Gate::Binding if matches!(caller.role, Role::Admin | Role::Binding) => Ok(()),
+        Gate::Binding => Err(ApiError::AccessDenied(format!(
+            "caller {} ({}) may not complete authorization sessions: that needs a binding credential",
+            caller.access_key_id, caller.role
+        ))),
         Gate::Admin if caller.is_admin() => Ok(()),
         Gate::Admin => Err(ApiError::AccessDenied(format!(
             "caller {} ({}) is not allowed to use the control plane",
@@ -401,6 +415,15 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (caller, body, _) = extract(req, state, Gate::Any).await?;
+        Ok(Self { caller, body })
+    }
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for Binding<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (caller, body, _) = extract(req, state, Gate::Binding).await?;
         Ok(Self { caller, body })
     }
 }

@@ -356,7 +356,7 @@ pub struct ApiKeyProviderRequest {
     tags: Option<BTreeMap<String, String>>,
 }
 
-pub(crate) fn api_key_aad(name: &str) -> String {
+pub fn api_key_aad(name: &str) -> String {
     format!("apikey-provider:{name}")
 }
 

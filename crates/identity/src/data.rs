@@ -106,7 +106,7 @@ async fn issue_workload_token(
         return Err(e.into());
     }
     let facts = state.workload_facts(workload).await?;
-    let user: Option<(String, &str)> = match mode {
+    let user: Option<(String, &str, Option<String>)> = match mode {
         UserMode::None => None,
         UserMode::UserId => {
             if !caller.is_admin() && !facts.allow_user_id {
@@ -126,7 +126,7 @@ async fn issue_workload_token(
                 ))
                 .into());
             }
-            body.user_id.map(|u| (u, "user-id"))
+            body.user_id.map(|u| (u, "user-id", None))
         }
         UserMode::Jwt => {
             let token = body
@@ -135,7 +135,7 @@ async fn issue_workload_token(
                 .map(|t| t.expose_secret())
                 .unwrap_or_default();
             match state.inbound.verify(token).await {
-                Ok(user) => Some((user.subject, "jwt")),
+                Ok(user) => Some((user.subject, "jwt", Some(user.issuer))),
                 Err(e) => {
                     record(
                         state,
@@ -160,7 +160,8 @@ async fn issue_workload_token(
         .wat
         .issue(
             workload,
-            user.as_ref().map(|(u, s)| (u.as_str(), *s)),
+            user.as_ref().map(|(u, s, _)| (u.as_str(), *s)),
+            user.as_ref().and_then(|(_, _, i)| i.as_deref()),
             now,
             state.config.wat_ttl_seconds,
         )

@@ -13,11 +13,16 @@ pub mod auth;
 pub mod cache;
 pub mod control;
 pub mod data;
+pub mod flows;
 pub mod http_error;
 pub mod inbound;
 pub mod outbound;
+pub mod pages;
 pub mod providers;
+pub mod rotation;
 pub mod state;
+pub mod token_client;
+pub mod vault;
 
 pub use app::app;
 pub use state::{AppState, ServiceConfig};

@@ -34,6 +34,96 @@ struct StoredConfig {
     /// Endpoints resolved from `discoveryUrl` at create/update time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     resolved: Option<AuthorizationServerMetadata>,
+    /// Optional facts of the discovery document the flows use.
+    #[serde(default)]
+    discovered: Discovered,
+}
+
+/// What discovery told us beyond the endpoints the AgentCore output shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Discovered {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revocation_endpoint: Option<String>,
+    /// RFC 9207: the provider sends `iss` on its authorization responses.
+    #[serde(default)]
+    iss_parameter_supported: bool,
+}
+
+/// Everything the OAuth flows need of a provider, with its client secret opened.
+#[derive(Debug)]
+pub(crate) struct ProviderRuntime {
+    pub name: String,
+    pub config: ProviderConfig,
+    pub metadata: AuthorizationServerMetadata,
+    pub callback_url: String,
+    pub client_secret: Option<secrecy::SecretString>,
+    pub revocation_endpoint: Option<String>,
+    pub iss_parameter_supported: bool,
+    pub updated_ms: i64,
+}
+
+impl ProviderRuntime {
+    pub fn client_auth_method(&self) -> oauth2_provider::ClientAuthMethod {
+        self.config.client_auth_method(Some(&self.metadata))
+    }
+}
+
+/// Load a provider by name (`Ok(None)`: no such provider) or by callback id.
+pub(crate) async fn runtime(
+    state: &AppState,
+    name: Option<&str>,
+    callback_id: Option<&str>,
+) -> Result<Option<ProviderRuntime>, ApiError> {
+    let record = match (name, callback_id) {
+        (Some(n), _) => state.store.find_oauth2_provider(n).await?,
+        (None, Some(c)) => state.store.find_oauth2_provider_by_callback(c).await?,
+        (None, None) => None,
+    };
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    let cfg = stored(&record)?;
+    let metadata = cfg
+        .resolved
+        .clone()
+        .or_else(|| cfg.config.metadata().cloned())
+        .ok_or_else(|| {
+            ApiError::internal(format!(
+                "provider {:?} has no resolved endpoints",
+                record.name
+            ))
+        })?;
+    let client_secret = match &record.secret_envelope {
+        Some(env) => Some(
+            crypto::decrypt_string(
+                state.keys.as_ref(),
+                provider_aad(&record.name).as_bytes(),
+                env,
+            )
+            .await
+            .map_err(|e| {
+                ApiError::DecryptionFailure(format!(
+                    "could not decrypt the client secret of {:?}: {e}",
+                    record.name
+                ))
+            })?,
+        ),
+        None => None,
+    };
+    Ok(Some(ProviderRuntime {
+        callback_url: callback_url(state, &record.callback_id),
+        revocation_endpoint: cfg
+            .config
+            .revocation_endpoint
+            .clone()
+            .or(cfg.discovered.revocation_endpoint.clone()),
+        iss_parameter_supported: cfg.discovered.iss_parameter_supported,
+        name: record.name,
+        config: cfg.config,
+        metadata,
+        client_secret,
+        updated_ms: record.updated_ms,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,7 +138,7 @@ pub struct ProviderRequest {
     tags: Option<BTreeMap<String, String>>,
 }
 
-pub(crate) fn provider_aad(name: &str) -> String {
+pub fn provider_aad(name: &str) -> String {
     format!("oauth2-provider:{name}")
 }
 
@@ -68,10 +158,17 @@ struct DiscoveryDocument {
     response_types_supported: Vec<String>,
     #[serde(default)]
     token_endpoint_auth_methods_supported: Vec<String>,
+    #[serde(default)]
+    revocation_endpoint: Option<String>,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
 
 /// Fetch and check a discovery document (RFC 8414 / OIDC Discovery).
-async fn discover(state: &AppState, url: &str) -> Result<AuthorizationServerMetadata, ApiError> {
+async fn discover(
+    state: &AppState,
+    url: &str,
+) -> Result<(AuthorizationServerMetadata, Discovered), ApiError> {
     const FIELD: &str =
         "oauth2ProviderConfigInput.customOauth2ProviderConfig.oauthDiscovery.discoveryUrl";
     let doc: DiscoveryDocument = state.outbound.get_json(url).await.map_err(|e| {
@@ -108,7 +205,14 @@ async fn discover(state: &AppState, url: &str) -> Result<AuthorizationServerMeta
             ));
         }
     }
-    Ok(AuthorizationServerMetadata {
+    let revocation_endpoint = doc
+        .revocation_endpoint
+        .filter(|e| url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "https" | "http")));
+    let discovered = Discovered {
+        revocation_endpoint,
+        iss_parameter_supported: doc.authorization_response_iss_parameter_supported,
+    };
+    let metadata = AuthorizationServerMetadata {
         issuer: doc.issuer,
         authorization_endpoint: doc.authorization_endpoint,
         token_endpoint: doc.token_endpoint,
@@ -118,7 +222,8 @@ async fn discover(state: &AppState, url: &str) -> Result<AuthorizationServerMeta
             .into_iter()
             .filter(|m| m == "client_secret_basic" || m == "client_secret_post")
             .collect(),
-    })
+    };
+    Ok((metadata, discovered))
 }
 
 /// Validate, discover, and seal: everything before the store is touched.
@@ -137,9 +242,12 @@ async fn prepare(
         &body.credential_provider_vendor,
         &body.oauth2_provider_config_input,
     )?;
-    let resolved = match &input.config.discovery {
-        Discovery::DiscoveryUrl(url) => Some(discover(state, url).await?),
-        Discovery::Metadata(_) => None,
+    let (resolved, discovered) = match &input.config.discovery {
+        Discovery::DiscoveryUrl(url) => {
+            let (m, d) = discover(state, url).await?;
+            (Some(m), d)
+        }
+        Discovery::Metadata(_) => (None, Discovered::default()),
     };
     let envelope = match &input.client_secret {
         Some(secret) => Some(
@@ -160,6 +268,7 @@ async fn prepare(
         StoredConfig {
             config: input.config,
             resolved,
+            discovered,
         },
         envelope,
     ))

@@ -27,6 +27,13 @@ pub struct ServiceConfig {
     pub outbound: OutboundPolicy,
     /// How long credentials and workload facts are cached per replica.
     pub cache_ttl: Duration,
+    /// How long an authorization session lives (seconds).
+    pub session_ttl_secs: i64,
+    /// How long a replica holds a grant's refresh lease (ms); longer than the outbound
+    /// timeout, so a live refresh is never taken over.
+    pub refresh_lease_ms: i64,
+    /// Token lifetime assumed when neither the provider's response nor its config says.
+    pub default_token_lifetime_secs: i64,
 }
 
 impl ServiceConfig {
@@ -38,6 +45,9 @@ impl ServiceConfig {
             inbound_issuers: vec![],
             outbound: OutboundPolicy::default(),
             cache_ttl: Duration::from_secs(5),
+            session_ttl_secs: 600,
+            refresh_lease_ms: 30_000,
+            default_token_lifetime_secs: crate::vault::FALLBACK_LIFETIME_SECS,
         }
     }
 }
@@ -75,6 +85,7 @@ pub struct Inner {
     /// The last database health check, for `/ping`.
     pub health: TtlCache<(), bool>,
     pub audit: AuditSink,
+    pub vault: crate::vault::Vault,
     pub inbound: InboundVerifier,
     pub outbound: OutboundClient,
 }
@@ -103,12 +114,14 @@ impl AppState {
             clock.clone(),
         );
         let audit = AuditSink::start(store.clone());
+        spawn_session_purge(store.clone(), clock.clone());
         Ok(Self(Arc::new(Inner {
             credentials: CredentialCache::new(config.cache_ttl, CACHE_CAP),
             workloads: TtlCache::new(config.cache_ttl, CACHE_CAP),
             verified_wats: TtlCache::new(config.cache_ttl, CACHE_CAP),
             api_keys: TtlCache::new(config.cache_ttl, CACHE_CAP),
             health: TtlCache::new(Duration::from_secs(1), 1),
+            vault: crate::vault::Vault::new(config.cache_ttl),
             config,
             store,
             keys,
@@ -147,7 +160,26 @@ impl AppState {
     }
 }
 
-fn signing_key_aad(kid: &str) -> String {
+/// Authorization sessions are kept an hour past expiry (polls still answer `FAILED`), then
+/// deleted, by whichever replica gets there first.
+fn spawn_session_purge(store: Store, clock: Arc<dyn Clock>) {
+    const KEEP_MS: i64 = 3_600_000;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            match store.purge_sessions(clock.now_ms() - KEEP_MS).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(sessions = n, "purged expired authorization sessions"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not purge expired authorization sessions")
+                }
+            }
+        }
+    });
+}
+
+pub fn signing_key_aad(kid: &str) -> String {
     format!("signing-key:{kid}")
 }
 

@@ -283,6 +283,41 @@ async fn binding_credentials_cannot_get_tokens_and_workloads_only_their_own() {
 }
 
 #[tokio::test]
+async fn only_binding_and_admin_credentials_complete_sessions() {
+    let f = fixture().await;
+    let body = r#"{"userIdentifier":{"userId":"alice"},"sessionUri":"urn:ietf:params:oauth:request_uri:abc"}"#;
+    // The role is checked before anything else: even a well-formed request is refused.
+    assert_error(
+        "CompleteResourceTokenAuth as workload",
+        call(
+            &f.router,
+            "POST",
+            "/identities/CompleteResourceTokenAuth",
+            Some(&f.workload),
+            body,
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "AccessDeniedException",
+    );
+    for (who, auth) in [("binding", &f.binding), ("admin", &f.admin)] {
+        assert_error(
+            &format!("unknown session as {who}"),
+            call(
+                &f.router,
+                "POST",
+                "/identities/CompleteResourceTokenAuth",
+                Some(auth),
+                body,
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+        );
+    }
+}
+
+#[tokio::test]
 async fn unknown_paths_and_oversized_bodies_get_json_errors() {
     let f = fixture().await;
     assert_error(

@@ -57,6 +57,15 @@ pub struct ServeOverrides {
     /// How long each replica caches credentials and workload facts, in seconds.
     #[arg(long, env = "LATCHKEY_CACHE_TTL_SECONDS")]
     pub cache_ttl_seconds: Option<u64>,
+    /// How long an authorization session (3-legged OAuth flow) stays valid, in seconds.
+    #[arg(long, env = "LATCHKEY_SESSION_TTL_SECONDS")]
+    pub session_ttl_seconds: Option<i64>,
+    /// How long a replica holds a grant's refresh lease, in seconds (longer than the outbound timeout).
+    #[arg(long, env = "LATCHKEY_REFRESH_LEASE_SECONDS")]
+    pub refresh_lease_seconds: Option<i64>,
+    /// Token lifetime assumed when a provider's token response has no `expires_in` and the provider has no default.
+    #[arg(long, env = "LATCHKEY_DEFAULT_TOKEN_LIFETIME_SECONDS")]
+    pub default_token_lifetime_seconds: Option<i64>,
     #[arg(long, env = "LATCHKEY_ARN_PARTITION")]
     pub arn_partition: Option<String>,
     #[arg(long, env = "LATCHKEY_ARN_REGION")]
@@ -89,12 +98,18 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub wat_ttl_seconds: Option<i64>,
     pub cache_ttl_seconds: Option<u64>,
+    pub session_ttl_seconds: Option<i64>,
+    pub refresh_lease_seconds: Option<i64>,
+    pub default_token_lifetime_seconds: Option<i64>,
     #[serde(default)]
     pub arn: FileArn,
     #[serde(default)]
     pub outbound: FileOutbound,
     #[serde(default)]
     pub inbound_issuers: Vec<InboundIssuerConfig>,
+    /// `[binding]`: settings of `serve binding`.
+    #[serde(default)]
+    pub binding: FileBinding,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +145,9 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     pub wat_ttl_seconds: i64,
     pub cache_ttl_seconds: u64,
+    pub session_ttl_seconds: i64,
+    pub refresh_lease_seconds: i64,
+    pub default_token_lifetime_seconds: i64,
     pub arn: ArnContext,
     pub allow_private_addresses: bool,
     pub outbound_timeout_ms: u64,
@@ -294,6 +312,40 @@ impl ServeConfig {
                 "must be at most 300",
             ));
         }
+        let ranged =
+            |value: Option<i64>, default: i64, key: &str, env: &str, min: i64, max: i64| {
+                let v = value.unwrap_or(default);
+                if (min..=max).contains(&v) {
+                    Ok(v)
+                } else {
+                    Err(bad(key, env, format!("must be between {min} and {max}")))
+                }
+            };
+        let session_ttl_seconds = ranged(
+            o.session_ttl_seconds.or(f.session_ttl_seconds),
+            600,
+            "session_ttl_seconds",
+            "LATCHKEY_SESSION_TTL_SECONDS",
+            30,
+            3600,
+        )?;
+        let refresh_lease_seconds = ranged(
+            o.refresh_lease_seconds.or(f.refresh_lease_seconds),
+            30,
+            "refresh_lease_seconds",
+            "LATCHKEY_REFRESH_LEASE_SECONDS",
+            1,
+            600,
+        )?;
+        let default_token_lifetime_seconds = ranged(
+            o.default_token_lifetime_seconds
+                .or(f.default_token_lifetime_seconds),
+            3600,
+            "default_token_lifetime_seconds",
+            "LATCHKEY_DEFAULT_TOKEN_LIFETIME_SECONDS",
+            60,
+            30 * 86_400,
+        )?;
         let default_arn = ArnContext::default();
         let arn = ArnContext {
             partition: o
@@ -384,6 +436,9 @@ impl ServeConfig {
             public_url,
             wat_ttl_seconds,
             cache_ttl_seconds,
+            session_ttl_seconds,
+            refresh_lease_seconds,
+            default_token_lifetime_seconds,
             arn,
             allow_private_addresses: o
                 .outbound_allow_private_addresses
@@ -393,5 +448,362 @@ impl ServeConfig {
             outbound_max_response_bytes,
             inbound_issuers,
         })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// `serve binding`
+
+/// Flags of `serve binding` (environment `LATCHKEY_BINDING_*`, file section `[binding]`).
+#[derive(Debug, Clone, Args)]
+pub struct BindingOverrides {
+    /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8081.
+    #[arg(long, env = "LATCHKEY_BINDING_LISTEN")]
+    pub listen: Option<String>,
+    /// Base URL of the identity service, e.g. `http://identity.internal:8080`.
+    #[arg(long, env = "LATCHKEY_BINDING_IDENTITY_URL")]
+    pub identity_url: Option<String>,
+    /// File holding this service's `binding` credential as `ACCESS_KEY_ID:SECRET`
+    /// (`latchkey admin credentials create --role binding`). Alternatively set the
+    /// credential itself in the environment variable LATCHKEY_BINDING_CREDENTIAL.
+    #[arg(long, env = "LATCHKEY_BINDING_CREDENTIAL_FILE")]
+    pub credential_file: Option<PathBuf>,
+    /// ALB source: the load balancer's ARN, which must sign `x-amzn-oidc-data`.
+    #[arg(long, env = "LATCHKEY_BINDING_ALB_SIGNER")]
+    pub alb_signer: Option<String>,
+    /// ALB public-key URL with `{kid}` (and optionally `{region}`).
+    /// Default `https://public-keys.auth.elb.{region}.amazonaws.com/{kid}`.
+    #[arg(long, env = "LATCHKEY_BINDING_ALB_KEY_URL_TEMPLATE")]
+    pub alb_key_url_template: Option<String>,
+    /// Region for `{region}`. Default: the region in --alb-signer.
+    #[arg(long, env = "LATCHKEY_BINDING_ALB_REGION")]
+    pub alb_region: Option<String>,
+    /// When set, the ALB token's `iss` claim must equal it.
+    #[arg(long, env = "LATCHKEY_BINDING_ALB_ISSUER")]
+    pub alb_issuer: Option<String>,
+    /// Clock skew tolerated on the ALB token's `exp`, in seconds. Default 60.
+    #[arg(long, env = "LATCHKEY_BINDING_ALB_LEEWAY_SECONDS")]
+    pub alb_leeway_seconds: Option<u64>,
+    /// OIDC source: the issuer of the users' ID tokens (discovery + JWKS).
+    #[arg(long, env = "LATCHKEY_BINDING_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// OIDC source: the audience (client id) the ID token must be issued to.
+    #[arg(long, env = "LATCHKEY_BINDING_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// OIDC source: also read the ID token from this cookie (after `Authorization: Bearer`).
+    #[arg(long, env = "LATCHKEY_BINDING_ID_TOKEN_COOKIE")]
+    pub id_token_cookie: Option<String>,
+    /// Allow key, discovery and JWKS fetches to loopback/private addresses and plain http.
+    /// Tests and dev only.
+    #[arg(
+        long,
+        env = "LATCHKEY_BINDING_ALLOW_PRIVATE_ADDRESSES",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub allow_private_addresses: Option<bool>,
+}
+
+/// The `[binding]` section of the file. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBinding {
+    pub listen: Option<String>,
+    pub identity_url: Option<String>,
+    pub credential_file: Option<PathBuf>,
+    pub alb_signer: Option<String>,
+    pub alb_key_url_template: Option<String>,
+    pub alb_region: Option<String>,
+    pub alb_issuer: Option<String>,
+    pub alb_leeway_seconds: Option<u64>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_audience: Option<String>,
+    pub id_token_cookie: Option<String>,
+    pub allow_private_addresses: Option<bool>,
+}
+
+/// Environment variable holding the binding credential itself (`ACCESS_KEY_ID:SECRET`).
+pub const BINDING_CREDENTIAL_ENV: &str = "LATCHKEY_BINDING_CREDENTIAL";
+
+/// Settings of `serve binding`, validated.
+#[derive(Debug, Clone)]
+pub struct BindingServeConfig {
+    pub listen: SocketAddr,
+    pub binding: latchkey_binding::BindingConfig,
+}
+
+/// The environment variable of a `[binding]` key.
+fn binding_env(key: &str) -> String {
+    format!("LATCHKEY_BINDING_{}", key.to_ascii_uppercase())
+}
+
+fn bad_binding(key: &str, why: impl std::fmt::Display) -> anyhow::Error {
+    bad(&format!("binding.{key}"), &binding_env(key), why)
+}
+
+impl BindingServeConfig {
+    /// Resolve from flags (and their environment variables) over the file; the credential
+    /// from `credential_file` or [`BINDING_CREDENTIAL_ENV`].
+    pub fn resolve(o: &BindingOverrides, f: &FileConfig) -> anyhow::Result<Self> {
+        Self::resolve_with_env(o, f, std::env::var(BINDING_CREDENTIAL_ENV).ok())
+    }
+
+    fn resolve_with_env(
+        o: &BindingOverrides,
+        f: &FileConfig,
+        credential_env: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let b = &f.binding;
+        let pick = |flag: &Option<String>, file: &Option<String>| {
+            flag.clone()
+                .or_else(|| file.clone())
+                .filter(|v| !v.trim().is_empty())
+        };
+        let listen_text = pick(&o.listen, &b.listen).unwrap_or_else(|| "127.0.0.1:8081".into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            bad_binding(
+                "listen",
+                format!("{listen_text:?} is not an address like 127.0.0.1:8081"),
+            )
+        })?;
+        let identity_url = pick(&o.identity_url, &b.identity_url).ok_or_else(|| {
+            bad_binding(
+                "identity_url",
+                "missing: the identity service's base URL is required",
+            )
+        })?;
+
+        let credential_file = o
+            .credential_file
+            .clone()
+            .or_else(|| b.credential_file.clone());
+        let credential_env = credential_env.filter(|v| !v.trim().is_empty());
+        let from_env = credential_env.is_some();
+        let credential_text = match (credential_file, credential_env) {
+            (Some(_), Some(_)) => {
+                return Err(bad_binding(
+                    "credential_file",
+                    format!(
+                        "set either binding.credential_file or {BINDING_CREDENTIAL_ENV}, not both"
+                    ),
+                ));
+            }
+            (Some(file), None) => std::fs::read_to_string(&file).map_err(|e| {
+                bad_binding(
+                    "credential_file",
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?,
+            (None, Some(text)) => text,
+            (None, None) => {
+                return Err(bad_binding(
+                    "credential_file",
+                    format!(
+                        "missing: set binding.credential_file (a file holding ACCESS_KEY_ID:SECRET of a `binding` credential) or {BINDING_CREDENTIAL_ENV}"
+                    ),
+                ));
+            }
+        };
+        let credential =
+            latchkey_binding::BindingCredential::parse(&credential_text).map_err(|e| {
+                if from_env {
+                    anyhow!("invalid environment variable {BINDING_CREDENTIAL_ENV}: {e}")
+                } else {
+                    bad_binding("credential_file", e)
+                }
+            })?;
+        drop(zeroize::Zeroizing::new(credential_text));
+
+        let mut config = latchkey_binding::BindingConfig::new(identity_url, credential);
+        if let Some(signer) = pick(&o.alb_signer, &b.alb_signer) {
+            let mut alb = latchkey_binding::AlbConfig::new(signer);
+            if let Some(t) = pick(&o.alb_key_url_template, &b.alb_key_url_template) {
+                alb.key_url_template = t;
+            }
+            alb.region = pick(&o.alb_region, &b.alb_region);
+            alb.issuer = pick(&o.alb_issuer, &b.alb_issuer);
+            if let Some(l) = o.alb_leeway_seconds.or(b.alb_leeway_seconds) {
+                alb.leeway_seconds = l;
+            }
+            config.alb = Some(alb);
+        } else {
+            for (key, set) in [
+                (
+                    "alb_key_url_template",
+                    pick(&o.alb_key_url_template, &b.alb_key_url_template).is_some(),
+                ),
+                ("alb_region", pick(&o.alb_region, &b.alb_region).is_some()),
+                ("alb_issuer", pick(&o.alb_issuer, &b.alb_issuer).is_some()),
+                (
+                    "alb_leeway_seconds",
+                    o.alb_leeway_seconds.or(b.alb_leeway_seconds).is_some(),
+                ),
+            ] {
+                if set {
+                    return Err(bad_binding(key, "has no effect without binding.alb_signer"));
+                }
+            }
+        }
+        let oidc_issuer = pick(&o.oidc_issuer, &b.oidc_issuer);
+        let oidc_audience = pick(&o.oidc_audience, &b.oidc_audience);
+        let cookie = pick(&o.id_token_cookie, &b.id_token_cookie);
+        match (oidc_issuer, oidc_audience) {
+            (Some(issuer), Some(audience)) => {
+                let mut oidc = latchkey_binding::OidcConfig::new(issuer, audience);
+                oidc.cookie_name = cookie;
+                config.oidc = Some(oidc);
+            }
+            (Some(_), None) => {
+                return Err(bad_binding(
+                    "oidc_audience",
+                    "missing: binding.oidc_issuer needs binding.oidc_audience (the ID token's audience)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad_binding(
+                    "oidc_issuer",
+                    "missing: binding.oidc_audience needs binding.oidc_issuer",
+                ));
+            }
+            (None, None) if cookie.is_some() => {
+                return Err(bad_binding(
+                    "oidc_issuer",
+                    "missing: binding.id_token_cookie needs binding.oidc_issuer and binding.oidc_audience",
+                ));
+            }
+            (None, None) => {}
+        }
+        config.outbound.allow_private_addresses = o
+            .allow_private_addresses
+            .or(b.allow_private_addresses)
+            .unwrap_or(false);
+        config.validate().map_err(|e| match e.key {
+            // No user source at all: name both ways to configure one.
+            "alb_signer" if config.alb.is_none() => bad(
+                "binding.alb_signer",
+                "LATCHKEY_BINDING_ALB_SIGNER, or binding.oidc_issuer / LATCHKEY_BINDING_OIDC_ISSUER",
+                e.reason,
+            ),
+            key => bad_binding(key, e.reason),
+        })?;
+        Ok(Self {
+            listen,
+            binding: config,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod binding_tests {
+    use super::*;
+
+    fn overrides() -> BindingOverrides {
+        BindingOverrides {
+            listen: None,
+            identity_url: Some("http://127.0.0.1:8080".into()),
+            credential_file: None,
+            alb_signer: None,
+            alb_key_url_template: None,
+            alb_region: None,
+            alb_issuer: None,
+            alb_leeway_seconds: None,
+            oidc_issuer: None,
+            oidc_audience: None,
+            id_token_cookie: None,
+            allow_private_addresses: None,
+        }
+    }
+
+    const SIGNER: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/x/1";
+
+    fn resolve(o: &BindingOverrides, f: &FileConfig) -> anyhow::Result<BindingServeConfig> {
+        BindingServeConfig::resolve_with_env(o, f, Some("LKTEST:top-secret-value".into()))
+    }
+
+    #[test]
+    fn needs_a_user_source() {
+        let error = resolve(&overrides(), &FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("binding.alb_signer"), "{error}");
+        assert!(!error.contains("top-secret-value"));
+    }
+
+    #[test]
+    fn needs_a_credential() {
+        let mut o = overrides();
+        o.alb_signer = Some(SIGNER.into());
+        let error = BindingServeConfig::resolve_with_env(&o, &FileConfig::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("binding.credential_file"), "{error}");
+        assert!(error.contains(BINDING_CREDENTIAL_ENV), "{error}");
+    }
+
+    #[test]
+    fn flag_over_file_and_defaults() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [binding]
+            listen = "127.0.0.1:9000"
+            identity_url = "http://identity.internal:8080"
+            alb_signer = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/y/2"
+            oidc_issuer = "https://login.example.com"
+            oidc_audience = "app"
+            id_token_cookie = "id_token"
+            allow_private_addresses = true
+            "#,
+        )
+        .unwrap();
+        let mut o = overrides();
+        o.alb_signer = Some(SIGNER.into());
+        let c = resolve(&o, &file).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.binding.identity_url, "http://127.0.0.1:8080");
+        let alb = c.binding.alb.as_ref().unwrap();
+        assert_eq!(alb.signer_arn, SIGNER);
+        assert_eq!(alb.effective_region().as_deref(), Some("eu-west-1"));
+        let oidc = c.binding.oidc.as_ref().unwrap();
+        assert_eq!(oidc.cookie_name.as_deref(), Some("id_token"));
+        assert!(c.binding.outbound.allow_private_addresses);
+        assert!(!format!("{c:?}").contains("top-secret-value"));
+    }
+
+    #[test]
+    fn keys_are_named() {
+        let mut o = overrides();
+        o.oidc_issuer = Some("https://login.example.com".into());
+        let error = resolve(&o, &FileConfig::default()).unwrap_err().to_string();
+        assert!(error.contains("binding.oidc_audience"), "{error}");
+        let mut o = overrides();
+        o.alb_signer = Some(SIGNER.into());
+        o.alb_key_url_template = Some("https://keys.example.com/".into());
+        let error = resolve(&o, &FileConfig::default()).unwrap_err().to_string();
+        assert!(error.contains("binding.alb_key_url_template"), "{error}");
+        let mut o = overrides();
+        o.alb_region = Some("eu-west-1".into());
+        o.oidc_issuer = Some("https://login.example.com".into());
+        o.oidc_audience = Some("app".into());
+        let error = resolve(&o, &FileConfig::default()).unwrap_err().to_string();
+        assert!(error.contains("binding.alb_region"), "{error}");
+        let mut o = overrides();
+        o.alb_signer = Some(SIGNER.into());
+        o.identity_url = None;
+        let error = resolve(&o, &FileConfig::default()).unwrap_err().to_string();
+        assert!(error.contains("binding.identity_url"), "{error}");
+        let error = BindingServeConfig::resolve_with_env(
+            &{
+                let mut o = overrides();
+                o.alb_signer = Some(SIGNER.into());
+                o
+            },
+            &FileConfig::default(),
+            Some("no-colon-top-secret".into()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains(BINDING_CREDENTIAL_ENV), "{error}");
+        assert!(!error.contains("top-secret"), "{error}");
     }
 }

@@ -50,6 +50,9 @@ enum Command {
 enum Service {
     /// The identity service: AgentCore-compatible control and data planes.
     Identity(ServeOverrides),
+    /// The session binding service: binds an OAuth consent to the signed-in browser user
+    /// (`GET /oauth2/session-binding?session_id=…`) via `CompleteResourceTokenAuth`.
+    Binding(config::BindingOverrides),
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +66,54 @@ enum AdminCommand {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Grants in the token vault (never their tokens).
+    Grants {
+        #[command(subcommand)]
+        command: GrantsCommand,
+    },
+    /// The key-encryption key that seals every stored secret: status and online rotation.
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GrantsCommand {
+    /// List grants, one JSON object per line: workload, user, provider, scopes, expiry, state.
+    List {
+        #[arg(long)]
+        workload: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
+    /// Revoke a grant: at the provider (RFC 7009, when it has a revocation endpoint), then here.
+    Revoke {
+        #[arg(long)]
+        workload: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        provider: String,
+        #[command(flatten)]
+        serve: Box<ServeOverrides>,
+    },
+    /// Benchmarks only: insert COUNT synthetic grants (users PREFIX0…) with sealed dummy tokens.
+    Seed {
+        #[arg(long)]
+        workload: String,
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value = "seed-user-")]
+        user_prefix: String,
+        /// Space-separated granted scopes.
+        #[arg(long, default_value = "")]
+        scopes: String,
     },
 }
 
@@ -127,7 +178,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             service: Service::Identity(o),
         } => serve_identity(&storage, &file, &o).await,
-        Command::Admin { command } => admin(&storage, command).await,
+        Command::Serve {
+            service: Service::Binding(o),
+        } => serve_binding(&file, &o).await,
+        Command::Admin { command } => admin(&storage, &file, command).await,
     }
 }
 
@@ -149,7 +203,7 @@ fn init_logging(storage: &StorageConfig) -> anyhow::Result<()> {
 /// Open (creating on first start) the data directory, key file and store.
 async fn open_storage(storage: &StorageConfig) -> anyhow::Result<(Store, Arc<dyn KeyProvider>)> {
     keyfile::ensure_private_dir(&storage.data_dir)?;
-    let keys = keyfile::load_or_create(&storage.key_file)?;
+    let keys = keyfile::ReloadingKeyProvider::open(&storage.key_file)?;
     let store = Store::connect(&storage.database_url)
         .await
         .with_context(|| {
@@ -180,6 +234,9 @@ async fn serve_identity(
     config.arn = serve.arn.clone();
     config.wat_ttl_seconds = serve.wat_ttl_seconds;
     config.cache_ttl = Duration::from_secs(serve.cache_ttl_seconds);
+    config.session_ttl_secs = serve.session_ttl_seconds;
+    config.refresh_lease_ms = serve.refresh_lease_seconds * 1000;
+    config.default_token_lifetime_secs = serve.default_token_lifetime_seconds;
     config.inbound_issuers = serve.inbound_issuers.clone();
     config.outbound = OutboundPolicy {
         allow_private_addresses: serve.allow_private_addresses,
@@ -199,6 +256,31 @@ async fn serve_identity(
     state.audit.flush().await;
     state.store.close().await;
     tracing::info!("identity service stopped");
+    Ok(())
+}
+
+async fn serve_binding(file: &FileConfig, o: &config::BindingOverrides) -> anyhow::Result<()> {
+    let serve = config::BindingServeConfig::resolve(o, file)?;
+    let sources = match (&serve.binding.alb, &serve.binding.oidc) {
+        (Some(_), Some(_)) => "alb+oidc",
+        (Some(_), None) => "alb",
+        _ => "oidc",
+    };
+    let identity_url = serve.binding.identity_url.clone();
+    let access_key_id = serve.binding.credential.access_key_id().to_string();
+    let state = latchkey_binding::BindingState::new(serve.binding, Arc::new(SystemClock))
+        .map_err(|e| anyhow!("{e}"))?;
+    let listener = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(%identity_url, sources, %access_key_id, "session binding service starting");
+    println!("latchkey binding listening on http://{bound}");
+    std::io::stdout().flush()?;
+    axum::serve(listener, latchkey_binding::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("session binding service stopped");
     Ok(())
 }
 
@@ -242,7 +324,11 @@ fn new_secret() -> anyhow::Result<zeroize::Zeroizing<String>> {
     ))
 }
 
-async fn admin(storage: &StorageConfig, command: AdminCommand) -> anyhow::Result<()> {
+async fn admin(
+    storage: &StorageConfig,
+    file: &FileConfig,
+    command: AdminCommand,
+) -> anyhow::Result<()> {
     let (store, keys) = open_storage(storage).await?;
     let clock = SystemClock;
     match command {
@@ -353,6 +439,298 @@ async fn admin(storage: &StorageConfig, command: AdminCommand) -> anyhow::Result
         } => {
             for e in store.list_audit(limit.clamp(1, 100_000)).await? {
                 println!("{}", serde_json::to_string(&e)?);
+            }
+        }
+        AdminCommand::Grants { command } => grants(store, keys, file, command).await?,
+        AdminCommand::Vault { command } => vault_admin(storage, &store, command).await?,
+    }
+    Ok(())
+}
+
+async fn grants(
+    store: Store,
+    keys: Arc<dyn KeyProvider>,
+    file: &FileConfig,
+    command: GrantsCommand,
+) -> anyhow::Result<()> {
+    let clock = SystemClock;
+    match command {
+        GrantsCommand::List {
+            workload,
+            user,
+            limit,
+        } => {
+            let mut after: Option<latchkey_store::GrantKey> = None;
+            let mut left = limit.clamp(1, 10_000_000);
+            while left > 0 {
+                let page = store
+                    .list_grants(
+                        workload.as_deref(),
+                        user.as_deref(),
+                        after.as_ref(),
+                        left.min(1000),
+                    )
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.key.clone());
+                left -= page.len() as i64;
+                for g in &page {
+                    let state = if g.needs_consent {
+                        "needs-consent"
+                    } else if g.expires_ms <= clock.now_ms() {
+                        if g.refresh_envelope.is_some() {
+                            "expired-refreshable"
+                        } else {
+                            "expired"
+                        }
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "workload": g.key.workload,
+                            "user": g.key.user_id,
+                            "provider": g.key.provider,
+                            "scopes": g.scopes,
+                            "resources": g.resources,
+                            "expiresTime": g.expires_ms / 1000,
+                            "hasRefreshToken": g.refresh_envelope.is_some(),
+                            "state": state,
+                            "updatedTime": g.updated_ms / 1000,
+                        })
+                    );
+                }
+            }
+        }
+        GrantsCommand::Revoke {
+            workload,
+            user,
+            provider,
+            serve,
+        } => {
+            let serve = ServeConfig::resolve(&serve, file)?;
+            let mut config = ServiceConfig::new("http://127.0.0.1");
+            config.arn = serve.arn.clone();
+            config.outbound = OutboundPolicy {
+                allow_private_addresses: serve.allow_private_addresses,
+                request_timeout: Duration::from_millis(serve.outbound_timeout_ms),
+                max_response_bytes: serve.outbound_max_response_bytes,
+                ..OutboundPolicy::default()
+            };
+            let state = AppState::start(config, store.clone(), keys, Arc::new(SystemClock)).await?;
+            let key = latchkey_store::GrantKey {
+                workload,
+                user_id: user,
+                provider,
+            };
+            let report = latchkey_identity::vault::revoke_grant(&state, &key)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            let mut event = latchkey_identity::audit::event(
+                clock.now_ms(),
+                None,
+                "RevokeGrant",
+                latchkey_core::audit::Outcome::Success,
+            );
+            event.workload = Some(key.workload.clone());
+            event.user_id = Some(key.user_id.clone());
+            event.target = Some(key.provider.clone());
+            event.detail = serde_json::json!({"via": "cli", "revokedAtProvider": report.revoked_at_provider, "providerErrors": report.provider_errors});
+            store.append_audit(&[event]).await?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        GrantsCommand::Seed {
+            workload,
+            provider,
+            count,
+            user_prefix,
+            scopes,
+        } => {
+            if store.find_oauth2_provider(&provider).await?.is_none() {
+                return Err(anyhow!("no OAuth2 credential provider {provider:?}"));
+            }
+            let scopes: Vec<String> = scopes.split_whitespace().map(str::to_string).collect();
+            let expires_ms = clock.now_ms() + 86_400_000;
+            let mut batch = Vec::with_capacity(1000);
+            for i in 0..count {
+                let key = latchkey_store::GrantKey {
+                    workload: workload.clone(),
+                    user_id: format!("{user_prefix}{i}"),
+                    provider: provider.clone(),
+                };
+                let token = format!("seeded-access-token-{i}");
+                let access_envelope = crypto::encrypt(
+                    keys.as_ref(),
+                    latchkey_identity::vault::grant_aad(&key, "access").as_bytes(),
+                    token.as_bytes(),
+                )
+                .await?;
+                batch.push((
+                    key,
+                    latchkey_store::GrantTokens {
+                        scopes: scopes.clone(),
+                        resources: vec![],
+                        token_type: "Bearer".into(),
+                        access_envelope,
+                        refresh_envelope: None,
+                        expires_ms,
+                    },
+                ));
+                if batch.len() == 1000 || i + 1 == count {
+                    store.seed_grants(&batch, clock.now_ms()).await?;
+                    batch.clear();
+                }
+            }
+            println!(
+                "{}",
+                serde_json::json!({"seeded": count, "grants": store.count_grants().await?})
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+enum VaultCommand {
+    /// Rotate the key-encryption key while servers run: add a new active key to the key
+    /// file, wait for running servers to pick it up, re-wrap every stored envelope under
+    /// it, then remove keys no envelope uses any more. Prints a JSON report.
+    RotateKey {
+        /// Seconds to wait after writing the new key before re-wrapping, so every running
+        /// server has reloaded the key file (they check it every 2 s) and stopped sealing
+        /// with the old key. Longer than your slowest request.
+        #[arg(long, default_value_t = 10)]
+        grace_seconds: u64,
+        /// Keep every old key in the key file, even unused ones.
+        #[arg(long)]
+        no_retire: bool,
+    },
+    /// JSON: the active key id, the key ids in the key file, envelopes per key id.
+    Status,
+}
+
+/// Re-wrap passes while rows keep changing under us (a live server rewrote them).
+const MAX_REWRAP_PASSES: u32 = 3;
+
+async fn vault_admin(
+    storage: &StorageConfig,
+    store: &Store,
+    command: VaultCommand,
+) -> anyhow::Result<()> {
+    use latchkey_identity::rotation;
+    let path = &storage.key_file;
+    match command {
+        VaultCommand::Status => {
+            let keys = keyfile::load(path)?;
+            let usage = rotation::key_usage_by_column(store).await?;
+            let missing: Vec<&String> = usage.total.keys().filter(|id| !keys.has_key(id)).collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "activeKeyId": keys.active_key_id(),
+                    "keyIds": keys.key_ids(),
+                    "envelopesByKeyId": usage.total,
+                    "columns": usage.columns,
+                    "malformedEnvelopes": usage.malformed,
+                    "keyIdsMissingFromKeyFile": missing,
+                })
+            );
+        }
+        VaultCommand::RotateKey {
+            grace_seconds,
+            no_retire,
+        } => {
+            let clock = SystemClock;
+            let _lock = keyfile::RotationLock::acquire(path)?;
+            // (a) A new active key; the old ones stay for opening.
+            let mut keys = keyfile::load(path)?;
+            let previous = keys.active_key_id();
+            let active = keys.rotate()?;
+            keyfile::write_atomic(path, &keys)?;
+            eprintln!(
+                "latchkey: new active key-encryption key {active} written to {}; waiting {grace_seconds} s for running servers to reload it",
+                path.display()
+            );
+            // (b) Servers seal with the old key until they notice the new file.
+            tokio::time::sleep(Duration::from_secs(grace_seconds)).await;
+            // (c) Re-wrap; rows a server changed meanwhile are left to the next pass.
+            let mut report = rotation::RewrapReport::default();
+            let mut passes = 0;
+            loop {
+                passes += 1;
+                let pass = rotation::rewrap_all(store, &keys).await?;
+                report.merge(&pass);
+                if pass.total.skipped_changed == 0 || passes >= MAX_REWRAP_PASSES {
+                    break;
+                }
+            }
+            // (d) Keys no envelope uses any more leave the file.
+            let usage = rotation::key_usage_by_column(store).await?;
+            let mut retired = vec![];
+            if !no_retire {
+                // Re-read: whatever is in the file now is what we edit.
+                let mut current = keyfile::load(path)?;
+                let current_active = current.active_key_id();
+                for id in current.key_ids() {
+                    if id != current_active && !usage.total.contains_key(&id) {
+                        current.retire(&id)?;
+                        retired.push(id);
+                    }
+                }
+                if !retired.is_empty() {
+                    keyfile::write_atomic(path, &current)?;
+                }
+            }
+            let file_ids = keyfile::load(path)?.key_ids();
+            let in_use: std::collections::BTreeMap<&String, &u64> = usage
+                .total
+                .iter()
+                .filter(|(id, _)| **id != active)
+                .collect();
+            let missing: Vec<&String> = usage
+                .total
+                .keys()
+                .filter(|id| !file_ids.contains(id))
+                .collect();
+            let mut event = latchkey_identity::audit::event(
+                clock.now_ms(),
+                None,
+                "RotateKeyEncryptionKey",
+                latchkey_core::audit::Outcome::Success,
+            );
+            event.target = Some(active.clone());
+            event.detail = serde_json::json!({
+                "via": "cli",
+                "previousKeyId": previous,
+                "activeKeyId": active,
+                "passes": passes,
+                "rewrap": report.total,
+                "retiredKeyIds": retired,
+                "oldKeysStillInUse": in_use,
+            });
+            store.append_audit(&[event]).await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "activeKeyId": active,
+                    "previousKeyId": previous,
+                    "graceSeconds": grace_seconds,
+                    "passes": passes,
+                    "rewrap": report,
+                    "envelopesByKeyId": usage.total,
+                    "malformedEnvelopes": usage.malformed,
+                    "retiredKeyIds": retired,
+                    "oldKeysStillInUse": in_use,
+                    "keyIdsMissingFromKeyFile": missing,
+                    "keyIds": file_ids,
+                })
+            );
+            if report.total.failed > 0 {
+                eprintln!(
+                    "latchkey: {} envelope(s) could not be re-wrapped (see the warnings above); their keys were kept",
+                    report.total.failed
+                );
             }
         }
     }

@@ -9,12 +9,16 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use latchkey_core::ApiError;
-use latchkey_core::audit::{AuditEvent, Outcome};
+use latchkey_core::audit::AuditEvent;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
 mod records;
+mod rewrap;
+mod vault;
 pub use records::*;
+pub use rewrap::*;
+pub use vault::*;
 
 /// Storage failures, mapped onto API errors by [`From<StoreError> for ApiError`].
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,9 @@ impl From<StoreError> for ApiError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The most events one audit block holds.
+pub const AUDIT_BLOCK_MAX: usize = 1024;
 
 /// Which database is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,6 +400,22 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         found(done)?;
+        // A deleted workload or provider takes its grants and sessions with it.
+        let owner = match table {
+            "workload_identities" => Some("workload"),
+            "oauth2_providers" => Some("provider"),
+            _ => None,
+        };
+        if let Some(column) = owner {
+            for dependent in ["grants", "auth_sessions"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {dependent} WHERE {column} = $1"
+                )))
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         sqlx::query("DELETE FROM tags WHERE resource_arn = $1")
             .bind(arn)
             .execute(&mut *tx)
@@ -494,97 +517,60 @@ impl Store {
 
     // ------------------------------------------------------------------------ audit
 
-    /// Append events in order, in one transaction, many rows per statement. Statements come
-    /// in three fixed sizes (64, 8 and 1 rows) so each connection caches at most three
-    /// prepared audit statements.
+    /// Append events in order, as one block (one row, the events as a JSON array). Large
+    /// batches are split into blocks of at most [`AUDIT_BLOCK_MAX`] events.
     pub async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
-        if events.is_empty() {
-            return Ok(());
+        for block in events.chunks(AUDIT_BLOCK_MAX) {
+            let (Some(first), Some(last)) = (block.first(), block.last()) else {
+                continue;
+            };
+            let json = serde_json::to_string(block)
+                .map_err(|e| StoreError::Database(format!("cannot encode audit events: {e}")))?;
+            sqlx::query("INSERT INTO audit_blocks (first_time_ms, last_time_ms, event_count, events) VALUES ($1, $2, $3, $4)")
+                .bind(first.time_ms)
+                .bind(last.time_ms)
+                .bind(block.len() as i64)
+                .bind(json)
+                .execute(&self.pool)
+                .await?;
         }
-        let mut tx = self.pool.begin().await?;
-        let mut rest = events;
-        while !rest.is_empty() {
-            let size = [64, 8, 1]
-                .into_iter()
-                .find(|&n| rest.len() >= n)
-                .unwrap_or(1);
-            let (chunk, tail) = rest.split_at(size);
-            rest = tail;
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(self.audit_insert_sql(size)));
-            for e in chunk {
-                query = query
-                    .bind(e.id.as_str())
-                    .bind(e.time_ms)
-                    .bind(e.caller.as_deref())
-                    .bind(e.role.as_deref())
-                    .bind(e.workload.as_deref())
-                    .bind(e.user_id.as_deref())
-                    .bind(e.action.as_str())
-                    .bind(e.target.as_deref())
-                    .bind(e.outcome.as_str())
-                    .bind(e.detail.to_string());
-            }
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
         Ok(())
-    }
-
-    /// `INSERT … VALUES (…), (…)` for `rows` rows. Only placeholders are generated; every
-    /// value is bound. SQLite gets anonymous `?` parameters: sqlx resolves named `$N` ones
-    /// with a linear scan each, which is quadratic over a large statement.
-    fn audit_insert_sql(&self, rows: usize) -> String {
-        const COLUMNS: usize = 10;
-        let mut sql = String::from(
-            "INSERT INTO audit_events (id, time_ms, caller, role, workload, user_id, action, target, outcome, detail) VALUES ",
-        );
-        for row in 0..rows {
-            sql.push_str(if row == 0 { "(" } else { ", (" });
-            for col in 0..COLUMNS {
-                if col > 0 {
-                    sql.push_str(", ");
-                }
-                match self.backend {
-                    Backend::Sqlite => sql.push('?'),
-                    Backend::Postgres => sql.push_str(&format!("${}", row * COLUMNS + col + 1)),
-                }
-            }
-            sql.push(')');
-        }
-        sql
     }
 
     /// The most recent events, oldest first.
     pub async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEvent>> {
-        let rows = sqlx::query(
-            "SELECT id, time_ms, caller, role, workload, user_id, action, target, outcome, detail FROM \
-             (SELECT * FROM audit_events ORDER BY seq DESC LIMIT $1) recent ORDER BY seq",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let outcome: String = r.try_get(8)?;
-                let detail: String = r.try_get(9)?;
-                Ok(AuditEvent {
-                    id: r.try_get(0)?,
-                    time_ms: r.try_get(1)?,
-                    caller: r.try_get(2)?,
-                    role: r.try_get(3)?,
-                    workload: r.try_get(4)?,
-                    user_id: r.try_get(5)?,
-                    action: r.try_get(6)?,
-                    target: r.try_get(7)?,
-                    outcome: match outcome.as_str() {
-                        "success" => Outcome::Success,
-                        "denied" => Outcome::Denied,
-                        _ => Outcome::Failed,
-                    },
-                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-                })
-            })
-            .collect()
+        let limit = usize::try_from(limit.max(0)).unwrap_or(usize::MAX);
+        let mut blocks: Vec<Vec<AuditEvent>> = Vec::new();
+        let mut have = 0usize;
+        let mut before = i64::MAX;
+        // Newest blocks first until there are enough events.
+        while have < limit {
+            let rows = sqlx::query(
+                "SELECT seq, events FROM audit_blocks WHERE seq < $1 ORDER BY seq DESC LIMIT 64",
+            )
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for r in &rows {
+                before = r.try_get(0)?;
+                let text: String = r.try_get(1)?;
+                let events: Vec<AuditEvent> = serde_json::from_str(&text).map_err(|e| {
+                    StoreError::Database(format!("corrupt audit block {before}: {e}"))
+                })?;
+                have += events.len();
+                blocks.push(events);
+                if have >= limit {
+                    break;
+                }
+            }
+        }
+        let mut out: Vec<AuditEvent> = blocks.into_iter().rev().flatten().collect();
+        let skip = out.len().saturating_sub(limit);
+        out.drain(..skip);
+        Ok(out)
     }
 }
 
@@ -608,7 +594,7 @@ async fn put_tags(
 }
 
 /// An UPDATE/DELETE by key that touched no row means the row does not exist.
-fn found(done: sqlx::any::AnyQueryResult) -> StoreResult<()> {
+pub(crate) fn found(done: sqlx::any::AnyQueryResult) -> StoreResult<()> {
     if done.rows_affected() == 0 {
         Err(StoreError::NotFound)
     } else {
@@ -616,6 +602,6 @@ fn found(done: sqlx::any::AnyQueryResult) -> StoreResult<()> {
     }
 }
 
-fn json_list(items: &[String]) -> String {
+pub(crate) fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }

@@ -1,0 +1,24 @@
+//! The session binding service (`latchkey serve binding`).
+//!
+//! After the user consents at a third-party provider, the identity service redirects the
+//! browser to `GET /oauth2/session-binding?session_id=<sessionUri>`. This service, behind
+//! the same login as the application, finds out who the signed-in browser user is — from
+//! the load balancer's signed `x-amzn-oidc-data` header ([`alb`]) or from the user's OIDC
+//! ID token (`Authorization: Bearer` or a cookie, verified by
+//! `latchkey_identity::inbound`) — and calls the identity service's
+//! `CompleteResourceTokenAuth` with its own `binding` credential ([`upstream`]), so the
+//! identity service can check that this user is the user who started the flow. It never
+//! sees tokens of the third-party provider; it answers with one of a few fixed HTML pages
+//! ([`pages`]) that reflect nothing from the request.
+//!
+//! `app(state)` builds the router, so tests and `latchkey dev` can mount it without a
+//! socket.
+
+pub mod alb;
+pub mod app;
+pub mod config;
+pub mod pages;
+pub mod upstream;
+
+pub use app::{BindingState, StartError, app};
+pub use config::{AlbConfig, BindingConfig, BindingCredential, ConfigError, OidcConfig};

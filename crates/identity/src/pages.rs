@@ -1,0 +1,112 @@
+//! The few HTML pages the identity service shows a browser (during the OAuth redirects).
+//! Fixed text only: nothing from the request is reflected. Strict CSP, no caching, no
+//! framing, no referrer (authorization URLs carry a `request_uri`).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+const CSP: &str = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Headers every browser-facing answer carries.
+pub(crate) fn harden(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    r
+}
+
+/// A page with a fixed title and message.
+pub(crate) fn page(status: StatusCode, title: &'static str, message: &'static str) -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body><h1>{title}</h1><p>{message}</p></body></html>"
+    );
+    harden(
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+    )
+}
+
+/// A redirect (302) with the page headers.
+pub(crate) fn redirect(to: &str) -> Response {
+    harden(Redirect::to(to).into_response())
+}
+
+/// The reasons a browser step fails, each with its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BrowserError {
+    BadRequest,
+    UnknownSession,
+    Expired,
+    AlreadyUsed,
+    WrongProvider,
+    IssuerMismatch,
+    Unavailable,
+}
+
+impl BrowserError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "malformed request",
+            Self::UnknownSession => "unknown authorization session or state",
+            Self::Expired => "authorization session expired",
+            Self::AlreadyUsed => "authorization session already used",
+            Self::WrongProvider => "state belongs to another provider's session",
+            Self::IssuerMismatch => "the authorization response came from another issuer",
+            Self::Unavailable => "service unavailable",
+        }
+    }
+}
+
+impl IntoResponse for BrowserError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::BadRequest => page(
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                "This sign-in link is not valid. Start again from the application.",
+            ),
+            Self::UnknownSession => page(
+                StatusCode::NOT_FOUND,
+                "Unknown sign-in",
+                "This sign-in link is unknown or was already used. Start again from the application.",
+            ),
+            Self::Expired => page(
+                StatusCode::GONE,
+                "Sign-in expired",
+                "This sign-in link has expired. Start again from the application.",
+            ),
+            Self::AlreadyUsed => page(
+                StatusCode::CONFLICT,
+                "Sign-in already used",
+                "This sign-in link was already used. Start again from the application.",
+            ),
+            Self::WrongProvider | Self::IssuerMismatch => page(
+                StatusCode::BAD_REQUEST,
+                "Sign-in refused",
+                "The answer from the provider does not belong to this sign-in. Nothing was stored. Start again from the application.",
+            ),
+            Self::Unavailable => page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "The service is temporarily unavailable. Reload this page in a moment.",
+            ),
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Rotation of the key-encryption key (KEK): re-wrap every stored envelope under the
+//! provider's active key, and count which keys the stored envelopes still use.
+//!
+//! Each envelope's data key is opened with the key named in the envelope and sealed again
+//! under the active key (`crypto::rewrap`); the secret itself is never decrypted. Rows are
+//! replaced with a compare-and-set, so a row a live server changed in the meantime keeps
+//! the server's value (it was sealed under the key that server had at that moment; the
+//! next pass or [`key_usage`] shows it).
+
+use std::collections::BTreeMap;
+
+use latchkey_core::crypto::{self, KeyProvider};
+use latchkey_store::{EnvelopeColumn, GrantKey, Store, StoreError};
+use serde::Serialize;
+
+/// Rows re-wrapped per page.
+const PAGE: i64 = 500;
+
+/// The associated data an envelope of `column` in the row `key` was sealed with — the same
+/// strings the handlers use. `None` when `key` does not have the column's shape.
+pub fn envelope_aad(column: EnvelopeColumn, key: &[String]) -> Option<String> {
+    Some(match (column, key) {
+        (EnvelopeColumn::CredentialSecret, [id]) => crate::auth::credential_aad(id),
+        (EnvelopeColumn::Oauth2ProviderSecret, [name]) => crate::providers::provider_aad(name),
+        (EnvelopeColumn::ApiKeyProviderSecret, [name]) => crate::control::api_key_aad(name),
+        (EnvelopeColumn::SigningKeyPrivate, [kid]) => crate::state::signing_key_aad(kid),
+        (EnvelopeColumn::SessionSecrets, [id]) => crate::flows::session_aad(id),
+        (EnvelopeColumn::SessionCode, [id]) => crate::flows::code_aad(id),
+        (EnvelopeColumn::GrantAccess | EnvelopeColumn::GrantRefresh, [w, u, p]) => {
+            let part = if column == EnvelopeColumn::GrantAccess {
+                "access"
+            } else {
+                "refresh"
+            };
+            crate::vault::grant_aad(
+                &GrantKey {
+                    workload: w.clone(),
+                    user_id: u.clone(),
+                    provider: p.clone(),
+                },
+                part,
+            )
+        }
+        _ => return None,
+    })
+}
+
+/// What a re-wrap pass did to one column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ColumnReport {
+    /// Non-NULL envelopes read.
+    pub scanned: u64,
+    /// Re-wrapped under the active key and stored.
+    pub rewrapped: u64,
+    /// Already under the active key.
+    pub already_current: u64,
+    /// Changed by someone else between read and write: left as that writer stored it.
+    pub skipped_changed: u64,
+    /// Could not be re-wrapped (unknown key, wrong binding, malformed): left untouched.
+    pub failed: u64,
+}
+
+impl ColumnReport {
+    fn add(&mut self, other: &ColumnReport) {
+        self.scanned += other.scanned;
+        self.rewrapped += other.rewrapped;
+        self.already_current += other.already_current;
+        self.skipped_changed += other.skipped_changed;
+        self.failed += other.failed;
+    }
+}
+
+/// What [`rewrap_all`] did, per column (`table.column`) and in total.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RewrapReport {
+    pub active_key_id: String,
+    pub columns: BTreeMap<String, ColumnReport>,
+    pub total: ColumnReport,
+}
+
+impl RewrapReport {
+    /// Fold another pass into this report.
+    pub fn merge(&mut self, other: &RewrapReport) {
+        self.active_key_id.clone_from(&other.active_key_id);
+        for (name, c) in &other.columns {
+            self.columns.entry(name.clone()).or_default().add(c);
+        }
+        self.total.add(&other.total);
+    }
+}
+
+/// Re-wrap every envelope in storage under `keys`' active key. Storage errors abort (the
+/// pass can simply be run again); envelopes that cannot be re-wrapped are counted as
+/// failed and logged (without any secret), and the pass goes on.
+pub async fn rewrap_all(store: &Store, keys: &dyn KeyProvider) -> Result<RewrapReport, StoreError> {
+    let mut report = RewrapReport {
+        active_key_id: keys.active_key_id(),
+        ..RewrapReport::default()
+    };
+    for column in EnvelopeColumn::ALL {
+        let c = rewrap_column(store, keys, column).await?;
+        report.total.add(&c);
+        report.columns.insert(column.name().to_string(), c);
+    }
+    Ok(report)
+}
+
+/// Re-wrap one column (see [`rewrap_all`]).
+pub async fn rewrap_column(
+    store: &Store,
+    keys: &dyn KeyProvider,
+    column: EnvelopeColumn,
+) -> Result<ColumnReport, StoreError> {
+    let mut report = ColumnReport::default();
+    let mut after: Option<Vec<String>> = None;
+    loop {
+        let page = store.list_envelopes(column, after.as_deref(), PAGE).await?;
+        for row in &page {
+            report.scanned += 1;
+            let Some(aad) = envelope_aad(column, &row.key) else {
+                report.failed += 1;
+                tracing::warn!(
+                    column = column.name(),
+                    "unexpected primary key shape; envelope left as is"
+                );
+                continue;
+            };
+            match crypto::rewrap(keys, aad.as_bytes(), &row.envelope).await {
+                Ok(None) => report.already_current += 1,
+                Ok(Some(new)) => {
+                    if store
+                        .replace_envelope(column, &row.key, &row.envelope, &new)
+                        .await?
+                    {
+                        report.rewrapped += 1;
+                    } else {
+                        report.skipped_changed += 1;
+                    }
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::warn!(
+                        column = column.name(),
+                        row = %describe_row(column, &row.key),
+                        error = %e,
+                        "could not re-wrap an envelope; left as is"
+                    );
+                }
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 == PAGE => after = Some(last.key.clone()),
+            _ => break,
+        }
+    }
+    Ok(report)
+}
+
+/// A row's key for logs. Session ids are part of a user's authorization URL: not logged.
+fn describe_row(column: EnvelopeColumn, key: &[String]) -> String {
+    match column {
+        EnvelopeColumn::SessionSecrets | EnvelopeColumn::SessionCode => "(session)".into(),
+        _ => serde_json::to_string(key).unwrap_or_default(),
+    }
+}
+
+/// Envelopes per key id, per column and in total.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyUsage {
+    /// Key id → number of envelopes sealed under it, all columns.
+    pub total: BTreeMap<String, u64>,
+    /// `table.column` → key id → count.
+    pub columns: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Envelopes whose header does not parse (they use no key).
+    pub malformed: u64,
+}
+
+/// Envelopes per key id across every envelope column (a full scan).
+pub async fn key_usage(store: &Store) -> Result<BTreeMap<String, u64>, StoreError> {
+    Ok(key_usage_by_column(store).await?.total)
+}
+
+/// [`key_usage`], with the per-column breakdown and the malformed count.
+pub async fn key_usage_by_column(store: &Store) -> Result<KeyUsage, StoreError> {
+    let mut usage = KeyUsage::default();
+    for column in EnvelopeColumn::ALL {
+        let count = store.count_envelopes_by_key(column).await?;
+        for (id, n) in &count.by_key {
+            *usage.total.entry(id.clone()).or_default() += n;
+        }
+        usage.malformed += count.malformed;
+        usage
+            .columns
+            .insert(column.name().to_string(), count.by_key);
+    }
+    Ok(usage)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use latchkey_core::crypto::FileKeyProvider;
+    use latchkey_store::{CredentialRecord, GrantTokens};
+
+    #[test]
+    fn aad_per_column() {
+        let k = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            envelope_aad(EnvelopeColumn::CredentialSecret, &k(&["LKA"])).unwrap(),
+            "credential:LKA"
+        );
+        assert_eq!(
+            envelope_aad(EnvelopeColumn::Oauth2ProviderSecret, &k(&["gh"])).unwrap(),
+            "oauth2-provider:gh"
+        );
+        assert_eq!(
+            envelope_aad(EnvelopeColumn::ApiKeyProviderSecret, &k(&["k"])).unwrap(),
+            "apikey-provider:k"
+        );
+        assert_eq!(
+            envelope_aad(EnvelopeColumn::SigningKeyPrivate, &k(&["wat-1"])).unwrap(),
+            "signing-key:wat-1"
+        );
+        assert_eq!(
+            envelope_aad(EnvelopeColumn::SessionSecrets, &k(&["s"])).unwrap(),
+            "auth-session:s"
+        );
+        assert_eq!(
+            envelope_aad(EnvelopeColumn::SessionCode, &k(&["s"])).unwrap(),
+            "auth-session-code:s"
+        );
+        assert_eq!(
+            envelope_aad(EnvelopeColumn::GrantRefresh, &k(&["w", "u", "p"])).unwrap(),
+            r#"grant:["w","u","p"]:refresh"#
+        );
+        assert!(envelope_aad(EnvelopeColumn::GrantAccess, &k(&["w"])).is_none());
+    }
+
+    #[tokio::test]
+    async fn rewrap_all_moves_everything_to_the_active_key() {
+        let dir = std::env::temp_dir().join(format!(
+            "latchkey-rotation-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::connect(&format!("sqlite://{}?mode=rwc", dir.join("t.db").display()))
+            .await
+            .unwrap();
+        let mut keys = FileKeyProvider::generate().unwrap();
+        let old = keys.active_key_id();
+        let cred_env = crypto::encrypt(&keys, b"credential:LK1", b"secret")
+            .await
+            .unwrap();
+        store
+            .create_credential(&CredentialRecord {
+                access_key_id: "LK1".into(),
+                role: "admin".into(),
+                secret_envelope: cred_env,
+                description: None,
+                created_ms: 1,
+                revoked_ms: None,
+            })
+            .await
+            .unwrap();
+        let gk = GrantKey {
+            workload: "w".into(),
+            user_id: "u".into(),
+            provider: "p".into(),
+        };
+        let access = crypto::encrypt(
+            &keys,
+            crate::vault::grant_aad(&gk, "access").as_bytes(),
+            b"at",
+        )
+        .await
+        .unwrap();
+        // A refresh envelope sealed for another record: it must fail, not be laundered.
+        let misplaced = crypto::encrypt(&keys, b"grant:elsewhere", b"rt")
+            .await
+            .unwrap();
+        store
+            .put_grant(
+                &gk,
+                &GrantTokens {
+                    scopes: vec![],
+                    resources: vec![],
+                    token_type: "Bearer".into(),
+                    access_envelope: access,
+                    refresh_envelope: Some(misplaced),
+                    expires_ms: 1,
+                },
+                1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(key_usage(&store).await.unwrap().get(&old), Some(&3));
+
+        let new = keys.rotate().unwrap();
+        let report = rewrap_all(&store, &keys).await.unwrap();
+        assert_eq!(report.active_key_id, new);
+        assert_eq!(report.total.scanned, 3);
+        assert_eq!(report.total.rewrapped, 2);
+        assert_eq!(report.total.failed, 1);
+        assert_eq!(report.columns["grants.refresh_envelope"].failed, 1);
+        let usage = key_usage_by_column(&store).await.unwrap();
+        assert_eq!(usage.total.get(&new), Some(&2));
+        assert_eq!(usage.total.get(&old), Some(&1));
+
+        // A second pass finds nothing more to do; the data still opens.
+        let again = rewrap_all(&store, &keys).await.unwrap();
+        assert_eq!(again.total.already_current, 2);
+        assert_eq!(again.total.rewrapped, 0);
+        let c = store.find_credential("LK1").await.unwrap().unwrap();
+        assert_eq!(
+            &*crypto::decrypt(&keys, b"credential:LK1", &c.secret_envelope)
+                .await
+                .unwrap(),
+            b"secret"
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,518 @@
+//! The token vault: grants per (workload, user, provider), sealed with associated data
+//! naming the grant; read with on-demand refresh that happens **once** per grant at a time
+//! across every replica sharing the database; client-credentials tokens cached per replica.
+//!
+//! Refresh, in order: one task per grant per replica (an in-process lock), then one
+//! replica per grant (a lease row in the database, taken by compare-and-set on the grant's
+//! `version`, which is also the fencing token of the write that ends the lease). Whoever
+//! does not hold the lease waits for the grant to change and reads the new token.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use latchkey_core::ApiError;
+use latchkey_core::crypto;
+use latchkey_store::{GrantKey, GrantRecord, GrantTokens, StoreError};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::cache::TtlCache;
+use crate::providers::{self, ProviderRuntime};
+use crate::state::AppState;
+use crate::token_client::{self, TokenError, TokenResponse};
+
+/// A vaulted token is used only while it has at least this much life left.
+pub const EXPIRY_SKEW_MS: i64 = 60_000;
+/// Lifetime assumed when neither the response nor the provider's config gives one.
+pub const FALLBACK_LIFETIME_SECS: i64 = 3600;
+
+/// Per-replica vault state.
+#[derive(Debug)]
+pub struct Vault {
+    /// This replica's name in refresh leases.
+    owner: String,
+    /// One refresh at a time per grant in this replica.
+    locks: Mutex<HashMap<GrantKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Grants read recently (only present ones: an absent grant is always re-read).
+    grants: TtlCache<GrantKey, Arc<GrantRecord>>,
+    /// Client-credentials tokens: key → (token, expiry ms).
+    m2m: Mutex<HashMap<M2mKey, (SecretString, i64)>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct M2mKey {
+    provider: String,
+    provider_updated_ms: i64,
+    scopes: Vec<String>,
+    resources: Vec<String>,
+    audiences: Vec<String>,
+}
+
+const M2M_CAP: usize = 10_000;
+
+impl Vault {
+    pub fn new(cache_ttl: Duration) -> Self {
+        Self {
+            owner: format!("replica-{}", uuid::Uuid::new_v4().simple()),
+            locks: Mutex::new(HashMap::new()),
+            grants: TtlCache::new(cache_ttl, 100_000),
+            m2m: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forget a grant this replica may have cached (after a change made here).
+    pub fn invalidate(&self, key: &GrantKey) {
+        self.grants.invalidate(key);
+    }
+
+    fn lock_for(&self, key: &GrantKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.clone()).or_default().clone()
+    }
+
+    fn unlock(&self, key: &GrantKey, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map and this handle left: nobody waits, drop the entry.
+        if Arc::strong_count(&lock) <= 2 {
+            map.remove(key);
+        }
+    }
+}
+
+/// What the vault can say about a request.
+#[derive(Debug)]
+pub(crate) enum VaultAnswer {
+    Token(SecretString),
+    /// Ask the user: consent for these scopes (the union with what was granted before).
+    NeedsConsent {
+        scopes: Vec<String>,
+        reason: &'static str,
+    },
+}
+
+pub fn grant_aad(key: &GrantKey, part: &str) -> String {
+    // JSON keeps the three parts unambiguous whatever characters they hold.
+    let parts = serde_json::json!([key.workload, key.user_id, key.provider]);
+    format!("grant:{parts}:{part}")
+}
+
+fn union(a: &[String], b: &[String]) -> Vec<String> {
+    a.iter()
+        .chain(b)
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn covers(have: &[String], want: &[String]) -> bool {
+    want.iter().all(|w| have.contains(w))
+}
+
+async fn open_access(state: &AppState, g: &GrantRecord) -> Result<SecretString, ApiError> {
+    crypto::decrypt_string(
+        state.keys.as_ref(),
+        grant_aad(&g.key, "access").as_bytes(),
+        &g.access_envelope,
+    )
+    .await
+    .map_err(|e| ApiError::DecryptionFailure(format!("could not decrypt the vaulted token: {e}")))
+}
+
+/// Seal a token response as a grant. `previous_refresh` is kept when the provider did not
+/// send a new refresh token; a missing `expires_in` means the provider's default lifetime.
+pub(crate) async fn seal(
+    state: &AppState,
+    key: &GrantKey,
+    provider: &ProviderRuntime,
+    resp: &TokenResponse,
+    requested_scopes: &[String],
+    resources: &[String],
+    previous_refresh: Option<Vec<u8>>,
+) -> Result<GrantTokens, ApiError> {
+    let enc = |part: &'static str, value: &str| {
+        let aad = grant_aad(key, part);
+        let value = value.to_string();
+        async move {
+            crypto::encrypt(state.keys.as_ref(), aad.as_bytes(), value.as_bytes())
+                .await
+                .map_err(|e| {
+                    ApiError::EncryptionFailure(format!("could not encrypt the token: {e}"))
+                })
+        }
+    };
+    let access_envelope = enc("access", resp.access_token.expose_secret()).await?;
+    let refresh_envelope = match &resp.refresh_token {
+        Some(r) => Some(enc("refresh", r.expose_secret()).await?),
+        None => previous_refresh,
+    };
+    let lifetime = lifetime_secs(state, provider, resp);
+    Ok(GrantTokens {
+        scopes: resp
+            .scope
+            .clone()
+            .unwrap_or_else(|| requested_scopes.to_vec()),
+        resources: resources.to_vec(),
+        token_type: resp.token_type.clone(),
+        access_envelope,
+        refresh_envelope,
+        expires_ms: state.clock.now_ms() + lifetime.saturating_mul(1000),
+    })
+}
+
+/// The token's lifetime: `expires_in`, else the provider's configured default, else the
+/// service default — never "forever".
+fn lifetime_secs(state: &AppState, provider: &ProviderRuntime, resp: &TokenResponse) -> i64 {
+    resp.expires_in.unwrap_or_else(|| {
+        provider
+            .config
+            .default_token_lifetime_secs
+            .and_then(|s| i64::try_from(s).ok())
+            .unwrap_or(state.config.default_token_lifetime_secs)
+    })
+}
+
+/// The vaulted token for `key` covering `scopes` (and `resources`), refreshed if needed.
+pub(crate) async fn get(
+    state: &AppState,
+    key: &GrantKey,
+    scopes: &[String],
+    resources: &[String],
+) -> Result<VaultAnswer, ApiError> {
+    let grant = match state.vault.grants.get(key) {
+        Some(g) => Some(g),
+        None => {
+            let g = state.store.find_grant(key).await?.map(Arc::new);
+            if let Some(g) = &g {
+                state.vault.grants.put(key.clone(), g.clone());
+            }
+            g
+        }
+    };
+    let Some(grant) = grant else {
+        return Ok(VaultAnswer::NeedsConsent {
+            scopes: scopes.to_vec(),
+            reason: "no grant",
+        });
+    };
+    if let Some(answer) = consent_needed(&grant, scopes, resources) {
+        return Ok(answer);
+    }
+    if grant.expires_ms - EXPIRY_SKEW_MS > state.clock.now_ms() {
+        return Ok(VaultAnswer::Token(open_access(state, &grant).await?));
+    }
+    refresh(state, key, scopes, resources).await
+}
+
+fn consent_needed(g: &GrantRecord, scopes: &[String], resources: &[String]) -> Option<VaultAnswer> {
+    let reason = if g.needs_consent {
+        "the provider refused the refresh token"
+    } else if !covers(&g.scopes, scopes) {
+        "more scopes requested"
+    } else if !covers(&g.resources, resources) {
+        "another resource requested"
+    } else {
+        return None;
+    };
+    Some(VaultAnswer::NeedsConsent {
+        scopes: union(&g.scopes, scopes),
+        reason,
+    })
+}
+
+/// Refresh `key`'s grant, once across replicas; everyone else waits for the result.
+async fn refresh(
+    state: &AppState,
+    key: &GrantKey,
+    scopes: &[String],
+    resources: &[String],
+) -> Result<VaultAnswer, ApiError> {
+    let lock = state.vault.lock_for(key);
+    let result = {
+        let _guard = lock.lock().await;
+        refresh_locked(state, key, scopes, resources).await
+    };
+    state.vault.unlock(key, lock);
+    result
+}
+
+async fn refresh_locked(
+    state: &AppState,
+    key: &GrantKey,
+    scopes: &[String],
+    resources: &[String],
+) -> Result<VaultAnswer, ApiError> {
+    let lease_ms = state.config.refresh_lease_ms;
+    let deadline = state.clock.now_ms() + 2 * lease_ms + 5_000;
+    loop {
+        let now = state.clock.now_ms();
+        if now > deadline {
+            return Err(ApiError::unavailable(
+                "a refresh of this grant by another replica did not finish in time",
+            ));
+        }
+        // Always the database here: another replica may have refreshed already.
+        let Some(grant) = state.store.find_grant(key).await? else {
+            state.vault.invalidate(key);
+            return Ok(VaultAnswer::NeedsConsent {
+                scopes: scopes.to_vec(),
+                reason: "no grant",
+            });
+        };
+        let grant = Arc::new(grant);
+        state.vault.grants.put(key.clone(), grant.clone());
+        if let Some(answer) = consent_needed(&grant, scopes, resources) {
+            return Ok(answer);
+        }
+        if grant.expires_ms - EXPIRY_SKEW_MS > now {
+            return Ok(VaultAnswer::Token(open_access(state, &grant).await?));
+        }
+        let Some(refresh_envelope) = grant.refresh_envelope.clone() else {
+            return Ok(VaultAnswer::NeedsConsent {
+                scopes: union(&grant.scopes, scopes),
+                reason: "the token expired and the provider gave no refresh token",
+            });
+        };
+        if grant.lease_until_ms.is_some_and(|until| until >= now) {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            continue;
+        }
+        let Some(fence) = state
+            .store
+            .acquire_refresh_lease(key, grant.version, &state.vault.owner, now, lease_ms)
+            .await?
+        else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        return refresh_under_lease(state, key, &grant, fence, refresh_envelope, scopes).await;
+    }
+}
+
+async fn refresh_under_lease(
+    state: &AppState,
+    key: &GrantKey,
+    grant: &GrantRecord,
+    fence: i64,
+    refresh_envelope: Vec<u8>,
+    scopes: &[String],
+) -> Result<VaultAnswer, ApiError> {
+    let release = |needs_consent: bool| async move {
+        match state
+            .store
+            .release_refresh(key, fence, needs_consent, state.clock.now_ms())
+            .await
+        {
+            Ok(()) | Err(StoreError::NotFound) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release a refresh lease; it expires on its own")
+            }
+        }
+        state.vault.invalidate(key);
+    };
+    let provider = match providers::runtime(state, Some(&key.provider), None).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            release(false).await;
+            return Err(ApiError::NotFound(format!(
+                "OAuth2 credential provider {:?} not found",
+                key.provider
+            )));
+        }
+        Err(e) => {
+            release(false).await;
+            return Err(e);
+        }
+    };
+    let refresh_token = match crypto::decrypt_string(
+        state.keys.as_ref(),
+        grant_aad(key, "refresh").as_bytes(),
+        &refresh_envelope,
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            release(false).await;
+            return Err(ApiError::DecryptionFailure(format!(
+                "could not decrypt the refresh token: {e}"
+            )));
+        }
+    };
+    let mut form = vec![
+        ("grant_type", "refresh_token".to_string()),
+        ("refresh_token", refresh_token.expose_secret().to_string()),
+    ];
+    // RFC 8707: the resource stays on every token request.
+    for r in &grant.resources {
+        form.push(("resource", r.clone()));
+    }
+    let result = token_client::token_request(&state.outbound, &provider, form).await;
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(TokenError::InvalidGrant(detail)) => {
+            release(true).await;
+            tracing::info!(workload = %key.workload, provider = %key.provider, "refresh token refused{detail}; the grant needs consent again");
+            return Ok(VaultAnswer::NeedsConsent {
+                scopes: union(&grant.scopes, scopes),
+                reason: "the provider refused the refresh token",
+            });
+        }
+        Err(e) => {
+            release(false).await;
+            return Err(token_error(&e));
+        }
+    };
+    let tokens = seal(
+        state,
+        key,
+        &provider,
+        &resp,
+        &grant.scopes,
+        &grant.resources,
+        Some(refresh_envelope),
+    )
+    .await?;
+    match state
+        .store
+        .finish_refresh(key, fence, &tokens, state.clock.now_ms())
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::NotFound) => {
+            // Our lease ended before we wrote (we were too slow); the token we hold is
+            // still valid, the grant has moved on without us.
+            tracing::warn!(provider = %key.provider, "refresh finished after its lease was lost; result not stored");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    state.vault.invalidate(key);
+    Ok(VaultAnswer::Token(resp.access_token))
+}
+
+/// How a failed provider call reaches the API caller.
+pub(crate) fn token_error(e: &TokenError) -> ApiError {
+    match e {
+        TokenError::Upstream(_) => ApiError::unavailable(e),
+        _ => ApiError::cannot_parse(e.to_string()),
+    }
+}
+
+/// A client-credentials token for `provider`, from this replica's cache when it has one
+/// with more than the skew left.
+pub(crate) async fn m2m_token(
+    state: &AppState,
+    provider: &ProviderRuntime,
+    scopes: &[String],
+    resources: &[String],
+    audiences: &[String],
+) -> Result<SecretString, ApiError> {
+    let mut sorted_scopes = scopes.to_vec();
+    sorted_scopes.sort();
+    sorted_scopes.dedup();
+    let key = M2mKey {
+        provider: provider.name.clone(),
+        provider_updated_ms: provider.updated_ms,
+        scopes: sorted_scopes,
+        resources: resources.to_vec(),
+        audiences: audiences.to_vec(),
+    };
+    let now = state.clock.now_ms();
+    {
+        let cache = state.vault.m2m.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((token, exp)) = cache.get(&key)
+            && exp - EXPIRY_SKEW_MS > now
+        {
+            return Ok(token.clone());
+        }
+    }
+    let mut form = vec![("grant_type", "client_credentials".to_string())];
+    if !scopes.is_empty() {
+        form.push((
+            "scope",
+            scopes.join(&provider.config.quirks.scope_separator),
+        ));
+    }
+    for r in resources {
+        form.push(("resource", r.clone()));
+    }
+    for a in audiences {
+        form.push(("audience", a.clone()));
+    }
+    let resp = token_client::token_request(&state.outbound, provider, form)
+        .await
+        .map_err(|e| token_error(&e))?;
+    let lifetime = lifetime_secs(state, provider, &resp);
+    let mut cache = state.vault.m2m.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= M2M_CAP {
+        cache.clear();
+    }
+    cache.insert(
+        key,
+        (
+            resp.access_token.clone(),
+            now + lifetime.saturating_mul(1000),
+        ),
+    );
+    Ok(resp.access_token)
+}
+
+/// What revoking a grant did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RevokeReport {
+    /// Whether the provider has an RFC 7009 endpoint we called.
+    pub provider_endpoint: bool,
+    /// Tokens the provider confirmed revoked (`refresh_token`, `access_token`).
+    pub revoked_at_provider: Vec<&'static str>,
+    /// Provider errors (the grant is deleted here regardless).
+    pub provider_errors: Vec<String>,
+}
+
+/// Revoke a grant: at the provider first (RFC 7009, refresh token then access token, when
+/// it has an endpoint), then delete it here whatever the provider said.
+pub async fn revoke_grant(state: &AppState, key: &GrantKey) -> Result<RevokeReport, ApiError> {
+    let grant = state
+        .store
+        .find_grant(key)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("grant not found".into()))?;
+    let mut report = RevokeReport {
+        provider_endpoint: false,
+        revoked_at_provider: vec![],
+        provider_errors: vec![],
+    };
+    if let Some(provider) = providers::runtime(state, Some(&key.provider), None).await? {
+        report.provider_endpoint = provider.revocation_endpoint.is_some();
+        let parts = [
+            ("refresh_token", "refresh", grant.refresh_envelope.as_ref()),
+            ("access_token", "access", Some(&grant.access_envelope)),
+        ];
+        for (hint, part, envelope) in parts {
+            let Some(envelope) = envelope else { continue };
+            if provider.revocation_endpoint.is_none() {
+                break;
+            }
+            let token = crypto::decrypt_string(
+                state.keys.as_ref(),
+                grant_aad(key, part).as_bytes(),
+                envelope,
+            )
+            .await
+            .map_err(|e| {
+                ApiError::DecryptionFailure(format!("could not decrypt the grant: {e}"))
+            })?;
+            match token_client::revoke(&state.outbound, &provider, token.expose_secret(), hint)
+                .await
+            {
+                Ok(()) => report.revoked_at_provider.push(hint),
+                Err(e) => report.provider_errors.push(format!("{hint}: {e}")),
+            }
+        }
+    }
+    match state.store.delete_grant(key).await {
+        Ok(()) | Err(StoreError::NotFound) => {}
+        Err(e) => return Err(e.into()),
+    }
+    state.vault.invalidate(key);
+    Ok(report)
+}

@@ -1,0 +1,444 @@
+//! Authorization sessions and the token vault.
+//!
+//! Every state change of a session is a compare-and-set on its `status`, so a callback or a
+//! completion happens at most once however many requests race. A grant's refresh is guarded
+//! by a lease (`lease_owner`, `lease_until_ms`) and fenced by `version`: whoever holds the
+//! lease writes only while the version is the one its lease produced, so a replica that
+//! lost its lease (paused, partitioned, killed) can never overwrite a newer grant.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Store, StoreError, StoreResult, found, json_list};
+
+/// Where an authorization session is in the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    /// Created; the user has not come back from the provider yet.
+    Pending,
+    /// The provider redirected back with a code; waiting for `CompleteResourceTokenAuth`.
+    Callback,
+    /// The binding was accepted and the code is being exchanged.
+    Exchanging,
+    Completed,
+    Failed,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Callback => "CALLBACK",
+            Self::Exchanging => "EXCHANGING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    fn parse(s: &str) -> StoreResult<Self> {
+        Ok(match s {
+            "PENDING" => Self::Pending,
+            "CALLBACK" => Self::Callback,
+            "EXCHANGING" => Self::Exchanging,
+            "COMPLETED" => Self::Completed,
+            "FAILED" => Self::Failed,
+            other => {
+                return Err(StoreError::Database(format!(
+                    "corrupt session status {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The random part of the `sessionUri`.
+    pub id: String,
+    /// Hex SHA-256 of the OAuth `state` sent to the provider.
+    pub state_hash: String,
+    pub workload: String,
+    pub user_id: String,
+    pub provider: String,
+    /// Non-secret request facts (JSON: scopes, resources, audiences, return URL…).
+    pub request: serde_json::Value,
+    /// PKCE verifier, custom state and custom parameters, sealed together.
+    pub secrets_envelope: Vec<u8>,
+    pub code_envelope: Option<Vec<u8>>,
+    pub status: SessionStatus,
+    pub failure: Option<String>,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub updated_ms: i64,
+}
+
+const SESSION_COLUMNS: &str = "id, state_hash, workload, user_id, provider, request, secrets_envelope, code_envelope, status, failure, created_ms, expires_ms, updated_ms";
+
+impl SessionRecord {
+    fn from_row(r: &AnyRow) -> StoreResult<Self> {
+        let request: String = r.try_get(5)?;
+        let status: String = r.try_get(8)?;
+        Ok(Self {
+            id: r.try_get(0)?,
+            state_hash: r.try_get(1)?,
+            workload: r.try_get(2)?,
+            user_id: r.try_get(3)?,
+            provider: r.try_get(4)?,
+            request: serde_json::from_str(&request)
+                .map_err(|e| StoreError::Database(format!("corrupt session request: {e}")))?,
+            secrets_envelope: r.try_get(6)?,
+            code_envelope: r.try_get(7)?,
+            status: SessionStatus::parse(&status)?,
+            failure: r.try_get(9)?,
+            created_ms: r.try_get(10)?,
+            expires_ms: r.try_get(11)?,
+            updated_ms: r.try_get(12)?,
+        })
+    }
+}
+
+/// The key of a grant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrantKey {
+    pub workload: String,
+    pub user_id: String,
+    pub provider: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub key: GrantKey,
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
+    pub token_type: String,
+    pub access_envelope: Vec<u8>,
+    pub refresh_envelope: Option<Vec<u8>>,
+    pub expires_ms: i64,
+    /// The provider refused the refresh token: the next request asks the user again.
+    pub needs_consent: bool,
+    pub version: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until_ms: Option<i64>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+const GRANT_COLUMNS: &str = "workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms";
+
+fn list_column(r: &AnyRow, i: usize, what: &str) -> StoreResult<Vec<String>> {
+    let s: String = r.try_get(i)?;
+    serde_json::from_str(&s).map_err(|e| StoreError::Database(format!("corrupt {what}: {e}")))
+}
+
+impl GrantRecord {
+    fn from_row(r: &AnyRow) -> StoreResult<Self> {
+        Ok(Self {
+            key: GrantKey {
+                workload: r.try_get(0)?,
+                user_id: r.try_get(1)?,
+                provider: r.try_get(2)?,
+            },
+            scopes: list_column(r, 3, "grant scopes")?,
+            resources: list_column(r, 4, "grant resources")?,
+            token_type: r.try_get(5)?,
+            access_envelope: r.try_get(6)?,
+            refresh_envelope: r.try_get(7)?,
+            expires_ms: r.try_get(8)?,
+            needs_consent: r.try_get::<i64, _>(9)? != 0,
+            version: r.try_get(10)?,
+            lease_owner: r.try_get(11)?,
+            lease_until_ms: r.try_get(12)?,
+            created_ms: r.try_get(13)?,
+            updated_ms: r.try_get(14)?,
+        })
+    }
+}
+
+/// The secret part of a grant, as written after a code exchange or a refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantTokens {
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
+    pub token_type: String,
+    pub access_envelope: Vec<u8>,
+    pub refresh_envelope: Option<Vec<u8>>,
+    pub expires_ms: i64,
+}
+
+impl Store {
+    // --------------------------------------------------------------- sessions
+
+    pub async fn create_session(&self, s: &SessionRecord) -> StoreResult<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO auth_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")))
+            .bind(&s.id)
+            .bind(&s.state_hash)
+            .bind(&s.workload)
+            .bind(&s.user_id)
+            .bind(&s.provider)
+            .bind(s.request.to_string())
+            .bind(&s.secrets_envelope)
+            .bind(&s.code_envelope)
+            .bind(s.status.as_str())
+            .bind(&s.failure)
+            .bind(s.created_ms)
+            .bind(s.expires_ms)
+            .bind(s.updated_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn find_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM auth_sessions WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| SessionRecord::from_row(&r)).transpose()
+    }
+
+    pub async fn find_session_by_state(
+        &self,
+        state_hash: &str,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM auth_sessions WHERE state_hash = $1"
+        )))
+        .bind(state_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| SessionRecord::from_row(&r)).transpose()
+    }
+
+    /// Move a session from `from` to `to` (optionally storing the code or a failure), only
+    /// if it is still in `from`. `NotFound` when another request moved it first.
+    pub async fn transition_session(
+        &self,
+        id: &str,
+        from: SessionStatus,
+        to: SessionStatus,
+        code_envelope: Option<&[u8]>,
+        failure: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE auth_sessions SET status = $1, code_envelope = COALESCE($2, code_envelope), failure = COALESCE($3, failure), updated_ms = $4 WHERE id = $5 AND status = $6")
+            .bind(to.as_str())
+            .bind(code_envelope)
+            .bind(failure)
+            .bind(now_ms)
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&self.pool)
+            .await?;
+        found(done)
+    }
+
+    /// Fail a session whatever its state, unless it already completed. The code is dropped.
+    pub async fn fail_session(&self, id: &str, failure: &str, now_ms: i64) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE auth_sessions SET status = 'FAILED', code_envelope = NULL, failure = $1, updated_ms = $2 WHERE id = $3 AND status <> 'COMPLETED' AND status <> 'FAILED'")
+            .bind(failure)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        found(done)
+    }
+
+    /// Delete sessions that expired before `before_ms`; returns how many.
+    pub async fn purge_sessions(&self, before_ms: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM auth_sessions WHERE expires_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    // ----------------------------------------------------------------- grants
+
+    pub async fn find_grant(&self, key: &GrantKey) -> StoreResult<Option<GrantRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {GRANT_COLUMNS} FROM grants WHERE workload = $1 AND user_id = $2 AND provider = $3"
+        )))
+        .bind(&key.workload)
+        .bind(&key.user_id)
+        .bind(&key.provider)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| GrantRecord::from_row(&r)).transpose()
+    }
+
+    /// Store the tokens of a completed consent, replacing any previous grant of the same
+    /// key (and any lease on it: a fresh consent supersedes a refresh in flight).
+    pub async fn put_grant(&self, key: &GrantKey, t: &GrantTokens, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO grants (workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 1, NULL, NULL, $10, $10) \
+             ON CONFLICT (workload, user_id, provider) DO UPDATE SET scopes = excluded.scopes, resources = excluded.resources, token_type = excluded.token_type, \
+             access_envelope = excluded.access_envelope, refresh_envelope = excluded.refresh_envelope, expires_ms = excluded.expires_ms, needs_consent = 0, \
+             version = grants.version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = excluded.updated_ms",
+        )
+        .bind(&key.workload)
+        .bind(&key.user_id)
+        .bind(&key.provider)
+        .bind(json_list(&t.scopes))
+        .bind(json_list(&t.resources))
+        .bind(&t.token_type)
+        .bind(&t.access_envelope)
+        .bind(&t.refresh_envelope)
+        .bind(t.expires_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Take the refresh lease of a grant last seen at `seen_version`, if nobody holds a
+    /// live lease. Returns the fencing version on success, `None` when someone else
+    /// changed the grant or holds the lease.
+    pub async fn acquire_refresh_lease(
+        &self,
+        key: &GrantKey,
+        seen_version: i64,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> StoreResult<Option<i64>> {
+        let done = sqlx::query("UPDATE grants SET lease_owner = $1, lease_until_ms = $2, version = version + 1 WHERE workload = $3 AND user_id = $4 AND provider = $5 AND version = $6 AND (lease_until_ms IS NULL OR lease_until_ms < $7)")
+            .bind(owner)
+            .bind(now_ms + lease_ms)
+            .bind(&key.workload)
+            .bind(&key.user_id)
+            .bind(&key.provider)
+            .bind(seen_version)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok((done.rows_affected() == 1).then_some(seen_version + 1))
+    }
+
+    /// Write refreshed tokens under the lease that `fence` names and release it. `NotFound`
+    /// when the lease was lost (the grant moved on without us).
+    pub async fn finish_refresh(
+        &self,
+        key: &GrantKey,
+        fence: i64,
+        t: &GrantTokens,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE grants SET scopes = $1, resources = $2, token_type = $3, access_envelope = $4, refresh_envelope = $5, expires_ms = $6, needs_consent = 0, version = version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = $7 WHERE workload = $8 AND user_id = $9 AND provider = $10 AND version = $11")
+            .bind(json_list(&t.scopes))
+            .bind(json_list(&t.resources))
+            .bind(&t.token_type)
+            .bind(&t.access_envelope)
+            .bind(&t.refresh_envelope)
+            .bind(t.expires_ms)
+            .bind(now_ms)
+            .bind(&key.workload)
+            .bind(&key.user_id)
+            .bind(&key.provider)
+            .bind(fence)
+            .execute(&self.pool)
+            .await?;
+        found(done)
+    }
+
+    /// Release the lease `fence` names without new tokens; with `needs_consent` the grant
+    /// is marked as needing the user again (the provider refused the refresh token).
+    pub async fn release_refresh(
+        &self,
+        key: &GrantKey,
+        fence: i64,
+        needs_consent: bool,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE grants SET needs_consent = CASE WHEN $1 = 1 THEN 1 ELSE needs_consent END, version = version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = $2 WHERE workload = $3 AND user_id = $4 AND provider = $5 AND version = $6")
+            .bind(i64::from(needs_consent))
+            .bind(now_ms)
+            .bind(&key.workload)
+            .bind(&key.user_id)
+            .bind(&key.provider)
+            .bind(fence)
+            .execute(&self.pool)
+            .await?;
+        found(done)
+    }
+
+    pub async fn delete_grant(&self, key: &GrantKey) -> StoreResult<()> {
+        let done = sqlx::query(
+            "DELETE FROM grants WHERE workload = $1 AND user_id = $2 AND provider = $3",
+        )
+        .bind(&key.workload)
+        .bind(&key.user_id)
+        .bind(&key.provider)
+        .execute(&self.pool)
+        .await?;
+        found(done)
+    }
+
+    /// Grants in key order, strictly after `after`, at most `limit`; optionally one
+    /// workload's or one user's.
+    pub async fn list_grants(
+        &self,
+        workload: Option<&str>,
+        user_id: Option<&str>,
+        after: Option<&GrantKey>,
+        limit: i64,
+    ) -> StoreResult<Vec<GrantRecord>> {
+        let (aw, au, ap) = after
+            .map(|k| (k.workload.as_str(), k.user_id.as_str(), k.provider.as_str()))
+            .unwrap_or(("", "", ""));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {GRANT_COLUMNS} FROM grants \
+             WHERE ($1 = '' OR workload = $1) AND ($2 = '' OR user_id = $2) \
+             AND (workload > $3 OR (workload = $3 AND (user_id > $4 OR (user_id = $4 AND provider > $5)))) \
+             ORDER BY workload, user_id, provider LIMIT $6"
+        )))
+        .bind(workload.unwrap_or(""))
+        .bind(user_id.unwrap_or(""))
+        .bind(aw)
+        .bind(au)
+        .bind(ap)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(GrantRecord::from_row).collect()
+    }
+
+    /// Insert many grants at once (the benchmark's seeding command); existing keys are kept.
+    pub async fn seed_grants(
+        &self,
+        grants: &[(GrantKey, GrantTokens)],
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (key, t) in grants {
+            sqlx::query(
+                "INSERT INTO grants (workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 1, NULL, NULL, $10, $10) ON CONFLICT (workload, user_id, provider) DO NOTHING",
+            )
+            .bind(&key.workload)
+            .bind(&key.user_id)
+            .bind(&key.provider)
+            .bind(json_list(&t.scopes))
+            .bind(json_list(&t.resources))
+            .bind(&t.token_type)
+            .bind(&t.access_envelope)
+            .bind(&t.refresh_envelope)
+            .bind(t.expires_ms)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How many grants there are.
+    pub async fn count_grants(&self) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM grants")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+}
