@@ -326,7 +326,7 @@ impl ServeConfig {
             600,
             "session_ttl_seconds",
             "LATCHKEY_SESSION_TTL_SECONDS",
-            30,
+            5,
             3600,
         )?;
         let refresh_lease_seconds = ranged(

@@ -1,0 +1,527 @@
+"""The 3-legged OAuth flow end to end, and the attacks it must refuse.
+
+Real parts only: the `latchkey` binary, boto3, and `oidc-provider` on loopback as the
+third-party authorization server (login and consent driven headlessly over HTTP by
+`flows_harness.Browser`). Every attack test checks that nothing was stored: the next
+`GetResourceOauth2Token` still asks for consent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
+
+import pytest
+import requests
+
+from flows_harness import Browser, session_id_of, userinfo
+from lk_harness import Cred, Latchkey, eventually, inbound_issuers_toml, raises_code, uniq
+from oidc import OidcProvider
+
+RETURN_URL = "http://127.0.0.1:9/app/after-consent"
+SCOPES = ["openid", "api:read"]
+
+
+@pytest.fixture(scope="module")
+def authz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    """The third-party authorization server (its redirect URIs are set once providers exist)."""
+    provider = OidcProvider(tmp_path_factory.mktemp("authz-flows"), client_id="lk-flows", client_secret="lk-flows-secret-" + "y" * 12)
+    provider.start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="module")
+def user_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    """The users' identity provider (for userToken); a second one plays another issuer."""
+    provider = OidcProvider(tmp_path_factory.mktemp("user-idp"))
+    provider.start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="module")
+def other_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    provider = OidcProvider(tmp_path_factory.mktemp("other-idp"))
+    provider.start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="module")
+def server_config(user_idp: OidcProvider, other_idp: OidcProvider) -> str:
+    return inbound_issuers_toml(user_idp.issuer, other_idp.issuer)
+
+
+class Env:
+    def __init__(self, server: Latchkey, authz: OidcProvider, cp: Any, dp: Any) -> None:
+        self.server, self.authz, self.cp, self.dp = server, authz, cp, dp
+        self.workload = uniq("flows-wl")
+        cp.create_workload_identity(name=self.workload, allowedResourceOauth2ReturnUrls=[RETURN_URL])
+        self.provider = self.make_provider()
+        self.other_provider = self.make_provider()
+        authz.restart(redirect_uris=[self.callback(self.provider), self.callback(self.other_provider)])
+        self.binding = server.create_credential("binding")
+        self.bdp = server.dp(self.binding)
+
+    def make_provider(self) -> str:
+        name = uniq("flows-prov")
+        self.server.remember_secret(self.authz.client_secret)
+        self.cp.create_oauth2_credential_provider(
+            name=name,
+            credentialProviderVendor="CustomOauth2",
+            oauth2ProviderConfigInput={
+                "customOauth2ProviderConfig": {
+                    "oauthDiscovery": {"discoveryUrl": self.authz.discovery_url},
+                    "clientId": self.authz.client_id,
+                    "clientSecret": self.authz.client_secret,
+                }
+            },
+        )
+        return name
+
+    def callback(self, provider: str) -> str:
+        return self.cp.get_oauth2_credential_provider(name=provider)["callbackUrl"]
+
+    def wat(self, user: str, workload: str | None = None) -> str:
+        return self.dp.get_workload_access_token_for_user_id(workloadName=workload or self.workload, userId=user)[
+            "workloadAccessToken"
+        ]
+
+    def token(self, wat: str, provider: str | None = None, scopes: list[str] | None = None, **kw: Any) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "workloadIdentityToken": wat,
+            "resourceCredentialProviderName": provider or self.provider,
+            "scopes": SCOPES if scopes is None else scopes,
+            "oauth2Flow": "USER_FEDERATION",
+        }
+        args.update(kw)
+        out = self.dp.get_resource_oauth2_token(**args)
+        for key in ("accessToken",):
+            if out.get(key):
+                self.server.remember_secret(out[key])
+        return out
+
+    def start(self, user: str, **kw: Any) -> tuple[str, dict[str, Any]]:
+        wat = self.wat(user)
+        kw.setdefault("resourceOauth2ReturnUrl", RETURN_URL)
+        out = self.token(wat, **kw)
+        assert out.get("authorizationUrl") and out.get("sessionUri"), out
+        assert out["sessionStatus"] == "IN_PROGRESS"
+        return wat, out
+
+    def browser(self) -> Browser:
+        return Browser(self.server.url, self.authz.issuer)
+
+    def complete(self, session_uri: str, user: str) -> dict[str, Any]:
+        return self.bdp.complete_resource_token_auth(sessionUri=session_uri, userIdentifier={"userId": user})
+
+    def assert_nothing_stored(self, user: str) -> None:
+        out = self.token(self.wat(user))
+        assert "accessToken" not in out, "a grant was stored"
+        assert out.get("authorizationUrl")
+
+
+@pytest.fixture(scope="module")
+def env(server: Latchkey, authz: OidcProvider, cp: Any, dp: Any) -> Env:
+    return Env(server, authz, cp, dp)
+
+
+def audit(server: Latchkey) -> list[dict[str, Any]]:
+    out = server.cli("admin", "audit", "list", "--limit", "100000").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- the flow
+def test_full_three_legged_flow(env: Env) -> None:
+    user = uniq("alice")
+    wat, started = env.start(user, customState="app-csrf-123")
+    uri = started["sessionUri"]
+    assert uri.startswith("urn:ietf:params:oauth:request_uri:")
+    assert started["authorizationUrl"].startswith(f"{env.server.url}/identities/oauth2/authorize?request_uri=")
+    # Polling before the user did anything: still in progress.
+    polled = env.token(wat, sessionUri=uri)
+    assert polled["sessionStatus"] == "IN_PROGRESS" and "accessToken" not in polled
+
+    result = env.browser().consent(started["authorizationUrl"], user)
+    # The provider saw state, PKCE S256 and our per-provider redirect_uri.
+    to_provider = urlparse(result.hops[0].url)
+    assert result.hops[0].status in (302, 303)
+    first_redirect = next(h for h in result.hops if h.url.startswith(env.authz.metadata["authorization_endpoint"]))
+    q = parse_qs(urlparse(first_redirect.url).query)
+    assert q["code_challenge_method"] == ["S256"] and len(q["code_challenge"][0]) == 43
+    assert q["redirect_uri"] == [env.callback(env.provider)]
+    assert q["state"][0] and q["state"][0] not in started["authorizationUrl"]
+    assert to_provider.path == "/identities/oauth2/authorize"
+    # Back at the app's return URL with the session and the app's own state.
+    assert result.final_url and result.final_url.startswith(RETURN_URL)
+    assert result.params["session_id"] == uri
+    assert result.params["state"] == "app-csrf-123"
+    # Consent alone stores nothing: the binding has not happened yet.
+    assert env.token(wat, sessionUri=uri)["sessionStatus"] == "IN_PROGRESS"
+
+    assert env.complete(uri, user)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    got = env.token(wat, sessionUri=uri)
+    token = got["accessToken"]
+    who = userinfo(env.authz.metadata, token)
+    assert who.status_code == 200 and who.json()["sub"] == user
+    # Later calls come from the vault.
+    assert env.token(env.wat(user))["accessToken"] == token
+
+    def recorded() -> None:
+        actions = {(e["action"], e["outcome"]) for e in audit(env.server) if e.get("user_id") == user}
+        for a in ("GetResourceOauth2Token", "OAuth2Authorize", "OAuth2Callback", "CompleteResourceTokenAuth"):
+            assert (a, "success") in actions, actions
+
+    eventually(recorded, timeout=10)
+    assert token not in json.dumps(audit(env.server))
+
+
+def test_browser_pages_are_hardened_and_reflect_nothing(env: Env) -> None:
+    r = requests.get(f"{env.server.url}/identities/oauth2/authorize?request_uri=<script>alert(1)</script>", timeout=10)
+    assert r.status_code == 400
+    assert "<script>" not in r.text
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["x-frame-options"] == "DENY"
+    r = requests.get(f"{env.server.url}/identities/oauth2/authorize?request_uri=urn:ietf:params:oauth:request_uri:nope", timeout=10)
+    assert r.status_code == 404
+
+
+def test_provider_error_fails_the_session(env: Env) -> None:
+    user = uniq("denier")
+    wat, started = env.start(user)
+    result = env.browser().consent(started["authorizationUrl"], user, approve=False)
+    assert result.params.get("error") == "access_denied", result.hops
+    assert result.params["session_id"] == started["sessionUri"]
+    assert env.token(wat, sessionUri=started["sessionUri"])["sessionStatus"] == "FAILED"
+    with raises_code("ValidationException"):
+        env.complete(started["sessionUri"], user)
+    env.assert_nothing_stored(user)
+
+
+def test_incremental_scopes_ask_for_the_union(env: Env) -> None:
+    user = uniq("incr")
+    wat, started = env.start(user, scopes=["openid"])
+    env.browser().consent(started["authorizationUrl"], user)
+    env.complete(started["sessionUri"], user)
+    assert env.token(wat, scopes=["openid"])["accessToken"]
+    more = env.token(wat, scopes=["api:read"], resourceOauth2ReturnUrl=RETURN_URL)
+    assert "accessToken" not in more
+    r = env.browser().get(more["authorizationUrl"])
+    scope = parse_qs(urlparse(r.headers["Location"]).query)["scope"][0].split()
+    assert set(scope) == {"openid", "api:read"}
+
+
+def test_force_authentication_starts_a_new_consent(env: Env) -> None:
+    user = uniq("force")
+    wat, started = env.start(user)
+    env.browser().consent(started["authorizationUrl"], user)
+    env.complete(started["sessionUri"], user)
+    assert env.token(wat)["accessToken"]
+    forced = env.token(wat, forceAuthentication=True)
+    assert forced.get("authorizationUrl") and forced["sessionUri"] != started["sessionUri"]
+
+
+# --------------------------------------------------------------------------- attacks
+def test_attack_csrf_binding_attacker_consent_into_victim_session(env: Env) -> None:
+    """The attacker consents with their own provider account in a flow started for the
+    victim and lures the victim's browser to complete it: the binding is the victim's
+    user, the session's user is the victim… but the consent at the provider was the
+    attacker's. The defence: binding happens only for the user who started the session,
+    and a session the attacker starts is bound to the attacker."""
+    victim, attacker = uniq("victim"), uniq("attacker")
+    # The attacker starts a flow as themself and consents with their account…
+    _, started = env.start(attacker)
+    result = env.browser().consent(started["authorizationUrl"], attacker)
+    # …then sends the victim the return-URL link: the victim's binding service completes
+    # with the victim's identity.
+    with raises_code("AccessDeniedException"):
+        env.complete(result.params["session_id"], victim)
+    env.assert_nothing_stored(victim)
+    env.assert_nothing_stored(attacker)
+    # The failed session stays failed: the attacker cannot complete it afterwards either.
+    with raises_code("ValidationException"):
+        env.complete(result.params["session_id"], attacker)
+
+
+def test_attack_browser_swapping(env: Env) -> None:
+    """The victim is tricked into consenting on the attacker's authorization URL: the
+    victim's browser ends at the binding with the victim signed in, which is not the user
+    who started the session."""
+    victim, attacker = uniq("victim"), uniq("attacker")
+    _, started = env.start(attacker)
+    result = env.browser().consent(started["authorizationUrl"], victim)
+    with raises_code("AccessDeniedException"):
+        env.complete(result.params["session_id"], victim)
+    env.assert_nothing_stored(attacker)
+    env.assert_nothing_stored(victim)
+    def denial_recorded() -> None:
+        assert any(
+            e["action"] == "CompleteResourceTokenAuth" and e.get("user_id") == attacker and e["outcome"] == "denied"
+            for e in audit(env.server)
+        )
+
+    eventually(denial_recorded, timeout=10)
+
+
+def test_attack_session_uri_replay_after_completion(env: Env) -> None:
+    user = uniq("replay")
+    wat, started = env.start(user)
+    env.browser().consent(started["authorizationUrl"], user)
+    env.complete(started["sessionUri"], user)
+    token = env.token(wat)["accessToken"]
+    with raises_code("ValidationException") as e:
+        env.complete(started["sessionUri"], user)
+    assert "already used" in str(e.value)
+    assert env.token(wat)["accessToken"] == token
+
+
+def test_attack_authorization_code_replay(env: Env) -> None:
+    user = uniq("codereplay")
+    wat, started = env.start(user)
+    browser = env.browser()
+    cb = browser.consent(started["authorizationUrl"], user, stop_at_callback=True).final_url
+    assert cb and "code=" in cb
+    first = browser.get(cb)
+    assert first.status_code in (302, 303)
+    again = env.browser().get(cb)
+    assert again.status_code == 409
+    env.complete(started["sessionUri"], user)
+    assert env.token(wat)["accessToken"]
+
+
+def test_attack_tampered_state(env: Env) -> None:
+    user = uniq("tamper")
+    _, started = env.start(user)
+    cb = env.browser().consent(started["authorizationUrl"], user, stop_at_callback=True).final_url
+    assert cb
+    u = urlparse(cb)
+    q = {k: v[0] for k, v in parse_qs(u.query).items()}
+    q["state"] = q["state"][:-2] + ("AA" if not q["state"].endswith("AA") else "BB")
+    r = env.browser().get(urlunparse(u._replace(query=urlencode(q))))
+    assert r.status_code == 404
+    with raises_code("ValidationException"):
+        env.complete(started["sessionUri"], user)
+    env.assert_nothing_stored(user)
+
+
+def test_attack_state_from_another_providers_session(env: Env) -> None:
+    """Mix-up: a code+state obtained for provider A delivered to provider B's callback."""
+    user = uniq("mixup")
+    _, started = env.start(user)
+    cb = env.browser().consent(started["authorizationUrl"], user, stop_at_callback=True).final_url
+    assert cb
+    other_cb = env.callback(env.other_provider)
+    r = env.browser().get(other_cb + "?" + urlparse(cb).query)
+    assert r.status_code == 400
+    # The session is burnt: the genuine callback no longer works either.
+    assert env.browser().get(cb).status_code == 409
+    with raises_code("ValidationException"):
+        env.complete(started["sessionUri"], user)
+    env.assert_nothing_stored(user)
+
+
+def test_attack_issuer_mismatch_rfc9207(env: Env) -> None:
+    user = uniq("iss")
+    _, started = env.start(user)
+    cb = env.browser().consent(started["authorizationUrl"], user, stop_at_callback=True).final_url
+    assert cb
+    u = urlparse(cb)
+    q = {k: v[0] for k, v in parse_qs(u.query).items()}
+    assert q.get("iss") == env.authz.issuer  # oidc-provider sends RFC 9207 iss
+    q["iss"] = "https://evil.example"
+    assert env.browser().get(urlunparse(u._replace(query=urlencode(q)))).status_code == 400
+    env.assert_nothing_stored(user)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://good.example.evil/app/after-consent",
+        "//evil.example/app/after-consent",
+        "http://127.0.0.1:9@evil.example/app/after-consent",
+        "http://127.0.0.1:9/app/after-consent/../../evil",
+        RETURN_URL + "?extra=1",
+        "http://evil.example/",
+    ],
+)
+def test_attack_return_url_not_allow_listed(env: Env, url: str) -> None:
+    user = uniq("returl")
+    with raises_code("ValidationException"):
+        env.token(env.wat(user), resourceOauth2ReturnUrl=url)
+
+
+@pytest.mark.parametrize("param", ["redirect_uri", "scope", "state", "code_challenge", "client_id", "response_type", "Redirect_URI"])
+def test_attack_custom_parameters_cannot_override_standard_ones(env: Env, param: str) -> None:
+    user = uniq("custom")
+    with raises_code("ValidationException"):
+        env.token(env.wat(user), resourceOauth2ReturnUrl=RETURN_URL, customParameters={param: "https://evil.example/cb"})
+
+
+def test_custom_parameters_reach_the_provider(env: Env) -> None:
+    user = uniq("customok")
+    _, started = env.start(user, customParameters={"login_hint": user, "ui_locales": "en"})
+    r = env.browser().get(started["authorizationUrl"])
+    q = parse_qs(urlparse(r.headers["Location"]).query)
+    assert q["login_hint"] == [user] and q["ui_locales"] == ["en"]
+    assert q["response_type"] == ["code"]
+
+
+def test_attack_user_token_from_another_issuer(env: Env, user_idp: OidcProvider, other_idp: OidcProvider) -> None:
+    user = "alice"
+    wat = env.dp.get_workload_access_token_for_jwt(workloadName=env.workload, userToken=user_idp.id_token_for(user))[
+        "workloadAccessToken"
+    ]
+    started = env.token(wat, resourceOauth2ReturnUrl=RETURN_URL, forceAuthentication=True)
+    env.browser().consent(started["authorizationUrl"], user)
+    # Same `sub`, other issuer: another user.
+    with raises_code("AccessDeniedException"):
+        env.bdp.complete_resource_token_auth(
+            sessionUri=started["sessionUri"], userIdentifier={"userToken": other_idp.id_token_for(user)}
+        )
+    assert "accessToken" not in env.token(wat, sessionUri=started["sessionUri"])
+
+
+def test_user_token_from_the_same_issuer_completes(env: Env, user_idp: OidcProvider) -> None:
+    user = uniq("tok")
+    wat = env.dp.get_workload_access_token_for_jwt(workloadName=env.workload, userToken=user_idp.id_token_for(user))[
+        "workloadAccessToken"
+    ]
+    started = env.token(wat, resourceOauth2ReturnUrl=RETURN_URL)
+    env.browser().consent(started["authorizationUrl"], user)
+    env.bdp.complete_resource_token_auth(sessionUri=started["sessionUri"], userIdentifier={"userToken": user_idp.id_token_for(user)})
+    assert env.token(wat, sessionUri=started["sessionUri"])["accessToken"]
+
+
+def test_attack_user_a_wat_cannot_read_user_b_grant(env: Env) -> None:
+    a, b = uniq("usera"), uniq("userb")
+    _, started = env.start(b)
+    env.browser().consent(started["authorizationUrl"], b)
+    env.complete(started["sessionUri"], b)
+    assert env.token(env.wat(b))["accessToken"]
+    # A's WAT gets A's consent flow, never B's token — also not by presenting B's session.
+    env.assert_nothing_stored(a)
+    with raises_code("AccessDeniedException"):
+        env.token(env.wat(a), sessionUri=started["sessionUri"])
+
+
+def test_attack_workload_x_wat_cannot_read_workload_y_grant(env: Env) -> None:
+    user = uniq("wxy")
+    _, started = env.start(user)
+    env.browser().consent(started["authorizationUrl"], user)
+    env.complete(started["sessionUri"], user)
+    other = uniq("flows-other-wl")
+    env.cp.create_workload_identity(name=other, allowedResourceOauth2ReturnUrls=[RETURN_URL])
+    out = env.token(env.wat(user, workload=other))
+    assert "accessToken" not in out
+    with raises_code("AccessDeniedException"):
+        env.token(env.wat(user, workload=other), sessionUri=started["sessionUri"])
+    # And a workload credential cannot even present another workload's WAT.
+    cred = env.server.create_credential(f"workload:{other}")
+    with raises_code("AccessDeniedException"):
+        env.server.dp(cred).get_resource_oauth2_token(
+            workloadIdentityToken=env.wat(user),
+            resourceCredentialProviderName=env.provider,
+            scopes=SCOPES,
+            oauth2Flow="USER_FEDERATION",
+        )
+
+
+def test_workload_credentials_cannot_complete_sessions(env: Env) -> None:
+    user = uniq("wlcomplete")
+    _, started = env.start(user)
+    env.browser().consent(started["authorizationUrl"], user)
+    cred = env.server.create_credential(f"workload:{env.workload}")
+    with raises_code("AccessDeniedException"):
+        env.server.dp(cred).complete_resource_token_auth(sessionUri=started["sessionUri"], userIdentifier={"userId": user})
+    env.assert_nothing_stored(user)
+
+
+def test_completion_before_consent_is_refused_and_keeps_the_session(env: Env) -> None:
+    user = uniq("early")
+    wat, started = env.start(user)
+    with raises_code("ValidationException"):
+        env.complete(started["sessionUri"], user)
+    env.browser().consent(started["authorizationUrl"], user)
+    env.complete(started["sessionUri"], user)
+    assert env.token(wat, sessionUri=started["sessionUri"])["accessToken"]
+
+
+def test_user_federation_needs_a_user_wat(env: Env) -> None:
+    plain = env.dp.get_workload_access_token(workloadName=env.workload)["workloadAccessToken"]
+    with raises_code("ValidationException"):
+        env.token(plain)
+
+
+def test_on_behalf_of_is_a_clear_validation_error(env: Env) -> None:
+    with raises_code("ValidationException") as e:
+        env.token(env.wat("obo"), oauth2Flow="ON_BEHALF_OF_TOKEN_EXCHANGE")
+    assert "not yet supported" in str(e.value)
+
+
+def test_unknown_provider_is_not_found(env: Env) -> None:
+    with raises_code("ResourceNotFoundException"):
+        env.token(env.wat("nobody"), provider=uniq("missing"))
+
+
+# --------------------------------------------------------------------------- M2M
+def test_client_credentials_token_is_cached(env: Env) -> None:
+    wat = env.dp.get_workload_access_token(workloadName=env.workload)["workloadAccessToken"]
+    first = env.token(wat, scopes=["api:read"], oauth2Flow="M2M")["accessToken"]
+    second = env.token(wat, scopes=["api:read"], oauth2Flow="M2M")["accessToken"]
+    assert first == second
+    other = env.token(wat, scopes=["api:write"], oauth2Flow="M2M")["accessToken"]
+    assert other != first
+
+
+# --------------------------------------------------------------------------- expiry
+@pytest.fixture(scope="module")
+def short_server(
+    latchkey_data_dir: Path, db_url: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Latchkey]:
+    lk = Latchkey(
+        latchkey_data_dir,
+        tmp_path_factory.mktemp("short-sessions"),
+        db_url=db_url,
+        extra_env={"LATCHKEY_SESSION_TTL_SECONDS": "5"},
+    )
+    lk.start()
+    yield lk
+    lk.stop()
+
+
+def test_attack_expired_session(env: Env, short_server: Latchkey) -> None:
+    user = uniq("expired")
+    # The callback URL is per server (its public URL): register this server's too.
+    path = urlparse(env.callback(env.provider)).path
+    env.authz.restart(
+        redirect_uris=[env.callback(env.provider), env.callback(env.other_provider), short_server.url + path]
+    )
+    dp = short_server.dp()
+    wat = dp.get_workload_access_token_for_user_id(workloadName=env.workload, userId=user)["workloadAccessToken"]
+    started = dp.get_resource_oauth2_token(
+        workloadIdentityToken=wat,
+        resourceCredentialProviderName=env.provider,
+        scopes=SCOPES,
+        oauth2Flow="USER_FEDERATION",
+        resourceOauth2ReturnUrl=RETURN_URL,
+    )
+    result = Browser(short_server.url, env.authz.issuer).consent(started["authorizationUrl"], user)
+    assert result.params["session_id"] == started["sessionUri"]
+    time.sleep(5.5)
+    binding = short_server.create_credential("binding")
+    with raises_code("ValidationException") as e:
+        short_server.dp(binding).complete_resource_token_auth(sessionUri=started["sessionUri"], userIdentifier={"userId": user})
+    assert "expired" in str(e.value)
+    polled = dp.get_resource_oauth2_token(
+        workloadIdentityToken=wat,
+        resourceCredentialProviderName=env.provider,
+        scopes=SCOPES,
+        oauth2Flow="USER_FEDERATION",
+        sessionUri=started["sessionUri"],
+    )
+    assert polled["sessionStatus"] == "FAILED" and "accessToken" not in polled
