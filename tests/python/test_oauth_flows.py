@@ -525,3 +525,61 @@ def test_attack_expired_session(env: Env, short_server: Latchkey) -> None:
         sessionUri=started["sessionUri"],
     )
     assert polled["sessionStatus"] == "FAILED" and "accessToken" not in polled
+
+
+# --------------------------------------------------------------------------- the SDK
+def test_bedrock_agentcore_sdk_get_token_end_to_end(env: Env, tmp_path: Path) -> None:
+    """`IdentityClient.get_token` receives our authorization URL through `on_auth_url`;
+    the test consents and binds like the user and the binding service would; the SDK's
+    own poll (5 s after the URL) returns the token."""
+    import os
+    import subprocess
+    import sys
+
+    user = uniq("sdkuser")
+    admin = env.server.admin
+    assert admin is not None
+    proc_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BEDROCK_AGENTCORE_"))}
+    proc_env.update(
+        {
+            "BEDROCK_AGENTCORE_DP_ENDPOINT": env.server.url,
+            "BEDROCK_AGENTCORE_CP_ENDPOINT": env.server.url,
+            "AWS_ACCESS_KEY_ID": admin.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": admin.secret_access_key,
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "PROBE_PROVIDER": env.provider,
+            "PROBE_WAT": env.wat(user),
+            "PROBE_RETURN_URL": RETURN_URL,
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("sdk_flow_probe.py"))],
+        cwd=tmp_path,
+        env=proc_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("AUTH_URL "), (line, proc.stderr.read() if proc.stderr else "")
+        url = line.split(" ", 1)[1].strip()
+        assert url.startswith(f"{env.server.url}/identities/oauth2/authorize?request_uri=")
+        result = env.browser().consent(url, user)
+        assert result.params["state"] == "sdk-state"
+        env.complete(result.params["session_id"], user)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    got = json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[len("RESULT ") :])
+    env.server.remember_secret(got["token"])
+    assert got["auth_urls"] == 1
+    assert userinfo(env.authz.metadata, got["token"]).json()["sub"] == user
