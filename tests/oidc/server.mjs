@@ -16,6 +16,19 @@
 //   --id-token-alg / OIDC_ID_TOKEN_ALG default RS256
 //   --access-token-ttl / OIDC_ACCESS_TOKEN_TTL   seconds, default 3600
 //   --id-token-ttl / OIDC_ID_TOKEN_TTL           seconds, default 3600
+//   --rotate-refresh-tokens / OIDC_ROTATE_REFRESH_TOKENS=1
+//                                      every refresh returns a new refresh token and
+//                                      consumes the old one (reuse → invalid_grant and the
+//                                      whole grant is revoked, as oidc-provider does)
+//
+// Test controls (loopback only, outside the provider's routes):
+//   GET  /__test/stats    {"grants": {"<grant_type>": {"success": n, "error": n}}, "revocations": n}
+//   POST /__test/stats/reset
+//   POST /__test/quirks   {"omit_refresh_token": bool, "omit_expires_in": bool,
+//                          "token_delay_ms": int, "code_expires_in": int}: rewrite token
+//                          responses (code_expires_in: the expires_in of code exchanges) / delay token
+//                          requests before the provider sees them (a client that hangs up
+//                          during the delay never reaches the provider)
 //
 // The first line on stdout is JSON: {"issuer": "http://127.0.0.1:PORT", "port": PORT}.
 // Everything else the provider says goes to stderr.
@@ -38,6 +51,8 @@ function parseArgs(argv) {
       out[a.slice(2, eq)] = a.slice(eq + 1);
     } else if (a === '--generate-jwks') {
       out['generate-jwks'] = '1';
+    } else if (a === '--rotate-refresh-tokens') {
+      out['rotate-refresh-tokens'] = '1';
     } else {
       if (i + 1 >= argv.length) throw new Error(`missing value for ${a}`);
       out[a.slice(2)] = argv[i + 1];
@@ -60,6 +75,9 @@ const clientSecret = opt('client-secret', 'OIDC_CLIENT_SECRET', 'latchkey-test-s
 const idTokenAlg = opt('id-token-alg', 'OIDC_ID_TOKEN_ALG', 'RS256');
 const accessTokenTtl = Number.parseInt(opt('access-token-ttl', 'OIDC_ACCESS_TOKEN_TTL', '3600'), 10);
 const idTokenTtl = Number.parseInt(opt('id-token-ttl', 'OIDC_ID_TOKEN_TTL', '3600'), 10);
+const rotateRefreshTokens = ['1', 'true', 'yes'].includes(
+  String(opt('rotate-refresh-tokens', 'OIDC_ROTATE_REFRESH_TOKENS', '')).toLowerCase(),
+);
 
 function freshJwks() {
   const stamp = `${Date.now().toString(36)}-${crypto.randomBytes(4).toString('hex')}`;
@@ -149,6 +167,7 @@ const configuration = {
   },
   pkce: { required: () => true },
   issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  ...(rotateRefreshTokens ? { rotateRefreshToken: true } : {}),
   findAccount,
   ttl: {
     AccessToken: accessTokenTtl,
@@ -159,7 +178,68 @@ const configuration = {
 
 const provider = new Provider(issuer, configuration);
 provider.on('server_error', (_ctx, err) => console.error('oidc-provider server_error:', err));
-server.on('request', provider.callback());
+
+// ---- test controls: counters and token-endpoint quirks
+const stats = { grants: {}, revocations: 0 };
+const quirks = { omit_refresh_token: false, omit_expires_in: false, token_delay_ms: 0, code_expires_in: 0 };
+const count = (ctx, outcome) => {
+  const type = String(ctx.oidc?.params?.grant_type ?? 'unknown');
+  stats.grants[type] ??= { success: 0, error: 0 };
+  stats.grants[type][outcome] += 1;
+};
+provider.on('grant.success', (ctx) => count(ctx, 'success'));
+provider.on('grant.error', (ctx) => count(ctx, 'error'));
+provider.use(async (ctx, next) => {
+  const isToken = ctx.method === 'POST' && ctx.path === '/token';
+  if (isToken && quirks.token_delay_ms > 0) {
+    await new Promise((resolve) => setTimeout(resolve, quirks.token_delay_ms));
+    if (ctx.req.socket.destroyed) return; // the client hung up: never reaches the provider
+  }
+  await next();
+  if (ctx.method === 'POST' && ctx.path === '/token/revocation' && ctx.status === 200) {
+    stats.revocations += 1;
+  }
+  if (isToken && ctx.status === 200 && ctx.body && typeof ctx.body === 'object') {
+    if (quirks.omit_refresh_token && ctx.oidc?.params?.grant_type === 'refresh_token') {
+      delete ctx.body.refresh_token;
+    }
+    if (quirks.omit_expires_in) delete ctx.body.expires_in;
+    // Tell the client the first token is already (nearly) expired, so its next read refreshes.
+    if (quirks.code_expires_in > 0 && ctx.oidc?.params?.grant_type === 'authorization_code') {
+      ctx.body.expires_in = quirks.code_expires_in;
+    }
+  }
+});
+
+const callback = provider.callback();
+function readJson(req) {
+  return new Promise((resolve, reject) => {
+    let data = '';
+    req.on('data', (c) => { data += c; });
+    req.on('end', () => { try { resolve(data ? JSON.parse(data) : {}); } catch (e) { reject(e); } });
+  });
+}
+server.on('request', async (req, res) => {
+  if (!req.url.startsWith('/__test/')) return callback(req, res);
+  const reply = (obj) => { res.setHeader('content-type', 'application/json'); res.end(JSON.stringify(obj)); };
+  try {
+    if (req.method === 'GET' && req.url === '/__test/stats') return reply(stats);
+    if (req.method === 'POST' && req.url === '/__test/stats/reset') {
+      stats.grants = {};
+      stats.revocations = 0;
+      return reply(stats);
+    }
+    if (req.method === 'POST' && req.url === '/__test/quirks') {
+      Object.assign(quirks, await readJson(req));
+      return reply(quirks);
+    }
+  } catch (e) {
+    res.statusCode = 400;
+    return reply({ error: String(e) });
+  }
+  res.statusCode = 404;
+  return reply({ error: 'unknown test control' });
+});
 
 process.stdout.write(`${JSON.stringify({ issuer, port: actualPort })}\n`);
 

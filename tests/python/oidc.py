@@ -100,6 +100,8 @@ class OidcProvider:
         redirect_uris: list[str] | None = None,
         id_token_alg: str = "RS256",
         id_token_ttl: int = 3600,
+        access_token_ttl: int = 3600,
+        rotate_refresh_tokens: bool = False,
     ) -> None:
         if not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
             raise RuntimeError(
@@ -112,6 +114,8 @@ class OidcProvider:
         self.redirect_uris = list(redirect_uris or [DEFAULT_REDIRECT_URI])
         self.id_token_alg = id_token_alg
         self.id_token_ttl = id_token_ttl
+        self.access_token_ttl = access_token_ttl
+        self.rotate_refresh_tokens = rotate_refresh_tokens
         self.port = 0
         self.issuer = ""
         self.jwks_file = self.workdir / "oidc-jwks.json"
@@ -141,7 +145,10 @@ class OidcProvider:
             "--redirect-uris", ",".join(self.redirect_uris),
             "--id-token-alg", self.id_token_alg,
             "--id-token-ttl", str(self.id_token_ttl),
+            "--access-token-ttl", str(self.access_token_ttl),
         ]
+        if self.rotate_refresh_tokens:
+            cmd.append("--rotate-refresh-tokens")
         proc = subprocess.Popen(
             cmd, cwd=str(OIDC_DIR), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log
         )
@@ -313,6 +320,23 @@ class OidcProvider:
             else:
                 r = s.get(location, allow_redirects=False, timeout=10)
         raise RuntimeError("too many redirects in the authorization flow")
+
+    # ----------------------------------------------------------------- test controls
+    def stats(self) -> dict[str, Any]:
+        """Token-endpoint calls by grant type ({"success": n, "error": n}) and revocations."""
+        r = requests.get(f"{self.issuer}/__test/stats", timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def grant_count(self, grant_type: str, outcome: str = "success") -> int:
+        return int(self.stats()["grants"].get(grant_type, {}).get(outcome, 0))
+
+    def reset_stats(self) -> None:
+        requests.post(f"{self.issuer}/__test/stats/reset", timeout=5).raise_for_status()
+
+    def set_quirks(self, **quirks: Any) -> None:
+        """omit_refresh_token, omit_expires_in (bool), token_delay_ms, code_expires_in (int)."""
+        requests.post(f"{self.issuer}/__test/quirks", json=quirks, timeout=5).raise_for_status()
 
     def token_request(self, form: dict[str, str]) -> requests.Response:
         return requests.post(
