@@ -130,6 +130,11 @@ def env(server: Latchkey, authz: OidcProvider, cp: Any, dp: Any) -> Env:
     return Env(server, authz, cp, dp)
 
 
+def remember_code(env: Env, callback_url: str) -> None:
+    """Authorization codes are secrets too: the server log must never show them."""
+    env.server.remember_secret(parse_qs(urlparse(callback_url).query)["code"][0])
+
+
 def audit(server: Latchkey) -> list[dict[str, Any]]:
     out = server.cli("admin", "audit", "list", "--limit", "100000").stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -286,6 +291,7 @@ def test_attack_authorization_code_replay(env: Env) -> None:
     browser = env.browser()
     cb = browser.consent(started["authorizationUrl"], user, stop_at_callback=True).final_url
     assert cb and "code=" in cb
+    remember_code(env, cb)
     first = browser.get(cb)
     assert first.status_code in (302, 303)
     again = env.browser().get(cb)
@@ -299,6 +305,7 @@ def test_attack_tampered_state(env: Env) -> None:
     _, started = env.start(user)
     cb = env.browser().consent(started["authorizationUrl"], user, stop_at_callback=True).final_url
     assert cb
+    remember_code(env, cb)
     u = urlparse(cb)
     q = {k: v[0] for k, v in parse_qs(u.query).items()}
     q["state"] = q["state"][:-2] + ("AA" if not q["state"].endswith("AA") else "BB")
@@ -315,6 +322,7 @@ def test_attack_state_from_another_providers_session(env: Env) -> None:
     _, started = env.start(user)
     cb = env.browser().consent(started["authorizationUrl"], user, stop_at_callback=True).final_url
     assert cb
+    remember_code(env, cb)
     other_cb = env.callback(env.other_provider)
     r = env.browser().get(other_cb + "?" + urlparse(cb).query)
     assert r.status_code == 400
@@ -330,6 +338,7 @@ def test_attack_issuer_mismatch_rfc9207(env: Env) -> None:
     _, started = env.start(user)
     cb = env.browser().consent(started["authorizationUrl"], user, stop_at_callback=True).final_url
     assert cb
+    remember_code(env, cb)
     u = urlparse(cb)
     q = {k: v[0] for k, v in parse_qs(u.query).items()}
     assert q.get("iss") == env.authz.issuer  # oidc-provider sends RFC 9207 iss

@@ -137,3 +137,4 @@ def test_no_secret_in_logs(server: Latchkey, cp, dp, oidc: OidcProvider) -> None
     leaked = [s[:12] + "…" for s in secrets if s in log]
     assert not leaked, f"secrets found in the server log: {leaked}"
     assert not server.leaked_secrets()
+

@@ -334,3 +334,29 @@ def _swallow(f: Any) -> None:
         f()
     except Exception:
         pass
+
+
+def test_resource_indicator_is_kept_on_refresh(server: Latchkey, rotating: OidcProvider, cp: Any, dp: Any) -> None:
+    """RFC 8707: `resource` goes on the authorization request, the code exchange and every
+    refresh, so the refreshed token is still for that resource (audience)."""
+    import jwt as pyjwt
+
+    v = Vault(server, rotating, cp, dp)
+    user = uniq("resource")
+    resource = "https://api.example.test/"
+    wat = v.wat(user)
+    started = v.token(wat, resourceOauth2ReturnUrl=RETURN_URL, resources=[resource], scopes=["api:read"])
+    first_hop = Browser(server.url, rotating.issuer).get(started["authorizationUrl"])
+    assert f"resource={requests.utils.quote(resource, safe='')}" in first_hop.headers["Location"]
+    result = Browser(server.url, rotating.issuer).consent(started["authorizationUrl"], user)
+    server.dp(v.binding).complete_resource_token_auth(sessionUri=result.params["session_id"], userIdentifier={"userId": user})
+    rotating.reset_stats()
+    for _ in range(2):  # 30 s tokens: each read refreshes
+        token = v.token(wat, resources=[resource], scopes=["api:read"])["accessToken"]
+        claims = pyjwt.decode(token, options={"verify_signature": False})
+        assert claims["aud"] == resource and claims["sub"] == user
+        assert "api:read" in claims["scope"].split()
+    assert rotating.grant_count("refresh_token") == 2
+    # Another resource is another consent, not this grant.
+    other = v.token(wat, resources=["https://other.example.test/"], scopes=["api:read"], resourceOauth2ReturnUrl=RETURN_URL)
+    assert "accessToken" not in other

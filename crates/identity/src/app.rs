@@ -170,7 +170,12 @@ pub fn app(state: AppState) -> Router {
             axum::http::header::AUTHORIZATION,
             HeaderName::from_static("x-amz-security-token"),
         ]))
-        .layer(TraceLayer::new_for_http())
+        // Spans name the path only: query strings carry authorization codes and state.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+            }),
+        )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
