@@ -35,6 +35,9 @@ pub struct Vault {
     locks: Mutex<HashMap<GrantKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Grants read recently (only present ones: an absent grant is always re-read).
     grants: TtlCache<GrantKey, Arc<GrantRecord>>,
+    /// Opened access tokens of cached grants, by grant version (like the credential cache,
+    /// a decrypted secret kept in memory for at most the cache TTL).
+    opened: TtlCache<GrantKey, (i64, SecretString)>,
     /// Client-credentials tokens: key → (token, expiry ms).
     m2m: Mutex<HashMap<M2mKey, (SecretString, i64)>>,
 }
@@ -56,6 +59,7 @@ impl Vault {
             owner: format!("replica-{}", uuid::Uuid::new_v4().simple()),
             locks: Mutex::new(HashMap::new()),
             grants: TtlCache::new(cache_ttl, 100_000),
+            opened: TtlCache::new(cache_ttl, 100_000),
             m2m: Mutex::new(HashMap::new()),
         }
     }
@@ -63,6 +67,7 @@ impl Vault {
     /// Forget a grant this replica may have cached (after a change made here).
     pub fn invalidate(&self, key: &GrantKey) {
         self.grants.invalidate(key);
+        self.opened.invalidate(key);
     }
 
     fn lock_for(&self, key: &GrantKey) -> Arc<tokio::sync::Mutex<()>> {
@@ -199,7 +204,17 @@ pub(crate) async fn get(
         return Ok(answer);
     }
     if grant.expires_ms - EXPIRY_SKEW_MS > state.clock.now_ms() {
-        return Ok(VaultAnswer::Token(open_access(state, &grant).await?));
+        if let Some((version, token)) = state.vault.opened.get(key)
+            && version == grant.version
+        {
+            return Ok(VaultAnswer::Token(token));
+        }
+        let token = open_access(state, &grant).await?;
+        state
+            .vault
+            .opened
+            .put(key.clone(), (grant.version, token.clone()));
+        return Ok(VaultAnswer::Token(token));
     }
     refresh(state, key, scopes, resources).await
 }
