@@ -24,7 +24,9 @@ impl std::fmt::Debug for Message {
     }
 }
 
-const BATCH: usize = 512;
+/// The most events one flush takes from the queue (several audit blocks).
+const BATCH: usize = 4096;
+/// Under light load, wait this long for more events before a flush.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl AuditSink {
@@ -34,10 +36,13 @@ impl AuditSink {
         tokio::spawn(async move {
             let mut batch: Vec<AuditEvent> = Vec::with_capacity(BATCH);
             let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+            let mut last_flush = 0usize;
             while let Some(first) = rx.recv().await {
-                // Let a batch gather for a moment: under load this turns thousands of
-                // wake-ups and statements per second into a few hundred.
-                if matches!(first, Message::Event(_)) {
+                // After a small flush, let a batch gather for a moment: under light load
+                // this turns thousands of wake-ups and statements per second into a few
+                // dozen. After a large one the queue is busy: flush again at once, so the
+                // writer never falls behind by sleeping.
+                if matches!(first, Message::Event(_)) && last_flush < BATCH / 2 {
                     tokio::time::sleep(GATHER).await;
                 }
                 let mut next = Some(first);
@@ -57,6 +62,7 @@ impl AuditSink {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(std::time::Duration::from_secs(5));
                 }
+                last_flush = batch.len();
                 batch.clear();
                 for w in waiters.drain(..) {
                     let _ = w.send(());

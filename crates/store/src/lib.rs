@@ -520,6 +520,11 @@ impl Store {
     /// Append events in order, as one block (one row, the events as a JSON array). Large
     /// batches are split into blocks of at most [`AUDIT_BLOCK_MAX`] events.
     pub async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        // One transaction (one commit) for all of this call's blocks.
+        let mut tx = self.pool.begin().await?;
         for block in events.chunks(AUDIT_BLOCK_MAX) {
             let (Some(first), Some(last)) = (block.first(), block.last()) else {
                 continue;
@@ -531,9 +536,10 @@ impl Store {
                 .bind(last.time_ms)
                 .bind(block.len() as i64)
                 .bind(json)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 
