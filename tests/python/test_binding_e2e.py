@@ -1,0 +1,246 @@
+"""The session binding service (`latchkey serve binding`) against the real identity
+service, in the flow's own order: the agent asks for a token, the user consents at the
+provider, the browser lands on the binding URL signed in (an OIDC ID token cookie, or an
+ALB-signed `x-amzn-oidc-data` header), the binding service completes the session, the
+agent's poll gets the token. A wrong user gets the wrong-account page and nothing is
+stored."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from flows_harness import Browser, userinfo
+from lk_harness import Latchkey, inbound_issuers_toml, uniq
+from oidc import OidcProvider
+
+SCOPES = ["openid", "api:read"]
+ALB_ARN = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/latchkey-test/50dc6c495c0c9188"
+
+
+@pytest.fixture(scope="module")
+def authz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    p = OidcProvider(tmp_path_factory.mktemp("authz-binding"), client_id="lk-binding", client_secret="lk-binding-" + "q" * 20)
+    p.start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def user_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    p = OidcProvider(tmp_path_factory.mktemp("user-idp-binding"))
+    p.start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def server_config(user_idp: OidcProvider) -> str:
+    return inbound_issuers_toml(user_idp.issuer)
+
+
+# --------------------------------------------------------------------------- ALB keys
+class KeyServer:
+    """Serves PEM public keys by kid, like https://public-keys.auth.elb.<region>.amazonaws.com/<kid>."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, bytes] = {}
+        keys = self.keys
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                pem = keys.get(self.path.lstrip("/"))
+                self.send_response(200 if pem else 404)
+                self.end_headers()
+                if pem:
+                    self.wfile.write(pem)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def new_key(self, kid: str) -> ec.EllipticCurvePrivateKey:
+        key = ec.generate_private_key(ec.SECP256R1())
+        self.keys[kid] = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return key
+
+
+def b64_padded(data: bytes) -> str:
+    """ALBs send base64url *with* padding."""
+    return base64.urlsafe_b64encode(data).decode()
+
+
+def alb_token(key: ec.EllipticCurvePrivateKey, kid: str, sub: str, *, signer: str = ALB_ARN) -> str:
+    header = {"alg": "ES256", "kid": kid, "signer": signer, "iss": "https://login.example.test", "client": "app", "exp": int(time.time()) + 60}
+    payload = {"sub": sub, "email": f"{sub}@example.test", "exp": int(time.time()) + 60, "iss": "https://login.example.test"}
+    signing_input = f"{b64_padded(json.dumps(header).encode())}.{b64_padded(json.dumps(payload).encode())}"
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{signing_input}.{b64_padded(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+# --------------------------------------------------------------------------- binding processes
+class BindingService:
+    def __init__(self, server: Latchkey, workdir: Path, args: list[str]) -> None:
+        cred = server.create_credential("binding")
+        env = {k: v for k, v in server.env.items() if not k.startswith("LATCHKEY_")}
+        env["LATCHKEY_BINDING_CREDENTIAL"] = f"{cred.access_key_id}:{cred.secret_access_key}"
+        self.log = workdir / "binding.log"
+        self.secret = cred.secret_access_key
+        self.proc = subprocess.Popen(
+            [server.bin, "serve", "binding", "--listen", "127.0.0.1:0", "--identity-url", server.url, "--allow-private-addresses", "true", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=open(self.log, "wb"),
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        assert m, f"binding did not start: {line!r} {self.log.read_text() if self.log.exists() else ''}"
+        self.url = m.group(1)
+        self.binding_url = f"{self.url}/oauth2/session-binding"
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        self.proc.wait(10)
+        text = self.log.read_text()
+        assert self.secret not in text, "the binding credential appeared in the binding service's log"
+        return text
+
+
+@pytest.fixture(scope="module")
+def key_server() -> Iterator[KeyServer]:
+    ks = KeyServer()
+    yield ks
+    ks.httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def oidc_binding(server: Latchkey, user_idp: OidcProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BindingService]:
+    b = BindingService(
+        server,
+        tmp_path_factory.mktemp("binding-oidc"),
+        ["--oidc-issuer", user_idp.issuer, "--oidc-audience", user_idp.client_id, "--id-token-cookie", "id_token"],
+    )
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def alb_binding(server: Latchkey, key_server: KeyServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BindingService]:
+    b = BindingService(
+        server,
+        tmp_path_factory.mktemp("binding-alb"),
+        ["--alb-signer", ALB_ARN, "--alb-key-url-template", key_server.url + "/{kid}"],
+    )
+    yield b
+    b.stop()
+
+
+class Flow:
+    def __init__(self, server: Latchkey, authz: OidcProvider, cp: Any, dp: Any, return_urls: list[str]) -> None:
+        self.server, self.authz, self.cp, self.dp = server, authz, cp, dp
+        self.workload = uniq("bind-wl")
+        cp.create_workload_identity(name=self.workload, allowedResourceOauth2ReturnUrls=return_urls)
+        self.provider = uniq("bind-prov")
+        server.remember_secret(authz.client_secret)
+        cp.create_oauth2_credential_provider(
+            name=self.provider,
+            credentialProviderVendor="CustomOauth2",
+            oauth2ProviderConfigInput={
+                "customOauth2ProviderConfig": {
+                    "oauthDiscovery": {"discoveryUrl": authz.discovery_url},
+                    "clientId": authz.client_id,
+                    "clientSecret": authz.client_secret,
+                }
+            },
+        )
+        callback = cp.get_oauth2_credential_provider(name=self.provider)["callbackUrl"]
+        authz.restart(redirect_uris=sorted({*authz.redirect_uris, callback} - {"http://127.0.0.1/callback"}))
+
+    def token(self, wat: str, **kw: Any) -> dict[str, Any]:
+        out = self.dp.get_resource_oauth2_token(
+            workloadIdentityToken=wat, resourceCredentialProviderName=self.provider, scopes=SCOPES, oauth2Flow="USER_FEDERATION", **kw
+        )
+        if out.get("accessToken"):
+            self.server.remember_secret(out["accessToken"])
+        return out
+
+
+def test_oidc_cookie_binding_end_to_end(server: Latchkey, authz: OidcProvider, user_idp: OidcProvider, cp: Any, dp: Any, oidc_binding: BindingService) -> None:
+    flow = Flow(server, authz, cp, dp, [oidc_binding.binding_url])
+    alice_id_token = user_idp.id_token_for("alice")
+    wat = dp.get_workload_access_token_for_jwt(workloadName=flow.workload, userToken=alice_id_token)["workloadAccessToken"]
+    started = flow.token(wat, resourceOauth2ReturnUrl=oidc_binding.binding_url)
+    browser = Browser(server.url, authz.issuer)
+    result = browser.consent(started["authorizationUrl"], "alice")
+    assert result.final_url and result.final_url.startswith(oidc_binding.binding_url + "?session_id=")
+    # The browser arrives at the binding service signed in as alice.
+    browser.s.cookies.set("id_token", alice_id_token, domain="127.0.0.1", path="/")
+    page = browser.get(result.final_url)
+    assert page.status_code == 200, page.text
+    assert "Authorization complete" in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    token = flow.token(wat, sessionUri=started["sessionUri"])["accessToken"]
+    assert userinfo(authz.metadata, token).json()["sub"] == "alice"
+
+
+def test_oidc_binding_wrong_user_stores_nothing(server: Latchkey, authz: OidcProvider, user_idp: OidcProvider, cp: Any, dp: Any, oidc_binding: BindingService) -> None:
+    flow = Flow(server, authz, cp, dp, [oidc_binding.binding_url])
+    wat = dp.get_workload_access_token_for_jwt(workloadName=flow.workload, userToken=user_idp.id_token_for("alice"))["workloadAccessToken"]
+    started = flow.token(wat, resourceOauth2ReturnUrl=oidc_binding.binding_url)
+    # Browser swapping: mallory's browser consents on alice's flow and reaches the binding.
+    browser = Browser(server.url, authz.issuer)
+    result = browser.consent(started["authorizationUrl"], "mallory")
+    browser.s.cookies.set("id_token", user_idp.id_token_for("mallory"), domain="127.0.0.1", path="/")
+    page = browser.get(result.final_url)
+    assert page.status_code == 403, page.text
+    polled = flow.token(wat, sessionUri=started["sessionUri"])
+    assert polled["sessionStatus"] == "FAILED" and "accessToken" not in polled
+    # Not signed in at all: the not-signed-in page, and the identity service is not called.
+    anon = Browser(server.url, authz.issuer)
+    assert anon.get(result.final_url).status_code == 401
+
+
+def test_alb_header_binding_end_to_end(server: Latchkey, authz: OidcProvider, cp: Any, dp: Any, alb_binding: BindingService, key_server: KeyServer) -> None:
+    flow = Flow(server, authz, cp, dp, [alb_binding.binding_url])
+    user = uniq("carol")
+    kid = uniq("kid")
+    key = key_server.new_key(kid)
+    wat = dp.get_workload_access_token_for_user_id(workloadName=flow.workload, userId=user)["workloadAccessToken"]
+    started = flow.token(wat, resourceOauth2ReturnUrl=alb_binding.binding_url)
+    browser = Browser(server.url, authz.issuer)
+    result = browser.consent(started["authorizationUrl"], user)
+    assert result.final_url
+    # An attacker's header signed with another key (same kid) is refused; nothing stored.
+    forged = alb_token(ec.generate_private_key(ec.SECP256R1()), kid, user)
+    r = browser.s.get(result.final_url, headers={"x-amzn-oidc-data": forged}, allow_redirects=False, timeout=10)
+    assert r.status_code == 401
+    assert "accessToken" not in flow.token(wat, sessionUri=started["sessionUri"])
+    # The load balancer's real header completes the session.
+    r = browser.s.get(result.final_url, headers={"x-amzn-oidc-data": alb_token(key, kid, user)}, allow_redirects=False, timeout=10)
+    assert r.status_code == 200, r.text
+    token = flow.token(wat, sessionUri=started["sessionUri"])["accessToken"]
+    assert userinfo(authz.metadata, token).json()["sub"] == user
+    # Replaying the binding link after completion shows an error page, not success.
+    r = browser.s.get(result.final_url, headers={"x-amzn-oidc-data": alb_token(key, kid, user)}, allow_redirects=False, timeout=10)
+    assert r.status_code == 400
