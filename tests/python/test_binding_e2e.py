@@ -236,6 +236,10 @@ def test_alb_header_binding_end_to_end(server: Latchkey, authz: OidcProvider, cp
     r = browser.s.get(result.final_url, headers={"x-amzn-oidc-data": forged}, allow_redirects=False, timeout=10)
     assert r.status_code == 401
     assert "accessToken" not in flow.token(wat, sessionUri=started["sessionUri"])
+    # A HEAD (link checkers, prefetch) never completes a session, even with a valid header.
+    r = browser.s.head(result.final_url, headers={"x-amzn-oidc-data": alb_token(key, kid, user)}, allow_redirects=False, timeout=10)
+    assert r.status_code == 405
+    assert "accessToken" not in flow.token(wat, sessionUri=started["sessionUri"])
     # The load balancer's real header completes the session.
     r = browser.s.get(result.final_url, headers={"x-amzn-oidc-data": alb_token(key, kid, user)}, allow_redirects=False, timeout=10)
     assert r.status_code == 200, r.text

@@ -592,3 +592,17 @@ def test_bedrock_agentcore_sdk_get_token_end_to_end(env: Env, tmp_path: Path) ->
     env.server.remember_secret(got["token"])
     assert got["auth_urls"] == 1
     assert userinfo(env.authz.metadata, got["token"]).json()["sub"] == user
+
+
+def test_head_requests_do_not_consume_a_callback(env: Env) -> None:
+    """Link checkers and prefetchers send HEAD: it must not burn the single-use state."""
+    user = uniq("head")
+    wat, started = env.start(user)
+    cb = env.browser().consent(started["authorizationUrl"], user, stop_at_callback=True).final_url
+    assert cb
+    remember_code(env, cb)
+    assert requests.head(cb, timeout=10, allow_redirects=False).status_code == 405
+    assert requests.head(started["authorizationUrl"], timeout=10, allow_redirects=False).status_code == 405
+    assert env.browser().get(cb).status_code in (302, 303)
+    env.complete(started["sessionUri"], user)
+    assert env.token(wat)["accessToken"]

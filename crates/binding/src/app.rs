@@ -89,10 +89,18 @@ impl BindingState {
 /// response carries the hardening headers.
 pub fn app(state: BindingState) -> Router {
     Router::new()
-        // GET only: a HEAD (which axum's `get` would also route) must not complete a session.
+        // GET only: axum also routes HEAD to GET handlers, and a HEAD must not complete a
+        // session.
         .route(
             "/oauth2/session-binding",
-            axum::routing::on(axum::routing::MethodFilter::GET, session_binding),
+            get(session_binding).layer(axum::middleware::from_fn(
+                |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                    if req.method() == axum::http::Method::HEAD {
+                        return axum::http::StatusCode::METHOD_NOT_ALLOWED.into_response();
+                    }
+                    next.run(req).await
+                },
+            )),
         )
         .route("/ping", get(ping))
         .fallback(not_found)

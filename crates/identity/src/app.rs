@@ -159,8 +159,16 @@ pub fn app(state: AppState) -> Router {
             post(flows::complete_resource_token_auth),
         )
         // Browser endpoints of the 3-legged flow.
-        .route("/identities/oauth2/authorize", get(flows::authorize))
-        .route("/identities/oauth2/callback/{id}", get(flows::callback))
+        // GET only: axum also routes HEAD to GET handlers, and a link checker's HEAD
+        // must not consume a callback's single-use state.
+        .route(
+            "/identities/oauth2/authorize",
+            get(flows::authorize).layer(axum::middleware::from_fn(get_only)),
+        )
+        .route(
+            "/identities/oauth2/callback/{id}",
+            get(flows::callback).layer(axum::middleware::from_fn(get_only)),
+        )
         .route("/identities/payment/token", post(data_unsupported))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -217,6 +225,14 @@ async fn jwks(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("public, max-age=300"),
     );
     r
+}
+
+/// Refuse HEAD on browser endpoints whose GET changes state.
+async fn get_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.method() == axum::http::Method::HEAD {
+        return crate::pages::harden(method_not_allowed().await);
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> Response {
