@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 import pytest
 import requests
 
-from flows_harness import Browser, session_id_of, userinfo
+from flows_harness import Browser, ResourceApi, userinfo
 from lk_harness import Cred, Latchkey, eventually, inbound_issuers_toml, raises_code, uniq
 from oidc import OidcProvider
 
@@ -54,6 +54,14 @@ def other_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider
 @pytest.fixture(scope="module")
 def server_config(user_idp: OidcProvider, other_idp: OidcProvider) -> str:
     return inbound_issuers_toml(user_idp.issuer, other_idp.issuer)
+
+
+@pytest.fixture(scope="module")
+def api(authz: OidcProvider) -> Iterator[ResourceApi]:
+    """The protected resource: accepts only tokens with the right scope."""
+    r = ResourceApi(authz.metadata["introspection_endpoint"], authz.client_id, authz.client_secret)
+    yield r
+    r.stop()
 
 
 class Env:
@@ -141,7 +149,7 @@ def audit(server: Latchkey) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- the flow
-def test_full_three_legged_flow(env: Env) -> None:
+def test_full_three_legged_flow(env: Env, api: ResourceApi) -> None:
     user = uniq("alice")
     wat, started = env.start(user, customState="app-csrf-123")
     uri = started["sessionUri"]
@@ -173,6 +181,11 @@ def test_full_three_legged_flow(env: Env) -> None:
     token = got["accessToken"]
     who = userinfo(env.authz.metadata, token)
     assert who.status_code == 200 and who.json()["sub"] == user
+    # The resource API takes it for what the user approved, and nothing more.
+    read = api.get("/api/read", token)
+    assert read.status_code == 200 and read.json()["sub"] == user
+    assert api.get("/api/write", token).status_code == 403
+    assert api.get("/api/read", "not-a-token").status_code == 401
     # Later calls come from the vault.
     assert env.token(env.wat(user))["accessToken"] == token
 
@@ -478,13 +491,16 @@ def test_unknown_provider_is_not_found(env: Env) -> None:
 
 
 # --------------------------------------------------------------------------- M2M
-def test_client_credentials_token_is_cached(env: Env) -> None:
+def test_client_credentials_token_is_cached(env: Env, api: ResourceApi) -> None:
     wat = env.dp.get_workload_access_token(workloadName=env.workload)["workloadAccessToken"]
     first = env.token(wat, scopes=["api:read"], oauth2Flow="M2M")["accessToken"]
     second = env.token(wat, scopes=["api:read"], oauth2Flow="M2M")["accessToken"]
     assert first == second
+    assert api.get("/api/read", first).status_code == 200
+    assert api.get("/api/write", first).status_code == 403
     other = env.token(wat, scopes=["api:write"], oauth2Flow="M2M")["accessToken"]
     assert other != first
+    assert api.get("/api/write", other).status_code == 200
 
 
 # --------------------------------------------------------------------------- expiry
