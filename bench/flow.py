@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 
-from flows_harness import Browser  # noqa: E402
+from flows_harness import Browser, create_custom_provider  # noqa: E402
 from lk_harness import Latchkey, uniq  # noqa: E402
 from oidc import OidcProvider  # noqa: E402
 
@@ -36,15 +36,8 @@ def main() -> None:
         binding = lk.dp(lk.create_credential("binding"))
         workload = uniq("bench-flow")
         cp.create_workload_identity(name=workload, allowedResourceOauth2ReturnUrls=[RETURN_URL])
-        provider = uniq("bench-prov")
-        cp.create_oauth2_credential_provider(
-            name=provider,
-            credentialProviderVendor="CustomOauth2",
-            oauth2ProviderConfigInput={"customOauth2ProviderConfig": {
-                "oauthDiscovery": {"discoveryUrl": authz.discovery_url},
-                "clientId": authz.client_id, "clientSecret": authz.client_secret}},
-        )
-        authz.restart(redirect_uris=[cp.get_oauth2_credential_provider(name=provider)["callbackUrl"]])
+        provider, callback = create_custom_provider(lk, cp, authz, "bench-prov")
+        authz.restart(redirect_uris=[callback])
         steps: dict[str, list[float]] = {k: [] for k in ("start", "authorize", "callback", "complete", "first poll")}
         for i in range(N + 3):  # 3 warm-up flows
             user = f"bench-user-{i}"

@@ -168,3 +168,37 @@ class ResourceApi:
 
     def stop(self) -> None:
         self.httpd.shutdown()
+
+
+def create_custom_provider(server: Any, cp: Any, authz: Any, prefix: str = "prov") -> tuple[str, str]:
+    """A `CustomOauth2` credential provider for the oidc-provider `authz` (by discovery);
+    returns (name, callbackUrl). The client secret is remembered as a secret of `server`."""
+    import uuid
+
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    server.remember_secret(authz.client_secret)
+    cp.create_oauth2_credential_provider(
+        name=name,
+        credentialProviderVendor="CustomOauth2",
+        oauth2ProviderConfigInput={
+            "customOauth2ProviderConfig": {
+                "oauthDiscovery": {"discoveryUrl": authz.discovery_url},
+                "clientId": authz.client_id,
+                "clientSecret": authz.client_secret,
+            }
+        },
+    )
+    return name, cp.get_oauth2_credential_provider(name=name)["callbackUrl"]
+
+
+def running_provider(tmp_path_factory: Any, name: str, **kw: Any) -> Any:
+    """Generator body for a module fixture: an `OidcProvider` started in a fresh directory,
+    stopped after the module (`yield from running_provider(...)`)."""
+    from oidc import OidcProvider
+
+    provider = OidcProvider(tmp_path_factory.mktemp(name), **kw)
+    provider.start()
+    try:
+        yield provider
+    finally:
+        provider.stop()

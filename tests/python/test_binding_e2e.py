@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from flows_harness import Browser, userinfo
+from flows_harness import Browser, create_custom_provider, running_provider, userinfo
 from lk_harness import Latchkey, inbound_issuers_toml, uniq
 from oidc import OidcProvider
 
@@ -33,18 +33,12 @@ ALB_ARN = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/
 
 @pytest.fixture(scope="module")
 def authz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
-    p = OidcProvider(tmp_path_factory.mktemp("authz-binding"), client_id="lk-binding", client_secret="lk-binding-" + "q" * 20)
-    p.start()
-    yield p
-    p.stop()
+    yield from running_provider(tmp_path_factory, "authz-binding", client_id="lk-binding", client_secret="lk-binding-" + "q" * 20)
 
 
 @pytest.fixture(scope="module")
 def user_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
-    p = OidcProvider(tmp_path_factory.mktemp("user-idp-binding"))
-    p.start()
-    yield p
-    p.stop()
+    yield from running_provider(tmp_path_factory, "user-idp-binding")
 
 
 @pytest.fixture(scope="module")
@@ -161,20 +155,7 @@ class Flow:
         self.server, self.authz, self.cp, self.dp = server, authz, cp, dp
         self.workload = uniq("bind-wl")
         cp.create_workload_identity(name=self.workload, allowedResourceOauth2ReturnUrls=return_urls)
-        self.provider = uniq("bind-prov")
-        server.remember_secret(authz.client_secret)
-        cp.create_oauth2_credential_provider(
-            name=self.provider,
-            credentialProviderVendor="CustomOauth2",
-            oauth2ProviderConfigInput={
-                "customOauth2ProviderConfig": {
-                    "oauthDiscovery": {"discoveryUrl": authz.discovery_url},
-                    "clientId": authz.client_id,
-                    "clientSecret": authz.client_secret,
-                }
-            },
-        )
-        callback = cp.get_oauth2_credential_provider(name=self.provider)["callbackUrl"]
+        self.provider, callback = create_custom_provider(server, cp, authz, "bind-prov")
         authz.restart(redirect_uris=sorted({*authz.redirect_uris, callback} - {"http://127.0.0.1/callback"}))
 
     def token(self, wat: str, **kw: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 import pytest
 import requests
 
-from flows_harness import Browser, ResourceApi, userinfo
+from flows_harness import Browser, ResourceApi, create_custom_provider, running_provider, userinfo
 from lk_harness import Cred, Latchkey, eventually, inbound_issuers_toml, raises_code, uniq
 from oidc import OidcProvider
 
@@ -28,27 +28,18 @@ SCOPES = ["openid", "api:read"]
 @pytest.fixture(scope="module")
 def authz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
     """The third-party authorization server (its redirect URIs are set once providers exist)."""
-    provider = OidcProvider(tmp_path_factory.mktemp("authz-flows"), client_id="lk-flows", client_secret="lk-flows-secret-" + "y" * 12)
-    provider.start()
-    yield provider
-    provider.stop()
+    yield from running_provider(tmp_path_factory, "authz-flows", client_id="lk-flows", client_secret="lk-flows-secret-" + "y" * 12)
 
 
 @pytest.fixture(scope="module")
 def user_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
     """The users' identity provider (for userToken); a second one plays another issuer."""
-    provider = OidcProvider(tmp_path_factory.mktemp("user-idp"))
-    provider.start()
-    yield provider
-    provider.stop()
+    yield from running_provider(tmp_path_factory, "user-idp")
 
 
 @pytest.fixture(scope="module")
 def other_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
-    provider = OidcProvider(tmp_path_factory.mktemp("other-idp"))
-    provider.start()
-    yield provider
-    provider.stop()
+    yield from running_provider(tmp_path_factory, "other-idp")
 
 
 @pytest.fixture(scope="module")
@@ -76,20 +67,7 @@ class Env:
         self.bdp = server.dp(self.binding)
 
     def make_provider(self) -> str:
-        name = uniq("flows-prov")
-        self.server.remember_secret(self.authz.client_secret)
-        self.cp.create_oauth2_credential_provider(
-            name=name,
-            credentialProviderVendor="CustomOauth2",
-            oauth2ProviderConfigInput={
-                "customOauth2ProviderConfig": {
-                    "oauthDiscovery": {"discoveryUrl": self.authz.discovery_url},
-                    "clientId": self.authz.client_id,
-                    "clientSecret": self.authz.client_secret,
-                }
-            },
-        )
-        return name
+        return create_custom_provider(self.server, self.cp, self.authz, "flows-prov")[0]
 
     def callback(self, provider: str) -> str:
         return self.cp.get_oauth2_credential_provider(name=provider)["callbackUrl"]

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from flows_harness import Browser, userinfo
+from flows_harness import Browser, create_custom_provider, userinfo
 from lk_harness import Latchkey, raises_code, uniq
 from oidc import OidcProvider
 
@@ -67,20 +67,8 @@ class Vault:
         self.server, self.authz, self.cp, self.dp = server, authz, cp, dp
         self.workload = uniq("vault-wl")
         cp.create_workload_identity(name=self.workload, allowedResourceOauth2ReturnUrls=[RETURN_URL])
-        self.provider = uniq("vault-prov")
-        server.remember_secret(authz.client_secret)
-        cp.create_oauth2_credential_provider(
-            name=self.provider,
-            credentialProviderVendor="CustomOauth2",
-            oauth2ProviderConfigInput={
-                "customOauth2ProviderConfig": {
-                    "oauthDiscovery": {"discoveryUrl": authz.discovery_url},
-                    "clientId": authz.client_id,
-                    "clientSecret": authz.client_secret,
-                }
-            },
-        )
-        self.callback_path = urlparse(cp.get_oauth2_credential_provider(name=self.provider)["callbackUrl"]).path
+        self.provider, callback = create_custom_provider(server, cp, authz, "vault-prov")
+        self.callback_path = urlparse(callback).path
         self.register(server, *extra_servers)
         self.binding = server.create_credential("binding")
 

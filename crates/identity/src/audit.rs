@@ -87,6 +87,27 @@ impl AuditSink {
     }
 }
 
+/// Record an event about a caller's action (or the browser's, with no caller) on a
+/// workload/user/target, without waiting for the database.
+#[allow(clippy::too_many_arguments)]
+pub async fn record(
+    state: &crate::state::AppState,
+    caller: Option<&Caller>,
+    action: &str,
+    workload: Option<&str>,
+    user: Option<&str>,
+    target: Option<&str>,
+    outcome: Outcome,
+    detail: serde_json::Value,
+) {
+    let mut e = event(state.clock.now_ms(), caller, action, outcome);
+    e.workload = workload.map(str::to_string);
+    e.user_id = user.map(str::to_string);
+    e.target = target.map(str::to_string);
+    e.detail = detail;
+    state.audit.record(e).await;
+}
+
 /// Builder for the common case: an event about a caller's action.
 pub fn event(now_ms: i64, caller: Option<&Caller>, action: &str, outcome: Outcome) -> AuditEvent {
     AuditEvent {

@@ -57,11 +57,17 @@ async fn record(
     outcome: Outcome,
     detail: Value,
 ) {
-    let mut e = audit::event(state.clock.now_ms(), Some(caller), action, outcome);
-    e.workload = workload.map(str::to_string);
-    e.user_id = user.map(str::to_string);
-    e.detail = detail;
-    state.audit.record(e).await;
+    audit::record(
+        state,
+        Some(caller),
+        action,
+        workload,
+        user,
+        None,
+        outcome,
+        detail,
+    )
+    .await;
 }
 
 async fn issue_workload_token(

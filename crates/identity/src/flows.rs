@@ -25,7 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::audit;
+use crate::audit::record;
 use crate::auth::{Binding, Caller, DataPlane};
 use crate::control::check_provider_name;
 use crate::data::{check_wat_field, verify_wat};
@@ -146,23 +146,26 @@ fn pkce_challenge(verifier: &str) -> String {
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn record(
+/// An event about an authorization session: its workload, user and provider.
+async fn record_session(
     state: &AppState,
     caller: Option<&Caller>,
     action: &str,
-    workload: Option<&str>,
-    user: Option<&str>,
-    target: Option<&str>,
+    session: &SessionRecord,
     outcome: Outcome,
     detail: Value,
 ) {
-    let mut e = audit::event(state.clock.now_ms(), caller, action, outcome);
-    e.workload = workload.map(str::to_string);
-    e.user_id = user.map(str::to_string);
-    e.target = target.map(str::to_string);
-    e.detail = detail;
-    state.audit.record(e).await;
+    record(
+        state,
+        caller,
+        action,
+        Some(&session.workload),
+        Some(&session.user_id),
+        Some(&session.provider),
+        outcome,
+        detail,
+    )
+    .await;
 }
 
 fn validate_token_request(body: &TokenRequest) -> Result<Flow, ApiError> {
@@ -580,13 +583,11 @@ async fn authorize_inner(state: &AppState, q: AuthorizeQuery) -> Result<Response
         tracing::error!(provider = %provider.name, "the provider's authorization endpoint is not a URL");
         BrowserError::Unavailable
     })?;
-    record(
+    record_session(
         state,
         None,
         "OAuth2Authorize",
-        Some(&session.workload),
-        Some(&session.user_id),
-        Some(&session.provider),
+        &session,
         Outcome::Success,
         json!({"provider": session.provider, "scopes": request.scopes}),
     )
@@ -694,13 +695,11 @@ async fn callback_inner(
             .store
             .fail_session(&session.id, why.as_str(), now)
             .await;
-        record(
+        record_session(
             state,
             None,
             "OAuth2Callback",
-            Some(&session.workload),
-            Some(&session.user_id),
-            Some(&provider.name),
+            session,
             Outcome::Denied,
             json!({"provider": provider.name, "reason": why.as_str()}),
         )
@@ -757,13 +756,11 @@ async fn callback_inner(
             return Err(BrowserError::AlreadyUsed);
         }
         moved.map_err(|e| browser_error(e.into()))?;
-        record(
+        record_session(
             state,
             None,
             "OAuth2Callback",
-            Some(&session.workload),
-            Some(&session.user_id),
-            Some(&provider.name),
+            &session,
             Outcome::Failed,
             json!({"provider": provider.name, "error": error}),
         )
@@ -797,13 +794,11 @@ async fn callback_inner(
         Err(StoreError::NotFound) => return Err(BrowserError::AlreadyUsed),
         Err(e) => return Err(browser_error(e.into())),
     }
-    record(
+    record_session(
         state,
         None,
         "OAuth2Callback",
-        Some(&session.workload),
-        Some(&session.user_id),
-        Some(&provider.name),
+        &session,
         Outcome::Success,
         json!({"provider": provider.name}),
     )
@@ -928,16 +923,7 @@ pub async fn complete_resource_token_auth(
     })?;
     let now = state.clock.now_ms();
     let audit = |outcome: Outcome, detail: Value| {
-        record(
-            &state,
-            Some(&caller),
-            ACTION,
-            Some(&session.workload),
-            Some(&session.user_id),
-            Some(&session.provider),
-            outcome,
-            detail,
-        )
+        record_session(&state, Some(&caller), ACTION, &session, outcome, detail)
     };
     match session.status {
         SessionStatus::Callback => {}

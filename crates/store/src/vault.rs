@@ -189,23 +189,25 @@ impl Store {
     }
 
     pub async fn find_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {SESSION_COLUMNS} FROM auth_sessions WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| SessionRecord::from_row(&r)).transpose()
+        self.find_session_by("id", id).await
     }
 
     pub async fn find_session_by_state(
         &self,
         state_hash: &str,
     ) -> StoreResult<Option<SessionRecord>> {
+        self.find_session_by("state_hash", state_hash).await
+    }
+
+    async fn find_session_by(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> StoreResult<Option<SessionRecord>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {SESSION_COLUMNS} FROM auth_sessions WHERE state_hash = $1"
+            "SELECT {SESSION_COLUMNS} FROM auth_sessions WHERE {column} = $1"
         )))
-        .bind(state_hash)
+        .bind(value)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| SessionRecord::from_row(&r)).transpose()
@@ -271,25 +273,12 @@ impl Store {
     /// Store the tokens of a completed consent, replacing any previous grant of the same
     /// key (and any lease on it: a fresh consent supersedes a refresh in flight).
     pub async fn put_grant(&self, key: &GrantKey, t: &GrantTokens, now_ms: i64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO grants (workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 1, NULL, NULL, $10, $10) \
-             ON CONFLICT (workload, user_id, provider) DO UPDATE SET scopes = excluded.scopes, resources = excluded.resources, token_type = excluded.token_type, \
+        const REPLACE: &str = "ON CONFLICT (workload, user_id, provider) DO UPDATE SET scopes = excluded.scopes, resources = excluded.resources, token_type = excluded.token_type, \
              access_envelope = excluded.access_envelope, refresh_envelope = excluded.refresh_envelope, expires_ms = excluded.expires_ms, needs_consent = 0, \
-             version = grants.version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = excluded.updated_ms",
-        )
-        .bind(&key.workload)
-        .bind(&key.user_id)
-        .bind(&key.provider)
-        .bind(json_list(&t.scopes))
-        .bind(json_list(&t.resources))
-        .bind(&t.token_type)
-        .bind(&t.access_envelope)
-        .bind(&t.refresh_envelope)
-        .bind(t.expires_ms)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
+             version = grants.version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = excluded.updated_ms";
+        insert_grant(REPLACE, key, t, now_ms)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -413,20 +402,12 @@ impl Store {
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         for (key, t) in grants {
-            sqlx::query(
-                "INSERT INTO grants (workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 1, NULL, NULL, $10, $10) ON CONFLICT (workload, user_id, provider) DO NOTHING",
+            insert_grant(
+                "ON CONFLICT (workload, user_id, provider) DO NOTHING",
+                key,
+                t,
+                now_ms,
             )
-            .bind(&key.workload)
-            .bind(&key.user_id)
-            .bind(&key.provider)
-            .bind(json_list(&t.scopes))
-            .bind(json_list(&t.resources))
-            .bind(&t.token_type)
-            .bind(&t.access_envelope)
-            .bind(&t.refresh_envelope)
-            .bind(t.expires_ms)
-            .bind(now_ms)
             .execute(&mut *tx)
             .await?;
         }
@@ -441,4 +422,27 @@ impl Store {
             .await?;
         Ok(row.try_get(0)?)
     }
+}
+
+/// `INSERT` of a fresh grant (version 1, no lease) with the given conflict clause.
+fn insert_grant<'q>(
+    on_conflict: &'static str,
+    key: &'q GrantKey,
+    t: &'q GrantTokens,
+    now_ms: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO grants (workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 1, NULL, NULL, $10, $10) {on_conflict}"
+    )))
+    .bind(key.workload.as_str())
+    .bind(key.user_id.as_str())
+    .bind(key.provider.as_str())
+    .bind(json_list(&t.scopes))
+    .bind(json_list(&t.resources))
+    .bind(t.token_type.as_str())
+    .bind(t.access_envelope.as_slice())
+    .bind(t.refresh_envelope.as_deref())
+    .bind(t.expires_ms)
+    .bind(now_ms)
 }
