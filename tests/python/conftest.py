@@ -32,6 +32,7 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 from lk_harness import Cred, Latchkey, database_url, latchkey_bin, storage  # noqa: E402
 from oidc import OidcProvider  # noqa: E402
+from authz_fixtures import authz_server, authz_server_rotating, resource_api  # noqa: E402,F401
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -9,7 +9,6 @@ return URL (which nothing listens on). Every hop is kept for assertions.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlparse
@@ -114,60 +113,6 @@ def userinfo(issuer_metadata: dict[str, Any], token: str) -> requests.Response:
     return requests.get(
         issuer_metadata["userinfo_endpoint"], headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
-
-
-class ResourceApi:
-    """A small protected API on loopback: `GET /api/read` needs scope `api:read`,
-    `GET /api/write` needs `api:write`. Bearer tokens are checked by RFC 7662
-    introspection at the authorization server (real, no shortcuts): inactive → 401,
-    missing scope → 403 `insufficient_scope`."""
-
-    def __init__(self, introspection_endpoint: str, client_id: str, client_secret: str) -> None:
-        import http.server
-        import threading
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                need = {"/api/read": "api:read", "/api/write": "api:write"}.get(self.path)
-                if need is None:
-                    return self._send(404, {"error": "not_found"})
-                auth = self.headers.get("Authorization", "")
-                if not auth.startswith("Bearer "):
-                    return self._send(401, {"error": "invalid_request"}, 'Bearer realm="api"')
-                info = requests.post(
-                    introspection_endpoint,
-                    data={"token": auth[len("Bearer "):]},
-                    auth=(client_id, client_secret),
-                    timeout=10,
-                ).json()
-                if not info.get("active"):
-                    return self._send(401, {"error": "invalid_token"}, 'Bearer error="invalid_token"')
-                if need not in str(info.get("scope", "")).split():
-                    return self._send(403, {"error": "insufficient_scope"}, f'Bearer error="insufficient_scope", scope="{need}"')
-                return self._send(200, {"sub": info.get("sub"), "scope": info.get("scope"), "client_id": info.get("client_id")})
-
-            def _send(self, status: int, body: dict[str, Any], challenge: str | None = None) -> None:
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                if challenge:
-                    self.send_header("WWW-Authenticate", challenge)
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def get(self, path: str, token: str) -> requests.Response:
-        return requests.get(self.url + path, headers={"Authorization": f"Bearer {token}"}, timeout=10)
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
 
 
 def create_custom_provider(server: Any, cp: Any, authz: Any, prefix: str = "prov") -> tuple[str, str]:

@@ -17,9 +17,9 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 import pytest
 import requests
 
-from flows_harness import Browser, ResourceApi, create_custom_provider, running_provider, userinfo
+from flows_harness import Browser, create_custom_provider, running_provider, userinfo
 from lk_harness import Cred, Latchkey, eventually, inbound_issuers_toml, raises_code, uniq
-from oidc import OidcProvider
+from oidc import OidcProvider, ResourceApi
 
 RETURN_URL = "http://127.0.0.1:9/app/after-consent"
 SCOPES = ["openid", "api:read"]
@@ -50,7 +50,7 @@ def server_config(user_idp: OidcProvider, other_idp: OidcProvider) -> str:
 @pytest.fixture(scope="module")
 def api(authz: OidcProvider) -> Iterator[ResourceApi]:
     """The protected resource: accepts only tokens with the right scope."""
-    r = ResourceApi(authz.metadata["introspection_endpoint"], authz.client_id, authz.client_secret)
+    r = ResourceApi(authz).start()
     yield r
     r.stop()
 

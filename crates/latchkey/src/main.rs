@@ -582,6 +582,7 @@ async fn grants(
                     batch.clear();
                 }
             }
+            store.after_bulk_load().await?;
             println!(
                 "{}",
                 serde_json::json!({"seeded": count, "grants": store.count_grants().await?})

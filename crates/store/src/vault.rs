@@ -415,6 +415,17 @@ impl Store {
         Ok(())
     }
 
+    /// After a bulk load: fold SQLite's write-ahead log into the database (so the first
+    /// requests afterwards don't pay for it) / refresh PostgreSQL's planner statistics.
+    pub async fn after_bulk_load(&self) -> StoreResult<()> {
+        let sql = match self.backend {
+            crate::Backend::Sqlite => "PRAGMA wal_checkpoint(TRUNCATE)",
+            crate::Backend::Postgres => "ANALYZE grants",
+        };
+        sqlx::query(sql).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// How many grants there are.
     pub async fn count_grants(&self) -> StoreResult<i64> {
         let row = sqlx::query("SELECT COUNT(*) FROM grants")
