@@ -9,33 +9,12 @@ return URL (which nothing listens on). Every hop is kept for assertions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlparse
+from urllib.parse import urljoin, urlparse
 
 import requests
 
-
-@dataclass
-class Hop:
-    method: str
-    url: str
-    status: int
-
-
-@dataclass
-class ConsentResult:
-    hops: list[Hop] = field(default_factory=list)
-    #: The last redirect target that was not followed (the return URL), or None.
-    final_url: str | None = None
-    #: The last response (a page when there was no redirect to follow).
-    response: requests.Response | None = None
-
-    @property
-    def params(self) -> dict[str, str]:
-        if not self.final_url:
-            return {}
-        return {k: v[0] for k, v in parse_qs(urlparse(self.final_url).query).items()}
+from oidc import ConsentResult, Hop
 
 
 def _origin(url: str) -> str:
