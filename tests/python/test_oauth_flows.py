@@ -338,6 +338,23 @@ def test_attack_issuer_mismatch_rfc9207(env: Env) -> None:
     env.assert_nothing_stored(user)
 
 
+def test_attack_missing_iss_when_the_provider_promises_it(env: Env) -> None:
+    """RFC 9207: a provider that advertises `iss` on its responses must send it; a response
+    without it is not from that provider's authorization endpoint."""
+    assert env.authz.metadata.get("authorization_response_iss_parameter_supported") is True
+    user = uniq("noiss")
+    _, started = env.start(user)
+    cb = env.browser().consent(started["authorizationUrl"], user, stop_at_callback=True).final_url
+    assert cb
+    remember_code(env, cb)
+    u = urlparse(cb)
+    q = {k: v[0] for k, v in parse_qs(u.query).items() if k != "iss"}
+    assert env.browser().get(urlunparse(u._replace(query=urlencode(q)))).status_code == 400
+    with raises_code("ValidationException"):
+        env.complete(started["sessionUri"], user)
+    env.assert_nothing_stored(user)
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -353,6 +370,16 @@ def test_attack_return_url_not_allow_listed(env: Env, url: str) -> None:
     user = uniq("returl")
     with raises_code("ValidationException"):
         env.token(env.wat(user), resourceOauth2ReturnUrl=url)
+
+
+def test_return_url_is_checked_on_a_vault_hit_too(env: Env) -> None:
+    user = uniq("returl-hit")
+    wat, started = env.start(user)
+    env.browser().consent(started["authorizationUrl"], user)
+    env.complete(started["sessionUri"], user)
+    assert env.token(wat, resourceOauth2ReturnUrl=RETURN_URL)["accessToken"]
+    with raises_code("ValidationException"):
+        env.token(wat, resourceOauth2ReturnUrl="https://evil.example/after-consent")
 
 
 @pytest.mark.parametrize("param", ["redirect_uri", "scope", "state", "code_challenge", "client_id", "response_type", "Redirect_URI"])

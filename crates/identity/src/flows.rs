@@ -31,9 +31,8 @@ use crate::control::check_provider_name;
 use crate::data::{check_wat_field, verify_wat};
 use crate::http_error::HttpResult;
 use crate::pages::{self, BrowserError};
-use crate::providers::{self, ProviderRuntime};
+use crate::providers::{self, ProviderLookup, ProviderRuntime};
 use crate::state::AppState;
-use crate::token_client::{self, TokenError};
 use crate::vault::{self, VaultAnswer};
 
 pub const SESSION_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
@@ -278,6 +277,22 @@ pub async fn get_resource_oauth2_token(
         ACTION,
     )
     .await?;
+    // A return URL is checked on every call, vault hit or not (from the workload facts
+    // `verify_wat` just cached).
+    if let Some(url) = &body.resource_oauth2_return_url
+        && !state
+            .workload_facts(&claims.sub)
+            .await?
+            .return_urls
+            .iter()
+            .any(|allowed| allowed == url)
+    {
+        return Err(ApiError::field(
+            "resourceOauth2ReturnUrl",
+            "the return URL is not in the workload identity's allowedResourceOauth2ReturnUrls (exact match required)",
+        )
+        .into());
+    }
     let name = body.resource_credential_provider_name.as_str();
     let scopes = body.scopes.clone().unwrap_or_default();
     let resources = body.resources.clone().unwrap_or_default();
@@ -321,7 +336,7 @@ pub async fn get_resource_oauth2_token(
 }
 
 async fn load_provider(state: &AppState, name: &str) -> Result<ProviderRuntime, ApiError> {
-    providers::runtime(state, Some(name), None)
+    providers::runtime(state, ProviderLookup::Name(name))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("OAuth2 credential provider {name:?} not found")))
 }
@@ -444,21 +459,6 @@ async fn start_session(
     scopes: Vec<String>,
     resources: Vec<String>,
 ) -> Result<(String, String), ApiError> {
-    if let Some(url) = &body.resource_oauth2_return_url {
-        let workload = state
-            .store
-            .find_workload(&key.workload)
-            .await?
-            .ok_or_else(|| {
-                ApiError::NotFound(format!("workload identity {:?} not found", key.workload))
-            })?;
-        if !workload.return_urls.iter().any(|allowed| allowed == url) {
-            return Err(ApiError::field(
-                "resourceOauth2ReturnUrl",
-                "the return URL is not in the workload identity's allowedResourceOauth2ReturnUrls (exact match required)",
-            ));
-        }
-    }
     let id = random_b64(32)?;
     let oauth_state = random_b64(32)?;
     let secrets = SessionSecrets {
@@ -532,13 +532,57 @@ fn session_request(s: &SessionRecord) -> Result<SessionRequest, ApiError> {
     serde_json::from_value(s.request.clone()).map_err(ApiError::internal)
 }
 
+/// Any failure of a dependency during a browser step: logged (unless merely unavailable),
+/// and the browser is asked to try again.
 fn browser_error(e: ApiError) -> BrowserError {
-    match e {
-        ApiError::Unavailable { .. } => BrowserError::Unavailable,
-        other => {
-            tracing::error!(error = %other, context = other.internal_context().unwrap_or(""), "browser flow step failed");
-            BrowserError::Unavailable
-        }
+    if !matches!(e, ApiError::Unavailable { .. }) {
+        tracing::error!(error = %e, context = e.internal_context().unwrap_or(""), "browser flow step failed");
+    }
+    BrowserError::Unavailable
+}
+
+/// A state seen where it should not be is burnt: the session fails, and that is audited.
+async fn deny_callback(
+    state: &AppState,
+    session: &SessionRecord,
+    provider: &str,
+    why: BrowserError,
+    now: i64,
+) -> BrowserError {
+    let _ = state
+        .store
+        .fail_session(&session.id, why.as_str(), now)
+        .await;
+    record_session(
+        state,
+        None,
+        "OAuth2Callback",
+        session,
+        Outcome::Denied,
+        json!({"provider": provider, "reason": why.as_str()}),
+    )
+    .await;
+    why
+}
+
+/// Move a PENDING session on (to CALLBACK with the code, or to FAILED); a session another
+/// request moved first is a replay.
+async fn leave_pending(
+    state: &AppState,
+    id: &str,
+    to: SessionStatus,
+    code_envelope: Option<&[u8]>,
+    failure: Option<&str>,
+    now: i64,
+) -> Result<(), BrowserError> {
+    match state
+        .store
+        .transition_session(id, SessionStatus::Pending, to, code_envelope, failure, now)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(StoreError::NotFound) => Err(BrowserError::AlreadyUsed),
+        Err(e) => Err(browser_error(e.into())),
     }
 }
 
@@ -573,7 +617,7 @@ async fn authorize_inner(state: &AppState, q: AuthorizeQuery) -> Result<Response
     if session.expires_ms <= state.clock.now_ms() {
         return Err(BrowserError::Expired);
     }
-    let provider = providers::runtime(state, Some(&session.provider), None)
+    let provider = providers::runtime(state, ProviderLookup::Name(&session.provider))
         .await
         .map_err(browser_error)?
         .ok_or(BrowserError::UnknownSession)?;
@@ -646,8 +690,8 @@ fn authorization_url(
 
 #[derive(Debug, Deserialize)]
 pub struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
+    code: Option<SecretString>,
+    state: Option<SecretString>,
     iss: Option<String>,
     error: Option<String>,
 }
@@ -674,56 +718,60 @@ async fn callback_inner(
     }
     let oauth_state = q
         .state
-        .filter(|s| !s.is_empty() && s.len() <= 512)
+        .filter(|s| !s.expose_secret().is_empty() && s.expose_secret().len() <= 512)
         .ok_or(BrowserError::BadRequest)?;
-    let provider = providers::runtime(state, None, Some(callback_id))
+    let provider = providers::runtime(state, ProviderLookup::Callback(callback_id))
         .await
         .map_err(browser_error)?
         .ok_or(BrowserError::UnknownSession)?;
     let session = state
         .store
-        .find_session_by_state(&sha256_hex(&oauth_state))
+        .find_session_by_state(&sha256_hex(oauth_state.expose_secret()))
         .await
         .map_err(|e| browser_error(e.into()))?
         .ok_or(BrowserError::UnknownSession)?;
     let now = state.clock.now_ms();
-    let (session_ref, provider_ref) = (&session, &provider);
-    let deny = move |why: BrowserError| async move {
-        let (session, provider) = (session_ref, provider_ref);
-        // A state seen where it should not be is burnt: the session fails.
-        let _ = state
-            .store
-            .fail_session(&session.id, why.as_str(), now)
-            .await;
-        record_session(
-            state,
-            None,
-            "OAuth2Callback",
-            session,
-            Outcome::Denied,
-            json!({"provider": provider.name, "reason": why.as_str()}),
-        )
-        .await;
-        why
-    };
     // Mix-up defence: the state must belong to a session of *this* provider.
     if session.provider != provider.name {
-        return Err(deny(BrowserError::WrongProvider).await);
+        return Err(deny_callback(
+            state,
+            &session,
+            &provider.name,
+            BrowserError::WrongProvider,
+            now,
+        )
+        .await);
     }
     if session.status != SessionStatus::Pending {
         // A replayed callback (code replay): leave the session as it is.
         return Err(BrowserError::AlreadyUsed);
     }
     if session.expires_ms <= now {
-        return Err(deny(BrowserError::Expired).await);
+        return Err(
+            deny_callback(state, &session, &provider.name, BrowserError::Expired, now).await,
+        );
     }
     // RFC 9207: when the provider names itself, it must be the issuer we know.
     match &q.iss {
         Some(iss) if iss != &provider.metadata.issuer => {
-            return Err(deny(BrowserError::IssuerMismatch).await);
+            return Err(deny_callback(
+                state,
+                &session,
+                &provider.name,
+                BrowserError::IssuerMismatch,
+                now,
+            )
+            .await);
         }
         None if provider.iss_parameter_supported => {
-            return Err(deny(BrowserError::IssuerMismatch).await);
+            return Err(deny_callback(
+                state,
+                &session,
+                &provider.name,
+                BrowserError::IssuerMismatch,
+                now,
+            )
+            .await);
         }
         _ => {}
     }
@@ -741,21 +789,15 @@ async fn callback_inner(
         } else {
             error
         };
-        let moved = state
-            .store
-            .transition_session(
-                &session.id,
-                SessionStatus::Pending,
-                SessionStatus::Failed,
-                None,
-                Some(&format!("provider error: {error}")),
-                now,
-            )
-            .await;
-        if matches!(moved, Err(StoreError::NotFound)) {
-            return Err(BrowserError::AlreadyUsed);
-        }
-        moved.map_err(|e| browser_error(e.into()))?;
+        leave_pending(
+            state,
+            &session.id,
+            SessionStatus::Failed,
+            None,
+            Some(&format!("provider error: {error}")),
+            now,
+        )
+        .await?;
         record_session(
             state,
             None,
@@ -769,31 +811,24 @@ async fn callback_inner(
     }
     let code = q
         .code
-        .filter(|c| !c.is_empty() && c.len() <= 4096)
+        .filter(|c| !c.expose_secret().is_empty() && c.expose_secret().len() <= 4096)
         .ok_or(BrowserError::BadRequest)?;
     let code_envelope = crypto::encrypt(
         state.keys.as_ref(),
         code_aad(&session.id).as_bytes(),
-        code.as_bytes(),
+        code.expose_secret().as_bytes(),
     )
     .await
     .map_err(|e| browser_error(ApiError::EncryptionFailure(e.to_string())))?;
-    match state
-        .store
-        .transition_session(
-            &session.id,
-            SessionStatus::Pending,
-            SessionStatus::Callback,
-            Some(&code_envelope),
-            None,
-            now,
-        )
-        .await
-    {
-        Ok(()) => {}
-        Err(StoreError::NotFound) => return Err(BrowserError::AlreadyUsed),
-        Err(e) => return Err(browser_error(e.into())),
-    }
+    leave_pending(
+        state,
+        &session.id,
+        SessionStatus::Callback,
+        Some(&code_envelope),
+        None,
+        now,
+    )
+    .await?;
     record_session(
         state,
         None,
@@ -961,23 +996,18 @@ pub async fn complete_resource_token_auth(
     }
     let request = session_request(&session)?;
     // Who is completing? The same user who started the flow, or nobody.
-    let presented = match (&identifier.user_id, &identifier.user_token) {
-        (Some(u), _) => Ok(u.clone()),
+    const OTHER_USER: &str =
+        "the user does not match the user who started this authorization session";
+    let mismatch = match (&identifier.user_id, &identifier.user_token) {
+        (Some(u), _) => (*u != session.user_id).then(|| OTHER_USER.to_string()),
         (None, Some(t)) => match state.inbound.verify(t.expose_secret()).await {
-            Ok(user) => match &request.user_issuer {
-                Some(iss) if iss != &user.issuer => Err("the user token comes from another issuer than the one that started the session".to_string()),
-                _ => Ok(user.subject),
-            },
-            Err(e) => Err(format!("the user token was rejected: {e}")),
+            Ok(user) if request.user_issuer.as_ref().is_some_and(|iss| *iss != user.issuer) => {
+                Some("the user token comes from another issuer than the one that started the session".to_string())
+            }
+            Ok(user) => (user.subject != session.user_id).then(|| OTHER_USER.to_string()),
+            Err(e) => Some(format!("the user token was rejected: {e}")),
         },
-        (None, None) => Err("no user".to_string()),
-    };
-    let mismatch = match &presented {
-        Ok(u) if *u == session.user_id => None,
-        Ok(_) => Some(
-            "the user does not match the user who started this authorization session".to_string(),
-        ),
-        Err(e) => Some(e.clone()),
+        (None, None) => Some("no user".to_string()),
     };
     if let Some(reason) = mismatch {
         let _ = state
@@ -1079,14 +1109,12 @@ async fn exchange(
     for r in &request.resources {
         form.push(("resource", r.clone()));
     }
-    let resp = token_client::token_request(&state.outbound, &provider, form)
+    let resp = provider
+        .token_client(state)
+        .await?
+        .request(form)
         .await
-        .map_err(|e| match e {
-            TokenError::InvalidGrant(_) => {
-                ApiError::cannot_parse(format!("the provider refused the authorization code: {e}"))
-            }
-            other => vault::token_error(&other),
-        })?;
+        .map_err(|e| vault::token_error(&e))?;
     let key = GrantKey {
         workload: session.workload.clone(),
         user_id: session.user_id.clone(),

@@ -49,14 +49,22 @@ struct Discovered {
     iss_parameter_supported: bool,
 }
 
-/// Everything the OAuth flows need of a provider, with its client secret opened.
+/// How the flows find a provider.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ProviderLookup<'a> {
+    Name(&'a str),
+    Callback(&'a str),
+}
+
+/// Everything the OAuth flows need of a provider. The client secret stays sealed until a
+/// token request needs it ([`ProviderRuntime::token_client`]).
 #[derive(Debug)]
 pub(crate) struct ProviderRuntime {
     pub name: String,
     pub config: ProviderConfig,
     pub metadata: AuthorizationServerMetadata,
     pub callback_url: String,
-    pub client_secret: Option<secrecy::SecretString>,
+    secret_envelope: Option<Vec<u8>>,
     pub revocation_endpoint: Option<String>,
     pub iss_parameter_supported: bool,
     pub updated_ms: i64,
@@ -66,18 +74,45 @@ impl ProviderRuntime {
     pub fn client_auth_method(&self) -> oauth2_provider::ClientAuthMethod {
         self.config.client_auth_method(Some(&self.metadata))
     }
+
+    /// The provider's token endpoint with its client secret opened.
+    pub async fn token_client<'a>(
+        &'a self,
+        state: &'a AppState,
+    ) -> Result<crate::token_client::TokenClient<'a>, ApiError> {
+        let secret = match &self.secret_envelope {
+            Some(env) => Some(
+                crypto::decrypt_string(
+                    state.keys.as_ref(),
+                    provider_aad(&self.name).as_bytes(),
+                    env,
+                )
+                .await
+                .map_err(|e| {
+                    ApiError::DecryptionFailure(format!(
+                        "could not decrypt the client secret of {:?}: {e}",
+                        self.name
+                    ))
+                })?,
+            ),
+            None => None,
+        };
+        Ok(crate::token_client::TokenClient {
+            http: &state.outbound,
+            provider: self,
+            secret,
+        })
+    }
 }
 
-/// Load a provider by name (`Ok(None)`: no such provider) or by callback id.
+/// Load a provider (`Ok(None)`: no such provider).
 pub(crate) async fn runtime(
     state: &AppState,
-    name: Option<&str>,
-    callback_id: Option<&str>,
+    lookup: ProviderLookup<'_>,
 ) -> Result<Option<ProviderRuntime>, ApiError> {
-    let record = match (name, callback_id) {
-        (Some(n), _) => state.store.find_oauth2_provider(n).await?,
-        (None, Some(c)) => state.store.find_oauth2_provider_by_callback(c).await?,
-        (None, None) => None,
+    let record = match lookup {
+        ProviderLookup::Name(n) => state.store.find_oauth2_provider(n).await?,
+        ProviderLookup::Callback(c) => state.store.find_oauth2_provider_by_callback(c).await?,
     };
     let Some(record) = record else {
         return Ok(None);
@@ -93,23 +128,6 @@ pub(crate) async fn runtime(
                 record.name
             ))
         })?;
-    let client_secret = match &record.secret_envelope {
-        Some(env) => Some(
-            crypto::decrypt_string(
-                state.keys.as_ref(),
-                provider_aad(&record.name).as_bytes(),
-                env,
-            )
-            .await
-            .map_err(|e| {
-                ApiError::DecryptionFailure(format!(
-                    "could not decrypt the client secret of {:?}: {e}",
-                    record.name
-                ))
-            })?,
-        ),
-        None => None,
-    };
     Ok(Some(ProviderRuntime {
         callback_url: callback_url(state, &record.callback_id),
         revocation_endpoint: cfg
@@ -121,7 +139,7 @@ pub(crate) async fn runtime(
         name: record.name,
         config: cfg.config,
         metadata,
-        client_secret,
+        secret_envelope: record.secret_envelope,
         updated_ms: record.updated_ms,
     }))
 }

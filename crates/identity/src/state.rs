@@ -56,6 +56,8 @@ impl ServiceConfig {
 #[derive(Debug, Clone)]
 pub struct WorkloadFacts {
     pub allow_user_id: bool,
+    /// `allowedResourceOauth2ReturnUrls` (exact matches).
+    pub return_urls: Arc<Vec<String>>,
 }
 
 /// Entries per cache before it starts over.
@@ -139,7 +141,7 @@ impl AppState {
             Some(f) => f,
             None => {
                 let facts = match self.store.find_workload(name).await? {
-                    Some(_) => {
+                    Some(workload) => {
                         let tags = self
                             .store
                             .list_tags(&self.config.arn.workload_identity(name))
@@ -148,6 +150,7 @@ impl AppState {
                             allow_user_id: tags
                                 .iter()
                                 .any(|(k, v)| k == ALLOW_USER_ID_TAG && v == "true"),
+                            return_urls: Arc::new(workload.return_urls),
                         })
                     }
                     None => None,

@@ -46,22 +46,95 @@ fn describe(body: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// POST to the provider's token endpoint with client authentication and parse the answer.
-pub(crate) async fn token_request(
-    http: &OutboundClient,
-    provider: &ProviderRuntime,
-    mut form: Vec<(&str, String)>,
-) -> Result<TokenResponse, TokenError> {
-    let basic = client_auth(provider, &mut form);
-    let auth = basic.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (status, body) = http
-        .post_form(&provider.metadata.token_endpoint, &pairs, auth)
-        .await
-        .map_err(|e| TokenError::Upstream(e.to_string()))?;
-    let json: Value = serde_json::from_slice(&body)
-        .map_err(|_| TokenError::Upstream(format!("HTTP {status} with a body that is not JSON")))?;
-    parse_token_response(status, &json, provider.config.quirks.slack_user_token)
+/// A provider's token endpoint with the client credentials to use. Built by
+/// [`ProviderRuntime::token_client`], the only place the client secret is opened.
+pub(crate) struct TokenClient<'a> {
+    pub http: &'a OutboundClient,
+    pub provider: &'a ProviderRuntime,
+    pub secret: Option<SecretString>,
+}
+
+impl std::fmt::Debug for TokenClient<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenClient")
+            .field("provider", &self.provider.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenClient<'_> {
+    /// POST a form with client authentication; the status and body whatever the status.
+    async fn post(
+        &self,
+        url: &str,
+        mut form: Vec<(&str, String)>,
+    ) -> Result<(u16, bytes::Bytes), TokenError> {
+        let basic = self.client_auth(&mut form);
+        let auth = basic.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.http
+            .post_form(url, &pairs, auth)
+            .await
+            .map_err(|e| TokenError::Upstream(e.to_string()))
+    }
+
+    /// A token-endpoint request; the answer parsed with the vendor's quirks.
+    pub async fn request(&self, form: Vec<(&str, String)>) -> Result<TokenResponse, TokenError> {
+        let (status, body) = self
+            .post(&self.provider.metadata.token_endpoint, form)
+            .await?;
+        let json: Value = serde_json::from_slice(&body).map_err(|_| {
+            TokenError::Upstream(format!("HTTP {status} with a body that is not JSON"))
+        })?;
+        parse_token_response(status, &json, self.provider.config.quirks.slack_user_token)
+    }
+
+    /// RFC 7009 revocation of one token (nothing to do without an endpoint); the caller
+    /// decides what a failure means.
+    pub async fn revoke(&self, token: &str, hint: &str) -> Result<(), TokenError> {
+        let Some(endpoint) = &self.provider.revocation_endpoint else {
+            return Ok(());
+        };
+        let form = vec![
+            ("token", token.to_string()),
+            ("token_type_hint", hint.to_string()),
+        ];
+        let (status, body) = self.post(endpoint, form).await?;
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Err(TokenError::Provider {
+            error: json
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("revocation failed")
+                .to_string(),
+            description: format!(" (HTTP {status})"),
+        })
+    }
+
+    /// Client authentication: HTTP Basic credentials to send (RFC 6749 §2.3.1: both
+    /// form-encoded first), or the client id (and secret) added to the form. A public
+    /// client sends only its id.
+    fn client_auth(&self, form: &mut Vec<(&str, String)>) -> Option<(String, String)> {
+        let client_id = self.provider.config.client_id.as_str();
+        let secret = self.secret.as_ref().map(|s| s.expose_secret());
+        match (secret, self.provider.client_auth_method()) {
+            (Some(secret), ClientAuthMethod::ClientSecretBasic) => {
+                Some((form_encode(client_id), form_encode(secret)))
+            }
+            (Some(secret), ClientAuthMethod::ClientSecretPost) => {
+                form.push(("client_id", client_id.to_string()));
+                form.push(("client_secret", secret.to_string()));
+                None
+            }
+            (None, _) => {
+                form.push(("client_id", client_id.to_string()));
+                None
+            }
+        }
+    }
 }
 
 fn parse_token_response(
@@ -131,68 +204,8 @@ fn parse_token_response(
     })
 }
 
-/// Client authentication for a token-endpoint request: HTTP Basic credentials to send
-/// (RFC 6749 §2.3.1: both form-encoded first), or the client id (and secret) added to the
-/// form. A public client sends only its id.
-fn client_auth(
-    provider: &ProviderRuntime,
-    form: &mut Vec<(&str, String)>,
-) -> Option<(String, String)> {
-    let client_id = provider.config.client_id.as_str();
-    let secret = provider.client_secret.as_ref().map(|s| s.expose_secret());
-    match (secret, provider.client_auth_method()) {
-        (Some(secret), ClientAuthMethod::ClientSecretBasic) => {
-            Some((form_encode(client_id), form_encode(secret)))
-        }
-        (Some(secret), ClientAuthMethod::ClientSecretPost) => {
-            form.push(("client_id", client_id.to_string()));
-            form.push(("client_secret", secret.to_string()));
-            None
-        }
-        (None, _) => {
-            form.push(("client_id", client_id.to_string()));
-            None
-        }
-    }
-}
-
 fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-/// RFC 7009 revocation of one token; best effort, the caller decides what a failure means.
-pub(crate) async fn revoke(
-    http: &OutboundClient,
-    provider: &ProviderRuntime,
-    token: &str,
-    hint: &str,
-) -> Result<(), TokenError> {
-    let Some(endpoint) = &provider.revocation_endpoint else {
-        return Ok(());
-    };
-    let mut form = vec![
-        ("token", token.to_string()),
-        ("token_type_hint", hint.to_string()),
-    ];
-    let basic = client_auth(provider, &mut form);
-    let auth = basic.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (status, body) = http
-        .post_form(endpoint, &pairs, auth)
-        .await
-        .map_err(|e| TokenError::Upstream(e.to_string()))?;
-    if (200..300).contains(&status) {
-        return Ok(());
-    }
-    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    Err(TokenError::Provider {
-        error: json
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("revocation failed")
-            .to_string(),
-        description: format!(" (HTTP {status})"),
-    })
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@ use latchkey_store::{GrantKey, GrantRecord, GrantTokens, StoreError};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::cache::TtlCache;
-use crate::providers::{self, ProviderRuntime};
+use crate::providers::{self, ProviderLookup, ProviderRuntime};
 use crate::state::AppState;
-use crate::token_client::{self, TokenError, TokenResponse};
+use crate::token_client::{TokenError, TokenResponse};
 
 /// A vaulted token is used only while it has at least this much life left.
 pub const EXPIRY_SKEW_MS: i64 = 60_000;
@@ -312,7 +312,14 @@ async fn refresh_under_lease(
     refresh_envelope: Vec<u8>,
     scopes: &[String],
 ) -> Result<VaultAnswer, ApiError> {
-    let release = |needs_consent: bool| async move {
+    let outcome = refresh_upstream(state, key, grant, fence, refresh_envelope).await;
+    // Every way out that did not write new tokens releases the lease here, once.
+    let needs_consent = match &outcome {
+        Ok(Some(_)) => None,
+        Ok(None) => Some(true),
+        Err(_) => Some(false),
+    };
+    if let Some(needs_consent) = needs_consent {
         match state
             .store
             .release_refresh(key, fence, needs_consent, state.clock.now_ms())
@@ -323,37 +330,43 @@ async fn refresh_under_lease(
                 tracing::warn!(error = %e, "could not release a refresh lease; it expires on its own")
             }
         }
-        state.vault.invalidate(key);
-    };
-    let provider = match providers::runtime(state, Some(&key.provider), None).await {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            release(false).await;
-            return Err(ApiError::NotFound(format!(
+    }
+    state.vault.invalidate(key);
+    match outcome? {
+        Some(token) => Ok(VaultAnswer::Token(token)),
+        None => Ok(VaultAnswer::NeedsConsent {
+            scopes: union(&grant.scopes, scopes),
+            reason: "the provider refused the refresh token",
+        }),
+    }
+}
+
+/// Refresh at the provider and write the result under the lease `fence` names: the new
+/// access token, or `None` when the provider refused the refresh token (`invalid_grant`).
+async fn refresh_upstream(
+    state: &AppState,
+    key: &GrantKey,
+    grant: &GrantRecord,
+    fence: i64,
+    refresh_envelope: Vec<u8>,
+) -> Result<Option<SecretString>, ApiError> {
+    let provider = providers::runtime(state, ProviderLookup::Name(&key.provider))
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
                 "OAuth2 credential provider {:?} not found",
                 key.provider
-            )));
-        }
-        Err(e) => {
-            release(false).await;
-            return Err(e);
-        }
-    };
-    let refresh_token = match crypto::decrypt_string(
+            ))
+        })?;
+    let refresh_token = crypto::decrypt_string(
         state.keys.as_ref(),
         grant_aad(key, "refresh").as_bytes(),
         &refresh_envelope,
     )
     .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            release(false).await;
-            return Err(ApiError::DecryptionFailure(format!(
-                "could not decrypt the refresh token: {e}"
-            )));
-        }
-    };
+    .map_err(|e| {
+        ApiError::DecryptionFailure(format!("could not decrypt the refresh token: {e}"))
+    })?;
     let mut form = vec![
         ("grant_type", "refresh_token".to_string()),
         ("refresh_token", refresh_token.expose_secret().to_string()),
@@ -362,21 +375,13 @@ async fn refresh_under_lease(
     for r in &grant.resources {
         form.push(("resource", r.clone()));
     }
-    let result = token_client::token_request(&state.outbound, &provider, form).await;
-    let resp = match result {
+    let resp = match provider.token_client(state).await?.request(form).await {
         Ok(resp) => resp,
         Err(TokenError::InvalidGrant(detail)) => {
-            release(true).await;
             tracing::info!(workload = %key.workload, provider = %key.provider, "refresh token refused{detail}; the grant needs consent again");
-            return Ok(VaultAnswer::NeedsConsent {
-                scopes: union(&grant.scopes, scopes),
-                reason: "the provider refused the refresh token",
-            });
+            return Ok(None);
         }
-        Err(e) => {
-            release(false).await;
-            return Err(token_error(&e));
-        }
+        Err(e) => return Err(token_error(&e)),
     };
     let tokens = seal(
         state,
@@ -401,8 +406,7 @@ async fn refresh_under_lease(
         }
         Err(e) => return Err(e.into()),
     }
-    state.vault.invalidate(key);
-    Ok(VaultAnswer::Token(resp.access_token))
+    Ok(Some(resp.access_token))
 }
 
 /// How a failed provider call reaches the API caller.
@@ -454,7 +458,10 @@ pub(crate) async fn m2m_token(
     for a in audiences {
         form.push(("audience", a.clone()));
     }
-    let resp = token_client::token_request(&state.outbound, provider, form)
+    let resp = provider
+        .token_client(state)
+        .await?
+        .request(form)
         .await
         .map_err(|e| token_error(&e))?;
     let lifetime = lifetime_secs(state, provider, &resp);
@@ -496,17 +503,19 @@ pub async fn revoke_grant(state: &AppState, key: &GrantKey) -> Result<RevokeRepo
         revoked_at_provider: vec![],
         provider_errors: vec![],
     };
-    if let Some(provider) = providers::runtime(state, Some(&key.provider), None).await? {
-        report.provider_endpoint = provider.revocation_endpoint.is_some();
+    let provider = providers::runtime(state, ProviderLookup::Name(&key.provider)).await?;
+    if let Some(provider) = provider
+        .as_ref()
+        .filter(|p| p.revocation_endpoint.is_some())
+    {
+        report.provider_endpoint = true;
+        let client = provider.token_client(state).await?;
         let parts = [
             ("refresh_token", "refresh", grant.refresh_envelope.as_ref()),
             ("access_token", "access", Some(&grant.access_envelope)),
         ];
         for (hint, part, envelope) in parts {
             let Some(envelope) = envelope else { continue };
-            if provider.revocation_endpoint.is_none() {
-                break;
-            }
             let token = crypto::decrypt_string(
                 state.keys.as_ref(),
                 grant_aad(key, part).as_bytes(),
@@ -516,9 +525,7 @@ pub async fn revoke_grant(state: &AppState, key: &GrantKey) -> Result<RevokeRepo
             .map_err(|e| {
                 ApiError::DecryptionFailure(format!("could not decrypt the grant: {e}"))
             })?;
-            match token_client::revoke(&state.outbound, &provider, token.expose_secret(), hint)
-                .await
-            {
+            match client.revoke(token.expose_secret(), hint).await {
                 Ok(()) => report.revoked_at_provider.push(hint),
                 Err(e) => report.provider_errors.push(format!("{hint}: {e}")),
             }

@@ -4,8 +4,7 @@
 //! compact JSON, so this proves the SigV4 verifier is generic over `SignedHeaders`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use aws_credential_types::Credentials;
 use aws_sdk_bedrockagentcore as dp;
@@ -25,9 +24,8 @@ impl Drop for Server {
     }
 }
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_latchkey")
-}
+mod common;
+use common::bin;
 
 fn credential(dir: &std::path::Path, role: &str) -> (String, String) {
     let out = Command::new(bin())
@@ -65,23 +63,7 @@ fn start() -> (Server, (String, String)) {
             .as_nanos()
     ));
     let admin = credential(&dir, "admin");
-    let mut child = Command::new(bin())
-        .args(["serve", "identity", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
-        .env("LATCHKEY_LOG_LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("read listening line");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("listening URL")
-        .to_string();
+    let (child, url) = common::spawn_identity(&dir);
     (Server { child, url, dir }, admin)
 }
 

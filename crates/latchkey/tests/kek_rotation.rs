@@ -3,19 +3,18 @@
 //! new key, the old key leaves the key file, and a restarted server opens everything.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_latchkey")
-}
+mod common;
+use common::bin;
 
 /// A data directory removed at the end of the test.
 struct DataDir(PathBuf);
@@ -52,23 +51,7 @@ impl Drop for Server {
 }
 
 fn start(dir: &Path) -> Server {
-    let mut child = Command::new(bin())
-        .args(["serve", "identity", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("LATCHKEY_LOG_LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("read listening line");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("server did not start: {line:?}"))
-        .to_string();
+    let (child, url) = common::spawn_identity(dir);
     Server {
         child,
         addr: url.trim_start_matches("http://").to_string(),
