@@ -1,5 +1,11 @@
 //! `latchkey`: serves the identity service and runs admin commands against its storage.
 
+/// mimalloc instead of the system allocator: the request path allocates many small,
+/// short-lived buffers, and glibc malloc spent about a fifth of the server's CPU on them
+/// (see bench/README and docs/architecture.md, "Hot path").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod config;
 mod keyfile;
 

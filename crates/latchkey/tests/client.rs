@@ -1,0 +1,671 @@
+//! `latchkey-client` (the Rust data-plane client) against the real `latchkey` binary:
+//! SigV4 and bearer authentication, AgentCore error names, the three-legged flow's
+//! answers, and the session poller (failure, cancellation, deadline). The control plane
+//! is set up with raw JSON calls, so nothing here but the binary and the client is Latchkey.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use latchkey_client::{
+    Client, Error, ErrorKind, ExposeSecret, Oauth2Flow, PollOptions, ResourceToken,
+    ResourceTokenRequest, SecretString, Url, UserIdentifier,
+};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::bin;
+
+const RETURN_URL: &str = "http://127.0.0.1:9/app/after-consent";
+/// The provider's endpoints: loopback addresses that need not answer.
+const AUTHZ_ENDPOINT: &str = "http://127.0.0.1:9/oauth2/authorize";
+
+struct Server {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+    admin: (String, String),
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn credential(dir: &Path, role: &str) -> (String, String) {
+    let out = Command::new(bin())
+        .args([
+            "admin",
+            "credentials",
+            "create",
+            "--role",
+            role,
+            "--json",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .output()
+        .expect("run admin");
+    assert!(
+        out.status.success(),
+        "admin credentials create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    (
+        v["accessKeyId"].as_str().unwrap().to_string(),
+        v["secretAccessKey"].as_str().unwrap().to_string(),
+    )
+}
+
+fn data_dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "latchkey-client-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ))
+}
+
+fn start(name: &str) -> Server {
+    let dir = data_dir(name);
+    let admin = credential(&dir, "admin");
+    let (child, url) = common::spawn_identity(&dir);
+    Server {
+        child,
+        url,
+        dir,
+        admin,
+    }
+}
+
+/// Like [`start`], but the server may call loopback addresses (the test's token endpoint).
+fn start_allowing_loopback(name: &str) -> Server {
+    let dir = data_dir(name);
+    let admin = credential(&dir, "admin");
+    let mut child = Command::new(bin())
+        .args(["serve", "identity", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("LATCHKEY_LOG_LEVEL", "warn")
+        .env("LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read listening line");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("server did not start: {line:?}"))
+        .to_string();
+    Server {
+        child,
+        url,
+        dir,
+        admin,
+    }
+}
+
+/// A provider token endpoint on loopback that accepts the code `good-code` once (the
+/// form bodies it received are kept); returns its URL.
+async fn token_endpoint(seen: Arc<Mutex<Vec<String>>>) -> String {
+    use axum::{Json, Router, http::StatusCode, routing::post};
+    let app = Router::new().route(
+        "/oauth2/token",
+        post(move |body: String| async move {
+            let ok = body.contains("code=good-code") && body.contains("code_verifier=");
+            seen.lock().unwrap().push(body);
+            if ok {
+                (
+                    StatusCode::OK,
+                    Json(
+                        json!({"access_token": "at-from-provider-7c1d", "token_type": "Bearer",
+                        "expires_in": 3600, "scope": "openid api:read"}),
+                    ),
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "invalid_grant"})),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/oauth2/token")
+}
+
+impl Server {
+    fn endpoint(&self) -> Url {
+        Url::parse(&self.url).unwrap()
+    }
+
+    fn sigv4(&self, (id, secret): &(String, String)) -> Client {
+        Client::builder(self.endpoint())
+            .sigv4(id, secret.as_str(), None, "eu-central-1")
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("sigv4 client")
+    }
+
+    fn bearer(&self, (id, secret): &(String, String)) -> Client {
+        Client::builder(self.endpoint())
+            .bearer(format!("{id}:{secret}"))
+            .build()
+            .expect("bearer client")
+    }
+
+    /// A control-plane operation as raw JSON with the admin's bearer key.
+    async fn control(&self, operation: &str, body: Value) -> Value {
+        let (id, secret) = &self.admin;
+        let response = reqwest::Client::new()
+            .post(format!("{}/identities/{operation}", self.url))
+            .bearer_auth(format!("{id}:{secret}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("control-plane call");
+        let status = response.status();
+        let out: Value = response.json().await.expect("control-plane json");
+        assert!(status.is_success(), "{operation}: {status} {out}");
+        out
+    }
+
+    async fn api_key_setup(&self, workload: &str, provider: &str, key: &str) {
+        self.control(
+            "CreateWorkloadIdentity",
+            json!({"name": workload, "allowedResourceOauth2ReturnUrls": []}),
+        )
+        .await;
+        self.control(
+            "CreateApiKeyCredentialProvider",
+            json!({"name": provider, "apiKey": key}),
+        )
+        .await;
+    }
+
+    /// A workload allowed to return to [`RETURN_URL`] and a `CustomOauth2` provider with
+    /// explicit metadata at `token_endpoint`; returns the provider's callback URL.
+    async fn oauth_setup(&self, workload: &str, provider: &str, token_endpoint: &str) -> String {
+        self.control(
+            "CreateWorkloadIdentity",
+            json!({"name": workload, "allowedResourceOauth2ReturnUrls": [RETURN_URL]}),
+        )
+        .await;
+        let created = self
+            .control(
+                "CreateOauth2CredentialProvider",
+                json!({
+                    "name": provider,
+                    "credentialProviderVendor": "CustomOauth2",
+                    "oauth2ProviderConfigInput": {"customOauth2ProviderConfig": {
+                        "oauthDiscovery": {"authorizationServerMetadata": {
+                            "issuer": "http://127.0.0.1:9",
+                            "authorizationEndpoint": AUTHZ_ENDPOINT,
+                            "tokenEndpoint": token_endpoint,
+                            "responseTypes": ["code"],
+                            "tokenEndpointAuthMethods": ["client_secret_post"],
+                        }},
+                        "clientId": "client-test",
+                        "clientSecret": "client-test-secret-0123456789",
+                    }},
+                }),
+            )
+            .await;
+        created["callbackUrl"].as_str().unwrap().to_string()
+    }
+}
+
+fn fast_poll(deadline: Duration) -> PollOptions {
+    PollOptions {
+        initial_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(100),
+        multiplier: 2.0,
+        deadline,
+    }
+}
+
+/// Act as the browser up to the provider: open the authorization URL, check where it
+/// sends us, and return the provider's `state` and `redirect_uri` (the callback URL).
+async fn follow_to_provider(browser: &reqwest::Client, authorization_url: &str) -> (String, Url) {
+    let response = browser
+        .get(authorization_url)
+        .send()
+        .await
+        .expect("authorize");
+    assert!(
+        response.status().is_redirection(),
+        "authorize: {}",
+        response.status()
+    );
+    let location = response.headers()["location"].to_str().unwrap();
+    assert!(location.starts_with(AUTHZ_ENDPOINT), "{location}");
+    let location = Url::parse(location).unwrap();
+    let param = |name: &str| {
+        location
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| panic!("no {name} in {location}"))
+    };
+    (param("state"), Url::parse(&param("redirect_uri")).unwrap())
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Start a three-legged flow for `alice`; the request to poll with and the answer's URL.
+async fn start_flow(
+    client: &Client,
+    workload: &str,
+    provider: &str,
+) -> (ResourceTokenRequest, String) {
+    let wat = client
+        .get_workload_access_token_for_user_id(workload, "alice")
+        .await
+        .expect("wat");
+    let request = ResourceTokenRequest::new(wat, provider, Oauth2Flow::UserFederation)
+        .with_scopes(["openid", "api:read"])
+        .with_return_url(RETURN_URL)
+        .with_custom_state("app-state-123");
+    match client
+        .get_resource_oauth2_token(&request)
+        .await
+        .expect("token")
+    {
+        ResourceToken::AuthorizationRequired {
+            authorization_url,
+            session_uri,
+        } => (request.with_session_uri(session_uri), authorization_url),
+        other => panic!("expected AuthorizationRequired, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sigv4_client_gets_wat_and_api_key() {
+    let server = start("sigv4");
+    server
+        .api_key_setup("client-agent", "client-key", "sk-live-sigv4-client-secret")
+        .await;
+    let client = server.sigv4(&server.admin);
+
+    let wat = client
+        .get_workload_access_token_for_user_id("client-agent", "alice")
+        .await
+        .expect("wat for user id");
+    assert_eq!(wat.expose_secret().split('.').count(), 3);
+    let key = client
+        .get_resource_api_key(&wat, "client-key")
+        .await
+        .expect("api key");
+    assert_eq!(key.expose_secret(), "sk-live-sigv4-client-secret");
+    assert!(!format!("{key:?} {wat:?}").contains("sk-live"));
+
+    // The workload's own token works too.
+    let plain = client
+        .get_workload_access_token("client-agent")
+        .await
+        .expect("plain wat");
+    let key = client
+        .get_resource_api_key(&plain, "client-key")
+        .await
+        .expect("api key");
+    assert_eq!(key.expose_secret(), "sk-live-sigv4-client-secret");
+
+    // Service errors are typed.
+    let missing = client
+        .get_resource_api_key(&wat, "no-such-key")
+        .await
+        .expect_err("unknown provider");
+    assert!(
+        matches!(
+            missing,
+            Error::Service {
+                kind: ErrorKind::ResourceNotFound,
+                status: 404,
+                ..
+            }
+        ),
+        "{missing:?}"
+    );
+    assert!(!missing.is_retryable());
+    let bad = client
+        .get_resource_api_key(&SecretString::from("not-a-wat"), "client-key")
+        .await
+        .expect_err("bad wat");
+    assert!(bad.kind().is_some(), "{bad:?}");
+    let invalid = client
+        .get_workload_access_token("x")
+        .await
+        .expect_err("name too short");
+    assert!(
+        matches!(
+            invalid,
+            Error::Service {
+                kind: ErrorKind::Validation,
+                status: 400,
+                ..
+            }
+        ),
+        "{invalid:?}"
+    );
+
+    // A workload credential for another workload is refused.
+    let other = credential(&server.dir, "workload:someone-else");
+    let denied = server
+        .sigv4(&other)
+        .get_workload_access_token("client-agent")
+        .await
+        .expect_err("denied");
+    assert!(
+        matches!(
+            denied,
+            Error::Service {
+                kind: ErrorKind::AccessDenied,
+                status: 403,
+                ..
+            }
+        ),
+        "{denied:?}"
+    );
+}
+
+#[tokio::test]
+async fn bearer_client_gets_wat_and_api_key() {
+    let server = start("bearer");
+    server
+        .api_key_setup("bearer-agent", "bearer-key", "sk-live-bearer-client-secret")
+        .await;
+    let client = server.bearer(&server.admin);
+    let wat = client
+        .get_workload_access_token_for_user_id("bearer-agent", "bob")
+        .await
+        .expect("wat for user id");
+    let key = client
+        .get_resource_api_key(&wat, "bearer-key")
+        .await
+        .expect("api key");
+    assert_eq!(key.expose_secret(), "sk-live-bearer-client-secret");
+}
+
+#[tokio::test]
+async fn wrong_secret_is_unauthorized_without_leaking_it() {
+    let server = start("wrong-secret");
+    let wrong_secret = "not-the-secret-but-still-secret-4f9a";
+    let wrong = (server.admin.0.clone(), wrong_secret.to_string());
+    for (how, client) in [
+        ("sigv4", server.sigv4(&wrong)),
+        ("bearer", server.bearer(&wrong)),
+    ] {
+        let err = client
+            .get_workload_access_token("anything")
+            .await
+            .expect_err("wrong secret");
+        assert!(
+            matches!(
+                err,
+                Error::Service {
+                    kind: ErrorKind::Unauthorized,
+                    status: 401,
+                    ..
+                }
+            ),
+            "{how}: {err:?}"
+        );
+        let shown = format!("{err} {err:?} {client:?}");
+        assert!(!shown.contains(wrong_secret), "{how}: {shown}");
+        assert!(shown.contains("UnauthorizedException"), "{how}: {shown}");
+    }
+}
+
+#[tokio::test]
+async fn user_federation_poll_fails_when_the_user_refuses() {
+    let server = start("flow-fail");
+    let callback_url = server
+        .oauth_setup("flow-agent", "flow-prov", "http://127.0.0.1:9/oauth2/token")
+        .await;
+    let client = server.sigv4(&server.admin);
+
+    let (request, authorization_url) = start_flow(&client, "flow-agent", "flow-prov").await;
+    let session_uri = request.session_uri.clone().unwrap();
+    assert!(session_uri.starts_with("urn:ietf:params:oauth:request_uri:"));
+    assert!(
+        authorization_url.starts_with(&format!(
+            "{}/identities/oauth2/authorize?request_uri=",
+            server.url
+        )),
+        "{authorization_url}"
+    );
+
+    // Until the user does something, the session is in progress.
+    match client
+        .get_resource_oauth2_token(&request)
+        .await
+        .expect("poll once")
+    {
+        ResourceToken::Pending { session_uri: s } => assert_eq!(s, session_uri),
+        other => panic!("expected Pending, got {other:?}"),
+    }
+
+    // Cancellation stops the poller promptly.
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let err = client
+        .poll_resource_token(
+            &request,
+            fast_poll(Duration::from_secs(60)),
+            cancel.cancelled(),
+        )
+        .await
+        .expect_err("cancelled");
+    assert!(matches!(err, Error::Cancelled), "{err:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+
+    // So does the deadline.
+    let started = Instant::now();
+    let err = client
+        .poll_resource_token(
+            &request,
+            fast_poll(Duration::from_millis(300)),
+            std::future::pending(),
+        )
+        .await
+        .expect_err("deadline");
+    assert!(
+        matches!(err, Error::Deadline { ref session_uri } if *session_uri == request.session_uri.clone().unwrap()),
+        "{err:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+
+    // A poller in another task; the user refuses consent at the provider.
+    let poller = {
+        let client = client.clone();
+        let request = request.clone();
+        tokio::spawn(async move {
+            let out = client
+                .poll_resource_token(
+                    &request,
+                    fast_poll(Duration::from_secs(30)),
+                    std::future::pending(),
+                )
+                .await;
+            (out, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        !poller.is_finished(),
+        "the poller ended before the session did"
+    );
+
+    let browser = browser();
+    let (state, redirect_uri) = follow_to_provider(&browser, &authorization_url).await;
+    assert_eq!(redirect_uri.as_str(), callback_url);
+    let mut refused = redirect_uri.clone();
+    refused
+        .query_pairs_mut()
+        .append_pair("state", &state)
+        .append_pair("error", "access_denied");
+    let back = browser.get(refused).send().await.expect("callback");
+    assert!(
+        back.status().is_redirection(),
+        "callback: {}",
+        back.status()
+    );
+    let location = back.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with(RETURN_URL), "{location}");
+    assert!(location.contains("error="), "{location}");
+    let failed_at = Instant::now();
+
+    let (out, ended_at) = tokio::time::timeout(Duration::from_secs(10), poller)
+        .await
+        .expect("the poller ends promptly")
+        .expect("poller task");
+    match out {
+        Err(Error::SessionFailed { session_uri: s }) => assert_eq!(s, session_uri),
+        other => panic!("expected SessionFailed, got {:?}", other.map(|_| "a token")),
+    }
+    assert!(
+        ended_at.duration_since(failed_at) < Duration::from_secs(2),
+        "the poller took {:?} after the failure",
+        ended_at.duration_since(failed_at)
+    );
+
+    // A direct call says FAILED too, and the failed session cannot be completed.
+    assert!(matches!(
+        client
+            .get_resource_oauth2_token(&request)
+            .await
+            .expect("after failure"),
+        ResourceToken::Failed { .. }
+    ));
+    let err = client
+        .complete_resource_token_auth(&session_uri, &UserIdentifier::UserId("alice".into()))
+        .await
+        .expect_err("failed session");
+    assert!(err.kind().is_some(), "{err:?}");
+
+    // A poll needs a session.
+    let mut no_session = request.clone();
+    no_session.session_uri = None;
+    let err = client
+        .poll_resource_token(&no_session, PollOptions::default(), std::future::pending())
+        .await
+        .expect_err("no session");
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn user_federation_poll_returns_the_token_after_binding() {
+    let server = start_allowing_loopback("flow-ok");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let token_url = token_endpoint(seen.clone()).await;
+    server.oauth_setup("ok-agent", "ok-prov", &token_url).await;
+    let client = server.sigv4(&server.admin);
+    let (request, authorization_url) = start_flow(&client, "ok-agent", "ok-prov").await;
+    let session_uri = request.session_uri.clone().unwrap();
+
+    let poller = {
+        let client = client.clone();
+        let request = request.clone();
+        tokio::spawn(async move {
+            client
+                .poll_resource_token(
+                    &request,
+                    fast_poll(Duration::from_secs(30)),
+                    std::future::pending(),
+                )
+                .await
+        })
+    };
+
+    // The user consents: the provider sends the browser back with a code.
+    let browser = browser();
+    let (state, redirect_uri) = follow_to_provider(&browser, &authorization_url).await;
+    let mut consented = redirect_uri.clone();
+    consented
+        .query_pairs_mut()
+        .append_pair("code", "good-code")
+        .append_pair("state", &state);
+    let back = browser.get(consented).send().await.expect("callback");
+    assert!(
+        back.status().is_redirection(),
+        "callback: {}",
+        back.status()
+    );
+    let location = Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(location.as_str().starts_with(RETURN_URL), "{location}");
+    let pairs: Vec<(String, String)> = location.query_pairs().into_owned().collect();
+    assert!(
+        pairs.contains(&("session_id".into(), session_uri.clone())),
+        "{location}"
+    );
+    assert!(
+        pairs.contains(&("state".into(), "app-state-123".into())),
+        "{location}"
+    );
+
+    // Not bound yet: still pending, and nothing was exchanged.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(!poller.is_finished());
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the code was exchanged before the binding"
+    );
+
+    // The session binding: the same user completes it; only then is the code exchanged.
+    client
+        .complete_resource_token_auth(&session_uri, &UserIdentifier::UserId("alice".into()))
+        .await
+        .expect("complete");
+    let token = tokio::time::timeout(Duration::from_secs(10), poller)
+        .await
+        .expect("the poller ends promptly")
+        .expect("poller task")
+        .expect("token");
+    assert_eq!(token.expose_secret(), "at-from-provider-7c1d");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+
+    // Now the vault answers at once, without a session.
+    let mut again = request.clone();
+    again.session_uri = None;
+    match client
+        .get_resource_oauth2_token(&again)
+        .await
+        .expect("vaulted")
+    {
+        ResourceToken::Token(t) => assert_eq!(t.expose_secret(), "at-from-provider-7c1d"),
+        other => panic!("expected a token, got {other:?}"),
+    }
+}
