@@ -2,6 +2,12 @@
 //
 //   GET /api/read   needs scope api:read
 //   GET /api/write  needs scope api:write
+//   GET /user        needs scope read:user  (GitHub-shaped: the signed-in user's profile)
+//   GET /user/repos  needs scope repo       (GitHub-shaped: their repositories)
+// The GitHub-shaped routes also demand GitHub's REST headers (Accept:
+// application/vnd.github+json, X-GitHub-Api-Version: 2022-11-28, a User-Agent) and answer
+// 400 without them, as api.github.com does for a missing User-Agent.
+// GET /__test/calls lists the calls answered 200 (path and sub only, never tokens).
 //
 // Bearer tokens are checked against the authorization server (tests/oidc/server.mjs):
 //   * opaque tokens by RFC 7662 introspection at its introspection_endpoint, authenticated
@@ -62,7 +68,14 @@ if (!issuer || !clientId || !clientSecret) {
   process.exit(2);
 }
 
-const ROUTES = { '/api/read': 'api:read', '/api/write': 'api:write' };
+const ROUTES = {
+  '/api/read': 'api:read',
+  '/api/write': 'api:write',
+  '/user': 'read:user',
+  '/user/repos': 'repo',
+};
+const GITHUB_ROUTES = new Set(['/user', '/user/repos']);
+const calls = [];
 
 // ---- the authorization server
 let metadata;
@@ -176,9 +189,16 @@ function send(res, status, body, challenge) {
 
 const server = http.createServer(async (req, res) => {
   const path = req.url.split('?', 1)[0];
+  if (path === '/__test/calls') return send(res, 200, calls);
   const need = ROUTES[path];
   if (!need) return send(res, 404, { error: 'not_found' });
   if (req.method !== 'GET') return send(res, 405, { error: 'method_not_allowed' });
+  if (GITHUB_ROUTES.has(path)) {
+    const h = req.headers;
+    if (h.accept !== 'application/vnd.github+json' || h['x-github-api-version'] !== '2022-11-28' || !h['user-agent']) {
+      return send(res, 400, { message: 'GitHub REST headers missing (Accept, X-GitHub-Api-Version, User-Agent)' });
+    }
+  }
   const m = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)\s*$/i.exec(req.headers.authorization ?? '');
   if (!m) {
     if (req.headers.authorization) {
@@ -206,6 +226,17 @@ const server = http.createServer(async (req, res) => {
   if (!scopes.includes(need)) {
     return send(res, 403, { error: 'insufficient_scope', scope: need },
       `Bearer realm="resource-api", error="insufficient_scope", scope="${need}"`);
+  }
+  calls.push({ path, sub: info.sub ?? null });
+  if (path === '/user') {
+    return send(res, 200, { login: info.sub ?? null, id: 1, type: 'User', scope: info.scope ?? '' });
+  }
+  if (path === '/user/repos') {
+    const owner = info.sub ?? 'nobody';
+    return send(res, 200, [
+      { name: 'latchkey-demo', full_name: `${owner}/latchkey-demo`, private: false },
+      { name: 'secret-plans', full_name: `${owner}/secret-plans`, private: true },
+    ]);
   }
   return send(res, 200, {
     sub: info.sub ?? null,

@@ -195,7 +195,7 @@ await new Promise((resolve, reject) => {
 const actualPort = server.address().port;
 const issuer = `http://127.0.0.1:${actualPort}`;
 
-const ALL_SCOPES = 'openid email profile offline_access api:read api:write';
+const ALL_SCOPES = 'openid email profile offline_access api:read api:write read:user repo';
 const clientDefaults = {
   grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
   token_endpoint_auth_method: 'client_secret_basic',
@@ -213,7 +213,7 @@ const configuration = {
     email: ['email', 'email_verified'],
     profile: ['name'],
   },
-  scopes: ['openid', 'offline_access', 'email', 'profile', 'api:read', 'api:write'],
+  scopes: ['openid', 'offline_access', 'email', 'profile', 'api:read', 'api:write', 'read:user', 'repo'],
   // Put the scope-derived claims into the ID token too, so tests see email/name there.
   conformIdTokenClaims: false,
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },

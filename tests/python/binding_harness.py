@@ -1,0 +1,97 @@
+"""Shared by the tests that need the session binding service or ALB-signed claims headers:
+a PEM key server by kid (like the ALB's key endpoint), ALB-format `x-amzn-oidc-data`
+tokens, and a running `latchkey serve binding`."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from lk_harness import Latchkey
+
+ALB_ARN = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/latchkey-test/50dc6c495c0c9188"
+
+
+# --------------------------------------------------------------------------- ALB keys
+class KeyServer:
+    """Serves PEM public keys by kid, like https://public-keys.auth.elb.<region>.amazonaws.com/<kid>."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, bytes] = {}
+        keys = self.keys
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                pem = keys.get(self.path.lstrip("/"))
+                self.send_response(200 if pem else 404)
+                self.end_headers()
+                if pem:
+                    self.wfile.write(pem)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def new_key(self, kid: str) -> ec.EllipticCurvePrivateKey:
+        key = ec.generate_private_key(ec.SECP256R1())
+        self.keys[kid] = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return key
+
+
+def b64_padded(data: bytes) -> str:
+    """ALBs send base64url *with* padding."""
+    return base64.urlsafe_b64encode(data).decode()
+
+
+def alb_token(key: ec.EllipticCurvePrivateKey, kid: str, sub: str, *, signer: str = ALB_ARN) -> str:
+    header = {"alg": "ES256", "kid": kid, "signer": signer, "iss": "https://login.example.test", "client": "app", "exp": int(time.time()) + 60}
+    payload = {"sub": sub, "email": f"{sub}@example.test", "exp": int(time.time()) + 60, "iss": "https://login.example.test"}
+    signing_input = f"{b64_padded(json.dumps(header).encode())}.{b64_padded(json.dumps(payload).encode())}"
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{signing_input}.{b64_padded(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+class BindingService:
+    def __init__(self, server: Latchkey, workdir: Path, args: list[str]) -> None:
+        cred = server.create_credential("binding")
+        env = {k: v for k, v in server.env.items() if not k.startswith("LATCHKEY_")}
+        env["LATCHKEY_BINDING_CREDENTIAL"] = f"{cred.access_key_id}:{cred.secret_access_key}"
+        self.log = workdir / "binding.log"
+        self.secret = cred.secret_access_key
+        self.proc = subprocess.Popen(
+            [server.bin, "serve", "binding", "--listen", "127.0.0.1:0", "--identity-url", server.url, "--allow-private-addresses", "true", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=open(self.log, "wb"),
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        assert m, f"binding did not start: {line!r} {self.log.read_text() if self.log.exists() else ''}"
+        self.url = m.group(1)
+        self.binding_url = f"{self.url}/oauth2/session-binding"
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        self.proc.wait(10)
+        text = self.log.read_text()
+        assert self.secret not in text, "the binding credential appeared in the binding service's log"
+        return text
