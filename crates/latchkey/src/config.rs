@@ -110,6 +110,9 @@ pub struct FileConfig {
     /// `[binding]`: settings of `serve binding`.
     #[serde(default)]
     pub binding: FileBinding,
+    /// `[agent]`: settings of `serve agent`.
+    #[serde(default)]
+    pub agent: FileAgent,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -805,5 +808,821 @@ mod binding_tests {
         .to_string();
         assert!(error.contains(BINDING_CREDENTIAL_ENV), "{error}");
         assert!(!error.contains("top-secret"), "{error}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// `serve agent`
+
+/// Flags of `serve agent` (environment `LATCHKEY_AGENT_*`, file section `[agent]`).
+#[derive(Debug, Clone, Args)]
+pub struct AgentOverrides {
+    /// Print the agent's OpenAPI document (JSON) and exit.
+    #[arg(long)]
+    pub print_openapi: bool,
+    /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8082.
+    #[arg(long, env = "LATCHKEY_AGENT_LISTEN")]
+    pub listen: Option<String>,
+    /// Base URL of the identity service.
+    #[arg(long, env = "LATCHKEY_AGENT_IDENTITY_URL")]
+    pub identity_url: Option<String>,
+    /// File holding this agent's `workload:<name>` credential as `ACCESS_KEY_ID:SECRET`.
+    /// Alternatively set the credential itself in LATCHKEY_AGENT_CREDENTIAL.
+    #[arg(long, env = "LATCHKEY_AGENT_CREDENTIAL_FILE")]
+    pub credential_file: Option<PathBuf>,
+    /// The workload identity name (the credential's role is `workload:<name>`).
+    #[arg(long, env = "LATCHKEY_AGENT_WORKLOAD_NAME")]
+    pub workload_name: Option<String>,
+    /// `resourceOauth2ReturnUrl`: the session binding service's URL.
+    #[arg(long, env = "LATCHKEY_AGENT_RETURN_URL")]
+    pub return_url: Option<String>,
+    /// ALB source: the load balancer's ARN, which must sign `x-amzn-oidc-data`.
+    #[arg(long, env = "LATCHKEY_AGENT_ALB_SIGNER")]
+    pub alb_signer: Option<String>,
+    /// ALB public-key URL with `{kid}` (and optionally `{region}`).
+    #[arg(long, env = "LATCHKEY_AGENT_ALB_KEY_URL_TEMPLATE")]
+    pub alb_key_url_template: Option<String>,
+    /// Region for `{region}`. Default: the region in --alb-signer.
+    #[arg(long, env = "LATCHKEY_AGENT_ALB_REGION")]
+    pub alb_region: Option<String>,
+    /// When set, the ALB token's `iss` claim must equal it.
+    #[arg(long, env = "LATCHKEY_AGENT_ALB_ISSUER")]
+    pub alb_issuer: Option<String>,
+    /// Clock skew tolerated on the ALB token's `exp`, in seconds. Default 60.
+    #[arg(long, env = "LATCHKEY_AGENT_ALB_LEEWAY_SECONDS")]
+    pub alb_leeway_seconds: Option<u64>,
+    /// OIDC source: the issuer of the users' bearer ID tokens.
+    #[arg(long, env = "LATCHKEY_AGENT_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// OIDC source: the audience the ID token must be issued to.
+    #[arg(long, env = "LATCHKEY_AGENT_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// Allow key, discovery and JWKS fetches to loopback/private addresses. Tests and dev only.
+    #[arg(
+        long,
+        env = "LATCHKEY_AGENT_ALLOW_PRIVATE_ADDRESSES",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub allow_private_addresses: Option<bool>,
+    /// Local conversation directory. Default `<data_dir>/agent`.
+    #[arg(long, env = "LATCHKEY_AGENT_STORE_DIR")]
+    pub store_dir: Option<PathBuf>,
+    /// `openai`, `anthropic` or `bedrock`.
+    #[arg(long, env = "LATCHKEY_AGENT_LLM_PROVIDER")]
+    pub llm_provider: Option<String>,
+    /// Model id.
+    #[arg(long, env = "LATCHKEY_AGENT_LLM_MODEL")]
+    pub llm_model: Option<String>,
+    /// Model API base URL. Default: the provider's public endpoint.
+    #[arg(long, env = "LATCHKEY_AGENT_LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+    /// File holding the model API key (or set LATCHKEY_AGENT_LLM_API_KEY).
+    #[arg(long, env = "LATCHKEY_AGENT_LLM_API_KEY_FILE")]
+    pub llm_api_key_file: Option<PathBuf>,
+    /// AWS region (Bedrock).
+    #[arg(long, env = "LATCHKEY_AGENT_LLM_REGION")]
+    pub llm_region: Option<String>,
+    /// Timeout of one model call, in seconds. Default 120.
+    #[arg(long, env = "LATCHKEY_AGENT_LLM_TIMEOUT_SECONDS")]
+    pub llm_timeout_seconds: Option<u64>,
+    /// Retries of a model call before any event streamed. Default 2.
+    #[arg(long, env = "LATCHKEY_AGENT_LLM_MAX_RETRIES")]
+    pub llm_max_retries: Option<u32>,
+    /// System prompt.
+    #[arg(long, env = "LATCHKEY_AGENT_SYSTEM_PROMPT")]
+    pub system_prompt: Option<String>,
+    /// Model calls ending in tool use allowed per turn. Default 8.
+    #[arg(long, env = "LATCHKEY_AGENT_MAX_TOOL_ITERATIONS")]
+    pub max_tool_iterations: Option<u32>,
+    /// Wait this long for a user's consent inside the turn (0: end the turn). Default 0.
+    #[arg(long, env = "LATCHKEY_AGENT_CONSENT_WAIT_SECONDS")]
+    pub consent_wait_seconds: Option<u64>,
+    /// GitHub REST API base URL. Default https://api.github.com.
+    #[arg(long, env = "LATCHKEY_AGENT_GITHUB_BASE_URL")]
+    pub github_base_url: Option<String>,
+    /// Credential provider of the built-in GitHub tools. Default `github`.
+    #[arg(long, env = "LATCHKEY_AGENT_GITHUB_PROVIDER")]
+    pub github_provider: Option<String>,
+    /// Time allowed for one tool HTTP call, in seconds. Default 15.
+    #[arg(long, env = "LATCHKEY_AGENT_TOOL_TIMEOUT_SECONDS")]
+    pub tool_timeout_seconds: Option<u64>,
+    /// Largest tool HTTP response body read, in bytes. Default 262144.
+    #[arg(long, env = "LATCHKEY_AGENT_TOOL_MAX_RESPONSE_BYTES")]
+    pub tool_max_response_bytes: Option<usize>,
+    /// Largest `POST /invocations` body, in bytes. Default 65536.
+    #[arg(long, env = "LATCHKEY_AGENT_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Longest `message`, in characters. Default 16384.
+    #[arg(long, env = "LATCHKEY_AGENT_MAX_MESSAGE_CHARS")]
+    pub max_message_chars: Option<usize>,
+    /// `max_tokens` of one model call. Default 1024.
+    #[arg(long, env = "LATCHKEY_AGENT_MAX_OUTPUT_TOKENS")]
+    pub max_output_tokens: Option<u32>,
+    /// Time allowed for one call to the identity service, in seconds. Default 30.
+    #[arg(long, env = "LATCHKEY_AGENT_IDENTITY_TIMEOUT_SECONDS")]
+    pub identity_timeout_seconds: Option<u64>,
+    /// Tools declared without code, as a JSON array of `[[agent.tools]]` tables (replaces
+    /// the file's).
+    #[arg(long, env = "LATCHKEY_AGENT_TOOLS")]
+    pub tools: Option<String>,
+    /// Conversation store: `local` (default) or `s3`.
+    #[arg(long, env = "LATCHKEY_AGENT_STORE_KIND")]
+    pub store_kind: Option<String>,
+    /// S3 bucket (store kind `s3`).
+    #[arg(long, env = "LATCHKEY_AGENT_STORE_BUCKET")]
+    pub store_bucket: Option<String>,
+    /// S3 key prefix.
+    #[arg(long, env = "LATCHKEY_AGENT_STORE_PREFIX")]
+    pub store_prefix: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "LATCHKEY_AGENT_STORE_REGION")]
+    pub store_region: Option<String>,
+    /// S3-compatible endpoint, e.g. `http://127.0.0.1:9000`.
+    #[arg(long, env = "LATCHKEY_AGENT_STORE_ENDPOINT")]
+    pub store_endpoint: Option<String>,
+    /// Allow a plain-http S3 endpoint (tests and dev only).
+    #[arg(
+        long,
+        env = "LATCHKEY_AGENT_STORE_ALLOW_HTTP",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub store_allow_http: Option<bool>,
+    /// S3 access key id (with the secret from a file or LATCHKEY_AGENT_STORE_SECRET_ACCESS_KEY);
+    /// default: the AWS credential chain.
+    #[arg(long, env = "LATCHKEY_AGENT_STORE_ACCESS_KEY_ID")]
+    pub store_access_key_id: Option<String>,
+    /// File holding the S3 secret access key.
+    #[arg(long, env = "LATCHKEY_AGENT_STORE_SECRET_ACCESS_KEY_FILE")]
+    pub store_secret_access_key_file: Option<PathBuf>,
+}
+
+/// `[agent.llm]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAgentLlm {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub region: Option<String>,
+    pub timeout_seconds: Option<u64>,
+    pub max_retries: Option<u32>,
+}
+
+/// `[agent.store]`: `kind = "local"` (with `dir`) or `kind = "s3"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAgentStore {
+    pub kind: Option<String>,
+    pub dir: Option<PathBuf>,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub allow_http: Option<bool>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+}
+
+/// The `[agent]` section of the file. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAgent {
+    pub listen: Option<String>,
+    pub identity_url: Option<String>,
+    pub credential_file: Option<PathBuf>,
+    pub workload_name: Option<String>,
+    pub return_url: Option<String>,
+    pub alb_signer: Option<String>,
+    pub alb_key_url_template: Option<String>,
+    pub alb_region: Option<String>,
+    pub alb_issuer: Option<String>,
+    pub alb_leeway_seconds: Option<u64>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_audience: Option<String>,
+    pub allow_private_addresses: Option<bool>,
+    pub system_prompt: Option<String>,
+    pub max_tool_iterations: Option<u32>,
+    pub consent_wait_seconds: Option<u64>,
+    pub github_base_url: Option<String>,
+    pub github_provider: Option<String>,
+    pub tool_timeout_seconds: Option<u64>,
+    pub tool_max_response_bytes: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub max_message_chars: Option<usize>,
+    pub max_output_tokens: Option<u32>,
+    pub identity_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    pub llm: FileAgentLlm,
+    #[serde(default)]
+    pub store: FileAgentStore,
+    #[serde(default)]
+    pub tools: Vec<latchkey_agent::HttpToolConfig>,
+}
+
+/// Environment variable holding the agent credential itself (`ACCESS_KEY_ID:SECRET`).
+pub const AGENT_CREDENTIAL_ENV: &str = "LATCHKEY_AGENT_CREDENTIAL";
+/// Environment variable holding the model API key itself.
+pub const AGENT_LLM_API_KEY_ENV: &str = "LATCHKEY_AGENT_LLM_API_KEY";
+/// Environment variable holding the S3 secret access key itself.
+pub const AGENT_STORE_SECRET_ENV: &str = "LATCHKEY_AGENT_STORE_SECRET_ACCESS_KEY";
+
+/// Secrets that come only from the environment (read once, passed in for tests).
+#[derive(Debug, Default, Clone)]
+pub struct AgentSecretsEnv {
+    pub credential: Option<String>,
+    pub llm_api_key: Option<String>,
+    pub store_secret_access_key: Option<String>,
+}
+
+impl AgentSecretsEnv {
+    pub fn from_process() -> Self {
+        Self {
+            credential: std::env::var(AGENT_CREDENTIAL_ENV).ok(),
+            llm_api_key: std::env::var(AGENT_LLM_API_KEY_ENV).ok(),
+            store_secret_access_key: std::env::var(AGENT_STORE_SECRET_ENV).ok(),
+        }
+    }
+}
+
+/// Settings of `serve agent`, validated.
+#[derive(Debug, Clone)]
+pub struct AgentServeConfig {
+    pub listen: SocketAddr,
+    pub agent: latchkey_agent::AgentConfig,
+}
+
+/// The environment variable of an `[agent]` key (`llm.model` → `LATCHKEY_AGENT_LLM_MODEL`).
+fn agent_env(key: &str) -> String {
+    format!(
+        "LATCHKEY_AGENT_{}",
+        key.replace('.', "_").to_ascii_uppercase()
+    )
+}
+
+fn bad_agent(key: &str, why: impl std::fmt::Display) -> anyhow::Error {
+    bad(&format!("agent.{key}"), &agent_env(key), why)
+}
+
+fn read_secret_file(key: &str, path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad_agent(key, format!("cannot read {}: {e}", path.display())))?;
+    Ok(text.trim().to_string())
+}
+
+impl AgentServeConfig {
+    pub fn resolve(
+        o: &AgentOverrides,
+        f: &FileConfig,
+        storage: &StorageConfig,
+    ) -> anyhow::Result<Self> {
+        Self::resolve_with_env(o, f, storage, AgentSecretsEnv::from_process())
+    }
+
+    pub fn resolve_with_env(
+        o: &AgentOverrides,
+        f: &FileConfig,
+        storage: &StorageConfig,
+        env: AgentSecretsEnv,
+    ) -> anyhow::Result<Self> {
+        use latchkey_agent::config as ac;
+        let a = &f.agent;
+        let pick = |flag: &Option<String>, file: &Option<String>| {
+            flag.clone()
+                .or_else(|| file.clone())
+                .filter(|v| !v.trim().is_empty())
+        };
+        let listen_text = pick(&o.listen, &a.listen).unwrap_or_else(|| "127.0.0.1:8082".into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            bad_agent(
+                "listen",
+                format!("{listen_text:?} is not an address like 127.0.0.1:8082"),
+            )
+        })?;
+        let required = |flag: &Option<String>, file: &Option<String>, key: &str, what: &str| {
+            pick(flag, file).ok_or_else(|| bad_agent(key, format!("missing: {what}")))
+        };
+        let identity_url = required(
+            &o.identity_url,
+            &a.identity_url,
+            "identity_url",
+            "the identity service's base URL is required",
+        )?;
+        let workload_name = required(
+            &o.workload_name,
+            &a.workload_name,
+            "workload_name",
+            "the workload identity name is required",
+        )?;
+        let return_url = required(
+            &o.return_url,
+            &a.return_url,
+            "return_url",
+            "the session binding service's URL (resourceOauth2ReturnUrl) is required",
+        )?;
+
+        // The credential: a file or the environment, not both.
+        let credential_file = o
+            .credential_file
+            .clone()
+            .or_else(|| a.credential_file.clone());
+        let credential_env = env.credential.filter(|v| !v.trim().is_empty());
+        let from_env = credential_env.is_some();
+        let credential_text = match (credential_file, credential_env) {
+            (Some(_), Some(_)) => {
+                return Err(bad_agent(
+                    "credential_file",
+                    format!("set either agent.credential_file or {AGENT_CREDENTIAL_ENV}, not both"),
+                ));
+            }
+            (Some(file), None) => std::fs::read_to_string(&file).map_err(|e| {
+                bad_agent(
+                    "credential_file",
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?,
+            (None, Some(text)) => text,
+            (None, None) => {
+                return Err(bad_agent(
+                    "credential_file",
+                    format!(
+                        "missing: set agent.credential_file (a file holding ACCESS_KEY_ID:SECRET of a `workload:<name>` credential) or {AGENT_CREDENTIAL_ENV}"
+                    ),
+                ));
+            }
+        };
+        let credential = latchkey_agent::AgentCredential::parse(&credential_text).map_err(|e| {
+            if from_env {
+                anyhow!("invalid environment variable {AGENT_CREDENTIAL_ENV}: {e}")
+            } else {
+                bad_agent("credential_file", e)
+            }
+        })?;
+        drop(zeroize::Zeroizing::new(credential_text));
+
+        // User sources, as for `serve binding`.
+        let alb = match pick(&o.alb_signer, &a.alb_signer) {
+            Some(signer) => {
+                let mut alb = latchkey_binding::AlbConfig::new(signer);
+                if let Some(t) = pick(&o.alb_key_url_template, &a.alb_key_url_template) {
+                    alb.key_url_template = t;
+                }
+                alb.region = pick(&o.alb_region, &a.alb_region);
+                alb.issuer = pick(&o.alb_issuer, &a.alb_issuer);
+                if let Some(l) = o.alb_leeway_seconds.or(a.alb_leeway_seconds) {
+                    alb.leeway_seconds = l;
+                }
+                Some(alb)
+            }
+            None => {
+                for (key, set) in [
+                    (
+                        "alb_key_url_template",
+                        pick(&o.alb_key_url_template, &a.alb_key_url_template).is_some(),
+                    ),
+                    ("alb_region", pick(&o.alb_region, &a.alb_region).is_some()),
+                    ("alb_issuer", pick(&o.alb_issuer, &a.alb_issuer).is_some()),
+                    (
+                        "alb_leeway_seconds",
+                        o.alb_leeway_seconds.or(a.alb_leeway_seconds).is_some(),
+                    ),
+                ] {
+                    if set {
+                        return Err(bad_agent(key, "has no effect without agent.alb_signer"));
+                    }
+                }
+                None
+            }
+        };
+        let oidc = match (
+            pick(&o.oidc_issuer, &a.oidc_issuer),
+            pick(&o.oidc_audience, &a.oidc_audience),
+        ) {
+            (Some(issuer), Some(audience)) => {
+                Some(latchkey_binding::OidcConfig::new(issuer, audience))
+            }
+            (Some(_), None) => {
+                return Err(bad_agent(
+                    "oidc_audience",
+                    "missing: agent.oidc_issuer needs agent.oidc_audience",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad_agent(
+                    "oidc_issuer",
+                    "missing: agent.oidc_audience needs agent.oidc_issuer",
+                ));
+            }
+            (None, None) => None,
+        };
+
+        // The model.
+        let l = &a.llm;
+        let provider_text = pick(&o.llm_provider, &l.provider).ok_or_else(|| {
+            bad_agent(
+                "llm.provider",
+                "missing: openai, anthropic or bedrock is required",
+            )
+        })?;
+        let provider = match provider_text.as_str() {
+            "openai" => latchkey_llm::Provider::Openai,
+            "anthropic" => latchkey_llm::Provider::Anthropic,
+            "bedrock" => latchkey_llm::Provider::Bedrock,
+            other => {
+                return Err(bad_agent(
+                    "llm.provider",
+                    format!("{other:?} is not openai, anthropic or bedrock"),
+                ));
+            }
+        };
+        let model = pick(&o.llm_model, &l.model)
+            .ok_or_else(|| bad_agent("llm.model", "missing: the model id is required"))?;
+        let key_file = o
+            .llm_api_key_file
+            .clone()
+            .or_else(|| l.api_key_file.clone());
+        let key_env = env.llm_api_key.filter(|v| !v.trim().is_empty());
+        let key_inline = l.api_key.clone().filter(|v| !v.trim().is_empty());
+        let api_key = match (key_inline, key_file, key_env) {
+            (None, None, None) => None,
+            (Some(k), None, None) => Some(k),
+            (None, Some(file), None) => Some(read_secret_file("llm.api_key_file", &file)?),
+            (None, None, Some(k)) => Some(k.trim().to_string()),
+            _ => {
+                return Err(bad_agent(
+                    "llm.api_key",
+                    format!(
+                        "set only one of agent.llm.api_key, agent.llm.api_key_file and {AGENT_LLM_API_KEY_ENV}"
+                    ),
+                ));
+            }
+        };
+        // No key is fine: OpenAI-compatible servers such as Ollama or vLLM need none.
+        let region = pick(&o.llm_region, &l.region);
+        let llm = latchkey_llm::LlmConfig {
+            provider,
+            model,
+            base_url: pick(&o.llm_base_url, &l.base_url),
+            api_key: api_key.map(secrecy::SecretString::from),
+            region,
+            timeout: std::time::Duration::from_secs(
+                o.llm_timeout_seconds.or(l.timeout_seconds).unwrap_or(120),
+            ),
+            max_retries: o.llm_max_retries.or(l.max_retries).unwrap_or(2),
+        };
+
+        // Conversations.
+        let s = &a.store;
+        let bucket = pick(&o.store_bucket, &s.bucket);
+        let prefix = pick(&o.store_prefix, &s.prefix);
+        let store_region = pick(&o.store_region, &s.region);
+        let endpoint = pick(&o.store_endpoint, &s.endpoint);
+        let access_key_id = pick(&o.store_access_key_id, &s.access_key_id);
+        let secret_file = o
+            .store_secret_access_key_file
+            .clone()
+            .or_else(|| s.secret_access_key_file.clone());
+        let store = match pick(&o.store_kind, &s.kind).as_deref().unwrap_or("local") {
+            "local" => {
+                for (key, set) in [
+                    ("store.bucket", bucket.is_some()),
+                    ("store.prefix", prefix.is_some()),
+                    ("store.region", store_region.is_some()),
+                    ("store.endpoint", endpoint.is_some()),
+                    ("store.access_key_id", access_key_id.is_some()),
+                    ("store.secret_access_key_file", secret_file.is_some()),
+                ] {
+                    if set {
+                        return Err(bad_agent(key, "only applies to agent.store.kind = \"s3\""));
+                    }
+                }
+                latchkey_agent::StoreConfig::Local {
+                    dir: o
+                        .store_dir
+                        .clone()
+                        .or_else(|| s.dir.clone())
+                        .unwrap_or_else(|| storage.data_dir.join("agent")),
+                }
+            }
+            "s3" => {
+                if o.store_dir.is_some() || s.dir.is_some() {
+                    return Err(bad_agent(
+                        "store.dir",
+                        "only applies to agent.store.kind = \"local\"",
+                    ));
+                }
+                let bucket = bucket.ok_or_else(|| {
+                    bad_agent("store.bucket", "missing: required with kind = \"s3\"")
+                })?;
+                let region = store_region.ok_or_else(|| {
+                    bad_agent("store.region", "missing: required with kind = \"s3\"")
+                })?;
+                let secret = match (&secret_file, env.store_secret_access_key) {
+                    (Some(_), Some(_)) => {
+                        return Err(bad_agent(
+                            "store.secret_access_key_file",
+                            format!(
+                                "set either agent.store.secret_access_key_file or {AGENT_STORE_SECRET_ENV}, not both"
+                            ),
+                        ));
+                    }
+                    (Some(file), None) => {
+                        Some(read_secret_file("store.secret_access_key_file", file)?)
+                    }
+                    (None, Some(k)) => Some(k.trim().to_string()),
+                    (None, None) => None,
+                };
+                if access_key_id.is_some() != secret.is_some() {
+                    return Err(bad_agent(
+                        "store.access_key_id",
+                        "agent.store.access_key_id and the secret access key go together",
+                    ));
+                }
+                latchkey_agent::StoreConfig::S3 {
+                    bucket,
+                    prefix,
+                    region,
+                    endpoint,
+                    allow_http: o.store_allow_http.or(s.allow_http).unwrap_or(false),
+                    access_key_id,
+                    secret_access_key: secret.map(secrecy::SecretString::from),
+                    session_token: None,
+                }
+            }
+            other => {
+                return Err(bad_agent(
+                    "store.kind",
+                    format!("{other:?} is not \"local\" or \"s3\""),
+                ));
+            }
+        };
+        let tools = match &o.tools {
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| bad_agent("tools", format!("not a JSON array of tool tables: {e}")))?,
+            None => a.tools.clone(),
+        };
+
+        let outbound = latchkey_identity::outbound::OutboundPolicy {
+            allow_private_addresses: o
+                .allow_private_addresses
+                .or(a.allow_private_addresses)
+                .unwrap_or(false),
+            ..Default::default()
+        };
+        let config = latchkey_agent::AgentConfig {
+            identity_url,
+            credential,
+            workload_name,
+            return_url,
+            alb,
+            oidc,
+            outbound,
+            llm,
+            system_prompt: pick(&o.system_prompt, &a.system_prompt)
+                .unwrap_or_else(|| ac::DEFAULT_SYSTEM_PROMPT.into()),
+            max_output_tokens: o
+                .max_output_tokens
+                .or(a.max_output_tokens)
+                .unwrap_or(ac::DEFAULT_MAX_OUTPUT_TOKENS),
+            max_tool_iterations: o
+                .max_tool_iterations
+                .or(a.max_tool_iterations)
+                .unwrap_or(ac::DEFAULT_MAX_TOOL_ITERATIONS),
+            consent_wait_seconds: o
+                .consent_wait_seconds
+                .or(a.consent_wait_seconds)
+                .unwrap_or(0),
+            store,
+            github_base_url: pick(&o.github_base_url, &a.github_base_url)
+                .unwrap_or_else(|| ac::DEFAULT_GITHUB_BASE_URL.into()),
+            github_provider: pick(&o.github_provider, &a.github_provider)
+                .unwrap_or_else(|| "github".into()),
+            tools,
+            tool_timeout: o
+                .tool_timeout_seconds
+                .or(a.tool_timeout_seconds)
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(ac::DEFAULT_TOOL_TIMEOUT),
+            tool_max_response_bytes: o
+                .tool_max_response_bytes
+                .or(a.tool_max_response_bytes)
+                .unwrap_or(ac::DEFAULT_TOOL_MAX_RESPONSE_BYTES),
+            max_body_bytes: o
+                .max_body_bytes
+                .or(a.max_body_bytes)
+                .unwrap_or(ac::DEFAULT_MAX_BODY_BYTES),
+            max_message_chars: o
+                .max_message_chars
+                .or(a.max_message_chars)
+                .unwrap_or(ac::DEFAULT_MAX_MESSAGE_CHARS),
+            identity_timeout: std::time::Duration::from_secs(
+                o.identity_timeout_seconds
+                    .or(a.identity_timeout_seconds)
+                    .unwrap_or(30),
+            ),
+        };
+        config.validate().map_err(|e| match e.key {
+            "alb_signer" if config.alb.is_none() => bad(
+                "agent.alb_signer",
+                "LATCHKEY_AGENT_ALB_SIGNER, or agent.oidc_issuer / LATCHKEY_AGENT_OIDC_ISSUER",
+                e.reason,
+            ),
+            key => bad_agent(key, e.reason),
+        })?;
+        Ok(Self {
+            listen,
+            agent: config,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod agent_tests {
+    use super::*;
+
+    fn overrides() -> AgentOverrides {
+        AgentOverrides {
+            print_openapi: false,
+            listen: None,
+            identity_url: Some("http://127.0.0.1:8080".into()),
+            credential_file: None,
+            workload_name: Some("my-agent".into()),
+            return_url: Some("http://127.0.0.1:8081/oauth2/session-binding".into()),
+            alb_signer: Some(
+                "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/x/1".into(),
+            ),
+            alb_key_url_template: None,
+            alb_region: None,
+            alb_issuer: None,
+            alb_leeway_seconds: None,
+            oidc_issuer: None,
+            oidc_audience: None,
+            allow_private_addresses: None,
+            store_dir: None,
+            llm_provider: Some("openai".into()),
+            llm_model: Some("gpt-4o-mini".into()),
+            llm_base_url: None,
+            llm_api_key_file: None,
+            llm_region: None,
+            llm_timeout_seconds: None,
+            llm_max_retries: None,
+            system_prompt: None,
+            max_tool_iterations: None,
+            consent_wait_seconds: None,
+            github_base_url: None,
+            github_provider: None,
+            tool_timeout_seconds: None,
+            tool_max_response_bytes: None,
+            max_body_bytes: None,
+            max_message_chars: None,
+            max_output_tokens: None,
+            identity_timeout_seconds: None,
+            tools: None,
+            store_kind: None,
+            store_bucket: None,
+            store_prefix: None,
+            store_region: None,
+            store_endpoint: None,
+            store_allow_http: None,
+            store_access_key_id: None,
+            store_secret_access_key_file: None,
+        }
+    }
+
+    fn storage() -> StorageConfig {
+        StorageConfig {
+            data_dir: PathBuf::from("/tmp/latchkey-test"),
+            database_url: "sqlite://x".into(),
+            key_file: PathBuf::from("/tmp/latchkey-test/kek.json"),
+            log_format: "text".into(),
+            log_level: "info".into(),
+        }
+    }
+
+    fn env() -> AgentSecretsEnv {
+        AgentSecretsEnv {
+            credential: Some("LKAGENT:agent-top-secret".into()),
+            llm_api_key: Some("sk-llm-top-secret".into()),
+            store_secret_access_key: None,
+        }
+    }
+
+    fn error(o: &AgentOverrides, f: &FileConfig, env: AgentSecretsEnv) -> String {
+        let e = AgentServeConfig::resolve_with_env(o, f, &storage(), env)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("top-secret"), "{e}");
+        e
+    }
+
+    #[test]
+    fn defaults_and_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [agent]
+            max_tool_iterations = 3
+            [agent.llm]
+            timeout_seconds = 9
+            [[agent.tools]]
+            name = "jira_issue"
+            description = "One Jira issue"
+            provider = "jira"
+            scopes = ["read:jira-work"]
+            url = "https://jira.example.com/rest/api/3/issue/{key}"
+            parameters = { type = "object", properties = { key = { type = "string" } }, required = ["key"] }
+            "#,
+        )
+        .unwrap();
+        let c = AgentServeConfig::resolve_with_env(&overrides(), &file, &storage(), env()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8082");
+        assert_eq!(c.agent.max_tool_iterations, 3);
+        assert_eq!(c.agent.llm.timeout.as_secs(), 9);
+        assert_eq!(c.agent.tools.len(), 1);
+        assert_eq!(c.agent.github_base_url, "https://api.github.com");
+        assert!(matches!(
+            &c.agent.store,
+            latchkey_agent::StoreConfig::Local { dir } if dir.ends_with("agent")
+        ));
+        assert!(!format!("{c:?}").contains("top-secret"));
+    }
+
+    #[test]
+    fn keys_are_named() {
+        let f = FileConfig::default();
+        let mut o = overrides();
+        o.workload_name = None;
+        assert!(error(&o, &f, env()).contains("agent.workload_name"));
+        let mut o = overrides();
+        o.llm_provider = Some("cohere".into());
+        assert!(error(&o, &f, env()).contains("agent.llm.provider"));
+        assert!(
+            error(&overrides(), &f, AgentSecretsEnv::default()).contains("agent.credential_file")
+        );
+        let mut e = env();
+        e.llm_api_key = Some("k1".into());
+        let mut o = overrides();
+        o.llm_api_key_file = Some(PathBuf::from("/nonexistent"));
+        assert!(error(&o, &f, e).contains("agent.llm.api_key"));
+        let mut o = overrides();
+        o.alb_signer = None;
+        assert!(error(&o, &f, env()).contains("agent.alb_signer"));
+        let mut o = overrides();
+        o.return_url = Some("not a url".into());
+        assert!(error(&o, &f, env()).contains("agent.return_url"));
+        let mut o = overrides();
+        o.max_tool_iterations = Some(0);
+        assert!(error(&o, &f, env()).contains("agent.max_tool_iterations"));
+        let mut e = env();
+        e.credential = Some("no-colon-top-secret".into());
+        assert!(error(&overrides(), &f, e).contains(AGENT_CREDENTIAL_ENV));
+        let bad_tool: FileConfig = toml::from_str(
+            r#"
+            [[agent.tools]]
+            name = "github_profile"
+            description = "dup"
+            provider = "github"
+            url = "https://x/{a"
+            "#,
+        )
+        .unwrap();
+        assert!(error(&overrides(), &bad_tool, env()).contains("agent.tools.url"));
+        let mut o = overrides();
+        o.store_kind = Some("s3".into());
+        assert!(error(&o, &f, env()).contains("agent.store.bucket"));
+        let mut o = overrides();
+        o.store_bucket = Some("b".into());
+        assert!(error(&o, &f, env()).contains("agent.store.bucket"));
+        let mut o = overrides();
+        o.tools = Some("not json".into());
+        assert!(error(&o, &f, env()).contains("LATCHKEY_AGENT_TOOLS"));
+    }
+
+    #[test]
+    fn s3_store_and_tools_from_the_environment() {
+        let mut o = overrides();
+        o.store_kind = Some("s3".into());
+        o.store_bucket = Some("conversations".into());
+        o.store_region = Some("us-east-1".into());
+        o.store_endpoint = Some("http://127.0.0.1:9000".into());
+        o.store_allow_http = Some(true);
+        o.store_access_key_id = Some("AKID".into());
+        o.tools = Some(
+            r#"[{"name": "t1", "description": "d", "provider": "p", "url": "https://x/{a}"}]"#
+                .into(),
+        );
+        let mut e = env();
+        e.store_secret_access_key = Some("s3-top-secret".into());
+        let c =
+            AgentServeConfig::resolve_with_env(&o, &FileConfig::default(), &storage(), e).unwrap();
+        assert!(matches!(
+            &c.agent.store,
+            latchkey_agent::StoreConfig::S3 { bucket, allow_http: true, .. } if bucket == "conversations"
+        ));
+        assert_eq!(c.agent.tools[0].name, "t1");
+        assert!(!format!("{c:?}").contains("top-secret"));
     }
 }

@@ -59,6 +59,9 @@ enum Service {
     /// The session binding service: binds an OAuth consent to the signed-in browser user
     /// (`GET /oauth2/session-binding?session_id=…`) via `CompleteResourceTokenAuth`.
     Binding(config::BindingOverrides),
+    /// The agent workload: `POST /invocations` streaming Server-Sent Events, an LLM tool
+    /// loop whose tools act as the signed-in user with per-tool scopes.
+    Agent(Box<config::AgentOverrides>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +190,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             service: Service::Binding(o),
         } => serve_binding(&file, &o).await,
+        Command::Serve {
+            service: Service::Agent(o),
+        } => serve_agent(&storage, &file, &o).await,
         Command::Admin { command } => admin(&storage, &file, command).await,
     }
 }
@@ -287,6 +293,39 @@ async fn serve_binding(file: &FileConfig, o: &config::BindingOverrides) -> anyho
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("session binding service stopped");
+    Ok(())
+}
+
+async fn serve_agent(
+    storage: &StorageConfig,
+    file: &FileConfig,
+    o: &config::AgentOverrides,
+) -> anyhow::Result<()> {
+    if o.print_openapi {
+        println!("{}", latchkey_agent::openapi().to_pretty_json()?);
+        return Ok(());
+    }
+    let serve = config::AgentServeConfig::resolve(o, file, storage)?;
+    let model = latchkey_llm::build(&serve.agent.llm)
+        .map_err(|e| anyhow!("invalid configuration key `agent.llm`: {e}"))?;
+    let identity_url = serve.agent.identity_url.clone();
+    let workload = serve.agent.workload_name.clone();
+    let access_key_id = serve.agent.credential.access_key_id().to_string();
+    let provider = format!("{:?}", serve.agent.llm.provider).to_ascii_lowercase();
+    let has_api_key = serve.agent.llm.api_key.is_some();
+    let state = latchkey_agent::AgentState::new(serve.agent, model, Arc::new(SystemClock))
+        .map_err(|e| anyhow!("{e}"))?;
+    let listener = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(%identity_url, %workload, %access_key_id, llm = %provider, has_api_key, "agent starting");
+    println!("latchkey agent listening on http://{bound}");
+    std::io::stdout().flush()?;
+    axum::serve(listener, latchkey_agent::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("agent stopped");
     Ok(())
 }
 

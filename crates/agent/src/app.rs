@@ -1,0 +1,412 @@
+//! The router, its state, the user resolution and the handlers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use latchkey_binding::alb::AlbVerifier;
+use latchkey_core::clock::Clock;
+use latchkey_identity::inbound::{InboundError, InboundVerifier};
+use latchkey_identity::outbound::{OutboundClient, OutboundError};
+use latchkey_llm::ChatModel;
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use utoipa::OpenApi;
+
+use crate::config::{AgentConfig, ConfigError};
+use crate::conversation::TurnLocks;
+use crate::events::{ErrorResponse, InvocationRequest, PingResponse};
+use crate::openapi::ApiDoc;
+use crate::tools::Tool;
+use latchkey_conversations::{ConversationStore, StoreError};
+
+/// The ALB's signed-claims header.
+pub const ALB_HEADER: &str = "x-amzn-oidc-data";
+/// Longest accepted bearer token.
+pub const MAX_BEARER_BYTES: usize = 16 * 1024;
+/// Events buffered between a turn and a slow client.
+const EVENT_BUFFER: usize = 64;
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration key {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot build the outbound client: {0}")]
+    Outbound(#[from] OutboundError),
+    #[error("cannot build the identity client: {0}")]
+    Identity(#[from] latchkey_client::Error),
+    #[error("cannot build the tool HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("conversation storage: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Shared state of the agent. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AgentState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: AgentConfig,
+    pub(crate) alb: Option<AlbVerifier>,
+    pub(crate) oidc: Option<InboundVerifier>,
+    pub(crate) identity: latchkey_client::Client,
+    pub(crate) model: Arc<dyn ChatModel>,
+    pub(crate) tools: Vec<Tool>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) store: ConversationStore,
+    pub(crate) locks: TurnLocks,
+}
+
+impl AgentState {
+    /// Validate `config` and build verifiers and clients (no network access yet).
+    pub fn new(
+        config: AgentConfig,
+        model: Arc<dyn ChatModel>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        let outbound = OutboundClient::new(config.outbound.clone())?;
+        let alb = config
+            .alb
+            .clone()
+            .map(|alb| AlbVerifier::new(alb, outbound.clone(), clock.clone()));
+        let oidc = config
+            .oidc
+            .clone()
+            .map(|oidc| InboundVerifier::new(vec![oidc.issuer], outbound.clone(), clock.clone()));
+        let endpoint = latchkey_client::Url::parse(&config.identity_url)
+            .map_err(|e| ConfigError::new("identity_url", e.to_string()))?;
+        let identity = latchkey_client::Client::builder(endpoint)
+            .bearer(config.credential.bearer())
+            .timeout(config.identity_timeout)
+            .build()?;
+        let mut tools = Tool::github(&config.github_provider);
+        tools.extend(config.tools.iter().map(Tool::http));
+        let http = crate::tools::http_client(config.tool_timeout)?;
+        let store = ConversationStore::new(&config.store)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                alb,
+                oidc,
+                identity,
+                model,
+                tools,
+                http,
+                store,
+                locks: TurnLocks::default(),
+            }),
+        })
+    }
+
+    /// The tools the model may call.
+    pub fn tools(&self) -> &[Tool] {
+        &self.inner.tools
+    }
+}
+
+/// The agent's routes: `POST /invocations`, `GET /ping`, `GET /openapi.json`, `GET /docs`.
+pub fn app(state: AgentState) -> Router {
+    let max_body = state.inner.config.max_body_bytes;
+    // Swagger UI with its assets compiled into the binary (`vendored`): works offline.
+    let docs: Router = utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .url("/openapi.json", ApiDoc::openapi())
+        .into();
+    Router::new()
+        .route(
+            "/invocations",
+            post(invocations).layer(DefaultBodyLimit::max(max_body)),
+        )
+        .route("/ping", get(ping))
+        .with_state(state)
+        .merge(docs)
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(
+            |mut r: Response| async move {
+                let h = r.headers_mut();
+                h.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    header::HeaderValue::from_static("nosniff"),
+                );
+                h.insert(
+                    header::REFERRER_POLICY,
+                    header::HeaderValue::from_static("no-referrer"),
+                );
+                r
+            },
+        ))
+}
+
+/// The OpenAPI document of this service, generated from the code.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+fn json_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let mut response = (
+        status,
+        axum::Json(ErrorResponse {
+            code: code.to_string(),
+            message: message.into(),
+        }),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// Health check (AgentCore runtime contract).
+#[utoipa::path(
+    get,
+    path = "/ping",
+    tag = "agent",
+    responses((status = 200, description = "The service is up", body = PingResponse))
+)]
+pub(crate) async fn ping() -> axum::Json<PingResponse> {
+    axum::Json(PingResponse {
+        status: "Healthy".into(),
+    })
+}
+
+/// Who the verified user is, and how to get a workload access token for them.
+#[derive(Debug, Clone)]
+pub(crate) enum Caller {
+    /// Vouched for by the ALB header: `GetWorkloadAccessTokenForUserId(sub)`.
+    UserId(String),
+    /// A verified OIDC JWT: `GetWorkloadAccessTokenForJWT(token)`.
+    Jwt { sub: String, token: SecretString },
+}
+
+impl Caller {
+    pub(crate) fn sub(&self) -> &str {
+        match self {
+            Self::UserId(sub) => sub,
+            Self::Jwt { sub, .. } => sub,
+        }
+    }
+}
+
+fn unauthorized(reason: &str) -> Response {
+    tracing::info!(outcome = "unauthorized", reason, "invocation refused");
+    json_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "sign in first: a valid x-amzn-oidc-data header or bearer token is required",
+    )
+}
+
+fn unavailable(error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(outcome = "unavailable", %error, "cannot verify the user");
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the user's credential cannot be verified right now; try again",
+    )
+}
+
+/// The signed-in user: the ALB header first (when that source is configured and the
+/// header is present), then a bearer JWT. A present but invalid credential is refused.
+async fn resolve_caller(inner: &Inner, headers: &HeaderMap) -> Result<Caller, Response> {
+    if let Some(alb) = &inner.alb {
+        let mut values = headers.get_all(ALB_HEADER).iter();
+        if let Some(value) = values.next() {
+            if values.next().is_some() {
+                return Err(unauthorized("several x-amzn-oidc-data headers"));
+            }
+            let token = value
+                .to_str()
+                .map_err(|_| unauthorized("x-amzn-oidc-data is not ASCII"))?;
+            return match alb.verify(token.trim()).await {
+                Ok(user) => Ok(Caller::UserId(user.subject)),
+                Err(error) if error.is_unavailable() => Err(unavailable(&error)),
+                Err(error) => Err(unauthorized(&error.to_string())),
+            };
+        }
+    }
+    if let Some(oidc) = &inner.oidc {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        if let Some(value) = values.next() {
+            if values.next().is_some() {
+                return Err(unauthorized("several Authorization headers"));
+            }
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| unauthorized("Authorization is not a bearer token"))?;
+            if token.len() > MAX_BEARER_BYTES {
+                return Err(unauthorized("bearer token too long"));
+            }
+            return match oidc.verify(&token).await {
+                Ok(user) => Ok(Caller::Jwt {
+                    sub: user.subject,
+                    token: SecretString::from(token),
+                }),
+                Err(error @ InboundError::Discovery(_)) => Err(unavailable(&error)),
+                Err(error) => Err(unauthorized(&error.to_string())),
+            };
+        }
+    }
+    Err(unauthorized("no signed-in user"))
+}
+
+/// Send a message; the answer streams as Server-Sent Events.
+#[utoipa::path(
+    post,
+    path = "/invocations",
+    tag = "agent",
+    request_body(content = InvocationRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A stream of Server-Sent Events: `event:` is one of text_delta, tool_call, tool_result, authorization_required, usage, error, done (always last); `data:` is the JSON object of that event (see StreamEvent, whose `event` is the SSE event name and `data` the SSE data).",
+            content((crate::events::StreamEvent = "text/event-stream"))),
+        (status = 400, description = "Invalid body, sessionId or message; nothing was run", body = ErrorResponse),
+        (status = 401, description = "No verified user (missing, unsigned, forged or expired x-amzn-oidc-data, or an invalid bearer token); nothing was run", body = ErrorResponse),
+        (status = 413, description = "Body too large", body = ErrorResponse),
+        (status = 503, description = "The user's credential cannot be verified right now", body = ErrorResponse)
+    ),
+    security(("alb" = []), ("bearer" = []))
+)]
+pub(crate) async fn invocations(
+    State(state): State<AgentState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let inner = &state.inner;
+    let caller = match resolve_caller(inner, &headers).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the body must be at most {} bytes",
+                    inner.config.max_body_bytes
+                ),
+            );
+        }
+        Err(rejection) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                rejection.body_text(),
+            );
+        }
+    };
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Content-Type must be application/json",
+        );
+    }
+    let request: InvocationRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("the body must be {{\"sessionId\": string, \"message\": string}}: {e}"),
+            );
+        }
+    };
+    if let Err(e) = latchkey_conversations::validate_session_id(&request.session_id) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("sessionId: {e}"),
+        );
+    }
+    if request.message.trim().is_empty() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "message must not be empty",
+        );
+    }
+    if request.message.chars().count() > inner.config.max_message_chars {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "message must be at most {} characters",
+                inner.config.max_message_chars
+            ),
+        );
+    }
+
+    let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
+    let cancel = CancellationToken::new();
+    let span = tracing::info_span!(
+        "turn",
+        workload = %inner.config.workload_name,
+        user = %caller.sub(),
+        session = %request.session_id,
+    );
+    tokio::spawn(
+        crate::turn::run_turn(
+            state.clone(),
+            caller,
+            request.session_id,
+            request.message,
+            tx,
+            cancel.clone(),
+        )
+        .instrument(span),
+    );
+    // Dropping the stream (the client went away) cancels any consent wait.
+    let stream =
+        futures_util::stream::unfold((rx, cancel.drop_guard()), |(mut rx, guard)| async move {
+            let event: crate::events::StreamEvent = rx.recv().await?;
+            let sse = Event::default().event(event.name()).data(event.data());
+            Some((Ok::<_, Infallible>(sse), (rx, guard)))
+        });
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+    response
+}

@@ -1,0 +1,315 @@
+//! OpenAI-compatible chat completions (`POST {base_url}/chat/completions`, streamed).
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::common::{self, Emitter, StreamError, ToolCalls, next_chunk, send_with_retries};
+use crate::sse::SseParser;
+use crate::{
+    ChatEvent, ChatModel, ChatRequest, ChatStream, Content, LlmConfig, LlmError, Role, StopReason,
+    Usage,
+};
+
+/// The public OpenAI endpoint.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// A model behind an OpenAI-compatible chat completions endpoint.
+pub struct OpenAiModel {
+    client: reqwest::Client,
+    endpoint: String,
+    config: Arc<LlmConfig>,
+}
+
+impl std::fmt::Debug for OpenAiModel {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("OpenAiModel")
+            .field("endpoint", &self.endpoint)
+            .field("model", &self.config.model)
+            .field(
+                "api_key",
+                &self.config.api_key.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("timeout", &self.config.timeout)
+            .field("max_retries", &self.config.max_retries)
+            .finish()
+    }
+}
+
+impl OpenAiModel {
+    /// A model for `config` (its provider is not checked).
+    pub fn new(config: &LlmConfig) -> Result<Self, LlmError> {
+        let base = common::base_url(config.base_url.as_deref(), DEFAULT_BASE_URL)?;
+        Ok(Self {
+            client: common::http_client(config.timeout)?,
+            endpoint: format!("{base}/chat/completions"),
+            config: Arc::new(config.clone()),
+        })
+    }
+}
+
+impl ChatModel for OpenAiModel {
+    fn stream(
+        &self,
+        request: ChatRequest,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ChatStream, LlmError>> + Send + '_>> {
+        Box::pin(async move {
+            let deadline = Instant::now() + self.config.timeout;
+            let body = request_body(&self.config.model, &request);
+            let api_key = self.config.api_key.as_ref();
+            let response = send_with_retries(
+                || {
+                    let builder = self.client.post(&self.endpoint).json(&body);
+                    match api_key {
+                        Some(key) => builder.bearer_auth(key.expose_secret()),
+                        None => builder,
+                    }
+                },
+                self.config.max_retries,
+                deadline,
+                api_key,
+                error_message,
+            )
+            .await?;
+            let config = Arc::clone(&self.config);
+            Ok(common::spawn_stream(move |emitter| {
+                read_stream(response, deadline, emitter, config)
+            }))
+        })
+    }
+}
+
+/// `{"error": {"message": …}}`.
+fn error_message(body: &Value) -> Option<String> {
+    body.pointer("/error/message")
+        .or_else(|| body.get("error"))
+        .or_else(|| body.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// The chat completions request body.
+pub(crate) fn request_body(model: &str, request: &ChatRequest) -> Value {
+    let mut messages = Vec::new();
+    if let Some(system) = &request.system {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    for message in &request.messages {
+        let mut texts = Vec::new();
+        let mut tool_calls = Vec::new();
+        for content in &message.content {
+            match content {
+                Content::Text { text } => texts.push(text.as_str()),
+                Content::ToolCall {
+                    id,
+                    name,
+                    arguments,
+                } => tool_calls.push(json!({
+                    "id": id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments.to_string()},
+                })),
+                // Tool messages must directly follow the assistant message that asked.
+                Content::ToolResult {
+                    id,
+                    content,
+                    is_error,
+                } => messages.push(json!({
+                    "role": "tool",
+                    "tool_call_id": id,
+                    "content": if *is_error { format!("[tool error] {content}") } else { content.clone() },
+                })),
+            }
+        }
+        let text = texts.join("\n");
+        match message.role {
+            Role::User if !text.is_empty() => {
+                messages.push(json!({"role": "user", "content": text}));
+            }
+            Role::User => {}
+            Role::Assistant => {
+                // `content` may only be null when there are tool calls.
+                let content = if text.is_empty() && !tool_calls.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(text)
+                };
+                let mut assistant = json!({"role": "assistant", "content": content});
+                if !tool_calls.is_empty() {
+                    assistant["tool_calls"] = Value::Array(tool_calls);
+                }
+                messages.push(assistant);
+            }
+        }
+    }
+    let mut body = json!({
+        "model": model,
+        "messages": messages,
+        "max_tokens": request.max_tokens,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    if !request.tools.is_empty() {
+        body["tools"] = request
+            .tools
+            .iter()
+            .map(|tool| {
+                json!({
+                    "type": "function",
+                    "function": {
+                        "name": tool.name,
+                        "description": tool.description,
+                        "parameters": tool.input_schema,
+                    },
+                })
+            })
+            .collect();
+    }
+    body
+}
+
+fn stop_reason(finish_reason: &str) -> StopReason {
+    match finish_reason {
+        "stop" => StopReason::EndTurn,
+        "tool_calls" | "function_call" => StopReason::ToolUse,
+        "length" => StopReason::MaxTokens,
+        _ => StopReason::Other,
+    }
+}
+
+/// Reads the SSE body and emits events.
+async fn read_stream(
+    mut response: reqwest::Response,
+    deadline: Instant,
+    emitter: Emitter,
+    config: Arc<LlmConfig>,
+) -> Result<(), StreamError> {
+    let api_key: Option<&SecretString> = config.api_key.as_ref();
+    let mut parser = SseParser::default();
+    let mut state = State::default();
+    loop {
+        let (events, at_end) = match next_chunk(&mut response, deadline, &emitter, api_key).await? {
+            Some(chunk) => (parser.feed(&chunk)?, false),
+            None => (parser.finish()?.into_iter().collect(), true),
+        };
+        for event in events {
+            if event.data.trim() == "[DONE]" {
+                return state.finish(&emitter).await;
+            }
+            let chunk: Value = serde_json::from_str(&event.data).map_err(|error| {
+                LlmError::Protocol(format!("a chat completion chunk is not JSON: {error}"))
+            })?;
+            state.on_chunk(chunk, &emitter, api_key).await?;
+        }
+        if at_end {
+            // Some compatible servers end without `[DONE]`; accept that after a finish reason.
+            return state.finish(&emitter).await;
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    tool_calls: ToolCalls,
+    stop: Option<StopReason>,
+    usage: Option<Usage>,
+}
+
+impl State {
+    async fn on_chunk(
+        &mut self,
+        chunk: Value,
+        emitter: &Emitter,
+        api_key: Option<&SecretString>,
+    ) -> Result<(), StreamError> {
+        if let Some(error) = chunk.get("error") {
+            let message = error_message(&chunk).unwrap_or_else(|| error.to_string());
+            return Err(LlmError::Provider {
+                status: error
+                    .get("code")
+                    .and_then(Value::as_u64)
+                    .and_then(|code| u16::try_from(code).ok())
+                    .unwrap_or(500),
+                message: common::sanitize(&message, api_key),
+            }
+            .into());
+        }
+        if let Some(usage) = chunk.get("usage").filter(|usage| !usage.is_null()) {
+            self.usage = Some(Usage {
+                input_tokens: usage["prompt_tokens"].as_u64().unwrap_or(0),
+                output_tokens: usage["completion_tokens"].as_u64().unwrap_or(0),
+            });
+        }
+        let Some(choice) = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|choices| choices.first())
+        else {
+            return Ok(());
+        };
+        let delta = &choice["delta"];
+        if let Some(text) = delta
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|text| !text.is_empty())
+        {
+            emitter.emit(ChatEvent::TextDelta(text.to_owned())).await?;
+        }
+        if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
+            for (position, call) in calls.iter().enumerate() {
+                let index = call
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(position as u64);
+                let partial = self.tool_calls.entry(index).or_default();
+                if let Some(id) = call
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .filter(|id| !id.is_empty())
+                {
+                    partial.id = id.to_owned();
+                }
+                let function = &call["function"];
+                // OpenAI sends the name once; some compatible servers repeat it in every
+                // chunk, a few split it.
+                if let Some(name) = function.get("name").and_then(Value::as_str)
+                    && partial.name != name
+                {
+                    partial.name.push_str(name);
+                }
+                if let Some(arguments) = function.get("arguments").and_then(Value::as_str) {
+                    partial.arguments.push_str(arguments);
+                }
+            }
+        }
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.stop = Some(stop_reason(reason));
+            self.flush_tool_calls(emitter).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_tool_calls(&mut self, emitter: &Emitter) -> Result<(), StreamError> {
+        for (_, call) in std::mem::take(&mut self.tool_calls) {
+            emitter.emit(call.finish()?).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self, emitter: &Emitter) -> Result<(), StreamError> {
+        let Some(stop) = self.stop else {
+            return Err(
+                LlmError::Protocol("the stream ended without a finish_reason".into()).into(),
+            );
+        };
+        self.flush_tool_calls(emitter).await?;
+        if let Some(usage) = self.usage {
+            emitter.emit(ChatEvent::Usage(usage)).await?;
+        }
+        emitter.emit(ChatEvent::Done(stop)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,285 @@
+"""The agent workload end to end, in the seed architecture's order (PRODUCT.md, steps 1–17):
+a signed-in user (ALB-signed `x-amzn-oidc-data`) asks the agent (`latchkey serve agent`)
+for something a GitHub tool does; the agent gets a WAT for that user, asks the identity
+service for a token with that tool's scopes, streams `authorization_required`; the user
+consents at "GitHub" (`oidc-provider` as its authorization server, driven headlessly), lands
+on the session binding service signed in as the same user, which completes the session; the
+next message runs the tool against a loopback GitHub-shaped API that checks the token's
+scopes, and the result streams back. A second conversation uses the vaulted token without
+consent; the `repo` tool still needs its own consent; forged or missing claims headers get
+401 with no model call.
+
+Real parts: the `latchkey` binary (identity, binding, agent), boto3, `oidc-provider`, the
+node resource API; the model is tests/llm/scripted_llm.py (OpenAI wire protocol), the only
+scripted stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from binding_harness import ALB_ARN, BindingService, KeyServer, alb_token
+from flows_harness import Browser, create_custom_provider, running_provider
+from lk_harness import Latchkey, uniq
+from oidc import OidcProvider, ResourceApi
+
+ROOT = Path(__file__).resolve().parents[2]
+KID = "agent-e2e-kid"
+
+
+@pytest.fixture(scope="module")
+def authz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    """"GitHub"'s authorization server."""
+    yield from running_provider(tmp_path_factory, "authz-agent", client_id="lk-agent-gh", client_secret="lk-agent-gh-" + "z" * 16)
+
+
+@pytest.fixture(scope="module")
+def github(authz: OidcProvider) -> Iterator[ResourceApi]:
+    """"GitHub"'s REST API: /user needs read:user, /user/repos needs repo."""
+    api = ResourceApi(authz).start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture(scope="module")
+def key_server() -> Iterator[KeyServer]:
+    ks = KeyServer()
+    yield ks
+    ks.httpd.shutdown()
+
+
+class ScriptedLlm:
+    def __init__(self, workdir: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests/llm/scripted_llm.py"), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=open(workdir / "llm.log", "wb"),
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        m = re.search(r"(http://127\.0\.0\.1:\d+)", self.proc.stdout.readline())
+        assert m, "the scripted LLM did not start"
+        self.url = m.group(1)
+
+    def requests(self) -> list[dict[str, Any]]:
+        return requests.get(self.url + "/__test/requests", timeout=5).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedLlm]:
+    s = ScriptedLlm(tmp_path_factory.mktemp("llm"))
+    yield s
+    s.stop()
+
+
+class Agent:
+    def __init__(self, server: Latchkey, workdir: Path, workload: str, provider: str, return_url: str, llm: ScriptedLlm, github: ResourceApi, key_server: KeyServer) -> None:
+        cred = server.create_credential(f"workload:{workload}")
+        self.secret = cred.secret_access_key
+        self.store = workdir / "conversations"
+        env = {k: v for k, v in server.env.items() if not k.startswith("LATCHKEY_")}
+        env["LATCHKEY_AGENT_CREDENTIAL"] = f"{cred.access_key_id}:{cred.secret_access_key}"
+        env["LATCHKEY_LOG_LEVEL"] = "debug"
+        self.log = workdir / "agent.log"
+        self.proc = subprocess.Popen(
+            [
+                server.bin, "serve", "agent", "--listen", "127.0.0.1:0",
+                "--identity-url", server.url, "--workload-name", workload, "--return-url", return_url,
+                "--alb-signer", ALB_ARN, "--alb-key-url-template", key_server.url + "/{kid}",
+                "--allow-private-addresses", "true", "--store-dir", str(self.store),
+                "--llm-provider", "openai", "--llm-model", "scripted", "--llm-base-url", llm.url + "/v1",
+                "--github-base-url", github.url, "--github-provider", provider,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=open(self.log, "wb"),
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        assert m, f"agent did not start: {line!r} {self.log.read_text()}"
+        self.url = m.group(1)
+
+    def invoke(self, header: str | None, session: str, message: str) -> tuple[int, list[tuple[str, dict[str, Any]]], str]:
+        headers = {"content-type": "application/json"}
+        if header is not None:
+            headers["x-amzn-oidc-data"] = header
+        r = requests.post(self.url + "/invocations", json={"sessionId": session, "message": message}, headers=headers, timeout=60)
+        events = []
+        if r.headers.get("content-type", "").startswith("text/event-stream"):
+            for block in r.text.split("\n\n"):
+                name, data = "", ""
+                for line in block.splitlines():
+                    if line.startswith("event:"):
+                        name = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data += line[5:].strip()
+                if name:
+                    events.append((name, json.loads(data) if data else {}))
+        return r.status_code, events, r.text
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        self.proc.wait(10)
+        return self.log.read_text()
+
+
+def names(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    return [n for n, _ in events]
+
+
+def first(events: list[tuple[str, dict[str, Any]]], name: str) -> dict[str, Any]:
+    for n, d in events:
+        if n == name:
+            return d
+    raise AssertionError(f"no {name} event in {names(events)}")
+
+
+class Deployment:
+    """Identity (fixture `server`) + binding + agent, one workload, "GitHub" as provider."""
+
+    def __init__(self, server: Latchkey, authz: OidcProvider, cp: Any, llm: ScriptedLlm, github: ResourceApi, key_server: KeyServer, workdir: Path) -> None:
+        self.server, self.authz, self.llm = server, authz, llm
+        self.key = key_server.new_key(KID)
+        self.binding = BindingService(server, workdir, ["--alb-signer", ALB_ARN, "--alb-key-url-template", key_server.url + "/{kid}"])
+        self.workload = uniq("agent-wl")
+        cp.create_workload_identity(
+            name=self.workload,
+            allowedResourceOauth2ReturnUrls=[self.binding.binding_url],
+            tags={"latchkey:allow-user-id": "true"},
+        )
+        self.provider, callback = create_custom_provider(server, cp, authz, "github")
+        authz.restart(redirect_uris=sorted({*authz.redirect_uris, callback} - {"http://127.0.0.1/callback"}))
+        self.agent = Agent(server, workdir, self.workload, self.provider, self.binding.binding_url, llm, github, key_server)
+
+    def header(self, user: str) -> str:
+        return alb_token(self.key, KID, user)
+
+    def consent(self, authorization_url: str, user: str) -> requests.Response:
+        """The user's browser: consent at "GitHub", then the binding URL signed in as `user`."""
+        browser = Browser(self.server.url, self.authz.issuer)
+        result = browser.consent(authorization_url, user=user)
+        assert result.final_url and result.final_url.startswith(self.binding.binding_url), result
+        return browser.s.get(result.final_url, headers={"x-amzn-oidc-data": self.header(user)}, allow_redirects=False, timeout=15)
+
+    def stop(self) -> tuple[str, str]:
+        return self.agent.stop(), self.binding.stop()
+
+
+@pytest.fixture(scope="module")
+def deployment(server: Latchkey, authz: OidcProvider, cp: Any, llm: ScriptedLlm, github: ResourceApi, key_server: KeyServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    d = Deployment(server, authz, cp, llm, github, key_server, tmp_path_factory.mktemp("agent-e2e"))
+    yield d
+    d.stop()
+
+
+def test_consent_binding_and_tool_call_end_to_end(deployment: Deployment, github: ResourceApi) -> None:
+    user = uniq("alice")
+    session = f"conv-{uuid.uuid4()}"
+    status, events, _ = deployment.agent.invoke(deployment.header(user), session, "Who am I on GitHub? use:github_profile")
+    assert status == 200, events
+    assert names(events)[-1] == "done"
+    auth = first(events, "authorization_required")
+    assert auth["tool"] == "github_profile" and auth["provider"] == deployment.provider
+    assert auth["scopes"] == ["read:user"]
+    assert "tool_result" not in names(events), "no tool may run before consent"
+
+    page = deployment.consent(auth["authorizationUrl"], user)
+    assert page.status_code == 200, page.text
+
+    status, events, raw = deployment.agent.invoke(deployment.header(user), session, "Now? use:github_profile")
+    assert status == 200
+    call = first(events, "tool_call")
+    result = first(events, "tool_result")
+    assert call["name"] == "github_profile" and result["ok"] is True, events
+    text = "".join(d.get("text", "") for n, d in events if n == "text_delta")
+    assert "tool github_profile returned" in text and user in text
+    calls = requests.get(github.url + "/__test/calls", timeout=5).json()
+    assert {"path": "/user", "sub": user} in calls
+
+    # A new conversation uses the vaulted token: no consent.
+    status, events, _ = deployment.agent.invoke(deployment.header(user), f"conv-{uuid.uuid4()}", "again use:github_profile")
+    assert first(events, "tool_result")["ok"] is True
+    assert "authorization_required" not in names(events)
+
+    # Least privilege: the repo tool needs its own consent, read:user does not cover it.
+    status, events, _ = deployment.agent.invoke(deployment.header(user), session, "my repos use:github_repositories")
+    repo_auth = first(events, "authorization_required")
+    assert repo_auth["tool"] == "github_repositories" and "repo" in repo_auth["scopes"]
+    assert "read:user" not in repo_auth["scopes"]
+    assert not [c for c in requests.get(github.url + "/__test/calls", timeout=5).json() if c["path"] == "/user/repos"]
+
+    # The vaulted token (read back with an admin WAT for this user) never reaches the
+    # stream, the model, the stored conversation or the agent's log.
+    dp = deployment.server.dp()
+    wat = dp.get_workload_access_token_for_user_id(workloadName=deployment.workload, userId=user)["workloadAccessToken"]
+    token = dp.get_resource_oauth2_token(
+        workloadIdentityToken=wat, resourceCredentialProviderName=deployment.provider, scopes=["read:user"], oauth2Flow="USER_FEDERATION"
+    )["accessToken"]
+    deployment.server.remember_secret(token)
+    stored = "".join(p.read_text(errors="replace") for p in deployment.agent.store.rglob("*") if p.is_file())
+    assert "github_profile" in stored, "the conversation was stored"
+    model_saw = json.dumps(deployment.llm.requests())
+    for where, text in [("stream", raw), ("stored conversation", stored), ("model requests", model_saw), ("agent log", deployment.agent.log.read_text())]:
+        assert token not in text, f"the access token leaked into the {where}"
+
+
+def test_another_user_cannot_finish_or_read_the_conversation(deployment: Deployment, github: ResourceApi) -> None:
+    alice, mallory = uniq("alice"), uniq("mallory")
+    session = f"conv-{uuid.uuid4()}"
+    _, events, _ = deployment.agent.invoke(deployment.header(alice), session, "use:github_profile")
+    auth = first(events, "authorization_required")
+    # Mallory consents at GitHub as herself and lands on the binding URL as herself: refused.
+    page = deployment.consent(auth["authorizationUrl"], mallory)
+    assert page.status_code in (400, 403), page.text
+    _, events, _ = deployment.agent.invoke(deployment.header(alice), session, "use:github_profile")
+    assert "authorization_required" in names(events), "nothing was stored for alice"
+    assert not [c for c in requests.get(github.url + "/__test/calls", timeout=5).json() if c["sub"] in (alice, mallory)]
+    # Same sessionId, another user: a fresh conversation, not alice's.
+    _, events, _ = deployment.agent.invoke(deployment.header(mallory), session, "hello")
+    text = "".join(d.get("text", "") for n, d in events if n == "text_delta")
+    assert text.startswith("echo:") and "github_profile" not in text
+
+
+@pytest.mark.parametrize("how", ["none", "forged", "unsigned", "other-signer", "garbage"])
+def test_bad_claims_header_is_refused_before_any_model_call(deployment: Deployment, llm: ScriptedLlm, how: str) -> None:
+    before = len(llm.requests())
+    user = uniq("eve")
+    header = {
+        "none": None,
+        "forged": alb_token(ec.generate_private_key(ec.SECP256R1()), KID, user),
+        "unsigned": deployment.header(user).rsplit(".", 1)[0] + ".",
+        "other-signer": alb_token(deployment.key, KID, user, signer=ALB_ARN.replace("50dc", "60dc")),
+        "garbage": "not-a-jwt",
+    }[how]
+    status, events, raw = deployment.agent.invoke(header, f"conv-{uuid.uuid4()}", "use:github_profile")
+    assert status == 401, raw
+    assert events == []
+    assert len(llm.requests()) == before, "no model call for an unauthenticated request"
+
+
+def test_agent_log_holds_no_secrets(deployment: Deployment) -> None:
+    user = uniq("logcheck")
+    deployment.agent.invoke(deployment.header(user), f"conv-{uuid.uuid4()}", "hello")
+    log = deployment.agent.log.read_text()
+    assert deployment.agent.secret not in log
+    assert deployment.authz.client_secret not in log
+    assert os.path.getsize(deployment.agent.log) > 0
