@@ -598,6 +598,8 @@ BEDROCK_ERRORS = {400: "ValidationException", 403: "AccessDeniedException", 429:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "scripted-llm/1"
+    # Stream chunks leave at once, as from a real provider (no Nagle + delayed-ACK stalls).
+    disable_nagle_algorithm = True
 
     def log_message(self, format, *args):  # quiet
         pass
@@ -730,6 +732,7 @@ def main():
     parser.add_argument("--chunk-delay-ms", type=int, default=0)
     args = parser.parse_args()
     CHUNK_DELAY = args.chunk_delay_ms / 1000.0
+    ThreadingHTTPServer.request_queue_size = 1024  # bench/agent opens 1,000 streams at once
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     host, port = server.server_address[:2]

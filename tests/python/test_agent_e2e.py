@@ -16,11 +16,14 @@ scripted stand-in.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import subprocess
 import sys
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -89,22 +92,25 @@ def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedLlm]:
 
 
 class Agent:
-    def __init__(self, server: Latchkey, workdir: Path, workload: str, provider: str, return_url: str, llm: ScriptedLlm, github: ResourceApi, key_server: KeyServer) -> None:
+    def __init__(self, server: Latchkey, workdir: Path, workload: str, provider: str, return_url: str, llm: ScriptedLlm, github: ResourceApi, key_server: KeyServer, extra: list[str] | None = None, extra_env: dict[str, str] | None = None) -> None:
         cred = server.create_credential(f"workload:{workload}")
         self.secret = cred.secret_access_key
         self.store = workdir / "conversations"
         env = {k: v for k, v in server.env.items() if not k.startswith("LATCHKEY_")}
         env["LATCHKEY_AGENT_CREDENTIAL"] = f"{cred.access_key_id}:{cred.secret_access_key}"
         env["LATCHKEY_LOG_LEVEL"] = "debug"
+        env.update(extra_env or {})
         self.log = workdir / "agent.log"
         self.proc = subprocess.Popen(
             [
                 server.bin, "serve", "agent", "--listen", "127.0.0.1:0",
                 "--identity-url", server.url, "--workload-name", workload, "--return-url", return_url,
                 "--alb-signer", ALB_ARN, "--alb-key-url-template", key_server.url + "/{kid}",
-                "--allow-private-addresses", "true", "--store-dir", str(self.store),
+                "--allow-private-addresses", "true",
+                *([] if "--store-kind" in (extra or []) else ["--store-dir", str(self.store)]),
                 "--llm-provider", "openai", "--llm-model", "scripted", "--llm-base-url", llm.url + "/v1",
                 "--github-base-url", github.url, "--github-provider", provider,
+                *(extra or []),
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -169,6 +175,7 @@ class Deployment:
         self.provider, callback = create_custom_provider(server, cp, authz, "github")
         authz.restart(redirect_uris=sorted({*authz.redirect_uris, callback} - {"http://127.0.0.1/callback"}))
         self.agent = Agent(server, workdir, self.workload, self.provider, self.binding.binding_url, llm, github, key_server)
+        self.args = (server, workdir, self.workload, self.provider, self.binding.binding_url, llm, github, key_server)
 
     def header(self, user: str) -> str:
         return alb_token(self.key, KID, user)
@@ -283,3 +290,79 @@ def test_agent_log_holds_no_secrets(deployment: Deployment) -> None:
     assert deployment.agent.secret not in log
     assert deployment.authz.client_secret not in log
     assert os.path.getsize(deployment.agent.log) > 0
+
+
+# --------------------------------------------------------------------------- S3 store
+class Moto:
+    """`moto_server` (PyPI) on loopback: the S3 API the agent's store talks to."""
+
+    def __init__(self, workdir: Path) -> None:
+        exe = Path(sys.executable).parent / "moto_server"
+        assert exe.exists(), f"{exe} missing: scripts/test installs moto[server] from tests/python/requirements.txt"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=open(workdir / "moto.log", "wb"))
+        self.url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                requests.get(self.url, timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("moto_server did not start")
+
+    def s3(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing-secret")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def test_conversations_in_s3(deployment: Deployment, tmp_path: Path) -> None:
+    """The same agent with `store kind = s3` (moto on loopback): each conversation is one
+    object at `{prefix}/sessions/{base64url(sub)}/{sessionId}`; users stay apart; hostile
+    subs stay one key segment."""
+    moto = Moto(tmp_path)
+    try:
+        s3 = moto.s3()
+        s3.create_bucket(Bucket="conversations")
+        agent = Agent(
+            *deployment.args[:1], tmp_path, *deployment.args[2:],
+            extra=["--store-kind", "s3", "--store-bucket", "conversations", "--store-prefix", "agent-e2e", "--store-region", "us-east-1",
+                   "--store-endpoint", moto.url, "--store-allow-http", "true", "--store-access-key-id", "testing"],
+            extra_env={"LATCHKEY_AGENT_STORE_SECRET_ACCESS_KEY": "testing-secret"},
+        )
+        try:
+            session = f"conv-{uuid.uuid4()}"
+            alice = uniq("alice")
+            status, events, raw = agent.invoke(deployment.header(alice), session, "remember the word porcupine")
+            assert status == 200 and names(events)[-1] == "done", raw
+            segment = base64.urlsafe_b64encode(alice.encode()).decode().rstrip("=")
+            key = f"agent-e2e/sessions/{segment}/{session}"
+            body = s3.get_object(Bucket="conversations", Key=key)["Body"].read().decode()
+            assert "porcupine" in body
+            # Bob with alice's sessionId: a fresh conversation, stored under bob's key.
+            bob = uniq("bob")
+            _, events, _ = agent.invoke(deployment.header(bob), session, "what word?")
+            assert "porcupine" not in json.dumps(events)
+            for hostile in ["../" + alice, alice + "/../x", "%2e%2e", "..", "é" * 64]:
+                status, _, raw = agent.invoke(deployment.header(hostile), session, "hi")
+                assert status == 200, raw
+            # A 1,000-character sub cannot be a user id (AgentCore's UserIdType is 1..128):
+            # refused as not signed in, nothing stored.
+            status, events, raw = agent.invoke(deployment.header("x" * 1000), session, "hi")
+            assert status == 401 and events == [], raw
+            keys = [o["Key"] for o in s3.list_objects_v2(Bucket="conversations")["Contents"]]
+            assert all(k.startswith("agent-e2e/sessions/") and k.count("/") == 3 for k in keys), keys
+            assert all(".." not in k.split("/") for k in keys)
+            assert len(keys) == 7, keys
+            assert agent.secret not in agent.log.read_text() and "testing-secret" not in agent.log.read_text()
+        finally:
+            agent.stop()
+    finally:
+        moto.stop()
