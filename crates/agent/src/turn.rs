@@ -119,30 +119,12 @@ impl Turn {
         let inner = self.state.inner.clone();
         if let Some(pending) = conversation.pending.take() {
             // The previous turn stopped for consent: run the calls it left, then continue.
-            let mut results = pending.results;
-            let mut calls = pending.calls.into_iter();
-            while let Some(call) = calls.next() {
-                self.out
-                    .send(StreamEvent::ToolCall(events::ToolCall {
-                        id: call.id.clone(),
-                        name: call.name.clone(),
-                        arguments: call.arguments.clone(),
-                    }))
-                    .await;
-                match self.run_call(&call).await {
-                    CallOutcome::Result(content) => results.push(content),
-                    outcome => {
-                        let mut left = vec![call];
-                        left.extend(calls);
-                        conversation.pending = Some(Pending {
-                            results,
-                            calls: left,
-                        });
-                        self.stop_for_consent(outcome).await;
-                        return true;
-                    }
-                }
-            }
+            let Some(mut results) = self
+                .run_calls(conversation, pending.results, pending.calls, true)
+                .await
+            else {
+                return true;
+            };
             results.push(Content::Text { text: message });
             conversation.messages.push(Message {
                 role: Role::User,
@@ -228,28 +210,53 @@ impl Turn {
                 return true;
             }
             iterations += 1;
-            let mut results = vec![];
-            let mut calls = calls.into_iter();
-            while let Some(call) = calls.next() {
-                match self.run_call(&call).await {
-                    CallOutcome::Result(content) => results.push(content),
-                    outcome => {
-                        let mut left = vec![call];
-                        left.extend(calls);
-                        conversation.pending = Some(Pending {
-                            results,
-                            calls: left,
-                        });
-                        self.stop_for_consent(outcome).await;
-                        return true;
-                    }
-                }
-            }
+            let Some(results) = self.run_calls(conversation, vec![], calls, false).await else {
+                return true;
+            };
             conversation.messages.push(Message {
                 role: Role::User,
                 content: results,
             });
         }
+    }
+
+    /// Runs `calls` in order, after the `results` of calls that already ran (announcing
+    /// each call first when the stream has not shown it yet). All ran: their results. A
+    /// call needs consent: it and the rest are kept as the conversation's pending calls,
+    /// the turn ends for consent, and `None`.
+    async fn run_calls(
+        &mut self,
+        conversation: &mut Conversation,
+        mut results: Vec<Content>,
+        calls: Vec<PendingCall>,
+        announce: bool,
+    ) -> Option<Vec<Content>> {
+        let mut calls = calls.into_iter();
+        while let Some(call) = calls.next() {
+            if announce {
+                self.out
+                    .send(StreamEvent::ToolCall(events::ToolCall {
+                        id: call.id.clone(),
+                        name: call.name.clone(),
+                        arguments: call.arguments.clone(),
+                    }))
+                    .await;
+            }
+            match self.run_call(&call).await {
+                CallOutcome::Result(content) => results.push(content),
+                outcome => {
+                    let mut left = vec![call];
+                    left.extend(calls);
+                    conversation.pending = Some(Pending {
+                        results,
+                        calls: left,
+                    });
+                    self.stop_for_consent(outcome).await;
+                    return None;
+                }
+            }
+        }
+        Some(results)
     }
 
     async fn stop_for_consent(&self, outcome: CallOutcome) {

@@ -20,10 +20,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use latchkey_client::{Client, Url, UserIdentifier};
 use serde_json::{Value, json};
 
-#[allow(dead_code)]
-// spawn_identity: this test needs loopback outbound calls, see spawn_identity below
 mod common;
-use common::bin;
+use common::{bin, credential};
 
 const SIGNER: &str =
     "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/agent/50dc6c495c0c9188";
@@ -59,32 +57,6 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn credential(dir: &Path, role: &str) -> (String, String) {
-    let out = Command::new(bin())
-        .args([
-            "admin",
-            "credentials",
-            "create",
-            "--role",
-            role,
-            "--json",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .output()
-        .expect("run admin");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (
-        v["accessKeyId"].as_str().unwrap().to_string(),
-        v["secretAccessKey"].as_str().unwrap().to_string(),
-    )
-}
-
 /// Read the first stdout line of `child` and return the `http://…` URL in it.
 fn listening_url(child: &mut Child) -> String {
     let mut line = String::new();
@@ -99,18 +71,10 @@ fn listening_url(child: &mut Child) -> String {
 }
 
 fn spawn_identity(dir: &Path, env: &[(&str, String)]) -> (Proc, String) {
-    let mut child = Command::new(bin())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .args(["serve", "identity", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("LATCHKEY_LOG_LEVEL", "warn")
-        .env("LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn identity");
-    let url = listening_url(&mut child);
-    (Proc(child), url)
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true"));
+    let (child, url) = common::spawn_identity_with(dir, &env);
+    (Proc(child), url.trim_end_matches('/').to_string())
 }
 
 fn spawn_llm() -> (Proc, String) {

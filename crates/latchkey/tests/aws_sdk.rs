@@ -4,7 +4,7 @@
 //! compact JSON, so this proves the SigV4 verifier is generic over `SignedHeaders`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command};
+use std::process::Child;
 
 use aws_credential_types::Credentials;
 use aws_sdk_bedrockagentcore as dp;
@@ -25,33 +25,7 @@ impl Drop for Server {
 }
 
 mod common;
-use common::bin;
-
-fn credential(dir: &std::path::Path, role: &str) -> (String, String) {
-    let out = Command::new(bin())
-        .args([
-            "admin",
-            "credentials",
-            "create",
-            "--role",
-            role,
-            "--json",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .output()
-        .expect("run admin");
-    assert!(
-        out.status.success(),
-        "admin credentials create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    (
-        v["accessKeyId"].as_str().unwrap().to_string(),
-        v["secretAccessKey"].as_str().unwrap().to_string(),
-    )
-}
+use common::credential;
 
 fn start() -> (Server, (String, String)) {
     let dir = std::env::temp_dir().join(format!(

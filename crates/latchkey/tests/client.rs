@@ -4,9 +4,8 @@
 //! is set up with raw JSON calls, so nothing here but the binary and the client is Latchkey.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::bin;
+use common::credential;
 
 const RETURN_URL: &str = "http://127.0.0.1:9/app/after-consent";
 /// The provider's endpoints: loopback addresses that need not answer.
@@ -37,32 +36,6 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn credential(dir: &Path, role: &str) -> (String, String) {
-    let out = Command::new(bin())
-        .args([
-            "admin",
-            "credentials",
-            "create",
-            "--role",
-            role,
-            "--json",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .output()
-        .expect("run admin");
-    assert!(
-        out.status.success(),
-        "admin credentials create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    (
-        v["accessKeyId"].as_str().unwrap().to_string(),
-        v["secretAccessKey"].as_str().unwrap().to_string(),
-    )
 }
 
 fn data_dir(name: &str) -> PathBuf {
@@ -92,24 +65,10 @@ fn start(name: &str) -> Server {
 fn start_allowing_loopback(name: &str) -> Server {
     let dir = data_dir(name);
     let admin = credential(&dir, "admin");
-    let mut child = Command::new(bin())
-        .args(["serve", "identity", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
-        .env("LATCHKEY_LOG_LEVEL", "warn")
-        .env("LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read listening line");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("server did not start: {line:?}"))
-        .to_string();
+    let (child, url) = common::spawn_identity_with(
+        &dir,
+        &[("LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true")],
+    );
     Server {
         child,
         url,

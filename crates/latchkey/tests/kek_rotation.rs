@@ -81,21 +81,7 @@ fn cli(dir: &Path, args: &[&str]) -> Value {
 }
 
 fn credential(dir: &Path) -> (String, String) {
-    let v = cli(
-        dir,
-        &[
-            "admin",
-            "credentials",
-            "create",
-            "--role",
-            "admin",
-            "--json",
-        ],
-    );
-    (
-        v["accessKeyId"].as_str().unwrap().to_string(),
-        v["secretAccessKey"].as_str().unwrap().to_string(),
-    )
+    common::credential(dir, "admin")
 }
 
 /// `POST path` with a bearer key and a JSON body, over a fresh connection.

@@ -21,26 +21,12 @@ pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 pub const API_VERSION: &str = "2023-06-01";
 
 /// A model behind the Anthropic Messages API.
+/// `Debug` shows the API key as `[REDACTED]` (it is a `SecretString`).
+#[derive(Debug)]
 pub struct AnthropicModel {
     client: reqwest::Client,
     endpoint: String,
     config: Arc<LlmConfig>,
-}
-
-impl std::fmt::Debug for AnthropicModel {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("AnthropicModel")
-            .field("endpoint", &self.endpoint)
-            .field("model", &self.config.model)
-            .field(
-                "api_key",
-                &self.config.api_key.as_ref().map(|_| "[REDACTED]"),
-            )
-            .field("timeout", &self.config.timeout)
-            .field("max_retries", &self.config.max_retries)
-            .finish()
-    }
 }
 
 impl AnthropicModel {

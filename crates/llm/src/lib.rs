@@ -6,6 +6,17 @@
 //! The types here are the contract with `latchkey-agent`; they are serializable so a
 //! conversation ([`Message`]s) can be stored and resumed.
 //!
+//! Which parts are ours and why: Bedrock goes through the maintained
+//! `aws-sdk-bedrockruntime` (`ConverseStream`: SigV4, the event-stream framing and the
+//! credential chain are the SDK's). The OpenAI-compatible and Anthropic clients are written
+//! here on `reqwest` (about 300 lines each, SSE parsing in `sse`): `rig-core` covers both,
+//! but its newest release that builds with rustc 1.95 (0.44) is a fast-moving pre-1.0 API
+//! whose streaming types changed between recent releases, Bedrock there is a separate crate
+//! pinned to its own versions, and we would still have to wrap it for what this crate
+//! promises — one deadline over connection, retries and stream; retries only before the
+//! first event; API keys redacted from every error; tool-call arguments validated as JSON
+//! objects. A thin client on the two documented wire protocols was less code than that wrapper.
+//!
 //! Entry points: [`build`] turns an [`LlmConfig`] into a model ([`OpenAiModel`],
 //! [`AnthropicModel`], [`BedrockModel`]); [`bedrock_with_credentials`] signs Bedrock calls
 //! with explicit credentials instead of the default AWS chain.

@@ -17,26 +17,12 @@ use crate::{
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
 /// A model behind an OpenAI-compatible chat completions endpoint.
+/// `Debug` shows the API key as `[REDACTED]` (it is a `SecretString`).
+#[derive(Debug)]
 pub struct OpenAiModel {
     client: reqwest::Client,
     endpoint: String,
     config: Arc<LlmConfig>,
-}
-
-impl std::fmt::Debug for OpenAiModel {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("OpenAiModel")
-            .field("endpoint", &self.endpoint)
-            .field("model", &self.config.model)
-            .field(
-                "api_key",
-                &self.config.api_key.as_ref().map(|_| "[REDACTED]"),
-            )
-            .field("timeout", &self.config.timeout)
-            .field("max_retries", &self.config.max_retries)
-            .finish()
-    }
 }
 
 impl OpenAiModel {

@@ -1,4 +1,6 @@
-//! Shared by the binary's integration tests: start the real `latchkey serve identity`.
+//! Shared by the binary's integration tests: start the real `latchkey serve identity`,
+//! create credentials with the real CLI.
+#![allow(dead_code)] // each test binary uses a subset
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -11,7 +13,13 @@ pub fn bin() -> &'static str {
 /// `latchkey serve identity` on a free loopback port over `dir`; the child and its
 /// `http://ADDR` from the line it prints once listening.
 pub fn spawn_identity(dir: &Path) -> (Child, String) {
+    spawn_identity_with(dir, &[])
+}
+
+/// [`spawn_identity`] with extra environment variables.
+pub fn spawn_identity_with(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(bin())
+        .envs(env.iter().copied())
         .args(["serve", "identity", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("LATCHKEY_LOG_LEVEL", "warn")
@@ -29,4 +37,29 @@ pub fn spawn_identity(dir: &Path) -> (Child, String) {
         .unwrap_or_else(|| panic!("server did not start: {line:?}"))
         .to_string();
     (child, url)
+}
+
+/// `latchkey admin credentials create --role ROLE --json` over `dir`: (access key id, secret).
+pub fn credential(dir: &Path, role: &str) -> (String, String) {
+    let out = Command::new(bin())
+        .args([
+            "admin",
+            "credentials",
+            "create",
+            "--role",
+            role,
+            "--json",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .output()
+        .expect("run admin");
+    assert!(
+        out.status.success(),
+        "admin credentials create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let field = |k: &str| v[k].as_str().expect("credential field").to_string();
+    (field("accessKeyId"), field("secretAccessKey"))
 }
