@@ -113,6 +113,9 @@ pub struct FileConfig {
     /// `[agent]`: settings of `serve agent`.
     #[serde(default)]
     pub agent: FileAgent,
+    /// `[gateway]`: settings of `serve gateway`.
+    #[serde(default)]
+    pub gateway: FileGateway,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1624,5 +1627,409 @@ mod agent_tests {
         ));
         assert_eq!(c.agent.tools[0].name, "t1");
         assert!(!format!("{c:?}").contains("top-secret"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// `serve gateway`
+
+/// Flags of `serve gateway` (environment `LATCHKEY_GATEWAY_*`, file section `[gateway]`).
+#[derive(Debug, Clone, Args)]
+pub struct GatewayOverrides {
+    /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8443.
+    #[arg(long, env = "LATCHKEY_GATEWAY_LISTEN")]
+    pub listen: Option<String>,
+    /// The URL browsers use to reach the gateway, e.g. https://app.example.com. Default
+    /// `http://<listen address>`.
+    #[arg(long, env = "LATCHKEY_GATEWAY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The OpenID Provider's issuer.
+    #[arg(long, env = "LATCHKEY_GATEWAY_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// The gateway's client id at the provider.
+    #[arg(long, env = "LATCHKEY_GATEWAY_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    /// File holding the client secret (or set LATCHKEY_GATEWAY_OIDC_CLIENT_SECRET).
+    #[arg(long, env = "LATCHKEY_GATEWAY_OIDC_CLIENT_SECRET_FILE")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// Space-separated scopes. Default "openid email profile".
+    #[arg(long, env = "LATCHKEY_GATEWAY_OIDC_SCOPES")]
+    pub oidc_scopes: Option<String>,
+    /// A route `PREFIX=UPSTREAM_URL;MODE` (MODE login, api or public); repeatable. The
+    /// environment variable takes several, comma-separated. Replaces the file's routes.
+    #[arg(long = "route", env = "LATCHKEY_GATEWAY_ROUTES", value_delimiter = ',')]
+    pub routes: Vec<String>,
+    /// The ARN written as `signer` into every `x-amzn-oidc-data` header.
+    #[arg(long, env = "LATCHKEY_GATEWAY_ALB_SIGNER")]
+    pub alb_signer: Option<String>,
+    /// Absolute session lifetime, in seconds. Default 28800.
+    #[arg(long, env = "LATCHKEY_GATEWAY_SESSION_ABSOLUTE_SECONDS")]
+    pub session_absolute_seconds: Option<u64>,
+    /// Idle session timeout, in seconds. Default 3600.
+    #[arg(long, env = "LATCHKEY_GATEWAY_SESSION_IDLE_SECONDS")]
+    pub session_idle_seconds: Option<u64>,
+    /// Allow calls to the provider at loopback/private addresses and over plain http. Tests and dev only.
+    #[arg(
+        long,
+        env = "LATCHKEY_GATEWAY_ALLOW_PRIVATE_ADDRESSES",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub allow_private_addresses: Option<bool>,
+    /// Time allowed to connect to an upstream, in milliseconds. Default 5000.
+    #[arg(long, env = "LATCHKEY_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS")]
+    pub upstream_connect_timeout_ms: Option<u64>,
+    /// TLS certificate chain (PEM). With --tls-key, the gateway serves https.
+    #[arg(long, env = "LATCHKEY_GATEWAY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "LATCHKEY_GATEWAY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Requests per second per client IP, e.g. `20/s` (burst: twice the rate).
+    #[arg(long, env = "LATCHKEY_GATEWAY_RATE_LIMIT_PER_IP")]
+    pub rate_limit_per_ip: Option<String>,
+    /// Requests per second per signed-in user, e.g. `10/s` (burst: twice the rate).
+    #[arg(long, env = "LATCHKEY_GATEWAY_RATE_LIMIT_PER_USER")]
+    pub rate_limit_per_user: Option<String>,
+    /// Largest request body, in bytes. Default 10485760.
+    #[arg(long, env = "LATCHKEY_GATEWAY_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Time allowed until the response head, in seconds (bodies may stream longer). Default 60.
+    #[arg(long, env = "LATCHKEY_GATEWAY_REQUEST_TIMEOUT_SECONDS")]
+    pub request_timeout_seconds: Option<u64>,
+    /// Access log: `stdout` (default), `off`, or a file path (JSON lines).
+    #[arg(long, env = "LATCHKEY_GATEWAY_ACCESS_LOG")]
+    pub access_log: Option<String>,
+}
+
+/// The `[gateway]` section of the file. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGateway {
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_client_id: Option<String>,
+    pub oidc_client_secret_file: Option<PathBuf>,
+    pub oidc_scopes: Option<String>,
+    #[serde(default)]
+    pub routes: Vec<latchkey_gateway::RouteConfig>,
+    pub alb_signer: Option<String>,
+    pub session_absolute_seconds: Option<u64>,
+    pub session_idle_seconds: Option<u64>,
+    pub allow_private_addresses: Option<bool>,
+    pub upstream_connect_timeout_ms: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub rate_limit_per_ip: Option<String>,
+    pub rate_limit_per_user: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub request_timeout_seconds: Option<u64>,
+    pub access_log: Option<String>,
+}
+
+/// Environment variable holding the OIDC client secret itself.
+pub const GATEWAY_CLIENT_SECRET_ENV: &str = "LATCHKEY_GATEWAY_OIDC_CLIENT_SECRET";
+
+/// Settings of `serve gateway`, validated (except `public_url`, which may depend on the
+/// bound address).
+#[derive(Debug, Clone)]
+pub struct GatewayServeConfig {
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    pub gateway: latchkey_gateway::GatewayConfig,
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+fn gateway_env(key: &str) -> String {
+    format!("LATCHKEY_GATEWAY_{}", key.to_ascii_uppercase())
+}
+
+fn bad_gateway(key: &str, why: impl std::fmt::Display) -> anyhow::Error {
+    bad(&format!("gateway.{key}"), &gateway_env(key), why)
+}
+
+/// `N/s` (or `N`) as requests per second, at least 1.
+fn parse_rate(key: &str, text: &str) -> anyhow::Result<u32> {
+    let number = text.trim().trim_end_matches("/s").trim();
+    match number.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(bad_gateway(
+            key,
+            format!("{text:?} is not a rate like 20/s"),
+        )),
+    }
+}
+
+impl GatewayServeConfig {
+    pub fn resolve(
+        o: &GatewayOverrides,
+        f: &FileConfig,
+        storage: &StorageConfig,
+    ) -> anyhow::Result<Self> {
+        Self::resolve_with_env(o, f, storage, std::env::var(GATEWAY_CLIENT_SECRET_ENV).ok())
+    }
+
+    pub fn resolve_with_env(
+        o: &GatewayOverrides,
+        f: &FileConfig,
+        storage: &StorageConfig,
+        secret_env: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let g = &f.gateway;
+        let pick = |flag: &Option<String>, file: &Option<String>| {
+            flag.clone()
+                .or_else(|| file.clone())
+                .filter(|v| !v.trim().is_empty())
+        };
+        let listen_text = pick(&o.listen, &g.listen).unwrap_or_else(|| "127.0.0.1:8443".into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            bad_gateway(
+                "listen",
+                format!("{listen_text:?} is not an address like 127.0.0.1:8443"),
+            )
+        })?;
+        let required = |flag: &Option<String>, file: &Option<String>, key: &str| {
+            pick(flag, file).ok_or_else(|| bad_gateway(key, "missing"))
+        };
+        let oidc_issuer = required(&o.oidc_issuer, &g.oidc_issuer, "oidc_issuer")?;
+        let oidc_client_id = required(&o.oidc_client_id, &g.oidc_client_id, "oidc_client_id")?;
+        let secret_file = o
+            .oidc_client_secret_file
+            .clone()
+            .or_else(|| g.oidc_client_secret_file.clone());
+        let secret_env = secret_env.filter(|v| !v.trim().is_empty());
+        let secret = match (secret_file, secret_env) {
+            (Some(_), Some(_)) => {
+                return Err(bad_gateway(
+                    "oidc_client_secret_file",
+                    format!(
+                        "set either gateway.oidc_client_secret_file or {GATEWAY_CLIENT_SECRET_ENV}, not both"
+                    ),
+                ));
+            }
+            (Some(file), None) => std::fs::read_to_string(&file)
+                .map_err(|e| {
+                    bad_gateway(
+                        "oidc_client_secret_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?
+                .trim()
+                .to_string(),
+            (None, Some(text)) => text.trim().to_string(),
+            (None, None) => {
+                return Err(bad_gateway(
+                    "oidc_client_secret_file",
+                    format!("missing: set it or {GATEWAY_CLIENT_SECRET_ENV}"),
+                ));
+            }
+        };
+        let routes = if o.routes.is_empty() {
+            g.routes.clone()
+        } else {
+            o.routes
+                .iter()
+                .map(|r| {
+                    latchkey_gateway::RouteConfig::parse(r).map_err(|e| bad_gateway("routes", e))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        let tls = match (
+            o.tls_cert.clone().or_else(|| g.tls_cert.clone()),
+            o.tls_key.clone().or_else(|| g.tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(bad_gateway("tls_key", "missing: tls_cert needs tls_key"));
+            }
+            (None, Some(_)) => {
+                return Err(bad_gateway("tls_cert", "missing: tls_key needs tls_cert"));
+            }
+        };
+        let rate_limit_per_ip = pick(&o.rate_limit_per_ip, &g.rate_limit_per_ip)
+            .map(|t| parse_rate("rate_limit_per_ip", &t))
+            .transpose()?;
+        let rate_limit_per_user = pick(&o.rate_limit_per_user, &g.rate_limit_per_user)
+            .map(|t| parse_rate("rate_limit_per_user", &t))
+            .transpose()?;
+        let public_url = pick(&o.public_url, &g.public_url);
+        let gateway = latchkey_gateway::GatewayConfig {
+            // Replaced by the bound address when not configured.
+            public_url: public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{listen}")),
+            oidc_issuer,
+            oidc_client_id,
+            oidc_client_secret: secrecy::SecretString::from(secret),
+            oidc_scopes: pick(&o.oidc_scopes, &g.oidc_scopes)
+                .unwrap_or_else(|| latchkey_gateway::config::DEFAULT_SCOPES.into()),
+            routes,
+            alb_signer: pick(&o.alb_signer, &g.alb_signer)
+                .unwrap_or_else(|| latchkey_gateway::config::DEFAULT_ALB_SIGNER.into()),
+            session_absolute: std::time::Duration::from_secs(
+                o.session_absolute_seconds
+                    .or(g.session_absolute_seconds)
+                    .unwrap_or(latchkey_gateway::config::DEFAULT_SESSION_ABSOLUTE_SECONDS),
+            ),
+            session_idle: std::time::Duration::from_secs(
+                o.session_idle_seconds
+                    .or(g.session_idle_seconds)
+                    .unwrap_or(latchkey_gateway::config::DEFAULT_SESSION_IDLE_SECONDS),
+            ),
+            data_dir: storage.data_dir.clone(),
+            outbound: latchkey_identity::outbound::OutboundPolicy {
+                allow_private_addresses: o
+                    .allow_private_addresses
+                    .or(g.allow_private_addresses)
+                    .unwrap_or(false),
+                ..Default::default()
+            },
+            upstream_connect_timeout: o
+                .upstream_connect_timeout_ms
+                .or(g.upstream_connect_timeout_ms)
+                .map(std::time::Duration::from_millis)
+                .unwrap_or(latchkey_gateway::config::DEFAULT_UPSTREAM_CONNECT_TIMEOUT),
+            is_tls: tls.is_some(),
+            rate_limit_per_ip,
+            rate_limit_per_user,
+            max_body_bytes: o
+                .max_body_bytes
+                .or(g.max_body_bytes)
+                .unwrap_or(latchkey_gateway::config::DEFAULT_MAX_BODY_BYTES),
+            response_timeout: o
+                .request_timeout_seconds
+                .or(g.request_timeout_seconds)
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(latchkey_gateway::config::DEFAULT_RESPONSE_TIMEOUT),
+            access_log: latchkey_gateway::config::AccessLogTarget::parse(
+                &pick(&o.access_log, &g.access_log).unwrap_or_else(|| "stdout".into()),
+            ),
+        };
+        gateway
+            .validate()
+            .map_err(|e| bad_gateway(e.key, e.reason))?;
+        Ok(Self {
+            listen,
+            public_url,
+            gateway,
+            tls,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod gateway_tests {
+    use super::*;
+
+    fn overrides() -> GatewayOverrides {
+        GatewayOverrides {
+            listen: Some("127.0.0.1:0".into()),
+            public_url: None,
+            oidc_issuer: Some("https://login.example.com".into()),
+            oidc_client_id: Some("app".into()),
+            oidc_client_secret_file: None,
+            oidc_scopes: None,
+            routes: vec!["/=http://127.0.0.1:9000;login".into()],
+            alb_signer: None,
+            session_absolute_seconds: None,
+            session_idle_seconds: None,
+            allow_private_addresses: None,
+            upstream_connect_timeout_ms: None,
+            tls_cert: None,
+            tls_key: None,
+            rate_limit_per_ip: None,
+            rate_limit_per_user: None,
+            max_body_bytes: None,
+            request_timeout_seconds: None,
+            access_log: None,
+        }
+    }
+
+    fn storage() -> StorageConfig {
+        StorageConfig {
+            data_dir: PathBuf::from("/tmp/latchkey-test"),
+            database_url: "sqlite://x".into(),
+            key_file: PathBuf::from("/tmp/latchkey-test/kek.json"),
+            log_format: "text".into(),
+            log_level: "info".into(),
+        }
+    }
+
+    fn error(o: &GatewayOverrides, f: &FileConfig, secret: Option<&str>) -> String {
+        let e = GatewayServeConfig::resolve_with_env(o, f, &storage(), secret.map(String::from))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("top-secret"), "{e}");
+        e
+    }
+
+    #[test]
+    fn defaults_file_and_flags() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [gateway]
+            session_idle_seconds = 2
+            [[gateway.routes]]
+            prefix = "/api"
+            upstream = "http://127.0.0.1:9001"
+            auth = "api"
+            "#,
+        )
+        .unwrap();
+        let mut o = overrides();
+        o.routes.clear();
+        o.rate_limit_per_ip = Some("20/s".into());
+        let c =
+            GatewayServeConfig::resolve_with_env(&o, &file, &storage(), Some("top-secret".into()))
+                .unwrap();
+        assert_eq!(c.gateway.session_idle.as_secs(), 2);
+        assert_eq!(c.gateway.session_absolute.as_secs(), 28_800);
+        assert_eq!(c.gateway.routes.len(), 1);
+        assert_eq!(c.gateway.routes[0].auth, latchkey_gateway::RouteAuth::Api);
+        assert_eq!(
+            c.gateway.alb_signer,
+            latchkey_gateway::config::DEFAULT_ALB_SIGNER
+        );
+        assert_eq!(c.gateway.rate_limit_per_ip, Some(20));
+        assert_eq!(
+            c.gateway.access_log,
+            latchkey_gateway::config::AccessLogTarget::Stdout
+        );
+        // Flags replace the file's routes.
+        let c = GatewayServeConfig::resolve_with_env(
+            &overrides(),
+            &file,
+            &storage(),
+            Some("top-secret".into()),
+        )
+        .unwrap();
+        assert_eq!(c.gateway.routes[0].prefix, "/");
+    }
+
+    #[test]
+    fn keys_are_named() {
+        let f = FileConfig::default();
+        assert!(error(&overrides(), &f, None).contains("gateway.oidc_client_secret_file"));
+        let mut o = overrides();
+        o.oidc_issuer = None;
+        assert!(error(&o, &f, Some("top-secret")).contains("gateway.oidc_issuer"));
+        let mut o = overrides();
+        o.routes = vec!["/x=http://a".into()];
+        assert!(error(&o, &f, Some("top-secret")).contains("gateway.routes"));
+        let mut o = overrides();
+        o.routes.clear();
+        assert!(error(&o, &f, Some("top-secret")).contains("gateway.routes"));
+        let mut o = overrides();
+        o.rate_limit_per_user = Some("fast".into());
+        assert!(error(&o, &f, Some("top-secret")).contains("gateway.rate_limit_per_user"));
+        let mut o = overrides();
+        o.tls_cert = Some("/c.pem".into());
+        assert!(error(&o, &f, Some("top-secret")).contains("gateway.tls_key"));
+        let mut o = overrides();
+        o.oidc_scopes = Some("email".into());
+        assert!(error(&o, &f, Some("top-secret")).contains("gateway.oidc_scopes"));
     }
 }

@@ -63,6 +63,9 @@ enum Service {
     /// The agent workload: `POST /invocations` streaming Server-Sent Events, an LLM tool
     /// loop whose tools act as the signed-in user with per-tool scopes.
     Agent(Box<config::AgentOverrides>),
+    /// The gateway: OIDC login in front of the services, routing by path prefix, and the
+    /// ALB's signed `x-amzn-oidc-data` header for every upstream.
+    Gateway(Box<config::GatewayOverrides>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +197,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             service: Service::Agent(o),
         } => serve_agent(&storage, &file, &o).await,
+        Command::Serve {
+            service: Service::Gateway(o),
+        } => serve_gateway(&storage, &file, &o).await,
         Command::Admin { command } => admin(&storage, &file, command).await,
     }
 }
@@ -336,6 +342,42 @@ async fn serve_agent(
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("agent stopped");
+    Ok(())
+}
+
+async fn serve_gateway(
+    storage: &StorageConfig,
+    file: &FileConfig,
+    o: &config::GatewayOverrides,
+) -> anyhow::Result<()> {
+    let mut serve = config::GatewayServeConfig::resolve(o, file, storage)?;
+    let tls = match &serve.tls {
+        Some((cert, key)) => Some(
+            latchkey_gateway::server::load_tls(cert, key)
+                .map_err(|e| anyhow!("invalid configuration key `gateway.tls_cert`: {e}"))?,
+        ),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let listener = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let bound = listener.local_addr()?;
+    if serve.public_url.is_none() {
+        serve.gateway.public_url = format!("{scheme}://{bound}");
+    }
+    let public_url = serve.gateway.public_url.clone();
+    let issuer = serve.gateway.oidc_issuer.clone();
+    let routes = serve.gateway.routes.len();
+    let state = latchkey_gateway::GatewayState::new(serve.gateway, Arc::new(SystemClock))
+        .map_err(|e| anyhow!("{e}"))?;
+    tracing::info!(%public_url, %issuer, routes, kid = state.alb_kid(), "gateway starting");
+    println!("latchkey gateway listening on {scheme}://{bound}");
+    std::io::stdout().flush()?;
+    let app = latchkey_gateway::app(state.clone());
+    latchkey_gateway::server::serve(listener, app, tls, shutdown_signal()).await?;
+    tokio::task::block_in_place(|| state.edge().access_log.flush());
+    tracing::info!("gateway stopped");
     Ok(())
 }
 

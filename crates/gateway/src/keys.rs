@@ -1,0 +1,355 @@
+//! The gateway's two keys: the AES-256-GCM key that seals session cookies, and the P-256
+//! key that signs `x-amzn-oidc-data` headers.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
+use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+use serde_json::{Map, Value, json};
+
+/// File name of the cookie key in the data directory.
+pub const COOKIE_KEY_FILE: &str = "gateway-cookie.key";
+/// File name of the optional ALB signing key (PEM, PKCS#8 or SEC1) in the data directory.
+pub const ALB_KEY_FILE: &str = "gateway-alb-key.pem";
+/// Length of a session id, in bytes.
+pub const SESSION_ID_LEN: usize = 32;
+
+/// Why a key could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {why}")]
+    File { path: String, why: String },
+    #[error("the random number generator failed")]
+    Random,
+}
+
+fn file_error(path: &Path, why: impl std::fmt::Display) -> KeyError {
+    KeyError::File {
+        path: path.display().to_string(),
+        why: why.to_string(),
+    }
+}
+
+/// Fill a fresh buffer from the system RNG.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], KeyError> {
+    let mut out = [0u8; N];
+    aws_lc_rs::rand::fill(&mut out).map_err(|_| KeyError::Random)?;
+    Ok(out)
+}
+
+/// A random URL-safe token of `N` bytes of entropy.
+pub fn random_token<const N: usize>() -> Result<String, KeyError> {
+    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<N>()?))
+}
+
+/// Seals session ids into cookie values and opens them again.
+pub struct CookieSealer {
+    key: RandomizedNonceKey,
+}
+
+impl std::fmt::Debug for CookieSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CookieSealer(..)")
+    }
+}
+
+impl CookieSealer {
+    /// Load `<dir>/gateway-cookie.key`, creating it (0600, 32 random bytes, base64) on first start.
+    pub fn open_or_create(dir: &Path) -> Result<Self, KeyError> {
+        std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+        let path = dir.join(COOKIE_KEY_FILE);
+        let key: Vec<u8> = match std::fs::read_to_string(&path) {
+            Ok(text) => STANDARD
+                .decode(text.trim())
+                .map_err(|_| file_error(&path, "not base64"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Written to a private temporary file, then linked into place: a replica
+                // starting at the same moment sees either no file or a complete one.
+                let key = random_bytes::<32>()?;
+                let tmp = dir.join(format!("{COOKIE_KEY_FILE}.{}.tmp", random_token::<9>()?));
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let written = options.open(&tmp).and_then(|mut file| {
+                    writeln!(file, "{}", STANDARD.encode(key))?;
+                    file.sync_all()
+                });
+                let linked = written.and_then(|()| std::fs::hard_link(&tmp, &path));
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => key.to_vec(),
+                    // Another replica created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Self::open_or_create(dir);
+                    }
+                    Err(e) => return Err(file_error(&path, e)),
+                }
+            }
+            Err(e) => return Err(file_error(&path, e)),
+        };
+        Self::from_key(&key).map_err(|why| file_error(&path, why))
+    }
+
+    /// A sealer over a raw 32-byte key.
+    pub fn from_key(key: &[u8]) -> Result<Self, &'static str> {
+        if key.len() != 32 {
+            return Err("the cookie key must be 32 bytes");
+        }
+        let key = RandomizedNonceKey::new(&AES_256_GCM, key).map_err(|_| "unusable key")?;
+        Ok(Self { key })
+    }
+
+    /// base64url(nonce || ciphertext || tag) of `session_id`, bound to `cookie_name`.
+    pub fn seal(&self, cookie_name: &str, session_id: &[u8]) -> Option<String> {
+        let mut in_out = session_id.to_vec();
+        let nonce = self
+            .key
+            .seal_in_place_append_tag(Aad::from(cookie_name.as_bytes()), &mut in_out)
+            .ok()?;
+        let mut out = nonce.as_ref().to_vec();
+        out.extend_from_slice(&in_out);
+        Some(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// The session id in a cookie value, or `None` when it was not sealed by this key for
+    /// this cookie name (tampered, truncated, another key).
+    pub fn open(&self, cookie_name: &str, value: &str) -> Option<Vec<u8>> {
+        if value.len() > 256 {
+            return None;
+        }
+        let raw = URL_SAFE_NO_PAD.decode(value).ok()?;
+        if raw.len() <= NONCE_LEN {
+            return None;
+        }
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut in_out = sealed.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(cookie_name.as_bytes()), &mut in_out)
+            .ok()?;
+        Some(plain.to_vec())
+    }
+}
+
+/// Signs `x-amzn-oidc-data` the way an ALB does.
+pub struct AlbSigner {
+    pair: EcdsaKeyPair,
+    kid: String,
+    public_pem: String,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for AlbSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlbSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AlbSigner {
+    /// The key in `<dir>/gateway-alb-key.pem` when present, else a fresh key for this run.
+    pub fn load_or_generate(dir: &Path) -> Result<Self, KeyError> {
+        let path = dir.join(ALB_KEY_FILE);
+        let pair = match std::fs::read_to_string(&path) {
+            Ok(text) => parse_private_pem(&text).map_err(|why| file_error(&path, why))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .map_err(|_| KeyError::Random)?
+            }
+            Err(e) => return Err(file_error(&path, e)),
+        };
+        Self::from_pair(pair).map_err(|why| file_error(&path, why))
+    }
+
+    fn from_pair(pair: EcdsaKeyPair) -> Result<Self, &'static str> {
+        let spki: PublicKeyX509Der = pair
+            .public_key()
+            .as_der()
+            .map_err(|_| "cannot encode the public key")?;
+        // The key id is derived from the key, so replicas sharing a key file agree on it.
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki.as_ref());
+        let hex: String = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let kid = format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        );
+        let b64 = STANDARD.encode(spki.as_ref());
+        let mut public_pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+        for chunk in b64.as_bytes().chunks(64) {
+            public_pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+            public_pem.push('\n');
+        }
+        public_pem.push_str("-----END PUBLIC KEY-----\n");
+        Ok(Self {
+            pair,
+            kid,
+            public_pem,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// The key id in every header (`[0-9a-f-]`, uuid-shaped).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public key as a PEM `PUBLIC KEY` document.
+    pub fn public_pem(&self) -> &str {
+        &self.public_pem
+    }
+
+    /// A compact JWS: header `{typ, kid, alg: ES256, iss, client, signer, exp}`, payload
+    /// `claims` (with `exp` and `iss` set), every part base64url WITH padding, as ALBs send.
+    pub fn sign(
+        &self,
+        issuer: &str,
+        client_id: &str,
+        signer: &str,
+        exp: i64,
+        mut claims: Map<String, Value>,
+    ) -> Option<String> {
+        let header = json!({
+            "typ": "JWT",
+            "kid": self.kid,
+            "alg": "ES256",
+            "iss": issuer,
+            "client": client_id,
+            "signer": signer,
+            "exp": exp,
+        });
+        claims.insert("exp".into(), json!(exp));
+        claims.insert("iss".into(), json!(issuer));
+        let header = URL_SAFE.encode(serde_json::to_vec(&header).ok()?);
+        let payload = URL_SAFE.encode(serde_json::to_vec(&Value::Object(claims)).ok()?);
+        let signing_input = format!("{header}.{payload}");
+        let signature = self.pair.sign(&self.rng, signing_input.as_bytes()).ok()?;
+        Some(format!(
+            "{signing_input}.{}",
+            URL_SAFE.encode(signature.as_ref())
+        ))
+    }
+}
+
+fn parse_private_pem(text: &str) -> Result<EcdsaKeyPair, &'static str> {
+    let text = text.trim();
+    for (label, pkcs8) in [("PRIVATE KEY", true), ("EC PRIVATE KEY", false)] {
+        let begin = format!("-----BEGIN {label}-----");
+        let end = format!("-----END {label}-----");
+        if let Some(body) = text
+            .strip_prefix(begin.as_str())
+            .and_then(|rest| rest.strip_suffix(end.as_str()))
+        {
+            let b64: String = body.split_ascii_whitespace().collect();
+            let der = STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|_| "the PEM body is not base64")?;
+            let pair = if pkcs8 {
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+            } else {
+                EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+            };
+            return pair.map_err(|_| "not a P-256 private key");
+        }
+    }
+    Err("not a PEM PRIVATE KEY or EC PRIVATE KEY document")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_cookies_open_only_untampered() {
+        let sealer = CookieSealer::from_key(&[7u8; 32]).unwrap();
+        let value = sealer.seal("latchkey-gw", b"session-id").unwrap();
+        assert_eq!(
+            sealer.open("latchkey-gw", &value).as_deref(),
+            Some(&b"session-id"[..])
+        );
+        assert!(sealer.open("other-name", &value).is_none());
+        let mut bytes = URL_SAFE_NO_PAD.decode(&value).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(
+            sealer
+                .open("latchkey-gw", &URL_SAFE_NO_PAD.encode(bytes))
+                .is_none()
+        );
+        let other = CookieSealer::from_key(&[8u8; 32]).unwrap();
+        assert!(other.open("latchkey-gw", &value).is_none());
+        assert!(sealer.open("latchkey-gw", "").is_none());
+    }
+
+    #[test]
+    fn cookie_key_file_is_private_and_reused() {
+        let dir = std::env::temp_dir().join(format!(
+            "latchkey-gateway-keys-{}-{}",
+            std::process::id(),
+            random_token::<8>().unwrap()
+        ));
+        let first = CookieSealer::open_or_create(&dir).unwrap();
+        let second = CookieSealer::open_or_create(&dir).unwrap();
+        let value = first.seal("c", b"id").unwrap();
+        assert_eq!(second.open("c", &value).as_deref(), Some(&b"id"[..]));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join(COOKIE_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // A key file the gateway did not write is refused, naming the file.
+        std::fs::write(dir.join(COOKIE_KEY_FILE), "short\n").unwrap();
+        let error = CookieSealer::open_or_create(&dir).unwrap_err().to_string();
+        assert!(error.contains(COOKIE_KEY_FILE), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn signed_tokens_are_padded_and_verifiable() {
+        let signer =
+            AlbSigner::from_pair(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap())
+                .unwrap();
+        assert!(signer.kid().len() == 36);
+        let mut claims = Map::new();
+        claims.insert("sub".into(), json!("alice"));
+        let token = signer
+            .sign("https://idp", "app", "arn:aws:x", 2_000_000_000, claims)
+            .unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let signature = URL_SAFE.decode(parts[2]).unwrap();
+        assert_eq!(signature.len(), 64);
+        let point = latchkey_pem_point(signer.public_pem());
+        let key = aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+            point,
+        );
+        key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+            .unwrap();
+    }
+
+    fn latchkey_pem_point(pem: &str) -> Vec<u8> {
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = STANDARD.decode(b64).unwrap();
+        der[26..].to_vec()
+    }
+}

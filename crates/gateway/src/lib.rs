@@ -1,0 +1,26 @@
+//! The gateway (`latchkey serve gateway`): the OIDC-authenticating edge that replaces the
+//! seed architecture's Application Load Balancer.
+//!
+//! It signs browsers in against any OpenID Provider (authorization code + PKCE S256,
+//! `state`, `nonce`; [`oidc`]), keeps sessions server-side behind a sealed cookie
+//! ([`session`], [`keys`]), routes requests by longest path prefix to upstream services and
+//! streams bodies both ways ([`app`]), and tells upstreams who the user is in the ALB's
+//! formats: `x-amzn-oidc-data` (an ES256 JWT with padded base64url parts, verifiable with
+//! `latchkey_binding::alb::AlbVerifier` against `{public_url}/.well-known/alb-keys/{kid}`),
+//! `x-amzn-oidc-identity` and `x-amzn-oidc-accesstoken`. Client-supplied `x-amzn-oidc-*`
+//! headers and the gateway's own cookie never reach an upstream.
+//!
+//! `app(state)` builds the router, so tests and `latchkey dev` can mount it without a
+//! socket.
+
+pub mod app;
+pub mod config;
+pub mod edge;
+pub mod keys;
+pub mod oidc;
+pub mod pages;
+pub mod server;
+pub mod session;
+
+pub use app::{GatewayState, StartError, app};
+pub use config::{GatewayConfig, RouteAuth, RouteConfig};

@@ -1,0 +1,175 @@
+//! Server-side state: pending logins (keyed by `state`, single use, 10-minute expiry) and
+//! sessions (keyed by a random id that only ever leaves the gateway sealed in the cookie).
+//! Both are in memory and bounded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+
+/// How long a login attempt may take, in seconds.
+pub const LOGIN_TTL_SECONDS: i64 = 600;
+/// Most pending logins held at once.
+pub const MAX_PENDING_LOGINS: usize = 10_000;
+/// Most sessions held at once; when full, the session idle the longest is dropped.
+pub const MAX_SESSIONS: usize = 100_000;
+
+/// A login in progress.
+#[derive(Debug)]
+pub struct PendingLogin {
+    pub nonce: String,
+    pub code_verifier: SecretString,
+    /// A local path (already checked by [`safe_return_path`]).
+    pub return_path: String,
+    pub created_secs: i64,
+}
+
+/// A signed-in browser.
+#[derive(Debug)]
+pub struct Session {
+    pub subject: String,
+    /// The user's claims, forwarded in `x-amzn-oidc-data`.
+    pub claims: Map<String, Value>,
+    pub id_token: Option<SecretString>,
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub access_expires_at: Option<i64>,
+    pub created_secs: i64,
+    pub last_seen_secs: i64,
+}
+
+/// A session's slot: the lock serialises refreshes of one session.
+pub type SessionSlot = Arc<tokio::sync::Mutex<Session>>;
+
+/// Pending logins.
+#[derive(Debug, Default)]
+pub struct LoginStore {
+    map: Mutex<HashMap<String, PendingLogin>>,
+}
+
+impl LoginStore {
+    /// Remember a login under `state`; `false` when the store is full of live logins.
+    pub fn insert(&self, state: String, login: PendingLogin, now: i64) -> bool {
+        let Ok(mut map) = self.map.lock() else {
+            return false;
+        };
+        if map.len() >= MAX_PENDING_LOGINS {
+            map.retain(|_, l| now - l.created_secs < LOGIN_TTL_SECONDS);
+            if map.len() >= MAX_PENDING_LOGINS {
+                return false;
+            }
+        }
+        map.insert(state, login);
+        true
+    }
+
+    /// Take the login of `state` (single use); `None` when unknown, used or expired.
+    pub fn take(&self, state: &str, now: i64) -> Option<PendingLogin> {
+        let login = self.map.lock().ok()?.remove(state)?;
+        (now - login.created_secs < LOGIN_TTL_SECONDS).then_some(login)
+    }
+}
+
+/// Sessions by id (hex of the random id).
+#[derive(Debug, Default)]
+pub struct SessionStore {
+    map: Mutex<HashMap<String, SessionSlot>>,
+}
+
+impl SessionStore {
+    pub fn insert(&self, id: String, session: Session) {
+        let Ok(mut map) = self.map.lock() else {
+            return;
+        };
+        if map.len() >= MAX_SESSIONS {
+            // Drop the session idle the longest (only when full: O(n) is fine here).
+            let victim = map
+                .iter()
+                .filter_map(|(k, s)| s.try_lock().ok().map(|s| (k.clone(), s.last_seen_secs)))
+                .min_by_key(|(_, seen)| *seen)
+                .map(|(k, _)| k);
+            if let Some(k) = victim {
+                map.remove(&k);
+            }
+        }
+        map.insert(id, Arc::new(tokio::sync::Mutex::new(session)));
+    }
+
+    pub fn find(&self, id: &str) -> Option<SessionSlot> {
+        self.map.lock().ok()?.get(id).cloned()
+    }
+
+    pub fn delete(&self, id: &str) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `path` when it is a local path the browser may be sent back to, else `/`.
+///
+/// Refused: anything not starting with exactly one `/` (`//host`, `https://…`, relative
+/// paths), any backslash (browsers treat `/\host` as `//host`), control characters and
+/// whitespace, and paths longer than 2048 bytes.
+pub fn safe_return_path(path: &str) -> String {
+    let is_safe = path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.contains('\\')
+        && !path.chars().any(|c| c.is_control() || c.is_whitespace())
+        && path.len() <= 2048;
+    if is_safe {
+        path.to_string()
+    } else {
+        "/".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_paths() {
+        for good in ["/", "/app?x=1", "/a/b#c"] {
+            assert_eq!(safe_return_path(good), good);
+        }
+        for bad in [
+            "//evil.example",
+            "https://evil.example/",
+            "/\\evil.example",
+            "\\\\evil",
+            "/\tevil",
+            "/a\nb",
+            "evil",
+            "",
+            "/%0a x",
+        ] {
+            assert_eq!(safe_return_path(bad), "/", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn logins_are_single_use_and_expire() {
+        let store = LoginStore::default();
+        let login = |t| PendingLogin {
+            nonce: "n".into(),
+            code_verifier: SecretString::from("v"),
+            return_path: "/".into(),
+            created_secs: t,
+        };
+        assert!(store.insert("s1".into(), login(100), 100));
+        assert!(store.take("s1", 101).is_some());
+        assert!(store.take("s1", 101).is_none());
+        assert!(store.insert("s2".into(), login(100), 100));
+        assert!(store.take("s2", 100 + LOGIN_TTL_SECONDS).is_none());
+    }
+}
