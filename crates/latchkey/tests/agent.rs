@@ -21,7 +21,7 @@ use latchkey_client::{Client, Url, UserIdentifier};
 use serde_json::{Value, json};
 
 mod common;
-use common::{bin, credential};
+use common::{Proc, bin, credential, temp_dir};
 
 const SIGNER: &str =
     "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/agent/50dc6c495c0c9188";
@@ -33,29 +33,6 @@ const AUTHZ_ENDPOINT: &str = "http://127.0.0.1:9/login/oauth/authorize";
 
 // ---------------------------------------------------------------------------------------
 // Processes
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "latchkey-agent-{name}-{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Read the first stdout line of `child` and return the `http://…` URL in it.
 fn listening_url(child: &mut Child) -> String {

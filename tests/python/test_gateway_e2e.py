@@ -1,0 +1,519 @@
+"""The gateway (`latchkey serve gateway`, the ALB replacement) end to end with real parts:
+`oidc-provider` as the identity provider (its own client per gateway, redirect URI
+`{public_url}/oauth2/idpresponse`), the real binary, an upstream on loopback that echoes
+what it received (and streams SSE), `latchkey serve binding` behind the gateway verifying
+the gateway's ALB-format claims with the gateway's own key endpoint, and once, real
+headless Chromium (tests/browser, playwright-core driving Debian's /usr/bin/chromium).
+
+Then the named attacks, one test each: forged `x-amzn-oidc-*` headers, a tampered session
+cookie, a replayed / wrong / foreign `state` at the callback, open redirects through the
+return path, an idle and an absolute session timeout, an oversized header, a rate-limit
+burst, path traversal, and secrets in the access log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
+
+import pytest
+import requests
+from cryptography.exceptions import InvalidSignature
+
+from binding_harness import BindingService, KeyServer, alb_token
+from flows_harness import running_provider, userinfo
+from gateway_harness import (
+    AMZN_HEADERS,
+    BROWSER_HEADERS,
+    CALLBACK_PATH,
+    GATEWAY_ARN,
+    LOGOUT_PATH,
+    SESSION_COOKIE,
+    Gateway,
+    Upstream,
+    browser,
+    copy_set_cookies,
+    follow,
+    free_port,
+    login,
+    origin,
+    raw_request,
+    to_callback,
+    verify_alb_token,
+)
+from lk_harness import Latchkey
+from oidc import OidcProvider, drive_consent
+
+ROOT = Path(__file__).resolve().parents[2]
+BROWSER_DIR = ROOT / "tests" / "browser"
+ARTIFACTS = ROOT / ".test-data" / "artifacts"
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    yield from running_provider(tmp_path_factory, "gw-idp")
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    up = Upstream()
+    yield up
+    up.stop()
+
+
+@pytest.fixture(scope="module")
+def gateways(tmp_path_factory: pytest.TempPathFactory, idp: OidcProvider) -> Iterator[Callable[..., Gateway]]:
+    """Start gateways (each with its own client at `idp`); all stopped after the module."""
+    started: list[Gateway] = []
+
+    def make(routes: list[str], extra: list[str] | None = None, name: str = "gw") -> Gateway:
+        gw = Gateway(tmp_path_factory.mktemp(name), idp, routes, client_id=uid(name), extra_args=extra)
+        started.append(gw)
+        return gw.start()
+
+    yield make
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(gateways: Callable[..., Gateway], upstream: Upstream) -> Gateway:
+    return gateways([f"/app={upstream.url};login", f"/api={upstream.url};api", f"/public={upstream.url};public"], name="gw-main")
+
+
+def echo(r: requests.Response) -> dict[str, Any]:
+    assert r.status_code == 200, (r.status_code, r.headers, r.text[:500])
+    assert r.headers.get("content-type", "").startswith("application/json"), r.headers
+    return r.json()
+
+
+def header(seen: dict[str, Any], name: str) -> list[str]:
+    return seen["headers"].get(name.lower(), [])
+
+
+def assert_redirects_to_idp(r: requests.Response, idp: OidcProvider) -> None:
+    assert r.status_code in (302, 303), (r.status_code, r.text[:300])
+    assert r.headers["Location"].startswith(idp.issuer + "/"), r.headers["Location"]
+
+
+# --------------------------------------------------------------------------- login
+def test_login_forwards_alb_signed_claims_verified_against_the_key_endpoint(gateway: Gateway, idp: OidcProvider, upstream: Upstream) -> None:
+    user = uid("alice")
+    first = requests.get(gateway.url + "/app/hello?x=1", headers=BROWSER_HEADERS, allow_redirects=False, timeout=10)
+    assert_redirects_to_idp(first, idp)
+    q = parse_qs(urlparse(first.headers["Location"]).query)
+    assert q["client_id"] == [gateway.client_id] and q["redirect_uri"] == [gateway.redirect_uri]
+    assert q["code_challenge_method"] == ["S256"] and q["state"][0] and q["nonce"][0]
+
+    jar, callback = to_callback(gateway, user, "/app/hello?x=1")
+    cb = jar.get(callback, allow_redirects=False, timeout=10)
+    assert cb.status_code in (302, 303), (cb.status_code, cb.text[:300])
+    back = cb.headers["Location"]
+    assert back in ("/app/hello?x=1", gateway.url + "/app/hello?x=1"), back
+    # The session cookie: HttpOnly, SameSite=Lax, host-wide, not readable by scripts.
+    [set_cookie] = [c for c in cb.raw.headers.getlist("Set-Cookie") if c.startswith(SESSION_COOKIE + "=")]
+    attrs = [a.strip().lower() for a in set_cookie.split(";")[1:]]
+    assert "httponly" in attrs and "samesite=lax" in attrs and "path=/" in attrs, attrs
+    final = jar.get(gateway.url + "/app/hello?x=1", allow_redirects=False, timeout=10)
+    seen = echo(final)
+    assert seen["path"] == "/app/hello?x=1", "the full original path and query reach the upstream"
+
+    [data] = header(seen, "x-amzn-oidc-data")
+    claims = verify_alb_token(data, gateway.alb_key_pem, signer=GATEWAY_ARN, issuer=idp.issuer, client=gateway.client_id)
+    assert claims.payload["sub"] == user
+    assert claims.payload["email"] == f"{user}@example.test"
+    assert claims.payload.get("exp", 0) > time.time()
+    assert header(seen, "x-amzn-oidc-identity") == [user]
+    [access_token] = header(seen, "x-amzn-oidc-accesstoken")
+    who = userinfo(idp.metadata, access_token)
+    assert who.status_code == 200 and who.json()["sub"] == user, "the access token is the IdP's, for this user"
+
+    assert header(seen, "x-forwarded-for") == ["127.0.0.1"]
+    assert header(seen, "x-forwarded-proto") == ["http"]
+    assert header(seen, "x-forwarded-host") == [f"127.0.0.1:{gateway.port}"]
+    assert SESSION_COOKIE not in " ".join(header(seen, "cookie")), "the session cookie reached the upstream"
+
+    # The key endpoint: PEM by kid, 404 for a kid it never issued.
+    assert b"BEGIN PUBLIC KEY" in gateway.alb_key_pem(claims.header["kid"])
+    assert requests.get(f"{gateway.url}/.well-known/alb-keys/{uuid.uuid4()}", timeout=10).status_code == 404
+
+    # The same signature over other claims fails: the verifier is not a rubber stamp.
+    head, _, sig = data.split(".")
+    other = base64.urlsafe_b64encode(json.dumps({**claims.payload, "sub": "mallory"}).encode()).decode()
+    with pytest.raises(InvalidSignature):
+        verify_alb_token(f"{head}.{other}.{sig}", gateway.alb_key_pem, signer=GATEWAY_ARN)
+
+
+def test_api_route_without_session_is_401_and_public_route_needs_none(gateway: Gateway, upstream: Upstream) -> None:
+    r = requests.get(gateway.url + "/api/things", allow_redirects=False, timeout=10)
+    assert r.status_code == 401, (r.status_code, r.headers)
+    assert "Location" not in r.headers
+    assert r.headers.get("content-type", "").startswith("application/json")
+    # A login route answers 401 JSON, not a redirect, to a request that does not take HTML.
+    r = requests.get(gateway.url + "/app/data.json", headers={"Accept": "application/json"}, allow_redirects=False, timeout=10)
+    assert r.status_code == 401 and "Location" not in r.headers, (r.status_code, r.headers)
+    seen = echo(requests.get(gateway.url + "/public/ping", allow_redirects=False, timeout=10))
+    assert not [h for h in AMZN_HEADERS if h in seen["headers"]], "a public route carries no user headers"
+    # Nothing configured at / : not found, no redirect to the IdP.
+    r = requests.get(gateway.url + "/elsewhere", allow_redirects=False, timeout=10)
+    assert r.status_code == 404, r.status_code
+
+    # The api route with a session: the user headers, no redirect.
+    lg = login(gateway, uid("api-user"), "/app/")
+    seen = echo(lg.session.get(gateway.url + "/api/things", allow_redirects=False, timeout=10))
+    assert header(seen, "x-amzn-oidc-identity") and header(seen, "x-amzn-oidc-data")
+
+
+def test_sse_streams_through_the_gateway(gateway: Gateway, upstream: Upstream) -> None:
+    lg = login(gateway, uid("streamer"), "/app/")
+    upstream.sent_at.clear()
+    received: list[tuple[float, bytes]] = []
+    with lg.session.get(gateway.url + "/app/events", stream=True, timeout=15) as r:
+        assert r.status_code == 200, r.status_code
+        assert r.headers["content-type"].startswith("text/event-stream")
+        buf = b""
+        for chunk in r.iter_content(chunk_size=None):
+            buf += chunk
+            while b"\n\n" in buf:
+                event, buf = buf.split(b"\n\n", 1)
+                received.append((time.monotonic(), event))
+    assert [e for _, e in received] == [f"event: tick\ndata: {i}".encode() for i in range(3)]
+    assert len(upstream.sent_at) == 3
+    assert received[0][0] < upstream.sent_at[2], (
+        "the first event reached the client only after the upstream had sent the last one: the gateway buffers"
+    )
+    assert received[0][0] < upstream.sent_at[0] + 0.15, "the first event was held back"
+
+
+def test_logout_ends_the_session(gateway: Gateway, idp: OidcProvider) -> None:
+    lg = login(gateway, uid("leaver"), "/app/")
+    cookie = lg.cookie
+    assert cookie
+    r = lg.session.get(gateway.url + LOGOUT_PATH, allow_redirects=False, timeout=10)
+    assert r.status_code in (200, 302, 303), r.status_code
+    assert_redirects_to_idp(lg.session.get(gateway.url + "/app/", allow_redirects=False, timeout=10), idp)
+    # The old cookie value, replayed by someone who copied it, is dead too.
+    r = requests.get(gateway.url + "/app/", headers=BROWSER_HEADERS, cookies={SESSION_COOKIE: cookie}, allow_redirects=False, timeout=10)
+    assert_redirects_to_idp(r, idp)
+
+
+# --------------------------------------------------------------------------- binding behind the gateway
+@pytest.fixture(scope="module")
+def binding_behind_gateway(
+    server: Latchkey, idp: OidcProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[BindingService, Gateway]]:
+    """`latchkey serve binding` trusting the gateway's key endpoint and signer, routed at
+    /oauth2/session-binding (the gateway forwards the full path). The gateway's port is
+    picked first, so the binding service knows the key URL before the gateway starts."""
+    port = free_port()
+    key_url = f"http://127.0.0.1:{port}/.well-known/alb-keys/{{kid}}"
+    binding = BindingService(server, tmp_path_factory.mktemp("gw-binding"), ["--alb-signer", GATEWAY_ARN, "--alb-key-url-template", key_url])
+    gw = Gateway(
+        tmp_path_factory.mktemp("gw-b"), idp, [f"/oauth2/session-binding={binding.url};login"], client_id=uid("gw-binding"), port=port
+    )
+    try:
+        gw.start()
+        yield binding, gw
+    finally:
+        gw.stop()
+        binding.stop()
+
+
+def test_binding_service_accepts_the_user_the_gateway_signed_in(binding_behind_gateway: tuple[BindingService, Gateway]) -> None:
+    binding, gw = binding_behind_gateway
+    session_id = "urn:ietf:params:oauth:request_uri:" + uuid.uuid4().hex
+    path = "/oauth2/session-binding?" + urlencode({"session_id": session_id})
+    user = uid("bound")
+    lg = login(gw, user, path)
+    page = lg.final
+    assert page is not None and lg.final.url.startswith(gw.url + "/oauth2/session-binding"), lg.hops
+    # Verified user + a link the identity service does not know: "Unknown link" (404),
+    # where an unverified one would get "Not signed in" (401).
+    assert page.status_code == 404 and "Unknown link" in page.text, (page.status_code, page.text[:300])
+    assert "Not signed in" not in page.text
+
+    # Control: the same request straight to the binding service with claims signed by
+    # another key (same kid and signer) is not a signed-in user.
+    other = KeyServer()
+    try:
+        key = other.new_key("gw-forged-kid")
+        forged = alb_token(key, "gw-forged-kid", user, signer=GATEWAY_ARN)
+        r = requests.get(binding.url + path, headers={"x-amzn-oidc-data": forged}, timeout=10)
+        assert r.status_code == 401 and "Not signed in" in r.text, (r.status_code, r.text[:300])
+    finally:
+        other.httpd.shutdown()
+    log = binding.log.read_text()
+    assert "unknown-link" in log and "source=alb" in log.replace('"', "").replace("source: ", "source="), log[-2000:]
+
+
+# --------------------------------------------------------------------------- real browser
+def test_login_in_headless_chromium(gateway: Gateway) -> None:
+    chromium = os.environ.get("LATCHKEY_TEST_CHROMIUM", "/usr/bin/chromium")
+    assert shutil.which(chromium), f"{chromium} is missing: apt-get install -y chromium (scripts/test does)"
+    assert (BROWSER_DIR / "node_modules" / "playwright-core").is_dir(), (
+        "tests/browser/node_modules is missing: npm ci --prefix tests/browser (scripts/test does)"
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "gateway-login.png"
+    shot.unlink(missing_ok=True)
+    user = uid("chromium")
+    cp = subprocess.run(
+        [
+            "node", str(BROWSER_DIR / "gateway_login.mjs"),
+            "--url", gateway.url + "/app/page",
+            "--user", user,
+            "--screenshot", str(shot),
+            "--expect-text", f"Hello {user}",
+            "--chromium", chromium,
+        ],
+        cwd=BROWSER_DIR, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    lines = [l for l in cp.stdout.splitlines() if l.startswith("{")]
+    assert lines, f"no result from the browser (exit {cp.returncode}): {cp.stdout[-2000:]} {cp.stderr[-2000:]}"
+    result = json.loads(lines[-1])
+    assert cp.returncode == 0 and "error" not in result, result
+    assert result["finalUrl"] == gateway.url + "/app/page", result
+    assert f"Hello {user} from the upstream" in result["text"], result["text"]
+    assert any(h.startswith(gateway.provider.issuer + "/interaction/") for h in result["hops"]), result["hops"]
+    assert shot.is_file() and shot.stat().st_size > 1000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- attacks
+def test_forged_amzn_headers_from_the_client_are_stripped(gateway: Gateway, upstream: Upstream) -> None:
+    lg = login(gateway, uid("honest"), "/app/")
+    forged = {
+        "x-amzn-oidc-data": "eyJmb3JnZWQiOnRydWV9.eyJzdWIiOiJtYWxsb3J5In0=.AAAA",
+        "X-Amzn-Oidc-Identity": "mallory",
+        "X-AMZN-OIDC-ACCESSTOKEN": "forged-access-token",
+    }
+    seen = echo(lg.session.get(gateway.url + "/app/whoami", headers=forged, timeout=10))
+    for name in AMZN_HEADERS:
+        values = header(seen, name)
+        assert len(values) == 1, f"{name}: {values}"
+    assert header(seen, "x-amzn-oidc-identity") != ["mallory"]
+    assert header(seen, "x-amzn-oidc-data")[0] != forged["x-amzn-oidc-data"]
+    assert header(seen, "x-amzn-oidc-accesstoken")[0] != forged["X-AMZN-OIDC-ACCESSTOKEN"]
+    # Without a session, on a public route: no x-amzn-oidc-* at all.
+    seen = echo(requests.get(gateway.url + "/public/whoami", headers=forged, timeout=10))
+    assert not [h for h in AMZN_HEADERS if h in seen["headers"]], seen["headers"]
+
+
+def test_tampered_session_cookie_is_sent_to_login(gateway: Gateway, idp: OidcProvider, upstream: Upstream) -> None:
+    lg = login(gateway, uid("victim"), "/app/")
+    cookie = lg.cookie
+    assert cookie and len(cookie) > 16
+    before = len(upstream.seen)
+    mid = len(cookie) // 2
+    flipped = cookie[:mid] + ("A" if cookie[mid] != "A" else "B") + cookie[mid + 1 :]
+    for bad in (flipped, cookie[:-2], cookie + "AA", "x" * len(cookie), ""):
+        r = requests.get(gateway.url + "/app/", headers=BROWSER_HEADERS, cookies={SESSION_COOKIE: bad}, allow_redirects=False, timeout=10)
+        assert_redirects_to_idp(r, idp)
+        r = requests.get(gateway.url + "/api/", cookies={SESSION_COOKIE: bad}, allow_redirects=False, timeout=10)
+        assert r.status_code == 401, r.status_code
+    assert len(upstream.seen) == before, "a request with a tampered cookie reached the upstream"
+    # The genuine cookie still works.
+    assert echo(requests.get(gateway.url + "/app/", cookies={SESSION_COOKIE: cookie}, timeout=10))
+
+
+def test_replayed_state_at_the_callback_is_refused(gateway: Gateway, idp: OidcProvider) -> None:
+    victim, callback = to_callback(gateway, uid("replay"))
+    stolen_jar = browser()
+    stolen_jar.cookies.update(victim.cookies)  # an attacker with the callback URL and the cookies
+    ok = victim.get(callback, allow_redirects=False, timeout=10)
+    assert ok.status_code in (302, 303) and SESSION_COOKIE in ok.cookies, (ok.status_code, ok.text[:200])
+
+    again = victim.get(callback, allow_redirects=False, timeout=10)
+    assert 400 <= again.status_code < 500, again.status_code
+    assert SESSION_COOKIE not in again.cookies, "a replayed callback set a session"
+    replay = stolen_jar.get(callback, allow_redirects=False, timeout=10)
+    assert 400 <= replay.status_code < 500, replay.status_code
+    assert SESSION_COOKIE not in replay.cookies
+    stolen_jar.cookies.pop(SESSION_COOKIE, None)
+    assert_redirects_to_idp(stolen_jar.get(gateway.url + "/app/", allow_redirects=False, timeout=10), idp)
+
+
+def _with_query(url: str, **changes: str) -> str:
+    u = urlparse(url)
+    q = {k: v[0] for k, v in parse_qs(u.query).items()}
+    q.update(changes)
+    return urlunparse(u._replace(query=urlencode(q)))
+
+
+def test_wrong_state_at_the_callback_is_refused(gateway: Gateway, idp: OidcProvider) -> None:
+    jar, callback = to_callback(gateway, uid("wrongstate"))
+    for state in ("not-the-state", "", "A" * 2000):
+        r = jar.get(_with_query(callback, state=state), allow_redirects=False, timeout=10)
+        assert 400 <= r.status_code < 500, (state[:10], r.status_code)
+        assert SESSION_COOKIE not in r.cookies
+    no_state = urlparse(callback)
+    q = {k: v[0] for k, v in parse_qs(no_state.query).items() if k != "state"}
+    r = jar.get(urlunparse(no_state._replace(query=urlencode(q))), allow_redirects=False, timeout=10)
+    assert 400 <= r.status_code < 500 and SESSION_COOKIE not in r.cookies, r.status_code
+    assert_redirects_to_idp(jar.get(gateway.url + "/app/", allow_redirects=False, timeout=10), idp)
+
+
+def test_callback_opened_in_another_browser_is_refused(gateway: Gateway, idp: OidcProvider) -> None:
+    """Login CSRF / session fixation: the attacker logs in as themself, stops before the
+    callback and gets the victim's browser to open it. The state must be bound to the
+    browser that started the login (as an ALB's AWSELBAuthSessionCookie nonce is)."""
+    _, callback = to_callback(gateway, uid("attacker"))
+    victim = browser()
+    r = victim.get(callback, allow_redirects=False, timeout=10)
+    assert 400 <= r.status_code < 500, f"the victim's browser was signed in as the attacker ({r.status_code})"
+    assert SESSION_COOKIE not in r.cookies
+
+
+OPEN_REDIRECT_TARGETS = ["//evil.example", "https://evil.example", "/\\evil.example", "/%2F%2Fevil.example", "//evil.example/app/"]
+
+
+@pytest.fixture(scope="module")
+def catch_all_gateway(gateways: Callable[..., Gateway], upstream: Upstream) -> Gateway:
+    return gateways([f"/={upstream.url};login"], name="gw-catchall")
+
+
+@pytest.mark.parametrize("target", OPEN_REDIRECT_TARGETS)
+def test_no_open_redirect_through_the_return_path(catch_all_gateway: Gateway, idp: OidcProvider, target: str) -> None:
+    gw = catch_all_gateway
+    first = raw_request(gw.url, target)
+    if 400 <= first.status < 500:
+        return  # refused outright: nothing to redirect to
+    assert first.status in (302, 303), first.status
+    location = first.header("Location") or ""
+    assert location.startswith(idp.issuer + "/"), f"{target!r} sent the browser to {location!r}"
+    s = browser()
+    copy_set_cookies(s, first)
+    result = drive_consent(location, uid("redirected"), session=s, provider=idp, stop_at_callback=True)
+    assert result.callback_url and result.callback_url.startswith(gw.url + CALLBACK_PATH), result
+    r = s.get(result.callback_url, allow_redirects=False, timeout=10)
+    assert r.status_code in (302, 303), r.status_code
+    back = r.headers["Location"]
+    assert back.startswith("/") and not back.startswith("//") and not back.startswith("/\\") or back.startswith(gw.url + "/"), (
+        f"after login {target!r} sent the browser to {back!r}"
+    )
+    assert "evil.example" not in urlparse(back if "://" in back else gw.url + back).netloc
+    final, urls = follow(s, gw.url + back if back.startswith("/") else back, allowed_origins={gw.url})
+    assert all(origin(u) == gw.url for u in urls), urls
+
+
+@pytest.fixture(scope="module")
+def short_session_gateway(gateways: Callable[..., Gateway], upstream: Upstream) -> Gateway:
+    return gateways(
+        [f"/app={upstream.url};login"],
+        ["--session-idle-seconds", "2", "--session-absolute-seconds", "5"],
+        name="gw-short",
+    )
+
+
+def test_idle_session_expires(short_session_gateway: Gateway, idp: OidcProvider) -> None:
+    gw = short_session_gateway
+    lg = login(gw, uid("idle"), "/app/")
+    assert echo(lg.session.get(gw.url + "/app/", allow_redirects=False, timeout=10))
+    time.sleep(3.2)
+    assert_redirects_to_idp(lg.session.get(gw.url + "/app/", allow_redirects=False, timeout=10), idp)
+
+
+def test_absolute_session_lifetime_ends_an_active_session(short_session_gateway: Gateway, idp: OidcProvider) -> None:
+    gw = short_session_gateway
+    lg = login(gw, uid("busy"), "/app/")
+    started = time.monotonic()
+    statuses = []
+    while time.monotonic() - started < 7:
+        r = lg.session.get(gw.url + "/app/", allow_redirects=False, timeout=10)
+        statuses.append((round(time.monotonic() - started, 1), r.status_code))
+        if r.status_code != 200:
+            assert_redirects_to_idp(r, idp)
+            break
+        time.sleep(1)
+    assert statuses[0][1] == 200 and statuses[-1][1] in (302, 303), statuses
+    assert statuses[-1][0] >= 4, f"ended before the absolute lifetime: {statuses}"
+
+
+def test_oversized_header_is_refused(gateway: Gateway, upstream: Upstream) -> None:
+    before = len(upstream.seen)
+    big = "a" * (64 * 1024)
+    try:
+        r = raw_request(gateway.url, "/public/big", headers={"Cookie": f"junk={big}"})
+        status = r.status
+    except (ConnectionError, OSError) as e:  # pragma: no cover - reported below
+        pytest.fail(f"the gateway dropped the connection instead of answering 431/400: {e!r}")
+    assert status in (431, 400), status
+    assert len(upstream.seen) == before
+
+
+@pytest.fixture(scope="module")
+def rate_limited_gateway(gateways: Callable[..., Gateway], upstream: Upstream) -> Gateway:
+    return gateways([f"/public={upstream.url};public"], ["--rate-limit-per-ip", "5"], name="gw-rate")
+
+
+def test_rate_limit_burst_gets_429_with_retry_after(rate_limited_gateway: Gateway) -> None:
+    s = requests.Session()
+    statuses, limited = [], None
+    for _ in range(40):
+        r = s.get(rate_limited_gateway.url + "/public/x", timeout=10)
+        statuses.append(r.status_code)
+        if r.status_code == 429 and limited is None:
+            limited = r
+    assert limited is not None, f"no 429 in a burst of 40: {statuses}"
+    assert statuses[:5] == [200] * 5, statuses
+    retry = limited.headers.get("Retry-After")
+    assert retry is not None and retry.isdigit() and int(retry) >= 1, limited.headers
+    time.sleep(int(retry) + 0.2)
+    assert s.get(rate_limited_gateway.url + "/public/x", timeout=10).status_code == 200, "the limit never lifts"
+
+
+@pytest.mark.parametrize("target", ["/app/%2e%2e/secret", "/app/%2E%2E/secret", "/app/.%2e/secret", "/app/../secret", "/public/%2e%2e/app/secret"])
+def test_path_traversal_is_refused(gateway: Gateway, upstream: Upstream, target: str) -> None:
+    before = len(upstream.seen)
+    r = raw_request(gateway.url, target)
+    assert r.status == 400, r.status
+    assert len(upstream.seen) == before, "a traversal path reached the upstream"
+
+
+def test_access_log_never_holds_cookies_codes_state_or_tokens(gateway: Gateway, idp: OidcProvider, upstream: Upstream) -> None:
+    user = uid("logged")
+    jar, callback = to_callback(gateway, user, "/app/secret-free?q=1")
+    # Whatever the gateway set before the callback (the cookie binding the login to this
+    # browser) is as secret as the session cookie.
+    pre_login = {c.name: c.value for c in jar.cookies if c.name.startswith(SESSION_COOKIE)}
+    r, _ = follow(jar, callback, allowed_origins={gateway.url})
+    seen = echo(r)
+    cookie = jar.cookies.get(SESSION_COOKIE)
+    assert cookie
+    state = parse_qs(urlparse(callback).query)["state"][0]
+    code = parse_qs(urlparse(callback).query)["code"][0]
+    # More requests that carry secrets: a replayed callback, a bearer, a tampered cookie.
+    jar.get(callback, allow_redirects=False, timeout=10)
+    jar.get(gateway.url + "/app/again", headers={"Authorization": "Bearer gw-bearer-" + "q" * 20}, timeout=10)
+    requests.get(gateway.url + "/app/", headers=BROWSER_HEADERS, cookies={SESSION_COOKIE: cookie + "x"}, allow_redirects=False, timeout=10)
+    time.sleep(0.5)  # the access log is written by its own thread
+    secrets = {
+        "session cookie": cookie,
+        "state": state,
+        "authorization code": code,
+        "access token": header(seen, "x-amzn-oidc-accesstoken")[0],
+        "claims header": header(seen, "x-amzn-oidc-data")[0],
+        "claims signature": header(seen, "x-amzn-oidc-data")[0].split(".")[2],
+        "client secret": gateway.client_secret,
+        "bearer": "gw-bearer-" + "q" * 20,
+        **{f"cookie {name}": value for name, value in pre_login.items() if value},
+    }
+    out = gateway.output()
+    entries = gateway.access_log()
+    assert any(e.get("path") == "/app/secret-free" for e in entries), "no access log line for the request"
+    assert any(e.get("path") == CALLBACK_PATH for e in entries), "no access log line for the callback"
+    assert any(e.get("user") == user for e in entries), "the access log does not name the user"
+    for what, value in secrets.items():
+        assert value and value not in out, f"the {what} appeared in the gateway's output"
