@@ -230,7 +230,8 @@ fn session_id(state: &Inner, headers: &HeaderMap) -> Option<String> {
 /// What the proxy needs of a valid session.
 struct User {
     subject: String,
-    claims: serde_json::Map<String, serde_json::Value>,
+    /// The signed `x-amzn-oidc-data` token (`None` if signing failed).
+    alb_token: Option<String>,
     access_token: SecretString,
 }
 
@@ -265,9 +266,26 @@ async fn current_user(state: &Inner, headers: &HeaderMap) -> Option<User> {
         }
     }
     session.last_seen_secs = now;
+    let alb_token = match &session.alb_token {
+        Some((token, exp)) if exp.saturating_sub(now) > ALB_TOKEN_LIFETIME_SECONDS / 2 => {
+            Some(token.clone())
+        }
+        _ => {
+            let exp = now + ALB_TOKEN_LIFETIME_SECONDS;
+            let token = state.signer.sign(
+                &state.config.oidc_issuer,
+                &state.config.oidc_client_id,
+                &state.config.alb_signer,
+                exp,
+                session.claims.clone(),
+            );
+            session.alb_token = token.clone().map(|t| (t, exp));
+            token
+        }
+    };
     Some(User {
         subject: session.subject.clone(),
-        claims: session.claims.clone(),
+        alb_token,
         access_token: session.access_token.clone(),
     })
 }
@@ -285,6 +303,7 @@ async fn refresh(state: &Inner, session: &mut Session, refresh_token: SecretStri
         match state.rp.verify_id_token(id_token, None).await {
             Ok(id) if id.subject == session.subject => {
                 session.claims = user_claims(&id.claims);
+                session.alb_token = None;
                 session.id_token = Some(id_token.clone());
             }
             Ok(_) => {
@@ -461,6 +480,7 @@ async fn callback(
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
             access_expires_at: tokens.access_expires_at,
+            alb_token: None,
             created_secs: now,
             last_seen_secs: now,
         },
@@ -731,14 +751,7 @@ async fn forward(
     }
 
     if let Some(user) = &user {
-        let exp = state.clock.now_secs() + ALB_TOKEN_LIFETIME_SECONDS;
-        let token = state.signer.sign(
-            &state.config.oidc_issuer,
-            &state.config.oidc_client_id,
-            &state.config.alb_signer,
-            exp,
-            user.claims.clone(),
-        );
+        let token = user.alb_token.clone();
         let values = (
             token.and_then(|t| HeaderValue::from_str(&t).ok()),
             HeaderValue::from_str(&user.subject).ok(),
@@ -826,6 +839,7 @@ mod tests {
                 access_token: SecretString::from("at"),
                 refresh_token: None,
                 access_expires_at: None,
+                alb_token: None,
                 created_secs: now,
                 last_seen_secs: now,
             },

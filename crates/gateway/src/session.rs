@@ -35,6 +35,10 @@ pub struct Session {
     pub access_token: SecretString,
     pub refresh_token: Option<SecretString>,
     pub access_expires_at: Option<i64>,
+    /// The last `x-amzn-oidc-data` token sent for this session and its `exp`: reused until
+    /// half its lifetime is gone (signing is ES256, about a quarter of the proxy's CPU
+    /// when done per request).
+    pub alb_token: Option<(String, i64)>,
     pub created_secs: i64,
     pub last_seen_secs: i64,
 }
