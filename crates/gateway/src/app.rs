@@ -244,8 +244,10 @@ async fn current_user(state: &Inner, headers: &HeaderMap) -> Option<User> {
     let now = state.clock.now_secs();
     let absolute = i64::try_from(state.config.session_absolute.as_secs()).unwrap_or(i64::MAX);
     let idle = i64::try_from(state.config.session_idle.as_secs()).unwrap_or(i64::MAX);
-    if now.saturating_sub(session.created_secs) >= absolute
-        || now.saturating_sub(session.last_seen_secs) >= idle
+    // Whole seconds: `>` so that a session always lasts at least the configured time (with
+    // `>=` a 2 s idle timeout could end a session after 1.01 s of real idleness).
+    if now.saturating_sub(session.created_secs) > absolute
+        || now.saturating_sub(session.last_seen_secs) > idle
     {
         drop(session);
         state.sessions.delete(&id);
@@ -868,12 +870,19 @@ mod tests {
                 Some("alice".into())
             );
         }
+        // At the limit itself it still holds (a session lasts at least its lifetime)…
         clock.advance_ms(20_000);
+        assert!(
+            current_user(inner, &headers).await.is_some(),
+            "at the absolute limit"
+        );
+        // …and one second later it is gone.
+        clock.advance_ms(1_000);
         assert!(current_user(inner, &headers).await.is_none(), "absolute");
         assert_eq!(gateway.session_count(), 0);
         // Idle for longer than the idle timeout.
         let headers = sign_in(&gateway, "bob");
-        clock.advance_ms(30_000);
+        clock.advance_ms(31_000);
         assert!(current_user(inner, &headers).await.is_none(), "idle");
         assert_eq!(gateway.session_count(), 0);
     }
