@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -31,17 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "python"))
-from binding_harness import ALB_ARN, KeyServer, alb_token  # noqa: E402
-
-
-def start(cmd: list[str], env: dict[str, str], pattern: str, log: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=open(log, "wb"), stdin=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    m = re.search(pattern, line)
-    if not m:
-        raise SystemExit(f"bench: {cmd[0]} did not start: {line!r}\n{log.read_text()}")
-    return proc, m.group(1)
+from binding_harness import ALB_ARN, KeyServer, alb_token, spawn_listening  # noqa: E402
 
 
 def call(url: str, path: str, bearer: str, body: dict) -> dict:
@@ -178,14 +167,14 @@ def main() -> None:
     try:
         cred = json.loads(subprocess.check_output([binary, "admin", "credentials", "create", "--role", "admin", "--json", "--data-dir", str(work / "id")], env=env))
         admin = f"{cred['accessKeyId']}:{cred['secretAccessKey']}"
-        identity, id_url = start([binary, "serve", "identity", "--listen", "127.0.0.1:0", "--data-dir", str(work / "id")], env, r"(http://127\.0\.0\.1:\d+)", work / "identity.log")
+        identity, id_url = spawn_listening([binary, "serve", "identity", "--listen", "127.0.0.1:0", "--data-dir", str(work / "id")], env, work / "identity.log")
         procs.append(identity)
         return_url = "http://127.0.0.1:9/oauth2/session-binding"
         call(id_url, "/identities/CreateWorkloadIdentity", admin, {"name": "bench-agent", "allowedResourceOauth2ReturnUrls": [return_url], "tags": {"latchkey:allow-user-id": "true"}})
         wl = json.loads(subprocess.check_output([binary, "admin", "credentials", "create", "--role", "workload:bench-agent", "--json", "--data-dir", str(work / "id")], env=env))
 
         def start_llm(delay_ms: int) -> tuple[subprocess.Popen[str], str]:
-            p, url = start([sys.executable, str(ROOT / "tests/llm/scripted_llm.py"), "--port", "0", "--chunk-delay-ms", str(delay_ms)], env, r"(http://127\.0\.0\.1:\d+)", work / f"llm-{delay_ms}.log")
+            p, url = spawn_listening([sys.executable, str(ROOT / "tests/llm/scripted_llm.py"), "--port", "0", "--chunk-delay-ms", str(delay_ms)], env, work / f"llm-{delay_ms}.log")
             procs.append(p)
             return p, url
 
@@ -195,12 +184,12 @@ def main() -> None:
 
         def start_agent(llm_url: str, name: str) -> subprocess.Popen[str]:
             agent_env = dict(env, LATCHKEY_AGENT_CREDENTIAL=f"{wl['accessKeyId']}:{wl['secretAccessKey']}")
-            p, url = start(
+            p, url = spawn_listening(
                 [binary, "serve", "agent", "--listen", "127.0.0.1:0", "--identity-url", id_url, "--workload-name", "bench-agent",
                  "--return-url", return_url, "--alb-signer", ALB_ARN, "--alb-key-url-template", keys.url + "/{kid}",
                  "--allow-private-addresses", "true", "--store-dir", str(work / name), "--llm-provider", "openai",
                  "--llm-model", "scripted", "--llm-base-url", llm_url + "/v1", "--llm-timeout-seconds", "120"],
-                agent_env, r"(http://127\.0\.0\.1:\d+)", work / f"{name}.log")
+                agent_env, work / f"{name}.log")
             procs.append(p)
             return p, url
 

@@ -22,6 +22,19 @@ from lk_harness import Latchkey
 
 ALB_ARN = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/latchkey-test/50dc6c495c0c9188"
 
+def spawn_listening(cmd: list[str], env: dict[str, str] | None, log: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start a service whose first stdout line names its loopback URL (`latchkey serve …`,
+    tests/llm/scripted_llm.py); stderr goes to `log`. Returns the process and the URL."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=open(log, "wb"), stdin=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    m = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+    if not m:
+        proc.kill()
+        raise AssertionError(f"{cmd[0]} {' '.join(cmd[1:3])} did not start: {line!r} {log.read_text() if log.exists() else ''}")
+    return proc, m.group(1)
+
+
 
 # --------------------------------------------------------------------------- ALB keys
 class KeyServer:
@@ -74,19 +87,11 @@ class BindingService:
         env["LATCHKEY_BINDING_CREDENTIAL"] = f"{cred.access_key_id}:{cred.secret_access_key}"
         self.log = workdir / "binding.log"
         self.secret = cred.secret_access_key
-        self.proc = subprocess.Popen(
+        self.proc, self.url = spawn_listening(
             [server.bin, "serve", "binding", "--listen", "127.0.0.1:0", "--identity-url", server.url, "--allow-private-addresses", "true", *args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=open(self.log, "wb"),
-            stdin=subprocess.DEVNULL,
-            text=True,
+            env,
+            self.log,
         )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-        assert m, f"binding did not start: {line!r} {self.log.read_text() if self.log.exists() else ''}"
-        self.url = m.group(1)
         self.binding_url = f"{self.url}/oauth2/session-binding"
 
     def stop(self) -> str:

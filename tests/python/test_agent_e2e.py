@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import subprocess
 import sys
 import socket
@@ -32,7 +31,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from binding_harness import ALB_ARN, BindingService, KeyServer, alb_token
+from binding_harness import ALB_ARN, BindingService, KeyServer, alb_token, spawn_listening
 from flows_harness import Browser, create_custom_provider, running_provider
 from lk_harness import Latchkey, uniq
 from oidc import OidcProvider, ResourceApi
@@ -64,17 +63,7 @@ def key_server() -> Iterator[KeyServer]:
 
 class ScriptedLlm:
     def __init__(self, workdir: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests/llm/scripted_llm.py"), "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=open(workdir / "llm.log", "wb"),
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        m = re.search(r"(http://127\.0\.0\.1:\d+)", self.proc.stdout.readline())
-        assert m, "the scripted LLM did not start"
-        self.url = m.group(1)
+        self.proc, self.url = spawn_listening([sys.executable, str(ROOT / "tests/llm/scripted_llm.py"), "--port", "0"], None, workdir / "llm.log")
 
     def requests(self) -> list[dict[str, Any]]:
         return requests.get(self.url + "/__test/requests", timeout=5).json()
@@ -101,7 +90,7 @@ class Agent:
         env["LATCHKEY_LOG_LEVEL"] = "debug"
         env.update(extra_env or {})
         self.log = workdir / "agent.log"
-        self.proc = subprocess.Popen(
+        self.proc, self.url = spawn_listening(
             [
                 server.bin, "serve", "agent", "--listen", "127.0.0.1:0",
                 "--identity-url", server.url, "--workload-name", workload, "--return-url", return_url,
@@ -112,17 +101,9 @@ class Agent:
                 "--github-base-url", github.url, "--github-provider", provider,
                 *(extra or []),
             ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=open(self.log, "wb"),
-            stdin=subprocess.DEVNULL,
-            text=True,
+            env,
+            self.log,
         )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-        assert m, f"agent did not start: {line!r} {self.log.read_text()}"
-        self.url = m.group(1)
 
     def invoke(self, header: str | None, session: str, message: str) -> tuple[int, list[tuple[str, dict[str, Any]]], str]:
         headers = {"content-type": "application/json"}
