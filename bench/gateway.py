@@ -1,14 +1,16 @@
 """Benchmark of the gateway (`latchkey serve gateway`), driven by bench/gateway.
 
 One run, one identity provider (oidc-provider, tests/oidc), one backend (nginx `return 200`
-with a small body), four ways in, measured with wrk at the same connections and duration:
+with a small body, in an nginx instance of its own so that no proxy under test shares a
+process with it), four ways in, measured with wrk at the same connections and duration:
 
   1. gateway        authenticated requests with a valid `latchkey-gw` session cookie
                     (cookie opened, session looked up, ES256 claims header signed or reused,
                     user headers injected, access log line written)
   2. mod_auth_openidc  Apache 2.4 + mod_auth_openidc (server-cache sessions in shm) with
                     its own session after a scripted login against the same provider
-  3. nginx          nginx as a plain reverse proxy, no authentication
+  3. nginx          nginx as a plain reverse proxy, no authentication (a second nginx
+                    instance, with keep-alive connections to the backend)
   4. direct         straight to the backend
   and, to split the gateway's cost, the gateway on a `public` route (proxying only: no
   cookie, no session, no claims header).
@@ -195,14 +197,14 @@ def main() -> None:
     apache_conf: Path | None = None
     try:
         idp.start()
-        # nginx: backend + plain proxy
-        nginx_conf = render(CONF / "nginx.conf.tmpl", work / "nginx.conf", {
-            "WORK": str(work), "BACKEND_PORT": str(backend_port), "PROXY_PORT": str(proxy_port),
-            "WORKERS": os.environ.get("BENCH_NGINX_WORKERS", "auto"), "USER": user, "GROUP": group,
-        })
-        nginx = subprocess.Popen(["nginx", "-c", str(nginx_conf), "-p", str(work)], stdin=subprocess.DEVNULL,
-                                 stdout=open(work / "nginx.out", "wb"), stderr=subprocess.STDOUT)
-        procs.append(nginx)
+        # nginx: the backend, and (another instance) the plain proxy
+        for role in ("backend", "proxy"):
+            conf = render(CONF / f"nginx-{role}.conf.tmpl", work / f"nginx-{role}.conf", {
+                "WORK": str(work), "BACKEND_PORT": str(backend_port), "PROXY_PORT": str(proxy_port),
+                "WORKERS": os.environ.get("BENCH_NGINX_WORKERS", "auto"), "USER": user, "GROUP": group,
+            })
+            procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)], stdin=subprocess.DEVNULL,
+                                          stdout=open(work / f"nginx-{role}.out", "wb"), stderr=subprocess.STDOUT))
         wait_port(backend_port, "nginx (backend)")
         wait_port(proxy_port, "nginx (proxy)")
 

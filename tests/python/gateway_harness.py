@@ -66,6 +66,8 @@ class Seen:
     method: str
     path: str
     headers: dict[str, list[str]]  # lower-case name -> values, in order
+    body_length: int = 0  # bytes of request body read (Content-Length or chunked)
+    client_port: int = 0  # the gateway's side of the connection it came on
 
     def one(self, name: str) -> str | None:
         values = self.headers.get(name.lower())
@@ -78,6 +80,8 @@ class Upstream:
     - any path ending in `/events`: 3 SSE events 200 ms apart (chunked, flushed each time);
       `sent_at` keeps the monotonic time each one was written;
     - any path ending in `/page`: an HTML page naming `x-amzn-oidc-identity`;
+    - any path ending in `/close-after`: the JSON echo, then the connection is closed
+      without `Connection: close`;
     - anything else: JSON `{"method", "path", "headers"}` of what it received.
     Every request is kept in `seen`."""
 
@@ -94,7 +98,7 @@ class Upstream:
                 headers: dict[str, list[str]] = {}
                 for k, v in self.headers.items():
                     headers.setdefault(k.lower(), []).append(v)
-                seen = Seen(self.command, self.path, headers)
+                seen = Seen(self.command, self.path, headers, client_port=self.client_address[1])
                 outer.seen.append(seen)
                 return seen
 
@@ -102,7 +106,17 @@ class Upstream:
                 seen = self._record()
                 length = int(self.headers.get("content-length") or 0)
                 if length:
-                    self.rfile.read(length)
+                    seen.body_length = len(self.rfile.read(length))
+                elif "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+                    total = 0
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            break
+                        total += len(self.rfile.read(size))
+                        self.rfile.readline()
+                    seen.body_length = total
                 path = self.path.split("?", 1)[0]
                 if path.endswith("/events"):
                     self.send_response(200)
@@ -136,6 +150,10 @@ class Upstream:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(body)
+                if path.endswith("/close-after"):
+                    # Close the connection without saying so (as an upstream's idle
+                    # timeout does between requests).
+                    self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer  # noqa: N815
 

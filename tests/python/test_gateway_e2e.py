@@ -453,6 +453,50 @@ def test_oversized_header_is_refused(gateway: Gateway, upstream: Upstream) -> No
     assert len(upstream.seen) == before
 
 
+def test_upstream_connections_are_reused_and_a_closed_one_is_replaced(gateway: Gateway, upstream: Upstream) -> None:
+    s = requests.Session()
+    before = len(upstream.seen)
+    for i in range(20):
+        assert s.get(f"{gateway.url}/public/reuse/{i}", timeout=10).status_code == 200
+    ports = {seen.client_port for seen in upstream.seen[before:]}
+    # One client connection is served by one worker, which keeps one warm connection.
+    assert len(ports) == 1, f"20 sequential requests used {len(ports)} upstream connections"
+    # An upstream that drops each connection after answering: every request still works.
+    before = len(upstream.seen)
+    for i in range(10):
+        r = s.get(f"{gateway.url}/public/{i}/close-after", timeout=10)
+        assert r.status_code == 200, (i, r.status_code, r.text[:200])
+    assert len(upstream.seen) - before == 10
+
+
+@pytest.fixture(scope="module")
+def small_body_gateway(gateways: Callable[..., Gateway], upstream: Upstream) -> Gateway:
+    return gateways([f"/public={upstream.url};public"], ["--max-body-bytes", "1024"], name="gw-body")
+
+
+def test_body_over_the_limit_is_413_declared_or_streamed(small_body_gateway: Gateway, upstream: Upstream) -> None:
+    url = small_body_gateway.url + "/public/upload"
+    # Within the limit: forwarded whole.
+    r = requests.post(url, data=b"a" * 1024, timeout=10)
+    assert r.status_code == 200, (r.status_code, r.text[:200])
+    assert upstream.last().path == "/public/upload" and upstream.last().body_length == 1024
+    # Declared too large: refused before anything reaches the upstream.
+    before = len(upstream.seen)
+    r = requests.post(url, data=b"a" * 1025, timeout=10)
+    assert r.status_code == 413, r.status_code
+    assert r.json()["error"] == "payload_too_large"
+    assert len(upstream.seen) == before, "an oversized declared body reached the upstream"
+    # Streamed (chunked, no length) past the limit: cut off, 413, and the upstream never
+    # gets a complete body.
+    def chunks() -> Iterator[bytes]:
+        for _ in range(64):
+            yield b"b" * 512
+
+    r = requests.post(url, data=chunks(), timeout=10)
+    assert r.status_code == 413, (r.status_code, r.text[:200])
+    assert all(s.body_length <= 1024 for s in upstream.seen[before:]), "the upstream got more than the limit"
+
+
 @pytest.fixture(scope="module")
 def rate_limited_gateway(gateways: Callable[..., Gateway], upstream: Upstream) -> Gateway:
     return gateways([f"/public={upstream.url};public"], ["--rate-limit-per-ip", "5"], name="gw-rate")
@@ -510,6 +554,10 @@ def test_access_log_never_holds_cookies_codes_state_or_tokens(gateway: Gateway, 
         "bearer": "gw-bearer-" + "q" * 20,
         **{f"cookie {name}": value for name, value in pre_login.items() if value},
     }
+    # The access log is written in batches (within about 10 ms): wait for the lines.
+    deadline = time.monotonic() + 5
+    while not any(e.get("path") == "/app/secret-free" for e in gateway.access_log()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     out = gateway.output()
     entries = gateway.access_log()
     assert any(e.get("path") == "/app/secret-free" for e in entries), "no access log line for the request"

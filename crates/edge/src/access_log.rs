@@ -2,41 +2,47 @@
 //!
 //! An entry records who asked for what and how it went, never secrets: the path is
 //! stored without its query string (tokens and authorization codes travel there) and
-//! there is no field for cookies or headers. [`AccessLog::record`] only formats the
-//! line and hands it to a dedicated writer thread over a bounded channel, so a slow
-//! disk never stalls the async runtime (a caller waits only when
-//! [`QUEUE_CAPACITY`] lines are already pending). One writer means lines are never
-//! interleaved.
+//! there is no field for cookies or headers.
+//!
+//! [`AccessLog::record`] formats the line on the caller's thread and appends it to a
+//! shared buffer; one writer thread writes the buffer out in batches (it waits
+//! [`LINGER`] after the first line of a batch, so under load it makes about a hundred
+//! `write` calls a second instead of waking once per request, and at low rates a line
+//! appears within [`LINGER`]). A slow disk never stalls the async runtime until
+//! [`MAX_PENDING_BYTES`] are waiting; then callers wait for the writer (no line is
+//! dropped). One writer means lines are never interleaved.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-/// Lines that may wait for the writer before [`AccessLog::record`] blocks.
-pub const QUEUE_CAPACITY: usize = 16_384;
+/// Bytes that may wait for the writer before [`AccessLog::record`] blocks (8 MiB).
+pub const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long the writer collects lines before writing them out.
+pub const LINGER: Duration = Duration::from_millis(10);
 
 /// One request as it appears in the access log.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AccessLogEntry {
+pub struct AccessLogEntry<'a> {
     /// When the request arrived (written as RFC 3339).
     pub time: OffsetDateTime,
     /// The client address.
     pub client: IpAddr,
     /// The authenticated user, if any.
-    pub user: Option<String>,
+    pub user: Option<&'a str>,
     /// The request method.
-    pub method: String,
+    pub method: &'a str,
     /// The request path. A query string or fragment is stripped before writing.
-    pub path: String,
+    pub path: &'a str,
     /// The response status.
     pub status: u16,
     /// Response body bytes sent.
@@ -44,49 +50,136 @@ pub struct AccessLogEntry {
     /// Time from request head to response head, in milliseconds.
     pub latency_ms: f64,
     /// The upstream the request was forwarded to, if any.
-    pub upstream: Option<String>,
+    pub upstream: Option<&'a str>,
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    time: String,
-    client: IpAddr,
-    user: Option<&'a str>,
-    method: &'a str,
-    path: &'a str,
-    status: u16,
-    bytes: u64,
-    latency_ms: f64,
-    upstream: Option<&'a str>,
-}
-
-impl AccessLogEntry {
+impl AccessLogEntry<'_> {
     /// The entry as one JSON line (with the trailing newline).
     pub fn to_json_line(&self) -> String {
-        let time = self
-            .time
-            .format(&Rfc3339)
-            .unwrap_or_else(|_| self.time.unix_timestamp().to_string());
-        let line = Line {
-            time,
-            client: self.client,
-            user: self.user.as_deref(),
-            method: &self.method,
-            path: strip_query(&self.path),
-            status: self.status,
-            bytes: self.bytes,
-            latency_ms: if self.latency_ms.is_finite() {
-                self.latency_ms
-            } else {
-                0.0
-            },
-            upstream: self.upstream.as_deref(),
-        };
-        // Serializing plain strings and numbers cannot fail.
-        let mut text = serde_json::to_string(&line).unwrap_or_default();
-        text.push('\n');
-        text
+        let mut out = Vec::with_capacity(256);
+        self.write_json_line(&mut out);
+        // Only UTF-8 is written: JSON-escaped strings, digits and punctuation.
+        String::from_utf8(out).unwrap_or_default()
     }
+
+    /// Appends the entry as one JSON line (with the trailing newline) to `out`:
+    /// `time` (RFC 3339, UTC, nanoseconds), `client`, `user` (or null), `method`, `path`
+    /// (query and fragment stripped), `status`, `bytes`, `latency_ms` (three decimals),
+    /// `upstream` (or null). Written by hand (no `core::fmt` on the hot path: it was most
+    /// of the cost of a line).
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        // Writing to a Vec cannot fail.
+        let string = |out: &mut Vec<u8>, value: &str| {
+            let _ = serde_json::to_writer(&mut *out, value);
+        };
+        let optional = |out: &mut Vec<u8>, value: Option<&str>| match value {
+            Some(v) => string(out, v),
+            None => out.extend_from_slice(b"null"),
+        };
+        out.extend_from_slice(b"{\"time\":\"");
+        push_time(out, self.time);
+        out.extend_from_slice(b"\",\"client\":\"");
+        push_ip(out, self.client);
+        out.extend_from_slice(b"\",\"user\":");
+        optional(out, self.user);
+        out.extend_from_slice(b",\"method\":");
+        string(out, self.method);
+        out.extend_from_slice(b",\"path\":");
+        string(out, strip_query(self.path));
+        out.extend_from_slice(b",\"status\":");
+        push_u64(out, u64::from(self.status));
+        out.extend_from_slice(b",\"bytes\":");
+        push_u64(out, self.bytes);
+        out.extend_from_slice(b",\"latency_ms\":");
+        let micros = if self.latency_ms.is_finite() && self.latency_ms > 0.0 {
+            // Saturating float-to-int conversion; a latency never comes near the limit.
+            (self.latency_ms * 1000.0).round() as u64
+        } else {
+            0
+        };
+        push_u64(out, micros / 1000);
+        out.push(b'.');
+        push_padded(out, micros % 1000, 3);
+        out.extend_from_slice(b",\"upstream\":");
+        optional(out, self.upstream);
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// Decimal digits of `n`.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// The last `width` decimal digits of `n`, zero-padded.
+fn push_padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for at in (start..start + width).rev() {
+        out[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+thread_local! {
+    /// The formatted `YYYY-MM-DDTHH:MM:SS` of the last second a line was written in.
+    static SECOND: RefCell<(i64, [u8; 19])> = const { RefCell::new((i64::MIN, [0; 19])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (UTC).
+fn push_time(out: &mut Vec<u8>, time: OffsetDateTime) {
+    let seconds = time.unix_timestamp();
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != seconds {
+            let utc = time.to_offset(time::UtcOffset::UTC);
+            let mut buffer = Vec::with_capacity(19);
+            // Years outside 0..=9999 are not RFC 3339; they cannot come from a clock.
+            push_padded(&mut buffer, u64::try_from(utc.year()).unwrap_or(0), 4);
+            buffer.push(b'-');
+            push_padded(&mut buffer, u64::from(u8::from(utc.month())), 2);
+            buffer.push(b'-');
+            push_padded(&mut buffer, u64::from(utc.day()), 2);
+            buffer.push(b'T');
+            push_padded(&mut buffer, u64::from(utc.hour()), 2);
+            buffer.push(b':');
+            push_padded(&mut buffer, u64::from(utc.minute()), 2);
+            buffer.push(b':');
+            push_padded(&mut buffer, u64::from(utc.second()), 2);
+            text.copy_from_slice(&buffer);
+            *cached = seconds;
+        }
+        out.extend_from_slice(&text[..]);
+    });
+    out.push(b'.');
+    push_padded(out, u64::from(time.nanosecond()), 9);
+    out.push(b'Z');
 }
 
 /// The path up to (not including) the first `?` or `#`.
@@ -97,11 +190,6 @@ pub fn strip_query(path: &str) -> &str {
     }
 }
 
-enum Message {
-    Line(String),
-    Flush(SyncSender<()>),
-}
-
 /// Where access-log lines go. Clones share one writer.
 #[derive(Clone)]
 pub struct AccessLog {
@@ -109,9 +197,42 @@ pub struct AccessLog {
 }
 
 struct Writer {
-    sender: Option<SyncSender<Message>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     destination: String,
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Wakes the writer (lines after it went idle, a flush request, closing).
+    wake: Condvar,
+    /// Wakes callers waiting for room or for a flush.
+    written: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    data: Vec<u8>,
+    /// Bytes appended since the start, and bytes written and flushed since the start.
+    appended: u64,
+    flushed: u64,
+    /// The writer is waiting for lines (a caller must wake it).
+    idle: bool,
+    /// A caller waits in [`AccessLog::flush`]: write without lingering.
+    urgent: bool,
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+thread_local! {
+    /// Each thread formats its lines here before appending them to the shared buffer.
+    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl fmt::Debug for AccessLog {
@@ -157,11 +278,14 @@ impl AccessLog {
     }
 
     fn spawn(out: Box<dyn Write + Send>, destination: String) -> Self {
-        let (sender, receiver) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let shared = Arc::new(Shared::default());
         let name = destination.clone();
         let thread = std::thread::Builder::new()
             .name("access-log".to_owned())
-            .spawn(move || write_loop(receiver, out, &name));
+            .spawn({
+                let shared = shared.clone();
+                move || write_loop(&shared, out, &name)
+            });
         let thread = match thread {
             Ok(handle) => Some(handle),
             Err(error) => {
@@ -171,7 +295,7 @@ impl AccessLog {
         };
         Self {
             writer: Some(Arc::new(Writer {
-                sender: Some(sender),
+                shared,
                 thread,
                 destination,
             })),
@@ -179,14 +303,32 @@ impl AccessLog {
     }
 
     /// Queues one line for `entry`. Never writes a query string, cookie or header.
-    pub fn record(&self, entry: &AccessLogEntry) {
+    pub fn record(&self, entry: &AccessLogEntry<'_>) {
         let Some(writer) = &self.writer else {
             return;
         };
-        if let Some(sender) = &writer.sender {
-            // The writer thread only stops when the last clone is dropped.
-            let _ = sender.send(Message::Line(entry.to_json_line()));
-        }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            entry.write_json_line(line);
+            let shared = &writer.shared;
+            let mut pending = shared.lock();
+            while pending.data.len() >= MAX_PENDING_BYTES && !pending.closed {
+                pending = shared
+                    .written
+                    .wait(pending)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if pending.closed {
+                // The writer is gone (it can only stop early by a bug): nothing to queue.
+                return;
+            }
+            pending.data.extend_from_slice(line);
+            pending.appended += line.len() as u64;
+            if pending.idle {
+                pending.idle = false;
+                shared.wake.notify_one();
+            }
+        });
     }
 
     /// Blocks until every line recorded so far is written and flushed. Meant for
@@ -195,27 +337,49 @@ impl AccessLog {
         let Some(writer) = &self.writer else {
             return;
         };
-        if let Some(sender) = &writer.sender {
-            let (done, wait) = mpsc::sync_channel(1);
-            if sender.send(Message::Flush(done)).is_ok() {
-                let _ = wait.recv();
-            }
+        let shared = &writer.shared;
+        let mut pending = shared.lock();
+        let target = pending.appended;
+        while pending.flushed < target && !pending.closed {
+            pending.urgent = true;
+            shared.wake.notify_one();
+            pending = shared
+                .written
+                .wait(pending)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        // Closing the channel lets the thread drain, flush and exit.
-        self.sender.take();
+        // The writer drains what is pending, flushes and exits.
+        {
+            let mut pending = self.shared.lock();
+            pending.closed = true;
+            self.shared.wake.notify_one();
+        }
         if let Some(handle) = self.thread.take() {
             let _ = handle.join();
         }
     }
 }
 
-fn write_loop(receiver: Receiver<Message>, out: Box<dyn Write + Send>, destination: &str) {
-    let mut out = BufWriter::new(out);
+/// Marks the log closed when the writer thread ends however it ends (even by a panic),
+/// so callers waiting for room or for a flush are released instead of waiting forever.
+struct ClosesOnExit<'a>(&'a Shared);
+
+impl Drop for ClosesOnExit<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.0.lock();
+        pending.closed = true;
+        self.0.written.notify_all();
+    }
+}
+
+fn write_loop(shared: &Shared, out: Box<dyn Write + Send>, destination: &str) {
+    let _closes = ClosesOnExit(shared);
+    let mut out = out;
     let mut has_failed = false;
     let mut report = |result: io::Result<()>| {
         if let Err(error) = result {
@@ -227,20 +391,41 @@ fn write_loop(receiver: Receiver<Message>, out: Box<dyn Write + Send>, destinati
             has_failed = false;
         }
     };
-    while let Ok(message) = receiver.recv() {
-        let mut next = Some(message);
-        // Write everything already queued, then flush once.
-        while let Some(message) = next.take() {
-            match message {
-                Message::Line(line) => report(out.write_all(line.as_bytes())),
-                Message::Flush(done) => {
-                    report(out.flush());
-                    let _ = done.send(());
-                }
-            }
-            next = receiver.try_recv().ok();
+    let mut batch = Vec::new();
+    loop {
+        let mut pending = shared.lock();
+        while pending.data.is_empty() && !pending.closed {
+            pending.idle = true;
+            pending = shared
+                .wake
+                .wait(pending)
+                .unwrap_or_else(PoisonError::into_inner);
         }
-        report(out.flush());
+        pending.idle = false;
+        if !pending.urgent && !pending.closed {
+            // Let more lines arrive: one write for many requests.
+            pending = shared
+                .wake
+                .wait_timeout(pending, LINGER)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        pending.urgent = false;
+        std::mem::swap(&mut batch, &mut pending.data);
+        let upto = pending.appended;
+        let closing = pending.closed;
+        drop(pending);
+        if !batch.is_empty() {
+            report(out.write_all(&batch).and_then(|()| out.flush()));
+            batch.clear();
+            // Do not keep a burst's worth of memory forever.
+            batch.shrink_to(64 * 1024);
+        }
+        let mut pending = shared.lock();
+        pending.flushed = upto;
+        shared.written.notify_all();
+        if closing && pending.data.is_empty() {
+            return;
+        }
     }
-    report(out.flush());
 }

@@ -8,6 +8,11 @@ pub const PERMISSIONS_POLICY: &str = "camera=(), microphone=(), geolocation=(), 
 /// The `Strict-Transport-Security` value sent when HSTS is on.
 pub const HSTS: &str = "max-age=31536000; includeSubDomains";
 
+const CROSS_ORIGIN_OPENER_POLICY: HeaderName =
+    HeaderName::from_static("cross-origin-opener-policy");
+const PERMISSIONS_POLICY_HEADER: HeaderName = HeaderName::from_static("permissions-policy");
+const X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
+
 /// Adds the baseline security headers and removes software banners.
 ///
 /// Each header is added only when the response does not already carry it, so an
@@ -26,21 +31,13 @@ pub fn apply_security_headers(headers: &mut HeaderMap, hsts: bool) {
     set_if_absent(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set_if_absent(headers, header::X_FRAME_OPTIONS, "DENY");
     set_if_absent(headers, header::REFERRER_POLICY, "no-referrer");
-    set_if_absent(
-        headers,
-        HeaderName::from_static("cross-origin-opener-policy"),
-        "same-origin",
-    );
-    set_if_absent(
-        headers,
-        HeaderName::from_static("permissions-policy"),
-        PERMISSIONS_POLICY,
-    );
+    set_if_absent(headers, CROSS_ORIGIN_OPENER_POLICY, "same-origin");
+    set_if_absent(headers, PERMISSIONS_POLICY_HEADER, PERMISSIONS_POLICY);
     if hsts {
         set_if_absent(headers, header::STRICT_TRANSPORT_SECURITY, HSTS);
     }
     headers.remove(header::SERVER);
-    headers.remove(HeaderName::from_static("x-powered-by"));
+    headers.remove(X_POWERED_BY);
 }
 
 fn set_if_absent(headers: &mut HeaderMap, name: HeaderName, value: &'static str) {

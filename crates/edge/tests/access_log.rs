@@ -8,7 +8,12 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-fn entry(i: usize) -> AccessLogEntry {
+/// Test entries live for the whole test run.
+fn leak(text: String) -> &'static str {
+    Box::leak(text.into_boxed_str())
+}
+
+fn entry(i: usize) -> AccessLogEntry<'static> {
     AccessLogEntry {
         time: OffsetDateTime::now_utc(),
         client: if i.is_multiple_of(2) {
@@ -16,13 +21,15 @@ fn entry(i: usize) -> AccessLogEntry {
         } else {
             IpAddr::V6(Ipv6Addr::LOCALHOST)
         },
-        user: i.is_multiple_of(3).then(|| format!("user-{i}")),
-        method: "GET".to_owned(),
-        path: format!("/oauth2/callback/{i}?code=SECRET-CODE-{i}&state=s#frag"),
+        user: i.is_multiple_of(3).then(|| leak(format!("user-{i}"))),
+        method: "GET",
+        path: leak(format!(
+            "/oauth2/callback/{i}?code=SECRET-CODE-{i}&state=s#frag"
+        )),
         status: 302,
         bytes: i as u64,
         latency_ms: 1.25,
-        upstream: Some("http://127.0.0.1:9000".to_owned()),
+        upstream: Some("http://127.0.0.1:9000"),
     }
 }
 
@@ -45,6 +52,33 @@ fn one_json_line_without_query() {
     assert!(!line.contains("SECRET"));
     let keys: Vec<&String> = value.as_object().expect("object").keys().collect();
     assert_eq!(keys.len(), 9, "{keys:?}");
+}
+
+#[test]
+fn line_format_edge_cases() {
+    let mut e = entry(0);
+    e.time = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_000_000_007).expect("time");
+    e.client = IpAddr::V6("2001:db8::1".parse().expect("ip"));
+    e.user = Some("a\"b\\c\u{1}é");
+    e.path = "/p\"q?secret";
+    e.latency_ms = 1234.5678;
+    e.status = 0;
+    e.bytes = u64::MAX;
+    let line = e.to_json_line();
+    let value: Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(value["time"], "2023-11-14T22:13:20.000000007Z");
+    assert_eq!(value["client"], "2001:db8::1");
+    assert_eq!(value["user"], "a\"b\\c\u{1}é");
+    assert_eq!(value["path"], "/p\"q");
+    assert_eq!(value["latency_ms"], 1234.568);
+    assert_eq!(value["status"], 0);
+    assert_eq!(value["bytes"], u64::MAX);
+    e.latency_ms = f64::NAN;
+    e.user = None;
+    e.upstream = None;
+    let value: Value = serde_json::from_str(&e.to_json_line()).expect("json");
+    assert_eq!(value["latency_ms"], 0.0);
+    assert!(value["user"].is_null() && value["upstream"].is_null());
 }
 
 #[test]

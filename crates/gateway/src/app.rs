@@ -5,15 +5,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::upstream::UpstreamPool;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::body::Incoming;
 use latchkey_core::clock::Clock;
 use latchkey_identity::outbound::OutboundClient;
 use secrecy::{ExposeSecret, SecretString};
@@ -24,11 +25,13 @@ use latchkey_edge::access_log::AccessLog;
 use latchkey_edge::rate::RateLimiter;
 
 use crate::config::{AccessLogTarget, GatewayConfig, RouteAuth, RouteConfig};
-use crate::edge::{LoggedUpstream, LoggedUser, too_many_requests};
+use crate::edge::too_many_requests;
 use crate::keys::{AlbSigner, CookieSealer, SESSION_ID_LEN, random_bytes, random_token};
 use crate::oidc::{RelyingParty, code_challenge, user_claims};
 use crate::pages::{Page, page};
-use crate::session::{LoginStore, PendingLogin, Session, SessionStore, safe_return_path};
+use crate::session::{
+    LoginStore, PendingLogin, Session, SessionId, SessionStore, UpstreamHeaders, safe_return_path,
+};
 
 /// Refresh the provider's access token when it expires within this many seconds.
 pub const REFRESH_BEFORE_EXPIRY_SECONDS: i64 = 60;
@@ -57,16 +60,131 @@ pub struct GatewayState {
 struct Inner {
     config: GatewayConfig,
     /// Longest prefix first.
-    routes: Vec<RouteConfig>,
+    routes: Vec<Route>,
     rp: RelyingParty,
     sealer: CookieSealer,
     signer: AlbSigner,
     logins: LoginStore,
     sessions: SessionStore,
     clock: Arc<dyn Clock>,
-    upstream: Client<HttpConnector, Body>,
     cookie_name: &'static str,
+    /// `{cookie_name}-login`.
+    login_cookie_name: String,
+    /// `X-Forwarded-Proto`.
+    forwarded_proto: HeaderValue,
     edge: EdgeSettings,
+}
+
+/// A route, with its upstream's URL split up front.
+#[derive(Debug)]
+struct Route {
+    config: RouteConfig,
+    /// The upstream URL, as the access log names it.
+    name: Arc<str>,
+    /// Its place in the route table (the upstream pools are indexed by it).
+    index: usize,
+    authority: Authority,
+    /// `Host` for requests that arrive without one (HTTP/1.0).
+    host: HeaderValue,
+    /// The upstream URL's path without its trailing `/` (often empty).
+    base_path: String,
+}
+
+impl Route {
+    fn new(config: RouteConfig) -> Result<Self, crate::config::ConfigError> {
+        let invalid = |reason: &str| crate::config::ConfigError {
+            key: "routes",
+            reason: format!("{}: {reason}", config.upstream),
+        };
+        let uri: Uri = config.upstream.parse().map_err(|_| invalid("not a URL"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority().cloned()) else {
+            return Err(invalid("not an absolute http:// URL"));
+        };
+        if *scheme != Scheme::HTTP {
+            return Err(invalid("only http:// upstreams are supported"));
+        }
+        let host =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| invalid("not a usable host"))?;
+        if uri.query().is_some() {
+            return Err(invalid("an upstream URL cannot have a query"));
+        }
+        Ok(Self {
+            name: Arc::from(config.upstream.as_str()),
+            index: 0,
+            authority,
+            host,
+            base_path: uri.path().trim_end_matches('/').to_string(),
+            config,
+        })
+    }
+
+    /// The upstream request target (origin form) for a request to `path_and_query`.
+    fn target(&self, path_and_query: Option<&PathAndQuery>) -> Option<Uri> {
+        let path_and_query = if self.base_path.is_empty() {
+            path_and_query
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"))
+        } else {
+            let rest = path_and_query.map_or("/", PathAndQuery::as_str);
+            PathAndQuery::try_from(format!("{}{rest}", self.base_path)).ok()?
+        };
+        Some(Uri::from(path_and_query))
+    }
+}
+
+pub use crate::upstream::UpstreamBody;
+
+/// What one worker thread keeps to itself: the gateway, its routes for the paths the
+/// gateway answers itself, and its own pool of upstream connections (so a request, its
+/// upstream connection and that connection's task stay on one thread).
+pub struct Worker {
+    gateway: GatewayState,
+    own_routes: Router,
+    upstream: UpstreamPool,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("gateway", &self.gateway)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// The gateway.
+    pub fn gateway(&self) -> &GatewayState {
+        &self.gateway
+    }
+
+    /// The routes for the paths the gateway answers itself.
+    pub fn own_routes(&self) -> &Router {
+        &self.own_routes
+    }
+}
+
+impl crate::server::Handler for GatewayState {
+    type Worker = Worker;
+
+    fn worker(&self) -> Worker {
+        let upstream = UpstreamPool::new(
+            self.inner.routes.len(),
+            self.inner.config.upstream_connect_timeout,
+        );
+        Worker {
+            gateway: self.clone(),
+            own_routes: own_routes(self.clone()),
+            upstream,
+        }
+    }
+
+    fn call(
+        worker: Arc<Worker>,
+        request: hyper::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Response> + Send + 'static {
+        crate::edge::handle(worker, request, peer)
+    }
 }
 
 /// The `latchkey-edge` pieces in use.
@@ -99,14 +217,16 @@ impl GatewayState {
         let client = OutboundClient::new(config.outbound.clone())
             .map_err(|e| StartError::Outbound(e.to_string()))?;
         let rp = RelyingParty::new(&config, client, clock.clone());
-        let mut routes = config.routes.clone();
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.upstream_connect_timeout));
-        connector.set_nodelay(true);
-        let upstream = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let mut routes = config
+            .routes
+            .iter()
+            .cloned()
+            .map(Route::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        routes.sort_by_key(|r| std::cmp::Reverse(r.config.prefix.len()));
+        for (index, route) in routes.iter_mut().enumerate() {
+            route.index = index;
+        }
         let access_log = match &config.access_log {
             AccessLogTarget::Off => AccessLog::disabled(),
             AccessLogTarget::Stdout => AccessLog::stdout(),
@@ -125,6 +245,11 @@ impl GatewayState {
         } else {
             "latchkey-gw"
         };
+        let forwarded_proto = HeaderValue::from_static(if config.is_tls || config.is_https() {
+            "https"
+        } else {
+            "http"
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -135,8 +260,9 @@ impl GatewayState {
                 logins: LoginStore::default(),
                 sessions: SessionStore::default(),
                 clock,
-                upstream,
                 cookie_name,
+                login_cookie_name: format!("{cookie_name}-login"),
+                forwarded_proto,
                 edge,
             }),
         })
@@ -157,27 +283,37 @@ impl GatewayState {
         &self.inner.edge
     }
 
+    /// The largest request body forwarded, in bytes.
+    pub fn max_body_bytes(&self) -> usize {
+        self.inner.config.max_body_bytes
+    }
+
     /// Live sessions (for metrics and tests).
     pub fn session_count(&self) -> usize {
         self.inner.sessions.len()
     }
 }
 
-/// The gateway's router. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()` so `X-Forwarded-For` gets the
-/// client address.
-pub fn app(state: GatewayState) -> Router {
-    let max_body = state.inner.config.max_body_bytes;
+/// The login callback path (the redirect URI is `{public_url}` followed by it).
+pub const CALLBACK_PATH: &str = "/oauth2/idpresponse";
+/// The logout path.
+pub const LOGOUT_PATH: &str = "/oauth2/logout";
+/// The prefix of the ALB-style key endpoint.
+pub const ALB_KEYS_PREFIX: &str = "/.well-known/alb-keys/";
+
+/// Whether the gateway answers `path` itself (every other path is proxied).
+pub fn is_own_path(path: &str) -> bool {
+    path == CALLBACK_PATH || path == LOGOUT_PATH || path.starts_with(ALB_KEYS_PREFIX)
+}
+
+/// The routes for the paths the gateway answers itself ([`is_own_path`]). The edge
+/// protections and the body limit are applied before, by [`crate::edge::handle`].
+fn own_routes(state: GatewayState) -> Router {
     Router::new()
-        .route("/oauth2/idpresponse", get(callback))
-        .route("/oauth2/logout", get(logout))
+        .route(CALLBACK_PATH, get(callback))
+        .route(LOGOUT_PATH, get(logout))
         .route("/.well-known/alb-keys/{kid}", get(alb_key))
-        .fallback(proxy)
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::edge::protect,
-        ))
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such path") })
         .with_state(state)
 }
 
@@ -216,11 +352,11 @@ fn clear_cookie(state: &Inner) -> HeaderValue {
     set_cookie(state, "", 0)
 }
 
-/// The session id (hex) sealed in the request's cookie, when one opens.
-fn session_id(state: &Inner, headers: &HeaderMap) -> Option<String> {
+/// The session id sealed in the request's cookie, when one opens.
+fn session_id(state: &Inner, headers: &HeaderMap) -> Option<SessionId> {
     cookie_values(headers, state.cookie_name).find_map(|value| {
         let id = state.sealer.open(state.cookie_name, value)?;
-        (id.len() == SESSION_ID_LEN).then(|| id.iter().map(|b| format!("{b:02x}")).collect())
+        SessionId::try_from(id.as_slice()).ok()
     })
 }
 
@@ -229,10 +365,9 @@ fn session_id(state: &Inner, headers: &HeaderMap) -> Option<String> {
 
 /// What the proxy needs of a valid session.
 struct User {
-    subject: String,
-    /// The signed `x-amzn-oidc-data` token (`None` if signing failed).
-    alb_token: Option<String>,
-    access_token: SecretString,
+    subject: Arc<str>,
+    /// `None` when the identity headers could not be built (signing failed).
+    headers: Option<UpstreamHeaders>,
 }
 
 /// The request's session, after timeouts and (when due) a token refresh. An expired or
@@ -268,27 +403,39 @@ async fn current_user(state: &Inner, headers: &HeaderMap) -> Option<User> {
         }
     }
     session.last_seen_secs = now;
-    let alb_token = match &session.alb_token {
-        Some((token, exp)) if exp.saturating_sub(now) > ALB_TOKEN_LIFETIME_SECONDS / 2 => {
-            Some(token.clone())
+    let headers = match &session.upstream_headers {
+        Some(h) if h.data_expires_secs.saturating_sub(now) > ALB_TOKEN_LIFETIME_SECONDS / 2 => {
+            Some(h.clone())
         }
         _ => {
-            let exp = now + ALB_TOKEN_LIFETIME_SECONDS;
-            let token = state.signer.sign(
-                &state.config.oidc_issuer,
-                &state.config.oidc_client_id,
-                &state.config.alb_signer,
-                exp,
-                session.claims.clone(),
-            );
-            session.alb_token = token.clone().map(|t| (t, exp));
-            token
+            let headers = upstream_headers(state, &session, now);
+            session.upstream_headers.clone_from(&headers);
+            headers
         }
     };
     Some(User {
         subject: session.subject.clone(),
-        alb_token,
-        access_token: session.access_token.clone(),
+        headers,
+    })
+}
+
+/// A freshly signed `x-amzn-oidc-data` and the other identity headers for `session`.
+fn upstream_headers(state: &Inner, session: &Session, now: i64) -> Option<UpstreamHeaders> {
+    let exp = now + ALB_TOKEN_LIFETIME_SECONDS;
+    let token = state.signer.sign(
+        &state.config.oidc_issuer,
+        &state.config.oidc_client_id,
+        &state.config.alb_signer,
+        exp,
+        session.claims.clone(),
+    )?;
+    let mut access_token = HeaderValue::from_str(session.access_token.expose_secret()).ok()?;
+    access_token.set_sensitive(true);
+    Some(UpstreamHeaders {
+        data: HeaderValue::from_str(&token).ok()?,
+        data_expires_secs: exp,
+        identity: HeaderValue::from_str(&session.subject).ok()?,
+        access_token,
     })
 }
 
@@ -303,9 +450,8 @@ async fn refresh(state: &Inner, session: &mut Session, refresh_token: SecretStri
     };
     if let Some(id_token) = &tokens.id_token {
         match state.rp.verify_id_token(id_token, None).await {
-            Ok(id) if id.subject == session.subject => {
+            Ok(id) if *id.subject == *session.subject => {
                 session.claims = user_claims(&id.claims);
-                session.alb_token = None;
                 session.id_token = Some(id_token.clone());
             }
             Ok(_) => {
@@ -319,6 +465,7 @@ async fn refresh(state: &Inner, session: &mut Session, refresh_token: SecretStri
         }
     }
     session.access_token = tokens.access_token;
+    session.upstream_headers = None;
     if let Some(new_refresh) = tokens.refresh_token {
         session.refresh_token = Some(new_refresh);
     }
@@ -351,7 +498,7 @@ async fn start_login(state: &Inner, return_path: &str) -> Response {
     };
     let Some(binding) = state
         .sealer
-        .seal(&login_cookie_name(state), login_state.as_bytes())
+        .seal(login_cookie_name(state), login_state.as_bytes())
     else {
         return page(Page::Unavailable);
     };
@@ -374,7 +521,7 @@ async fn start_login(state: &Inner, return_path: &str) -> Response {
         header::SET_COOKIE,
         cookie_header(
             state,
-            &login_cookie_name(state),
+            login_cookie_name(state),
             &binding,
             crate::session::LOGIN_TTL_SECONDS.unsigned_abs(),
         ),
@@ -384,17 +531,17 @@ async fn start_login(state: &Inner, return_path: &str) -> Response {
 
 /// The cookie that binds a pending login to the browser that started it (login CSRF: a
 /// callback URL sent to another browser is refused there).
-fn login_cookie_name(state: &Inner) -> String {
-    format!("{}-login", state.cookie_name)
+fn login_cookie_name(state: &Inner) -> &str {
+    &state.login_cookie_name
 }
 
 /// Whether the request carries the login cookie sealed for `login_state`.
 fn is_bound_to_browser(state: &Inner, headers: &HeaderMap, login_state: &str) -> bool {
     let name = login_cookie_name(state);
-    cookie_values(headers, &name).any(|value| {
+    cookie_values(headers, name).any(|value| {
         state
             .sealer
-            .open(&name, value)
+            .open(name, value)
             .is_some_and(|sealed| sealed == login_state.as_bytes())
     })
 }
@@ -471,18 +618,17 @@ async fn callback(
     let Some(cookie) = state.sealer.seal(state.cookie_name, &raw_id) else {
         return page(Page::Unavailable);
     };
-    let session_id: String = raw_id.iter().map(|b| format!("{b:02x}")).collect();
     tracing::info!(sub = %id.subject, "signed in");
     state.sessions.insert(
-        session_id,
+        raw_id,
         Session {
-            subject: id.subject,
+            subject: Arc::from(id.subject),
             claims: user_claims(&id.claims),
             id_token: Some(id_token),
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
             access_expires_at: tokens.access_expires_at,
-            alb_token: None,
+            upstream_headers: None,
             created_secs: now,
             last_seen_secs: now,
         },
@@ -494,7 +640,7 @@ async fn callback(
     );
     response.headers_mut().append(
         header::SET_COOKIE,
-        cookie_header(state, &login_cookie_name(state), "", 0),
+        cookie_header(state, login_cookie_name(state), "", 0),
     );
     response
 }
@@ -560,16 +706,16 @@ async fn alb_key(State(state): State<GatewayState>, Path(kid): Path<String>) -> 
 // ---------------------------------------------------------------------------------------
 // Proxy
 
-fn route_for<'a>(routes: &'a [RouteConfig], path: &str) -> Option<&'a RouteConfig> {
+fn route_for<'a>(routes: &'a [Route], path: &str) -> Option<&'a Route> {
     routes.iter().find(|r| {
-        let prefix = r.prefix.as_str();
+        let prefix = r.config.prefix.as_str();
         path == prefix
             || (path.starts_with(prefix)
                 && (prefix.ends_with('/') || path.as_bytes().get(prefix.len()) == Some(&b'/')))
     })
 }
 
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         [(header::CACHE_CONTROL, "no-store")],
@@ -587,107 +733,192 @@ fn wants_html(method: &Method, headers: &HeaderMap) -> bool {
             .any(|v| v.to_ascii_lowercase().contains("text/html"))
 }
 
-/// Every other path: route, authenticate, forward.
-async fn proxy(State(gateway): State<GatewayState>, request: Request) -> Response {
-    let state = &*gateway.inner;
-    let path = request.uri().path().to_string();
-    let Some(route) = route_for(&state.routes, &path) else {
-        return json_error(StatusCode::NOT_FOUND, "not_found", "no route for this path");
+/// A response and what the access log says of it.
+pub(crate) struct Proxied {
+    pub response: Response,
+    /// The signed-in user, when the request had one.
+    pub user: Option<Arc<str>>,
+    /// The upstream the request went to.
+    pub upstream: Option<Arc<str>>,
+}
+
+impl From<Response> for Proxied {
+    fn from(response: Response) -> Self {
+        Self {
+            response,
+            user: None,
+            upstream: None,
+        }
+    }
+}
+
+/// Every path the gateway does not answer itself: route, authenticate, forward.
+pub(crate) async fn proxy(
+    worker: &Worker,
+    parts: Parts,
+    body: UpstreamBody,
+    peer: SocketAddr,
+) -> Proxied {
+    let state = &*worker.gateway.inner;
+    let Some(route) = route_for(&state.routes, parts.uri.path()) else {
+        return json_error(StatusCode::NOT_FOUND, "not_found", "no route for this path").into();
     };
-    let user = match route.auth {
+    let user = match route.config.auth {
         RouteAuth::Public => None,
-        RouteAuth::Login | RouteAuth::Api => match current_user(state, request.headers()).await {
+        RouteAuth::Login | RouteAuth::Api => match current_user(state, &parts.headers).await {
             Some(user) => Some(user),
-            None => {
-                let had_cookie = cookie_values(request.headers(), state.cookie_name)
-                    .next()
-                    .is_some();
-                let mut response = if route.auth == RouteAuth::Login
-                    && wants_html(request.method(), request.headers())
-                {
-                    let return_path = request
-                        .uri()
-                        .path_and_query()
-                        .map(|p| p.as_str().to_string())
-                        .unwrap_or_else(|| "/".into());
-                    start_login(state, &return_path).await
-                } else {
-                    json_error(StatusCode::UNAUTHORIZED, "unauthorized", "sign in first")
-                };
-                if had_cookie {
-                    response
-                        .headers_mut()
-                        .append(header::SET_COOKIE, clear_cookie(state));
-                }
-                return response;
-            }
+            None => return unauthenticated(state, route, &parts).await.into(),
         },
     };
     if let (Some(limiter), Some(user)) = (&state.edge.per_user, &user)
         && let Err(wait) = limiter.check(&user.subject)
     {
-        let mut response = too_many_requests(wait);
-        response
-            .extensions_mut()
-            .insert(LoggedUser(user.subject.clone()));
-        return response;
+        return Proxied {
+            response: too_many_requests(wait),
+            user: Some(user.subject.clone()),
+            upstream: None,
+        };
     }
     let subject = user.as_ref().map(|u| u.subject.clone());
-    let mut response = forward(state, route, request, user).await;
-    if let Some(subject) = subject {
-        response.extensions_mut().insert(LoggedUser(subject));
+    Proxied {
+        response: forward(worker, route, parts, body, peer, user).await,
+        user: subject,
+        upstream: Some(route.name.clone()),
+    }
+}
+
+/// No valid session: browsers go to the login, API clients get 401; a dead session
+/// cookie is cleared.
+async fn unauthenticated(state: &Inner, route: &Route, parts: &Parts) -> Response {
+    let had_cookie = cookie_values(&parts.headers, state.cookie_name)
+        .next()
+        .is_some();
+    let mut response =
+        if route.config.auth == RouteAuth::Login && wants_html(&parts.method, &parts.headers) {
+            let return_path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+            start_login(state, return_path).await
+        } else {
+            json_error(StatusCode::UNAUTHORIZED, "unauthorized", "sign in first")
+        };
+    if had_cookie {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, clear_cookie(state));
     }
     response
-        .extensions_mut()
-        .insert(LoggedUpstream(route.upstream.clone()));
-    response
+}
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_AMZN_OIDC_DATA: HeaderName = HeaderName::from_static("x-amzn-oidc-data");
+const X_AMZN_OIDC_IDENTITY: HeaderName = HeaderName::from_static("x-amzn-oidc-identity");
+const X_AMZN_OIDC_ACCESSTOKEN: HeaderName = HeaderName::from_static("x-amzn-oidc-accesstoken");
+
+/// The hop-by-hop headers of RFC 9110 §7.6.1 (besides those `Connection` names).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and those the `Connection` header names.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Most messages carry none, or only `Connection` (`keep-alive` from an upstream): one
+    // pass finds which are present, and only those are looked up again.
+    let mut present: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if is_hop_by_hop(name) && !present.contains(name) {
+            present.push(name.clone());
+        }
     }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    if present.is_empty() {
+        return;
+    }
+    if present.contains(&header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // Connection options, not header names.
+            .filter(|token| {
+                !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close")
+            })
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in present {
         headers.remove(name);
     }
 }
 
+/// Removes every cookie named `ours` or `ours_login` from the `Cookie` headers, keeping
+/// the others (in one `Cookie` header).
+fn strip_own_cookies(headers: &mut HeaderMap, ours: &str, ours_login: &str) {
+    let is_ours = |pair: &str| {
+        let name = pair.split_once('=').map_or(pair, |(k, _)| k).trim();
+        name == ours || name == ours_login
+    };
+    let values = headers.get_all(header::COOKIE);
+    let mut iter = values.iter();
+    // The usual case: one Cookie header holding only the session cookie.
+    if let (Some(only), None) = (iter.next(), iter.next())
+        && only.to_str().is_ok_and(|v| !v.contains(';') && is_ours(v))
+    {
+        headers.remove(header::COOKIE);
+        return;
+    }
+    let others: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && !is_ours(pair))
+        .collect();
+    let joined = (!others.is_empty())
+        .then(|| HeaderValue::from_str(&others.join("; ")).ok())
+        .flatten();
+    headers.remove(header::COOKIE);
+    if let Some(value) = joined {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// An IP address as a header value, without a heap-allocated intermediate string.
+fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
+    use std::io::Write as _;
+    // The longest IPv6 text form is 45 bytes.
+    let mut buffer = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    let _ = write!(cursor, "{ip}");
+    let end = usize::try_from(cursor.position()).unwrap_or(0);
+    HeaderValue::from_bytes(&buffer[..end]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 async fn forward(
-    state: &Inner,
-    route: &RouteConfig,
-    request: Request,
+    worker: &Worker,
+    route: &Route,
+    mut parts: Parts,
+    body: UpstreamBody,
+    peer: SocketAddr,
     user: Option<User>,
 ) -> Response {
-    let client_ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    let (mut parts, body) = request.into_parts();
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let target = format!("{}{}", route.upstream.trim_end_matches('/'), path_and_query);
-    let Ok(uri) = target.parse::<Uri>() else {
+    let state = &*worker.gateway.inner;
+    let Some(uri) = route.target(parts.uri.path_and_query()) else {
         return json_error(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -698,91 +929,92 @@ async fn forward(
     remove_hop_by_hop(headers);
 
     // Nothing the client says about the user reaches the upstream.
-    let forged: Vec<HeaderName> = headers
+    if headers
         .keys()
-        .filter(|k| k.as_str().starts_with("x-amzn-oidc-"))
-        .cloned()
-        .collect();
-    for name in forged {
-        headers.remove(name);
-    }
-    // The gateway's own cookie stays here.
-    let other_cookies: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair: &&str| {
-            let name = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !pair.is_empty() && name != state.cookie_name && name != login_cookie_name(state)
-        })
-        .map(str::to_string)
-        .collect();
-    headers.remove(header::COOKIE);
-    if !other_cookies.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&other_cookies.join("; "))
+        .any(|k| k.as_str().starts_with("x-amzn-oidc-"))
     {
-        headers.insert(header::COOKIE, v);
+        let forged: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-amzn-oidc-"))
+            .cloned()
+            .collect();
+        for name in forged {
+            headers.remove(name);
+        }
+    }
+    // The gateway's own cookies stay here.
+    if headers.contains_key(header::COOKIE) {
+        strip_own_cookies(headers, state.cookie_name, &state.login_cookie_name);
     }
 
     // X-Forwarded-*.
-    if let Some(ip) = client_ip {
-        let previous: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let value = if previous.is_empty() {
-            ip
-        } else {
-            format!("{}, {ip}", previous.join(", "))
-        };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert("x-forwarded-for", v);
+    let client_ip = peer.ip();
+    let forwarded_for = match headers.get(X_FORWARDED_FOR) {
+        None => Some(ip_header(client_ip)),
+        Some(_) => {
+            let previous: Vec<&str> = headers
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if previous.is_empty() {
+                Some(ip_header(client_ip))
+            } else {
+                HeaderValue::from_str(&format!("{}, {client_ip}", previous.join(", "))).ok()
+            }
+        }
+    };
+    if let Some(value) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, state.forwarded_proto.clone());
+    match headers.get(header::HOST).cloned() {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+        None => {
+            headers.insert(header::HOST, route.host.clone());
         }
     }
-    let proto = if state.config.is_tls || state.config.is_https() {
-        "https"
-    } else {
-        "http"
-    };
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert("x-forwarded-host", host);
-    }
 
-    if let Some(user) = &user {
-        let token = user.alb_token.clone();
-        let values = (
-            token.and_then(|t| HeaderValue::from_str(&t).ok()),
-            HeaderValue::from_str(&user.subject).ok(),
-            HeaderValue::from_str(user.access_token.expose_secret()).ok(),
-        );
-        let (Some(data), Some(identity), Some(mut access)) = values else {
+    if let Some(user) = user {
+        let Some(identity) = user.headers else {
             return json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "cannot build the identity headers",
             );
         };
-        access.set_sensitive(true);
-        headers.insert("x-amzn-oidc-data", data);
-        headers.insert("x-amzn-oidc-identity", identity);
-        headers.insert("x-amzn-oidc-accesstoken", access);
+        headers.insert(X_AMZN_OIDC_DATA, identity.data);
+        headers.insert(X_AMZN_OIDC_IDENTITY, identity.identity);
+        headers.insert(X_AMZN_OIDC_ACCESSTOKEN, identity.access_token);
     }
 
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     let upstream_request = http::Request::from_parts(parts, body);
-    match state.upstream.request(upstream_request).await {
+    match worker
+        .upstream
+        .send(route.index, &route.authority, upstream_request)
+        .await
+    {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
+            // A chunked response's `Content-Length` is meaningless (RFC 9112 §6.3) and
+            // would frame the body wrongly once `Transfer-Encoding` is removed.
+            if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
             remove_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, Body::new(body))
         }
+        Err(error) if error.is_body_too_large() => json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is too large",
+        ),
         Err(error) => {
-            tracing::warn!(upstream = %route.upstream, %error, "upstream request failed");
+            tracing::warn!(upstream = %route.name, %error, "upstream request failed");
             json_error(
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",
@@ -833,15 +1065,15 @@ mod tests {
         let raw = random_bytes::<SESSION_ID_LEN>().unwrap();
         let now = inner.clock.now_secs();
         inner.sessions.insert(
-            raw.iter().map(|b| format!("{b:02x}")).collect(),
+            raw,
             Session {
-                subject: sub.into(),
+                subject: Arc::from(sub),
                 claims: serde_json::Map::new(),
                 id_token: None,
                 access_token: SecretString::from("at"),
                 refresh_token: None,
                 access_expires_at: None,
-                alb_token: None,
+                upstream_headers: None,
                 created_secs: now,
                 last_seen_secs: now,
             },
@@ -867,7 +1099,7 @@ mod tests {
             clock.advance_ms(20_000);
             assert_eq!(
                 current_user(inner, &headers).await.map(|u| u.subject),
-                Some("alice".into())
+                Some(Arc::from("alice"))
             );
         }
         // At the limit itself it still holds (a session lasts at least its lifetime)…
@@ -910,11 +1142,11 @@ mod tests {
     #[test]
     fn longest_prefix_wins() {
         let mut routes = vec![
-            RouteConfig::parse("/=http://a;login").unwrap_or_else(|e| panic!("{e}")),
-            RouteConfig::parse("/api=http://b;api").unwrap_or_else(|e| panic!("{e}")),
+            Route::new(RouteConfig::parse("/=http://a;login").unwrap()).unwrap(),
+            Route::new(RouteConfig::parse("/api=http://b;api").unwrap()).unwrap(),
         ];
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        let up = |p: &str| route_for(&routes, p).map(|r| r.upstream.clone());
+        routes.sort_by_key(|r| std::cmp::Reverse(r.config.prefix.len()));
+        let up = |p: &str| route_for(&routes, p).map(|r| r.config.upstream.clone());
         assert_eq!(up("/api").as_deref(), Some("http://b"));
         assert_eq!(up("/api/x").as_deref(), Some("http://b"));
         assert_eq!(up("/apix").as_deref(), Some("http://a"));

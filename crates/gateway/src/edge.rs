@@ -1,37 +1,25 @@
-//! The edge protections around every request, from `latchkey-edge`: baseline request
-//! rules first, then the per-IP rate limit, a time limit on the response head, security
+//! The edge protections around every request, from `latchkey-edge`, and the dispatch
+//! between the gateway's own paths and the proxy: baseline request rules first, then the
+//! per-IP rate limit and the body limit, a time limit on the response head, security
 //! headers on every response (HSTS only with TLS), and one access-log line per request.
-//! The per-user rate limit runs in the proxy, once the session is known; the body limit is
-//! a `RequestBodyLimitLayer` added by [`crate::app`].
+//! The per-user rate limit runs in the proxy, once the session is known.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body_util::Limited;
+use hyper::body::Incoming;
 use latchkey_edge::access_log::AccessLogEntry;
 use latchkey_edge::rate::retry_after_header;
 use serde_json::json;
+use tower::ServiceExt as _;
 
-use crate::app::GatewayState;
-
-/// The signed-in user of a response, for the access log (set by the proxy).
-#[derive(Debug, Clone)]
-pub struct LoggedUser(pub String);
-
-/// The upstream a response came from, for the access log (set by the proxy).
-#[derive(Debug, Clone)]
-pub struct LoggedUpstream(pub String);
-
-/// The client address of a request (`0.0.0.0` when served without connect info).
-pub fn client_ip(request: &Request) -> IpAddr {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
-}
+use crate::app::{Proxied, Worker, is_own_path, json_error, proxy};
 
 /// 429 with `Retry-After`.
 pub fn too_many_requests(wait: Duration) -> Response {
@@ -46,45 +34,83 @@ pub fn too_many_requests(wait: Duration) -> Response {
     response
 }
 
-/// The middleware (`axum::middleware::from_fn_with_state`).
-pub async fn protect(
-    State(gateway): State<GatewayState>,
-    request: Request,
-    next: Next,
+/// One request, from its head to the response head.
+pub async fn handle(
+    worker: Arc<Worker>,
+    request: hyper::Request<Incoming>,
+    peer: SocketAddr,
 ) -> Response {
+    let gateway = worker.gateway();
     let edge = gateway.edge();
     let started = Instant::now();
-    let time = time::OffsetDateTime::now_utc();
-    let client = client_ip(&request);
-    let method = request.method().to_string();
-    let path = request.uri().path().to_string();
-
     let (parts, body) = request.into_parts();
-    let mut response = if let Err(violation) = latchkey_edge::rules::check(&parts) {
+    // Kept for the access log only (clones of shared bytes).
+    let logged = edge.access_log.is_enabled().then(|| {
+        (
+            time::OffsetDateTime::now_utc(),
+            parts.method.clone(),
+            parts.uri.clone(),
+        )
+    });
+
+    let max_body = gateway.max_body_bytes();
+    let declared_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let proxied: Proxied = if let Err(violation) = latchkey_edge::rules::check(&parts) {
         (
             violation.status(),
             axum::Json(json!({"error": "bad_request", "message": violation.reason()})),
         )
             .into_response()
+            .into()
     } else if let Some(Err(wait)) = edge
         .per_ip
         .as_ref()
-        .map(|limiter| limiter.check(&client.to_string()))
+        .map(|limiter| limiter.check(&peer.ip().to_string()))
     {
-        too_many_requests(wait)
+        too_many_requests(wait).into()
+    } else if declared_length.is_some_and(|n| n > max_body as u64) {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is too large",
+        )
+        .into()
     } else {
-        let request = Request::from_parts(parts, body);
-        match tokio::time::timeout(edge.response_timeout, next.run(request)).await {
-            Ok(response) => response,
+        // A body without a declared length is cut off at the limit while it streams.
+        let body = Limited::new(body, max_body);
+        let answer = async {
+            if is_own_path(parts.uri.path()) {
+                let mut request = hyper::Request::from_parts(parts, Body::new(body));
+                request.extensions_mut().insert(ConnectInfo(peer));
+                match worker.own_routes().clone().oneshot(request).await {
+                    Ok(response) => Proxied::from(response),
+                    Err(never) => match never {},
+                }
+            } else {
+                proxy(&worker, parts, body, peer).await
+            }
+        };
+        match tokio::time::timeout(edge.response_timeout, answer).await {
+            Ok(proxied) => proxied,
             Err(_) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 axum::Json(json!({"error": "timeout", "message": "the request took too long"})),
             )
-                .into_response(),
+                .into_response()
+                .into(),
         }
     };
+    let Proxied {
+        mut response,
+        user,
+        upstream,
+    } = proxied;
     latchkey_edge::headers::apply_security_headers(response.headers_mut(), edge.hsts);
-    if edge.access_log.is_enabled() {
+    if let Some((time, method, uri)) = logged {
         let bytes = response
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -93,20 +119,14 @@ pub async fn protect(
             .unwrap_or(0);
         edge.access_log.record(&AccessLogEntry {
             time,
-            client,
-            user: response
-                .extensions()
-                .get::<LoggedUser>()
-                .map(|u| u.0.clone()),
-            method,
-            path,
+            client: peer.ip(),
+            user: user.as_deref(),
+            method: method.as_str(),
+            path: uri.path(),
             status: response.status().as_u16(),
             bytes,
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            upstream: response
-                .extensions()
-                .get::<LoggedUpstream>()
-                .map(|u| u.0.clone()),
+            upstream: upstream.as_deref(),
         });
     }
     response

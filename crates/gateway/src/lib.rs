@@ -10,8 +10,8 @@
 //! `x-amzn-oidc-identity` and `x-amzn-oidc-accesstoken`. Client-supplied `x-amzn-oidc-*`
 //! headers and the gateway's own cookie never reach an upstream.
 //!
-//! `app(state)` builds the router, so tests and `latchkey dev` can mount it without a
-//! socket.
+//! [`server::serve`] runs a [`GatewayState`] on a listener with one single-threaded
+//! runtime per worker thread ([`server`] says why).
 
 pub mod app;
 pub mod config;
@@ -19,8 +19,10 @@ pub mod edge;
 pub mod keys;
 pub mod oidc;
 pub mod pages;
+pub mod redirect;
 pub mod server;
 pub mod session;
+pub mod upstream;
 
-pub use app::{GatewayState, StartError, app};
+pub use app::{GatewayState, StartError, Worker};
 pub use config::{GatewayConfig, RouteAuth, RouteConfig};

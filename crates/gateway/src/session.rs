@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use http::HeaderValue;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
@@ -25,22 +26,38 @@ pub struct PendingLogin {
     pub created_secs: i64,
 }
 
+/// A session id: random bytes that only ever leave the gateway sealed in the cookie.
+pub type SessionId = [u8; crate::keys::SESSION_ID_LEN];
+
 /// A signed-in browser.
 #[derive(Debug)]
 pub struct Session {
-    pub subject: String,
+    pub subject: Arc<str>,
     /// The user's claims, forwarded in `x-amzn-oidc-data`.
     pub claims: Map<String, Value>,
     pub id_token: Option<SecretString>,
     pub access_token: SecretString,
     pub refresh_token: Option<SecretString>,
     pub access_expires_at: Option<i64>,
-    /// The last `x-amzn-oidc-data` token sent for this session and its `exp`: reused until
-    /// half its lifetime is gone (signing is ES256, about a quarter of the proxy's CPU
-    /// when done per request).
-    pub alb_token: Option<(String, i64)>,
+    /// The identity headers last sent for this session: reused until half the signed
+    /// token's lifetime is gone (signing is ES256, about a quarter of the proxy's CPU when
+    /// done per request) and cleared when the tokens change.
+    pub upstream_headers: Option<UpstreamHeaders>,
     pub created_secs: i64,
     pub last_seen_secs: i64,
+}
+
+/// The ALB-format headers for one session, ready to insert (clones share their bytes).
+#[derive(Debug, Clone)]
+pub struct UpstreamHeaders {
+    /// `x-amzn-oidc-data`.
+    pub data: HeaderValue,
+    /// The `exp` of the token in `data`.
+    pub data_expires_secs: i64,
+    /// `x-amzn-oidc-identity`.
+    pub identity: HeaderValue,
+    /// `x-amzn-oidc-accesstoken` (marked sensitive).
+    pub access_token: HeaderValue,
 }
 
 /// A session's slot: the lock serialises refreshes of one session.
@@ -75,22 +92,65 @@ impl LoginStore {
     }
 }
 
-/// Sessions by id (hex of the random id).
-#[derive(Debug, Default)]
+/// Independently locked parts of the session table (requests on different threads
+/// rarely wait for each other).
+const SESSION_SHARDS: usize = 16;
+
+/// Hashes a session id by its first eight bytes. Ids are uniformly random and made by the
+/// gateway (a lookup only ever uses an id that came out of a cookie sealed with the
+/// gateway's key), so nobody can choose ids that collide; a keyed hash would only cost
+/// time on every request.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; N]` hashes its length first (8 bytes), then the bytes.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+}
+
+type SessionMap = HashMap<SessionId, SessionSlot, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Sessions by id.
+#[derive(Debug)]
 pub struct SessionStore {
-    map: Mutex<HashMap<String, SessionSlot>>,
+    shards: Box<[Mutex<SessionMap>]>,
+}
+
+impl Default for SessionStore {
+    fn default() -> Self {
+        Self {
+            shards: (0..SESSION_SHARDS)
+                .map(|_| Mutex::new(SessionMap::default()))
+                .collect(),
+        }
+    }
 }
 
 impl SessionStore {
-    pub fn insert(&self, id: String, session: Session) {
-        let Ok(mut map) = self.map.lock() else {
-            return;
-        };
-        if map.len() >= MAX_SESSIONS {
+    fn shard(&self, id: &SessionId) -> std::sync::MutexGuard<'_, SessionMap> {
+        // Ids are uniformly random: their first byte spreads them evenly.
+        self.shards[usize::from(id[0]) % SESSION_SHARDS]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn insert(&self, id: SessionId, session: Session) {
+        let mut map = self.shard(&id);
+        if map.len() >= MAX_SESSIONS / SESSION_SHARDS {
             // Drop the session idle the longest (only when full: O(n) is fine here).
             let victim = map
                 .iter()
-                .filter_map(|(k, s)| s.try_lock().ok().map(|s| (k.clone(), s.last_seen_secs)))
+                .filter_map(|(k, s)| s.try_lock().ok().map(|s| (*k, s.last_seen_secs)))
                 .min_by_key(|(_, seen)| *seen)
                 .map(|(k, _)| k);
             if let Some(k) = victim {
@@ -100,18 +160,19 @@ impl SessionStore {
         map.insert(id, Arc::new(tokio::sync::Mutex::new(session)));
     }
 
-    pub fn find(&self, id: &str) -> Option<SessionSlot> {
-        self.map.lock().ok()?.get(id).cloned()
+    pub fn find(&self, id: &SessionId) -> Option<SessionSlot> {
+        self.shard(id).get(id).cloned()
     }
 
-    pub fn delete(&self, id: &str) {
-        if let Ok(mut map) = self.map.lock() {
-            map.remove(id);
-        }
+    pub fn delete(&self, id: &SessionId) {
+        self.shard(id).remove(id);
     }
 
     pub fn len(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or(0)
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1685,6 +1685,10 @@ pub struct GatewayOverrides {
     /// TLS private key (PEM).
     #[arg(long, env = "LATCHKEY_GATEWAY_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Also listen for plain HTTP here (e.g. 0.0.0.0:80) and redirect GET/HEAD to the https
+    /// public URL (308); other methods get 400. Needs --tls-cert and --tls-key.
+    #[arg(long, env = "LATCHKEY_GATEWAY_HTTP_REDIRECT_LISTEN")]
+    pub http_redirect_listen: Option<String>,
     /// Requests per second per client IP, e.g. `20/s` (burst: twice the rate).
     #[arg(long, env = "LATCHKEY_GATEWAY_RATE_LIMIT_PER_IP")]
     pub rate_limit_per_ip: Option<String>,
@@ -1700,6 +1704,9 @@ pub struct GatewayOverrides {
     /// Access log: `stdout` (default), `off`, or a file path (JSON lines).
     #[arg(long, env = "LATCHKEY_GATEWAY_ACCESS_LOG")]
     pub access_log: Option<String>,
+    /// Worker threads serving connections (1-256). Default: one per CPU.
+    #[arg(long, env = "LATCHKEY_GATEWAY_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 /// The `[gateway]` section of the file. Every key is optional.
@@ -1721,11 +1728,13 @@ pub struct FileGateway {
     pub upstream_connect_timeout_ms: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub http_redirect_listen: Option<String>,
     pub rate_limit_per_ip: Option<String>,
     pub rate_limit_per_user: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub request_timeout_seconds: Option<u64>,
     pub access_log: Option<String>,
+    pub workers: Option<usize>,
 }
 
 /// Environment variable holding the OIDC client secret itself.
@@ -1739,6 +1748,10 @@ pub struct GatewayServeConfig {
     pub public_url: Option<String>,
     pub gateway: latchkey_gateway::GatewayConfig,
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Plain-HTTP listener that redirects to the https public URL (only with `tls`).
+    pub http_redirect_listen: Option<SocketAddr>,
+    /// Worker threads serving connections.
+    pub workers: usize,
 }
 
 fn gateway_env(key: &str) -> String {
@@ -1848,13 +1861,45 @@ impl GatewayServeConfig {
                 return Err(bad_gateway("tls_cert", "missing: tls_key needs tls_cert"));
             }
         };
+        let public_url = pick(&o.public_url, &g.public_url);
+        let http_redirect_listen = pick(&o.http_redirect_listen, &g.http_redirect_listen)
+            .map(|text| {
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    bad_gateway(
+                        "http_redirect_listen",
+                        format!("{text:?} is not an address like 0.0.0.0:80"),
+                    )
+                })?;
+                if tls.is_none() {
+                    return Err(bad_gateway(
+                        "http_redirect_listen",
+                        "needs TLS: set gateway.tls_cert and gateway.tls_key, or remove it",
+                    ));
+                }
+                if public_url
+                    .as_deref()
+                    .is_some_and(|u| !u.starts_with("https://"))
+                {
+                    return Err(bad_gateway(
+                        "http_redirect_listen",
+                        "needs an https gateway.public_url to redirect to",
+                    ));
+                }
+                if addr == listen && addr.port() != 0 {
+                    return Err(bad_gateway(
+                        "http_redirect_listen",
+                        format!("{addr} is already gateway.listen"),
+                    ));
+                }
+                Ok(addr)
+            })
+            .transpose()?;
         let rate_limit_per_ip = pick(&o.rate_limit_per_ip, &g.rate_limit_per_ip)
             .map(|t| parse_rate("rate_limit_per_ip", &t))
             .transpose()?;
         let rate_limit_per_user = pick(&o.rate_limit_per_user, &g.rate_limit_per_user)
             .map(|t| parse_rate("rate_limit_per_user", &t))
             .transpose()?;
-        let public_url = pick(&o.public_url, &g.public_url);
         let gateway = latchkey_gateway::GatewayConfig {
             // Replaced by the bound address when not configured.
             public_url: public_url
@@ -1910,11 +1955,20 @@ impl GatewayServeConfig {
         gateway
             .validate()
             .map_err(|e| bad_gateway(e.key, e.reason))?;
+        let workers = o
+            .workers
+            .or(g.workers)
+            .unwrap_or_else(latchkey_gateway::server::default_workers);
+        if !(1..=256).contains(&workers) {
+            return Err(bad_gateway("workers", "must be between 1 and 256"));
+        }
         Ok(Self {
             listen,
             public_url,
             gateway,
             tls,
+            http_redirect_listen,
+            workers,
         })
     }
 }
@@ -1940,11 +1994,13 @@ mod gateway_tests {
             upstream_connect_timeout_ms: None,
             tls_cert: None,
             tls_key: None,
+            http_redirect_listen: None,
             rate_limit_per_ip: None,
             rate_limit_per_user: None,
             max_body_bytes: None,
             request_timeout_seconds: None,
             access_log: None,
+            workers: None,
         }
     }
 
@@ -2031,5 +2087,75 @@ mod gateway_tests {
         let mut o = overrides();
         o.oidc_scopes = Some("email".into());
         assert!(error(&o, &f, Some("top-secret")).contains("gateway.oidc_scopes"));
+    }
+
+    #[test]
+    fn http_redirect_listen_needs_tls() {
+        let tls = |o: &mut GatewayOverrides| {
+            o.tls_cert = Some("/c.pem".into());
+            o.tls_key = Some("/k.pem".into());
+        };
+        let resolve = |o: &GatewayOverrides, f: &FileConfig| {
+            GatewayServeConfig::resolve_with_env(o, f, &storage(), Some("top-secret".into()))
+        };
+        // Not set: nothing to redirect.
+        let mut o = overrides();
+        tls(&mut o);
+        assert_eq!(
+            resolve(&o, &FileConfig::default())
+                .unwrap()
+                .http_redirect_listen,
+            None
+        );
+        // From the file; the flag overrides it.
+        let file: FileConfig = toml::from_str(
+            r#"
+            [gateway]
+            tls_cert = "/c.pem"
+            tls_key = "/k.pem"
+            http_redirect_listen = "0.0.0.0:80"
+            "#,
+        )
+        .unwrap();
+        let c = resolve(&overrides(), &file).unwrap();
+        assert_eq!(c.http_redirect_listen, Some("0.0.0.0:80".parse().unwrap()));
+        assert!(c.tls.is_some());
+        let mut o = overrides();
+        o.http_redirect_listen = Some("127.0.0.1:8080".into());
+        let c = resolve(&o, &file).unwrap();
+        assert_eq!(
+            c.http_redirect_listen,
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        // Without TLS, from the flag or the file.
+        let f = FileConfig::default();
+        let mut o = overrides();
+        o.http_redirect_listen = Some("127.0.0.1:0".into());
+        let e = error(&o, &f, Some("top-secret"));
+        assert!(e.contains("gateway.http_redirect_listen"), "{e}");
+        assert!(e.contains("needs TLS"), "{e}");
+        let file: FileConfig =
+            toml::from_str("[gateway]\nhttp_redirect_listen = \"0.0.0.0:80\"\n").unwrap();
+        let e = error(&overrides(), &file, Some("top-secret"));
+        assert!(e.contains("gateway.http_redirect_listen"), "{e}");
+        // Not an address.
+        let mut o = overrides();
+        tls(&mut o);
+        o.http_redirect_listen = Some("port 80".into());
+        assert!(error(&o, &f, Some("top-secret")).contains("gateway.http_redirect_listen"));
+        // An http public URL has nothing to redirect to.
+        let mut o = overrides();
+        tls(&mut o);
+        o.http_redirect_listen = Some("127.0.0.1:0".into());
+        o.public_url = Some("http://app.example.com".into());
+        assert!(error(&o, &f, Some("top-secret")).contains("gateway.http_redirect_listen"));
+        o.public_url = Some("https://app.example.com".into());
+        assert!(resolve(&o, &f).is_ok());
+        // The same address as the https listener.
+        let mut o = overrides();
+        tls(&mut o);
+        o.listen = Some("127.0.0.1:8443".into());
+        o.http_redirect_listen = Some("127.0.0.1:8443".into());
+        assert!(error(&o, &f, Some("top-secret")).contains("gateway.http_redirect_listen"));
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use axum::serve::ListenerExt as _;
 use base64::Engine as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use latchkey_core::clock::{Clock, SystemClock};
 use latchkey_core::crypto::{self, KeyProvider};
 use latchkey_identity::auth::{Role, credential_aad};
@@ -162,8 +162,35 @@ enum AuditCommand {
     },
 }
 
+/// Global storage flags `serve gateway` does not use (it keeps only its cookie key in the
+/// data directory). Its help leaves them out; given anyway, they are accepted and ignored.
+const GATEWAY_UNUSED_GLOBALS: [&str; 3] = ["database_url", "database_url_file", "key_file"];
+
+/// The command line: [`Cli`], with the storage flags hidden from `serve gateway --help`.
+///
+/// clap copies a global flag into a subcommand only when the subcommand has no argument
+/// with the same id; giving `serve gateway` hidden copies stops the visible ones from
+/// arriving there, and values given there still reach the top level (same id), so parsing
+/// is unchanged everywhere.
+fn cli_command() -> clap::Command {
+    let command = Cli::command();
+    let hidden: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| GATEWAY_UNUSED_GLOBALS.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().global(false).hide(true))
+        .collect();
+    command.mut_subcommand("serve", |serve| {
+        serve.mut_subcommand("gateway", |gateway| gateway.args(hidden))
+    })
+}
+
+fn parse_cli() -> Cli {
+    let mut matches = cli_command().get_matches();
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut cli_command()).exit())
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -363,20 +390,72 @@ async fn serve_gateway(
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
     let bound = listener.local_addr()?;
+    let redirect = match serve.http_redirect_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} (gateway.http_redirect_listen)")
+            })?;
+            let bound = listener.local_addr()?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
     if serve.public_url.is_none() {
         serve.gateway.public_url = format!("{scheme}://{bound}");
     }
     let public_url = serve.gateway.public_url.clone();
     let issuer = serve.gateway.oidc_issuer.clone();
     let routes = serve.gateway.routes.len();
+    let workers = serve.workers;
     let state = latchkey_gateway::GatewayState::new(serve.gateway, Arc::new(SystemClock))
         .map_err(|e| anyhow!("{e}"))?;
     tracing::info!(%public_url, %issuer, routes, kid = state.alb_kid(), "gateway starting");
     println!("latchkey gateway listening on {scheme}://{bound}");
+    if let Some((_, redirect_bound)) = &redirect {
+        println!("latchkey gateway redirecting http://{redirect_bound} to {public_url}");
+    }
     std::io::stdout().flush()?;
-    let app = latchkey_gateway::app(state.clone());
-    latchkey_gateway::server::serve(listener, app, tls, shutdown_signal()).await?;
+    // One shutdown for both listeners: the signal, or either of them ending (failing).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    };
+    let signal = async {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = stopped(stop_rx.clone()) => {}
+        }
+        stop_tx.send_replace(true);
+    };
+    let main = async {
+        let result = latchkey_gateway::server::serve(
+            listener,
+            state.clone(),
+            tls,
+            workers,
+            stopped(stop_rx.clone()),
+        )
+        .await;
+        stop_tx.send_replace(true);
+        result.context("gateway server failed")
+    };
+    let redirect = async {
+        let Some((listener, _)) = redirect else {
+            return Ok(());
+        };
+        let result = latchkey_gateway::redirect::serve_redirect(
+            listener,
+            public_url.clone(),
+            stopped(stop_rx.clone()),
+        )
+        .await;
+        stop_tx.send_replace(true);
+        result.context("gateway HTTP redirect listener failed")
+    };
+    let ((), main, redirect) = tokio::join!(signal, main, redirect);
     tokio::task::block_in_place(|| state.edge().access_log.flush());
+    main?;
+    redirect?;
     tracing::info!("gateway stopped");
     Ok(())
 }
@@ -833,4 +912,89 @@ async fn vault_admin(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod cli_tests {
+    use super::*;
+
+    fn help(path: &[&str]) -> String {
+        let mut command = cli_command();
+        command.build();
+        let mut sub = &mut command;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).unwrap();
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn gateway_help_leaves_out_storage_flags() {
+        cli_command().debug_assert();
+        let gateway = help(&["serve", "gateway"]);
+        assert!(gateway.contains("--http-redirect-listen"), "{gateway}");
+        assert!(gateway.contains("--data-dir"), "{gateway}");
+        for flag in ["--database-url", "--database-url-file", "--key-file"] {
+            assert!(!gateway.contains(flag), "{flag} in {gateway}");
+            assert!(help(&["serve", "identity"]).contains(flag), "{flag}");
+            assert!(
+                help(&["admin", "credentials", "list"]).contains(flag),
+                "{flag}"
+            );
+            assert!(help(&[]).contains(flag), "{flag}");
+        }
+    }
+
+    #[test]
+    fn storage_flags_still_parse_everywhere() {
+        let parse = |args: &[&str]| {
+            let matches = cli_command()
+                .try_get_matches_from(std::iter::once("latchkey").chain(args.iter().copied()))
+                .unwrap();
+            Cli::from_arg_matches(&matches).unwrap()
+        };
+        for args in [
+            &[
+                "serve",
+                "gateway",
+                "--database-url",
+                "sqlite://x",
+                "--key-file",
+                "/k",
+            ][..],
+            &[
+                "--database-url",
+                "sqlite://x",
+                "--key-file",
+                "/k",
+                "serve",
+                "gateway",
+            ][..],
+            &[
+                "serve",
+                "identity",
+                "--database-url",
+                "sqlite://x",
+                "--key-file",
+                "/k",
+            ][..],
+        ] {
+            let cli = parse(args);
+            assert_eq!(
+                cli.overrides.database_url.as_deref(),
+                Some("sqlite://x"),
+                "{args:?}"
+            );
+            assert_eq!(cli.overrides.key_file, Some("/k".into()), "{args:?}");
+        }
+        let cli = parse(&["serve", "gateway", "--http-redirect-listen", "127.0.0.1:0"]);
+        let Command::Serve {
+            service: Service::Gateway(o),
+        } = cli.command
+        else {
+            panic!("not serve gateway");
+        };
+        assert_eq!(o.http_redirect_listen.as_deref(), Some("127.0.0.1:0"));
+    }
 }

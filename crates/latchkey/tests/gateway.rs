@@ -829,7 +829,7 @@ async fn gateway_terminates_tls() {
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
     // No login happens here: the provider is never contacted.
-    let (_gateway, gw, _) = spawn_gateway(
+    let (_gateway, gw, lines) = spawn_gateway(
         "http://127.0.0.1:9",
         "gw-tls",
         &upstream,
@@ -840,9 +840,18 @@ async fn gateway_terminates_tls() {
             key.to_str().unwrap(),
             "--access-log",
             "off",
+            "--http-redirect-listen",
+            "127.0.0.1:0",
         ],
     );
     assert!(gw.starts_with("https://"), "{gw}");
+    // The second line: `latchkey gateway redirecting http://ADDR to PUBLIC_URL`.
+    let redirect_line = wait_for_line(&lines, "latchkey gateway redirecting ");
+    let words: Vec<&str> = redirect_line.split(' ').collect();
+    assert_eq!(words.len(), 6, "{redirect_line:?}");
+    assert_eq!(words[4], "to");
+    assert_eq!(words[5], gw, "the public URL defaults to the https address");
+    let plain = words[3].strip_prefix("http://").unwrap().to_string();
     let http = reqwest::Client::builder()
         .tls_danger_accept_invalid_certs(true)
         .build()
@@ -859,4 +868,119 @@ async fn gateway_terminates_tls() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+
+    // Plain HTTP: GET and HEAD are redirected to the same path on the https public URL,
+    // whatever the Host header says, and never carry HSTS.
+    let plain_for_task = plain.clone();
+    let (status, head) = tokio::task::spawn_blocking(move || {
+        raw_request(&plain_for_task, "GET", "/some/path?x=1", &plain_for_task)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 308, "{head}");
+    assert_eq!(
+        header_of(&head, "location").as_deref(),
+        Some(format!("{gw}/some/path?x=1").as_str()),
+        "{head}"
+    );
+    assert_eq!(
+        header_of(&head, "strict-transport-security"),
+        None,
+        "{head}"
+    );
+    let plain_for_task = plain.clone();
+    let (status, head) = tokio::task::spawn_blocking(move || {
+        raw_request(&plain_for_task, "GET", "/some/path?x=1", "evil.example")
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 308, "{head}");
+    assert_eq!(
+        header_of(&head, "location").as_deref(),
+        Some(format!("{gw}/some/path?x=1").as_str()),
+        "a hostile Host header must not change the target: {head}"
+    );
+    let plain_for_task = plain.clone();
+    let (status, head) = tokio::task::spawn_blocking(move || {
+        raw_request(&plain_for_task, "HEAD", "/", "evil.example")
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 308, "{head}");
+    assert_eq!(
+        header_of(&head, "location").as_deref(),
+        Some(format!("{gw}/").as_str())
+    );
+    // Other methods are refused, not redirected: the body already crossed in clear text.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .post(format!("http://{plain}/api/x"))
+        .body("secret=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    assert!(r.headers().get("strict-transport-security").is_none());
+    assert!(r.text().await.unwrap().contains("https"));
+    // A browser-like client ends up on the https listener.
+    let r = http
+        .get(format!("http://{plain}/public/x?y=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.url().as_str(), format!("{gw}/public/x?y=2"));
+    assert!(r.headers().get("strict-transport-security").is_some());
+}
+
+/// The first line in `lines` that starts with `prefix`, waiting up to 10 s for it.
+fn wait_for_line(lines: &Lines, prefix: &str) -> String {
+    for _ in 0..200 {
+        if let Some(line) = lines.lock().unwrap().iter().find(|l| l.starts_with(prefix)) {
+            return line.clone();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "no line starting with {prefix:?} in {:?}",
+        lines.lock().unwrap()
+    );
+}
+
+/// One plain-HTTP request written by hand with the given Host header; the status and the
+/// response head.
+fn raw_request(addr: &str, method: &str, target: &str, host: &str) -> (u16, String) {
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = tcp.read_to_string(&mut text);
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head)
+}
+
+fn header_of(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
 }
