@@ -471,3 +471,104 @@ __all__ = [
     "to_callback",
     "verify_alb_token",
 ]
+
+
+# --------------------------------------------------------------------------- WebSocket
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_accept(key: str) -> str:
+    """Sec-WebSocket-Accept for `key` (RFC 6455 §4.2.2)."""
+    import hashlib
+
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+
+
+def ws_frame(payload: bytes, *, mask: bool) -> bytes:
+    """One final text frame (payload under 126 bytes), masked as a client must."""
+    assert len(payload) < 126
+    head = bytes([0x81, (0x80 if mask else 0) | len(payload)])
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def ws_read_frame(sock: socket.socket) -> bytes:
+    """The payload of one small frame (masked or not)."""
+
+    def exact(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed mid-frame")
+            data += chunk
+        return data
+
+    b0, b1 = exact(2)
+    length = b1 & 0x7F
+    assert length < 126, "only small frames here"
+    key = exact(4) if b1 & 0x80 else b""
+    payload = exact(length)
+    return bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if key else payload
+
+
+def read_head(sock: socket.socket) -> tuple[str, dict[str, str], bytes]:
+    """Request or status line, headers (lower-case names, last value wins), and any bytes
+    read past the head."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed before the end of the head: {data[:200]!r}")
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return lines[0], headers, rest
+
+
+class WebSocketEcho:
+    """A minimal WebSocket upstream (RFC 6455 handshake, small text frames): it answers the
+    handshake with 101 and sends back `echo:` + each frame's text; a path ending in
+    `/refuse` is answered 403 instead. Each handshake's headers are kept in `seen`."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                line, headers, _ = read_head(conn)
+                self.seen.append({"request-line": line, **headers})
+                if line.split(" ")[1].endswith("/refuse"):
+                    conn.sendall(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 3\r\nconnection: close\r\n\r\nno\n")
+                    return
+                accept = ws_accept(headers.get("sec-websocket-key", ""))
+                conn.sendall(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+                )
+                while True:
+                    text = ws_read_frame(conn)
+                    conn.sendall(ws_frame(b"echo:" + text, mask=False))
+            except (ConnectionError, OSError, ValueError):
+                return
+
+    def stop(self) -> None:
+        self.listener.close()

@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -39,6 +40,11 @@ from gateway_harness import (
     SESSION_COOKIE,
     Gateway,
     Upstream,
+    WebSocketEcho,
+    read_head,
+    ws_accept,
+    ws_frame,
+    ws_read_frame,
     browser,
     copy_set_cookies,
     follow,
@@ -565,3 +571,60 @@ def test_access_log_never_holds_cookies_codes_state_or_tokens(gateway: Gateway, 
     assert any(e.get("user") == user for e in entries), "the access log does not name the user"
     for what, value in secrets.items():
         assert value and value not in out, f"the {what} appeared in the gateway's output"
+
+
+# --------------------------------------------------------------------------- WebSocket
+@pytest.fixture(scope="module")
+def ws_gateway(gateways: Callable[..., Gateway]) -> Iterator[tuple[Gateway, WebSocketEcho]]:
+    echo_server = WebSocketEcho()
+    yield gateways([f"/ws={echo_server.url};api", f"/app={echo_server.url};login"], name="gw-ws"), echo_server
+    echo_server.stop()
+
+
+def ws_handshake(gateway: Gateway, path: str, extra: dict[str, str]) -> tuple[socket.socket, str, dict[str, str], bytes]:
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{gateway.port}", "Upgrade: websocket", "Connection: Upgrade",
+             f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13", *(f"{k}: {v}" for k, v in extra.items())]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    status, headers, rest = read_head(sock)
+    headers["expected-accept"] = ws_accept(key)
+    return sock, status, headers, rest
+
+
+def test_websocket_goes_through_for_a_signed_in_user_only(ws_gateway: tuple[Gateway, WebSocketEcho], idp: OidcProvider) -> None:
+    gateway, echo_server = ws_gateway
+    # Without a session: 401, and the upstream never sees the handshake.
+    before = len(echo_server.seen)
+    sock, status, _, _ = ws_handshake(gateway, "/ws/chat", {})
+    sock.close()
+    assert " 401 " in status, status
+    assert len(echo_server.seen) == before
+    # Signed in: 101 from the upstream, the user's ALB headers on the handshake, forged ones
+    # gone, and frames flow both ways.
+    lg = login(gateway, "ws-user", "/app/")
+    assert lg.cookie, lg.hops
+    sock, status, headers, rest = ws_handshake(
+        gateway, "/ws/chat", {"Cookie": f"{SESSION_COOKIE}={lg.cookie}", "x-amzn-oidc-identity": "mallory"})
+    try:
+        assert " 101 " in status, (status, headers)
+        assert headers.get("upgrade", "").lower() == "websocket" and headers.get("sec-websocket-accept") == headers["expected-accept"], headers
+        assert rest == b""
+        seen = echo_server.seen[-1]
+        assert seen["x-amzn-oidc-identity"] == "ws-user", seen
+        assert seen.get("x-amzn-oidc-data"), seen
+        assert SESSION_COOKIE not in seen.get("cookie", ""), seen
+        for text in (b"hello", b"second frame"):
+            sock.sendall(ws_frame(text, mask=True))
+            assert ws_read_frame(sock) == b"echo:" + text
+    finally:
+        sock.close()
+    # An upstream that refuses the handshake: its answer, not a broken connection.
+    sock, status, _, _ = ws_handshake(gateway, "/ws/refuse", {"Cookie": f"{SESSION_COOKIE}={lg.cookie}"})
+    sock.close()
+    assert " 403 " in status, status
+    # Only WebSocket upgrades pass: `Upgrade: h2c` is dropped like any hop-by-hop header.
+    r = requests.get(gateway.url + "/ws/plain", headers={"Upgrade": "h2c", "Connection": "Upgrade",
+                                                        "Cookie": f"{SESSION_COOKIE}={lg.cookie}"}, timeout=10)
+    seen = echo_server.seen[-1]
+    assert "upgrade" not in seen and "upgrade" not in seen.get("connection", "").lower(), seen

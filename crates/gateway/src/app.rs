@@ -925,8 +925,18 @@ async fn forward(
             "unusable request target",
         );
     };
+    // A WebSocket handshake keeps its `Upgrade` (the one hop-by-hop header that must go on).
+    let websocket = websocket_upgrade(&parts.headers);
+    let client_upgrade = websocket
+        .is_some()
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
+    if let Some(upgrade) = &websocket {
+        headers.insert(header::UPGRADE, upgrade.clone());
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
 
     // Nothing the client says about the user reaches the upstream.
     if headers
@@ -993,6 +1003,9 @@ async fn forward(
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     let upstream_request = http::Request::from_parts(parts, body);
+    if let Some(client_upgrade) = client_upgrade {
+        return forward_websocket(worker, route, upstream_request, client_upgrade).await;
+    }
     match worker
         .upstream
         .send(route.index, &route.authority, upstream_request)
@@ -1022,6 +1035,84 @@ async fn forward(
             )
         }
     }
+}
+
+/// The `Upgrade` value of a WebSocket handshake (RFC 6455 §4.1: `GET`, `Connection`
+/// naming `upgrade`, `Upgrade: websocket`); `None` for anything else, whose `Upgrade` is
+/// dropped like any hop-by-hop header (no `h2c` or other protocol switch goes through).
+fn websocket_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    let is_websocket = upgrade.as_bytes().eq_ignore_ascii_case(b"websocket");
+    let connection_says_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    (is_websocket && connection_says_upgrade).then(|| upgrade.clone())
+}
+
+/// A WebSocket handshake, on a connection of its own: the upstream's answer goes back to
+/// the client, and after a `101` the two connections are joined byte for byte until either
+/// side closes. (The session was checked for the handshake; like an ALB, the gateway does
+/// not cut an open WebSocket when the session later ends.)
+async fn forward_websocket(
+    worker: &Worker,
+    route: &Route,
+    request: http::Request<UpstreamBody>,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+) -> Response {
+    let mut response = match worker.upstream.upgrade(&route.authority, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(upstream = %route.name, %error, "upstream WebSocket handshake failed");
+            return json_error(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "the upstream service is unavailable",
+            );
+        }
+    };
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Refused upstream: an ordinary answer (its connection is not reused).
+        let (mut parts, body) = response.into_parts();
+        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
+        remove_hop_by_hop(&mut parts.headers);
+        return Response::from_parts(parts, Body::new(body));
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    let upstream = route.name.clone();
+    tokio::spawn(async move {
+        let (client, upstream_io) = match tokio::join!(client_upgrade, upstream_upgrade) {
+            (Ok(client), Ok(upstream_io)) => (client, upstream_io),
+            (client, upstream_io) => {
+                tracing::debug!(
+                    client = client.is_ok(),
+                    upstream = upstream_io.is_ok(),
+                    "a WebSocket upgrade did not complete"
+                );
+                return;
+            }
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut upstream_io = hyper_util::rt::TokioIo::new(upstream_io);
+        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream_io).await {
+            tracing::debug!(%upstream, %error, "WebSocket connection ended with an error");
+        }
+    });
+    let (mut parts, _) = response.into_parts();
+    // Keep the handshake's `Upgrade` and `Connection: upgrade`; drop other hop-by-hop headers.
+    let upgrade = parts.headers.get(header::UPGRADE).cloned();
+    remove_hop_by_hop(&mut parts.headers);
+    if let Some(upgrade) = upgrade {
+        parts.headers.insert(header::UPGRADE, upgrade);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    Response::from_parts(parts, Body::empty())
 }
 
 #[cfg(test)]

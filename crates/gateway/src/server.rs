@@ -254,7 +254,10 @@ pub async fn serve_http1<S, Svc>(
         .max_buf_size(MAX_HEAD_BYTES)
         // Head and a small body in one buffer and one `write`: cheaper than `writev`.
         .writev(false);
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    // `with_upgrades`: a WebSocket handshake answered `101` hands the connection over.
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(connection);
     let stopping = async {
         let _ = stop.wait_for(|stopping| *stopping).await;

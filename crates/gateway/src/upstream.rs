@@ -154,10 +154,29 @@ impl UpstreamPool {
         }
     }
 
-    async fn connect(
+    /// A protocol upgrade (a WebSocket handshake) on a new connection of its own, which
+    /// is never pooled; after a `101`, `hyper::upgrade::on(&mut response)` yields it.
+    pub async fn upgrade(
         &self,
         authority: &Authority,
-    ) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+        request: http::Request<UpstreamBody>,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
+        let tcp = self.tcp(authority).await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| UpstreamError::Handshake(authority.clone(), e))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upstream upgrade connection ended with an error");
+            }
+        });
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| UpstreamError::Request(authority.clone(), e))
+    }
+
+    async fn tcp(&self, authority: &Authority) -> Result<tokio::net::TcpStream, UpstreamError> {
         let port = authority.port_u16().unwrap_or(80);
         let host = authority
             .host()
@@ -171,6 +190,14 @@ impl UpstreamPool {
         .map_err(|_| UpstreamError::ConnectTimeout(authority.clone()))?
         .map_err(|e| UpstreamError::Connect(authority.clone(), e))?;
         let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    async fn connect(
+        &self,
+        authority: &Authority,
+    ) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+        let tcp = self.tcp(authority).await?;
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
             .writev(false)
             .handshake(TokioIo::new(tcp))
