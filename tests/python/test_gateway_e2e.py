@@ -623,8 +623,12 @@ def test_websocket_goes_through_for_a_signed_in_user_only(ws_gateway: tuple[Gate
     sock, status, _, _ = ws_handshake(gateway, "/ws/refuse", {"Cookie": f"{SESSION_COOKIE}={lg.cookie}"})
     sock.close()
     assert " 403 " in status, status
-    # Only WebSocket upgrades pass: `Upgrade: h2c` is dropped like any hop-by-hop header.
-    r = requests.get(gateway.url + "/ws/plain", headers={"Upgrade": "h2c", "Connection": "Upgrade",
-                                                        "Cookie": f"{SESSION_COOKIE}={lg.cookie}"}, timeout=10)
-    seen = echo_server.seen[-1]
-    assert "upgrade" not in seen and "upgrade" not in seen.get("connection", "").lower(), seen
+    # Only WebSocket handshakes (GET) pass: `Upgrade: h2c`, or `websocket` on a POST, is
+    # dropped like any hop-by-hop header.
+    for method, upgrade in (("GET", "h2c"), ("POST", "websocket")):
+        before = len(echo_server.seen)
+        requests.request(method, gateway.url + "/ws/plain", timeout=10, headers={
+            "Upgrade": upgrade, "Connection": "Upgrade", "Cookie": f"{SESSION_COOKIE}={lg.cookie}"})
+        assert len(echo_server.seen) == before + 1
+        seen = echo_server.seen[-1]
+        assert "upgrade" not in seen and "upgrade" not in seen.get("connection", "").lower(), (method, seen)

@@ -377,9 +377,8 @@ impl Drop for ClosesOnExit<'_> {
     }
 }
 
-fn write_loop(shared: &Shared, out: Box<dyn Write + Send>, destination: &str) {
+fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>, destination: &str) {
     let _closes = ClosesOnExit(shared);
-    let mut out = out;
     let mut has_failed = false;
     let mut report = |result: io::Result<()>| {
         if let Err(error) = result {

@@ -153,12 +153,12 @@ impl std::fmt::Debug for Worker {
 
 impl Worker {
     /// The gateway.
-    pub fn gateway(&self) -> &GatewayState {
+    pub(crate) fn gateway(&self) -> &GatewayState {
         &self.gateway
     }
 
     /// The routes for the paths the gateway answers itself.
-    pub fn own_routes(&self) -> &Router {
+    pub(crate) fn own_routes(&self) -> &Router {
         &self.own_routes
     }
 }
@@ -926,31 +926,25 @@ async fn forward(
         );
     };
     // A WebSocket handshake keeps its `Upgrade` (the one hop-by-hop header that must go on).
-    let websocket = websocket_upgrade(&parts.headers);
+    let websocket = websocket_upgrade(&parts.method, &parts.headers);
     let client_upgrade = websocket
         .is_some()
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
-    if let Some(upgrade) = &websocket {
-        headers.insert(header::UPGRADE, upgrade.clone());
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(upgrade) = websocket {
+        keep_upgrade(headers, upgrade);
     }
 
     // Nothing the client says about the user reaches the upstream.
-    if headers
+    let forged: Vec<HeaderName> = headers
         .keys()
-        .any(|k| k.as_str().starts_with("x-amzn-oidc-"))
-    {
-        let forged: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-amzn-oidc-"))
-            .cloned()
-            .collect();
-        for name in forged {
-            headers.remove(name);
-        }
+        .filter(|k| k.as_str().starts_with("x-amzn-oidc-"))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
     }
     // The gateway's own cookies stay here.
     if headers.contains_key(header::COOKIE) {
@@ -1011,16 +1005,7 @@ async fn forward(
         .send(route.index, &route.authority, upstream_request)
         .await
     {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            // A chunked response's `Content-Length` is meaningless (RFC 9112 §6.3) and
-            // would frame the body wrongly once `Transfer-Encoding` is removed.
-            if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-                parts.headers.remove(header::CONTENT_LENGTH);
-            }
-            remove_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(body))
-        }
+        Ok(response) => to_client(response),
         Err(error) if error.is_body_too_large() => json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -1040,7 +1025,10 @@ async fn forward(
 /// The `Upgrade` value of a WebSocket handshake (RFC 6455 §4.1: `GET`, `Connection`
 /// naming `upgrade`, `Upgrade: websocket`); `None` for anything else, whose `Upgrade` is
 /// dropped like any hop-by-hop header (no `h2c` or other protocol switch goes through).
-fn websocket_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+fn websocket_upgrade(method: &Method, headers: &HeaderMap) -> Option<HeaderValue> {
+    if method != Method::GET {
+        return None;
+    }
     let upgrade = headers.get(header::UPGRADE)?;
     let is_websocket = upgrade.as_bytes().eq_ignore_ascii_case(b"websocket");
     let connection_says_upgrade = headers
@@ -1075,12 +1063,7 @@ async fn forward_websocket(
     };
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused upstream: an ordinary answer (its connection is not reused).
-        let (mut parts, body) = response.into_parts();
-        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-            parts.headers.remove(header::CONTENT_LENGTH);
-        }
-        remove_hop_by_hop(&mut parts.headers);
-        return Response::from_parts(parts, Body::new(body));
+        return to_client(response);
     }
     let upstream_upgrade = hyper::upgrade::on(&mut response);
     let upstream = route.name.clone();
@@ -1102,17 +1085,35 @@ async fn forward_websocket(
             tracing::debug!(%upstream, %error, "WebSocket connection ended with an error");
         }
     });
-    let (mut parts, _) = response.into_parts();
     // Keep the handshake's `Upgrade` and `Connection: upgrade`; drop other hop-by-hop headers.
-    let upgrade = parts.headers.get(header::UPGRADE).cloned();
-    remove_hop_by_hop(&mut parts.headers);
+    let upgrade = response.headers().get(header::UPGRADE).cloned();
+    let mut response = to_client(response.map(|_| Body::empty()));
     if let Some(upgrade) = upgrade {
-        parts.headers.insert(header::UPGRADE, upgrade);
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        keep_upgrade(response.headers_mut(), upgrade);
     }
-    Response::from_parts(parts, Body::empty())
+    response
+}
+
+/// An upstream response as it goes to the client: without hop-by-hop headers, and without
+/// the `Content-Length` of a chunked response (meaningless, RFC 9112 §6.3, and it would
+/// frame the body wrongly once `Transfer-Encoding` is gone).
+fn to_client<B>(response: http::Response<B>) -> Response
+where
+    B: hyper::body::Body<Data = hyper::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let (mut parts, body) = response.into_parts();
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    remove_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// Puts back the two hop-by-hop headers a WebSocket handshake needs.
+fn keep_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
+    headers.insert(header::UPGRADE, upgrade);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
 #[cfg(test)]

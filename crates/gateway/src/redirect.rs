@@ -8,61 +8,49 @@
 //! No `Strict-Transport-Security` here: it is ignored over plain HTTP (RFC 6797 §8.1) and
 //! may only be sent over a secure transport (§7.2); the https listener sends it.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::body::Body;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use crate::server::SHUTDOWN_GRACE;
-
 /// Body of the answer to anything but `GET`/`HEAD`.
 const USE_HTTPS: &str = "This service is only available over https.\n";
 
 /// Serve redirects to `public_url` (an `https://` origin) on `listener` until `shutdown`
 /// completes. Fails at once, before accepting anything, if `public_url` is not an https
-/// origin.
+/// origin. Runs on the gateway's own server ([`crate::server::serve`], one worker).
 pub async fn serve_redirect(
     listener: TcpListener,
     public_url: String,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let origin = https_origin(&public_url)?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "redirect listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-        let origin = origin.clone();
-        let mut stop = stop_rx.clone();
-        connections.spawn(async move { serve_connection(tcp, peer, origin, &mut stop).await });
-        // Reap finished connections so the set does not grow without bound.
-        while connections.try_join_next().is_some() {}
+    crate::server::serve(listener, Redirect { origin }, None, 1, shutdown).await
+}
+
+/// The redirect listener's handler: every answer depends only on the configured origin.
+struct Redirect {
+    origin: String,
+}
+
+impl crate::server::Handler for Redirect {
+    type Worker = String;
+
+    fn worker(&self) -> String {
+        self.origin.clone()
     }
-    let _ = stop_tx.send(true);
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        tracing::warn!("redirect connections still open after the shutdown grace period");
+
+    fn call(
+        origin: Arc<String>,
+        request: Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static {
+        std::future::ready(respond(&origin, request.method(), request.uri()))
     }
-    Ok(())
 }
 
 /// `https://host[:port]` from `public_url`, or `InvalidInput`.
@@ -78,19 +66,6 @@ fn https_origin(public_url: &str) -> std::io::Result<String> {
         return Err(invalid("is not an https URL"));
     }
     Ok(url.origin().ascii_serialization())
-}
-
-async fn serve_connection(
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    origin: String,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-) {
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let response = respond(&origin, request.method(), request.uri());
-        async move { Ok::<_, Infallible>(response) }
-    });
-    crate::server::serve_http1(tcp, peer, service, stop).await;
 }
 
 /// The answer to one request: only the method and the target's path and query matter.
@@ -149,6 +124,7 @@ fn text(status: StatusCode, body: &'static str, close: bool) -> Response<Body> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     /// The listener on a free loopback port; its address and the shutdown trigger.

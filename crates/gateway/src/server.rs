@@ -27,10 +27,6 @@ use tokio::net::TcpListener;
 
 /// Largest request head (request line and headers), in bytes.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most header fields in a request head: hyper's default limit, which the server keeps
-/// (setting it explicitly makes hyper allocate and fill the header index per request);
-/// the baseline rules check the same number.
-pub const MAX_HEADERS: usize = 100;
 /// Time allowed for a client to send the request head.
 pub const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections get to finish after a shutdown signal.
@@ -235,9 +231,11 @@ async fn serve_connection<H: Handler, S>(
 }
 
 /// One HTTP/1.1 connection with the gateway's limits (head size, time to send the head;
-/// hyper's default of at most [`MAX_HEADERS`] header fields), until it ends or `stop`
-/// turns true (then it finishes the request in flight and closes).
-pub async fn serve_http1<S, Svc>(
+/// hyper's default limit of 100 header fields, the same as
+/// `latchkey_edge::rules::MAX_HEADERS`: setting it explicitly makes hyper allocate and fill
+/// a header index per request), until it ends or `stop` turns true (then it finishes the
+/// request in flight and closes).
+async fn serve_http1<S, Svc>(
     stream: S,
     peer: SocketAddr,
     service: Svc,

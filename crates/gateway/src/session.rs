@@ -92,61 +92,22 @@ impl LoginStore {
     }
 }
 
-/// Independently locked parts of the session table (requests on different threads
-/// rarely wait for each other).
-const SESSION_SHARDS: usize = 16;
-
-/// Hashes a session id by its first eight bytes. Ids are uniformly random and made by the
-/// gateway (a lookup only ever uses an id that came out of a cookie sealed with the
-/// gateway's key), so nobody can choose ids that collide; a keyed hash would only cost
-/// time on every request.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // `[u8; N]` hashes its length first (8 bytes), then the bytes.
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
-        }
-    }
-}
-
-type SessionMap = HashMap<SessionId, SessionSlot, std::hash::BuildHasherDefault<IdHasher>>;
-
 /// Sessions by id.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SessionStore {
-    shards: Box<[Mutex<SessionMap>]>,
-}
-
-impl Default for SessionStore {
-    fn default() -> Self {
-        Self {
-            shards: (0..SESSION_SHARDS)
-                .map(|_| Mutex::new(SessionMap::default()))
-                .collect(),
-        }
-    }
+    map: Mutex<HashMap<SessionId, SessionSlot>>,
 }
 
 impl SessionStore {
-    fn shard(&self, id: &SessionId) -> std::sync::MutexGuard<'_, SessionMap> {
-        // Ids are uniformly random: their first byte spreads them evenly.
-        self.shards[usize::from(id[0]) % SESSION_SHARDS]
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, SessionSlot>> {
+        self.map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn insert(&self, id: SessionId, session: Session) {
-        let mut map = self.shard(&id);
-        if map.len() >= MAX_SESSIONS / SESSION_SHARDS {
+        let mut map = self.map();
+        if map.len() >= MAX_SESSIONS {
             // Drop the session idle the longest (only when full: O(n) is fine here).
             let victim = map
                 .iter()
@@ -161,18 +122,15 @@ impl SessionStore {
     }
 
     pub fn find(&self, id: &SessionId) -> Option<SessionSlot> {
-        self.shard(id).get(id).cloned()
+        self.map().get(id).cloned()
     }
 
     pub fn delete(&self, id: &SessionId) {
-        self.shard(id).remove(id);
+        self.map().remove(id);
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
-            .sum()
+        self.map().len()
     }
 
     pub fn is_empty(&self) -> bool {

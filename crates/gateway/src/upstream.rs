@@ -161,10 +161,7 @@ impl UpstreamPool {
         authority: &Authority,
         request: http::Request<UpstreamBody>,
     ) -> Result<http::Response<Incoming>, UpstreamError> {
-        let tcp = self.tcp(authority).await?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| UpstreamError::Handshake(authority.clone(), e))?;
+        let (mut sender, connection) = self.handshake(authority).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "upstream upgrade connection ended with an error");
@@ -176,7 +173,12 @@ impl UpstreamPool {
             .map_err(|e| UpstreamError::Request(authority.clone(), e))
     }
 
-    async fn tcp(&self, authority: &Authority) -> Result<tokio::net::TcpStream, UpstreamError> {
+    /// A new HTTP/1.1 connection to `authority` (within the connect timeout); the caller
+    /// spawns the connection's task.
+    async fn handshake(
+        &self,
+        authority: &Authority,
+    ) -> Result<(SendRequest<UpstreamBody>, Connection), UpstreamError> {
         let port = authority.port_u16().unwrap_or(80);
         let host = authority
             .host()
@@ -190,19 +192,20 @@ impl UpstreamPool {
         .map_err(|_| UpstreamError::ConnectTimeout(authority.clone()))?
         .map_err(|e| UpstreamError::Connect(authority.clone(), e))?;
         let _ = tcp.set_nodelay(true);
-        Ok(tcp)
+        hyper::client::conn::http1::Builder::new()
+            // Head and a small body in one buffer and one `write`.
+            .writev(false)
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| UpstreamError::Handshake(authority.clone(), e))
     }
 
+    /// A new pooled connection (its task runs until the connection closes).
     async fn connect(
         &self,
         authority: &Authority,
     ) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
-        let tcp = self.tcp(authority).await?;
-        let (sender, connection) = hyper::client::conn::http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| UpstreamError::Handshake(authority.clone(), e))?;
+        let (sender, connection) = self.handshake(authority).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "upstream connection ended with an error");
@@ -211,6 +214,9 @@ impl UpstreamPool {
         Ok(sender)
     }
 }
+
+type Connection =
+    hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, UpstreamBody>;
 
 /// An upstream response body; its connection goes back to the pool once it has been read
 /// to the end.

@@ -2090,6 +2090,25 @@ mod gateway_tests {
     }
 
     #[test]
+    fn workers_default_to_the_cpus_and_are_bounded() {
+        let f = FileConfig::default();
+        let resolve = |o: &GatewayOverrides| {
+            GatewayServeConfig::resolve_with_env(o, &f, &storage(), Some("top-secret".into()))
+        };
+        assert_eq!(
+            resolve(&overrides()).unwrap().workers,
+            latchkey_gateway::server::default_workers()
+        );
+        let mut o = overrides();
+        o.workers = Some(3);
+        assert_eq!(resolve(&o).unwrap().workers, 3);
+        for bad in [0, 257] {
+            o.workers = Some(bad);
+            assert!(error(&o, &f, Some("top-secret")).contains("gateway.workers"));
+        }
+    }
+
+    #[test]
     fn http_redirect_listen_needs_tls() {
         let tls = |o: &mut GatewayOverrides| {
             o.tls_cert = Some("/c.pem".into());

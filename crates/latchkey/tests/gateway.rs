@@ -870,47 +870,26 @@ async fn gateway_terminates_tls() {
     assert_eq!(r.status(), 401);
 
     // Plain HTTP: GET and HEAD are redirected to the same path on the https public URL,
-    // whatever the Host header says, and never carry HSTS.
-    let plain_for_task = plain.clone();
-    let (status, head) = tokio::task::spawn_blocking(move || {
-        raw_request(&plain_for_task, "GET", "/some/path?x=1", &plain_for_task)
-    })
-    .await
-    .unwrap();
-    assert_eq!(status, 308, "{head}");
-    assert_eq!(
-        header_of(&head, "location").as_deref(),
-        Some(format!("{gw}/some/path?x=1").as_str()),
-        "{head}"
-    );
-    assert_eq!(
-        header_of(&head, "strict-transport-security"),
-        None,
-        "{head}"
-    );
-    let plain_for_task = plain.clone();
-    let (status, head) = tokio::task::spawn_blocking(move || {
-        raw_request(&plain_for_task, "GET", "/some/path?x=1", "evil.example")
-    })
-    .await
-    .unwrap();
-    assert_eq!(status, 308, "{head}");
-    assert_eq!(
-        header_of(&head, "location").as_deref(),
-        Some(format!("{gw}/some/path?x=1").as_str()),
-        "a hostile Host header must not change the target: {head}"
-    );
-    let plain_for_task = plain.clone();
-    let (status, head) = tokio::task::spawn_blocking(move || {
-        raw_request(&plain_for_task, "HEAD", "/", "evil.example")
-    })
-    .await
-    .unwrap();
-    assert_eq!(status, 308, "{head}");
-    assert_eq!(
-        header_of(&head, "location").as_deref(),
-        Some(format!("{gw}/").as_str())
-    );
+    // whatever the Host header says, and never carry HSTS. (The gateway is another
+    // process: a blocking request here holds up nothing it needs.)
+    for (method, target, host) in [
+        ("GET", "/some/path?x=1", plain.as_str()),
+        ("GET", "/some/path?x=1", "evil.example"),
+        ("HEAD", "/", "evil.example"),
+    ] {
+        let (status, head) = raw_request(&plain, method, target, host);
+        assert_eq!(status, 308, "{method} {target} Host: {host}: {head}");
+        assert_eq!(
+            header_of(&head, "location").as_deref(),
+            Some(format!("{gw}{target}").as_str()),
+            "the Host header must not change the target: {head}"
+        );
+        assert_eq!(
+            header_of(&head, "strict-transport-security"),
+            None,
+            "{head}"
+        );
+    }
     // Other methods are refused, not redirected: the body already crossed in clear text.
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
