@@ -266,6 +266,9 @@ def main() -> None:
         }
         ratio_apache = summary["gateway"]["rps"] / summary["mod_auth_openidc"]["rps"]
         ratio_nginx = summary["gateway"]["rps"] / summary["nginx"]["rps"]
+        # nginx with no authentication is the ceiling for one proxy hop: a gateway at that
+        # ceiling would reach this multiple of mod_auth_openidc, and no more.
+        ceiling_apache = summary["nginx"]["rps"] / summary["mod_auth_openidc"]["rps"]
 
         # memory with many sessions
         gw_pid = gw.proc.pid if gw.proc else 0
@@ -291,6 +294,7 @@ def main() -> None:
             print(f"{name:18}{v['rps']:>10.0f}{v['p50_ms']:>10.2f}{v['p99_ms']:>10.2f}" + (f"   non-2xx: {v['non_2xx']}" if v["non_2xx"] else ""))
         print(f"gateway / mod_auth_openidc  {ratio_apache:6.2f}x   (target >= 5)   {'ok' if ratio_apache >= 5 else 'BELOW TARGET'}")
         print(f"gateway / nginx             {ratio_nginx:6.2f}    (target >= 0.8) {'ok' if ratio_nginx >= 0.8 else 'BELOW TARGET'}")
+        print(f"nginx / mod_auth_openidc    {ceiling_apache:6.2f}x   (the most any proxy hop reached over mod_auth_openidc in this run)")
         print(f"gateway RSS idle {rss_idle / 1024:.1f} MiB; with {len(cookies) + 1} sessions {rss_sessions / 1024:.1f} MiB "
               f"({(rss_sessions - rss_idle) * 1024 / max(1, len(cookies)):.0f} bytes/session); "
               f"{len(cookies)} logins in {took:.0f}s ({len(cookies) / max(took, 0.001):.0f}/s); {alive}/{sampled} sampled sessions still valid")
@@ -304,6 +308,7 @@ def main() -> None:
             "summary": summary, "runs": runs,
             "ratio_gateway_over_mod_auth_openidc": ratio_apache,
             "ratio_gateway_over_nginx": ratio_nginx,
+            "ratio_nginx_over_mod_auth_openidc": ceiling_apache,
             "gateway_rss_idle_kib": rss_idle, "gateway_rss_sessions_kib": rss_sessions,
             "sessions_created": len(cookies), "sessions_requested": sessions, "session_login_seconds": took,
             "sessions_sampled_valid": [alive, sampled], "apache_rss_kib": apache_rss,

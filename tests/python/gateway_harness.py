@@ -82,6 +82,9 @@ class Upstream:
     - any path ending in `/page`: an HTML page naming `x-amzn-oidc-identity`;
     - any path ending in `/close-after`: the JSON echo, then the connection is closed
       without `Connection: close`;
+    - any path ending in `/drop-if-reused`: on a connection that already carried a
+      request, no answer at all: the request is read and the connection closed (an
+      upstream whose keep-alive timeout struck just as the request came);
     - anything else: JSON `{"method", "path", "headers"}` of what it received.
     Every request is kept in `seen`."""
 
@@ -104,6 +107,8 @@ class Upstream:
 
             def _answer(self) -> None:
                 seen = self._record()
+                # One handler instance per connection.
+                self.requests_on_connection = getattr(self, "requests_on_connection", 0) + 1
                 length = int(self.headers.get("content-length") or 0)
                 if length:
                     seen.body_length = len(self.rfile.read(length))
@@ -118,6 +123,9 @@ class Upstream:
                         self.rfile.readline()
                     seen.body_length = total
                 path = self.path.split("?", 1)[0]
+                if path.endswith("/drop-if-reused") and self.requests_on_connection > 1:
+                    self.close_connection = True
+                    return
                 if path.endswith("/events"):
                     self.send_response(200)
                     self.send_header("content-type", "text/event-stream")

@@ -475,6 +475,26 @@ def test_upstream_connections_are_reused_and_a_closed_one_is_replaced(gateway: G
     assert len(upstream.seen) - before == 10
 
 
+def test_a_safe_request_dropped_by_a_reused_connection_goes_again_and_a_post_does_not(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    s = requests.Session()
+    before = len(upstream.seen)
+    # Each GET after the first finds the previous one's connection idle; the upstream
+    # drops it unanswered, and the gateway sends the GET once more on a new connection.
+    for i in range(3):
+        r = s.get(f"{gateway.url}/public/get-{i}/drop-if-reused", timeout=10)
+        assert r.status_code == 200, (i, r.status_code, r.text[:200])
+    seen = [x.path for x in upstream.seen[before:]]
+    assert seen.count("/public/get-1/drop-if-reused") == 2, seen
+    assert seen.count("/public/get-2/drop-if-reused") == 2, seen
+    # A POST is never repeated behind the client's back: 502, and the upstream saw it once.
+    r = s.post(f"{gateway.url}/public/post/drop-if-reused", data=b"pay once", timeout=10)
+    assert r.status_code == 502, (r.status_code, r.text[:200])
+    posts = [x for x in upstream.seen[before:] if x.path == "/public/post/drop-if-reused"]
+    assert len(posts) == 1 and posts[0].method == "POST", posts
+
+
 @pytest.fixture(scope="module")
 def small_body_gateway(gateways: Callable[..., Gateway], upstream: Upstream) -> Gateway:
     return gateways([f"/public={upstream.url};public"], ["--max-body-bytes", "1024"], name="gw-body")

@@ -81,12 +81,13 @@ pub async fn handle(
         .into()
     } else {
         // A body without a declared length is cut off at the limit while it streams.
-        let body = Limited::new(body, max_body);
+        let body = http_body_util::Either::Left(Limited::new(body, max_body));
         let answer = async {
             if is_own_path(parts.uri.path()) {
                 let mut request = hyper::Request::from_parts(parts, Body::new(body));
                 request.extensions_mut().insert(ConnectInfo(peer));
-                match worker.own_routes().clone().oneshot(request).await {
+                // Boxed: the proxy path's future stays small (see `current_user`).
+                match Box::pin(worker.own_routes().clone().oneshot(request)).await {
                     Ok(response) => Proxied::from(response),
                     Err(never) => match never {},
                 }

@@ -16,13 +16,15 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
-use http_body_util::Limited;
+use http_body_util::{Either, Empty, Limited};
+use hyper::body::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
-/// The body sent upstream: the client's, cut off at the configured limit.
-pub type UpstreamBody = Limited<Incoming>;
+/// The body sent upstream: the client's, cut off at the configured limit (`Left`), or
+/// nothing, for a request sent again (`Right`, see [`UpstreamPool::send`]).
+pub type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
 
 /// How long an idle upstream connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -92,6 +94,13 @@ impl UpstreamPool {
 
     /// Send `request` (origin-form URI) over an idle or new connection to `authority`,
     /// for route number `route`.
+    ///
+    /// An idle connection may have been closed by the upstream a moment ago (after its
+    /// keep-alive timeout, which is 5 s in Node.js, or right after its last answer) without
+    /// the pool having seen it yet. Such a request is sent once more over a new connection
+    /// when it cannot have had an effect: it was not sent at all, or it is a `GET`, `HEAD`
+    /// or `OPTIONS` without a body and no response came back (RFC 9110 §9.2.2). Anything
+    /// else gets the error (502), as a request may not be repeated behind its sender's back.
     pub async fn send(
         &self,
         route: usize,
@@ -101,27 +110,28 @@ impl UpstreamPool {
         let stack = &self.routes[route];
         let (mut sender, reused) = match self.idle(stack) {
             Some(sender) => (sender, true),
-            None => (self.connect(authority).await?, false),
+            // Boxed, as the retry below: rare paths kept out of this future's size.
+            None => (Box::pin(self.connect(authority)).await?, false),
         };
+        let copy = reused.then(|| repeatable_copy(&request)).flatten();
         let response = match sender.try_send_request(request).await {
             Ok(response) => response,
-            Err(mut error) => match error.take_message() {
-                // An idle connection the upstream closed just now: the request was not
-                // sent, so it goes once more over a new connection.
-                Some(request) if reused => {
-                    sender = self.connect(authority).await?;
-                    sender
-                        .send_request(request)
-                        .await
-                        .map_err(|e| UpstreamError::Request(authority.clone(), e))?
-                }
-                _ => {
-                    return Err(UpstreamError::Request(
-                        authority.clone(),
-                        error.into_error(),
-                    ));
-                }
-            },
+            Err(mut error) => {
+                let again = match (error.take_message(), copy) {
+                    (Some(request), _) if reused => request,
+                    (None, Some(copy)) if no_response(error.error()) => copy,
+                    _ => {
+                        return Err(UpstreamError::Request(
+                            authority.clone(),
+                            error.into_error(),
+                        ));
+                    }
+                };
+                sender = Box::pin(self.connect(authority)).await?;
+                Box::pin(sender.send_request(again))
+                    .await
+                    .map_err(|e| UpstreamError::Request(authority.clone(), e))?
+            }
         };
         let (parts, body) = response.into_parts();
         let reusable = !parts
@@ -213,6 +223,45 @@ impl UpstreamPool {
         });
         Ok(sender)
     }
+}
+
+/// A copy of `request` to send again should its connection turn out to be closed: only
+/// for a safe method without a body.
+fn repeatable_copy(request: &http::Request<UpstreamBody>) -> Option<http::Request<UpstreamBody>> {
+    let safe = matches!(
+        *request.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    if !safe || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = http::Request::new(Either::Right(Empty::new()));
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    copy.headers_mut().clone_from(request.headers());
+    Some(copy)
+}
+
+/// Whether `error` says the connection ended before any response came: closed under the
+/// request, or reset.
+fn no_response(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 type Connection =
