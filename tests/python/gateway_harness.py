@@ -245,6 +245,7 @@ class Gateway:
     def start(self, timeout: float = 30) -> "Gateway":
         self.provider.add_client(self.client_id, self.client_secret, [self.redirect_uri])
         cmd = self.command()
+        out_start = self.out_path.stat().st_size if self.out_path.exists() else 0
         out = open(self.out_path, "ab")
         err = open(self.err_path, "ab")
         err.write(f"--- $ {' '.join(cmd)}\n".encode())
@@ -254,7 +255,8 @@ class Gateway:
         err.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            text = self.output()
+            # Output accumulates across restarts: only what this process printed counts.
+            text = self.out_path.read_bytes()[out_start:].decode("utf-8", "replace")
             m = LISTENING_RE.search(text)
             if m:
                 self.listening_line = m.group(0)

@@ -495,6 +495,65 @@ def test_a_safe_request_dropped_by_a_reused_connection_goes_again_and_a_post_doe
     assert len(posts) == 1 and posts[0].method == "POST", posts
 
 
+def test_sessions_survive_a_restart_sealed_and_a_logout_is_never_undone(
+    tmp_path: Path, idp: OidcProvider, upstream: Upstream
+) -> None:
+    gw = Gateway(tmp_path / "gw-restart", idp, [f"/app={upstream.url};login", f"/api={upstream.url};api"],
+                 client_id=uid("gw-restart"))
+    snapshot = gw.data_dir / "gateway-sessions.sealed"
+
+    def whoami(lg: Any) -> str | None:
+        """The user the upstream is told about, or None when the gateway answered 401."""
+        r = requests.get(gw.url + "/api/whoami", headers={"Cookie": f"{SESSION_COOKIE}={lg.cookie}"},
+                         allow_redirects=False, timeout=10)
+        if r.status_code == 401:
+            return None
+        seen = echo(r)
+        return header(seen, "x-amzn-oidc-identity")[0]
+
+    try:
+        gw.start()
+        alice, bob = login(gw, uid("alice"), "/app/"), login(gw, uid("bob"), "/app/")
+        alice_sub, bob_sub = whoami(alice), whoami(bob)
+        assert alice_sub and bob_sub and alice_sub != bob_sub
+        access_token = header(echo(requests.get(gw.url + "/api/token", headers={
+            "Cookie": f"{SESSION_COOKIE}={alice.cookie}"}, timeout=10)), "x-amzn-oidc-accesstoken")[0]
+
+        # A graceful stop writes the sessions, sealed: nothing in the file reads in clear.
+        gw.stop()
+        sealed = snapshot.read_bytes()
+        assert oct(snapshot.stat().st_mode & 0o777) == "0o600"
+        for clear in (access_token, alice_sub, bob_sub, "refresh_token", "access_token", "claims"):
+            assert clear.encode() not in sealed, clear
+        gw.start()
+        assert "sessions restored" in gw.output(), gw.output()[-3000:]
+        assert whoami(alice) == alice_sub and whoami(bob) == bob_sub
+
+        # A logout is answered only once the snapshot lacks the session: a crash right
+        # after it (SIGKILL, no shutdown) does not bring bob back.
+        out = requests.get(gw.url + LOGOUT_PATH, headers={"Cookie": f"{SESSION_COOKIE}={bob.cookie}"},
+                           allow_redirects=False, timeout=10)
+        assert out.status_code in (302, 303), out.status_code
+        assert gw.proc is not None
+        gw.proc.kill()
+        gw.proc.wait(10)
+        gw.proc = None
+        gw.start()
+        assert whoami(bob) is None, "a logged-out session came back after a crash"
+        assert whoami(alice) == alice_sub
+
+        # A snapshot altered on disk is ignored (warning), never half-trusted.
+        gw.stop()
+        altered = bytearray(snapshot.read_bytes())
+        altered[len(altered) // 2] ^= 0x01
+        snapshot.write_bytes(bytes(altered))
+        gw.start()
+        assert "session snapshot ignored" in gw.output()
+        assert whoami(alice) is None
+    finally:
+        gw.stop()
+
+
 @pytest.fixture(scope="module")
 def small_body_gateway(gateways: Callable[..., Gateway], upstream: Upstream) -> Gateway:
     return gateways([f"/public={upstream.url};public"], ["--max-body-bytes", "1024"], name="gw-body")

@@ -32,6 +32,7 @@ use crate::pages::{Page, page};
 use crate::session::{
     LoginStore, PendingLogin, Session, SessionId, SessionStore, UpstreamHeaders, safe_return_path,
 };
+use crate::snapshot::Snapshots;
 
 /// Refresh the provider's access token when it expires within this many seconds.
 pub const REFRESH_BEFORE_EXPIRY_SECONDS: i64 = 60;
@@ -66,6 +67,7 @@ struct Inner {
     signer: AlbSigner,
     logins: LoginStore,
     sessions: SessionStore,
+    snapshots: Snapshots,
     clock: Arc<dyn Clock>,
     cookie_name: &'static str,
     /// `{cookie_name}-login`.
@@ -250,6 +252,28 @@ impl GatewayState {
         } else {
             "http"
         });
+        let sessions = SessionStore::default();
+        let snapshots = Snapshots::new(&config.data_dir);
+        let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        match snapshots.load(
+            &sealer,
+            clock.now_secs(),
+            seconds(config.session_absolute),
+            seconds(config.session_idle),
+        ) {
+            Ok(restored) => {
+                let count = restored.len();
+                for (id, session) in restored {
+                    sessions.insert(id, session);
+                }
+                if count > 0 {
+                    tracing::info!(sessions = count, "sessions restored from the snapshot");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "session snapshot ignored: starting with no sessions");
+            }
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -258,7 +282,8 @@ impl GatewayState {
                 sealer,
                 signer,
                 logins: LoginStore::default(),
-                sessions: SessionStore::default(),
+                sessions,
+                snapshots,
                 clock,
                 cookie_name,
                 login_cookie_name: format!("{cookie_name}-login"),
@@ -291,6 +316,49 @@ impl GatewayState {
     /// Live sessions (for metrics and tests).
     pub fn session_count(&self) -> usize {
         self.inner.sessions.len()
+    }
+
+    /// Writes the session snapshot ([`crate::snapshot`]) now.
+    pub async fn save_sessions(&self) -> Result<(), crate::snapshot::SnapshotError> {
+        self.save_sessions_covering(0).await
+    }
+
+    /// Writes the session snapshot unless one written since covers `generation`.
+    async fn save_sessions_covering(
+        &self,
+        generation: u64,
+    ) -> Result<(), crate::snapshot::SnapshotError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let inner = &*state.inner;
+            inner
+                .snapshots
+                .save(&inner.sessions, &inner.sealer, generation)
+        })
+        .await
+        .unwrap_or(Err(crate::snapshot::SnapshotError::Seal))
+    }
+
+    /// Writes the session snapshot every `interval` (while there are sessions, or when
+    /// the last one has just gone); runs until dropped.
+    pub async fn save_sessions_every(self, interval: Duration) {
+        let mut written = self.inner.sessions.generation();
+        loop {
+            tokio::time::sleep(interval).await;
+            let generation = self.inner.sessions.generation();
+            if self.inner.sessions.is_empty() && generation == written {
+                continue;
+            }
+            match self.save_sessions().await {
+                Ok(()) => written = generation,
+                Err(error) => tracing::error!(%error, "cannot write the session snapshot"),
+            }
+        }
+    }
+
+    /// Snapshots written since start (for tests).
+    pub fn snapshot_writes(&self) -> u64 {
+        self.inner.snapshots.writes()
     }
 }
 
@@ -649,14 +717,18 @@ async fn callback(
 
 /// `GET /oauth2/logout`: end the session here, then at the provider (RP-initiated logout)
 /// when it supports it.
-async fn logout(State(state): State<GatewayState>, headers: HeaderMap) -> Response {
-    let state = &*state.inner;
+async fn logout(State(gateway): State<GatewayState>, headers: HeaderMap) -> Response {
+    let state = &*gateway.inner;
     let mut id_token = None;
-    if let Some(id) = session_id(state, &headers) {
-        if let Some(slot) = state.sessions.find(&id) {
-            id_token = slot.lock().await.id_token.clone();
+    if let Some(id) = session_id(state, &headers)
+        && let Some(slot) = state.sessions.find(&id)
+    {
+        id_token = slot.lock().await.id_token.clone();
+        let generation = state.sessions.delete(&id);
+        // Answered once the snapshot on disk no longer has it (see `crate::snapshot`).
+        if let Err(error) = gateway.save_sessions_covering(generation).await {
+            tracing::error!(%error, "cannot write the session snapshot after a logout");
         }
-        state.sessions.delete(&id);
     }
     let location = match state.rp.metadata().await {
         Ok(metadata) => match metadata

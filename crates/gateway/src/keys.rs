@@ -107,14 +107,7 @@ impl CookieSealer {
 
     /// base64url(nonce || ciphertext || tag) of `session_id`, bound to `cookie_name`.
     pub fn seal(&self, cookie_name: &str, session_id: &[u8]) -> Option<String> {
-        let mut in_out = session_id.to_vec();
-        let nonce = self
-            .key
-            .seal_in_place_append_tag(Aad::from(cookie_name.as_bytes()), &mut in_out)
-            .ok()?;
-        let mut out = nonce.as_ref().to_vec();
-        out.extend_from_slice(&in_out);
-        Some(URL_SAFE_NO_PAD.encode(out))
+        Some(URL_SAFE_NO_PAD.encode(self.seal_bytes(cookie_name, session_id.to_vec())?))
     }
 
     /// The session id in a cookie value, or `None` when it was not sealed by this key for
@@ -123,18 +116,56 @@ impl CookieSealer {
         if value.len() > 256 {
             return None;
         }
-        let raw = URL_SAFE_NO_PAD.decode(value).ok()?;
-        if raw.len() <= NONCE_LEN {
+        let mut raw = URL_SAFE_NO_PAD.decode(value).ok()?;
+        let plain_len = self.open_bytes(cookie_name, &mut raw)?.len();
+        raw.truncate(plain_len);
+        Some(raw)
+    }
+
+    /// nonce || ciphertext || tag of `plain` (encrypted in place, so no plaintext copy is
+    /// left behind), bound to `purpose`.
+    pub fn seal_bytes(&self, purpose: &str, mut plain: Vec<u8>) -> Option<Vec<u8>> {
+        use zeroize::Zeroize as _;
+        let tag_len = AES_256_GCM.tag_len();
+        if plain.capacity() < plain.len() + tag_len {
+            // Room for the tag first: growing in place would free a clear copy unwiped.
+            let mut roomy = Vec::with_capacity(plain.len() + tag_len);
+            roomy.extend_from_slice(&plain);
+            plain.zeroize();
+            plain = roomy;
+        }
+        let Ok(nonce) = self
+            .key
+            .seal_in_place_append_tag(Aad::from(purpose.as_bytes()), &mut plain)
+        else {
+            plain.zeroize();
+            return None;
+        };
+        let mut out = Vec::with_capacity(NONCE_LEN + plain.len());
+        out.extend_from_slice(nonce.as_ref());
+        out.extend_from_slice(&plain);
+        Some(out)
+    }
+
+    /// Opens what [`Self::seal_bytes`] sealed for `purpose`, in place: the plaintext is
+    /// the returned slice of `sealed` (moved to its start). `None` when tampered,
+    /// truncated, sealed for another purpose or with another key.
+    pub fn open_bytes<'a>(&self, purpose: &str, sealed: &'a mut [u8]) -> Option<&'a [u8]> {
+        if sealed.len() <= NONCE_LEN {
             return None;
         }
-        let (nonce, sealed) = raw.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut in_out = sealed.to_vec();
-        let plain = self
+        let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).ok()?;
+        let plain_len = self
             .key
-            .open_in_place(nonce, Aad::from(cookie_name.as_bytes()), &mut in_out)
-            .ok()?;
-        Some(plain.to_vec())
+            .open_in_place(
+                nonce,
+                Aad::from(purpose.as_bytes()),
+                &mut sealed[NONCE_LEN..],
+            )
+            .ok()?
+            .len();
+        sealed.copy_within(NONCE_LEN..NONCE_LEN + plain_len, 0);
+        Some(&sealed[..plain_len])
     }
 }
 

@@ -22,6 +22,7 @@ pub mod pages;
 pub mod redirect;
 pub mod server;
 pub mod session;
+pub mod snapshot;
 pub mod upstream;
 
 pub use app::{GatewayState, StartError, Worker};

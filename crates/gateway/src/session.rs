@@ -96,6 +96,8 @@ impl LoginStore {
 #[derive(Debug, Default)]
 pub struct SessionStore {
     map: Mutex<HashMap<SessionId, SessionSlot>>,
+    /// Counts sessions added and removed (see [`crate::snapshot`]).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl SessionStore {
@@ -119,14 +121,39 @@ impl SessionStore {
             }
         }
         map.insert(id, Arc::new(tokio::sync::Mutex::new(session)));
+        drop(map);
+        self.bump();
+    }
+
+    fn bump(&self) -> u64 {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    /// Changes (sessions added or removed) so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Calls `f` with each session, under its lock. Blocking (a session being refreshed
+    /// is waited for): not for the async workers.
+    pub fn for_each_blocking(&self, mut f: impl FnMut(&SessionId, &Session)) {
+        let slots: Vec<(SessionId, SessionSlot)> =
+            self.map().iter().map(|(k, v)| (*k, v.clone())).collect();
+        for (id, slot) in slots {
+            f(&id, &slot.blocking_lock());
+        }
     }
 
     pub fn find(&self, id: &SessionId) -> Option<SessionSlot> {
         self.map().get(id).cloned()
     }
 
-    pub fn delete(&self, id: &SessionId) {
+    /// Removes the session; returns the [`Self::generation`] that no longer has it.
+    pub fn delete(&self, id: &SessionId) -> u64 {
         self.map().remove(id);
+        self.bump()
     }
 
     pub fn len(&self) -> usize {

@@ -162,26 +162,40 @@ enum AuditCommand {
     },
 }
 
-/// Global storage flags `serve gateway` does not use (it keeps only its cookie key in the
-/// data directory). Its help leaves them out; given anyway, they are accepted and ignored.
-const GATEWAY_UNUSED_GLOBALS: [&str; 3] = ["database_url", "database_url_file", "key_file"];
+/// Global storage flags a service does not use, by `serve` subcommand: the gateway keeps
+/// only its cookie key in the data directory, and the session binding service keeps
+/// nothing. Their help leaves them out; given anyway, they are accepted and ignored.
+const UNUSED_GLOBALS: [(&str, &[&str]); 2] = [
+    (
+        "gateway",
+        &["database_url", "database_url_file", "key_file"],
+    ),
+    (
+        "binding",
+        &["data_dir", "database_url", "database_url_file", "key_file"],
+    ),
+];
 
-/// The command line: [`Cli`], with the storage flags hidden from `serve gateway --help`.
+/// The command line: [`Cli`], with the storage flags a service does not use hidden from
+/// its `--help` ([`UNUSED_GLOBALS`]).
 ///
 /// clap copies a global flag into a subcommand only when the subcommand has no argument
-/// with the same id; giving `serve gateway` hidden copies stops the visible ones from
+/// with the same id; giving the subcommand hidden copies stops the visible ones from
 /// arriving there, and values given there still reach the top level (same id), so parsing
 /// is unchanged everywhere.
 fn cli_command() -> clap::Command {
-    let command = Cli::command();
-    let hidden: Vec<clap::Arg> = command
-        .get_arguments()
-        .filter(|a| GATEWAY_UNUSED_GLOBALS.contains(&a.get_id().as_str()))
-        .map(|a| a.clone().global(false).hide(true))
-        .collect();
-    command.mut_subcommand("serve", |serve| {
-        serve.mut_subcommand("gateway", |gateway| gateway.args(hidden))
-    })
+    let mut command = Cli::command();
+    for (service, unused) in UNUSED_GLOBALS {
+        let hidden: Vec<clap::Arg> = command
+            .get_arguments()
+            .filter(|a| unused.contains(&a.get_id().as_str()))
+            .map(|a| a.clone().global(false).hide(true))
+            .collect();
+        command = command.mut_subcommand("serve", |serve| {
+            serve.mut_subcommand(service, |sub| sub.args(hidden))
+        });
+    }
+    command
 }
 
 fn parse_cli() -> Cli {
@@ -452,7 +466,17 @@ async fn serve_gateway(
         stop_tx.send_replace(true);
         result.context("gateway HTTP redirect listener failed")
     };
+    let saver = tokio::spawn(
+        state
+            .clone()
+            .save_sessions_every(latchkey_gateway::snapshot::SAVE_INTERVAL),
+    );
     let ((), main, redirect) = tokio::join!(signal, main, redirect);
+    saver.abort();
+    // The sessions as they are now, for the next start.
+    if let Err(error) = state.save_sessions().await {
+        tracing::error!(%error, "cannot write the session snapshot");
+    }
     tokio::task::block_in_place(|| state.edge().access_log.flush());
     main?;
     redirect?;
@@ -930,13 +954,17 @@ mod cli_tests {
     }
 
     #[test]
-    fn gateway_help_leaves_out_storage_flags() {
+    fn gateway_and_binding_help_leave_out_storage_flags() {
         cli_command().debug_assert();
         let gateway = help(&["serve", "gateway"]);
         assert!(gateway.contains("--http-redirect-listen"), "{gateway}");
         assert!(gateway.contains("--data-dir"), "{gateway}");
+        let binding = help(&["serve", "binding"]);
+        assert!(!binding.contains("--data-dir"), "{binding}");
+        assert!(binding.contains("--log-level"), "{binding}");
         for flag in ["--database-url", "--database-url-file", "--key-file"] {
             assert!(!gateway.contains(flag), "{flag} in {gateway}");
+            assert!(!binding.contains(flag), "{flag} in {binding}");
             assert!(help(&["serve", "identity"]).contains(flag), "{flag}");
             assert!(
                 help(&["admin", "credentials", "list"]).contains(flag),
@@ -970,6 +998,14 @@ mod cli_tests {
                 "/k",
                 "serve",
                 "gateway",
+            ][..],
+            &[
+                "serve",
+                "binding",
+                "--database-url",
+                "sqlite://x",
+                "--key-file",
+                "/k",
             ][..],
             &[
                 "serve",
