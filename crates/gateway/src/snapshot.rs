@@ -19,6 +19,7 @@
 //! only, with a warning, since reading a snapshot another replica wrote could bring back
 //! a session that replica has since ended.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,25 +44,34 @@ pub const LOCK_FILE: &str = "gateway-sessions.lock";
 /// What the snapshot is sealed for (a cookie sealed with the same key cannot pass for it).
 const PURPOSE: &str = "latchkey-gateway-sessions-v1";
 
-/// One session as written (secrets in clear only inside the sealed file).
+/// One session as written (secrets in clear only inside the sealed file). Borrowed from
+/// the session table when written, so no copy of a token is made on the way.
 #[derive(Serialize, Deserialize)]
-struct Saved {
+struct Saved<'a> {
     id: String,
-    subject: String,
-    claims: Map<String, Value>,
-    id_token: Option<String>,
-    access_token: String,
-    refresh_token: Option<String>,
+    #[serde(borrow)]
+    subject: Cow<'a, str>,
+    claims: Cow<'a, Map<String, Value>>,
+    #[serde(borrow)]
+    id_token: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    access_token: Cow<'a, str>,
+    #[serde(borrow)]
+    refresh_token: Option<Cow<'a, str>>,
     access_expires_at: Option<i64>,
     created_secs: i64,
     last_seen_secs: i64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Snapshot {
+#[derive(Deserialize)]
+struct Snapshot<'a> {
     version: u32,
-    sessions: Vec<Saved>,
+    #[serde(borrow)]
+    sessions: Vec<Saved<'a>>,
 }
+
+/// The snapshot's opening, before the sessions (the format `Snapshot` reads).
+const HEAD: &[u8] = br#"{"version":1,"sessions":["#;
 
 /// Why a snapshot could not be read or written (never holds a secret).
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +97,8 @@ pub struct Snapshots {
     saved: Mutex<u64>,
     /// Writes so far (for tests and metrics).
     writes: AtomicU64,
+    /// The size of the last snapshot written, in bytes.
+    last_len: std::sync::atomic::AtomicUsize,
     /// Tests: the next write fails as a full disk would make it.
     #[cfg(test)]
     fail_next_write: std::sync::atomic::AtomicBool,
@@ -125,6 +137,7 @@ impl Snapshots {
             owner,
             saved: Mutex::new(0),
             writes: AtomicU64::new(0),
+            last_len: std::sync::atomic::AtomicUsize::new(0),
             #[cfg(test)]
             fail_next_write: std::sync::atomic::AtomicBool::new(false),
         }
@@ -187,10 +200,12 @@ impl Snapshots {
                 id,
                 Session {
                     subject: Arc::from(saved.subject),
-                    claims: saved.claims,
-                    id_token: saved.id_token.map(SecretString::from),
-                    access_token: SecretString::from(saved.access_token),
-                    refresh_token: saved.refresh_token.map(SecretString::from),
+                    claims: saved.claims.into_owned(),
+                    id_token: saved.id_token.map(|t| SecretString::from(t.into_owned())),
+                    access_token: SecretString::from(saved.access_token.into_owned()),
+                    refresh_token: saved
+                        .refresh_token
+                        .map(|t| SecretString::from(t.into_owned())),
                     access_expires_at: saved.access_expires_at,
                     upstream_headers: None,
                     created_secs: saved.created_secs,
@@ -231,33 +246,45 @@ impl Snapshots {
     }
 
     fn write(&self, store: &SessionStore, sealer: &CookieSealer) -> Result<(), SnapshotError> {
-        let mut sessions = Vec::with_capacity(store.len());
+        // Sized from the last snapshot: a buffer that grows leaves clear copies behind
+        // in freed memory.
+        let expected = self.last_len.load(Ordering::Relaxed);
+        let mut plain = Zeroizing::new(Vec::with_capacity(expected + expected / 4 + 64 * 1024));
+        plain.extend_from_slice(HEAD);
+        let mut failed = None;
         store.for_each_blocking(|id, s| {
-            sessions.push(Saved {
+            if plain.len() > HEAD.len() {
+                plain.push(b',');
+            }
+            let saved = Saved {
                 id: URL_SAFE_NO_PAD.encode(id),
-                subject: s.subject.to_string(),
-                claims: s.claims.clone(),
-                id_token: s.id_token.as_ref().map(|t| t.expose_secret().to_string()),
-                access_token: s.access_token.expose_secret().to_string(),
+                subject: Cow::Borrowed(&s.subject),
+                claims: Cow::Borrowed(&s.claims),
+                id_token: s
+                    .id_token
+                    .as_ref()
+                    .map(|t| Cow::Borrowed(t.expose_secret())),
+                access_token: Cow::Borrowed(s.access_token.expose_secret()),
                 refresh_token: s
                     .refresh_token
                     .as_ref()
-                    .map(|t| t.expose_secret().to_string()),
+                    .map(|t| Cow::Borrowed(t.expose_secret())),
                 access_expires_at: s.access_expires_at,
                 created_secs: s.created_secs,
                 last_seen_secs: s.last_seen_secs,
-            });
+            };
+            if let Err(error) = serde_json::to_writer(&mut *plain, &saved) {
+                failed.get_or_insert(error);
+            }
         });
-        let snapshot = Snapshot {
-            version: 1,
-            sessions,
-        };
-        let plain = serde_json::to_vec(&snapshot)
-            .map_err(|e| SnapshotError::Format(self.path.clone(), e.to_string()))?;
-        wipe(snapshot);
+        if let Some(error) = failed {
+            return Err(SnapshotError::Format(self.path.clone(), error.to_string()));
+        }
+        plain.extend_from_slice(b"]}");
+        self.last_len.store(plain.len(), Ordering::Relaxed);
         // Sealed in place: the buffer holds ciphertext from here on.
         let sealed = sealer
-            .seal_bytes(PURPOSE, plain)
+            .seal_bytes(PURPOSE, std::mem::take(&mut *plain))
             .ok_or(SnapshotError::Seal)?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let io = |e| SnapshotError::Io(self.path.clone(), e);
@@ -282,16 +309,6 @@ impl Snapshots {
         renamed.map_err(io)?;
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
-    }
-}
-
-/// Overwrites the secrets' clear copies made for the snapshot.
-fn wipe(snapshot: Snapshot) {
-    use zeroize::Zeroize as _;
-    for mut saved in snapshot.sessions {
-        saved.access_token.zeroize();
-        saved.id_token.zeroize();
-        saved.refresh_token.zeroize();
     }
 }
 
