@@ -253,7 +253,11 @@ impl GatewayState {
             "http"
         });
         let sessions = SessionStore::default();
-        let snapshots = Snapshots::new(&config.data_dir);
+        let snapshots = if config.keep_sessions {
+            Snapshots::new(&config.data_dir)
+        } else {
+            Snapshots::off(&config.data_dir)
+        };
         let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         match snapshots.load(
             &sealer,
@@ -1251,6 +1255,7 @@ mod tests {
             max_body_bytes: 1024,
             response_timeout: Duration::from_secs(5),
             access_log: AccessLogTarget::Off,
+            keep_sessions: true,
         };
         GatewayState::new(config, Arc::new(clock)).unwrap()
     }

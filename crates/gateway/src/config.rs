@@ -156,6 +156,9 @@ pub struct GatewayConfig {
     /// Time allowed until the response head.
     pub response_timeout: Duration,
     pub access_log: AccessLogTarget,
+    /// Keep sessions across restarts in a sealed snapshot ([`crate::snapshot`]); off:
+    /// in memory only, and an old snapshot is deleted.
+    pub keep_sessions: bool,
 }
 
 /// A key that failed validation.
@@ -285,6 +288,7 @@ mod tests {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             access_log: AccessLogTarget::Off,
+            keep_sessions: true,
         };
         c.validate().unwrap();
         c.oidc_scopes = "email".into();

@@ -143,6 +143,20 @@ impl Snapshots {
         }
     }
 
+    /// No snapshots: sessions in memory only. A snapshot left in `data_dir` from before
+    /// is deleted (unless another process owns it), so no token stays on disk.
+    pub fn off(data_dir: &Path) -> Self {
+        let mut snapshots = Self::new(data_dir);
+        if snapshots.owner.take().is_some() {
+            match std::fs::remove_file(&snapshots.path) {
+                Ok(()) => tracing::info!("session snapshot deleted (sessions kept in memory only)"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => tracing::error!(%error, "cannot delete the session snapshot"),
+            }
+        }
+        snapshots
+    }
+
     /// The snapshot file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -406,6 +420,22 @@ mod tests {
                 .is_empty()
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn turned_off_nothing_is_read_or_written_and_an_old_snapshot_goes() {
+        let dir = temp_dir();
+        let sealer = CookieSealer::from_key(&[3u8; 32]).unwrap();
+        let store = SessionStore::default();
+        store.insert([1u8; 32], session("alice", 1_000, 1_000));
+        Snapshots::new(&dir).save(&store, &sealer, 0).unwrap();
+        let off = Snapshots::off(&dir);
+        assert!(!off.path().exists(), "the old snapshot is deleted");
+        assert!(off.load(&sealer, 1_000, 100, 100).unwrap().is_empty());
+        off.save(&store, &sealer, 0).unwrap();
+        assert!(!off.path().exists());
+        assert_eq!(off.writes(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

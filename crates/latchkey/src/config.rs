@@ -1707,6 +1707,10 @@ pub struct GatewayOverrides {
     /// Worker threads serving connections (1-256). Default: one per CPU.
     #[arg(long, env = "LATCHKEY_GATEWAY_WORKERS")]
     pub workers: Option<usize>,
+    /// Keep sessions across restarts, sealed in the data directory (default true); false:
+    /// in memory only, and a snapshot left from before is deleted.
+    #[arg(long, env = "LATCHKEY_GATEWAY_KEEP_SESSIONS")]
+    pub keep_sessions: Option<bool>,
 }
 
 /// The `[gateway]` section of the file. Every key is optional.
@@ -1735,6 +1739,7 @@ pub struct FileGateway {
     pub request_timeout_seconds: Option<u64>,
     pub access_log: Option<String>,
     pub workers: Option<usize>,
+    pub keep_sessions: Option<bool>,
 }
 
 /// Environment variable holding the OIDC client secret itself.
@@ -1951,6 +1956,7 @@ impl GatewayServeConfig {
             access_log: latchkey_gateway::config::AccessLogTarget::parse(
                 &pick(&o.access_log, &g.access_log).unwrap_or_else(|| "stdout".into()),
             ),
+            keep_sessions: o.keep_sessions.or(g.keep_sessions).unwrap_or(true),
         };
         gateway
             .validate()
@@ -2001,6 +2007,7 @@ mod gateway_tests {
             request_timeout_seconds: None,
             access_log: None,
             workers: None,
+            keep_sessions: None,
         }
     }
 
@@ -2020,6 +2027,24 @@ mod gateway_tests {
             .to_string();
         assert!(!e.contains("top-secret"), "{e}");
         e
+    }
+
+    #[test]
+    fn sessions_are_kept_unless_turned_off() {
+        let resolve = |o: &GatewayOverrides, f: &FileConfig| {
+            GatewayServeConfig::resolve_with_env(o, f, &storage(), Some("top-secret".into()))
+                .unwrap()
+                .gateway
+                .keep_sessions
+        };
+        let none = FileConfig::default();
+        assert!(resolve(&overrides(), &none));
+        let off: FileConfig = toml::from_str("[gateway]\nkeep_sessions = false\n").unwrap();
+        assert!(!resolve(&overrides(), &off));
+        // The flag wins over the file.
+        let mut o = overrides();
+        o.keep_sessions = Some(true);
+        assert!(resolve(&o, &off));
     }
 
     #[test]
