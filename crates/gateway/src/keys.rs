@@ -47,6 +47,17 @@ pub fn random_token<const N: usize>() -> Result<String, KeyError> {
     Ok(URL_SAFE_NO_PAD.encode(random_bytes::<N>()?))
 }
 
+/// Tests: a fresh path under the system's temporary directory (not created).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_dir(what: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "latchkey-gateway-{what}-{}-{}",
+        std::process::id(),
+        random_token::<8>().unwrap()
+    ))
+}
+
 /// Seals session ids into cookie values and opens them again.
 pub struct CookieSealer {
     key: RandomizedNonceKey,
@@ -329,11 +340,7 @@ mod tests {
 
     #[test]
     fn cookie_key_file_is_private_and_reused() {
-        let dir = std::env::temp_dir().join(format!(
-            "latchkey-gateway-keys-{}-{}",
-            std::process::id(),
-            random_token::<8>().unwrap()
-        ));
+        let dir = test_dir("keys");
         let first = CookieSealer::open_or_create(&dir).unwrap();
         let second = CookieSealer::open_or_create(&dir).unwrap();
         let value = first.seal("c", b"id").unwrap();

@@ -200,26 +200,23 @@ mod tests {
     #[tokio::test]
     async fn the_host_header_and_absolute_targets_are_ignored() {
         let (addr, _stop) = start("https://app.example.com").await;
-        let r = raw(addr, &get("/login", "evil.example")).await;
-        assert_eq!(status(&r), 308, "{r}");
-        assert_eq!(
-            header(&r, "location"),
-            Some("https://app.example.com/login")
-        );
-        let r = raw(addr, &get("http://evil.example/login?a=b", "evil.example")).await;
-        assert_eq!(status(&r), 308, "{r}");
-        assert_eq!(
-            header(&r, "location"),
-            Some("https://app.example.com/login?a=b")
-        );
-        let r = raw(addr, &get("http://evil.example", "evil.example")).await;
-        assert_eq!(header(&r, "location"), Some("https://app.example.com/"));
-        // `//host` stays a path on the configured origin.
-        let r = raw(addr, &get("//evil.example/x", "evil.example")).await;
-        assert_eq!(
-            header(&r, "location"),
-            Some("https://app.example.com//evil.example/x")
-        );
+        for (target, location) in [
+            ("/login", "https://app.example.com/login"),
+            (
+                "http://evil.example/login?a=b",
+                "https://app.example.com/login?a=b",
+            ),
+            ("http://evil.example", "https://app.example.com/"),
+            // `//host` stays a path on the configured origin.
+            (
+                "//evil.example/x",
+                "https://app.example.com//evil.example/x",
+            ),
+        ] {
+            let r = raw(addr, &get(target, "evil.example")).await;
+            assert_eq!(status(&r), 308, "{target}: {r}");
+            assert_eq!(header(&r, "location"), Some(location), "{target}");
+        }
     }
 
     #[tokio::test]

@@ -84,6 +84,19 @@ pub enum SnapshotError {
     Format(PathBuf, String),
     #[error("cannot seal the snapshot")]
     Seal,
+    #[error("the snapshot writer stopped before it finished")]
+    Interrupted,
+}
+
+/// What went wrong with the JSON, without serde's message: that quotes the offending
+/// value, which in a snapshot may be a token.
+fn shape_of(error: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        error.classify(),
+        error.line(),
+        error.column()
+    )
 }
 
 /// Writes the session table; one write at a time.
@@ -188,7 +201,7 @@ impl Snapshots {
             .open_bytes(PURPOSE, &mut sealed)
             .ok_or_else(|| SnapshotError::Sealed(self.path.clone()))?;
         let snapshot: Snapshot = serde_json::from_slice(plain)
-            .map_err(|e| SnapshotError::Format(self.path.clone(), e.to_string()))?;
+            .map_err(|e| SnapshotError::Format(self.path.clone(), shape_of(&e)))?;
         if snapshot.version != 1 {
             return Err(SnapshotError::Format(
                 self.path.clone(),
@@ -292,7 +305,7 @@ impl Snapshots {
             }
         });
         if let Some(error) = failed {
-            return Err(SnapshotError::Format(self.path.clone(), error.to_string()));
+            return Err(SnapshotError::Format(self.path.clone(), shape_of(&error)));
         }
         plain.extend_from_slice(b"]}");
         self.last_len.store(plain.len(), Ordering::Relaxed);
@@ -348,24 +361,25 @@ mod tests {
         }
     }
 
-    fn temp_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "latchkey-snapshot-{}-{}",
-            std::process::id(),
-            random_token::<8>().unwrap()
-        ));
+    /// A fresh directory, the sealer, and a table with `sessions` (id byte, subject,
+    /// created, last seen).
+    fn fixture(sessions: &[(u8, &str, i64, i64)]) -> (PathBuf, CookieSealer, SessionStore) {
+        let dir = crate::keys::test_dir("snapshot");
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        let store = SessionStore::default();
+        for &(id, subject, created, seen) in sessions {
+            store.insert([id; 32], session(subject, created, seen));
+        }
+        (dir, CookieSealer::from_key(&[3u8; 32]).unwrap(), store)
     }
 
     #[test]
     fn round_trip_drops_expired_and_refuses_anything_altered() {
-        let dir = temp_dir();
-        let sealer = CookieSealer::from_key(&[3u8; 32]).unwrap();
-        let store = SessionStore::default();
-        store.insert([1u8; 32], session("alice", 1_000, 1_900));
-        store.insert([2u8; 32], session("idle", 1_000, 1_100));
-        store.insert([3u8; 32], session("old", 0, 1_950));
+        let (dir, sealer, store) = fixture(&[
+            (1, "alice", 1_000, 1_900),
+            (2, "idle", 1_000, 1_100),
+            (3, "old", 0, 1_950),
+        ]);
         let snapshots = Snapshots::new(&dir);
         snapshots.save(&store, &sealer, 0).unwrap();
         let sealed = std::fs::read(snapshots.path()).unwrap();
@@ -423,11 +437,31 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_of_another_shape_is_refused_without_quoting_it() {
+        let (dir, sealer, _) = fixture(&[]);
+        let snapshots = Snapshots::new(&dir);
+        // Sealed with the right key (say, by another version) but not this format: serde
+        // would quote the offending value, a token here.
+        let odd = br#"{"version":1,"sessions":[{"id":"AA","subject":"s","claims":{},
+            "id_token":null,"access_token":"at","refresh_token":null,"access_expires_at":null,
+            "created_secs":"SECRET-REFRESH-TOKEN","last_seen_secs":0}]}"#;
+        std::fs::write(
+            snapshots.path(),
+            sealer.seal_bytes(PURPOSE, odd.to_vec()).unwrap(),
+        )
+        .unwrap();
+        let error = snapshots
+            .load(&sealer, 0, 100, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not a session snapshot"), "{error}");
+        assert!(!error.contains("SECRET"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn turned_off_nothing_is_read_or_written_and_an_old_snapshot_goes() {
-        let dir = temp_dir();
-        let sealer = CookieSealer::from_key(&[3u8; 32]).unwrap();
-        let store = SessionStore::default();
-        store.insert([1u8; 32], session("alice", 1_000, 1_000));
+        let (dir, sealer, store) = fixture(&[(1, "alice", 1_000, 1_000)]);
         Snapshots::new(&dir).save(&store, &sealer, 0).unwrap();
         let off = Snapshots::off(&dir);
         assert!(!off.path().exists(), "the old snapshot is deleted");
@@ -440,10 +474,7 @@ mod tests {
 
     #[test]
     fn one_process_owns_a_directory_s_snapshot() {
-        let dir = temp_dir();
-        let sealer = CookieSealer::from_key(&[3u8; 32]).unwrap();
-        let store = SessionStore::default();
-        store.insert([1u8; 32], session("alice", 1_000, 1_000));
+        let (dir, sealer, store) = fixture(&[(1, "alice", 1_000, 1_000)]);
         let first = Snapshots::new(&dir);
         first.save(&store, &sealer, 0).unwrap();
         // A second gateway on the same directory neither reads nor writes the snapshot.
@@ -461,11 +492,7 @@ mod tests {
 
     #[test]
     fn a_save_covering_a_removal_is_not_repeated_and_a_failed_save_removes_the_file() {
-        let dir = temp_dir();
-        let sealer = CookieSealer::from_key(&[3u8; 32]).unwrap();
-        let store = SessionStore::default();
-        store.insert([1u8; 32], session("alice", 1_000, 1_000));
-        store.insert([2u8; 32], session("bob", 1_000, 1_000));
+        let (dir, sealer, store) = fixture(&[(1, "alice", 1_000, 1_000), (2, "bob", 1_000, 1_000)]);
         let snapshots = Snapshots::new(&dir);
         let generation = store.delete(&[2u8; 32]);
         snapshots.save(&store, &sealer, generation).unwrap();

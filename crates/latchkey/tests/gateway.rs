@@ -349,28 +349,17 @@ fn echo(step: &Step) -> Value {
     serde_json::from_str(&step.body).unwrap()
 }
 
-/// A request written by hand, for request targets an HTTP client would normalise.
+/// A browser's GET written by hand, for request targets an HTTP client would normalise;
+/// the status and the `Location`.
 fn raw_get(gateway: &str, target: &str) -> (u16, Option<String>) {
     let addr = gateway.trim_start_matches("http://");
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        tcp,
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    let _ = tcp.read_to_string(&mut text);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let location = text
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("location:"))
-        .map(|l| l[9..].trim().to_string());
-    (status, location)
+    let (status, head) = raw_request(
+        addr,
+        "GET",
+        target,
+        &[("Host", addr), ("Accept", "text/html")],
+    );
+    (status, header_of(&head, "location"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -877,7 +866,7 @@ async fn gateway_terminates_tls() {
         ("GET", "/some/path?x=1", "evil.example"),
         ("HEAD", "/", "evil.example"),
     ] {
-        let (status, head) = raw_request(&plain, method, target, host);
+        let (status, head) = raw_request(&plain, method, target, &[("Host", host)]);
         assert_eq!(status, 308, "{method} {target} Host: {host}: {head}");
         assert_eq!(
             header_of(&head, "location").as_deref(),
@@ -930,16 +919,17 @@ fn wait_for_line(lines: &Lines, prefix: &str) -> String {
     );
 }
 
-/// One plain-HTTP request written by hand with the given Host header; the status and the
-/// response head.
-fn raw_request(addr: &str, method: &str, target: &str, host: &str) -> (u16, String) {
+/// One plain-HTTP request written by hand with the given headers (and
+/// `Connection: close`); the status and the response head.
+fn raw_request(addr: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        tcp,
-        "{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut request = format!("{method} {target} HTTP/1.1\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).unwrap();
     let mut text = String::new();
     let _ = tcp.read_to_string(&mut text);
     let head = text
