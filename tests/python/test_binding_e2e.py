@@ -3,10 +3,13 @@ service, in the flow's own order: the agent asks for a token, the user consents 
 provider, the browser lands on the binding URL signed in (an OIDC ID token cookie, or an
 ALB-signed `x-amzn-oidc-data` header), the binding service completes the session, the
 agent's poll gets the token. A wrong user gets the wrong-account page and nothing is
-stored."""
+stored. The initiator of a flow, reloading the binding URL with his polling sessionUri
+while someone else consents on his link, never completes it (issue 12, item 1)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -143,3 +146,62 @@ def test_alb_header_binding_end_to_end(server: Latchkey, authz: OidcProvider, cp
     # Replaying the binding link after completion shows an error page, not success.
     r = browser.s.get(result.final_url, headers={"x-amzn-oidc-data": alb_token(key, kid, user)}, allow_redirects=False, timeout=10)
     assert r.status_code == 400
+
+
+def test_initiator_polling_the_binding_url_never_gets_the_victims_consent(
+    server: Latchkey, authz: OidcProvider, user_idp: OidcProvider, cp: Any, dp: Any, oidc_binding: BindingService
+) -> None:
+    """Session swap (issue 12, item 1). Mallory starts a flow for himself, sends the
+    authorization link to Alice and keeps loading the binding URL with his polling
+    sessionUri, signed in as himself, while Alice consents. Only the browser that came back
+    from the provider holds the one-time completion URN: Mallory's loads never complete
+    anything (before or after Alice's consent reaches the callback), Alice's own browser
+    reaches the binding as Alice, who did not start the flow, so the session fails and
+    nothing is stored for anyone."""
+    flow = Flow(server, authz, cp, dp, [oidc_binding.binding_url])
+    mallory, alice = uniq("mallory"), uniq("alice")
+    mallory_token = user_idp.id_token_for(mallory)
+    wat = dp.get_workload_access_token_for_jwt(workloadName=flow.workload, userToken=mallory_token)["workloadAccessToken"]
+    started = flow.token(wat, resourceOauth2ReturnUrl=oidc_binding.binding_url)
+    polling_link = f"{oidc_binding.binding_url}?session_id={started['sessionUri']}"
+
+    mallory_browser = Browser(server.url, authz.issuer)
+    mallory_browser.s.cookies.set("id_token", mallory_token, domain="127.0.0.1", path="/")
+    stop = threading.Event()
+    seen: list[int] = []
+    pages: list[str] = []
+
+    def mallory_reloads() -> None:
+        while not stop.is_set():
+            r = mallory_browser.get(polling_link)
+            seen.append(r.status_code)
+            if r.status_code == 200:
+                pages.append(r.text)
+            time.sleep(0.005)
+
+    loop = threading.Thread(target=mallory_reloads, daemon=True)
+    loop.start()
+    try:
+        # Alice consents on Mallory's link (as herself, at the provider)…
+        alice_browser = Browser(server.url, authz.issuer)
+        result = alice_browser.consent(started["authorizationUrl"], alice)
+        assert result.final_url and result.final_url.startswith(oidc_binding.binding_url + "?session_id=")
+        assert result.session_id != started["sessionUri"]
+        # …and her browser reaches the binding URL a moment later (her round trip), signed in.
+        time.sleep(0.5)
+        alice_browser.s.cookies.set("id_token", user_idp.id_token_for(alice), domain="127.0.0.1", path="/")
+        page = alice_browser.get(result.final_url)
+        assert page.status_code == 403, page.text
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        loop.join(10)
+    assert seen, "Mallory's loop never ran"
+    assert 200 not in seen and not pages, f"Mallory completed the session ({seen.count(200)} of {len(seen)} loads)"
+    assert set(seen) == {404}, seen
+    unknown = mallory_browser.get(polling_link)
+    assert "does not complete any authorization" in unknown.text
+    # Nothing bound to Mallory: his poll says FAILED, and his vault still asks for consent.
+    polled = flow.token(wat, sessionUri=started["sessionUri"])
+    assert polled["sessionStatus"] == "FAILED" and "accessToken" not in polled
+    assert "accessToken" not in flow.token(wat)

@@ -49,7 +49,10 @@ def test_no_oauth_secret_in_debug_logs(server: Latchkey, cp, dp, authz: OidcProv
     server.remember_secret(q["state"][0])
     r = browser.get(callback)
     assert r.status_code in (302, 303) and r.headers["Location"].startswith(RETURN_URL)
-    env.complete(started["sessionUri"], user)
+    # The one-time completion URN is a bearer capability: the log must not show it either.
+    completion = parse_qs(urlparse(r.headers["Location"]).query)["session_id"][0]
+    server.remember_secret(completion)
+    env.complete(completion, user)
     for _ in range(2):  # 30 s tokens: each read refreshes
         assert env.token(wat, sessionUri=started["sessionUri"])["accessToken"]
     server.stop()  # flush the log; the fixture's teardown greps it for every remembered secret

@@ -105,6 +105,15 @@ class Env:
     def complete(self, session_uri: str, user: str) -> dict[str, Any]:
         return self.bdp.complete_resource_token_auth(sessionUri=session_uri, userIdentifier={"userId": user})
 
+    def consent(self, started: dict[str, Any], user: str) -> str:
+        """`user` consents in a fresh browser; returns the one-time completion URN the
+        browser brings back to the return URL (`session_id`, never the polling sessionUri)."""
+        result = self.browser().consent(started["authorizationUrl"], user)
+        completion = result.params["session_id"]
+        assert completion.startswith("urn:ietf:params:oauth:request_uri:")
+        assert completion != started["sessionUri"]
+        return completion
+
     def assert_nothing_stored(self, user: str) -> None:
         out = self.token(self.wat(user))
         assert "accessToken" not in out, "a grant was stored"
@@ -149,12 +158,19 @@ def test_full_three_legged_flow(env: Env, api: ResourceApi) -> None:
     assert to_provider.path == "/identities/oauth2/authorize"
     # Back at the app's return URL with the session and the app's own state.
     assert result.final_url and result.final_url.startswith(RETURN_URL)
-    assert result.params["session_id"] == uri
     assert result.params["state"] == "app-csrf-123"
+    # The browser brings back a one-time completion URN, not the polling sessionUri.
+    completion = result.params["session_id"]
+    assert completion.startswith("urn:ietf:params:oauth:request_uri:") and completion != uri
+    assert len(completion.rsplit(":", 1)[1]) == 43
     # Consent alone stores nothing: the binding has not happened yet.
     assert env.token(wat, sessionUri=uri)["sessionStatus"] == "IN_PROGRESS"
+    # The polling sessionUri (known to whoever saw the link) completes nothing.
+    with raises_code("ResourceNotFoundException"):
+        env.complete(uri, user)
+    assert env.token(wat, sessionUri=uri)["sessionStatus"] == "IN_PROGRESS"
 
-    assert env.complete(uri, user)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert env.complete(completion, user)["ResponseMetadata"]["HTTPStatusCode"] == 200
     got = env.token(wat, sessionUri=uri)
     token = got["accessToken"]
     who = userinfo(env.authz.metadata, token)
@@ -194,7 +210,8 @@ def test_provider_error_fails_the_session(env: Env) -> None:
     assert result.params.get("error") == "access_denied", result.hops
     assert result.params["session_id"] == started["sessionUri"]
     assert env.token(wat, sessionUri=started["sessionUri"])["sessionStatus"] == "FAILED"
-    with raises_code("ValidationException"):
+    # No completion URN was issued: the sessionUri on the error redirect completes nothing.
+    with raises_code("ResourceNotFoundException"):
         env.complete(started["sessionUri"], user)
     env.assert_nothing_stored(user)
 
@@ -202,8 +219,7 @@ def test_provider_error_fails_the_session(env: Env) -> None:
 def test_incremental_scopes_ask_for_the_union(env: Env) -> None:
     user = uniq("incr")
     wat, started = env.start(user, scopes=["openid"])
-    env.browser().consent(started["authorizationUrl"], user)
-    env.complete(started["sessionUri"], user)
+    env.complete(env.consent(started, user), user)
     assert env.token(wat, scopes=["openid"])["accessToken"]
     more = env.token(wat, scopes=["api:read"], resourceOauth2ReturnUrl=RETURN_URL)
     assert "accessToken" not in more
@@ -215,8 +231,7 @@ def test_incremental_scopes_ask_for_the_union(env: Env) -> None:
 def test_force_authentication_starts_a_new_consent(env: Env) -> None:
     user = uniq("force")
     wat, started = env.start(user)
-    env.browser().consent(started["authorizationUrl"], user)
-    env.complete(started["sessionUri"], user)
+    env.complete(env.consent(started, user), user)
     assert env.token(wat)["accessToken"]
     forced = env.token(wat, forceAuthentication=True)
     assert forced.get("authorizationUrl") and forced["sessionUri"] != started["sessionUri"]
@@ -267,12 +282,15 @@ def test_attack_browser_swapping(env: Env) -> None:
 def test_attack_session_uri_replay_after_completion(env: Env) -> None:
     user = uniq("replay")
     wat, started = env.start(user)
-    env.browser().consent(started["authorizationUrl"], user)
-    env.complete(started["sessionUri"], user)
+    completion = env.consent(started, user)
+    env.complete(completion, user)
     token = env.token(wat)["accessToken"]
+    # The completion URN works once.
     with raises_code("ValidationException") as e:
-        env.complete(started["sessionUri"], user)
+        env.complete(completion, user)
     assert "already used" in str(e.value)
+    with raises_code("ResourceNotFoundException"):
+        env.complete(started["sessionUri"], user)
     assert env.token(wat)["accessToken"] == token
 
 
@@ -287,7 +305,8 @@ def test_attack_authorization_code_replay(env: Env) -> None:
     assert first.status_code in (302, 303)
     again = env.browser().get(cb)
     assert again.status_code == 409
-    env.complete(started["sessionUri"], user)
+    assert "location" not in again.headers, "a replayed callback got a completion URN"
+    env.complete(parse_qs(urlparse(first.headers["Location"]).query)["session_id"][0], user)
     assert env.token(wat)["accessToken"]
 
 
@@ -302,7 +321,7 @@ def test_attack_tampered_state(env: Env) -> None:
     q["state"] = q["state"][:-2] + ("AA" if not q["state"].endswith("AA") else "BB")
     r = env.browser().get(urlunparse(u._replace(query=urlencode(q))))
     assert r.status_code == 404
-    with raises_code("ValidationException"):
+    with raises_code("ResourceNotFoundException"):
         env.complete(started["sessionUri"], user)
     env.assert_nothing_stored(user)
 
@@ -319,7 +338,7 @@ def test_attack_state_from_another_providers_session(env: Env) -> None:
     assert r.status_code == 400
     # The session is burnt: the genuine callback no longer works either.
     assert env.browser().get(cb).status_code == 409
-    with raises_code("ValidationException"):
+    with raises_code("ResourceNotFoundException"):
         env.complete(started["sessionUri"], user)
     env.assert_nothing_stored(user)
 
@@ -350,7 +369,7 @@ def test_attack_missing_iss_when_the_provider_promises_it(env: Env) -> None:
     u = urlparse(cb)
     q = {k: v[0] for k, v in parse_qs(u.query).items() if k != "iss"}
     assert env.browser().get(urlunparse(u._replace(query=urlencode(q)))).status_code == 400
-    with raises_code("ValidationException"):
+    with raises_code("ResourceNotFoundException"):
         env.complete(started["sessionUri"], user)
     env.assert_nothing_stored(user)
 
@@ -375,8 +394,7 @@ def test_attack_return_url_not_allow_listed(env: Env, url: str) -> None:
 def test_return_url_is_checked_on_a_vault_hit_too(env: Env) -> None:
     user = uniq("returl-hit")
     wat, started = env.start(user)
-    env.browser().consent(started["authorizationUrl"], user)
-    env.complete(started["sessionUri"], user)
+    env.complete(env.consent(started, user), user)
     assert env.token(wat, resourceOauth2ReturnUrl=RETURN_URL)["accessToken"]
     with raises_code("ValidationException"):
         env.token(wat, resourceOauth2ReturnUrl="https://evil.example/after-consent")
@@ -404,11 +422,11 @@ def test_attack_user_token_from_another_issuer(env: Env, user_idp: OidcProvider,
         "workloadAccessToken"
     ]
     started = env.token(wat, resourceOauth2ReturnUrl=RETURN_URL, forceAuthentication=True)
-    env.browser().consent(started["authorizationUrl"], user)
+    completion = env.consent(started, user)
     # Same `sub`, other issuer: another user.
     with raises_code("AccessDeniedException"):
         env.bdp.complete_resource_token_auth(
-            sessionUri=started["sessionUri"], userIdentifier={"userToken": other_idp.id_token_for(user)}
+            sessionUri=completion, userIdentifier={"userToken": other_idp.id_token_for(user)}
         )
     assert "accessToken" not in env.token(wat, sessionUri=started["sessionUri"])
 
@@ -419,16 +437,15 @@ def test_user_token_from_the_same_issuer_completes(env: Env, user_idp: OidcProvi
         "workloadAccessToken"
     ]
     started = env.token(wat, resourceOauth2ReturnUrl=RETURN_URL)
-    env.browser().consent(started["authorizationUrl"], user)
-    env.bdp.complete_resource_token_auth(sessionUri=started["sessionUri"], userIdentifier={"userToken": user_idp.id_token_for(user)})
+    completion = env.consent(started, user)
+    env.bdp.complete_resource_token_auth(sessionUri=completion, userIdentifier={"userToken": user_idp.id_token_for(user)})
     assert env.token(wat, sessionUri=started["sessionUri"])["accessToken"]
 
 
 def test_attack_user_a_wat_cannot_read_user_b_grant(env: Env) -> None:
     a, b = uniq("usera"), uniq("userb")
     _, started = env.start(b)
-    env.browser().consent(started["authorizationUrl"], b)
-    env.complete(started["sessionUri"], b)
+    env.complete(env.consent(started, b), b)
     assert env.token(env.wat(b))["accessToken"]
     # A's WAT gets A's consent flow, never B's token — also not by presenting B's session.
     env.assert_nothing_stored(a)
@@ -439,8 +456,7 @@ def test_attack_user_a_wat_cannot_read_user_b_grant(env: Env) -> None:
 def test_attack_workload_x_wat_cannot_read_workload_y_grant(env: Env) -> None:
     user = uniq("wxy")
     _, started = env.start(user)
-    env.browser().consent(started["authorizationUrl"], user)
-    env.complete(started["sessionUri"], user)
+    env.complete(env.consent(started, user), user)
     other = uniq("flows-other-wl")
     env.cp.create_workload_identity(name=other, allowedResourceOauth2ReturnUrls=[RETURN_URL])
     out = env.token(env.wat(user, workload=other))
@@ -461,20 +477,26 @@ def test_attack_workload_x_wat_cannot_read_workload_y_grant(env: Env) -> None:
 def test_workload_credentials_cannot_complete_sessions(env: Env) -> None:
     user = uniq("wlcomplete")
     _, started = env.start(user)
-    env.browser().consent(started["authorizationUrl"], user)
+    completion = env.consent(started, user)
     cred = env.server.create_credential(f"workload:{env.workload}")
     with raises_code("AccessDeniedException"):
-        env.server.dp(cred).complete_resource_token_auth(sessionUri=started["sessionUri"], userIdentifier={"userId": user})
+        env.server.dp(cred).complete_resource_token_auth(sessionUri=completion, userIdentifier={"userId": user})
     env.assert_nothing_stored(user)
 
 
 def test_completion_before_consent_is_refused_and_keeps_the_session(env: Env) -> None:
+    """Before the callback no completion URN exists: the sessionUri is an unknown session to
+    CompleteResourceTokenAuth (it reveals nothing and changes nothing), before the consent
+    and after it."""
     user = uniq("early")
     wat, started = env.start(user)
-    with raises_code("ValidationException"):
+    with raises_code("ResourceNotFoundException"):
         env.complete(started["sessionUri"], user)
-    env.browser().consent(started["authorizationUrl"], user)
-    env.complete(started["sessionUri"], user)
+    completion = env.consent(started, user)
+    with raises_code("ResourceNotFoundException"):
+        env.complete(started["sessionUri"], user)
+    assert env.token(wat, sessionUri=started["sessionUri"])["sessionStatus"] == "IN_PROGRESS"
+    env.complete(completion, user)
     assert env.token(wat, sessionUri=started["sessionUri"])["accessToken"]
 
 
@@ -541,11 +563,12 @@ def test_attack_expired_session(env: Env, short_server: Latchkey) -> None:
         resourceOauth2ReturnUrl=RETURN_URL,
     )
     result = Browser(short_server.url, env.authz.issuer).consent(started["authorizationUrl"], user)
-    assert result.params["session_id"] == started["sessionUri"]
+    completion = result.params["session_id"]
+    assert completion != started["sessionUri"]
     time.sleep(5.5)
     binding = short_server.create_credential("binding")
     with raises_code("ValidationException") as e:
-        short_server.dp(binding).complete_resource_token_auth(sessionUri=started["sessionUri"], userIdentifier={"userId": user})
+        short_server.dp(binding).complete_resource_token_auth(sessionUri=completion, userIdentifier={"userId": user})
     assert "expired" in str(e.value)
     polled = dp.get_resource_oauth2_token(
         workloadIdentityToken=wat,
@@ -624,6 +647,122 @@ def test_head_requests_do_not_consume_a_callback(env: Env) -> None:
     remember_code(env, cb)
     assert requests.head(cb, timeout=10, allow_redirects=False).status_code == 405
     assert requests.head(started["authorizationUrl"], timeout=10, allow_redirects=False).status_code == 405
-    assert env.browser().get(cb).status_code in (302, 303)
-    env.complete(started["sessionUri"], user)
+    back = env.browser().get(cb)
+    assert back.status_code in (302, 303)
+    env.complete(parse_qs(urlparse(back.headers["Location"]).query)["session_id"][0], user)
     assert env.token(wat)["accessToken"]
+
+
+# --------------------------------------------------------------------------- issue 12
+class HeldTokenEndpoint:
+    """A slow provider: a token endpoint on loopback that holds each request until
+    `release` is set, then forwards it unchanged to the real provider's token endpoint."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.arrived.set()
+                outer.release.wait(30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization", "accept")}
+                r = requests.post(upstream, data=body, headers=headers, timeout=15)
+                self.send_response(r.status_code)
+                self.send_header("Content-Type", r.headers.get("Content-Type", "application/json"))
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+
+    def stop(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+
+
+def test_wrong_user_completion_during_the_exchange_changes_nothing(env: Env) -> None:
+    """Issue 12, item 7: while the right user's completion is exchanging the code (a slow
+    provider), a wrong user's completion of the same session is refused without touching
+    it. The right user's completion then stores the grant and answers success; the wrong
+    user is not told that the session failed. On the storage under test (SQLite, or
+    PostgreSQL with LATCHKEY_TEST_STORAGE=postgres)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    held = HeldTokenEndpoint(env.authz.metadata["token_endpoint"])
+    try:
+        name = uniq("held-prov")
+        env.cp.create_oauth2_credential_provider(
+            name=name,
+            credentialProviderVendor="CustomOauth2",
+            oauth2ProviderConfigInput={
+                "customOauth2ProviderConfig": {
+                    "oauthDiscovery": {
+                        "authorizationServerMetadata": {
+                            "issuer": env.authz.issuer,
+                            "authorizationEndpoint": env.authz.metadata["authorization_endpoint"],
+                            "tokenEndpoint": held.url,
+                            "responseTypes": ["code"],
+                            "tokenEndpointAuthMethods": ["client_secret_basic"],
+                        }
+                    },
+                    "clientId": env.authz.client_id,
+                    "clientSecret": env.authz.client_secret,
+                }
+            },
+        )
+        env.authz.restart(redirect_uris=[env.callback(env.provider), env.callback(env.other_provider), env.callback(name)])
+        user, other = uniq("right"), uniq("wrong")
+        wat = env.wat(user)
+        started = env.token(wat, provider=name, resourceOauth2ReturnUrl=RETURN_URL)
+        completion = env.consent(started, user)
+        with ThreadPoolExecutor(1) as pool:
+            right = pool.submit(env.complete, completion, user)
+            assert held.arrived.wait(20), "the exchange never reached the provider"
+            with raises_code("AccessDeniedException") as e:
+                env.complete(completion, other)
+            assert "has failed" not in str(e.value), f"the wrong user was told the session failed: {e.value}"
+            held.release.set()
+            assert right.result(30)["ResponseMetadata"]["HTTPStatusCode"] == 200
+        token = env.token(wat, provider=name, sessionUri=started["sessionUri"])["accessToken"]
+        assert userinfo(env.authz.metadata, token).json()["sub"] == user
+        assert "accessToken" not in env.token(env.wat(other), provider=name)
+    finally:
+        held.stop()
+
+
+def test_flow_without_return_url_shows_a_one_time_completion_code(env: Env) -> None:
+    """No return URL: Latchkey's own page shows the completion URN to the browser that came
+    back from the provider (and to nobody else); it completes once, for the session's user
+    only. The polling sessionUri completes nothing."""
+    import re
+
+    user = uniq("noreturn")
+    wat = env.wat(user)
+    started = env.token(wat)
+    result = env.browser().consent(started["authorizationUrl"], user)
+    page = result.response
+    assert page is not None and page.status_code == 200, result.hops
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    m = re.search(r'<code id="completion-code">(urn:ietf:params:oauth:request_uri:[A-Za-z0-9_-]{43})</code>', page.text)
+    assert m, page.text
+    completion = m.group(1)
+    assert completion != started["sessionUri"] and started["sessionUri"] not in page.text
+    with raises_code("ResourceNotFoundException"):
+        env.complete(started["sessionUri"], user)
+    assert env.token(wat, sessionUri=started["sessionUri"])["sessionStatus"] == "IN_PROGRESS"
+    env.complete(completion, user)
+    assert env.token(wat, sessionUri=started["sessionUri"])["accessToken"]
+    with raises_code("ValidationException"):
+        env.complete(completion, user)

@@ -100,9 +100,11 @@ class Vault:
         wat = self.wat(user)
         started = self.token(wat, resourceOauth2ReturnUrl=RETURN_URL)
         result = Browser(self.server.url, self.authz.issuer).consent(started["authorizationUrl"], user)
-        assert result.params.get("session_id") == started["sessionUri"], result.hops
+        # The browser brings back the one-time completion URN, not the polling sessionUri.
+        completion = result.params.get("session_id")
+        assert completion and completion != started["sessionUri"], result.hops
         self.server.dp(self.binding).complete_resource_token_auth(
-            sessionUri=started["sessionUri"], userIdentifier={"userId": user}
+            sessionUri=completion, userIdentifier={"userId": user}
         )
         return wat
 

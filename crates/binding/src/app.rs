@@ -141,7 +141,8 @@ impl Source {
     }
 }
 
-/// `GET /oauth2/session-binding?session_id=<sessionUri>`.
+/// `GET /oauth2/session-binding?session_id=<completion URN>`: `session_id` is forwarded
+/// unchanged as `sessionUri` (only the one-time URN of the callback's redirect completes).
 async fn session_binding(State(state): State<BindingState>, uri: Uri, headers: HeaderMap) -> Page {
     let Some(session_uri) = session_id(uri.query()) else {
         tracing::info!(outcome = "invalid-session-id", "session binding refused");

@@ -1,7 +1,9 @@
 //! The session binding service (`latchkey serve binding`).
 //!
 //! After the user consents at a third-party provider, the identity service redirects the
-//! browser to `GET /oauth2/session-binding?session_id=<sessionUri>`. This service, behind
+//! browser to `GET /oauth2/session-binding?session_id=<completion URN>` (a one-time URN
+//! issued at the callback, not the polling `sessionUri`; it is forwarded unchanged, and
+//! the polling `sessionUri` never completes anything). This service, behind
 //! the same login as the application, finds out who the signed-in browser user is — from
 //! the load balancer's signed `x-amzn-oidc-data` header ([`alb`]) or from the user's OIDC
 //! ID token (`Authorization: Bearer` or a cookie, verified by

@@ -58,7 +58,8 @@ pub enum Page {
     NotSignedIn,
     /// 400: the link is malformed, already used or no longer valid.
     InvalidLink,
-    /// 404: the identity service does not know the session (unknown or purged).
+    /// 404: the identity service knows no session by this completion URN (unknown, purged,
+    /// or not a completion URN at all, e.g. the polling `sessionUri`).
     UnknownLink,
     /// 502: the identity service refused this service's own credential.
     Misconfigured,
@@ -106,7 +107,7 @@ impl Page {
             ),
             Self::UnknownLink => (
                 "Unknown link",
-                "This authorization link is unknown or was already used. Start again from the agent.",
+                "This link does not complete any authorization. Only the link your browser is sent back with right after you approve access at the provider can complete it, once; a link copied from the agent or from someone else never does. Nothing was granted. Start again from the agent.",
             ),
             Self::Misconfigured => (
                 "Service misconfigured",

@@ -38,7 +38,8 @@ pub enum Completion {
     Expired,
     /// Any other `ValidationException` (already used, failed, not valid).
     InvalidLink,
-    /// `ResourceNotFoundException`: unknown or purged session.
+    /// `ResourceNotFoundException`: no session by this completion URN (unknown, purged, or
+    /// the polling `sessionUri`, which never completes).
     UnknownLink,
     /// `UnauthorizedException`: the binding credential itself was refused.
     CredentialRefused,

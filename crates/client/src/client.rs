@@ -369,9 +369,13 @@ impl Client {
         poll::poll(self, request, options, cancel).await
     }
 
-    /// `CompleteResourceTokenAuth`: bind a consent (`session_uri`) to the user who gave
-    /// it, after your return-URL handler has checked that the signed-in browser user is
-    /// the user the WAT was issued for. The next poll then returns the token.
+    /// `CompleteResourceTokenAuth`: bind a consent to the user who gave it, after your
+    /// return-URL handler has checked that the signed-in browser user is the user the WAT
+    /// was issued for. `session_uri` is the `session_id` of the redirect to your return URL:
+    /// Latchkey's one-time completion URN, which only the browser that came back from the
+    /// provider receives. The polling `sessionUri` is refused (`ResourceNotFoundException`,
+    /// like an unknown session). The next poll with the polling `sessionUri` then returns
+    /// the token.
     pub async fn complete_resource_token_auth(
         &self,
         session_uri: &str,

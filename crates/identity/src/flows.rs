@@ -4,7 +4,15 @@
 //!
 //! A session goes PENDING → (callback with a code) CALLBACK → (the session's own user
 //! completes it) EXCHANGING → COMPLETED, or to FAILED. Each step is a compare-and-set on
-//! the status, so a replayed `state`, code or `sessionUri` finds the session already moved.
+//! the status, so a replayed `state`, code or completion finds the session already moved,
+//! and nothing but its own exchange moves a session out of EXCHANGING.
+//!
+//! Two URNs name a session. The `sessionUri` (polling) is known to the workload that
+//! started it, and so to whoever it shows the authorization link. The **completion URN**
+//! is issued at the callback, only to the browser that came back from the provider, in the
+//! `session_id` of the redirect to the return URL; `CompleteResourceTokenAuth` accepts only
+//! it. So the initiator of a flow cannot complete a consent someone else gave on his link
+//! (browser swapping), however fast he reloads the binding URL.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +28,7 @@ use latchkey_core::validate::{
     Validator, is_custom_param_key_char, is_jwt_shape, is_return_url, is_session_uri,
 };
 use latchkey_core::wat::WatClaims;
-use latchkey_store::{GrantKey, SessionRecord, SessionStatus, StoreError};
+use latchkey_store::{GrantKey, GrantTokens, SessionRecord, SessionStatus, StoreError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -373,9 +381,11 @@ async fn user_federation(
     // Polling a session: its status until it completes, then the vault.
     if let Some(uri) = &body.session_uri {
         let id = uri.trim_start_matches(SESSION_URI_PREFIX);
-        let session = state.store.find_session(id).await?.ok_or_else(|| {
-            ApiError::NotFound("authorization session not found (unknown or purged)".into())
-        })?;
+        let session = state
+            .store
+            .find_session(id)
+            .await?
+            .ok_or_else(unknown_session)?;
         if session.workload != key.workload
             || session.user_id != key.user_id
             || session.provider != key.provider
@@ -549,10 +559,16 @@ async fn deny_callback(
     why: BrowserError,
     now: i64,
 ) -> BrowserError {
-    let _ = state
-        .store
-        .fail_session(&session.id, why.as_str(), now)
-        .await;
+    if matches!(
+        session.status,
+        SessionStatus::Pending | SessionStatus::Callback
+    ) {
+        // Compare-and-set on the status seen: a session claimed since stays as it is.
+        let _ = state
+            .store
+            .fail_session(&session.id, session.status, why.as_str(), now)
+            .await;
+    }
     record_session(
         state,
         None,
@@ -820,15 +836,20 @@ async fn callback_inner(
     )
     .await
     .map_err(|e| browser_error(ApiError::EncryptionFailure(e.to_string())))?;
-    leave_pending(
-        state,
-        &session.id,
-        SessionStatus::Callback,
-        Some(&code_envelope),
-        None,
-        now,
-    )
-    .await?;
+    // The one-time completion URN: only this browser gets it, only its hash is kept.
+    let completion = format!(
+        "{SESSION_URI_PREFIX}{}",
+        random_b64(32).map_err(browser_error)?
+    );
+    match state
+        .store
+        .receive_callback(&session.id, &code_envelope, &sha256_hex(&completion), now)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::NotFound) => return Err(BrowserError::AlreadyUsed),
+        Err(e) => return Err(browser_error(e.into())),
+    }
     record_session(
         state,
         None,
@@ -838,11 +859,13 @@ async fn callback_inner(
         json!({"provider": provider.name}),
     )
     .await;
-    Ok(finish_redirect(&request, &secrets, &uri, None))
+    Ok(finish_redirect(&request, &secrets, &completion, None))
 }
 
 /// Send the browser on to the return URL (`session_id`, `state` = custom state, `error`),
-/// or show Latchkey's own page when the flow has no return URL.
+/// or show Latchkey's own page when the flow has no return URL. `uri` is the one-time
+/// completion URN after a consent, the polling `sessionUri` after a provider error (that
+/// session can no longer be completed).
 fn finish_redirect(
     request: &SessionRequest,
     secrets: &SessionSecrets,
@@ -855,11 +878,9 @@ fn finish_redirect(
         .and_then(|u| url::Url::parse(u).ok())
     else {
         return match error {
-            None => pages::page(
-                axum::http::StatusCode::OK,
-                "Authorization received",
-                "The provider answered. Return to the application to finish signing in; you can close this tab.",
-            ),
+            // No return URL: the completion URN is shown to this browser's user, who hands
+            // it to the application themself (nobody else ever sees it).
+            None => pages::completion_code_page(uri),
             Some(_) => pages::page(
                 axum::http::StatusCode::BAD_REQUEST,
                 "Authorization declined",
@@ -952,29 +973,24 @@ pub async fn complete_resource_token_auth(
     let identifier = body
         .user_identifier
         .ok_or_else(|| ApiError::cannot_parse("userIdentifier is required"))?;
-    let id = uri.trim_start_matches(SESSION_URI_PREFIX).to_string();
-    let session = state.store.find_session(&id).await?.ok_or_else(|| {
-        ApiError::NotFound("authorization session not found (unknown or purged)".into())
-    })?;
+    // Only the one-time completion URN issued at the callback names a session here. The
+    // polling `sessionUri`, a URN of a session before its callback, or anything else gets
+    // the answer of an unknown session, and nothing changes.
+    let session = state
+        .store
+        .find_session_by_completion(&sha256_hex(&uri))
+        .await?
+        .ok_or_else(unknown_session)?;
     let now = state.clock.now_ms();
     let audit = |outcome: Outcome, detail: Value| {
         record_session(&state, Some(&caller), ACTION, &session, outcome, detail)
     };
     match session.status {
-        SessionStatus::Callback => {}
-        SessionStatus::Pending => {
-            return Err(ApiError::cannot_parse(
-                "authorization session not ready: the user has not come back from the provider yet",
-            )
-            .into());
-        }
-        SessionStatus::Exchanging | SessionStatus::Completed => {
-            audit(Outcome::Denied, json!({"reason": "session already used"})).await;
-            return Err(ApiError::cannot_parse(
-                "authorization session already used: it was completed before",
-            )
-            .into());
-        }
+        // Waiting for completion, or already claimed: the user is checked first, so a wrong
+        // user is told so (and changes nothing) whenever they come.
+        SessionStatus::Callback | SessionStatus::Exchanging | SessionStatus::Completed => {}
+        // A completion URN exists only from the callback on.
+        SessionStatus::Pending => return Err(unknown_session().into()),
         SessionStatus::Failed => {
             return Err(ApiError::cannot_parse(format!(
                 "authorization session failed: {}",
@@ -983,10 +999,15 @@ pub async fn complete_resource_token_auth(
             .into());
         }
     }
-    if session.expires_ms <= now {
+    if session.status == SessionStatus::Callback && session.expires_ms <= now {
         let _ = state
             .store
-            .fail_session(&session.id, "expired before completion", now)
+            .fail_session(
+                &session.id,
+                SessionStatus::Callback,
+                "expired before completion",
+                now,
+            )
             .await;
         audit(Outcome::Denied, json!({"reason": "session expired"})).await;
         return Err(ApiError::cannot_parse(
@@ -1010,19 +1031,38 @@ pub async fn complete_resource_token_auth(
         (None, None) => Some("no user".to_string()),
     };
     if let Some(reason) = mismatch {
-        let _ = state
-            .store
-            .fail_session(&session.id, "user mismatch at completion", now)
-            .await;
+        // Fail the session only if nobody claimed it meanwhile (compare-and-set from
+        // CALLBACK): a wrong user never breaks the exchange of the right one.
+        let failed = session.status == SessionStatus::Callback
+            && match state
+                .store
+                .fail_session(
+                    &session.id,
+                    SessionStatus::Callback,
+                    "user mismatch at completion",
+                    now,
+                )
+                .await
+            {
+                Ok(()) => true,
+                Err(StoreError::NotFound) => false,
+                Err(e) => return Err(e.into()),
+            };
         audit(
             Outcome::Denied,
-            json!({"reason": reason, "provider": session.provider}),
+            json!({"reason": reason, "provider": session.provider, "session_failed": failed}),
         )
         .await;
-        return Err(ApiError::AccessDenied(format!(
-            "{reason}; the authorization session has failed and nothing was stored"
-        ))
-        .into());
+        let outcome = if failed {
+            "the authorization session has failed and nothing was stored"
+        } else {
+            "nothing was stored for this user"
+        };
+        return Err(ApiError::AccessDenied(format!("{reason}; {outcome}")).into());
+    }
+    if session.status != SessionStatus::Callback {
+        audit(Outcome::Denied, json!({"reason": "session already used"})).await;
+        return Err(already_used().into());
     }
     // Claim the session: exactly one completion gets past this line.
     match state
@@ -1039,26 +1079,32 @@ pub async fn complete_resource_token_auth(
     {
         Ok(()) => {}
         Err(StoreError::NotFound) => {
-            return Err(ApiError::cannot_parse(
-                "authorization session already used: it was completed before",
-            )
-            .into());
+            audit(Outcome::Denied, json!({"reason": "session already used"})).await;
+            return Err(already_used().into());
         }
         Err(e) => return Err(e.into()),
     }
-    match exchange(&state, &session, &request).await {
+    // Exchange, then store the grant and mark the session COMPLETED in one transaction:
+    // success means stored, failure means nothing stored.
+    let stored = match exchange(&state, &session, &request).await {
+        Ok((key, tokens)) => match state
+            .store
+            .complete_session(&session.id, &key, &tokens, state.clock.now_ms())
+            .await
+        {
+            Ok(()) => {
+                state.vault.invalidate(&key);
+                Ok(())
+            }
+            Err(StoreError::NotFound) => Err(ApiError::cannot_parse(
+                "authorization session no longer valid: nothing was stored; start the authorization again",
+            )),
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e),
+    };
+    match stored {
         Ok(()) => {
-            state
-                .store
-                .transition_session(
-                    &session.id,
-                    SessionStatus::Exchanging,
-                    SessionStatus::Completed,
-                    None,
-                    None,
-                    state.clock.now_ms(),
-                )
-                .await?;
             audit(
                 Outcome::Success,
                 json!({"provider": session.provider, "scopes": request.scopes}),
@@ -1069,7 +1115,12 @@ pub async fn complete_resource_token_auth(
         Err(e) => {
             let _ = state
                 .store
-                .fail_session(&session.id, "code exchange failed", state.clock.now_ms())
+                .fail_session(
+                    &session.id,
+                    SessionStatus::Exchanging,
+                    "code exchange failed",
+                    state.clock.now_ms(),
+                )
                 .await;
             audit(
                 Outcome::Failed,
@@ -1081,12 +1132,22 @@ pub async fn complete_resource_token_auth(
     }
 }
 
-/// Exchange the session's code (with its PKCE verifier) and store the grant.
+/// The answer for a session that does not exist, or a URN that is not a completion URN.
+fn unknown_session() -> ApiError {
+    ApiError::NotFound("authorization session not found (unknown or purged)".into())
+}
+
+fn already_used() -> ApiError {
+    ApiError::cannot_parse("authorization session already used: it was completed before")
+}
+
+/// Exchange the session's code (with its PKCE verifier) and seal the provider's answer as
+/// the grant to store.
 async fn exchange(
     state: &AppState,
     session: &SessionRecord,
     request: &SessionRequest,
-) -> Result<(), ApiError> {
+) -> Result<(GrantKey, GrantTokens), ApiError> {
     let provider = load_provider(state, &session.provider).await?;
     let secrets = open_secrets(state, session).await?;
     let code_envelope = session
@@ -1130,10 +1191,5 @@ async fn exchange(
         None,
     )
     .await?;
-    state
-        .store
-        .put_grant(&key, &tokens, state.clock.now_ms())
-        .await?;
-    state.vault.invalidate(&key);
-    Ok(())
+    Ok((key, tokens))
 }

@@ -1,5 +1,6 @@
 //! The few HTML pages the identity service shows a browser (during the OAuth redirects).
-//! Fixed text only: nothing from the request is reflected. Strict CSP, no caching, no
+//! Fixed text only: nothing from the request is reflected (the completion page shows a
+//! one-time code Latchkey generated). Strict CSP, no caching, no
 //! framing, no referrer (authorization URLs carry a `request_uri`).
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -36,6 +37,42 @@ pub(crate) fn page(status: StatusCode, title: &'static str, message: &'static st
     harden(
         (
             status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+    )
+}
+
+/// Latchkey's own page after a consent in a flow without a return URL: it shows the
+/// one-time completion URN to the user who came back from the provider (the only person
+/// who ever sees it), to hand to the application they started from. `code` is a URN
+/// Latchkey generated (`urn:ietf:params:oauth:request_uri:` + base64url), never input; it
+/// is checked again here so that nothing else can reach the HTML.
+pub(crate) fn completion_code_page(code: &str) -> Response {
+    let safe = code
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'_' | b'.' | b'~'));
+    if !safe {
+        return page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Try again",
+            "The service could not finish this step. Start again from the application.",
+        );
+    }
+    let title = "Authorization received";
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body><h1>{title}</h1>\
+         <p>To finish, give this one-time completion code to the application you started this authorization from, signed in as yourself:</p>\
+         <p><code id=\"completion-code\">{code}</code></p>\
+         <p>It works once, only for the user who started the authorization, and expires with it. \
+         If you did not start this authorization yourself, close this tab and give the code to nobody: nothing has been granted yet.</p>\
+         </body></html>"
+    );
+    harden(
+        (
+            StatusCode::OK,
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
             body,
         )

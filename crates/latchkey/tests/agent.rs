@@ -543,12 +543,20 @@ impl Stack {
             .append_pair("state", &param("state"));
         let back = browser.get(callback).send().await.unwrap();
         assert!(back.status().is_redirection(), "{}", back.status());
+        // The binding URL gets the one-time completion URN (not the agent's sessionUri).
+        let back = Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
+        let completion = back
+            .query_pairs()
+            .find(|(k, _)| k == "session_id")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        assert_ne!(completion, auth["sessionUri"].as_str().unwrap());
         let admin = Client::builder(Url::parse(&self.identity_url).unwrap())
             .bearer(format!("{}:{}", self.admin.0, self.admin.1))
             .build()
             .unwrap();
         admin
-            .complete_resource_token_auth(auth["sessionUri"].as_str().unwrap(), &user)
+            .complete_resource_token_auth(&completion, &user)
             .await
             .expect("complete");
     }

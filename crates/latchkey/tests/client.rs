@@ -587,12 +587,27 @@ async fn user_federation_poll_returns_the_token_after_binding() {
     assert!(location.as_str().starts_with(RETURN_URL), "{location}");
     let pairs: Vec<(String, String)> = location.query_pairs().into_owned().collect();
     assert!(
-        pairs.contains(&("session_id".into(), session_uri.clone())),
-        "{location}"
-    );
-    assert!(
         pairs.contains(&("state".into(), "app-state-123".into())),
         "{location}"
+    );
+    // The browser comes back with a one-time completion URN, not the polling sessionUri.
+    let completion = pairs
+        .iter()
+        .find(|(k, _)| k == "session_id")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no session_id in {location}"));
+    assert_ne!(
+        completion, session_uri,
+        "the redirect carries the polling sessionUri"
+    );
+    let random = completion
+        .strip_prefix("urn:ietf:params:oauth:request_uri:")
+        .expect("a RequestUri");
+    assert_eq!(random.len(), 43, "32 random bytes, base64url");
+    assert!(
+        random
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     );
 
     // Not bound yet: still pending, and nothing was exchanged.
@@ -603,9 +618,32 @@ async fn user_federation_poll_returns_the_token_after_binding() {
         "the code was exchanged before the binding"
     );
 
-    // The session binding: the same user completes it; only then is the code exchanged.
-    client
+    // The polling sessionUri (which the initiator knows) completes nothing: it gets the
+    // answer of an unknown session, and the session is unchanged.
+    let err = client
         .complete_resource_token_auth(&session_uri, &UserIdentifier::UserId("alice".into()))
+        .await
+        .expect_err("the polling sessionUri must not complete the session");
+    assert_eq!(err.kind(), Some(&ErrorKind::ResourceNotFound), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        !poller.is_finished(),
+        "the polling sessionUri completed the session"
+    );
+    assert!(seen.lock().unwrap().is_empty(), "a code was exchanged");
+    match client
+        .get_resource_oauth2_token(&request)
+        .await
+        .expect("poll once")
+    {
+        ResourceToken::Pending { session_uri: s } => assert_eq!(s, session_uri),
+        other => panic!("expected Pending, got {other:?}"),
+    }
+
+    // The session binding: the same user completes it with the completion URN; only then
+    // is the code exchanged.
+    client
+        .complete_resource_token_auth(&completion, &UserIdentifier::UserId("alice".into()))
         .await
         .expect("complete");
     let token = tokio::time::timeout(Duration::from_secs(10), poller)
@@ -614,6 +652,14 @@ async fn user_federation_poll_returns_the_token_after_binding() {
         .expect("poller task")
         .expect("token");
     assert_eq!(token.expose_secret(), "at-from-provider-7c1d");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+
+    // The completion URN works once: a second use is refused and exchanges nothing.
+    let err = client
+        .complete_resource_token_auth(&completion, &UserIdentifier::UserId("alice".into()))
+        .await
+        .expect_err("a completion URN works once");
+    assert_eq!(err.kind(), Some(&ErrorKind::Validation), "{err:?}");
     assert_eq!(seen.lock().unwrap().len(), 1);
 
     // Now the vault answers at once, without a session.
@@ -626,5 +672,118 @@ async fn user_federation_poll_returns_the_token_after_binding() {
     {
         ResourceToken::Token(t) => assert_eq!(t.expose_secret(), "at-from-provider-7c1d"),
         other => panic!("expected a token, got {other:?}"),
+    }
+}
+
+/// A provider token endpoint that holds each request until the test releases it (a slow
+/// provider): `arrived` fires when the exchange reached it; the answer is a token for
+/// `good-code`. Returns its URL.
+async fn held_token_endpoint(
+    arrived: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+) -> String {
+    use axum::{Json, Router, http::StatusCode, routing::post};
+    let app = Router::new().route(
+        "/oauth2/token",
+        post(move |body: String| async move {
+            arrived.notify_one();
+            release.notified().await;
+            if body.contains("code=good-code") {
+                (
+                    StatusCode::OK,
+                    Json(
+                        json!({"access_token": "at-held-5e2a", "token_type": "Bearer",
+                        "expires_in": 3600, "scope": "openid api:read"}),
+                    ),
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "invalid_grant"})),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/oauth2/token")
+}
+
+/// Issue 12, item 7: a wrong user's completion that arrives while the right user's code
+/// exchange is in flight must not fail the session. The right user's completion stores the
+/// grant, marks the session COMPLETED and answers success; the wrong user gets
+/// `AccessDeniedException` without being told that the session failed.
+#[tokio::test]
+async fn wrong_user_completion_during_the_exchange_changes_nothing() {
+    let server = start_allowing_loopback("flow-race");
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let token_url = held_token_endpoint(arrived.clone(), release.clone()).await;
+    server
+        .oauth_setup("race-agent", "race-prov", &token_url)
+        .await;
+    let client = server.sigv4(&server.admin);
+    let (request, authorization_url) = start_flow(&client, "race-agent", "race-prov").await;
+
+    let browser = browser();
+    let (state, redirect_uri) = follow_to_provider(&browser, &authorization_url).await;
+    let mut consented = redirect_uri.clone();
+    consented
+        .query_pairs_mut()
+        .append_pair("code", "good-code")
+        .append_pair("state", &state);
+    let back = browser.get(consented).send().await.expect("callback");
+    assert!(back.status().is_redirection(), "{}", back.status());
+    let location = Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
+    let completion = location
+        .query_pairs()
+        .find(|(k, _)| k == "session_id")
+        .map(|(_, v)| v.into_owned())
+        .expect("session_id");
+
+    // Alice (the session's user) completes; the exchange reaches the provider and waits.
+    let right = {
+        let client = client.clone();
+        let completion = completion.clone();
+        tokio::spawn(async move {
+            client
+                .complete_resource_token_auth(&completion, &UserIdentifier::UserId("alice".into()))
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), arrived.notified())
+        .await
+        .expect("the exchange reached the provider");
+
+    // Mallory completes the same session meanwhile.
+    let err = client
+        .complete_resource_token_auth(&completion, &UserIdentifier::UserId("mallory".into()))
+        .await
+        .expect_err("the wrong user is refused");
+    assert_eq!(err.kind(), Some(&ErrorKind::AccessDenied), "{err:?}");
+    let told = format!("{err:?}");
+    assert!(
+        !told.contains("has failed"),
+        "the wrong user is told the session failed, but it is being completed: {told}"
+    );
+
+    // The provider answers: Alice's completion succeeds, and the poll gets her token.
+    release.notify_one();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), right)
+        .await
+        .expect("the right user's completion ends")
+        .expect("task");
+    assert!(
+        outcome.is_ok(),
+        "the right user's completion failed after the grant was stored: {outcome:?}"
+    );
+    match client
+        .get_resource_oauth2_token(&request)
+        .await
+        .expect("poll")
+    {
+        ResourceToken::Token(t) => assert_eq!(t.expose_secret(), "at-held-5e2a"),
+        other => panic!("expected the token, got {other:?}"),
     }
 }

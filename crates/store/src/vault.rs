@@ -1,7 +1,10 @@
 //! Authorization sessions and the token vault.
 //!
 //! Every state change of a session is a compare-and-set on its `status`, so a callback or a
-//! completion happens at most once however many requests race. A grant's refresh is guarded
+//! completion happens at most once however many requests race, and nothing moves a session
+//! that another request has claimed: a session being exchanged (EXCHANGING) leaves that
+//! state only through its own exchange, which stores the grant and marks the session
+//! COMPLETED in one transaction ([`Store::complete_session`]). A grant's refresh is guarded
 //! by a lease (`lease_owner`, `lease_until_ms`) and fenced by `version`: whoever holds the
 //! lease writes only while the version is the one its lease produced, so a replica that
 //! lost its lease (paused, partitioned, killed) can never overwrite a newer grant.
@@ -199,6 +202,16 @@ impl Store {
         self.find_session_by("state_hash", state_hash).await
     }
 
+    /// The session whose one-time completion URN hashes to `completion_hash` (set at the
+    /// callback by [`Store::receive_callback`]; a session before its callback has none).
+    pub async fn find_session_by_completion(
+        &self,
+        completion_hash: &str,
+    ) -> StoreResult<Option<SessionRecord>> {
+        self.find_session_by("completion_hash", completion_hash)
+            .await
+    }
+
     async fn find_session_by(
         &self,
         column: &'static str,
@@ -236,15 +249,73 @@ impl Store {
         found(done)
     }
 
-    /// Fail a session whatever its state, unless it already completed. The code is dropped.
-    pub async fn fail_session(&self, id: &str, failure: &str, now_ms: i64) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE auth_sessions SET status = 'FAILED', code_envelope = NULL, failure = $1, updated_ms = $2 WHERE id = $3 AND status <> 'COMPLETED' AND status <> 'FAILED'")
-            .bind(failure)
+    /// PENDING → CALLBACK: keep the code (sealed) and the SHA-256 of the one-time completion
+    /// URN issued to the browser. `NotFound` when another request moved the session first.
+    pub async fn receive_callback(
+        &self,
+        id: &str,
+        code_envelope: &[u8],
+        completion_hash: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE auth_sessions SET status = 'CALLBACK', code_envelope = $1, completion_hash = $2, updated_ms = $3 WHERE id = $4 AND status = 'PENDING'")
+            .bind(code_envelope)
+            .bind(completion_hash)
             .bind(now_ms)
             .bind(id)
             .execute(&self.pool)
             .await?;
         found(done)
+    }
+
+    /// Fail a session that is still in `from` (the code is dropped). `NotFound` when
+    /// another request moved it first: a session being exchanged or completed is never
+    /// failed from outside its own exchange.
+    pub async fn fail_session(
+        &self,
+        id: &str,
+        from: SessionStatus,
+        failure: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        if matches!(from, SessionStatus::Completed | SessionStatus::Failed) {
+            return Err(StoreError::NotFound);
+        }
+        let done = sqlx::query("UPDATE auth_sessions SET status = 'FAILED', code_envelope = NULL, failure = $1, updated_ms = $2 WHERE id = $3 AND status = $4")
+            .bind(failure)
+            .bind(now_ms)
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&self.pool)
+            .await?;
+        found(done)
+    }
+
+    /// EXCHANGING → COMPLETED and the grant stored, in one transaction: either both
+    /// happen or neither. `NotFound` (and nothing stored) when the session is not
+    /// EXCHANGING any more.
+    pub async fn complete_session(
+        &self,
+        id: &str,
+        key: &GrantKey,
+        t: &GrantTokens,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE auth_sessions SET status = 'COMPLETED', code_envelope = NULL, updated_ms = $1 WHERE id = $2 AND status = 'EXCHANGING'")
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound);
+        }
+        insert_grant(GRANT_REPLACE, key, t, now_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Delete sessions that expired before `before_ms`; returns how many.
@@ -273,10 +344,7 @@ impl Store {
     /// Store the tokens of a completed consent, replacing any previous grant of the same
     /// key (and any lease on it: a fresh consent supersedes a refresh in flight).
     pub async fn put_grant(&self, key: &GrantKey, t: &GrantTokens, now_ms: i64) -> StoreResult<()> {
-        const REPLACE: &str = "ON CONFLICT (workload, user_id, provider) DO UPDATE SET scopes = excluded.scopes, resources = excluded.resources, token_type = excluded.token_type, \
-             access_envelope = excluded.access_envelope, refresh_envelope = excluded.refresh_envelope, expires_ms = excluded.expires_ms, needs_consent = 0, \
-             version = grants.version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = excluded.updated_ms";
-        insert_grant(REPLACE, key, t, now_ms)
+        insert_grant(GRANT_REPLACE, key, t, now_ms)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -434,6 +502,12 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 }
+
+/// The conflict clause of a fresh consent: it replaces the grant of the same key (and any
+/// lease on it: a fresh consent supersedes a refresh in flight).
+const GRANT_REPLACE: &str = "ON CONFLICT (workload, user_id, provider) DO UPDATE SET scopes = excluded.scopes, resources = excluded.resources, token_type = excluded.token_type, \
+     access_envelope = excluded.access_envelope, refresh_envelope = excluded.refresh_envelope, expires_ms = excluded.expires_ms, needs_consent = 0, \
+     version = grants.version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = excluded.updated_ms";
 
 /// `INSERT` of a fresh grant (version 1, no lease) with the given conflict clause.
 fn insert_grant<'q>(

@@ -247,11 +247,199 @@ async fn suite(store: &Store) {
     );
 }
 
+/// Issue 12, items 1 and 7: a session's moves are compare-and-sets, the completion URN hash
+/// is set only at the callback, and completing stores the grant and marks the session
+/// COMPLETED together (or neither). Concurrent completions: exactly one wins.
+async fn session_transitions(store: &Store) {
+    let session = |id: &str| SessionRecord {
+        id: id.to_string(),
+        state_hash: unique("state"),
+        workload: unique("wl"),
+        user_id: "alice".into(),
+        provider: "gh".into(),
+        request: serde_json::json!({"scopes": ["repo"]}),
+        secrets_envelope: vec![1, 2, 3],
+        code_envelope: None,
+        status: SessionStatus::Pending,
+        failure: None,
+        created_ms: 1,
+        expires_ms: i64::MAX / 2,
+        updated_ms: 1,
+    };
+    let tokens = GrantTokens {
+        scopes: vec!["repo".into()],
+        resources: vec![],
+        token_type: "Bearer".into(),
+        access_envelope: vec![7; 8],
+        refresh_envelope: None,
+        expires_ms: 1_000,
+    };
+    let status = |id: String| async move { store.find_session(&id).await.unwrap().unwrap().status };
+
+    let s = session(&unique("s1"));
+    let key = GrantKey {
+        workload: s.workload.clone(),
+        user_id: s.user_id.clone(),
+        provider: s.provider.clone(),
+    };
+    store.create_session(&s).await.unwrap();
+    let hash = unique("completion-hash");
+    // Before the callback no completion URN names the session.
+    assert!(
+        store
+            .find_session_by_completion(&hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .receive_callback(&s.id, &[9; 4], &hash, 2)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .receive_callback(&s.id, &[8; 4], &unique("other"), 3)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let found = store
+        .find_session_by_completion(&hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, s.id);
+    assert_eq!(found.status, SessionStatus::Callback);
+    assert_eq!(found.code_envelope.as_deref(), Some(&[9u8; 4][..]));
+    assert!(
+        store
+            .find_session_by_completion(&unique("nope"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Eight completions race to claim it: exactly one does.
+    let mut claims = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        let id = s.id.clone();
+        claims.push(tokio::spawn(async move {
+            store
+                .transition_session(
+                    &id,
+                    SessionStatus::Callback,
+                    SessionStatus::Exchanging,
+                    None,
+                    None,
+                    4,
+                )
+                .await
+        }));
+    }
+    let mut won = 0;
+    for c in claims {
+        match c.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(StoreError::NotFound) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    // A wrong user's failure of the session it saw in CALLBACK finds it claimed: unchanged.
+    assert!(matches!(
+        store
+            .fail_session(&s.id, SessionStatus::Callback, "user mismatch", 5)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(status(s.id.clone()).await, SessionStatus::Exchanging);
+    // Completed and failed sessions are never failed again.
+    assert!(matches!(
+        store
+            .fail_session(&s.id, SessionStatus::Completed, "x", 5)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Eight exchanges race to store: exactly one stores and completes.
+    let mut completions = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let id = s.id.clone();
+        let key = key.clone();
+        let mut t = tokens.clone();
+        t.access_envelope = vec![i; 8];
+        completions.push(tokio::spawn(async move {
+            store.complete_session(&id, &key, &t, 6).await.map(|()| i)
+        }));
+    }
+    let mut winners = Vec::new();
+    for c in completions {
+        match c.await.unwrap() {
+            Ok(i) => winners.push(i),
+            Err(StoreError::NotFound) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let grant = store.find_grant(&key).await.unwrap().unwrap();
+    assert_eq!(grant.access_envelope, vec![winners[0]; 8]);
+    let done = store.find_session(&s.id).await.unwrap().unwrap();
+    assert_eq!(done.status, SessionStatus::Completed);
+    assert!(
+        done.code_envelope.is_none(),
+        "the code is dropped at completion"
+    );
+
+    // A session that is not EXCHANGING stores nothing.
+    let s2 = session(&unique("s2"));
+    let key2 = GrantKey {
+        workload: s2.workload.clone(),
+        user_id: s2.user_id.clone(),
+        provider: s2.provider.clone(),
+    };
+    store.create_session(&s2).await.unwrap();
+    assert!(matches!(
+        store.complete_session(&s2.id, &key2, &tokens, 7).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .receive_callback(&s2.id, &[1], &unique("h2"), 7)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.complete_session(&s2.id, &key2, &tokens, 7).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .fail_session(&s2.id, SessionStatus::Callback, "user mismatch", 8)
+        .await
+        .unwrap();
+    let failed = store.find_session(&s2.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, SessionStatus::Failed);
+    assert!(failed.code_envelope.is_none());
+    assert!(matches!(
+        store
+            .transition_session(
+                &s2.id,
+                SessionStatus::Callback,
+                SessionStatus::Exchanging,
+                None,
+                None,
+                9
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.find_grant(&key2).await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn sqlite_backend() {
     let (store, _dir) = sqlite().await;
     assert_eq!(store.backend(), Backend::Sqlite);
     suite(&store).await;
+    session_transitions(&store).await;
 }
 
 #[tokio::test]
@@ -259,6 +447,7 @@ async fn postgres_backend() {
     let store = postgres().await;
     assert_eq!(store.backend(), Backend::Postgres);
     suite(&store).await;
+    session_transitions(&store).await;
 }
 
 #[tokio::test]
