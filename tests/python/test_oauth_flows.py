@@ -725,7 +725,7 @@ def test_wrong_user_completion_during_the_exchange_changes_nothing(env: Env) -> 
         user, other = uniq("right"), uniq("wrong")
         wat = env.wat(user)
         started = env.token(wat, provider=name, resourceOauth2ReturnUrl=RETURN_URL)
-        completion = env.consent(started, user)
+        completion = env.browser().consent(started["authorizationUrl"], user).params["session_id"]
         with ThreadPoolExecutor(1) as pool:
             right = pool.submit(env.complete, completion, user)
             assert held.arrived.wait(20), "the exchange never reached the provider"

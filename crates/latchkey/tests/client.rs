@@ -787,3 +787,158 @@ async fn wrong_user_completion_during_the_exchange_changes_nothing() {
         other => panic!("expected the token, got {other:?}"),
     }
 }
+
+/// An inbound issuer whose JWKS endpoint holds its first request until the test releases
+/// it, then answers an empty key set (so every token of this issuer is refused); `arrived`
+/// fires when the first request came. Returns the issuer URL (`/jwks` is its key set).
+async fn held_jwks_issuer(
+    arrived: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+) -> String {
+    use axum::{Json, Router, routing::get};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let first = Arc::new(AtomicBool::new(true));
+    let app = Router::new().route(
+        "/jwks",
+        get(move || async move {
+            if first.swap(false, Ordering::SeqCst) {
+                arrived.notify_one();
+                release.notified().await;
+            }
+            Json(json!({"keys": []}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// Issue 12, item 7, the interleaving of the report: a wrong user's completion reads the
+/// session while it waits for completion, and decides (here: its user token is refused
+/// after a slow key fetch) only once the right user's completion has claimed the session
+/// and is exchanging the code. The wrong user must not fail that session; the right user's
+/// completion stores the grant and answers success (it used to store the grant and then
+/// answer `ResourceNotFoundException`, with the session FAILED).
+#[tokio::test]
+async fn late_wrong_user_does_not_fail_a_session_being_exchanged() {
+    let jwks_arrived = Arc::new(tokio::sync::Notify::new());
+    let jwks_release = Arc::new(tokio::sync::Notify::new());
+    let issuer = held_jwks_issuer(jwks_arrived.clone(), jwks_release.clone()).await;
+    let token_arrived = Arc::new(tokio::sync::Notify::new());
+    let token_release = Arc::new(tokio::sync::Notify::new());
+    let token_url = held_token_endpoint(token_arrived.clone(), token_release.clone()).await;
+    let dir = data_dir("flow-late-wrong-user");
+    let admin = credential(&dir, "admin");
+    let issuers = json!([{"issuer": issuer, "audiences": ["latchkey-test"], "jwks_uri": format!("{issuer}/jwks")}]);
+    let (child, url) = common::spawn_identity_with(
+        &dir,
+        &[
+            ("LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true"),
+            ("LATCHKEY_INBOUND_ISSUERS", &issuers.to_string()),
+        ],
+    );
+    let server = Server {
+        child,
+        url,
+        dir,
+        admin,
+    };
+    server
+        .oauth_setup("late-agent", "late-prov", &token_url)
+        .await;
+    let client = server.sigv4(&server.admin);
+    let (request, authorization_url) = start_flow(&client, "late-agent", "late-prov").await;
+
+    let browser = browser();
+    let (state, redirect_uri) = follow_to_provider(&browser, &authorization_url).await;
+    let mut consented = redirect_uri.clone();
+    consented
+        .query_pairs_mut()
+        .append_pair("code", "good-code")
+        .append_pair("state", &state);
+    let back = browser.get(consented).send().await.expect("callback");
+    assert!(back.status().is_redirection(), "{}", back.status());
+    let location = Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
+    let completion = location
+        .query_pairs()
+        .find(|(k, _)| k == "session_id")
+        .map(|(_, v)| v.into_owned())
+        .expect("session_id");
+
+    // Mallory's completion reads the session, then waits for his token's issuer keys.
+    let b64 = |v: Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let mallory_token = format!(
+        "{}.{}.{}",
+        b64(json!({"alg": "ES256", "kid": "k1", "typ": "JWT"})),
+        b64(
+            json!({"iss": issuer, "sub": "mallory", "aud": "latchkey-test", "exp": 4_102_444_800_i64})
+        ),
+        "c2lnbmF0dXJl"
+    );
+    let wrong = {
+        let client = client.clone();
+        let completion = completion.clone();
+        tokio::spawn(async move {
+            client
+                .complete_resource_token_auth(
+                    &completion,
+                    &UserIdentifier::UserToken(SecretString::from(mallory_token)),
+                )
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), jwks_arrived.notified())
+        .await
+        .expect("the wrong user's token verification fetched the keys");
+
+    // Alice's completion claims the session; its exchange waits at the provider.
+    let right = {
+        let client = client.clone();
+        let completion = completion.clone();
+        tokio::spawn(async move {
+            client
+                .complete_resource_token_auth(&completion, &UserIdentifier::UserId("alice".into()))
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), token_arrived.notified())
+        .await
+        .expect("the right user's exchange reached the provider");
+
+    // Mallory's verification ends (his token is refused) while Alice's exchange runs.
+    jwks_release.notify_one();
+    let wrong = tokio::time::timeout(Duration::from_secs(10), wrong)
+        .await
+        .expect("the wrong user's completion ends")
+        .expect("task");
+
+    // The provider answers: Alice's completion stores her grant and says so.
+    token_release.notify_one();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), right)
+        .await
+        .expect("the right user's completion ends")
+        .expect("task");
+    assert!(
+        outcome.is_ok(),
+        "the right user's completion reports a failure: {outcome:?}"
+    );
+    let err = wrong.expect_err("the wrong user is refused");
+    assert_eq!(err.kind(), Some(&ErrorKind::AccessDenied), "{err:?}");
+    let told = format!("{err:?}");
+    assert!(
+        !told.contains("has failed"),
+        "the wrong user is told the session failed, but it is being completed: {told}"
+    );
+    match client
+        .get_resource_oauth2_token(&request)
+        .await
+        .expect("poll")
+    {
+        ResourceToken::Token(t) => assert_eq!(t.expose_secret(), "at-held-5e2a"),
+        other => panic!("expected the token, got {other:?}"),
+    }
+}
