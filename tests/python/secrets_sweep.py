@@ -22,7 +22,8 @@ body a Latchkey service sends to the harness (`requests` and botocore are hooked
 response may carry the secrets it returns by design (its own `workloadAccessToken`,
 `accessToken`, `apiKey`, `secretAccessKey` members); nothing else. Secrets are also searched
 URL-encoded. Findings name the kind, a short SHA-256 fingerprint and the place, never the
-secret.
+secret. A test whose stand-in echoes a secret back on purpose declares it with
+`SWEEP.expect(value, place_prefix)`; register more with `SWEEP.register(kind, value)`.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class Sweep:
         self.text_chars = 0
         self.dropped = 0
         self.scan_seconds = 0.0
+        self.expected: set[tuple[str, str]] = set()  # (value, place prefix)
 
     # ------------------------------------------------------------------ registry
     def register(self, kind: str, *values: Any) -> None:
@@ -93,6 +95,13 @@ class Sweep:
             for v in values:
                 if isinstance(v, str) and len(v) >= MIN_LEN:
                     self.secrets.setdefault(v, kind)
+
+    def expect(self, value: str, place_prefix: str) -> None:
+        """Declare that `value` may appear in places whose description starts with
+        `place_prefix` (e.g. "gateway response to GET /app/echo"): for a test whose upstream
+        echoes a secret back on purpose. Everything else about it is still swept."""
+        with self._lock:
+            self.expected.add((value, place_prefix))
 
     def watch_log(self, label: str, *paths: Path | str) -> None:
         with self._lock:
@@ -193,6 +202,7 @@ class Sweep:
             secrets = dict(self.secrets)
             logs = dict(self.logs)
             texts = list(self.texts)
+            expected = set(self.expected)
         # Each secret as sent and URL-encoded (query strings, form bodies).
         needles: list[tuple[str, str]] = []  # (form, original)
         for value in secrets:
@@ -204,7 +214,7 @@ class Sweep:
             for form, value in needles:
                 if value in allowed or (value, where) in found:
                     continue
-                if form in text:
+                if form in text and not any(v == value and where.startswith(p) for v, p in expected):
                     found[(value, where)] = Finding(secrets[value], fingerprint(value), where)
 
         for path, label in sorted(logs.items()):

@@ -57,6 +57,17 @@ def test_sweep_allows_the_response_that_returns_a_secret_and_learns_it() -> None
     assert [f.where for f in sweep.scan()] == ["identity response to POST /identities/other (400)"]
 
 
+def test_sweep_honours_a_declared_expectation_only_where_declared() -> None:
+    sweep = Sweep()
+    sweep.watch_service("gateway", "http://127.0.0.1:4")
+    secret = planted()
+    sweep.register("credential-secret", secret)
+    sweep.expect(secret, "gateway response to GET /app/echo")
+    for path in ("/app/echo", "/app/other"):
+        sweep.observe("GET", f"http://127.0.0.1:4{path}", 200, {"content-type": "application/json"}, secret.encode())
+    assert [f.where for f in sweep.scan()] == ["gateway response to GET /app/other (200)"]
+
+
 def test_sweep_learns_idp_tokens_codes_and_key_files(tmp_path: Path) -> None:
     sweep = Sweep()
     access, code = planted("at"), planted("code")
