@@ -38,8 +38,9 @@ from typing import Any, Iterator
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urljoin, urlparse, urlunparse
 
 import requests
-from secrets_sweep import SWEEP
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from secrets_sweep import SWEEP
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OIDC_DIR = REPO_ROOT / "tests" / "oidc"
