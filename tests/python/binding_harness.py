@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from lk_harness import Latchkey
+from secrets_sweep import SWEEP
 
 ALB_ARN = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/latchkey-test/50dc6c495c0c9188"
 
@@ -32,6 +33,10 @@ def spawn_listening(cmd: list[str], env: dict[str, str] | None, log: Path) -> tu
     if not m:
         proc.kill()
         raise AssertionError(f"{cmd[0]} {' '.join(cmd[1:3])} did not start: {line!r} {log.read_text() if log.exists() else ''}")
+    if len(cmd) > 2 and cmd[1] == "serve":
+        # A Latchkey service: its log and its answers are swept for secrets.
+        SWEEP.watch_log(cmd[2], log)
+        SWEEP.watch_service(cmd[2], m.group(1))
     return proc, m.group(1)
 
 

@@ -31,6 +31,7 @@ os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 from lk_harness import Cred, Latchkey, database_url, latchkey_bin, storage  # noqa: E402
+from secrets_sweep import SWEEP, install_http_hooks  # noqa: E402
 from oidc import OidcProvider  # noqa: E402
 from authz_fixtures import authz_server, authz_server_rotating, resource_api  # noqa: E402,F401
 
@@ -55,7 +56,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
             report.sections.append(("latchkey server log (tail)", srv.log_tail(4000)))
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    terminalreporter.write_line(f"secrets sweep: {SWEEP.summary()}")
+
+
 # --------------------------------------------------------------------------- session
+install_http_hooks()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secrets_sweep() -> Iterator[None]:
+    """Issue 12: after every test (and every module's servers have stopped and flushed
+    their logs), search every log and response body of the run for every secret the run
+    created or received (secrets_sweep.py). A finding fails the run; it names the kind, a
+    short SHA-256 fingerprint and the place, never the secret."""
+    yield
+    findings = SWEEP.scan()
+    if findings:
+        shown = "\n  ".join(str(f) for f in findings[:50])
+        more = f"\n  … and {len(findings) - 50} more" if len(findings) > 50 else ""
+        pytest.fail(f"secrets sweep: {len(findings)} secret(s) found where none may be ({SWEEP.summary()}):\n  {shown}{more}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def latchkey_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp(f"latchkey-data-{storage()}")

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from lk_harness import latchkey_bin
 from oidc import ConsentResult, OidcProvider, drive_consent
+from secrets_sweep import SWEEP
 
 GATEWAY_ARN = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/latchkey-gateway/0000000000000000"
 SESSION_COOKIE = "latchkey-gw"
@@ -226,6 +227,11 @@ class Gateway:
         self.env.update(extra_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.listening_line = ""
+        SWEEP.register("gateway-client-secret", self.client_secret)
+        SWEEP.watch_log("gateway", self.out_path, self.err_path)
+        SWEEP.watch_service("gateway", self.url)
+        SWEEP.watch_key_file("gateway-cookie-key", self.data_dir / "gateway-cookie.key")
+        SWEEP.watch_key_file("gateway-alb-signing-key", self.data_dir / "gateway-alb-key.pem")
 
     def command(self) -> list[str]:
         cmd = [

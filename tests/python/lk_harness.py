@@ -34,6 +34,8 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from secrets_sweep import SWEEP
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
@@ -197,6 +199,8 @@ class Latchkey:
             self.config_path.write_text(config_toml)
         self.log_path = self.workdir / "server.log"
         self.cli_log_path = self.workdir / "cli-stderr.log"
+        SWEEP.watch_log("identity", self.log_path, self.cli_log_path)
+        SWEEP.watch_key_file("key-encryption-key", self.key_file or self.data_dir / "kek.json")
         # The binary reads LATCHKEY_* settings from the environment: start from none of
         # them (the harness's own LATCHKEY_TEST_* / LATCHKEY_BIN included) so that only
         # the flags below decide storage and configuration.
@@ -242,6 +246,7 @@ class Latchkey:
         assert isinstance(akid, str) and akid, obj
         assert isinstance(secret, str) and secret, "secretAccessKey missing"
         self.secrets.add(secret)
+        SWEEP.register("credential-secret", secret)
         assert secret not in cp.stderr, "the CLI wrote the secret access key to stderr"
         return Cred(akid, secret, role, obj)
 
@@ -295,6 +300,7 @@ class Latchkey:
             self.stop()
             raise AssertionError(f"latchkey exited ({proc.poll()}) before listening:\n{self.log_tail()}")
         self.url = found["url"]
+        SWEEP.watch_service("identity", self.url)
         return self
 
     def stop(self) -> None:
@@ -331,6 +337,7 @@ class Latchkey:
 
     def remember_secret(self, *values: str) -> None:
         self.secrets.update(v for v in values if v)
+        SWEEP.register("remembered", *values)
 
     # ----------------------------------------------------------------- clients
     def client(self, kind: str, cred: Cred | None = None) -> Any:

@@ -40,6 +40,8 @@ from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urljoin, urlpars
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from secrets_sweep import SWEEP
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OIDC_DIR = REPO_ROOT / "tests" / "oidc"
 
@@ -435,6 +437,7 @@ class OidcProvider:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.client_id = client_id
         self.client_secret = client_secret
+        SWEEP.register("idp-client-secret", client_secret)
         self.redirect_uris = list(redirect_uris or [DEFAULT_REDIRECT_URI])
         self.id_token_alg = id_token_alg
         self.id_token_ttl = id_token_ttl
@@ -583,6 +586,7 @@ class OidcProvider:
         response_types ["code"] when authorization_code is allowed (else none), scope
         "openid email profile offline_access api:read api:write". Returns the stored
         metadata (without the secret). Kept across restarts of this provider."""
+        SWEEP.register("idp-client-secret", client_secret)
         body: dict[str, Any] = {
             "client_id": client_id,
             "client_secret": client_secret,
@@ -847,6 +851,7 @@ class ResourceApi:
         self.audience = [audience] if isinstance(audience, str) else list(audience or [])
         self.client_id = client_id or f"resource-api-{uuid.uuid4().hex[:8]}"
         self._client_secret = secrets.token_urlsafe(24)
+        SWEEP.register("idp-client-secret", self._client_secret)
         self.url = ""
         self.log_file = provider.workdir / f"{self.client_id}.log"
         self._proc: subprocess.Popen[bytes] | None = None
