@@ -231,6 +231,7 @@ async fn suite(store: &Store) {
         role: Some("admin".into()),
         workload: None,
         user_id: None,
+        user_issuer: None,
         action: action.into(),
         target: None,
         outcome: Outcome::Success,
