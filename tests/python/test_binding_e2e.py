@@ -119,6 +119,25 @@ def test_oidc_binding_wrong_user_stores_nothing(server: Latchkey, authz: OidcPro
     assert anon.get(result.final_url).status_code == 401
 
 
+def test_oidc_binding_cannot_complete_a_user_id_session(server: Latchkey, authz: OidcProvider, user_idp: OidcProvider, cp: Any, dp: Any, oidc_binding: BindingService) -> None:
+    """A mixed deployment fails closed: the agent asked for the token with a user id
+    (`…ForUserId`, e.g. behind an ALB) but the binding service signs users in with OIDC
+    and sends `userToken`. The token's user (issuer + sub) is not the user id of the same
+    `sub`, so the wrong-account page is shown and nothing is stored."""
+    flow = Flow(server, authz, cp, dp, [oidc_binding.binding_url])
+    user = uniq("mixed")
+    wat = dp.get_workload_access_token_for_user_id(workloadName=flow.workload, userId=user)["workloadAccessToken"]
+    started = flow.token(wat, resourceOauth2ReturnUrl=oidc_binding.binding_url)
+    browser = Browser(server.url, authz.issuer)
+    result = browser.consent(started["authorizationUrl"], user)
+    assert result.final_url
+    browser.s.cookies.set("id_token", user_idp.id_token_for(user), domain="127.0.0.1", path="/")
+    page = browser.get(result.final_url)
+    assert page.status_code == 403, page.text
+    polled = flow.token(wat, sessionUri=started["sessionUri"])
+    assert polled["sessionStatus"] == "FAILED" and "accessToken" not in polled
+
+
 def test_alb_header_binding_end_to_end(server: Latchkey, authz: OidcProvider, cp: Any, dp: Any, alb_binding: BindingService, key_server: KeyServer) -> None:
     flow = Flow(server, authz, cp, dp, [alb_binding.binding_url])
     user = uniq("carol")

@@ -442,6 +442,83 @@ def test_user_token_from_the_same_issuer_completes(env: Env, user_idp: OidcProvi
     assert env.token(wat, sessionUri=started["sessionUri"])["accessToken"]
 
 
+def jwt_wat(env: Env, idp: OidcProvider, user: str) -> str:
+    return env.dp.get_workload_access_token_for_jwt(workloadName=env.workload, userToken=idp.id_token_for(user))[
+        "workloadAccessToken"
+    ]
+
+
+def test_attack_same_subject_at_another_issuer_gets_no_grant(env: Env, user_idp: OidcProvider, other_idp: OidcProvider) -> None:
+    """Issue 12 item 2: grants are keyed by (kind, issuer, subject). alice at issuer A
+    consents and is vaulted; alice at issuer B (a tenant's IdP can mint any `sub`) and the
+    user id alice are other users: each is asked for its own consent, never given A's
+    token."""
+    user = uniq("alice")
+    wat_a = jwt_wat(env, user_idp, user)
+    started = env.token(wat_a, resourceOauth2ReturnUrl=RETURN_URL)
+    env.browser().consent(started["authorizationUrl"], user)
+    env.bdp.complete_resource_token_auth(sessionUri=started["sessionUri"], userIdentifier={"userToken": user_idp.id_token_for(user)})
+    token_a = env.token(wat_a)["accessToken"]
+    for wat in (jwt_wat(env, other_idp, user), env.wat(user)):
+        out = env.token(wat, resourceOauth2ReturnUrl=RETURN_URL)
+        assert "accessToken" not in out, "another namespace's user received alice@A's token"
+        assert out.get("authorizationUrl") and out["sessionStatus"] == "IN_PROGRESS"
+        # Nor by presenting A's session.
+        with raises_code("AccessDeniedException"):
+            env.token(wat, sessionUri=started["sessionUri"])
+    # The other way round: a user id's grant is not a token user's.
+    other = uniq("carol")
+    _, started = env.start(other)
+    env.browser().consent(started["authorizationUrl"], other)
+    env.complete(started["sessionUri"], other)
+    assert env.token(env.wat(other))["accessToken"]
+    assert "accessToken" not in env.token(jwt_wat(env, user_idp, other), resourceOauth2ReturnUrl=RETURN_URL)
+    # A's grant is untouched.
+    assert env.token(wat_a)["accessToken"] == token_a
+
+
+def test_attack_jwt_session_completed_with_a_bare_user_id(env: Env, user_idp: OidcProvider) -> None:
+    """Issue 12 item 4: a session started from issuer A's token is not completed by a
+    `userId` of the same subject (the user-id namespace is another user)."""
+    user = uniq("pin")
+    wat = jwt_wat(env, user_idp, user)
+    started = env.token(wat, resourceOauth2ReturnUrl=RETURN_URL)
+    env.browser().consent(started["authorizationUrl"], user)
+    with raises_code("AccessDeniedException") as e:
+        env.complete(started["sessionUri"], user)
+    assert "userToken" in str(e.value)
+    polled = env.token(wat, sessionUri=started["sessionUri"])
+    assert polled["sessionStatus"] == "FAILED" and "accessToken" not in polled
+    assert "accessToken" not in env.token(wat)
+
+    def denial_names_the_token_user() -> None:
+        assert any(
+            e["action"] == "CompleteResourceTokenAuth"
+            and e["outcome"] == "denied"
+            and e.get("user_id") == user
+            and e.get("user_issuer") == user_idp.issuer
+            for e in audit(env.server)
+        )
+
+    eventually(denial_names_the_token_user, timeout=10)
+
+
+def test_attack_user_id_session_completed_with_a_token(env: Env, other_idp: OidcProvider) -> None:
+    """Issue 12 item 4, the other direction: a session started for the user id alice is
+    not completed by issuer B's token for `sub=alice`."""
+    user = uniq("pin")
+    wat, started = env.start(user)
+    env.browser().consent(started["authorizationUrl"], user)
+    with raises_code("AccessDeniedException") as e:
+        env.bdp.complete_resource_token_auth(
+            sessionUri=started["sessionUri"], userIdentifier={"userToken": other_idp.id_token_for(user)}
+        )
+    assert "userId" in str(e.value)
+    polled = env.token(wat, sessionUri=started["sessionUri"])
+    assert polled["sessionStatus"] == "FAILED" and "accessToken" not in polled
+    env.assert_nothing_stored(user)
+
+
 def test_attack_user_a_wat_cannot_read_user_b_grant(env: Env) -> None:
     a, b = uniq("usera"), uniq("userb")
     _, started = env.start(b)

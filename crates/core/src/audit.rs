@@ -34,7 +34,12 @@ pub struct AuditEvent {
     /// The caller's role (`admin`, `workload:<name>`, `binding`).
     pub role: Option<String>,
     pub workload: Option<String>,
+    /// The user's subject (a user id, or a token's `sub`).
     pub user_id: Option<String>,
+    /// The inbound issuer of a user established by a token (`…ForJWT`, `userToken`);
+    /// absent for a user id asserted by the caller. Issuer and subject name the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_issuer: Option<String>,
     /// The operation, e.g. `CreateWorkloadIdentity`.
     pub action: String,
     /// The resource acted on (an ARN or name).

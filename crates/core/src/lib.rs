@@ -10,7 +10,9 @@ pub mod crypto;
 pub mod error;
 pub mod oauth2_provider;
 pub mod sigv4;
+pub mod user;
 pub mod validate;
 pub mod wat;
 
 pub use error::{ApiError, ApiResult, FieldError, ValidationReason};
+pub use user::{UserKind, UserPrincipal, UserPrincipalError};

@@ -16,6 +16,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::user::UserPrincipal;
+
 /// Why a WAT was refused. Never contains the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WatError {
@@ -29,6 +31,10 @@ pub enum WatError {
     Signature,
     #[error("workload access token was issued for another issuer or audience")]
     Issuer,
+    #[error(
+        "workload access token names its user without the user's kind and issuer (request a new one)"
+    )]
+    User,
     #[error("workload access token has expired")]
     Expired,
     #[error("workload access token is not valid yet")]
@@ -37,38 +43,94 @@ pub enum WatError {
     Key(String),
 }
 
-/// The claims of a WAT.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The claims of a verified WAT.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatClaims {
     pub iss: String,
     pub aud: String,
     /// The workload identity name.
     pub sub: String,
     /// The user the workload acts for (absent for `GetWorkloadAccessToken`).
+    pub user: Option<UserPrincipal>,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+impl WatClaims {
+    /// The user's subject (for logs and audit events).
+    pub fn user_subject(&self) -> Option<&str> {
+        self.user.as_ref().map(UserPrincipal::subject)
+    }
+}
+
+/// The claims as signed. The user is three claims: `latchkey:user` (the subject),
+/// `latchkey:user_source` (`jwt` or `user-id`) and, for `jwt`, `latchkey:user_iss`.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireClaims {
+    iss: String,
+    aud: String,
+    sub: String,
     #[serde(
         rename = "latchkey:user",
         skip_serializing_if = "Option::is_none",
         default
     )]
-    pub user: Option<String>,
-    /// How the user was established: `jwt` (verified token) or `user-id` (asserted by the caller).
+    user: Option<String>,
     #[serde(
         rename = "latchkey:user_source",
         skip_serializing_if = "Option::is_none",
         default
     )]
-    pub user_source: Option<String>,
-    /// The issuer of the verified user token (only with `user_source` = `jwt`): the same
-    /// `sub` at another issuer is another user.
+    user_source: Option<String>,
     #[serde(
         rename = "latchkey:user_iss",
         skip_serializing_if = "Option::is_none",
         default
     )]
-    pub user_issuer: Option<String>,
-    pub iat: i64,
-    pub exp: i64,
-    pub jti: String,
+    user_issuer: Option<String>,
+    iat: i64,
+    exp: i64,
+    jti: String,
+}
+
+impl WireClaims {
+    fn from_claims(c: &WatClaims) -> Self {
+        Self {
+            iss: c.iss.clone(),
+            aud: c.aud.clone(),
+            sub: c.sub.clone(),
+            user: c.user.as_ref().map(|u| u.subject().to_string()),
+            user_source: c.user.as_ref().map(|u| u.kind().as_str().to_string()),
+            user_issuer: c.user.as_ref().and_then(|u| u.issuer()).map(str::to_string),
+            iat: c.iat,
+            exp: c.exp,
+            jti: c.jti.clone(),
+        }
+    }
+
+    /// Fail closed: a user must come with its kind, and a JWT user with its issuer (a WAT
+    /// without them, e.g. one minted before issuers were recorded, names no user we can
+    /// tell apart from another issuer's, so it is refused rather than read as a user id).
+    fn into_claims(self) -> Result<WatClaims, WatError> {
+        let user = match (self.user, self.user_source, self.user_issuer) {
+            (None, None, None) => None,
+            (Some(subject), Some(kind), issuer) => Some(
+                UserPrincipal::from_parts(&kind, issuer.as_deref().unwrap_or(""), &subject)
+                    .map_err(|_| WatError::User)?,
+            ),
+            _ => return Err(WatError::User),
+        };
+        Ok(WatClaims {
+            iss: self.iss,
+            aud: self.aud,
+            sub: self.sub,
+            user,
+            iat: self.iat,
+            exp: self.exp,
+            jti: self.jti,
+        })
+    }
 }
 
 /// A P-256 signing key with its key id.
@@ -200,8 +262,7 @@ impl WatAuthority {
     pub fn issue(
         &self,
         workload: &str,
-        user: Option<(&str, &str)>,
-        user_issuer: Option<&str>,
+        user: Option<&UserPrincipal>,
         now: i64,
         ttl_seconds: i64,
     ) -> Result<(String, WatClaims), WatError> {
@@ -211,14 +272,13 @@ impl WatAuthority {
             iss: self.issuer.clone(),
             aud: self.issuer.clone(),
             sub: workload.to_string(),
-            user: user.map(|(u, _)| u.to_string()),
-            user_source: user.map(|(_, s)| s.to_string()),
-            user_issuer: user.and(user_issuer).map(str::to_string),
+            user: user.cloned(),
             iat: now,
             exp: now + ttl_seconds,
             jti: B64.encode(jti),
         };
-        let payload = serde_json::to_vec(&claims).map_err(|e| WatError::Key(e.to_string()))?;
+        let payload = serde_json::to_vec(&WireClaims::from_claims(&claims))
+            .map_err(|e| WatError::Key(e.to_string()))?;
         let mut token = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 100);
         token.push_str(&self.header_b64);
         token.push('.');
@@ -257,11 +317,11 @@ impl WatAuthority {
             .verify(signed.as_bytes(), &sig)
             .map_err(|_| WatError::Signature)?;
         let payload = B64.decode(p).map_err(|_| WatError::Malformed)?;
-        let claims: WatClaims =
-            serde_json::from_slice(&payload).map_err(|_| WatError::Malformed)?;
-        if claims.iss != self.issuer || claims.aud != self.issuer {
+        let wire: WireClaims = serde_json::from_slice(&payload).map_err(|_| WatError::Malformed)?;
+        if wire.iss != self.issuer || wire.aud != self.issuer {
             return Err(WatError::Issuer);
         }
+        let claims = wire.into_claims()?;
         if claims.exp <= now {
             return Err(WatError::Expired);
         }
@@ -286,18 +346,96 @@ mod tests {
     fn issue_and_verify() {
         let a = authority("https://id.example");
         let (t, c) = a
-            .issue("wl", Some(("alice", "jwt")), None, 1000, 900)
+            .issue("wl", Some(&alice_at("https://idp.example")), 1000, 900)
             .unwrap();
         let v = a.verify(&t, 1001).unwrap();
         assert_eq!(v, c);
-        assert_eq!(v.user.as_deref(), Some("alice"));
+        assert_eq!(v.user, Some(alice_at("https://idp.example")));
+        assert_eq!(v.user_subject(), Some("alice"));
         assert_eq!(v.exp - v.iat, 900);
+    }
+
+    fn alice_at(issuer: &str) -> UserPrincipal {
+        UserPrincipal::jwt(issuer, "alice").unwrap()
+    }
+
+    /// Sign any payload with `a`'s real key (as an older Latchkey would have).
+    fn sign_raw(a: &WatAuthority, payload: &serde_json::Value) -> String {
+        let mut token = format!("{}.{}", a.header_b64, B64.encode(payload.to_string()));
+        let sig = a.signing.pair.sign(&a.rng, token.as_bytes()).unwrap();
+        token.push('.');
+        token.push_str(&B64.encode(sig.as_ref()));
+        token
+    }
+
+    #[test]
+    fn user_kind_and_issuer_are_signed_claims() {
+        let a = authority("https://id.example");
+        let id = UserPrincipal::user_id("alice").unwrap();
+        let (t, _) = a.issue("wl", Some(&id), 1000, 900).unwrap();
+        let payload: serde_json::Value =
+            serde_json::from_slice(&B64.decode(t.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        assert_eq!(payload["latchkey:user"], "alice");
+        assert_eq!(payload["latchkey:user_source"], "user-id");
+        assert!(payload.get("latchkey:user_iss").is_none());
+        assert_eq!(a.verify(&t, 1001).unwrap().user, Some(id));
+        let (t, _) = a
+            .issue("wl", Some(&alice_at("https://b.example")), 1000, 900)
+            .unwrap();
+        let payload: serde_json::Value =
+            serde_json::from_slice(&B64.decode(t.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        assert_eq!(payload["latchkey:user_source"], "jwt");
+        assert_eq!(payload["latchkey:user_iss"], "https://b.example");
+    }
+
+    #[test]
+    fn a_user_without_kind_or_issuer_is_refused() {
+        let a = authority("https://id.example");
+        let base = serde_json::json!({
+            "iss": "https://id.example", "aud": "https://id.example", "sub": "wl",
+            "iat": 1000, "exp": 1900, "jti": "j",
+        });
+        let with = |extra: serde_json::Value| {
+            let mut p = base.clone();
+            for (k, v) in extra.as_object().unwrap() {
+                p[k] = v.clone();
+            }
+            sign_raw(&a, &p)
+        };
+        // The shapes that must not name a user: a JWT user without its issuer (a WAT
+        // minted before issuers were recorded), a user without a kind, an unknown kind, a
+        // user id with an issuer, an issuer or kind without a user.
+        for extra in [
+            serde_json::json!({"latchkey:user": "alice", "latchkey:user_source": "jwt"}),
+            serde_json::json!({"latchkey:user": "alice"}),
+            serde_json::json!({"latchkey:user": "alice", "latchkey:user_source": "legacy"}),
+            serde_json::json!({"latchkey:user": "alice", "latchkey:user_source": "user-id", "latchkey:user_iss": "https://b.example"}),
+            serde_json::json!({"latchkey:user_source": "jwt", "latchkey:user_iss": "https://b.example"}),
+        ] {
+            assert_eq!(
+                a.verify(&with(extra.clone()), 1001),
+                Err(WatError::User),
+                "{extra}"
+            );
+        }
+        // Well-formed ones still verify.
+        let ok = a
+            .verify(
+                &with(serde_json::json!({"latchkey:user": "alice", "latchkey:user_source": "jwt", "latchkey:user_iss": "https://b.example"})),
+                1001,
+            )
+            .unwrap();
+        assert_eq!(ok.user, Some(alice_at("https://b.example")));
+        assert_eq!(
+            a.verify(&with(serde_json::json!({})), 1001).unwrap().user,
+            None
+        );
     }
 
     #[test]
     fn rejects_expired_future_foreign_and_tampered() {
         let a = authority("https://id.example");
-        let (t, _) = a.issue("wl", None, None, 1000, 900).unwrap();
+        let (t, _) = a.issue("wl", None, 1000, 900).unwrap();
         assert_eq!(a.verify(&t, 1900), Err(WatError::Expired));
         assert_eq!(a.verify(&t, 900), Err(WatError::NotYetValid));
         // Another authority (another key) with the same kid: signature fails.
@@ -306,7 +444,7 @@ mod tests {
         // Same key, other issuer.
         let (key, _) = WatKey::generate("k1".into()).unwrap();
         let c = WatAuthority::new("https://other".into(), key, vec![]);
-        let (t2, _) = c.issue("wl", None, None, 1000, 900).unwrap();
+        let (t2, _) = c.issue("wl", None, 1000, 900).unwrap();
         let c2 = WatAuthority::new(
             "https://id.example".into(),
             WatKey::generate("k9".into()).unwrap().0,
@@ -333,7 +471,7 @@ mod tests {
     #[test]
     fn rejects_alg_none_and_hs256() {
         let a = authority("https://id.example");
-        let (t, _) = a.issue("wl", None, None, 1000, 900).unwrap();
+        let (t, _) = a.issue("wl", None, 1000, 900).unwrap();
         let payload = t.split('.').nth(1).unwrap();
         for alg in ["none", "HS256", "ES384"] {
             let h = B64.encode(format!(r#"{{"alg":"{alg}","typ":"{TYP}","kid":"k1"}}"#));

@@ -2,6 +2,7 @@
 //! task appends them in batches, in order. A full queue applies back-pressure rather than
 //! dropping events, and `flush` drains the queue (used at shutdown and in tests).
 
+use latchkey_core::UserPrincipal;
 use latchkey_core::audit::{AuditEvent, Outcome};
 use latchkey_store::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -95,17 +96,23 @@ pub async fn record(
     caller: Option<&Caller>,
     action: &str,
     workload: Option<&str>,
-    user: Option<&str>,
+    user: Option<&UserPrincipal>,
     target: Option<&str>,
     outcome: Outcome,
     detail: serde_json::Value,
 ) {
     let mut e = event(state.clock.now_ms(), caller, action, outcome);
     e.workload = workload.map(str::to_string);
-    e.user_id = user.map(str::to_string);
+    set_user(&mut e, user);
     e.target = target.map(str::to_string);
     e.detail = detail;
     state.audit.record(e).await;
+}
+
+/// Name the event's user: subject, and issuer for a user established by a token.
+pub fn set_user(e: &mut AuditEvent, user: Option<&UserPrincipal>) {
+    e.user_id = user.map(|u| u.subject().to_string());
+    e.user_issuer = user.and_then(|u| u.issuer()).map(str::to_string);
 }
 
 /// Builder for the common case: an event about a caller's action.
@@ -117,6 +124,7 @@ pub fn event(now_ms: i64, caller: Option<&Caller>, action: &str, outcome: Outcom
         role: caller.map(|c| c.role.as_string()),
         workload: None,
         user_id: None,
+        user_issuer: None,
         action: action.to_string(),
         target: None,
         outcome,

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use latchkey_core::ApiError;
 use latchkey_core::audit::Outcome;
 use latchkey_core::crypto;
 use latchkey_core::validate::{Validator, is_jwt_shape};
 use latchkey_core::wat::WatClaims;
+use latchkey_core::{ApiError, UserPrincipal};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -53,7 +53,7 @@ async fn record(
     caller: &Caller,
     action: &str,
     workload: Option<&str>,
-    user: Option<&str>,
+    user: Option<&UserPrincipal>,
     outcome: Outcome,
     detail: Value,
 ) {
@@ -112,16 +112,25 @@ async fn issue_workload_token(
         return Err(e.into());
     }
     let facts = state.workload_facts(workload).await?;
-    let user: Option<(String, &str, Option<String>)> = match mode {
+    let user: Option<UserPrincipal> = match mode {
         UserMode::None => None,
         UserMode::UserId => {
+            // Validated above: 1 to 128 characters.
+            let asserted = body
+                .user_id
+                .as_deref()
+                .map(UserPrincipal::user_id)
+                .transpose()
+                .map_err(|_| {
+                    ApiError::field("userId", "Member must have length between 1 and 128")
+                })?;
             if !caller.is_admin() && !facts.allow_user_id {
                 record(
                     state,
                     caller,
                     action,
                     Some(workload),
-                    body.user_id.as_deref(),
+                    asserted.as_ref(),
                     Outcome::Denied,
                     json!({"reason": "user id trust not enabled for workload"}),
                 )
@@ -132,7 +141,7 @@ async fn issue_workload_token(
                 ))
                 .into());
             }
-            body.user_id.map(|u| (u, "user-id", None))
+            asserted
         }
         UserMode::Jwt => {
             let token = body
@@ -140,8 +149,13 @@ async fn issue_workload_token(
                 .as_ref()
                 .map(|t| t.expose_secret())
                 .unwrap_or_default();
-            match state.inbound.verify(token).await {
-                Ok(user) => Some((user.subject, "jwt", Some(user.issuer))),
+            match state
+                .inbound
+                .verify(token)
+                .await
+                .and_then(|u| u.principal())
+            {
+                Ok(user) => Some(user),
                 Err(e) => {
                     record(
                         state,
@@ -164,20 +178,14 @@ async fn issue_workload_token(
     let now = state.clock.now_secs();
     let (token, claims) = state
         .wat
-        .issue(
-            workload,
-            user.as_ref().map(|(u, s, _)| (u.as_str(), *s)),
-            user.as_ref().and_then(|(_, _, i)| i.as_deref()),
-            now,
-            state.config.wat_ttl_seconds,
-        )
+        .issue(workload, user.as_ref(), now, state.config.wat_ttl_seconds)
         .map_err(ApiError::internal)?;
     record(
         state,
         caller,
         action,
         Some(workload),
-        claims.user.as_deref(),
+        claims.user.as_ref(),
         Outcome::Success,
         json!({"jti": claims.jti, "exp": claims.exp}),
     )
@@ -248,7 +256,7 @@ pub async fn verify_wat(
             caller,
             action,
             Some(&claims.sub),
-            claims.user.as_deref(),
+            claims.user.as_ref(),
             Outcome::Denied,
             json!({"reason": "token belongs to another workload"}),
         )
@@ -265,7 +273,7 @@ pub async fn verify_wat(
             caller,
             action,
             Some(&claims.sub),
-            claims.user.as_deref(),
+            claims.user.as_ref(),
             Outcome::Denied,
             json!({"reason": "workload no longer exists"}),
         )
@@ -344,7 +352,7 @@ pub async fn get_resource_api_key(
         &caller,
         ACTION,
         Some(&claims.sub),
-        claims.user.as_deref(),
+        claims.user.as_ref(),
         Outcome::Success,
         json!({"provider": provider}),
     )

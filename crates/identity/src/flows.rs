@@ -21,13 +21,13 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use latchkey_core::ApiError;
 use latchkey_core::audit::Outcome;
 use latchkey_core::crypto;
 use latchkey_core::validate::{
     Validator, is_custom_param_key_char, is_jwt_shape, is_return_url, is_session_uri,
 };
 use latchkey_core::wat::WatClaims;
+use latchkey_core::{ApiError, UserKind, UserPrincipal};
 use latchkey_store::{GrantKey, GrantTokens, SessionRecord, SessionStatus, StoreError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -108,9 +108,6 @@ struct SessionRequest {
     audiences: Vec<String>,
     #[serde(default)]
     return_url: Option<String>,
-    /// The issuer of the user's token when the WAT came from `…ForJWT`.
-    #[serde(default)]
-    user_issuer: Option<String>,
 }
 
 /// Secret facts of a session, sealed together.
@@ -167,7 +164,7 @@ async fn record_session(
         caller,
         action,
         Some(&session.workload),
-        Some(&session.user_id),
+        Some(&session.user),
         Some(&session.provider),
         outcome,
         detail,
@@ -323,7 +320,7 @@ pub async fn get_resource_oauth2_token(
                 Some(&caller),
                 ACTION,
                 Some(&claims.sub),
-                claims.user.as_deref(),
+                claims.user.as_ref(),
                 Some(name),
                 outcome,
                 json!({"provider": name, "flow": "M2M", "scopes": scopes}),
@@ -354,7 +351,7 @@ async fn user_federation(
     state: &AppState,
     caller: &Caller,
     claims: &WatClaims,
-    user: &str,
+    user: &UserPrincipal,
     body: &TokenRequest,
     scopes: Vec<String>,
     resources: Vec<String>,
@@ -363,7 +360,7 @@ async fn user_federation(
     let name = body.resource_credential_provider_name.as_str();
     let key = GrantKey {
         workload: claims.sub.clone(),
-        user_id: user.to_string(),
+        user: user.clone(),
         provider: name.to_string(),
     };
     let audit = |outcome: Outcome, detail: Value| {
@@ -387,7 +384,7 @@ async fn user_federation(
             .await?
             .ok_or_else(unknown_session)?;
         if session.workload != key.workload
-            || session.user_id != key.user_id
+            || session.user != key.user
             || session.provider != key.provider
         {
             audit(
@@ -430,16 +427,8 @@ async fn user_federation(
             reason,
         } => {
             let provider = load_provider(state, name).await?;
-            let (uri, url) = start_session(
-                state,
-                &key,
-                claims,
-                &provider,
-                body,
-                wanted.clone(),
-                resources,
-            )
-            .await?;
+            let (uri, url) =
+                start_session(state, &key, &provider, body, wanted.clone(), resources).await?;
             audit(
                 Outcome::Success,
                 json!({"provider": name, "flow": "USER_FEDERATION", "scopes": wanted, "consent": reason}),
@@ -463,7 +452,6 @@ fn session_status(uri: &str, status: &str) -> Value {
 async fn start_session(
     state: &AppState,
     key: &GrantKey,
-    claims: &WatClaims,
     provider: &ProviderRuntime,
     body: &TokenRequest,
     scopes: Vec<String>,
@@ -497,7 +485,6 @@ async fn start_session(
         resources,
         audiences: body.audiences.clone().unwrap_or_default(),
         return_url: body.resource_oauth2_return_url.clone(),
-        user_issuer: claims.user_issuer.clone(),
     };
     let now = state.clock.now_ms();
     state
@@ -506,7 +493,7 @@ async fn start_session(
             id: id.clone(),
             state_hash: sha256_hex(&oauth_state),
             workload: key.workload.clone(),
-            user_id: key.user_id.clone(),
+            user: key.user.clone(),
             provider: provider.name.clone(),
             request: serde_json::to_value(&request).map_err(ApiError::internal)?,
             secrets_envelope,
@@ -1016,20 +1003,13 @@ pub async fn complete_resource_token_auth(
         .into());
     }
     let request = session_request(&session)?;
-    // Who is completing? The same user who started the flow, or nobody.
-    const OTHER_USER: &str =
-        "the user does not match the user who started this authorization session";
-    let mismatch = match (&identifier.user_id, &identifier.user_token) {
-        (Some(u), _) => (*u != session.user_id).then(|| OTHER_USER.to_string()),
-        (None, Some(t)) => match state.inbound.verify(t.expose_secret()).await {
-            Ok(user) if request.user_issuer.as_ref().is_some_and(|iss| *iss != user.issuer) => {
-                Some("the user token comes from another issuer than the one that started the session".to_string())
-            }
-            Ok(user) => (user.subject != session.user_id).then(|| OTHER_USER.to_string()),
-            Err(e) => Some(format!("the user token was rejected: {e}")),
-        },
-        (None, None) => Some("no user".to_string()),
+    // [flows-identity] Who is completing? The same user (kind, issuer, subject) who
+    // started the flow, or nobody.
+    let mismatch = match completing_user(&state, &identifier).await {
+        Ok(user) => same_user(&session.user, &user).err().map(str::to_string),
+        Err(reason) => Some(reason),
     };
+    // [/flows-identity]
     if let Some(reason) = mismatch {
         // Fail the session only if nobody claimed it meanwhile (compare-and-set from
         // CALLBACK): a wrong user never breaks the exchange of the right one.
@@ -1132,6 +1112,49 @@ pub async fn complete_resource_token_auth(
     }
 }
 
+/// The user named by `userIdentifier`: a `userId` is a user id (the binding service vouches
+/// for it); a `userToken` is verified against the configured inbound issuers and names its
+/// subject at its issuer. `Err` is the reason to refuse.
+async fn completing_user(
+    state: &AppState,
+    identifier: &UserIdentifier,
+) -> Result<UserPrincipal, String> {
+    match (&identifier.user_id, &identifier.user_token) {
+        (Some(u), _) => UserPrincipal::user_id(u.as_str()).map_err(|e| e.to_string()),
+        (None, Some(t)) => state
+            .inbound
+            .verify(t.expose_secret())
+            .await
+            .and_then(|u| u.principal())
+            .map_err(|e| format!("the user token was rejected: {e}")),
+        (None, None) => Err("no user".to_string()),
+    }
+}
+
+/// Whether the user completing a session is the user who started it: same kind, same
+/// issuer, same subject. `Err` says which part differs (no values, so nothing of either
+/// user is echoed to the caller).
+pub(crate) fn same_user(
+    started: &UserPrincipal,
+    completing: &UserPrincipal,
+) -> Result<(), &'static str> {
+    match (started.kind(), completing.kind()) {
+        (UserKind::UserId, UserKind::Jwt) => Err(
+            "the authorization session was started for a user id (GetWorkloadAccessTokenForUserId): it can only be completed with userIdentifier.userId, not a user token",
+        ),
+        (UserKind::Jwt, UserKind::UserId) => Err(
+            "the authorization session was started for a user token (GetWorkloadAccessTokenForJWT): it can only be completed with userIdentifier.userToken from the same issuer, not a user id",
+        ),
+        _ if started.issuer() != completing.issuer() => Err(
+            "the user token comes from another issuer than the one that started the authorization session",
+        ),
+        _ if started.subject() != completing.subject() => {
+            Err("the user does not match the user who started this authorization session")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The answer for a session that does not exist, or a URN that is not a completion URN.
 fn unknown_session() -> ApiError {
     ApiError::NotFound("authorization session not found (unknown or purged)".into())
@@ -1178,7 +1201,7 @@ async fn exchange(
         .map_err(|e| vault::token_error(&e))?;
     let key = GrantKey {
         workload: session.workload.clone(),
-        user_id: session.user_id.clone(),
+        user: session.user.clone(),
         provider: session.provider.clone(),
     };
     let tokens = vault::seal(
@@ -1192,4 +1215,39 @@ async fn exchange(
     )
     .await?;
     Ok((key, tokens))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod same_user_tests {
+    use super::*;
+
+    #[test]
+    fn completion_needs_the_same_kind_issuer_and_subject() {
+        let id = |s: &str| UserPrincipal::user_id(s).unwrap();
+        let jwt = |i: &str, s: &str| UserPrincipal::jwt(i, s).unwrap();
+        let a = "https://a.example";
+        let b = "https://b.example";
+        assert_eq!(same_user(&id("alice"), &id("alice")), Ok(()));
+        assert_eq!(same_user(&jwt(a, "alice"), &jwt(a, "alice")), Ok(()));
+        // Issue 12 item 4, both directions: a JWT-started session and a bare user id of
+        // the same subject; a user-id session and a token of the same subject.
+        assert!(
+            same_user(&jwt(a, "alice"), &id("alice"))
+                .unwrap_err()
+                .contains("userToken")
+        );
+        assert!(
+            same_user(&id("alice"), &jwt(b, "alice"))
+                .unwrap_err()
+                .contains("userId")
+        );
+        assert!(
+            same_user(&jwt(a, "alice"), &jwt(b, "alice"))
+                .unwrap_err()
+                .contains("another issuer")
+        );
+        assert!(same_user(&jwt(a, "alice"), &jwt(a, "bob")).is_err());
+        assert!(same_user(&id("alice"), &id("bob")).is_err());
+    }
 }

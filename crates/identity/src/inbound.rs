@@ -236,6 +236,14 @@ pub struct VerifiedUser {
     pub claims: Value,
 }
 
+impl VerifiedUser {
+    /// The user this token names: its subject in its issuer's namespace.
+    pub fn principal(&self) -> Result<latchkey_core::UserPrincipal, InboundError> {
+        latchkey_core::UserPrincipal::jwt(self.issuer.as_str(), self.subject.as_str())
+            .map_err(|_| InboundError::Malformed("the sub claim is empty or too long"))
+    }
+}
+
 /// Which check a user JWT failed. Messages never contain the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InboundError {

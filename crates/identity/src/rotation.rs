@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use latchkey_core::UserPrincipal;
 use latchkey_core::crypto::{self, KeyProvider};
 use latchkey_store::{EnvelopeColumn, GrantKey, Store, StoreError};
 use serde::Serialize;
@@ -26,7 +27,7 @@ pub fn envelope_aad(column: EnvelopeColumn, key: &[String]) -> Option<String> {
         (EnvelopeColumn::SigningKeyPrivate, [kid]) => crate::state::signing_key_aad(kid),
         (EnvelopeColumn::SessionSecrets, [id]) => crate::flows::session_aad(id),
         (EnvelopeColumn::SessionCode, [id]) => crate::flows::code_aad(id),
-        (EnvelopeColumn::GrantAccess | EnvelopeColumn::GrantRefresh, [w, u, p]) => {
+        (EnvelopeColumn::GrantAccess | EnvelopeColumn::GrantRefresh, [w, k, i, u, p]) => {
             let part = if column == EnvelopeColumn::GrantAccess {
                 "access"
             } else {
@@ -35,7 +36,7 @@ pub fn envelope_aad(column: EnvelopeColumn, key: &[String]) -> Option<String> {
             crate::vault::grant_aad(
                 &GrantKey {
                     workload: w.clone(),
-                    user_id: u.clone(),
+                    user: UserPrincipal::from_parts(k, i, u).ok()?,
                     provider: p.clone(),
                 },
                 part,
@@ -234,10 +235,27 @@ mod tests {
             "auth-session-code:s"
         );
         assert_eq!(
-            envelope_aad(EnvelopeColumn::GrantRefresh, &k(&["w", "u", "p"])).unwrap(),
+            envelope_aad(
+                EnvelopeColumn::GrantRefresh,
+                &k(&["w", "user-id", "", "u", "p"])
+            )
+            .unwrap(),
             r#"grant:["w","u","p"]:refresh"#
         );
+        assert_eq!(
+            envelope_aad(
+                EnvelopeColumn::GrantAccess,
+                &k(&["w", "jwt", "https://idp.example", "u", "p"])
+            )
+            .unwrap(),
+            r#"grant:["w","u","p","jwt","https://idp.example"]:access"#
+        );
         assert!(envelope_aad(EnvelopeColumn::GrantAccess, &k(&["w"])).is_none());
+        assert!(envelope_aad(EnvelopeColumn::GrantAccess, &k(&["w", "u", "p"])).is_none());
+        // Columns that name no valid user (a JWT user without an issuer) have no AAD.
+        assert!(
+            envelope_aad(EnvelopeColumn::GrantAccess, &k(&["w", "jwt", "", "u", "p"])).is_none()
+        );
     }
 
     #[tokio::test]
@@ -272,7 +290,7 @@ mod tests {
             .unwrap();
         let gk = GrantKey {
             workload: "w".into(),
-            user_id: "u".into(),
+            user: UserPrincipal::jwt("https://idp.example", "u").unwrap(),
             provider: "p".into(),
         };
         let access = crypto::encrypt(

@@ -95,9 +95,22 @@ pub(crate) enum VaultAnswer {
     },
 }
 
+/// The associated data of a grant's envelopes: the whole key. A user id's grant keeps the
+/// three-part form it had before users had kinds (rows migrated into the user-id namespace
+/// still open); a JWT user's adds kind and issuer, so a row moved to another namespace or
+/// issuer in the database does not open.
 pub fn grant_aad(key: &GrantKey, part: &str) -> String {
-    // JSON keeps the three parts unambiguous whatever characters they hold.
-    let parts = serde_json::json!([key.workload, key.user_id, key.provider]);
+    // JSON keeps the parts unambiguous whatever characters they hold.
+    let parts = match key.user.issuer() {
+        None => serde_json::json!([key.workload, key.user.subject(), key.provider]),
+        Some(issuer) => serde_json::json!([
+            key.workload,
+            key.user.subject(),
+            key.provider,
+            key.user.kind().as_str(),
+            issuer
+        ]),
+    };
     format!("grant:{parts}:{part}")
 }
 

@@ -107,8 +107,13 @@ enum GrantsCommand {
     Revoke {
         #[arg(long)]
         workload: String,
+        /// The user's subject: a user id, or with --user-issuer a token's `sub`.
         #[arg(long)]
         user: String,
+        /// The inbound issuer of a user established by a token (`userIssuer` in `grants
+        /// list`); without it, `--user` is a user id.
+        #[arg(long)]
+        user_issuer: Option<String>,
         #[arg(long)]
         provider: String,
         #[command(flatten)]
@@ -690,7 +695,9 @@ async fn grants(
                         "{}",
                         serde_json::json!({
                             "workload": g.key.workload,
-                            "user": g.key.user_id,
+                            "user": g.key.user.subject(),
+                            "userKind": g.key.user.kind().as_str(),
+                            "userIssuer": g.key.user.issuer(),
                             "provider": g.key.provider,
                             "scopes": g.scopes,
                             "resources": g.resources,
@@ -706,9 +713,15 @@ async fn grants(
         GrantsCommand::Revoke {
             workload,
             user,
+            user_issuer,
             provider,
             serve,
         } => {
+            let user = match user_issuer {
+                None => latchkey_core::UserPrincipal::user_id(user),
+                Some(issuer) => latchkey_core::UserPrincipal::jwt(issuer, user),
+            }
+            .map_err(|e| anyhow!("--user/--user-issuer: {e}"))?;
             let serve = ServeConfig::resolve(&serve, file)?;
             let mut config = ServiceConfig::new("http://127.0.0.1");
             config.arn = serve.arn.clone();
@@ -721,7 +734,7 @@ async fn grants(
             let state = AppState::start(config, store.clone(), keys, Arc::new(SystemClock)).await?;
             let key = latchkey_store::GrantKey {
                 workload,
-                user_id: user,
+                user,
                 provider,
             };
             let report = latchkey_identity::vault::revoke_grant(&state, &key)
@@ -734,7 +747,7 @@ async fn grants(
                 latchkey_core::audit::Outcome::Success,
             );
             event.workload = Some(key.workload.clone());
-            event.user_id = Some(key.user_id.clone());
+            latchkey_identity::audit::set_user(&mut event, Some(&key.user));
             event.target = Some(key.provider.clone());
             event.detail = serde_json::json!({"via": "cli", "revokedAtProvider": report.revoked_at_provider, "providerErrors": report.provider_errors});
             store.append_audit(&[event]).await?;
@@ -756,7 +769,8 @@ async fn grants(
             for i in 0..count {
                 let key = latchkey_store::GrantKey {
                     workload: workload.clone(),
-                    user_id: format!("{user_prefix}{i}"),
+                    user: latchkey_core::UserPrincipal::user_id(format!("{user_prefix}{i}"))
+                        .map_err(|e| anyhow!("--user-prefix: {e}"))?,
                     provider: provider.clone(),
                 };
                 let token = format!("seeded-access-token-{i}");

@@ -25,9 +25,10 @@ pub enum EnvelopeColumn {
     SessionSecrets,
     /// `auth_sessions.code_envelope` (nullable), key `id`.
     SessionCode,
-    /// `grants.access_envelope`, key `(workload, user_id, provider)`.
+    /// `grants.access_envelope`, key `(workload, user_kind, user_issuer, user_id, provider)`.
     GrantAccess,
-    /// `grants.refresh_envelope` (nullable), key `(workload, user_id, provider)`.
+    /// `grants.refresh_envelope` (nullable), key `(workload, user_kind, user_issuer, user_id,
+    /// provider)`.
     GrantRefresh,
 }
 
@@ -74,7 +75,13 @@ impl EnvelopeColumn {
             Self::Oauth2ProviderSecret | Self::ApiKeyProviderSecret => &["name"],
             Self::SigningKeyPrivate => &["kid"],
             Self::SessionSecrets | Self::SessionCode => &["id"],
-            Self::GrantAccess | Self::GrantRefresh => &["workload", "user_id", "provider"],
+            Self::GrantAccess | Self::GrantRefresh => &[
+                "workload",
+                "user_kind",
+                "user_issuer",
+                "user_id",
+                "provider",
+            ],
         }
     }
 
@@ -262,6 +269,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::{CredentialRecord, GrantKey, GrantTokens, SigningKeyRecord};
+    use latchkey_core::UserPrincipal;
 
     /// A syntactically valid envelope header (what the store can see) for `key_id`.
     fn fake_envelope(key_id: &str, tail: &[u8]) -> Vec<u8> {
@@ -358,7 +366,7 @@ mod tests {
         for (user, provider, refresh) in [("a", "p", true), ("a", "q", false), ("b", "p", true)] {
             let key = GrantKey {
                 workload: workload.clone(),
-                user_id: user.into(),
+                user: UserPrincipal::user_id(user).unwrap(),
                 provider: provider.into(),
             };
             let tokens = GrantTokens {
@@ -386,9 +394,27 @@ mod tests {
         assert_eq!(
             mine,
             [
-                &vec![workload.clone(), "a".into(), "p".into()],
-                &vec![workload.clone(), "a".into(), "q".into()],
-                &vec![workload.clone(), "b".into(), "p".into()],
+                &vec![
+                    workload.clone(),
+                    "user-id".into(),
+                    "".into(),
+                    "a".into(),
+                    "p".into()
+                ],
+                &vec![
+                    workload.clone(),
+                    "user-id".into(),
+                    "".into(),
+                    "a".into(),
+                    "q".into()
+                ],
+                &vec![
+                    workload.clone(),
+                    "user-id".into(),
+                    "".into(),
+                    "b".into(),
+                    "p".into()
+                ],
             ]
         );
         let refresh = store
@@ -396,7 +422,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(refresh.iter().filter(|r| r.key[0] == workload).count(), 2);
-        let grant_key = vec![workload.clone(), "b".into(), "p".into()];
+        let grant_key = vec![
+            workload.clone(),
+            "user-id".into(),
+            "".into(),
+            "b".into(),
+            "p".into(),
+        ];
         assert!(
             store
                 .replace_envelope(
@@ -411,7 +443,7 @@ mod tests {
         let g = store
             .find_grant(&GrantKey {
                 workload: workload.clone(),
-                user_id: "b".into(),
+                user: UserPrincipal::user_id("b").unwrap(),
                 provider: "p".into(),
             })
             .await

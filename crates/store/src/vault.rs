@@ -9,6 +9,7 @@
 //! lease writes only while the version is the one its lease produced, so a replica that
 //! lost its lease (paused, partitioned, killed) can never overwrite a newer grant.
 
+use latchkey_core::UserPrincipal;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -61,7 +62,9 @@ pub struct SessionRecord {
     /// Hex SHA-256 of the OAuth `state` sent to the provider.
     pub state_hash: String,
     pub workload: String,
-    pub user_id: String,
+    /// The user who started the session; only the same user (kind, issuer, subject) may
+    /// complete it.
+    pub user: UserPrincipal,
     pub provider: String,
     /// Non-secret request facts (JSON: scopes, resources, audiences, return URL…).
     pub request: serde_json::Value,
@@ -75,7 +78,21 @@ pub struct SessionRecord {
     pub updated_ms: i64,
 }
 
-const SESSION_COLUMNS: &str = "id, state_hash, workload, user_id, provider, request, secrets_envelope, code_envelope, status, failure, created_ms, expires_ms, updated_ms";
+const SESSION_COLUMNS: &str = "id, state_hash, workload, user_id, provider, request, secrets_envelope, code_envelope, status, failure, created_ms, expires_ms, updated_ms, user_kind, user_issuer";
+
+/// A user from its stored columns (`user_kind`, `user_issuer`, `user_id`).
+fn user_columns(
+    r: &AnyRow,
+    kind: usize,
+    issuer: usize,
+    subject: usize,
+) -> StoreResult<UserPrincipal> {
+    let k: String = r.try_get(kind)?;
+    let i: String = r.try_get(issuer)?;
+    let s: String = r.try_get(subject)?;
+    UserPrincipal::from_parts(&k, &i, &s)
+        .map_err(|e| StoreError::Database(format!("corrupt user columns: {e}")))
+}
 
 impl SessionRecord {
     fn from_row(r: &AnyRow) -> StoreResult<Self> {
@@ -85,7 +102,7 @@ impl SessionRecord {
             id: r.try_get(0)?,
             state_hash: r.try_get(1)?,
             workload: r.try_get(2)?,
-            user_id: r.try_get(3)?,
+            user: user_columns(r, 13, 14, 3)?,
             provider: r.try_get(4)?,
             request: serde_json::from_str(&request)
                 .map_err(|e| StoreError::Database(format!("corrupt session request: {e}")))?,
@@ -100,11 +117,12 @@ impl SessionRecord {
     }
 }
 
-/// The key of a grant.
+/// The key of a grant: the user is the whole principal (kind, issuer, subject), so the
+/// same `sub` at two inbound issuers, or as an asserted user id, are separate grants.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GrantKey {
     pub workload: String,
-    pub user_id: String,
+    pub user: UserPrincipal,
     pub provider: String,
 }
 
@@ -126,7 +144,31 @@ pub struct GrantRecord {
     pub updated_ms: i64,
 }
 
-const GRANT_COLUMNS: &str = "workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms";
+const GRANT_COLUMNS: &str = "workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms, user_kind, user_issuer";
+
+/// `WHERE` over a grant's primary key, parameters `$first` … `$first+4`.
+fn grant_key_equals(first: usize) -> String {
+    format!(
+        "workload = ${} AND user_kind = ${} AND user_issuer = ${} AND user_id = ${} AND provider = ${}",
+        first,
+        first + 1,
+        first + 2,
+        first + 3,
+        first + 4
+    )
+}
+
+/// Bind a grant key in [`grant_key_equals`] order.
+fn bind_key<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    key: &'q GrantKey,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(key.workload.as_str())
+        .bind(key.user.kind().as_str())
+        .bind(key.user.stored_issuer())
+        .bind(key.user.subject())
+        .bind(key.provider.as_str())
+}
 
 fn list_column(r: &AnyRow, i: usize, what: &str) -> StoreResult<Vec<String>> {
     let s: String = r.try_get(i)?;
@@ -138,7 +180,7 @@ impl GrantRecord {
         Ok(Self {
             key: GrantKey {
                 workload: r.try_get(0)?,
-                user_id: r.try_get(1)?,
+                user: user_columns(r, 15, 16, 1)?,
                 provider: r.try_get(2)?,
             },
             scopes: list_column(r, 3, "grant scopes")?,
@@ -172,11 +214,11 @@ impl Store {
     // --------------------------------------------------------------- sessions
 
     pub async fn create_session(&self, s: &SessionRecord) -> StoreResult<()> {
-        sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO auth_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")))
+        sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO auth_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)")))
             .bind(&s.id)
             .bind(&s.state_hash)
             .bind(&s.workload)
-            .bind(&s.user_id)
+            .bind(s.user.subject())
             .bind(&s.provider)
             .bind(s.request.to_string())
             .bind(&s.secrets_envelope)
@@ -186,6 +228,8 @@ impl Store {
             .bind(s.created_ms)
             .bind(s.expires_ms)
             .bind(s.updated_ms)
+            .bind(s.user.kind().as_str())
+            .bind(s.user.stored_issuer())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -330,12 +374,13 @@ impl Store {
     // ----------------------------------------------------------------- grants
 
     pub async fn find_grant(&self, key: &GrantKey) -> StoreResult<Option<GrantRecord>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {GRANT_COLUMNS} FROM grants WHERE workload = $1 AND user_id = $2 AND provider = $3"
-        )))
-        .bind(&key.workload)
-        .bind(&key.user_id)
-        .bind(&key.provider)
+        let row = bind_key(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {GRANT_COLUMNS} FROM grants WHERE {}",
+                grant_key_equals(1)
+            ))),
+            key,
+        )
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| GrantRecord::from_row(&r)).transpose()
@@ -361,12 +406,14 @@ impl Store {
         now_ms: i64,
         lease_ms: i64,
     ) -> StoreResult<Option<i64>> {
-        let done = sqlx::query("UPDATE grants SET lease_owner = $1, lease_until_ms = $2, version = version + 1 WHERE workload = $3 AND user_id = $4 AND provider = $5 AND version = $6 AND (lease_until_ms IS NULL OR lease_until_ms < $7)")
+        let sql = format!(
+            "UPDATE grants SET lease_owner = $1, lease_until_ms = $2, version = version + 1 WHERE {} AND version = $8 AND (lease_until_ms IS NULL OR lease_until_ms < $9)",
+            grant_key_equals(3)
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(owner)
-            .bind(now_ms + lease_ms)
-            .bind(&key.workload)
-            .bind(&key.user_id)
-            .bind(&key.provider)
+            .bind(now_ms + lease_ms);
+        let done = bind_key(q, key)
             .bind(seen_version)
             .bind(now_ms)
             .execute(&self.pool)
@@ -383,20 +430,19 @@ impl Store {
         t: &GrantTokens,
         now_ms: i64,
     ) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE grants SET scopes = $1, resources = $2, token_type = $3, access_envelope = $4, refresh_envelope = $5, expires_ms = $6, needs_consent = 0, version = version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = $7 WHERE workload = $8 AND user_id = $9 AND provider = $10 AND version = $11")
+        let sql = format!(
+            "UPDATE grants SET scopes = $1, resources = $2, token_type = $3, access_envelope = $4, refresh_envelope = $5, expires_ms = $6, needs_consent = 0, version = version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = $7 WHERE {} AND version = $13",
+            grant_key_equals(8)
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(json_list(&t.scopes))
             .bind(json_list(&t.resources))
             .bind(&t.token_type)
             .bind(&t.access_envelope)
             .bind(&t.refresh_envelope)
             .bind(t.expires_ms)
-            .bind(now_ms)
-            .bind(&key.workload)
-            .bind(&key.user_id)
-            .bind(&key.provider)
-            .bind(fence)
-            .execute(&self.pool)
-            .await?;
+            .bind(now_ms);
+        let done = bind_key(q, key).bind(fence).execute(&self.pool).await?;
         found(done)
     }
 
@@ -409,32 +455,33 @@ impl Store {
         needs_consent: bool,
         now_ms: i64,
     ) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE grants SET needs_consent = CASE WHEN $1 = 1 THEN 1 ELSE needs_consent END, version = version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = $2 WHERE workload = $3 AND user_id = $4 AND provider = $5 AND version = $6")
+        let sql = format!(
+            "UPDATE grants SET needs_consent = CASE WHEN $1 = 1 THEN 1 ELSE needs_consent END, version = version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = $2 WHERE {} AND version = $8",
+            grant_key_equals(3)
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(i64::from(needs_consent))
-            .bind(now_ms)
-            .bind(&key.workload)
-            .bind(&key.user_id)
-            .bind(&key.provider)
-            .bind(fence)
-            .execute(&self.pool)
-            .await?;
+            .bind(now_ms);
+        let done = bind_key(q, key).bind(fence).execute(&self.pool).await?;
         found(done)
     }
 
     pub async fn delete_grant(&self, key: &GrantKey) -> StoreResult<()> {
-        let done = sqlx::query(
-            "DELETE FROM grants WHERE workload = $1 AND user_id = $2 AND provider = $3",
+        let done = bind_key(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM grants WHERE {}",
+                grant_key_equals(1)
+            ))),
+            key,
         )
-        .bind(&key.workload)
-        .bind(&key.user_id)
-        .bind(&key.provider)
         .execute(&self.pool)
         .await?;
         found(done)
     }
 
-    /// Grants in key order, strictly after `after`, at most `limit`; optionally one
-    /// workload's or one user's.
+    /// Grants in key order (workload, user kind, issuer, subject, provider), strictly after
+    /// `after`, at most `limit`; optionally one workload's, or one subject's (in every
+    /// namespace: the same subject at two issuers is listed twice, as two users).
     pub async fn list_grants(
         &self,
         workload: Option<&str>,
@@ -442,18 +489,28 @@ impl Store {
         after: Option<&GrantKey>,
         limit: i64,
     ) -> StoreResult<Vec<GrantRecord>> {
-        let (aw, au, ap) = after
-            .map(|k| (k.workload.as_str(), k.user_id.as_str(), k.provider.as_str()))
-            .unwrap_or(("", "", ""));
+        let (aw, ak, ai, au, ap) = after
+            .map(|k| {
+                (
+                    k.workload.as_str(),
+                    k.user.kind().as_str(),
+                    k.user.stored_issuer(),
+                    k.user.subject(),
+                    k.provider.as_str(),
+                )
+            })
+            .unwrap_or(("", "", "", "", ""));
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {GRANT_COLUMNS} FROM grants \
              WHERE ($1 = '' OR workload = $1) AND ($2 = '' OR user_id = $2) \
-             AND (workload > $3 OR (workload = $3 AND (user_id > $4 OR (user_id = $4 AND provider > $5)))) \
-             ORDER BY workload, user_id, provider LIMIT $6"
+             AND (workload > $3 OR (workload = $3 AND (user_kind > $4 OR (user_kind = $4 AND (user_issuer > $5 OR (user_issuer = $5 AND (user_id > $6 OR (user_id = $6 AND provider > $7)))))))) \
+             ORDER BY workload, user_kind, user_issuer, user_id, provider LIMIT $8"
         )))
         .bind(workload.unwrap_or(""))
         .bind(user_id.unwrap_or(""))
         .bind(aw)
+        .bind(ak)
+        .bind(ai)
         .bind(au)
         .bind(ap)
         .bind(limit)
@@ -471,7 +528,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for (key, t) in grants {
             insert_grant(
-                "ON CONFLICT (workload, user_id, provider) DO NOTHING",
+                "ON CONFLICT (workload, user_kind, user_issuer, user_id, provider) DO NOTHING",
                 key,
                 t,
                 now_ms,
@@ -505,7 +562,7 @@ impl Store {
 
 /// The conflict clause of a fresh consent: it replaces the grant of the same key (and any
 /// lease on it: a fresh consent supersedes a refresh in flight).
-const GRANT_REPLACE: &str = "ON CONFLICT (workload, user_id, provider) DO UPDATE SET scopes = excluded.scopes, resources = excluded.resources, token_type = excluded.token_type, \
+const GRANT_REPLACE: &str = "ON CONFLICT (workload, user_kind, user_issuer, user_id, provider) DO UPDATE SET scopes = excluded.scopes, resources = excluded.resources, token_type = excluded.token_type, \
      access_envelope = excluded.access_envelope, refresh_envelope = excluded.refresh_envelope, expires_ms = excluded.expires_ms, needs_consent = 0, \
      version = grants.version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = excluded.updated_ms";
 
@@ -517,11 +574,11 @@ fn insert_grant<'q>(
     now_ms: i64,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO grants (workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 1, NULL, NULL, $10, $10) {on_conflict}"
+        "INSERT INTO grants (workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms, user_kind, user_issuer) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 1, NULL, NULL, $10, $10, $11, $12) {on_conflict}"
     )))
     .bind(key.workload.as_str())
-    .bind(key.user_id.as_str())
+    .bind(key.user.subject())
     .bind(key.provider.as_str())
     .bind(json_list(&t.scopes))
     .bind(json_list(&t.resources))
@@ -530,4 +587,6 @@ fn insert_grant<'q>(
     .bind(t.refresh_envelope.as_deref())
     .bind(t.expires_ms)
     .bind(now_ms)
+    .bind(key.user.kind().as_str())
+    .bind(key.user.stored_issuer())
 }

@@ -3,6 +3,7 @@
 //! database fails the test — it is never skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use latchkey_core::UserPrincipal;
 use latchkey_core::audit::{AuditEvent, Outcome};
 use latchkey_store::*;
 
@@ -231,6 +232,7 @@ async fn suite(store: &Store) {
         role: Some("admin".into()),
         workload: None,
         user_id: None,
+        user_issuer: None,
         action: action.into(),
         target: None,
         outcome: Outcome::Success,
@@ -255,7 +257,7 @@ async fn session_transitions(store: &Store) {
         id: id.to_string(),
         state_hash: unique("state"),
         workload: unique("wl"),
-        user_id: "alice".into(),
+        user: UserPrincipal::user_id("alice").unwrap(),
         provider: "gh".into(),
         request: serde_json::json!({"scopes": ["repo"]}),
         secrets_envelope: vec![1, 2, 3],
@@ -279,7 +281,7 @@ async fn session_transitions(store: &Store) {
     let s = session(&unique("s1"));
     let key = GrantKey {
         workload: s.workload.clone(),
-        user_id: s.user_id.clone(),
+        user: s.user.clone(),
         provider: s.provider.clone(),
     };
     store.create_session(&s).await.unwrap();
@@ -395,7 +397,7 @@ async fn session_transitions(store: &Store) {
     let s2 = session(&unique("s2"));
     let key2 = GrantKey {
         workload: s2.workload.clone(),
-        user_id: s2.user_id.clone(),
+        user: s2.user.clone(),
         provider: s2.provider.clone(),
     };
     store.create_session(&s2).await.unwrap();
