@@ -760,8 +760,9 @@ async fn finish_login(
 }
 
 /// Whether a request provably comes from a page of the gateway's own origin: its
-/// `Origin` is the public URL's origin, or (a browser that sends no `Origin`) its
-/// `Sec-Fetch-Site` is `same-origin`. A request that proves neither is refused: a
+/// `Origin` is the public URL's origin, or (a browser that sends no `Origin`, or `null`
+/// under a `no-referrer` policy) its `Sec-Fetch-Site` is `same-origin`. Both headers are
+/// set by the browser, never by a page. A request that proves neither is refused: a
 /// cross-site form, and also a same-site one from another origin (a sibling subdomain,
 /// another port), which carries the `SameSite=Lax` session cookie.
 fn is_same_origin(state: &Inner, headers: &HeaderMap) -> bool {
@@ -774,11 +775,18 @@ fn is_same_origin(state: &Inner, headers: &HeaderMap) -> bool {
         }
     };
     if headers.contains_key(header::ORIGIN) {
-        return only(&header::ORIGIN)
-            .is_some_and(|origin| origin.as_bytes() == state.public_origin.as_bytes());
+        match only(&header::ORIGIN).map(HeaderValue::as_bytes) {
+            Some(origin) if origin == state.public_origin.as_bytes() => return true,
+            // The opaque origin: the browser withheld it; Sec-Fetch-Site decides.
+            Some(b"null") => {}
+            _ => return false,
+        }
     }
     only(&SEC_FETCH_SITE).is_some_and(|site| site.as_bytes() == b"same-origin")
 }
+
+/// The most of a sign-out `POST`'s body read (it carries nothing the gateway uses).
+const LOGOUT_BODY_LIMIT: usize = 64 * 1024;
 
 /// `GET /oauth2/logout`: a page whose button signs out (a `POST`); nothing changes, so a
 /// link or a cross-site navigation here cannot end a session (issue 12, item 11).
@@ -788,8 +796,11 @@ async fn logout_page() -> Response {
 
 /// `POST /oauth2/logout` from the gateway's own origin: end the session here, then at the
 /// provider (RP-initiated logout) when it supports it. From anywhere else: 403.
-async fn logout(State(gateway): State<GatewayState>, headers: HeaderMap) -> Response {
+async fn logout(State(gateway): State<GatewayState>, headers: HeaderMap, body: Body) -> Response {
     let state = &*gateway.inner;
+    // The form's body means nothing, but is read (up to a small limit), so the connection
+    // stays usable for the browser's next request.
+    let _ = axum::body::to_bytes(body, LOGOUT_BODY_LIMIT).await;
     if !is_same_origin(state, &headers) {
         tracing::debug!("a sign-out that did not come from the gateway's origin was refused");
         return page(Page::LogoutRefused);
@@ -1456,6 +1467,11 @@ mod tests {
             ("origin", "https://app.example.com"),
             ("sec-fetch-site", "same-origin")
         ]));
+        // Chromium sends `Origin: null` for a same-origin form under `no-referrer`.
+        assert!(check(&[
+            ("origin", "null"),
+            ("sec-fetch-site", "same-origin")
+        ]));
         for refused in [
             &[][..],
             &[("origin", "https://evil.example")],
@@ -1463,6 +1479,8 @@ mod tests {
             &[("origin", "http://app.example.com")],
             &[("origin", "https://app.example.com.evil.example")],
             &[("origin", "null")],
+            &[("origin", "null"), ("sec-fetch-site", "cross-site")],
+            &[("origin", "null"), ("sec-fetch-site", "same-site")],
             &[("origin", "https://app.example.com/")],
             &[("sec-fetch-site", "same-site")],
             &[("sec-fetch-site", "cross-site")],

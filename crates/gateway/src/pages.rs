@@ -92,15 +92,23 @@ pub fn page(page: Page) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    let csp = if html.contains("<form") {
-        CSP_WITH_FORM
+    if html.contains("<form") {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP_WITH_FORM),
+        );
+        // The form's POST carries this page's origin in `Origin` (under the gateway's
+        // usual `no-referrer`, browsers send `Origin: null`); nothing leaves the site.
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
     } else {
-        CSP
-    };
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(csp),
-    );
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+    }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -1009,7 +1009,7 @@ async fn login_flood(gw: &str, n: usize) {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_string();
-                    if r.status() != 302 || !cookie.starts_with("latchkey-gw-login-") {
+                    if r.status() != 302 || !cookie.starts_with("latchkey-gw-login") {
                         refused += 1;
                     }
                 }
@@ -1037,18 +1037,18 @@ async fn gateway_login_flood_leaves_logins_working() {
     let pid = gateway.0.id();
 
     // Warm up (connections, buffers, the provider's metadata), then flood.
-    login_flood(&gw, 2_000).await;
+    login_flood(&gw, 1_000).await;
     let before = rss_kib(pid);
     let started = std::time::Instant::now();
-    login_flood(&gw, 20_000).await;
+    login_flood(&gw, 10_000).await;
     let took = started.elapsed();
     let after = rss_kib(pid);
-    eprintln!("20,000 login starts in {took:?}; gateway RSS {before} KiB -> {after} KiB");
+    eprintln!("10,000 login starts in {took:?}; gateway RSS {before} KiB -> {after} KiB");
     // A pending login kept server-side (state, nonce, verifier, return path, map entry)
-    // was ~300 bytes: 20,000 of them would be ~6 MiB.
+    // was ~300 bytes: 10,000 of them ~3 MiB.
     assert!(
-        after.saturating_sub(before) < 2 * 1024,
-        "the gateway grew from {before} KiB to {after} KiB over 20,000 login starts ({took:?})"
+        after.saturating_sub(before) < 1024,
+        "the gateway grew from {before} KiB to {after} KiB over 10,000 login starts ({took:?})"
     );
 
     // A real login right after.
