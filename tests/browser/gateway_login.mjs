@@ -89,26 +89,28 @@ async function checkLogout(gatewayOrigin, apiUrl) {
       stillSignedIn: await signedIn(apiUrl),
     };
     // 2. A same-site page of another origin POSTs the logout by itself.
-    const posted = page.waitForResponse((r) => r.url() === `${gatewayOrigin}/oauth2/logout` && r.request().method() === 'POST');
-    await page.goto(`http://127.0.0.1:${port}/post`, { waitUntil: 'domcontentloaded' });
-    const crossPost = await posted;
+    const isLogoutPost = (r) => r.url() === `${gatewayOrigin}/oauth2/logout` && r.request().method() === 'POST';
+    const [crossPost] = await Promise.all([
+      page.waitForResponse(isLogoutPost),
+      page.goto(`http://127.0.0.1:${port}/post`, { waitUntil: 'domcontentloaded' }),
+    ]);
     await page.waitForLoadState('domcontentloaded');
     out.sameSitePost = {
       status: crossPost.status(),
-      origin: crossPost.request().headers().origin ?? null,
+      origin: (await crossPost.request().allHeaders()).origin ?? null,
       text: await page.evaluate(() => document.body.innerText),
       stillSignedIn: await signedIn(apiUrl),
     };
     // 3. The gateway's own page and button: signed out, on to the provider.
     await page.goto(`${gatewayOrigin}/oauth2/logout`, { waitUntil: 'domcontentloaded' });
-    const own = page.waitForResponse((r) => r.url() === `${gatewayOrigin}/oauth2/logout` && r.request().method() === 'POST');
-    await Promise.all([
+    const [ownPost] = await Promise.all([
+      page.waitForResponse(isLogoutPost),
       page.waitForNavigation({ waitUntil: 'domcontentloaded' }),
       page.click('button[type="submit"]'),
     ]);
-    const ownPost = await own;
     out.ownPost = {
       status: ownPost.status(),
+      origin: (await ownPost.request().allHeaders()).origin ?? null,
       location: ownPost.headers().location ?? null,
       url: page.url(),
       stillSignedIn: await signedIn(apiUrl),

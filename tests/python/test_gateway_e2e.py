@@ -361,6 +361,7 @@ def test_login_in_headless_chromium(gateway: Gateway) -> None:
     assert out["sameSitePost"]["origin"] not in (None, gateway.url), out
     assert out["sameSitePost"]["stillSignedIn"] is True, f"another origin's form signed the user out: {out}"
     assert out["ownPost"]["status"] == 303, out
+    assert out["ownPost"]["origin"] == gateway.url, f"the sign-out page's form did not send its origin: {out}"
     assert out["ownPost"]["location"].startswith(gateway.provider.issuer), out
     assert out["ownPost"]["url"].startswith(gateway.provider.issuer), out
     assert out["ownPost"]["stillSignedIn"] is False, out

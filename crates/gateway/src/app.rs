@@ -273,12 +273,13 @@ impl GatewayState {
             seconds(config.session_idle),
         ) {
             Ok(restored) => {
-                let count = restored.len();
+                let mut count = 0;
                 for (id, session) in restored {
                     // A session from before subjects were checked (issue 12, item 8) does
                     // not come back if its subject could forge a log line.
                     if is_usable_subject(&session.subject) {
                         sessions.insert(id, session);
+                        count += 1;
                     }
                 }
                 if count > 0 {
@@ -338,12 +339,6 @@ impl GatewayState {
     /// Live sessions (for metrics and tests).
     pub fn session_count(&self) -> usize {
         self.inner.sessions.len()
-    }
-
-    /// Completed logins remembered for replay refusal (for metrics and tests); logins in
-    /// progress are kept by the browsers, not here.
-    pub fn used_login_count(&self) -> usize {
-        self.inner.used_logins.len()
     }
 
     /// Writes the session snapshot ([`crate::snapshot`]) now.

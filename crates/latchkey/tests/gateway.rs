@@ -1045,9 +1045,9 @@ async fn gateway_login_flood_leaves_logins_working() {
     let after = rss_kib(pid);
     eprintln!("10,000 login starts in {took:?}; gateway RSS {before} KiB -> {after} KiB");
     // A pending login kept server-side (state, nonce, verifier, return path, map entry)
-    // was ~300 bytes: 10,000 of them ~3 MiB.
+    // was ~350 bytes: 10,000 of them ~3.5 MiB. (Measured without: under 0.5 MiB of noise.)
     assert!(
-        after.saturating_sub(before) < 1024,
+        after.saturating_sub(before) < 1536,
         "the gateway grew from {before} KiB to {after} KiB over 10,000 login starts ({took:?})"
     );
 
