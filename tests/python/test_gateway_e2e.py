@@ -204,16 +204,70 @@ def test_sse_streams_through_the_gateway(gateway: Gateway, upstream: Upstream) -
     assert received[0][0] < upstream.sent_at[0] + 0.15, "the first event was held back"
 
 
+def signed_in(gateway: Gateway, s: requests.Session) -> bool:
+    """Whether the browser's session opens an `api` route (200) rather than 401."""
+    r = s.get(gateway.url + "/api/whoami", headers={"Accept": "application/json"}, allow_redirects=False, timeout=10)
+    assert r.status_code in (200, 401), r.status_code
+    return r.status_code == 200
+
+
 def test_logout_ends_the_session(gateway: Gateway, idp: OidcProvider) -> None:
     lg = login(gateway, uid("leaver"), "/app/")
     cookie = lg.cookie
     assert cookie
+    # GET shows a page with a sign-out button; nothing happens yet.
     r = lg.session.get(gateway.url + LOGOUT_PATH, allow_redirects=False, timeout=10)
-    assert r.status_code in (200, 302, 303), r.status_code
+    assert r.status_code == 200 and '<form method="post" action="/oauth2/logout">' in r.text, (r.status_code, r.text[:300])
+    assert signed_in(gateway, lg.session)
+    # The page's form, as a browser submits it (with the page's Origin).
+    r = lg.session.post(gateway.url + LOGOUT_PATH, headers={"Origin": gateway.url}, allow_redirects=False, timeout=10)
+    assert r.status_code == 303, r.status_code
+    assert r.headers["Location"].startswith(idp.metadata["end_session_endpoint"]), r.headers["Location"]
+    assert not signed_in(gateway, lg.session)
     assert_redirects_to_idp(lg.session.get(gateway.url + "/app/", allow_redirects=False, timeout=10), idp)
     # The old cookie value, replayed by someone who copied it, is dead too.
     r = requests.get(gateway.url + "/app/", headers=BROWSER_HEADERS, cookies={SESSION_COOKIE: cookie}, allow_redirects=False, timeout=10)
     assert_redirects_to_idp(r, idp)
+
+
+def test_logout_from_another_site_is_refused(gateway: Gateway, idp: OidcProvider) -> None:
+    """Logout CSRF (issue 12, item 11): another site's link, image or form must not end the
+    session. A cross-site top-level GET used to sign the user out."""
+    lg = login(gateway, uid("csrf-target"), "/app/")
+    assert signed_in(gateway, lg.session)
+    # A link or redirect on another site: a top-level cross-site navigation.
+    r = lg.session.get(gateway.url + LOGOUT_PATH, headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate",
+                                                          "Referer": "https://evil.example/"}, allow_redirects=False, timeout=10)
+    assert r.status_code == 200, r.status_code
+    assert SESSION_COOKIE not in r.headers.get("Set-Cookie", ""), r.headers
+    assert signed_in(gateway, lg.session), "a cross-site GET ended the session"
+    # Forms elsewhere (another site, or a same-site page on another port, which does get
+    # the SameSite=Lax cookie), and POSTs that prove nothing.
+    for headers in ({"Origin": "https://evil.example"}, {"Origin": "http://127.0.0.1:1"}, {"Origin": "null"},
+                    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}, {},
+                    {"Origin": "https://evil.example", "Sec-Fetch-Site": "same-origin"}):
+        r = lg.session.post(gateway.url + LOGOUT_PATH, headers=headers, data={"x": "1"}, allow_redirects=False, timeout=10)
+        assert r.status_code == 403 and "Sign-out not confirmed" in r.text, (headers, r.status_code, r.text[:300])
+        assert "Set-Cookie" not in r.headers, (headers, r.headers)
+        assert signed_in(gateway, lg.session), f"{headers} ended the session"
+
+
+def test_a_subject_with_a_newline_is_refused_and_forges_no_log_line(gateway: Gateway, idp: OidcProvider) -> None:
+    """Log forging (issue 12, item 8, the gateway's part): the provider's `sub` is the
+    login name here; one with a newline used to be signed in and logged as is."""
+    forged_line = f"INFO latchkey: signed in sub=admin-{uuid.uuid4().hex[:6]}"
+    s = browser()
+    result = drive_consent(gateway.url + "/app/", "eve\n" + forged_line, session=s, provider=idp, stop_at_callback=True)
+    assert result.callback_url and result.callback_url.startswith(gateway.url + CALLBACK_PATH), result
+    r = s.get(result.callback_url, allow_redirects=False, timeout=10)
+    assert r.status_code == 403 and "Sign-in refused" in r.text and "control characters" in r.text, (r.status_code, r.text[:300])
+    assert SESSION_COOKIE not in r.cookies
+    assert not signed_in(gateway, s)
+    time.sleep(0.3)
+    out = gateway.output()
+    assert "subject contains control characters" in out, out[-2000:]
+    assert not any(line.lstrip().startswith(forged_line) or line.startswith(forged_line) for line in out.splitlines()), out[-2000:]
+    assert forged_line not in out, "the forged text reached the gateway's output"
 
 
 # --------------------------------------------------------------------------- binding behind the gateway
@@ -284,6 +338,7 @@ def test_login_in_headless_chromium(gateway: Gateway) -> None:
             "--screenshot", str(shot),
             "--expect-text", f"Hello {user}",
             "--chromium", chromium,
+            "--logout-check", gateway.url + "/api/whoami",
         ],
         cwd=BROWSER_DIR, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
     )
@@ -295,6 +350,21 @@ def test_login_in_headless_chromium(gateway: Gateway) -> None:
     assert f"Hello {user} from the upstream" in result["text"], result["text"]
     assert any(h.startswith(gateway.provider.issuer + "/interaction/") for h in result["hops"]), result["hops"]
     assert shot.is_file() and shot.stat().st_size > 1000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Sign-out in a real browser (issue 12, item 11): a cross-site link shows the
+    # confirmation page and a same-site form on another origin is refused, both leaving
+    # the session; the gateway's own button signs out and goes on to the provider.
+    out = result["logout"]
+    assert out["before"] is True, out
+    assert out["crossSiteGet"]["status"] == 200 and out["crossSiteGet"]["hasSignOutButton"], out
+    assert out["crossSiteGet"]["stillSignedIn"] is True, f"a cross-site link signed the user out: {out}"
+    assert out["sameSitePost"]["status"] == 403 and "Sign-out not confirmed" in out["sameSitePost"]["text"], out
+    assert out["sameSitePost"]["origin"] not in (None, gateway.url), out
+    assert out["sameSitePost"]["stillSignedIn"] is True, f"another origin's form signed the user out: {out}"
+    assert out["ownPost"]["status"] == 303, out
+    assert out["ownPost"]["origin"] == gateway.url, f"the sign-out page's form did not send its origin: {out}"
+    assert out["ownPost"]["location"].startswith(gateway.provider.issuer), out
+    assert out["ownPost"]["url"].startswith(gateway.provider.issuer), out
+    assert out["ownPost"]["stillSignedIn"] is False, out
 
 
 # --------------------------------------------------------------------------- attacks
@@ -531,8 +601,8 @@ def test_sessions_survive_a_restart_sealed_and_a_logout_is_never_undone(
 
         # A logout is answered only once the snapshot lacks the session: a crash right
         # after it (SIGKILL, no shutdown) does not bring bob back.
-        out = requests.get(gw.url + LOGOUT_PATH, headers={"Cookie": f"{SESSION_COOKIE}={bob.cookie}"},
-                           allow_redirects=False, timeout=10)
+        out = requests.post(gw.url + LOGOUT_PATH, headers={"Cookie": f"{SESSION_COOKIE}={bob.cookie}", "Origin": gw.url},
+                            allow_redirects=False, timeout=10)
         assert out.status_code in (302, 303), out.status_code
         assert gw.proc is not None
         gw.proc.kill()

@@ -27,11 +27,10 @@ use latchkey_edge::rate::RateLimiter;
 use crate::config::{AccessLogTarget, GatewayConfig, RouteAuth, RouteConfig};
 use crate::edge::too_many_requests;
 use crate::keys::{AlbSigner, CookieSealer, SESSION_ID_LEN, random_bytes, random_token};
-use crate::oidc::{RelyingParty, code_challenge, user_claims};
+use crate::login::{LOGIN_TTL_SECONDS, LoginCookies, LoginState, PendingLogin, UsedLogins};
+use crate::oidc::{OidcError, RelyingParty, code_challenge, is_usable_subject, user_claims};
 use crate::pages::{Page, page};
-use crate::session::{
-    LoginStore, PendingLogin, Session, SessionId, SessionStore, UpstreamHeaders, safe_return_path,
-};
+use crate::session::{Session, SessionId, SessionStore, UpstreamHeaders, safe_return_path};
 use crate::snapshot::Snapshots;
 
 /// Refresh the provider's access token when it expires within this many seconds.
@@ -65,13 +64,16 @@ struct Inner {
     rp: RelyingParty,
     sealer: CookieSealer,
     signer: AlbSigner,
-    logins: LoginStore,
+    /// Logins in progress live in the browser, sealed in cookies ([`crate::login`]).
+    login_cookies: LoginCookies,
+    /// The `state`s of completed logins, until they expire (replay refusal).
+    used_logins: UsedLogins,
     sessions: SessionStore,
     snapshots: Snapshots,
     clock: Arc<dyn Clock>,
     cookie_name: &'static str,
-    /// `{cookie_name}-login`.
-    login_cookie_name: String,
+    /// The public URL's origin as browsers send it in `Origin` (`https://app.example.com`).
+    public_origin: String,
     /// `X-Forwarded-Proto`.
     forwarded_proto: HeaderValue,
     edge: EdgeSettings,
@@ -271,9 +273,14 @@ impl GatewayState {
             seconds(config.session_idle),
         ) {
             Ok(restored) => {
-                let count = restored.len();
+                let mut count = 0;
                 for (id, session) in restored {
-                    sessions.insert(id, session);
+                    // A session from before subjects were checked (issue 12, item 8) does
+                    // not come back if its subject could forge a log line.
+                    if is_usable_subject(&session.subject) {
+                        sessions.insert(id, session);
+                        count += 1;
+                    }
                 }
                 if count > 0 {
                     tracing::info!(sessions = count, "sessions restored from the snapshot");
@@ -283,6 +290,12 @@ impl GatewayState {
                 tracing::warn!(%error, "session snapshot ignored: starting with no sessions");
             }
         }
+        let public_origin = url::Url::parse(&config.public_url)
+            .map(|u| u.origin().ascii_serialization())
+            .map_err(|_| crate::config::ConfigError {
+                key: "public_url",
+                reason: "not an absolute URL".into(),
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -290,12 +303,13 @@ impl GatewayState {
                 rp,
                 sealer,
                 signer,
-                logins: LoginStore::default(),
+                login_cookies: LoginCookies::new(cookie_name),
+                used_logins: UsedLogins::default(),
                 sessions,
                 snapshots,
                 clock,
                 cookie_name,
-                login_cookie_name: format!("{cookie_name}-login"),
+                public_origin,
                 forwarded_proto,
                 edge,
             }),
@@ -383,7 +397,7 @@ pub fn is_own_path(path: &str) -> bool {
 fn own_routes(state: GatewayState) -> Router {
     Router::new()
         .route(CALLBACK_PATH, get(callback))
-        .route(LOGOUT_PATH, get(logout))
+        .route(LOGOUT_PATH, get(logout_page).post(logout))
         .route("/.well-known/alb-keys/{kid}", get(alb_key))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such path") })
         .with_state(state)
@@ -392,16 +406,22 @@ fn own_routes(state: GatewayState) -> Router {
 // ---------------------------------------------------------------------------------------
 // Cookies
 
-fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
+/// Every `name=value` pair of the request's `Cookie` headers.
+pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(move |pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v)
-        })
+        .filter_map(|pair| pair.trim().split_once('='))
+}
+
+/// The values of the request's cookies named `name`.
+pub(crate) fn cookie_values<'a>(
+    headers: &'a HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> {
+    cookie_pairs(headers).filter_map(move |(k, v)| (k == name).then_some(v))
 }
 
 fn set_cookie(state: &Inner, value: &str, max_age: u64) -> HeaderValue {
@@ -550,9 +570,11 @@ async fn refresh(state: &Inner, session: &mut Session, refresh_token: SecretStri
 // ---------------------------------------------------------------------------------------
 // Login
 
-async fn start_login(state: &Inner, return_path: &str) -> Response {
+/// A login for this browser: a redirect to the provider, with everything the callback
+/// needs sealed in a login cookie of its own ([`crate::login`]; nothing is kept here).
+async fn start_login(state: &Inner, headers: &HeaderMap, return_path: &str) -> Response {
     let (Ok(login_state), Ok(nonce), Ok(verifier)) = (
-        random_token::<32>(),
+        LoginState::generate(),
         random_token::<32>(),
         random_token::<32>(),
     ) else {
@@ -561,7 +583,7 @@ async fn start_login(state: &Inner, return_path: &str) -> Response {
     let challenge = code_challenge(&verifier);
     let url = match state
         .rp
-        .authorization_url(&login_state, &nonce, &challenge)
+        .authorization_url(login_state.as_str(), &nonce, &challenge)
         .await
     {
         Ok(url) => url,
@@ -570,58 +592,35 @@ async fn start_login(state: &Inner, return_path: &str) -> Response {
             return page(Page::Unavailable);
         }
     };
-    let Some(binding) = state
-        .sealer
-        .seal(login_cookie_name(state), login_state.as_bytes())
-    else {
+    let now = state.clock.now_secs();
+    let login = PendingLogin {
+        state: login_state,
+        nonce,
+        code_verifier: SecretString::from(verifier),
+        return_path: safe_return_path(return_path),
+        created_secs: now,
+    };
+    let Some((name, value)) = state.login_cookies.seal(&state.sealer, &login) else {
         return page(Page::Unavailable);
     };
-    let now = state.clock.now_secs();
-    let stored = state.logins.insert(
-        login_state,
-        PendingLogin {
-            nonce,
-            code_verifier: SecretString::from(verifier),
-            return_path: safe_return_path(return_path),
-            created_secs: now,
-        },
-        now,
-    );
-    if !stored {
-        return page(Page::Unavailable);
-    }
     let mut response = redirect(&url);
-    response.headers_mut().append(
+    let set = response.headers_mut();
+    for stale in state.login_cookies.to_clear(&state.sealer, headers, now) {
+        set.append(header::SET_COOKIE, cookie_header(state, &stale, "", 0));
+    }
+    set.append(
         header::SET_COOKIE,
-        cookie_header(
-            state,
-            login_cookie_name(state),
-            &binding,
-            crate::session::LOGIN_TTL_SECONDS.unsigned_abs(),
-        ),
+        cookie_header(state, &name, &value, LOGIN_TTL_SECONDS.unsigned_abs()),
     );
     response
 }
 
-/// The cookie that binds a pending login to the browser that started it (login CSRF: a
-/// callback URL sent to another browser is refused there).
-fn login_cookie_name(state: &Inner) -> &str {
-    &state.login_cookie_name
-}
-
-/// Whether the request carries the login cookie sealed for `login_state`.
-fn is_bound_to_browser(state: &Inner, headers: &HeaderMap, login_state: &str) -> bool {
-    let name = login_cookie_name(state);
-    cookie_values(headers, name).any(|value| {
-        state
-            .sealer
-            .open(name, value)
-            .is_some_and(|sealed| sealed == login_state.as_bytes())
-    })
-}
-
 fn redirect(location: &str) -> Response {
-    let mut response = StatusCode::FOUND.into_response();
+    redirect_with(StatusCode::FOUND, location)
+}
+
+fn redirect_with(status: StatusCode, location: &str) -> Response {
+    let mut response = status.into_response();
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -649,31 +648,59 @@ async fn callback(
         return page(Page::InvalidLogin);
     };
     let now = state.clock.now_secs();
-    // Another browser's callback is refused without consuming the login.
+    // Only the browser that started the login has its cookie: another browser's callback
+    // (login CSRF) is refused here, and nothing of the login is used up.
     let Some(login) = query
         .state
         .as_deref()
-        .filter(|s| is_bound_to_browser(state, &headers, s))
-        .and_then(|s| state.logins.take(s, now))
+        .and_then(LoginState::parse)
+        .and_then(|s| state.login_cookies.open(&state.sealer, &headers, &s, now))
     else {
         return page(Page::InvalidLogin);
     };
+    // From here on the login is spent: every answer clears its cookie.
+    let (mut response, spent) = Box::pin(finish_login(state, query, login, now)).await;
+    if let Some(name) = spent {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, cookie_header(state, &name, "", 0));
+    }
+    response
+}
+
+/// The callback of a login this browser started; the response, and the name of the
+/// login cookie to clear.
+async fn finish_login(
+    state: &Inner,
+    query: CallbackQuery,
+    login: PendingLogin,
+    now: i64,
+) -> (Response, Option<String>) {
+    let cookie = Some(state.login_cookies.name(&login.state));
+    // A copy of the cookie replayed after the login completed.
+    if state.used_logins.was_used(&login.state, now) {
+        return (page(Page::InvalidLogin), cookie);
+    }
     if query.error.is_some() {
-        return page(Page::LoginRefused);
+        return (page(Page::LoginRefused), cookie);
     }
     let Some(code) = query.code else {
-        return page(Page::InvalidLogin);
+        return (page(Page::InvalidLogin), cookie);
     };
-    let tokens = match state.rp.exchange_code(&code, login.code_verifier).await {
+    let tokens = match state
+        .rp
+        .exchange_code(&code, login.code_verifier.clone())
+        .await
+    {
         Ok(t) => t,
         Err(error) => {
             tracing::warn!(%error, "code exchange failed");
-            return page(Page::LoginFailed);
+            return (page(Page::LoginFailed), cookie);
         }
     };
     let Some(id_token) = tokens.id_token else {
         tracing::warn!("the token response has no id_token");
-        return page(Page::LoginFailed);
+        return (page(Page::LoginFailed), cookie);
     };
     let id = match state
         .rp
@@ -681,16 +708,24 @@ async fn callback(
         .await
     {
         Ok(id) => id,
+        Err(OidcError::UnusableSubject) => {
+            // The subject itself stays out of the log: it is what could forge a line.
+            tracing::warn!(
+                "ID token refused: its subject contains control characters or line separators"
+            );
+            return (page(Page::UnusableSubject), cookie);
+        }
         Err(error) => {
             tracing::warn!(%error, "ID token refused");
-            return page(Page::LoginFailed);
+            return (page(Page::LoginFailed), cookie);
         }
     };
+    state.used_logins.mark_used(&login, now);
     let Ok(raw_id) = random_bytes::<SESSION_ID_LEN>() else {
-        return page(Page::Unavailable);
+        return (page(Page::Unavailable), cookie);
     };
-    let Some(cookie) = state.sealer.seal(state.cookie_name, &raw_id) else {
-        return page(Page::Unavailable);
+    let Some(session_cookie) = state.sealer.seal(state.cookie_name, &raw_id) else {
+        return (page(Page::Unavailable), cookie);
     };
     tracing::info!(sub = %id.subject, "signed in");
     state.sessions.insert(
@@ -710,19 +745,61 @@ async fn callback(
     let mut response = redirect(&login.return_path);
     response.headers_mut().insert(
         header::SET_COOKIE,
-        set_cookie(state, &cookie, state.config.session_absolute.as_secs()),
+        set_cookie(
+            state,
+            &session_cookie,
+            state.config.session_absolute.as_secs(),
+        ),
     );
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        cookie_header(state, login_cookie_name(state), "", 0),
-    );
-    response
+    (response, cookie)
 }
 
-/// `GET /oauth2/logout`: end the session here, then at the provider (RP-initiated logout)
-/// when it supports it.
-async fn logout(State(gateway): State<GatewayState>, headers: HeaderMap) -> Response {
+/// Whether a request provably comes from a page of the gateway's own origin: its
+/// `Origin` is the public URL's origin, or (a browser that sends no `Origin`, or `null`
+/// under a `no-referrer` policy) its `Sec-Fetch-Site` is `same-origin`. Both headers are
+/// set by the browser, never by a page. A request that proves neither is refused: a
+/// cross-site form, and also a same-site one from another origin (a sibling subdomain,
+/// another port), which carries the `SameSite=Lax` session cookie.
+fn is_same_origin(state: &Inner, headers: &HeaderMap) -> bool {
+    const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+    let only = |name: &HeaderName| {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => Some(value),
+            _ => None,
+        }
+    };
+    if headers.contains_key(header::ORIGIN) {
+        match only(&header::ORIGIN).map(HeaderValue::as_bytes) {
+            Some(origin) if origin == state.public_origin.as_bytes() => return true,
+            // The opaque origin: the browser withheld it; Sec-Fetch-Site decides.
+            Some(b"null") => {}
+            _ => return false,
+        }
+    }
+    only(&SEC_FETCH_SITE).is_some_and(|site| site.as_bytes() == b"same-origin")
+}
+
+/// The most of a sign-out `POST`'s body read (it carries nothing the gateway uses).
+const LOGOUT_BODY_LIMIT: usize = 64 * 1024;
+
+/// `GET /oauth2/logout`: a page whose button signs out (a `POST`); nothing changes, so a
+/// link or a cross-site navigation here cannot end a session (issue 12, item 11).
+async fn logout_page() -> Response {
+    page(Page::LogoutConfirm)
+}
+
+/// `POST /oauth2/logout` from the gateway's own origin: end the session here, then at the
+/// provider (RP-initiated logout) when it supports it. From anywhere else: 403.
+async fn logout(State(gateway): State<GatewayState>, headers: HeaderMap, body: Body) -> Response {
     let state = &*gateway.inner;
+    // The form's body means nothing, but is read (up to a small limit), so the connection
+    // stays usable for the browser's next request.
+    let _ = axum::body::to_bytes(body, LOGOUT_BODY_LIMIT).await;
+    if !is_same_origin(state, &headers) {
+        tracing::debug!("a sign-out that did not come from the gateway's origin was refused");
+        return page(Page::LogoutRefused);
+    }
     let mut id_token = None;
     if let Some(id) = session_id(state, &headers)
         && let Some(slot) = state.sessions.find(&id)
@@ -758,7 +835,8 @@ async fn logout(State(gateway): State<GatewayState>, headers: HeaderMap) -> Resp
         },
         Err(_) => "/".to_string(),
     };
-    let mut response = redirect(&location);
+    // 303: the browser follows with a GET.
+    let mut response = redirect_with(StatusCode::SEE_OTHER, &location);
     response
         .headers_mut()
         .insert(header::SET_COOKIE, clear_cookie(state));
@@ -874,7 +952,7 @@ async fn unauthenticated(state: &Inner, route: &Route, parts: &Parts) -> Respons
     let mut response =
         if route.config.auth == RouteAuth::Login && wants_html(&parts.method, &parts.headers) {
             let return_path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-            start_login(state, return_path).await
+            start_login(state, &parts.headers, return_path).await
         } else {
             json_error(StatusCode::UNAUTHORIZED, "unauthorized", "sign in first")
         };
@@ -946,12 +1024,12 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes every cookie named `ours` or `ours_login` from the `Cookie` headers, keeping
-/// the others (in one `Cookie` header).
-fn strip_own_cookies(headers: &mut HeaderMap, ours: &str, ours_login: &str) {
+/// Removes the session cookie `ours` and every login cookie from the `Cookie` headers,
+/// keeping the others (in one `Cookie` header).
+fn strip_own_cookies(headers: &mut HeaderMap, ours: &str, logins: &LoginCookies) {
     let is_ours = |pair: &str| {
         let name = pair.split_once('=').map_or(pair, |(k, _)| k).trim();
-        name == ours || name == ours_login
+        name == ours || logins.is_login_cookie(name)
     };
     let values = headers.get_all(header::COOKIE);
     let mut iter = values.iter();
@@ -1050,7 +1128,7 @@ async fn forward(
     }
     // The gateway's own cookies stay here.
     if headers.contains_key(header::COOKIE) {
-        strip_own_cookies(headers, state.cookie_name, &state.login_cookie_name);
+        strip_own_cookies(headers, state.cookie_name, &state.login_cookies);
     }
 
     // X-Forwarded-*.
@@ -1364,6 +1442,82 @@ mod tests {
         plain.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         remove_hop_by_hop(&mut plain);
         assert_eq!(plain.len(), 1);
+    }
+
+    #[test]
+    fn same_origin_is_proven_by_origin_or_else_sec_fetch_site() {
+        let gateway = state(ManualClock::new(1_700_000_000_000));
+        let inner = &*gateway.inner;
+        assert_eq!(inner.public_origin, "https://app.example.com");
+        let check = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (k, v) in pairs {
+                headers.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            is_same_origin(inner, &headers)
+        };
+        assert!(check(&[("origin", "https://app.example.com")]));
+        assert!(check(&[("sec-fetch-site", "same-origin")]));
+        assert!(check(&[
+            ("origin", "https://app.example.com"),
+            ("sec-fetch-site", "same-origin")
+        ]));
+        // Chromium sends `Origin: null` for a same-origin form under `no-referrer`.
+        assert!(check(&[
+            ("origin", "null"),
+            ("sec-fetch-site", "same-origin")
+        ]));
+        for refused in [
+            &[][..],
+            &[("origin", "https://evil.example")],
+            &[("origin", "https://app.example.com:8443")],
+            &[("origin", "http://app.example.com")],
+            &[("origin", "https://app.example.com.evil.example")],
+            &[("origin", "null")],
+            &[("origin", "null"), ("sec-fetch-site", "cross-site")],
+            &[("origin", "null"), ("sec-fetch-site", "same-site")],
+            &[("origin", "https://app.example.com/")],
+            &[("sec-fetch-site", "same-site")],
+            &[("sec-fetch-site", "cross-site")],
+            &[("sec-fetch-site", "none")],
+            // A mismatched Origin is not overruled by Sec-Fetch-Site.
+            &[
+                ("origin", "https://evil.example"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            // Repeated headers prove nothing.
+            &[
+                ("origin", "https://app.example.com"),
+                ("origin", "https://evil.example"),
+            ],
+            &[
+                ("sec-fetch-site", "same-origin"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        ] {
+            assert!(!check(refused), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn login_cookies_are_stripped_like_the_session_cookie() {
+        let logins = LoginCookies::new("latchkey-gw");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static(
+                "a=1; latchkey-gw=s; latchkey-gw-login-AbCdEfGhIjKlMnOp=x; latchkey-gw-login=old; b=2",
+            ),
+        );
+        strip_own_cookies(&mut headers, "latchkey-gw", &logins);
+        assert_eq!(headers[header::COOKIE], "a=1; b=2");
+        let mut only = HeaderMap::new();
+        only.insert(
+            header::COOKIE,
+            HeaderValue::from_static("latchkey-gw-login-AbCdEfGhIjKlMnOp=x"),
+        );
+        strip_own_cookies(&mut only, "latchkey-gw", &logins);
+        assert!(only.get(header::COOKIE).is_none());
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! seed architecture's Application Load Balancer.
 //!
 //! It signs browsers in against any OpenID Provider (authorization code + PKCE S256,
-//! `state`, `nonce`; [`oidc`]), keeps sessions server-side behind a sealed cookie
-//! ([`session`], [`keys`]), routes requests by longest path prefix to upstream services and
-//! streams bodies both ways ([`app`]), and tells upstreams who the user is in the ALB's
+//! `state`, `nonce`; [`oidc`]) with each login in progress sealed in a cookie of its own
+//! ([`login`]: nothing is kept server-side until a login completes), keeps sessions
+//! server-side behind a sealed cookie ([`session`], [`keys`]), routes requests by longest
+//! path prefix to upstream services and streams bodies both ways ([`app`]), and tells
+//! upstreams who the user is in the ALB's
 //! formats: `x-amzn-oidc-data` (an ES256 JWT with padded base64url parts, verifiable with
 //! `latchkey_binding::alb::AlbVerifier` against `{public_url}/.well-known/alb-keys/{kid}`),
 //! `x-amzn-oidc-identity` and `x-amzn-oidc-accesstoken`. Client-supplied `x-amzn-oidc-*`
@@ -17,6 +19,7 @@ pub mod app;
 pub mod config;
 pub mod edge;
 pub mod keys;
+pub mod login;
 pub mod oidc;
 pub mod pages;
 pub mod redirect;

@@ -1,7 +1,8 @@
 //! The gateway as an OpenID Connect relying party: discovery, the authorization request
 //! (code + PKCE S256 + `state` + `nonce`), the code and refresh-token grants, and ID-token
 //! verification (signature, `iss`, `aud`, `exp`, `nbf`, `sub` by
-//! [`latchkey_identity::inbound::InboundVerifier`]; `nonce` here).
+//! [`latchkey_identity::inbound::InboundVerifier`]; `nonce` and a `sub` fit to name the
+//! user in logs and headers here, see [`is_usable_subject`]).
 //!
 //! Every call to the provider goes through the guarded [`OutboundClient`].
 
@@ -35,6 +36,29 @@ pub enum OidcError {
     Token(String),
     #[error("the ID token was refused: {0}")]
     IdToken(String),
+    /// A verified ID token whose `sub` could forge log lines ([`is_usable_subject`]).
+    #[error("the ID token's subject contains control characters or line separators")]
+    UnusableSubject,
+}
+
+/// Whether a provider's `sub` may name the user in the gateway's logs, the access log and
+/// the `x-amzn-oidc-identity` header: no C0 or C1 control character or DEL (newline,
+/// carriage return, ESC...), no Unicode line or paragraph separator, and no
+/// bidirectional formatting character (a name shown reversed).
+pub fn is_usable_subject(subject: &str) -> bool {
+    !subject.chars().any(|c| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{061C}'
+                    | '\u{200E}'
+                    | '\u{200F}'
+                    | '\u{202A}'..='\u{202E}'
+                    | '\u{2066}'..='\u{2069}'
+            )
+    })
 }
 
 /// A token endpoint answer.
@@ -235,6 +259,9 @@ impl RelyingParty {
         let Value::Object(claims) = user.claims else {
             return Err(OidcError::IdToken("claims are not an object".into()));
         };
+        if !is_usable_subject(&user.subject) {
+            return Err(OidcError::UnusableSubject);
+        }
         if let Some(expected) = nonce {
             let got = claims.get("nonce").and_then(Value::as_str);
             let same = got.is_some_and(|g| {
@@ -297,6 +324,35 @@ pub fn user_claims(claims: &Map<String, Value>) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subjects_that_could_forge_a_log_line_are_unusable() {
+        for good in [
+            "alice",
+            "248289761001",
+            "auth0|5f1c",
+            "Zoë Ünal",
+            "用户",
+            "a b",
+        ] {
+            assert!(is_usable_subject(good), "{good:?}");
+        }
+        for bad in [
+            "alice\nINFO forged",
+            "a\rb",
+            "a\tb",
+            "\u{1b}[31mred",
+            "a\u{7f}",
+            "a\u{85}b",
+            "a\u{2028}b",
+            "a\u{2029}b",
+            "\u{202e}txt",
+            "a\u{2066}b",
+            "\0",
+        ] {
+            assert!(!is_usable_subject(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn rfc7636_example() {

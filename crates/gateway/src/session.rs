@@ -1,6 +1,6 @@
-//! Server-side state: pending logins (keyed by `state`, single use, 10-minute expiry) and
-//! sessions (keyed by a random id that only ever leaves the gateway sealed in the cookie).
-//! Both are in memory and bounded.
+//! Server-side state: sessions (keyed by a random id that only ever leaves the gateway
+//! sealed in the cookie), in memory and bounded. Logins in progress are kept by the
+//! browser, sealed in a cookie ([`crate::login`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,22 +9,8 @@ use http::HeaderValue;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
-/// How long a login attempt may take, in seconds.
-pub const LOGIN_TTL_SECONDS: i64 = 600;
-/// Most pending logins held at once.
-pub const MAX_PENDING_LOGINS: usize = 10_000;
 /// Most sessions held at once; when full, the session idle the longest is dropped.
 pub const MAX_SESSIONS: usize = 100_000;
-
-/// A login in progress.
-#[derive(Debug)]
-pub struct PendingLogin {
-    pub nonce: String,
-    pub code_verifier: SecretString,
-    /// A local path (already checked by [`safe_return_path`]).
-    pub return_path: String,
-    pub created_secs: i64,
-}
 
 /// A session id: random bytes that only ever leave the gateway sealed in the cookie.
 pub type SessionId = [u8; crate::keys::SESSION_ID_LEN];
@@ -62,35 +48,6 @@ pub struct UpstreamHeaders {
 
 /// A session's slot: the lock serialises refreshes of one session.
 pub type SessionSlot = Arc<tokio::sync::Mutex<Session>>;
-
-/// Pending logins.
-#[derive(Debug, Default)]
-pub struct LoginStore {
-    map: Mutex<HashMap<String, PendingLogin>>,
-}
-
-impl LoginStore {
-    /// Remember a login under `state`; `false` when the store is full of live logins.
-    pub fn insert(&self, state: String, login: PendingLogin, now: i64) -> bool {
-        let Ok(mut map) = self.map.lock() else {
-            return false;
-        };
-        if map.len() >= MAX_PENDING_LOGINS {
-            map.retain(|_, l| now - l.created_secs < LOGIN_TTL_SECONDS);
-            if map.len() >= MAX_PENDING_LOGINS {
-                return false;
-            }
-        }
-        map.insert(state, login);
-        true
-    }
-
-    /// Take the login of `state` (single use); `None` when unknown, used or expired.
-    pub fn take(&self, state: &str, now: i64) -> Option<PendingLogin> {
-        let login = self.map.lock().ok()?.remove(state)?;
-        (now - login.created_secs < LOGIN_TTL_SECONDS).then_some(login)
-    }
-}
 
 /// Sessions by id.
 #[derive(Debug, Default)]
@@ -205,21 +162,5 @@ mod tests {
         ] {
             assert_eq!(safe_return_path(bad), "/", "{bad:?}");
         }
-    }
-
-    #[test]
-    fn logins_are_single_use_and_expire() {
-        let store = LoginStore::default();
-        let login = |t| PendingLogin {
-            nonce: "n".into(),
-            code_verifier: SecretString::from("v"),
-            return_path: "/".into(),
-            created_secs: t,
-        };
-        assert!(store.insert("s1".into(), login(100), 100));
-        assert!(store.take("s1", 101).is_some());
-        assert!(store.take("s1", 101).is_none());
-        assert!(store.insert("s2".into(), login(100), 100));
-        assert!(store.take("s2", 100 + LOGIN_TTL_SECONDS).is_none());
     }
 }
