@@ -1191,14 +1191,8 @@ async fn a_tool_declared_in_the_config_file_runs_with_its_own_scopes() {
     assert!(first.to_string().contains("repo_info"), "{first}");
 }
 
-#[tokio::test]
-async fn tool_arguments_stay_in_their_template_and_echoed_tokens_are_redacted() {
-    let stack = start_with(
-        "tool-confinement",
-        "openai",
-        Options {
-            config_toml: Some(
-            r#"
+/// Two tools with the same scopes: `repo_issues` and `echo` (reflects the credential).
+const CONFINEMENT_TOOLS: &str = r#"
             [[agent.tools]]
             name = "repo_issues"
             description = "A repository's issues"
@@ -1214,8 +1208,15 @@ async fn tool_arguments_stay_in_their_template_and_echoed_tokens_are_redacted() 
             scopes = ["repo"]
             url = "{GITHUB}/echo/{id}"
             parameters = { type = "object", properties = { id = { type = "string" } }, required = ["id"] }
-            "#,
-            ),
+            "#;
+
+#[tokio::test]
+async fn tool_arguments_stay_in_their_template() {
+    let stack = start_with(
+        "tool-confinement",
+        "openai",
+        Options {
+            config_toml: Some(CONFINEMENT_TOOLS),
             ..Options::default()
         },
     )
@@ -1230,7 +1231,7 @@ async fn tool_arguments_stay_in_their_template_and_echoed_tokens_are_redacted() 
         .await;
     let auth = of(&events, "authorization_required")[0].data.clone();
     stack.consent(&auth, "ivan").await;
-    let (events, stream_a) = stack.invoke("ivan", "t1", "ok").await;
+    let (events, _) = stack.invoke("ivan", "t1", "ok").await;
     assert_eq!(of(&events, "tool_result")[0].data["ok"], true, "{events:?}");
 
     // Hostile arguments, one call per line.
@@ -1249,7 +1250,7 @@ async fn tool_arguments_stay_in_their_template_and_echoed_tokens_are_redacted() 
         .iter()
         .map(|args| format!("use:repo_issues {args}"))
         .collect();
-    let (events, stream_b) = stack.invoke("ivan", "t2", &message.join("\n")).await;
+    let (events, _) = stack.invoke("ivan", "t2", &message.join("\n")).await;
     let results = of(&events, "tool_result");
     assert_eq!(results.len(), hostile.len(), "{events:?}");
     for (i, result) in results.iter().enumerate() {
@@ -1278,10 +1279,25 @@ async fn tool_arguments_stay_in_their_template_and_echoed_tokens_are_redacted() 
             "/repos/%C3%A9%F0%9F%98%80/r/issues",
         ]
     );
+}
 
+#[tokio::test]
+async fn a_token_reflected_by_the_resource_is_redacted() {
+    let stack = start_with(
+        "tool-echo",
+        "openai",
+        Options {
+            config_toml: Some(CONFINEMENT_TOOLS),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (events, stream_a) = stack.invoke("ivan", "t3", r#"use:echo {"id": "1"}"#).await;
+    let auth = of(&events, "authorization_required")[0].data.clone();
+    stack.consent(&auth, "ivan").await;
     // A resource that reflects the token: redacted before the model, the stream and the
     // stored conversation see the result.
-    let (events, stream_c) = stack.invoke("ivan", "t3", r#"use:echo {"id": "1"}"#).await;
+    let (events, stream_c) = stack.invoke("ivan", "t3", "ok").await;
     let result = of(&events, "tool_result")[0].data.clone();
     assert_eq!(result["ok"], true, "{events:?}");
     let content = result["content"].as_str().unwrap();
@@ -1289,7 +1305,7 @@ async fn tool_arguments_stay_in_their_template_and_echoed_tokens_are_redacted() 
     let token = {
         let r = stack.recorder.lock().unwrap();
         assert_eq!(r.calls.last().unwrap().0, "/echo/1");
-        assert_eq!(r.calls.len(), 7, "{:?}", r.calls);
+        assert_eq!(r.calls.len(), 1, "{:?}", r.calls);
         r.issued[0].clone()
     };
     let forms = [
@@ -1312,7 +1328,6 @@ async fn tool_arguments_stay_in_their_template_and_echoed_tokens_are_redacted() 
     for form in &forms {
         for (where_, text) in [
             ("stream", &stream_a),
-            ("stream", &stream_b),
             ("stream", &stream_c),
             ("model requests", &model_saw),
             ("stored conversations", &stored),
@@ -1339,7 +1354,7 @@ fn a_tool_url_whose_host_is_a_placeholder_stops_the_start() {
             ),
         )
         .unwrap();
-        let out = Command::new(bin())
+        let mut child = Command::new(bin())
             .args(["serve", "agent", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.join("agent-data"))
             .args(["--identity-url", "http://127.0.0.1:9"])
@@ -1355,12 +1370,27 @@ fn a_tool_url_whose_host_is_a_placeholder_stops_the_start() {
             .arg(&path)
             .env("LATCHKEY_AGENT_CREDENTIAL", "LKTESTAGENT:secret-0123456789")
             .env("LATCHKEY_AGENT_LLM_API_KEY", "sk-x")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{url}: started; {stderr}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap();
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{url}: the agent started; {stderr}"
+        );
         assert!(
             stderr.contains("agent.tools.url")
                 && stderr.contains("\"anywhere\"")
