@@ -7,7 +7,12 @@
 // The GitHub-shaped routes also demand GitHub's REST headers (Accept:
 // application/vnd.github+json, X-GitHub-Api-Version: 2022-11-28, a User-Agent) and answer
 // 400 without them, as api.github.com does for a missing User-Agent.
+//   GET /echo/<anything> needs scope read:user; reflects the request's credential back,
+//                    as a misbehaving API might: the Authorization header as is, base64 of
+//                    it, base64 of "user:<token>", the token percent-encoded in a URL.
 // GET /__test/calls lists the calls answered 200 (path and sub only, never tokens).
+// GET /__test/requests lists every request received, answered or not, as
+// {"method", "target"} (the request target exactly as sent; never a header).
 //
 // Bearer tokens are checked against the authorization server (tests/oidc/server.mjs):
 //   * opaque tokens by RFC 7662 introspection at its introspection_endpoint, authenticated
@@ -76,6 +81,7 @@ const ROUTES = {
 };
 const GITHUB_ROUTES = new Set(['/user', '/user/repos']);
 const calls = [];
+const received = [];
 
 // ---- the authorization server
 let metadata;
@@ -190,7 +196,10 @@ function send(res, status, body, challenge) {
 const server = http.createServer(async (req, res) => {
   const path = req.url.split('?', 1)[0];
   if (path === '/__test/calls') return send(res, 200, calls);
-  const need = ROUTES[path];
+  if (path === '/__test/requests') return send(res, 200, received);
+  received.push({ method: req.method, target: req.url });
+  const echo = path.startsWith('/echo/');
+  const need = echo ? 'read:user' : ROUTES[path];
   if (!need) return send(res, 404, { error: 'not_found' });
   if (req.method !== 'GET') return send(res, 405, { error: 'method_not_allowed' });
   if (GITHUB_ROUTES.has(path)) {
@@ -228,6 +237,16 @@ const server = http.createServer(async (req, res) => {
       `Bearer realm="resource-api", error="insufficient_scope", scope="${need}"`);
   }
   calls.push({ path, sub: info.sub ?? null });
+  if (echo) {
+    const header = req.headers.authorization;
+    return send(res, 200, {
+      path,
+      headers: { authorization: header },
+      basic: Buffer.from(`user:${token}`).toString('base64'),
+      encoded: Buffer.from(header).toString('base64'),
+      callback: `https://x.test/cb?access_token=${encodeURIComponent(token)}`,
+    });
+  }
   if (path === '/user') {
     return send(res, 200, { login: info.sub ?? null, id: 1, type: 'User', scope: info.scope ?? '' });
   }

@@ -347,3 +347,69 @@ def test_conversations_in_s3(deployment: Deployment, tmp_path: Path) -> None:
             agent.stop()
     finally:
         moto.stop()
+
+
+# --------------------------------------------------------------------------- configured tools
+def test_tool_arguments_stay_in_the_template_and_a_reflected_token_is_redacted(deployment: Deployment, github: ResourceApi, tmp_path: Path) -> None:
+    """Tools from `LATCHKEY_AGENT_TOOLS`: `repo_issues` (`/repos/{owner}/{repo}/issues`) and
+    `echo` (a resource that reflects the request's Authorization header, raw and encoded).
+    No argument moves a request outside its template (`..` is refused with a tool error,
+    nothing sent); the token a resource reflects never reaches the stream, the model or the
+    stored conversation."""
+    tools = [
+        {"name": "repo_issues", "description": "A repository's issues", "provider": deployment.provider, "scopes": ["read:user"],
+         "url": github.url + "/repos/{owner}/{repo}/issues",
+         "parameters": {"type": "object", "properties": {"owner": {"type": "string"}, "repo": {"type": "string"}}, "required": ["owner", "repo"]}},
+        {"name": "echo", "description": "Reflects the request", "provider": deployment.provider, "scopes": ["read:user"],
+         "url": github.url + "/echo/{id}", "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}},
+    ]
+    agent = Agent(*deployment.args[:1], tmp_path, *deployment.args[2:], extra_env={"LATCHKEY_AGENT_TOOLS": json.dumps(tools)})
+    token = None
+    try:
+        user = uniq("tina")
+        session = f"conv-{uuid.uuid4()}"
+        _, events, _ = agent.invoke(deployment.header(user), session, 'use:echo {"id": "1"}')
+        auth = first(events, "authorization_required")
+        assert deployment.consent(auth["authorizationUrl"], user).status_code == 200
+        status, events, stream_echo = agent.invoke(deployment.header(user), session, "ok")
+        assert status == 200, stream_echo
+        result = first(events, "tool_result")
+        assert result["ok"] is True, events
+        assert "Bearer [REDACTED]" in result["content"], result
+
+        before = len(requests.get(github.url + "/__test/requests", timeout=5).json())
+        hostile = ["..", "%2e%2e", ".", "", "a/b", "a?x=1", "a#f", "../../user", "é😀"]
+        message = "\n".join("use:repo_issues " + json.dumps({"owner": owner, "repo": "r"}) for owner in hostile)
+        status, events, stream_hostile = agent.invoke(deployment.header(user), f"conv-{uuid.uuid4()}", message)
+        assert status == 200, stream_hostile
+        results = [d for n, d in events if n == "tool_result"]
+        assert len(results) == len(hostile), events
+        for owner, r in zip(hostile[:4], results[:4]):
+            assert r["ok"] is False and "argument `owner` must not be empty, `.` or `..`" in r["content"], (owner, r)
+        targets = [r["target"] for r in requests.get(github.url + "/__test/requests", timeout=5).json()[before:]]
+        assert targets == [
+            "/repos/a%2Fb/r/issues",
+            "/repos/a%3Fx%3D1/r/issues",
+            "/repos/a%23f/r/issues",
+            "/repos/..%2F..%2Fuser/r/issues",
+            "/repos/%C3%A9%F0%9F%98%80/r/issues",
+        ], targets
+
+        # The token the echo reflected, read back with an admin WAT for this user.
+        dp = deployment.server.dp()
+        wat = dp.get_workload_access_token_for_user_id(workloadName=deployment.workload, userId=user)["workloadAccessToken"]
+        token = dp.get_resource_oauth2_token(
+            workloadIdentityToken=wat, resourceCredentialProviderName=deployment.provider, scopes=["read:user"], oauth2Flow="USER_FEDERATION"
+        )["accessToken"]
+        deployment.server.remember_secret(token)
+        forms = [token, base64.b64encode(f"user:{token}".encode()).decode(), base64.b64encode(f"Bearer {token}".encode()).decode()]
+        stored = "".join(p.read_text(errors="replace") for p in agent.store.rglob("*") if p.is_file())
+        assert "[REDACTED]" in stored
+        model_saw = json.dumps(deployment.llm.requests())
+        assert "[REDACTED]" in model_saw
+        for form in forms:
+            for where, text in [("stream", stream_echo), ("stream", stream_hostile), ("stored conversation", stored), ("model requests", model_saw)]:
+                assert form not in text, f"the access token (or its base64) leaked into the {where}"
+    finally:
+        log = agent.stop()
+    assert token and token not in log

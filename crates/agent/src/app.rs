@@ -94,7 +94,11 @@ impl AgentState {
             .timeout(config.identity_timeout)
             .build()?;
         let mut tools = Tool::github(&config.github_provider);
-        tools.extend(config.tools.iter().map(Tool::http));
+        for tool in &config.tools {
+            tools.push(Tool::http(tool).map_err(|e| {
+                ConfigError::new("tools.url", format!("tool {:?}: {e}", tool.name))
+            })?);
+        }
         let http = crate::tools::http_client(config.tool_timeout)?;
         let store = ConversationStore::new(&config.store)?;
         Ok(Self {

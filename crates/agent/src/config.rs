@@ -114,7 +114,9 @@ pub struct HttpToolConfig {
     /// HTTP method (default GET).
     #[serde(default = "default_method")]
     pub method: HttpMethod,
-    /// URL template with `{param}` placeholders filled (percent-encoded) from arguments.
+    /// URL template: literal `scheme://host[:port]`, then a path and query whose
+    /// `{param}` placeholders are filled from arguments (each one percent-encoded path
+    /// segment or query value; `.`, `..` and empty path arguments refused).
     pub url: String,
     /// JSON Schema of the arguments object (default: an object without properties).
     #[serde(default)]
@@ -289,14 +291,9 @@ fn validate_tool(tool: &HttpToolConfig) -> Result<(), ConfigError> {
             ),
         ));
     }
-    let placeholders = crate::tools::placeholders(&tool.url)
+    // Scheme, host and port literal; path and query placeholders only (see `template`).
+    crate::template::UrlTemplate::parse(&tool.url)
         .map_err(|e| ConfigError::new("tools.url", format!("tool {:?}: {e}", tool.name)))?;
-    let sample = placeholders
-        .iter()
-        .fold(tool.url.clone(), |u, p| u.replace(&format!("{{{p}}}"), "x"));
-    http_url("tools.url", &sample).map_err(|e| {
-        ConfigError::new("tools.url", format!("tool {:?}: {}", tool.name, e.reason))
-    })?;
     if let Some(parameters) = &tool.parameters
         && parameters.get("type").and_then(|t| t.as_str()) != Some("object")
     {
@@ -333,4 +330,89 @@ fn is_workload_name(s: &str) -> bool {
     (3..=255).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> AgentConfig {
+        AgentConfig {
+            identity_url: "http://127.0.0.1:9".into(),
+            credential: AgentCredential::parse("LKTEST:secret").unwrap(),
+            workload_name: "test-agent".into(),
+            return_url: "http://127.0.0.1:9/oauth2/session-binding".into(),
+            alb: Some(AlbConfig {
+                key_url_template: "http://127.0.0.1:9/{kid}".into(),
+                ..AlbConfig::new(
+                    "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1",
+                )
+            }),
+            oidc: None,
+            outbound: Default::default(),
+            llm: LlmConfig {
+                provider: latchkey_llm::Provider::Openai,
+                model: "m".into(),
+                base_url: None,
+                api_key: None,
+                region: None,
+                timeout: Duration::from_secs(5),
+                max_retries: 0,
+            },
+            system_prompt: "s".into(),
+            max_output_tokens: 100,
+            max_tool_iterations: 4,
+            consent_wait_seconds: 0,
+            store: StoreConfig::Local {
+                dir: std::env::temp_dir(),
+            },
+            github_base_url: DEFAULT_GITHUB_BASE_URL.into(),
+            github_provider: "github".into(),
+            tools: vec![HttpToolConfig {
+                name: "repo_issues".into(),
+                description: "d".into(),
+                provider: "github".into(),
+                scopes: vec!["repo".into()],
+                method: HttpMethod::Get,
+                url: url.into(),
+                parameters: None,
+            }],
+            tool_timeout: DEFAULT_TOOL_TIMEOUT,
+            tool_max_response_bytes: DEFAULT_TOOL_MAX_RESPONSE_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
+            identity_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn a_tool_url_must_have_a_literal_scheme_host_and_port() {
+        for (url, part) in [
+            ("https://{host}/repos/{owner}", "host"),
+            ("https://api.{tld}/repos/{owner}", "host"),
+            ("https://api.github.com:{port}/repos/{owner}", "port"),
+            ("{scheme}://api.github.com/repos/{owner}", "scheme"),
+            ("https://{user}@api.github.com/repos/{owner}", "userinfo"),
+            ("{base}/repos/{owner}", "scheme"),
+        ] {
+            let error = config(url).validate().unwrap_err();
+            assert_eq!(error.key, "tools.url", "{url}");
+            assert!(
+                error.reason.contains("\"repo_issues\"")
+                    && error.reason.contains(&format!("placeholder in the {part}")),
+                "{url}: {error}"
+            );
+        }
+        for url in [
+            "https://api.github.com/repos/../{owner}",
+            "https://api.github.com/repos/{owner}#{frag}",
+        ] {
+            let error = config(url).validate().unwrap_err();
+            assert_eq!(error.key, "tools.url", "{url}");
+        }
+        config("https://api.github.com/repos/{owner}/{repo}/issues?state={state}")
+            .validate()
+            .unwrap();
+    }
 }

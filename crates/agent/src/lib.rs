@@ -13,7 +13,10 @@
 //! scopes. When the user has not consented yet, the stream carries an
 //! `authorization_required` event with the authorization URL and the turn ends (or, with
 //! `consent_wait_seconds`, waits for the consent); the next message continues the pending
-//! tool call. Tokens never appear in events, logs or stored conversations.
+//! tool call. Tokens never appear in events, logs or stored conversations: a tool's URL
+//! template has a literal origin and each argument is one encoded path segment
+//! ([`template`]), and what a tool returns is cleared of the token it was called with
+//! ([`redact`]).
 //!
 //! `app(state)` builds the router (with `/docs` and `/openapi.json`, [`openapi`]), so
 //! tests and `latchkey dev` can mount it without a socket.
@@ -23,6 +26,8 @@ pub mod config;
 pub mod conversation;
 pub mod events;
 pub mod openapi;
+pub mod redact;
+pub mod template;
 pub mod tools;
 mod turn;
 

@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use latchkey_llm::ToolSpec;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
 use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
@@ -22,6 +21,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::config::{HttpMethod, HttpToolConfig};
+use crate::redact::Redactor;
+use crate::template::{TemplateError, UrlTemplate};
 
 /// Names of the built-in tools.
 pub const BUILTIN_TOOL_NAMES: &[&str] = &["github_profile", "github_repositories"];
@@ -29,13 +30,6 @@ pub const BUILTIN_TOOL_NAMES: &[&str] = &["github_profile", "github_repositories
 pub const MAX_MODEL_RESULT_BYTES: usize = 32 * 1024;
 /// `User-Agent` of every tool call (GitHub requires one).
 pub const TOOL_USER_AGENT: &str = concat!("latchkey-agent/", env!("CARGO_PKG_VERSION"));
-
-/// RFC 3986 unreserved characters stay; everything else is percent-encoded.
-const PATH_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// Arguments of `github_profile`: none.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -58,7 +52,7 @@ enum ToolKind {
     GithubRepositories,
     Http {
         method: HttpMethod,
-        url_template: String,
+        url: UrlTemplate,
     },
 }
 
@@ -111,58 +105,6 @@ pub fn is_tool_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The `{param}` names of a URL template.
-pub fn placeholders(template: &str) -> Result<Vec<String>, String> {
-    let mut out = vec![];
-    let mut rest = template;
-    while let Some(start) = rest.find(['{', '}']) {
-        if rest.as_bytes()[start] == b'}' {
-            return Err("unbalanced `}` in the URL template".into());
-        }
-        let after = &rest[start + 1..];
-        let end = after
-            .find('}')
-            .ok_or("unbalanced `{` in the URL template")?;
-        let name = &after[..end];
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(format!("placeholder {{{name}}} must be [A-Za-z0-9_]+"));
-        }
-        out.push(name.to_string());
-        rest = &after[end + 1..];
-    }
-    Ok(out)
-}
-
-/// Fill `{param}` from `arguments` (strings, numbers and booleans, percent-encoded); the
-/// URL and the arguments not used.
-pub fn fill_template(
-    template: &str,
-    arguments: &Value,
-) -> Result<(String, Map<String, Value>), String> {
-    let mut rest_args = arguments.as_object().cloned().unwrap_or_default();
-    let mut url = template.to_string();
-    for name in placeholders(template)? {
-        let value = rest_args
-            .remove(&name)
-            .ok_or_else(|| format!("missing argument `{name}`"))?;
-        let text = match value {
-            Value::String(s) => s,
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            _ => {
-                return Err(format!(
-                    "argument `{name}` must be a string, number or boolean"
-                ));
-            }
-        };
-        url = url.replace(
-            &format!("{{{name}}}"),
-            &utf8_percent_encode(&text, PATH_VALUE).to_string(),
-        );
-    }
-    Ok((url, rest_args))
-}
-
 impl Tool {
     /// The built-in GitHub tools for `provider`.
     pub fn github(provider: &str) -> Vec<Tool> {
@@ -190,13 +132,14 @@ impl Tool {
         ]
     }
 
-    /// A tool declared in configuration (already validated).
-    pub fn http(config: &HttpToolConfig) -> Tool {
+    /// A tool declared in configuration; `Err` when its URL template is refused.
+    pub fn http(config: &HttpToolConfig) -> Result<Tool, TemplateError> {
+        let url = UrlTemplate::parse(&config.url)?;
         let input_schema = config
             .parameters
             .clone()
             .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
-        Tool {
+        Ok(Tool {
             spec: ToolSpec {
                 name: config.name.clone(),
                 description: config.description.clone(),
@@ -206,9 +149,9 @@ impl Tool {
             scopes: config.scopes.clone(),
             kind: ToolKind::Http {
                 method: config.method,
-                url_template: config.url.clone(),
+                url,
             },
-        }
+        })
     }
 
     /// Check the arguments before any token is asked for; `Err` is a message for the model.
@@ -232,13 +175,14 @@ impl Tool {
                     _ => Ok(()),
                 }
             }
-            ToolKind::Http { url_template, .. } => {
-                fill_template(url_template, arguments).map(|_| ())
+            ToolKind::Http { url, .. } => {
+                url.fill(arguments).map(|_| ()).map_err(|e| e.to_string())
             }
         }
     }
 
-    /// Run the tool with the user's access token.
+    /// Run the tool with the user's access token. The result never contains the token:
+    /// every form of it the resource API may echo is replaced (see [`crate::redact`]).
     pub async fn run(
         &self,
         http: &reqwest::Client,
@@ -246,6 +190,32 @@ impl Tool {
         max_response_bytes: usize,
         arguments: &Value,
         token: &SecretString,
+    ) -> ToolOutcome {
+        let redactor = Redactor::new(token);
+        let outcome = self
+            .call(
+                http,
+                github_base_url,
+                max_response_bytes,
+                arguments,
+                token,
+                &redactor,
+            )
+            .await;
+        ToolOutcome {
+            ok: outcome.ok,
+            content: redactor.redact(&outcome.content),
+        }
+    }
+
+    async fn call(
+        &self,
+        http: &reqwest::Client,
+        github_base_url: &str,
+        max_response_bytes: usize,
+        arguments: &Value,
+        token: &SecretString,
+        redactor: &Redactor,
     ) -> ToolOutcome {
         let base = github_base_url.trim_end_matches('/');
         let (method, url, body, github) = match &self.kind {
@@ -263,19 +233,16 @@ impl Tool {
                     true,
                 )
             }
-            ToolKind::Http {
-                method,
-                url_template,
-            } => match fill_template(url_template, arguments) {
-                Ok((url, rest)) => {
+            ToolKind::Http { method, url } => match url.fill(arguments) {
+                Ok(filled) => {
                     let body = matches!(
                         method,
                         HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch
                     )
-                    .then_some(Value::Object(rest));
-                    (*method, url, body, false)
+                    .then_some(Value::Object(filled.rest));
+                    (*method, filled.url.into(), body, false)
                 }
-                Err(e) => return ToolOutcome::failed(e),
+                Err(e) => return ToolOutcome::failed(e.to_string()),
             },
         };
         let mut headers = HeaderMap::new();
@@ -341,7 +308,13 @@ impl Tool {
                 Err(_) => return ToolOutcome::failed("the resource API's answer broke off"),
             }
         }
-        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        let text = String::from_utf8_lossy(&bytes);
+        // Redacted before any cut below, so no cut can leave part of the token behind.
+        let mut text = if cut {
+            redactor.redact(redactor.trim_partial_tail(&text))
+        } else {
+            redactor.redact(&text)
+        };
         if cut {
             text.push_str("… [response truncated]");
         }
@@ -376,28 +349,162 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
     use serde_json::json;
 
-    #[test]
-    fn templates() {
-        assert_eq!(
-            placeholders("https://x/{owner}/{repo}/issues").unwrap_or_default(),
-            vec!["owner".to_string(), "repo".to_string()]
-        );
-        assert!(placeholders("https://x/{owner").is_err());
-        assert!(placeholders("https://x/}").is_err());
-        assert!(placeholders("https://x/{a b}").is_err());
-        let (url, rest) = fill_template(
-            "https://x/repos/{owner}/{repo}?n={n}",
-            &json!({"owner": "a/b", "repo": "c d", "n": 3, "title": "t"}),
+    const TOKEN: &str = "gho_UnitT0ken/with+chars=";
+
+    /// A loopback resource API: records every request (method, path and query, the
+    /// Authorization header) and echoes the header back in several encodings.
+    async fn echo_server() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+        use axum::http::{HeaderMap, Uri};
+        let seen = Arc::new(Mutex::new(vec![]));
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+            let record = record.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                record.lock().unwrap().push((uri.to_string(), auth.clone()));
+                let token = auth.strip_prefix("Bearer ").unwrap_or_default();
+                axum::Json(json!({
+                    "path": uri.path(),
+                    "headers": {"authorization": auth},
+                    "basic": STANDARD.encode(format!("x:{token}")),
+                    "b64": STANDARD.encode(&auth),
+                    "url": format!("https://x.test/cb?token={}",
+                        percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC)),
+                }))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), seen)
+    }
+
+    fn http_tool(url: String, method: HttpMethod) -> Tool {
+        Tool::http(&HttpToolConfig {
+            name: "issues".into(),
+            description: "d".into(),
+            provider: "p".into(),
+            scopes: vec![],
+            method,
+            url,
+            parameters: None,
+        })
+        .unwrap()
+    }
+
+    async fn run(tool: &Tool, arguments: Value) -> ToolOutcome {
+        let client = http_client(Duration::from_secs(5)).unwrap();
+        tool.run(
+            &client,
+            "http://127.0.0.1:9",
+            64 * 1024,
+            &arguments,
+            &SecretString::from(TOKEN.to_string()),
         )
-        .unwrap_or_default();
-        assert_eq!(url, "https://x/repos/a%2Fb/c%20d?n=3");
-        assert_eq!(rest.get("title"), Some(&json!("t")));
-        assert!(fill_template("https://x/{owner}", &json!({})).is_err());
-        assert!(fill_template("https://x/{owner}", &json!({"owner": {}})).is_err());
+        .await
+    }
+
+    #[tokio::test]
+    async fn arguments_never_move_the_request_outside_the_template() {
+        let (base, seen) = echo_server().await;
+        let tool = http_tool(
+            format!("{base}/api/repos/{{owner}}/{{repo}}/issues"),
+            HttpMethod::Get,
+        );
+        for bad in ["..", ".", "", "%2e%2e", "%2E.", "%252e%252e"] {
+            let arguments = json!({"owner": bad, "repo": "r"});
+            let error = tool.check_arguments(&arguments).unwrap_err();
+            assert!(error.contains("`owner`"), "{error}");
+            let outcome = run(&tool, arguments).await;
+            assert!(!outcome.ok, "{bad:?}");
+            assert!(outcome.content.contains("must not be empty"), "{outcome:?}");
+        }
+        assert!(seen.lock().unwrap().is_empty(), "a request was sent");
+        for (owner, expected) in [
+            ("a/b", "/api/repos/a%2Fb/r/issues"),
+            ("a?x=1", "/api/repos/a%3Fx%3D1/r/issues"),
+            ("a#f", "/api/repos/a%23f/r/issues"),
+            ("../../x", "/api/repos/..%2F..%2Fx/r/issues"),
+            ("é", "/api/repos/%C3%A9/r/issues"),
+            ("%2F", "/api/repos/%252F/r/issues"),
+        ] {
+            let outcome = run(&tool, json!({"owner": owner, "repo": "r"})).await;
+            assert!(outcome.ok, "{owner}: {outcome:?}");
+            let last = seen.lock().unwrap().last().unwrap().0.clone();
+            assert_eq!(last, expected, "{owner}");
+        }
+        for (uri, _) in seen.lock().unwrap().iter() {
+            assert!(
+                uri.starts_with("/api/repos/") && uri.ends_with("/r/issues"),
+                "{uri}"
+            );
+            assert_eq!(uri.matches('/').count(), 5, "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_calls_own_token_is_redacted_from_the_result() {
+        let (base, seen) = echo_server().await;
+        let tool = http_tool(format!("{base}/echo/{{id}}"), HttpMethod::Post);
+        let outcome = run(&tool, json!({"id": "1", "note": "n"})).await;
+        assert!(outcome.ok, "{outcome:?}");
+        assert_eq!(seen.lock().unwrap()[0].1, format!("Bearer {TOKEN}"));
+        let content = &outcome.content;
+        assert!(content.contains("Bearer [REDACTED]"), "{content}");
+        assert!(!content.contains("UnitT0ken"), "{content}");
+        for form in [
+            STANDARD.encode(format!("x:{TOKEN}")),
+            STANDARD.encode(format!("Bearer {TOKEN}")),
+        ] {
+            assert!(!content.contains(&form[4..form.len() - 4]), "{content}");
+        }
+        assert!(!content.contains("gho_UnitT0ken%2F"), "{content}");
+        assert!(content.contains("/echo/1"), "{content}");
+    }
+
+    #[tokio::test]
+    async fn a_cut_response_keeps_no_part_of_the_token() {
+        let (base, _) = echo_server().await;
+        let tool = http_tool(format!("{base}/e"), HttpMethod::Get);
+        let client = http_client(Duration::from_secs(5)).unwrap();
+        // The raw answer, to cut it six bytes into the first copy of the token.
+        let raw = client
+            .get(format!("{base}/e"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let at = raw.find(TOKEN).unwrap() + 6;
+        let outcome = tool
+            .run(
+                &client,
+                "http://127.0.0.1:9",
+                at,
+                &json!({}),
+                &SecretString::from(TOKEN.to_string()),
+            )
+            .await;
+        assert!(
+            outcome.content.ends_with("… [response truncated]"),
+            "{outcome:?}"
+        );
+        assert!(!outcome.content.contains("gho_Un"), "{outcome:?}");
     }
 
     #[test]

@@ -117,6 +117,7 @@ async fn token_endpoint(recorder: Arc<Mutex<Recorder>>) -> String {
 async fn github_api(recorder: Arc<Mutex<Recorder>>) -> String {
     use axum::http::{HeaderMap, StatusCode, Uri};
     use axum::{Json, routing::get};
+    let echo_recorder = recorder.clone();
     let handler = move |uri: Uri, headers: HeaderMap| {
         let recorder = recorder.clone();
         async move {
@@ -158,11 +159,51 @@ async fn github_api(recorder: Arc<Mutex<Recorder>>) -> String {
             }
         }
     };
+    // `/echo/…`: a resource that reflects the request's credential back, raw and encoded.
+    let echo = move |uri: Uri, headers: HeaderMap| {
+        let recorder = echo_recorder.clone();
+        async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let token = auth.strip_prefix("Bearer ").unwrap_or_default().to_string();
+            recorder
+                .lock()
+                .unwrap()
+                .calls
+                .push((uri.to_string(), token.clone()));
+            Json(json!({
+                "path": uri.path(),
+                "headers": {"authorization": auth},
+                "basic": STANDARD.encode(format!("user:{token}")),
+                "encoded": STANDARD.encode(&auth),
+                "callback": format!("https://x.test/cb?access_token={}", urlencoding(&token)),
+            }))
+        }
+    };
     let app = axum::Router::new()
         .route("/user", get(handler.clone()))
         .route("/user/repos", get(handler.clone()))
-        .route("/repos/{owner}/{repo}", get(handler));
+        .route("/repos/{owner}/{repo}", get(handler.clone()))
+        .route("/echo/{id}", get(echo))
+        // Anything else is recorded too: a request outside a tool's template shows.
+        .fallback(handler);
     serve(app).await
+}
+
+/// Every byte but letters and digits percent-encoded.
+fn urlencoding(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// An ALB signing key, served as PEM by kid.
@@ -1156,6 +1197,216 @@ async fn a_tool_declared_in_the_config_file_runs_with_its_own_scopes() {
         "{first}"
     );
     assert!(first.to_string().contains("repo_info"), "{first}");
+}
+
+/// Two tools with the same scopes: `repo_issues` and `echo` (reflects the credential).
+const CONFINEMENT_TOOLS: &str = r#"
+            [[agent.tools]]
+            name = "repo_issues"
+            description = "A repository's issues"
+            provider = "github"
+            scopes = ["repo"]
+            url = "{GITHUB}/repos/{owner}/{repo}/issues"
+            parameters = { type = "object", properties = { owner = { type = "string" }, repo = { type = "string" } }, required = ["owner", "repo"] }
+
+            [[agent.tools]]
+            name = "echo"
+            description = "A resource that reflects the request"
+            provider = "github"
+            scopes = ["repo"]
+            url = "{GITHUB}/echo/{id}"
+            parameters = { type = "object", properties = { id = { type = "string" } }, required = ["id"] }
+            "#;
+
+#[tokio::test]
+async fn tool_arguments_stay_in_their_template() {
+    let stack = start_with(
+        "tool-confinement",
+        "openai",
+        Options {
+            config_toml: Some(CONFINEMENT_TOOLS),
+            ..Options::default()
+        },
+    )
+    .await;
+    // Consent once (both tools have the same scopes), with a plain call.
+    let (events, _) = stack
+        .invoke(
+            "ivan",
+            "t1",
+            r#"use:repo_issues {"owner": "o", "repo": "r"}"#,
+        )
+        .await;
+    let auth = of(&events, "authorization_required")[0].data.clone();
+    stack.consent(&auth, "ivan").await;
+    let (events, _) = stack.invoke("ivan", "t1", "ok").await;
+    assert_eq!(of(&events, "tool_result")[0].data["ok"], true, "{events:?}");
+
+    // Hostile arguments, one call per line.
+    let hostile = [
+        r#"{"owner": "..", "repo": "r"}"#,
+        r#"{"owner": "%2e%2e", "repo": "r"}"#,
+        r#"{"owner": ".", "repo": "r"}"#,
+        r#"{"owner": "", "repo": "r"}"#,
+        r#"{"owner": "a/b", "repo": "r"}"#,
+        r#"{"owner": "a?x=1", "repo": "r"}"#,
+        r#"{"owner": "a#f", "repo": "r"}"#,
+        r#"{"owner": "../../user", "repo": "r"}"#,
+        r#"{"owner": "é😀", "repo": "r"}"#,
+    ];
+    let message: Vec<String> = hostile
+        .iter()
+        .map(|args| format!("use:repo_issues {args}"))
+        .collect();
+    let (events, _) = stack.invoke("ivan", "t2", &message.join("\n")).await;
+    let results = of(&events, "tool_result");
+    assert_eq!(results.len(), hostile.len(), "{events:?}");
+    for (i, result) in results.iter().enumerate() {
+        let refused = i < 4;
+        assert_eq!(result.data["ok"], !refused, "{}: {result:?}", hostile[i]);
+        if refused {
+            let content = result.data["content"].as_str().unwrap();
+            assert!(
+                content.contains("argument `owner` must not be empty, `.` or `..`"),
+                "{content}"
+            );
+        }
+    }
+    let paths: Vec<String> = {
+        let r = stack.recorder.lock().unwrap();
+        r.calls.iter().map(|(path, _)| path.clone()).collect()
+    };
+    assert_eq!(
+        paths,
+        [
+            "/repos/o/r/issues",
+            "/repos/a%2Fb/r/issues",
+            "/repos/a%3Fx%3D1/r/issues",
+            "/repos/a%23f/r/issues",
+            "/repos/..%2F..%2Fuser/r/issues",
+            "/repos/%C3%A9%F0%9F%98%80/r/issues",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_token_reflected_by_the_resource_is_redacted() {
+    let stack = start_with(
+        "tool-echo",
+        "openai",
+        Options {
+            config_toml: Some(CONFINEMENT_TOOLS),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (events, stream_a) = stack.invoke("ivan", "t3", r#"use:echo {"id": "1"}"#).await;
+    let auth = of(&events, "authorization_required")[0].data.clone();
+    stack.consent(&auth, "ivan").await;
+    // A resource that reflects the token: redacted before the model, the stream and the
+    // stored conversation see the result.
+    let (events, stream_c) = stack.invoke("ivan", "t3", "ok").await;
+    let result = of(&events, "tool_result")[0].data.clone();
+    assert_eq!(result["ok"], true, "{events:?}");
+    let content = result["content"].as_str().unwrap();
+    assert!(content.contains("Bearer [REDACTED]"), "{content}");
+    let token = {
+        let r = stack.recorder.lock().unwrap();
+        assert_eq!(r.calls.last().unwrap().0, "/echo/1");
+        assert_eq!(r.calls.len(), 1, "{:?}", r.calls);
+        r.issued[0].clone()
+    };
+    let forms = [
+        token.clone(),
+        STANDARD.encode(format!("user:{token}")),
+        STANDARD.encode(format!("Bearer {token}")),
+        urlencoding(&token),
+    ];
+    let model_saw = serde_json::to_string(&stack.llm_requests().await).unwrap();
+    assert!(
+        model_saw.contains("[REDACTED]"),
+        "the model did not get the result"
+    );
+    let stored: String = stack
+        .stored_files()
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    assert!(stored.contains("[REDACTED]"));
+    for form in &forms {
+        for (where_, text) in [
+            ("stream", &stream_a),
+            ("stream", &stream_c),
+            ("model requests", &model_saw),
+            ("stored conversations", &stored),
+        ] {
+            assert!(!text.contains(form.as_str()), "{form} in the {where_}");
+        }
+    }
+}
+
+#[test]
+fn a_tool_url_whose_host_is_a_placeholder_stops_the_start() {
+    let dir = temp_dir("tool-host");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (url, part) in [
+        ("https://{host}/repos/{owner}", "host"),
+        ("https://api.github.com:{port}/repos/{owner}", "port"),
+        ("{base}/repos/{owner}", "scheme"),
+    ] {
+        let path = dir.join("agent.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[agent.tools]]\nname = \"anywhere\"\ndescription = \"d\"\nprovider = \"github\"\nurl = \"{url}\"\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(bin())
+            .args(["serve", "agent", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("agent-data"))
+            .args(["--identity-url", "http://127.0.0.1:9"])
+            .args(["--workload-name", WORKLOAD, "--return-url", RETURN_URL])
+            .args([
+                "--alb-signer",
+                SIGNER,
+                "--alb-key-url-template",
+                "http://127.0.0.1:9/{kid}",
+            ])
+            .args(["--llm-provider", "openai", "--llm-model", "m"])
+            .arg("--config")
+            .arg(&path)
+            .env("LATCHKEY_AGENT_CREDENTIAL", "LKTESTAGENT:secret-0123456789")
+            .env("LATCHKEY_AGENT_LLM_API_KEY", "sk-x")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap();
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{url}: the agent started; {stderr}"
+        );
+        assert!(
+            stderr.contains("agent.tools.url")
+                && stderr.contains("\"anywhere\"")
+                && stderr.contains(&format!("placeholder in the {part}")),
+            "{url}: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
