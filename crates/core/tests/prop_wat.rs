@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use latchkey_core::UserPrincipal;
 use latchkey_core::wat::{WatAuthority, WatKey};
 use proptest::prelude::*;
 
@@ -32,11 +33,17 @@ fn authority() -> &'static WatAuthority {
     })
 }
 
-fn user() -> impl Strategy<Value = Option<(String, String)>> {
-    prop::option::of((
-        ".{1,40}",
-        prop::sample::select(vec!["jwt", "user-id"]).prop_map(str::to_owned),
-    ))
+fn user() -> impl Strategy<Value = Option<UserPrincipal>> {
+    prop::option::of(
+        (
+            ".{1,40}",
+            prop::option::of("https://[a-z]{1,10}\\.example(/[a-z]{0,6})?"),
+        )
+            .prop_filter_map("a valid user", |(subject, issuer)| match issuer {
+                Some(issuer) => UserPrincipal::jwt(issuer, subject).ok(),
+                None => UserPrincipal::user_id(subject).ok(),
+            }),
+    )
 }
 
 proptest! {
@@ -67,13 +74,11 @@ proptest! {
     fn issued_tokens_verify_to_their_claims(
         workload in "[A-Za-z0-9_-]{1,48}",
         user in user(),
-        user_issuer in prop::option::of("https://[a-z]{1,10}\\.example(/[a-z]{0,6})?"),
         ttl in 1i64..86_400,
         elapsed in 0i64..86_400,
     ) {
         let a = authority();
-        let u = user.as_ref().map(|(u, s)| (u.as_str(), s.as_str()));
-        let (token, claims) = a.issue(&workload, u, user_issuer.as_deref(), NOW, ttl).unwrap();
+        let (token, claims) = a.issue(&workload, user.as_ref(), NOW, ttl).unwrap();
         let at = NOW + elapsed;
         match a.verify(&token, at) {
             Ok(v) => {
@@ -94,8 +99,7 @@ proptest! {
         cut in any::<usize>(),
     ) {
         let a = authority();
-        let u = user.as_ref().map(|(u, s)| (u.as_str(), s.as_str()));
-        let (token, _) = a.issue(&workload, u, None, NOW, 900).unwrap();
+        let (token, _) = a.issue(&workload, user.as_ref(), NOW, 900).unwrap();
         prop_assert!(a.verify(&token, NOW).is_ok());
 
         let mut bytes = token.clone().into_bytes();
