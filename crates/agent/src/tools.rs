@@ -6,10 +6,12 @@
 //! Built in: `github_profile` (`GET {github_base_url}/user`, scope `read:user`) and
 //! `github_repositories` (`GET {github_base_url}/user/repos?per_page=N&sort=updated`,
 //! scope `repo`: GitHub has no read-only scope for private repositories). Others are
-//! declared in `[[agent.tools]]` as HTTP calls with a URL template.
+//! declared in `[[agent.tools]]` as HTTP calls with a URL template ([`crate::template`]:
+//! literal origin, each argument one encoded path segment or query value).
 //!
 //! A tool gets the access token as an argument and returns text for the model; the token
-//! never appears in what it returns.
+//! never appears in what it returns, even when the resource API echoes it
+//! ([`crate::redact`]).
 
 use std::time::Duration;
 
