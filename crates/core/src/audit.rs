@@ -42,3 +42,5 @@ pub struct AuditEvent {
     pub outcome: Outcome,
     pub detail: serde_json::Value,
 }
+
+pub mod chain;

@@ -206,8 +206,14 @@ async fn ping(State(state): State<AppState>) -> Response {
             ok
         }
     };
+    // A broken audit chain is reported, not fatal: the service keeps serving and recording.
+    let chain = if state.audit.is_chain_broken() {
+        "broken"
+    } else {
+        "intact"
+    };
     if healthy {
-        Json(json!({"status": "Healthy", "timeOfLastUpdate": state.clock.now_secs()}))
+        Json(json!({"status": "Healthy", "timeOfLastUpdate": state.clock.now_secs(), "auditChain": chain}))
             .into_response()
     } else {
         (
