@@ -15,6 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use latchkey_core::ApiError;
 use latchkey_core::audit::Outcome;
+use latchkey_core::audit::chain::{session_ref, vend_id};
 use latchkey_core::crypto;
 use latchkey_core::validate::{
     Validator, is_custom_param_key_char, is_jwt_shape, is_return_url, is_session_uri,
@@ -152,8 +153,12 @@ async fn record_session(
     action: &str,
     session: &SessionRecord,
     outcome: Outcome,
-    detail: Value,
+    mut detail: Value,
 ) {
+    // Joinable without a bearer value: the session's digest, never its id.
+    if let Some(d) = detail.as_object_mut() {
+        d.insert("session".into(), session_ref(&session.id).into());
+    }
     record(
         state,
         caller,
@@ -318,7 +323,8 @@ pub async fn get_resource_oauth2_token(
                 claims.user.as_deref(),
                 Some(name),
                 outcome,
-                json!({"provider": name, "flow": "M2M", "scopes": scopes}),
+                json!({"provider": name, "flow": "M2M", "scopes": scopes,
+                    "vendId": token.as_ref().ok().map(|t| vend_id(t.expose_secret()))}),
             )
             .await;
             Ok(Json(json!({"accessToken": token?.expose_secret()})))
@@ -408,9 +414,12 @@ async fn user_federation(
     };
     match answer {
         VaultAnswer::Token(token) => {
+            // The vend id joins this event to the agent's tool call that uses the token.
             audit(
                 Outcome::Success,
-                json!({"provider": name, "flow": "USER_FEDERATION", "scopes": scopes}),
+                json!({"provider": name, "flow": "USER_FEDERATION", "scopes": scopes,
+                    "vendId": vend_id(token.expose_secret()),
+                    "session": body.session_uri.as_deref().map(|u| session_ref(u.trim_start_matches(SESSION_URI_PREFIX)))}),
             )
             .await;
             Ok(Json(json!({"accessToken": token.expose_secret()})))
@@ -432,7 +441,8 @@ async fn user_federation(
             .await?;
             audit(
                 Outcome::Success,
-                json!({"provider": name, "flow": "USER_FEDERATION", "scopes": wanted, "consent": reason}),
+                json!({"provider": name, "flow": "USER_FEDERATION", "scopes": wanted, "consent": reason,
+                    "session": session_ref(uri.trim_start_matches(SESSION_URI_PREFIX))}),
             )
             .await;
             Ok(Json(json!({
@@ -998,13 +1008,22 @@ pub async fn complete_resource_token_auth(
     // Who is completing? The same user who started the flow, or nobody.
     const OTHER_USER: &str =
         "the user does not match the user who started this authorization session";
+    // The completing user, for the audit event of a refusal (both users are recorded).
+    let mut completing_user = json!(null);
     let mismatch = match (&identifier.user_id, &identifier.user_token) {
-        (Some(u), _) => (*u != session.user_id).then(|| OTHER_USER.to_string()),
+        (Some(u), _) => {
+            completing_user = json!({"userId": u});
+            (*u != session.user_id).then(|| OTHER_USER.to_string())
+        }
         (None, Some(t)) => match state.inbound.verify(t.expose_secret()).await {
-            Ok(user) if request.user_issuer.as_ref().is_some_and(|iss| *iss != user.issuer) => {
-                Some("the user token comes from another issuer than the one that started the session".to_string())
+            Ok(user) => {
+                completing_user = json!({"issuer": user.issuer, "subject": user.subject});
+                if request.user_issuer.as_ref().is_some_and(|iss| *iss != user.issuer) {
+                    Some("the user token comes from another issuer than the one that started the session".to_string())
+                } else {
+                    (user.subject != session.user_id).then(|| OTHER_USER.to_string())
+                }
             }
-            Ok(user) => (user.subject != session.user_id).then(|| OTHER_USER.to_string()),
             Err(e) => Some(format!("the user token was rejected: {e}")),
         },
         (None, None) => Some("no user".to_string()),
@@ -1016,7 +1035,9 @@ pub async fn complete_resource_token_auth(
             .await;
         audit(
             Outcome::Denied,
-            json!({"reason": reason, "provider": session.provider}),
+            json!({"reason": reason, "provider": session.provider,
+                "sessionUser": {"issuer": request.user_issuer, "subject": session.user_id},
+                "completingUser": completing_user}),
         )
         .await;
         return Err(ApiError::AccessDenied(format!(

@@ -176,7 +176,7 @@ enum AuditCommand {
         /// RFC 3339 time, e.g. 2026-01-31T00:00:00Z.
         #[arg(long, value_parser = parse_rfc3339_ms)]
         since: i64,
-        /// RFC 3339 time (default: now).
+        /// RFC 3339 time (default: no upper bound).
         #[arg(long, value_parser = parse_rfc3339_ms)]
         until: Option<i64>,
     },
@@ -698,7 +698,7 @@ async fn admin(
         AdminCommand::Audit {
             command: AuditCommand::Export { since, until },
         } => {
-            let until = until.unwrap_or_else(|| clock.now_ms() + 1);
+            let until = until.unwrap_or(i64::MAX);
             if until <= since {
                 return Err(anyhow!("--until must be later than --since"));
             }
