@@ -190,7 +190,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Health: the database is checked at most once a second (so a load balancer's probes
-/// cost nothing), and the answer is 503 while it is unreachable.
+/// cost nothing), and the answer is 503 while it is unreachable. `auditChain` is
+/// `broken` once this process found the audit chain broken (at start or while appending).
 async fn ping(State(state): State<AppState>) -> Response {
     let healthy = match state.health.get(&()) {
         Some(ok) => ok,

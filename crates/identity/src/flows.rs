@@ -1018,7 +1018,11 @@ pub async fn complete_resource_token_auth(
         (None, Some(t)) => match state.inbound.verify(t.expose_secret()).await {
             Ok(user) => {
                 completing_user = json!({"issuer": user.issuer, "subject": user.subject});
-                if request.user_issuer.as_ref().is_some_and(|iss| *iss != user.issuer) {
+                if request
+                    .user_issuer
+                    .as_ref()
+                    .is_some_and(|iss| *iss != user.issuer)
+                {
                     Some("the user token comes from another issuer than the one that started the session".to_string())
                 } else {
                     (user.subject != session.user_id).then(|| OTHER_USER.to_string())

@@ -680,15 +680,18 @@ async fn admin(
                     (Some(a), Some(b)) => format!("blocks {a} to {b}"),
                     _ => "no chained blocks".to_string(),
                 };
-                let scope = if report.complete { "whole chain" } else { "newest blocks only" };
-                match &report.fault {
-                    None => println!(
+                let scope = if report.complete {
+                    "whole chain"
+                } else {
+                    "newest blocks only"
+                };
+                if report.fault.is_none() {
+                    println!(
                         "audit chain intact: {} block(s) checked ({range}, {scope}); head {}; {} block(s) from before the chain not covered",
                         report.checked,
                         report.head_hash.as_deref().unwrap_or("-"),
                         report.unchained
-                    ),
-                    Some(_) => {}
+                    );
                 }
             }
             if let Some(fault) = &report.fault {
@@ -818,7 +821,10 @@ async fn grants(
             event.target = Some(key.provider.clone());
             event.detail = serde_json::json!({"via": "cli", "revokedAtProvider": report.revoked_at_provider, "providerErrors": report.provider_errors});
             store
-                .append_audit(&latchkey_store::AuditChain::new(state.keys.clone()), &[event])
+                .append_audit(
+                    &latchkey_store::AuditChain::new(state.keys.clone()),
+                    &[event],
+                )
                 .await?;
             println!("{}", serde_json::to_string(&report)?);
         }

@@ -191,7 +191,10 @@ impl Store {
                                 "audit chain: chained blocks exist but no audit key does; a new chain starts here"
                             );
                         } else {
-                            tracing::info!(start = head_seq + 1, "audit chain: new audit key; the chain starts here");
+                            tracing::info!(
+                                start = head_seq + 1,
+                                "audit chain: new audit key; the chain starts here"
+                            );
                         }
                         key
                     }
@@ -482,13 +485,15 @@ impl Store {
                 format!("the block is a copy of block {written}"),
             ),
             None => {
-                let next = sqlx::query("SELECT prev_hash FROM audit_blocks WHERE seq > $1 ORDER BY seq LIMIT 1")
-                    .bind(row.seq)
-                    .fetch_optional(&self.pool)
-                    .await?
-                    .map(|r| r.try_get::<Option<Vec<u8>>, _>(0))
-                    .transpose()?
-                    .flatten();
+                let next = sqlx::query(
+                    "SELECT prev_hash FROM audit_blocks WHERE seq > $1 ORDER BY seq LIMIT 1",
+                )
+                .bind(row.seq)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get::<Option<Vec<u8>>, _>(0))
+                .transpose()?
+                .flatten();
                 let (kind, message) = match next {
                     Some(n) if n == prev => (
                         FaultKind::Inserted,
@@ -520,11 +525,13 @@ impl Store {
         if hash.len() != HASH_LEN {
             return Ok(false);
         }
-        Ok(sqlx::query("SELECT seq FROM audit_blocks WHERE hash = $1 LIMIT 1")
-            .bind(hash.to_vec())
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some())
+        Ok(
+            sqlx::query("SELECT seq FROM audit_blocks WHERE hash = $1 LIMIT 1")
+                .bind(hash.to_vec())
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
     }
 
     /// Events with `since_ms <= time_ms < until_ms`, in chain order, with the sequence

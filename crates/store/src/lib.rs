@@ -515,7 +515,6 @@ impl Store {
             })
             .collect()
     }
-
 }
 
 async fn put_tags(

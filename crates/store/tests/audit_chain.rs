@@ -98,7 +98,10 @@ async fn six_blocks(db: &Db) -> (Store, AuditChain, AnyPool) {
     }
     let report = store.verify_audit(&chain, None).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
-    assert_eq!((report.first_seq, report.last_seq, report.checked), (Some(1), Some(6), 6));
+    assert_eq!(
+        (report.first_seq, report.last_seq, report.checked),
+        (Some(1), Some(6), 6)
+    );
     let raw = AnyPool::connect(&db.url).await.unwrap();
     (store, chain, raw)
 }
@@ -125,7 +128,11 @@ async fn tampering(db: Db) {
     // Altered: an event's text changed in place.
     {
         let (store, chain, raw) = six_blocks(&db).await;
-        exec(&raw, "UPDATE audit_blocks SET events = replace(events, 'Action3', 'Action9') WHERE seq = 3").await;
+        exec(
+            &raw,
+            "UPDATE audit_blocks SET events = replace(events, 'Action3', 'Action9') WHERE seq = 3",
+        )
+        .await;
         expect_fault(&store, &chain, 3, FaultKind::Altered).await;
         exec(&raw, "DELETE FROM audit_blocks").await;
         exec(&raw, "DELETE FROM audit_keys").await;
@@ -150,8 +157,16 @@ async fn tampering(db: Db) {
     {
         let (store, chain, raw) = six_blocks(&db).await;
         exec(&raw, "DELETE FROM audit_blocks WHERE seq = 3").await;
-        exec(&raw, "UPDATE audit_blocks SET seq = seq + 100 WHERE seq > 3").await;
-        exec(&raw, "UPDATE audit_blocks SET seq = seq - 101 WHERE seq > 100").await;
+        exec(
+            &raw,
+            "UPDATE audit_blocks SET seq = seq + 100 WHERE seq > 3",
+        )
+        .await;
+        exec(
+            &raw,
+            "UPDATE audit_blocks SET seq = seq - 101 WHERE seq > 100",
+        )
+        .await;
         expect_fault(&store, &chain, 3, FaultKind::Removed).await;
         exec(&raw, "DELETE FROM audit_blocks").await;
         exec(&raw, "DELETE FROM audit_keys").await;
@@ -159,8 +174,16 @@ async fn tampering(db: Db) {
     // Inserted: a forged block at 4, the later ones moved up by one.
     {
         let (store, chain, raw) = six_blocks(&db).await;
-        exec(&raw, "UPDATE audit_blocks SET seq = seq + 100 WHERE seq >= 4").await;
-        exec(&raw, "UPDATE audit_blocks SET seq = seq - 99 WHERE seq > 100").await;
+        exec(
+            &raw,
+            "UPDATE audit_blocks SET seq = seq + 100 WHERE seq >= 4",
+        )
+        .await;
+        exec(
+            &raw,
+            "UPDATE audit_blocks SET seq = seq - 99 WHERE seq > 100",
+        )
+        .await;
         exec(
             &raw,
             "INSERT INTO audit_blocks (seq, first_time_ms, last_time_ms, event_count, events, key_id, prev_hash, hash) \
@@ -205,7 +228,11 @@ async fn tampering(db: Db) {
     // Hash columns cleared, to pass a block off as written before the chain.
     {
         let (store, chain, raw) = six_blocks(&db).await;
-        exec(&raw, "UPDATE audit_blocks SET hash = NULL, prev_hash = NULL, key_id = NULL WHERE seq <= 2").await;
+        exec(
+            &raw,
+            "UPDATE audit_blocks SET hash = NULL, prev_hash = NULL, key_id = NULL WHERE seq <= 2",
+        )
+        .await;
         expect_fault(&store, &chain, 1, FaultKind::Altered).await;
     }
     db.cleanup().await;
@@ -237,10 +264,16 @@ async fn legacy_blocks_and_wrong_key_file(db: Db) {
     }
     let keys = Arc::new(FileKeyProvider::generate().unwrap());
     let chain = AuditChain::new(keys.clone());
-    store.append_audit(&chain, &[event(1), event(2)]).await.unwrap();
+    store
+        .append_audit(&chain, &[event(1), event(2)])
+        .await
+        .unwrap();
     let report = store.verify_audit(&chain, None).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
-    assert_eq!((report.unchained, report.first_seq, report.checked), (2, Some(3), 1));
+    assert_eq!(
+        (report.unchained, report.first_seq, report.checked),
+        (2, Some(3), 1)
+    );
     assert_eq!(store.list_audit(10).await.unwrap().len(), 2);
 
     let stranger = AuditChain::new(Arc::new(FileKeyProvider::generate().unwrap()));
@@ -267,7 +300,9 @@ async fn chain_survives_key_encryption_key_rotation() {
     let store = Store::connect(&db.url).await.unwrap();
     let mut file = FileKeyProvider::generate().unwrap();
     let old = file.active_key_id();
-    let chain = AuditChain::new(Arc::new(FileKeyProvider::from_json(&file.to_json()).unwrap()));
+    let chain = AuditChain::new(Arc::new(
+        FileKeyProvider::from_json(&file.to_json()).unwrap(),
+    ));
     store.append_audit(&chain, &[event(1)]).await.unwrap();
     file.rotate().unwrap();
     let rows = store
@@ -282,12 +317,19 @@ async fn chain_survives_key_encryption_key_rotation() {
         .expect("re-wrapped");
     assert!(
         store
-            .replace_envelope(EnvelopeColumn::AuditKey, &rows[0].key, &rows[0].envelope, &new)
+            .replace_envelope(
+                EnvelopeColumn::AuditKey,
+                &rows[0].key,
+                &rows[0].envelope,
+                &new
+            )
             .await
             .unwrap()
     );
     file.retire(&old).unwrap();
-    let rotated = AuditChain::new(Arc::new(FileKeyProvider::from_json(&file.to_json()).unwrap()));
+    let rotated = AuditChain::new(Arc::new(
+        FileKeyProvider::from_json(&file.to_json()).unwrap(),
+    ));
     store.append_audit(&rotated, &[event(2)]).await.unwrap();
     let report = store.verify_audit(&rotated, None).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
@@ -317,9 +359,15 @@ async fn postgres_concurrent_writers_never_fork_the_chain() {
     let (ra, rb) = tokio::join!(write(a.clone(), 0), write(b.clone(), 10_000));
     ra.unwrap();
     rb.unwrap();
-    let report = a.verify_audit(&AuditChain::new(keys.clone()), None).await.unwrap();
+    let report = a
+        .verify_audit(&AuditChain::new(keys.clone()), None)
+        .await
+        .unwrap();
     assert!(report.is_intact(), "{report:?}");
-    assert_eq!((report.first_seq, report.last_seq, report.checked), (Some(1), Some(80), 80));
+    assert_eq!(
+        (report.first_seq, report.last_seq, report.checked),
+        (Some(1), Some(80), 80)
+    );
     assert_eq!(a.list_audit(1000).await.unwrap().len(), 160);
     a.close().await;
     b.close().await;
@@ -339,7 +387,11 @@ async fn export_by_time_range() {
         .collect();
     assert_eq!(
         got,
-        vec![(2, "Action2".into()), (3, "Action3".into()), (4, "Action4".into())]
+        vec![
+            (2, "Action2".into()),
+            (3, "Action3".into()),
+            (4, "Action4".into())
+        ]
     );
     db.cleanup().await;
 }

@@ -147,7 +147,8 @@ impl ChainKey {
     pub fn is_authentic(&self, block: &BlockContent<'_>, seq: i64, hash: &[u8]) -> bool {
         let mut ctx = self.prefix(block);
         ctx.update(&seq.to_be_bytes());
-        hash.len() == HASH_LEN && aws_lc_rs::constant_time::verify_slices_are_equal(ctx.sign().as_ref(), hash).is_ok()
+        hash.len() == HASH_LEN
+            && aws_lc_rs::constant_time::verify_slices_are_equal(ctx.sign().as_ref(), hash).is_ok()
     }
 
     /// The sequence number in `candidates` at which `block` was written with `hash`, if
@@ -297,7 +298,14 @@ mod tests {
         assert!(!key.is_authentic(&b, 8, &h));
         assert!(!key.is_authentic(&content("[2]", &GENESIS), 7, &h));
         assert!(!key.is_authentic(&content("[1]", &[1u8; 32]), 7, &h));
-        assert!(!key.is_authentic(&BlockContent { last_time_ms: 3, ..b }, 7, &h));
+        assert!(!key.is_authentic(
+            &BlockContent {
+                last_time_ms: 3,
+                ..b
+            },
+            7,
+            &h
+        ));
         assert_eq!(key.written_at(&b, &h, 0..100), Some(7));
         // The stored envelope opens to the same key and start; another key file cannot.
         let opened = block_on(ChainKey::open(&keys, key.kid(), &envelope)).unwrap();
