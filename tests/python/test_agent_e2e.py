@@ -17,6 +17,7 @@ scripted stand-in.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -228,6 +229,17 @@ def test_consent_binding_and_tool_call_end_to_end(deployment: Deployment, github
     model_saw = json.dumps(deployment.llm.requests())
     for where, text in [("stream", raw), ("stored conversation", stored), ("model requests", model_saw), ("agent log", deployment.agent.log.read_text())]:
         assert token not in text, f"the access token leaked into the {where}"
+
+    # The chain is joinable: the agent's tool-call line names the vend it used by the same
+    # id (a digest of the token) as the identity service's GetResourceOauth2Token event.
+    vend = "vend-" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    tool_lines = [line for line in deployment.agent.log.read_text().splitlines() if "tool ran" in line]
+    assert any(f"vend_id={vend}" in line for line in tool_lines), tool_lines
+    vends = [
+        e for e in (json.loads(x) for x in deployment.server.cli("admin", "audit", "list", "--limit", "100000").stdout.splitlines() if x.strip())
+        if e["action"] == "GetResourceOauth2Token" and e.get("user_id") == user and e["detail"].get("vendId") == vend
+    ]
+    assert vends and vends[0]["workload"] == deployment.workload, vends
 
 
 def test_another_user_cannot_finish_or_read_the_conversation(deployment: Deployment, github: ResourceApi) -> None:

@@ -52,3 +52,108 @@ def test_changes_and_tokens_are_audited_without_secrets(server: Latchkey, cp: An
     raw = json.dumps(events)
     for secret in (api_key, wat, admin.secret_access_key, other.secret_access_key):
         assert secret not in raw, "an audit event contains a secret"
+
+
+# --------------------------------------------------------------------------- the chain
+# A server of its own (its own SQLite file, or its own PostgreSQL database): these tests
+# edit audit rows, which would break the chain of the shared database.
+import os  # noqa: E402
+import sqlite3  # noqa: E402
+import subprocess  # noqa: E402
+import uuid  # noqa: E402
+from datetime import datetime, timedelta, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+import requests  # noqa: E402
+
+from lk_harness import storage  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def chain_db() -> Iterator[str | None]:
+    if storage() != "postgres":
+        yield None
+        return
+    base = os.environ.get("LATCHKEY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+    name = "latchkey_audit_" + uuid.uuid4().hex[:12]
+    subprocess.run(["psql", base, "-v", "ON_ERROR_STOP=1", "-qc", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+    yield base.rsplit("/", 1)[0] + "/" + name
+    subprocess.run(["psql", base, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def chained(chain_db: str | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Latchkey]:
+    lk = Latchkey(tmp_path_factory.mktemp("audit-chain-data"), tmp_path_factory.mktemp("audit-chain"), db_url=chain_db)
+    lk.start()
+    yield lk
+    lk.stop()
+
+
+def run_sql(lk: Latchkey, sql: str) -> None:
+    """Edit the server's database directly, as an attacker with database access would."""
+    if lk.db_url:
+        subprocess.run(["psql", lk.db_url, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, capture_output=True)
+    else:
+        with sqlite3.connect(Path(lk.data_dir) / "latchkey.db") as db:
+            db.execute(sql)
+
+
+def rfc3339(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_audit_chain_verify_and_export(chained: Latchkey) -> None:
+    lk = chained
+    before = datetime.now(timezone.utc) - timedelta(seconds=1)
+    names = [uniq("chained") for _ in range(3)]
+    for name in names:
+        lk.cp().create_workload_identity(name=name)
+        lk.create_credential(f"workload:{name}")
+
+    def exported() -> list[dict[str, Any]]:
+        out = lk.cli("admin", "audit", "export", "--since", rfc3339(before)).stdout
+        events = [json.loads(line) for line in out.splitlines() if line.strip()]
+        created = {e["target"] for e in events if e["action"] == "CreateWorkloadIdentity"}
+        assert {workload_arn(n) for n in names} <= created, created
+        return events
+
+    events = eventually(exported, timeout=10)
+    assert all(isinstance(e["block"], int) and e["time_ms"] >= before.timestamp() * 1000 for e in events)
+    assert [e["block"] for e in events] == sorted(e["block"] for e in events)
+    assert any(e["action"] == "CreateCredential" for e in events)
+    # --until bounds the range; a window in the future is empty; a bad time is refused.
+    assert lk.cli("admin", "audit", "export", "--since", rfc3339(before), "--until", rfc3339(before + timedelta(milliseconds=1))).stdout.strip() == ""
+    assert lk.cli("admin", "audit", "export", "--since", rfc3339(datetime.now(timezone.utc) + timedelta(hours=1))).stdout.strip() == ""
+    bad = lk.cli("admin", "audit", "export", "--since", "yesterday", check=False)
+    assert bad.returncode != 0 and "RFC 3339" in bad.stderr
+
+    ok = lk.cli("admin", "audit", "verify")
+    assert "audit chain intact" in ok.stdout, ok.stdout
+    report = json.loads(lk.cli("admin", "audit", "verify", "--json").stdout)
+    assert report["fault"] is None and report["checked"] >= 3 and report["complete"] is True
+    assert requests.get(lk.url + "/ping", timeout=10).json()["auditChain"] == "intact"
+
+    # An attacker with database access changes an event: verify names the block, exits 1.
+    victim = next(e["block"] for e in events if e["action"] == "CreateWorkloadIdentity")
+    lk.stop()
+    run_sql(lk, f"UPDATE audit_blocks SET events = replace(events, 'CreateWorkloadIdentity', 'DeleteWorkloadIdentity') WHERE seq = {victim}")
+    broken = lk.cli("admin", "audit", "verify", check=False)
+    assert broken.returncode == 1, broken
+    assert f"block {victim}: altered" in broken.stderr, broken.stderr
+    report = json.loads(lk.cli("admin", "audit", "verify", "--json", check=False).stdout)
+    assert report["fault"]["seq"] == victim and report["fault"]["kind"] == "altered"
+
+    # The server still starts (and keeps recording), logs the break loudly and shows it.
+    lk.start()
+    assert "AUDIT CHAIN BROKEN" in lk.log_tail(20000)
+    assert requests.get(lk.url + "/ping", timeout=10).json()["auditChain"] == "broken"
+
+    # A removed block is named as removed.
+    lk.stop()
+    run_sql(lk, f"DELETE FROM audit_blocks WHERE seq = {victim}")
+    removed = lk.cli("admin", "audit", "verify", check=False)
+    assert removed.returncode == 1 and f"block {victim}: removed" in removed.stderr, removed.stderr
+    lk.start()
+

@@ -8,6 +8,7 @@ third-party authorization server (login and consent driven headlessly over HTTP 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -190,6 +191,15 @@ def test_full_three_legged_flow(env: Env, api: ResourceApi) -> None:
 
     eventually(recorded, timeout=10)
     assert token not in json.dumps(audit(env.server))
+    # Each vend names its token by digest (what the agent's tool-call line carries), and
+    # every event of the flow names the session by digest, never by its bearer id.
+    vend = "vend-" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    vends = [e for e in audit(env.server) if e["action"] == "GetResourceOauth2Token" and e.get("user_id") == user and "accessToken" not in json.dumps(e)]
+    assert vend in {e["detail"].get("vendId") for e in vends}, vends
+    session_id = started["sessionUri"].rsplit(":", 1)[-1]
+    refs = {e["detail"].get("session") for e in audit(env.server) if e.get("user_id") == user and e["action"] in ("OAuth2Callback", "CompleteResourceTokenAuth")}
+    assert refs and all(r and r.startswith("sess-") for r in refs), refs
+    assert session_id not in json.dumps(audit(env.server))
 
 
 def test_browser_pages_are_hardened_and_reflect_nothing(env: Env) -> None:
@@ -270,13 +280,23 @@ def test_attack_browser_swapping(env: Env) -> None:
         env.complete(result.params["session_id"], victim)
     env.assert_nothing_stored(attacker)
     env.assert_nothing_stored(victim)
-    def denial_recorded() -> None:
-        assert any(
-            e["action"] == "CompleteResourceTokenAuth" and e.get("user_id") == attacker and e["outcome"] == "denied"
-            for e in audit(env.server)
-        )
+    def denial_recorded() -> dict[str, Any]:
+        denied = [
+            e for e in audit(env.server)
+            if e["action"] == "CompleteResourceTokenAuth" and e.get("user_id") == attacker and e["outcome"] == "denied"
+        ]
+        assert denied
+        return denied[0]
 
-    eventually(denial_recorded, timeout=10)
+    denial = eventually(denial_recorded, timeout=10)
+    # A refused binding records both users: the session's and the one completing it.
+    assert denial["detail"]["sessionUser"]["subject"] == attacker, denial
+    assert denial["detail"]["sessionUser"]["kind"] == "user-id", denial
+    assert denial["detail"]["completingUser"] == {
+        "kind": "user-id",
+        "issuer": None,
+        "subject": victim,
+    }, denial
 
 
 def test_attack_session_uri_replay_after_completion(env: Env) -> None:

@@ -494,8 +494,12 @@ impl Turn {
                 &token,
             )
             .await;
+        // The vend id (a digest of the token, never the token) is the one the identity
+        // service wrote in its GetResourceOauth2Token audit event: it joins the two records.
+        let vend_id =
+            latchkey_core::audit::chain::vend_id(secrecy::ExposeSecret::expose_secret(&token));
         drop(token);
-        tracing::info!(tool = %tool.spec.name, provider = %tool.provider, scopes = ?tool.scopes, ok = outcome.ok, "tool ran");
+        tracing::info!(tool = %tool.spec.name, provider = %tool.provider, scopes = ?tool.scopes, ok = outcome.ok, vend_id = %vend_id, "tool ran");
         self.tool_result(call, outcome.ok, outcome.content).await
     }
 }

@@ -1,6 +1,5 @@
 //! Audit events: who did what to which resource, with what outcome — never a secret.
-//! Events are appended in order; `sequence` and the hash columns in storage leave room for
-//! the tamper-evident chain.
+//! Events are appended in order, in blocks chained by a keyed hash ([`chain`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -47,3 +46,5 @@ pub struct AuditEvent {
     pub outcome: Outcome,
     pub detail: serde_json::Value,
 }
+
+pub mod chain;

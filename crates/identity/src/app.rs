@@ -190,7 +190,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Health: the database is checked at most once a second (so a load balancer's probes
-/// cost nothing), and the answer is 503 while it is unreachable.
+/// cost nothing), and the answer is 503 while it is unreachable. `auditChain` is
+/// `broken` once this process found the audit chain broken (at start or while appending).
 async fn ping(State(state): State<AppState>) -> Response {
     let healthy = match state.health.get(&()) {
         Some(ok) => ok,
@@ -206,8 +207,14 @@ async fn ping(State(state): State<AppState>) -> Response {
             ok
         }
     };
+    // A broken audit chain is reported, not fatal: the service keeps serving and recording.
+    let chain = if state.audit.is_chain_broken() {
+        "broken"
+    } else {
+        "intact"
+    };
     if healthy {
-        Json(json!({"status": "Healthy", "timeOfLastUpdate": state.clock.now_secs()}))
+        Json(json!({"status": "Healthy", "timeOfLastUpdate": state.clock.now_secs(), "auditChain": chain}))
             .into_response()
     } else {
         (

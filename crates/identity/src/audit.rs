@@ -1,10 +1,19 @@
 //! The audit sink: handlers record events without waiting on the database; a background
 //! task appends them in batches, in order. A full queue applies back-pressure rather than
 //! dropping events, and `flush` drains the queue (used at shutdown and in tests).
+//!
+//! Stored blocks form a tamper-evident chain (`latchkey_store::AuditChain`,
+//! `latchkey_core::audit::chain`): at start the newest [`START_CHECK_BLOCKS`] blocks are
+//! verified; a broken chain is logged as an error and shown by `/ping`, and the service
+//! keeps serving and recording (refusing to start would let anyone who can write to the
+//! database stop the service, and stop the evidence). `latchkey admin audit verify` checks
+//! the whole chain.
+
+use std::sync::Arc;
 
 use latchkey_core::UserPrincipal;
 use latchkey_core::audit::{AuditEvent, Outcome};
-use latchkey_store::Store;
+use latchkey_store::{AuditChain, Store};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Caller;
@@ -17,6 +26,36 @@ enum Message {
 #[derive(Debug, Clone)]
 pub struct AuditSink {
     tx: mpsc::Sender<Message>,
+    chain: Arc<AuditChain>,
+}
+
+/// How many of the newest blocks are verified at start (all of them by
+/// `latchkey admin audit verify`).
+pub const START_CHECK_BLOCKS: u64 = 10_000;
+
+/// Open the audit key (a wrong key file fails the start, as for every other secret) and
+/// check the newest [`START_CHECK_BLOCKS`] blocks, logging the first fault as an error.
+pub async fn check_at_start(store: &Store, chain: &AuditChain) -> anyhow::Result<()> {
+    store.load_audit_key(chain).await?;
+    let report = store.verify_audit(chain, Some(START_CHECK_BLOCKS)).await?;
+    match &report.fault {
+        Some(fault) => {
+            chain.mark_broken();
+            tracing::error!(
+                seq = fault.seq,
+                kind = %fault.kind,
+                "AUDIT CHAIN BROKEN: {fault}; run `latchkey admin audit verify` and investigate"
+            );
+        }
+        None => tracing::info!(
+            checked = report.checked,
+            newest = report.last_seq,
+            unchained = report.unchained,
+            head = report.head_hash.as_deref().unwrap_or(""),
+            "audit chain intact"
+        ),
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Message {
@@ -32,9 +71,11 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl AuditSink {
     /// Start the writer task on the current runtime.
-    pub fn start(store: Store) -> Self {
+    pub fn start(store: Store, chain: Arc<AuditChain>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Message>(16_384);
+        let writer_chain = chain.clone();
         tokio::spawn(async move {
+            let chain = writer_chain;
             let mut batch: Vec<AuditEvent> = Vec::with_capacity(BATCH);
             let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
             let mut last_flush = 0usize;
@@ -58,7 +99,7 @@ impl AuditSink {
                 }
                 // Retry until stored: audit events are not dropped while the database is down.
                 let mut delay = std::time::Duration::from_millis(50);
-                while let Err(e) = store.append_audit(&batch).await {
+                while let Err(e) = store.append_audit(&chain, &batch).await {
                     tracing::error!(error = %e, pending = batch.len(), "audit append failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(std::time::Duration::from_secs(5));
@@ -70,7 +111,12 @@ impl AuditSink {
                 }
             }
         });
-        Self { tx }
+        Self { tx, chain }
+    }
+
+    /// Whether this process found the audit chain broken.
+    pub fn is_chain_broken(&self) -> bool {
+        self.chain.is_broken()
     }
 
     pub async fn record(&self, event: AuditEvent) {

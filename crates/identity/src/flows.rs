@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use latchkey_core::audit::Outcome;
+use latchkey_core::audit::chain::{session_ref, vend_id};
 use latchkey_core::crypto;
 use latchkey_core::validate::{
     Validator, is_custom_param_key_char, is_jwt_shape, is_return_url, is_session_uri,
@@ -157,8 +158,12 @@ async fn record_session(
     action: &str,
     session: &SessionRecord,
     outcome: Outcome,
-    detail: Value,
+    mut detail: Value,
 ) {
+    // Joinable without a bearer value: the session's digest, never its id.
+    if let Some(d) = detail.as_object_mut() {
+        d.insert("session".into(), session_ref(&session.id).into());
+    }
     record(
         state,
         caller,
@@ -323,7 +328,8 @@ pub async fn get_resource_oauth2_token(
                 claims.user.as_ref(),
                 Some(name),
                 outcome,
-                json!({"provider": name, "flow": "M2M", "scopes": scopes}),
+                json!({"provider": name, "flow": "M2M", "scopes": scopes,
+                    "vendId": token.as_ref().ok().map(|t| vend_id(t.expose_secret()))}),
             )
             .await;
             Ok(Json(json!({"accessToken": token?.expose_secret()})))
@@ -415,9 +421,12 @@ async fn user_federation(
     };
     match answer {
         VaultAnswer::Token(token) => {
+            // The vend id joins this event to the agent's tool call that uses the token.
             audit(
                 Outcome::Success,
-                json!({"provider": name, "flow": "USER_FEDERATION", "scopes": scopes}),
+                json!({"provider": name, "flow": "USER_FEDERATION", "scopes": scopes,
+                    "vendId": vend_id(token.expose_secret()),
+                    "session": body.session_uri.as_deref().map(|u| session_ref(u.trim_start_matches(SESSION_URI_PREFIX)))}),
             )
             .await;
             Ok(Json(json!({"accessToken": token.expose_secret()})))
@@ -431,7 +440,8 @@ async fn user_federation(
                 start_session(state, &key, &provider, body, wanted.clone(), resources).await?;
             audit(
                 Outcome::Success,
-                json!({"provider": name, "flow": "USER_FEDERATION", "scopes": wanted, "consent": reason}),
+                json!({"provider": name, "flow": "USER_FEDERATION", "scopes": wanted, "consent": reason,
+                    "session": session_ref(uri.trim_start_matches(SESSION_URI_PREFIX))}),
             )
             .await;
             Ok(Json(json!({
@@ -1005,9 +1015,10 @@ pub async fn complete_resource_token_auth(
     let request = session_request(&session)?;
     // [flows-identity] Who is completing? The same user (kind, issuer, subject) who
     // started the flow, or nobody.
-    let mismatch = match completing_user(&state, &identifier).await {
-        Ok(user) => same_user(&session.user, &user).err().map(str::to_string),
-        Err(reason) => Some(reason),
+    let completing = completing_user(&state, &identifier).await;
+    let mismatch = match &completing {
+        Ok(user) => same_user(&session.user, user).err().map(str::to_string),
+        Err(reason) => Some(reason.clone()),
     };
     // [/flows-identity]
     if let Some(reason) = mismatch {
@@ -1030,7 +1041,10 @@ pub async fn complete_resource_token_auth(
             };
         audit(
             Outcome::Denied,
-            json!({"reason": reason, "provider": session.provider, "session_failed": failed}),
+            // A refused binding records both users: the session's and the completing one.
+            json!({"reason": reason, "provider": session.provider, "session_failed": failed,
+                "sessionUser": user_ref(&session.user),
+                "completingUser": completing.as_ref().ok().map(user_ref)}),
         )
         .await;
         let outcome = if failed {
@@ -1129,6 +1143,11 @@ async fn completing_user(
             .map_err(|e| format!("the user token was rejected: {e}")),
         (None, None) => Err("no user".to_string()),
     }
+}
+
+/// A user as audit events name it: kind, issuer (token users) and subject.
+fn user_ref(user: &UserPrincipal) -> Value {
+    json!({"kind": user.kind().as_str(), "issuer": user.issuer(), "subject": user.subject()})
 }
 
 /// Whether the user completing a session is the user who started it: same kind, same

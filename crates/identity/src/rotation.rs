@@ -25,6 +25,7 @@ pub fn envelope_aad(column: EnvelopeColumn, key: &[String]) -> Option<String> {
         (EnvelopeColumn::Oauth2ProviderSecret, [name]) => crate::providers::provider_aad(name),
         (EnvelopeColumn::ApiKeyProviderSecret, [name]) => crate::control::api_key_aad(name),
         (EnvelopeColumn::SigningKeyPrivate, [kid]) => crate::state::signing_key_aad(kid),
+        (EnvelopeColumn::AuditKey, [kid]) => latchkey_core::audit::chain::audit_key_aad(kid),
         (EnvelopeColumn::SessionSecrets, [id]) => crate::flows::session_aad(id),
         (EnvelopeColumn::SessionCode, [id]) => crate::flows::code_aad(id),
         (EnvelopeColumn::GrantAccess | EnvelopeColumn::GrantRefresh, [w, k, i, u, p]) => {

@@ -115,7 +115,9 @@ impl AppState {
             outbound.clone(),
             clock.clone(),
         );
-        let audit = AuditSink::start(store.clone());
+        let chain = Arc::new(latchkey_store::AuditChain::new(keys.clone()));
+        crate::audit::check_at_start(&store, &chain).await?;
+        let audit = AuditSink::start(store.clone(), chain);
         spawn_session_purge(store.clone(), clock.clone());
         Ok(Self(Arc::new(Inner {
             credentials: CredentialCache::new(config.cache_ttl, CACHE_CAP),

@@ -165,6 +165,33 @@ enum AuditCommand {
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
+    /// Check the whole tamper-evident chain. Exit 0 when intact; otherwise exit 1 and
+    /// name the first altered, removed, inserted or reordered block.
+    Verify {
+        /// Check only the newest N blocks (what a server checks at start).
+        #[arg(long)]
+        tail: Option<u64>,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Audit events with `--since <= time < --until`, in chain order, as JSON lines on
+    /// stdout (each with `block`, its block's sequence number).
+    Export {
+        /// RFC 3339 time, e.g. 2026-01-31T00:00:00Z.
+        #[arg(long, value_parser = parse_rfc3339_ms)]
+        since: i64,
+        /// RFC 3339 time (default: no upper bound).
+        #[arg(long, value_parser = parse_rfc3339_ms)]
+        until: Option<i64>,
+    },
+}
+
+/// An RFC 3339 time as Unix milliseconds.
+fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time (e.g. 2026-01-31T00:00:00Z)"))?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| "time out of range".into())
 }
 
 /// Global storage flags a service does not use, by `serve` subcommand: the gateway keeps
@@ -535,6 +562,7 @@ async fn admin(
     command: AdminCommand,
 ) -> anyhow::Result<()> {
     let (store, keys) = open_storage(storage).await?;
+    let chain = latchkey_store::AuditChain::new(keys.clone());
     let clock = SystemClock;
     match command {
         AdminCommand::Credentials {
@@ -572,7 +600,7 @@ async fn admin(
             );
             event.target = Some(id.clone());
             event.detail = serde_json::json!({"role": role.as_string(), "via": "cli"});
-            store.append_audit(&[event]).await?;
+            store.append_audit(&chain, &[event]).await?;
             if json {
                 println!(
                     "{}",
@@ -634,7 +662,7 @@ async fn admin(
                 latchkey_core::audit::Outcome::Success,
             );
             event.target = Some(access_key_id.clone());
-            store.append_audit(&[event]).await?;
+            store.append_audit(&chain, &[event]).await?;
             println!(
                 "revoked {access_key_id} (running servers stop accepting it within their cache TTL, 5 s by default)"
             );
@@ -645,6 +673,61 @@ async fn admin(
             for e in store.list_audit(limit.clamp(1, 100_000)).await? {
                 println!("{}", serde_json::to_string(&e)?);
             }
+        }
+        AdminCommand::Audit {
+            command: AuditCommand::Verify { tail, json },
+        } => {
+            let report = store.verify_audit(&chain, tail).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                let range = match (report.first_seq, report.last_seq) {
+                    (Some(a), Some(b)) => format!("blocks {a} to {b}"),
+                    _ => "no chained blocks".to_string(),
+                };
+                let scope = if report.complete {
+                    "whole chain"
+                } else {
+                    "newest blocks only"
+                };
+                if report.fault.is_none() {
+                    println!(
+                        "audit chain intact: {} block(s) checked ({range}, {scope}); head {}; {} block(s) from before the chain not covered",
+                        report.checked,
+                        report.head_hash.as_deref().unwrap_or("-"),
+                        report.unchained
+                    );
+                }
+            }
+            if let Some(fault) = &report.fault {
+                return Err(anyhow!("audit chain broken at {fault}"));
+            }
+        }
+        AdminCommand::Audit {
+            command: AuditCommand::Export { since, until },
+        } => {
+            let until = until.unwrap_or(i64::MAX);
+            if until <= since {
+                return Err(anyhow!("--until must be later than --since"));
+            }
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut after = 0i64;
+            loop {
+                let page = store.export_audit(since, until, after).await?;
+                let Some((last, _)) = page.last() else { break };
+                after = *last;
+                for (seq, events) in &page {
+                    for e in events {
+                        let mut line = serde_json::to_value(e)?;
+                        if let Some(o) = line.as_object_mut() {
+                            o.insert("block".into(), (*seq).into());
+                        }
+                        serde_json::to_writer(&mut out, &line)?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+            }
+            out.flush()?;
         }
         AdminCommand::Grants { command } => grants(store, keys, file, command).await?,
         AdminCommand::Vault { command } => vault_admin(storage, &store, command).await?,
@@ -750,7 +833,12 @@ async fn grants(
             latchkey_identity::audit::set_user(&mut event, Some(&key.user));
             event.target = Some(key.provider.clone());
             event.detail = serde_json::json!({"via": "cli", "revokedAtProvider": report.revoked_at_provider, "providerErrors": report.provider_errors});
-            store.append_audit(&[event]).await?;
+            store
+                .append_audit(
+                    &latchkey_store::AuditChain::new(state.keys.clone()),
+                    &[event],
+                )
+                .await?;
             println!("{}", serde_json::to_string(&report)?);
         }
         GrantsCommand::Seed {
@@ -924,7 +1012,8 @@ async fn vault_admin(
                 "retiredKeyIds": retired,
                 "oldKeysStillInUse": in_use,
             });
-            store.append_audit(&[event]).await?;
+            let chain = latchkey_store::AuditChain::new(Arc::new(keyfile::load(path)?));
+            store.append_audit(&chain, &[event]).await?;
             println!(
                 "{}",
                 serde_json::json!({

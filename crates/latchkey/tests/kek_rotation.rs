@@ -297,10 +297,11 @@ fn rotate_while_serving_then_restart() {
         vec![&new_key],
         "{status}"
     );
-    // 2 credentials + 1 signing key + k1 + k2 + the providers created during rotation.
+    // 2 credentials + 1 signing key + the audit key + k1 + k2 + the providers created
+    // during rotation.
     assert_eq!(
         by_key[&new_key].as_u64().unwrap(),
-        5 + during.len() as u64,
+        6 + during.len() as u64,
         "{status}"
     );
 
@@ -317,6 +318,20 @@ fn rotate_while_serving_then_restart() {
         .find(|e| e["action"] == "RotateKeyEncryptionKey")
         .expect("rotation audit event");
     assert_eq!(event["target"], json!(new_key));
+    // The audit chain stays verifiable with the rotated key file alone (the audit key
+    // was re-wrapped like every other envelope; the old key is retired).
+    let verify = Command::new(bin())
+        .args(["admin", "audit", "verify", "--data-dir"])
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("audit chain intact"));
 
     // A restarted server opens everything with the new key file alone.
     drop(server);

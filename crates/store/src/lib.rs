@@ -9,13 +9,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use latchkey_core::ApiError;
-use latchkey_core::audit::AuditEvent;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
+mod audit;
 mod records;
 mod rewrap;
 mod vault;
+pub use audit::AuditChain;
 pub use records::*;
 pub use rewrap::*;
 pub use vault::*;
@@ -513,70 +514,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    // ------------------------------------------------------------------------ audit
-
-    /// Append events in order, as one block (one row, the events as a JSON array). Large
-    /// batches are split into blocks of at most [`AUDIT_BLOCK_MAX`] events.
-    pub async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        // One transaction (one commit) for all of this call's blocks.
-        let mut tx = self.pool.begin().await?;
-        for block in events.chunks(AUDIT_BLOCK_MAX) {
-            let (Some(first), Some(last)) = (block.first(), block.last()) else {
-                continue;
-            };
-            let json = serde_json::to_string(block)
-                .map_err(|e| StoreError::Database(format!("cannot encode audit events: {e}")))?;
-            sqlx::query("INSERT INTO audit_blocks (first_time_ms, last_time_ms, event_count, events) VALUES ($1, $2, $3, $4)")
-                .bind(first.time_ms)
-                .bind(last.time_ms)
-                .bind(block.len() as i64)
-                .bind(json)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// The most recent events, oldest first.
-    pub async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEvent>> {
-        let limit = usize::try_from(limit.max(0)).unwrap_or(usize::MAX);
-        let mut blocks: Vec<Vec<AuditEvent>> = Vec::new();
-        let mut have = 0usize;
-        let mut before = i64::MAX;
-        // Newest blocks first until there are enough events.
-        while have < limit {
-            let rows = sqlx::query(
-                "SELECT seq, events FROM audit_blocks WHERE seq < $1 ORDER BY seq DESC LIMIT 64",
-            )
-            .bind(before)
-            .fetch_all(&self.pool)
-            .await?;
-            if rows.is_empty() {
-                break;
-            }
-            for r in &rows {
-                before = r.try_get(0)?;
-                let text: String = r.try_get(1)?;
-                let events: Vec<AuditEvent> = serde_json::from_str(&text).map_err(|e| {
-                    StoreError::Database(format!("corrupt audit block {before}: {e}"))
-                })?;
-                have += events.len();
-                blocks.push(events);
-                if have >= limit {
-                    break;
-                }
-            }
-        }
-        let mut out: Vec<AuditEvent> = blocks.into_iter().rev().flatten().collect();
-        let skip = out.len().saturating_sub(limit);
-        out.drain(..skip);
-        Ok(out)
     }
 }
 

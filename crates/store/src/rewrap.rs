@@ -30,10 +30,12 @@ pub enum EnvelopeColumn {
     /// `grants.refresh_envelope` (nullable), key `(workload, user_kind, user_issuer, user_id,
     /// provider)`.
     GrantRefresh,
+    /// `audit_keys.key_envelope`, key `kid`.
+    AuditKey,
 }
 
 impl EnvelopeColumn {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::CredentialSecret,
         Self::Oauth2ProviderSecret,
         Self::ApiKeyProviderSecret,
@@ -42,6 +44,7 @@ impl EnvelopeColumn {
         Self::SessionCode,
         Self::GrantAccess,
         Self::GrantRefresh,
+        Self::AuditKey,
     ];
 
     pub fn table(self) -> &'static str {
@@ -52,6 +55,7 @@ impl EnvelopeColumn {
             Self::SigningKeyPrivate => "signing_keys",
             Self::SessionSecrets | Self::SessionCode => "auth_sessions",
             Self::GrantAccess | Self::GrantRefresh => "grants",
+            Self::AuditKey => "audit_keys",
         }
     }
 
@@ -65,6 +69,7 @@ impl EnvelopeColumn {
             Self::SessionCode => "code_envelope",
             Self::GrantAccess => "access_envelope",
             Self::GrantRefresh => "refresh_envelope",
+            Self::AuditKey => "key_envelope",
         }
     }
 
@@ -73,7 +78,7 @@ impl EnvelopeColumn {
         match self {
             Self::CredentialSecret => &["access_key_id"],
             Self::Oauth2ProviderSecret | Self::ApiKeyProviderSecret => &["name"],
-            Self::SigningKeyPrivate => &["kid"],
+            Self::SigningKeyPrivate | Self::AuditKey => &["kid"],
             Self::SessionSecrets | Self::SessionCode => &["id"],
             Self::GrantAccess | Self::GrantRefresh => &[
                 "workload",
@@ -107,6 +112,7 @@ impl EnvelopeColumn {
             Self::SessionCode => "auth_sessions.code_envelope",
             Self::GrantAccess => "grants.access_envelope",
             Self::GrantRefresh => "grants.refresh_envelope",
+            Self::AuditKey => "audit_keys.key_envelope",
         }
     }
 
