@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod config;
 mod keyfile;
+mod logging;
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -249,14 +250,7 @@ fn init_logging(storage: &StorageConfig) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&storage.log_level))
         .map_err(|e| anyhow!("invalid configuration key `log_level`: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if storage.log_format == "json" {
-        builder.json().init()
-    } else {
-        builder.init()
-    }
+    logging::init(filter, storage.log_format == "json");
     Ok(())
 }
 
