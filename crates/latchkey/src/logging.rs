@@ -11,8 +11,8 @@ use std::io::IsTerminal;
 use latchkey_core::validate::is_unsafe_name_char;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 
 /// Install the global subscriber: `filter`, JSON or text, on standard error.
 pub fn init(filter: tracing_subscriber::EnvFilter, json: bool) {
@@ -31,7 +31,7 @@ pub fn init(filter: tracing_subscriber::EnvFilter, json: bool) {
 #[cfg(test)]
 pub fn text_subscriber<W>(writer: W, ansi: bool) -> impl tracing::Subscriber
 where
-    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     tracing_subscriber::fmt()
         .with_writer(writer)
@@ -144,7 +144,7 @@ mod tests {
         }
     }
 
-    impl<'w> MakeWriter<'w> for Buffer {
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Buffer {
         type Writer = Buffer;
         fn make_writer(&'w self) -> Self::Writer {
             self.clone()
