@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -48,7 +48,7 @@ def api_key_provider(lk: Latchkey) -> tuple[str, str, str, str]:
     return name, key, wat, workload
 
 
-def edit_envelope(lk: Latchkey, name: str, change: "callable") -> None:
+def edit_envelope(lk: Latchkey, name: str, change: Callable[[bytes], bytes]) -> None:
     with db(lk) as conn:
         (envelope,) = conn.execute("SELECT secret_envelope FROM api_key_providers WHERE name = ?", (name,)).fetchone()
         conn.execute("UPDATE api_key_providers SET secret_envelope = ? WHERE name = ?", (change(bytes(envelope)), name))
@@ -79,7 +79,7 @@ def assert_server_fault(lk: Latchkey, name: str, wat: str, key: str) -> None:
 
 
 @pytest.mark.parametrize("change", [flip_last_byte, other_key_id], ids=["altered-ciphertext", "unknown-key-id"])
-def test_altered_row_is_a_500_with_a_generic_message(sealed: Latchkey, change) -> None:
+def test_altered_row_is_a_500_with_a_generic_message(sealed: Latchkey, change: Callable[[bytes], bytes]) -> None:
     name, key, wat, _ = api_key_provider(sealed)
     edit_envelope(sealed, name, change)
     assert_server_fault(sealed, name, wat, key)
