@@ -126,3 +126,26 @@ def test_error_responses_carry_request_id(server: Latchkey) -> None:
     assert r.headers.get("x-amzn-RequestId"), r.headers
     ok = server.signed("POST", "/identities/ListWorkloadIdentities", {"maxResults": 1})
     assert ok.headers.get("x-amzn-RequestId"), ok.headers
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    ["alice\nINFO forged log line", "alice\r", "\x1b[31malice\x1b[0m", "alice\x7f", "alice\u0085", "alice\u2028x", "\u202enimda"],
+    ids=["newline", "cr", "ansi", "del", "c1-nel", "line-separator", "rtl-override"],
+)
+def test_user_id_with_control_characters(server: Latchkey, user_id: str) -> None:
+    # AgentCore's UserIdType only bounds the length; Latchkey also refuses characters that
+    # could forge a log line or disguise a name, before anything else happens.
+    r = server.signed(
+        "POST", "/identities/GetWorkloadAccessTokenForUserId", {"workloadName": uniq("wl"), "userId": user_id}
+    )
+    body = assert_error_response(r, 400, "ValidationException")
+    assert body["fieldList"][0]["name"] == "userId", body
+    assert "control" in body["fieldList"][0]["message"], body
+    r = server.signed(
+        "POST",
+        "/identities/CompleteResourceTokenAuth",
+        {"userIdentifier": {"userId": user_id}, "sessionUri": "urn:ietf:params:oauth:request_uri:abc"},
+    )
+    body = assert_error_response(r, 400, "ValidationException")
+    assert body["fieldList"][0]["name"] == "userIdentifier.userId", body

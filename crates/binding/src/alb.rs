@@ -15,15 +15,30 @@
 //! 5. ECDSA P-256 SHA-256 over the exact received bytes `header "." payload` (padding
 //!    included, as received);
 //! 6. payload: `exp` (required) and `nbf`/header `exp` (when present) with a small leeway,
-//!    `iss` when configured, and `sub` (1 to 128 characters, no control characters).
+//!    `iss` when configured, and `sub` (1 to 128 characters, no control, line-separator or
+//!    bidirectional formatting characters: it is logged and shown).
 //!
-//! Keys are cached per `kid` (at most [`KEY_CACHE_CAPACITY`] kids; a key id's key never
-//! changes, so good keys do not expire). A failed fetch is remembered for
-//! [`FAILED_KEY_FETCH_BACKOFF`] only, fetches are single-flight per kid, and at most
-//! [`MAX_KEY_FETCHES_PER_MINUTE`] fetches happen per minute, so forged tokens naming random
-//! kids cannot make the service hammer the key endpoint. Errors never contain the token.
+//! Keys are cached per `kid` (at most [`KEY_CACHE_CAPACITY`] kids, least recently used
+//! evicted first; only a key the endpoint published gets there, and a key id's key never
+//! changes, so good keys do not expire). Fetches are single-flight per kid. Forged tokens
+//! may name any kid (only the signer ARN is needed to get that far), so the fetch budget is
+//! shaped so that they cannot lock out a genuine, newly rotated key:
+//!
+//! - per kid: a kid the endpoint does not know (4xx) is refused without a fetch for
+//!   [`UNKNOWN_KID_TTL`]; any other failure is remembered for [`FAILED_KEY_FETCH_BACKOFF`];
+//! - open budget: at most [`OPEN_KEY_FETCHES_PER_MINUTE`] fetches per rolling minute for
+//!   any kid, first come, first served;
+//! - reserve: when the open budget is spent, one fetch every [`RESERVED_KEY_FETCH_INTERVAL`]
+//!   goes to the kid asked for most often among those waiting (at least twice). A flood of
+//!   distinct kids, each asked for once, cannot spend it; the real key, asked for by every
+//!   user and every retry, gets it (an attacker would have to ask for one fresh kid more
+//!   often than all genuine users ask for the real one, again every interval).
+//!
+//! Kids waiting for a fetch are remembered (at most [`WAITING_KID_CAPACITY`], the least
+//! asked for evicted first), so a flood cannot push the real kid out either. In all, at most
+//! [`MAX_KEY_FETCHES_PER_MINUTE`] fetches happen per minute. Errors never contain the token.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,12 +55,22 @@ use crate::config::AlbConfig;
 
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_ALB_TOKEN_BYTES: usize = 16 * 1024;
-/// Most key ids whose keys (or failures) are remembered.
+/// Most key ids whose (published, valid) keys are cached.
 pub const KEY_CACHE_CAPACITY: usize = 32;
-/// How long a failed key fetch is remembered before the kid may be fetched again.
+/// Most key ids remembered as refused (unknown to the endpoint, or a failed fetch).
+pub const REFUSED_KID_CAPACITY: usize = 4096;
+/// Most key ids remembered while they wait for a fetch (with how often they were asked for).
+pub const WAITING_KID_CAPACITY: usize = 4096;
+/// How long a kid the key endpoint does not know (4xx) is refused without a fetch.
+pub const UNKNOWN_KID_TTL: Duration = Duration::from_secs(600);
+/// How long any other failed key fetch is remembered before the kid may be fetched again.
 pub const FAILED_KEY_FETCH_BACKOFF: Duration = Duration::from_secs(5);
-/// Most key fetches per rolling minute, over all kids.
-pub const MAX_KEY_FETCHES_PER_MINUTE: usize = 30;
+/// Fetches per rolling minute open to any kid, first come, first served.
+pub const OPEN_KEY_FETCHES_PER_MINUTE: usize = 20;
+/// Least time between two reserved fetches (each for the most-asked-for waiting kid).
+pub const RESERVED_KEY_FETCH_INTERVAL: Duration = Duration::from_secs(6);
+/// Most key fetches per rolling minute, over all kids: the open budget plus the reserve.
+pub const MAX_KEY_FETCHES_PER_MINUTE: usize = OPEN_KEY_FETCHES_PER_MINUTE + 10;
 /// Largest accepted PEM document.
 const MAX_PEM_BYTES: usize = 4096;
 
@@ -116,16 +141,137 @@ struct Inner {
     region: String,
     client: OutboundClient,
     clock: Arc<dyn Clock>,
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
-    fetch_times_ms: Mutex<VecDeque<i64>>,
+    table: Mutex<KeyTable>,
     fetch_count: std::sync::atomic::AtomicU64,
 }
 
-#[derive(Debug)]
-enum Slot {
-    Empty,
-    Ready(ParsedPublicKey),
-    Failed { at_ms: i64, error: AlbError },
+/// What the verifier knows about key ids, and the fetch budget (see the module docs).
+#[derive(Debug, Default)]
+struct KeyTable {
+    /// Published keys, with the last use (for least-recently-used eviction).
+    ready: HashMap<String, (ParsedPublicKey, i64)>,
+    /// Kids refused without a fetch until the time given, with the error to answer.
+    refused: HashMap<String, (i64, AlbError)>,
+    /// Insertion order of `refused` (eviction when full).
+    refused_order: VecDeque<String>,
+    /// Kids waiting for a fetch: how often each was asked for, and its place in `by_demand`.
+    waiting: HashMap<String, (u32, u64)>,
+    /// `(demand, arrival, kid)` of every waiting kid, least asked for and oldest first.
+    by_demand: BTreeSet<(u32, u64, String)>,
+    arrivals: u64,
+    /// One lock per kid being fetched (single flight).
+    flights: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Times of the fetches from the open budget in the last minute.
+    open_fetches_ms: VecDeque<i64>,
+    /// Times of the reserved fetches in the last minute.
+    reserved_fetches_ms: VecDeque<i64>,
+}
+
+impl KeyTable {
+    fn ready_key(&mut self, kid: &str, now_ms: i64) -> Option<ParsedPublicKey> {
+        let (key, used) = self.ready.get_mut(kid)?;
+        *used = now_ms;
+        Some(key.clone())
+    }
+
+    fn refusal(&self, kid: &str, now_ms: i64) -> Option<AlbError> {
+        self.refused
+            .get(kid)
+            .filter(|(until, _)| now_ms < *until)
+            .map(|(_, error)| error.clone())
+    }
+
+    fn store_key(&mut self, kid: &str, key: ParsedPublicKey, now_ms: i64) {
+        if !self.ready.contains_key(kid) && self.ready.len() >= KEY_CACHE_CAPACITY {
+            let oldest = self
+                .ready
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(kid, _)| kid.clone());
+            if let Some(oldest) = oldest {
+                self.ready.remove(&oldest);
+            }
+        }
+        self.refused.remove(kid);
+        self.ready.insert(kid.to_string(), (key, now_ms));
+    }
+
+    fn refuse(&mut self, kid: &str, until_ms: i64, error: AlbError, now_ms: i64) {
+        if !self.refused.contains_key(kid) {
+            if self.refused.len() >= REFUSED_KID_CAPACITY {
+                self.refused.retain(|_, (until, _)| now_ms < *until);
+                let refused = &self.refused;
+                self.refused_order.retain(|k| refused.contains_key(k));
+            }
+            while self.refused.len() >= REFUSED_KID_CAPACITY {
+                let Some(oldest) = self.refused_order.pop_front() else {
+                    break;
+                };
+                self.refused.remove(&oldest);
+            }
+            self.refused_order.push_back(kid.to_string());
+        }
+        self.refused.insert(kid.to_string(), (until_ms, error));
+    }
+
+    /// Count one more request for a kid waiting for a fetch; its demand so far.
+    fn ask(&mut self, kid: &str) -> u32 {
+        if let Some((demand, arrival)) = self.waiting.get_mut(kid) {
+            self.by_demand.remove(&(*demand, *arrival, kid.to_string()));
+            *demand = demand.saturating_add(1);
+            self.by_demand.insert((*demand, *arrival, kid.to_string()));
+            return *demand;
+        }
+        if self.waiting.len() >= WAITING_KID_CAPACITY
+            && let Some(least) = self.by_demand.pop_first()
+        {
+            self.waiting.remove(&least.2);
+        }
+        self.arrivals += 1;
+        self.waiting.insert(kid.to_string(), (1, self.arrivals));
+        self.by_demand.insert((1, self.arrivals, kid.to_string()));
+        1
+    }
+
+    fn stop_waiting(&mut self, kid: &str) {
+        if let Some((demand, arrival)) = self.waiting.remove(kid) {
+            self.by_demand.remove(&(demand, arrival, kid.to_string()));
+        }
+    }
+
+    /// Take a fetch from the open budget, or else the reserve when `kid` (asked for
+    /// `demand` times) is the most-asked-for waiting kid.
+    fn take_budget(&mut self, demand: u32, now_ms: i64) -> bool {
+        for times in [&mut self.open_fetches_ms, &mut self.reserved_fetches_ms] {
+            while times
+                .front()
+                .is_some_and(|at| now_ms.saturating_sub(*at) >= 60_000)
+            {
+                times.pop_front();
+            }
+        }
+        if self.open_fetches_ms.len() < OPEN_KEY_FETCHES_PER_MINUTE {
+            self.open_fetches_ms.push_back(now_ms);
+            return true;
+        }
+        let most_asked = self.by_demand.last().map_or(0, |(d, _, _)| *d);
+        let reserve_free = self.reserved_fetches_ms.back().is_none_or(|at| {
+            now_ms.saturating_sub(*at) >= duration_ms(RESERVED_KEY_FETCH_INTERVAL)
+        }) && self.reserved_fetches_ms.len()
+            < MAX_KEY_FETCHES_PER_MINUTE - OPEN_KEY_FETCHES_PER_MINUTE;
+        if demand >= 2 && demand >= most_asked && reserve_free {
+            self.reserved_fetches_ms.push_back(now_ms);
+            return true;
+        }
+        false
+    }
+
+    /// Forget the flight lock of `kid` when nobody else holds it.
+    fn end_flight(&mut self, kid: &str, flight: &Arc<tokio::sync::Mutex<()>>) {
+        if Arc::strong_count(flight) <= 2 {
+            self.flights.remove(kid);
+        }
+    }
 }
 
 impl AlbVerifier {
@@ -138,8 +284,7 @@ impl AlbVerifier {
                 region,
                 client,
                 clock,
-                slots: Mutex::new(HashMap::new()),
-                fetch_times_ms: Mutex::new(VecDeque::new()),
+                table: Mutex::new(KeyTable::default()),
                 fetch_count: std::sync::atomic::AtomicU64::new(0),
             }),
         }
@@ -235,71 +380,77 @@ impl AlbVerifier {
     /// The key of `kid`: cached, or fetched (single-flight per kid, within the budget).
     async fn key(&self, kid: &str) -> Result<ParsedPublicKey, AlbError> {
         let inner = &*self.inner;
-        let slot = {
-            let mut slots = inner
-                .slots
-                .lock()
-                .map_err(|_| AlbError::KeyUnavailable("key cache poisoned".into()))?;
-            match slots.get(kid) {
-                Some(slot) => slot.clone(),
-                None => {
-                    if slots.len() >= KEY_CACHE_CAPACITY {
-                        evict_one(&mut slots);
-                    }
-                    let slot = Arc::new(tokio::sync::Mutex::new(Slot::Empty));
-                    slots.insert(kid.to_string(), slot.clone());
-                    slot
-                }
+        let flight = {
+            let mut table = inner.table()?;
+            let now = inner.clock.now_ms();
+            if let Some(key) = table.ready_key(kid, now) {
+                return Ok(key);
             }
+            if let Some(error) = table.refusal(kid, now) {
+                return Err(error);
+            }
+            table.flights.entry(kid.to_string()).or_default().clone()
         };
-        let mut slot = slot.lock().await;
-        let now = inner.clock.now_ms();
-        match &*slot {
-            Slot::Ready(key) => return Ok(key.clone()),
-            Slot::Failed { at_ms, error }
-                if now.saturating_sub(*at_ms) < duration_ms(FAILED_KEY_FETCH_BACKOFF) =>
-            {
-                return Err(error.clone());
+        let outcome = self.key_in_flight(kid, &flight).await;
+        if let Ok(mut table) = inner.table() {
+            table.end_flight(kid, &flight);
+        }
+        outcome
+    }
+
+    /// [`Self::key`] while holding nothing: takes the kid's flight lock, then decides.
+    async fn key_in_flight(
+        &self,
+        kid: &str,
+        flight: &Arc<tokio::sync::Mutex<()>>,
+    ) -> Result<ParsedPublicKey, AlbError> {
+        let inner = &*self.inner;
+        let _flight = flight.lock().await;
+        let now = {
+            let mut table = inner.table()?;
+            let now = inner.clock.now_ms();
+            // Another request may have fetched it while this one waited.
+            if let Some(key) = table.ready_key(kid, now) {
+                return Ok(key);
             }
-            _ => {}
-        }
-        if !self.take_fetch_budget(now) {
-            return Err(AlbError::KeyUnavailable(
-                "too many key fetches in the last minute".into(),
-            ));
-        }
-        match self.fetch(kid).await {
+            if let Some(error) = table.refusal(kid, now) {
+                return Err(error);
+            }
+            let demand = table.ask(kid);
+            if !table.take_budget(demand, now) {
+                tracing::debug!(kid, demand, "ALB key fetch deferred: fetch budget spent");
+                return Err(AlbError::KeyUnavailable(
+                    "too many key fetches in the last minute".into(),
+                ));
+            }
+            table.stop_waiting(kid);
+            now
+        };
+        let fetched = self.fetch(kid).await;
+        let mut table = inner.table()?;
+        match fetched {
             Ok(key) => {
                 tracing::debug!(kid, "fetched ALB signing key");
-                *slot = Slot::Ready(key.clone());
+                table.store_key(kid, key.clone(), inner.clock.now_ms());
                 Ok(key)
             }
             Err(error) => {
-                tracing::warn!(kid, %error, "ALB signing key fetch failed");
-                *slot = Slot::Failed {
-                    at_ms: now,
-                    error: error.clone(),
+                let hold = if error == AlbError::UnknownKey {
+                    tracing::info!(kid, "the ALB key endpoint does not know this kid");
+                    UNKNOWN_KID_TTL
+                } else {
+                    tracing::warn!(kid, %error, "ALB signing key fetch failed");
+                    FAILED_KEY_FETCH_BACKOFF
                 };
+                table.refuse(
+                    kid,
+                    now.saturating_add(duration_ms(hold)),
+                    error.clone(),
+                    now,
+                );
                 Err(error)
             }
         }
-    }
-
-    fn take_fetch_budget(&self, now_ms: i64) -> bool {
-        let Ok(mut times) = self.inner.fetch_times_ms.lock() else {
-            return false;
-        };
-        while times
-            .front()
-            .is_some_and(|at| now_ms.saturating_sub(*at) >= 60_000)
-        {
-            times.pop_front();
-        }
-        if times.len() >= MAX_KEY_FETCHES_PER_MINUTE {
-            return false;
-        }
-        times.push_back(now_ms);
-        true
     }
 
     async fn fetch(&self, kid: &str) -> Result<ParsedPublicKey, AlbError> {
@@ -327,15 +478,11 @@ impl AlbVerifier {
     }
 }
 
-/// Make room: drop a failed or empty slot if there is one, else any slot.
-fn evict_one(slots: &mut HashMap<String, Arc<tokio::sync::Mutex<Slot>>>) {
-    let victim = slots
-        .iter()
-        .find(|(_, slot)| slot.try_lock().is_ok_and(|s| !matches!(*s, Slot::Ready(_))))
-        .or_else(|| slots.iter().next())
-        .map(|(kid, _)| kid.clone());
-    if let Some(kid) = victim {
-        slots.remove(&kid);
+impl Inner {
+    fn table(&self) -> Result<std::sync::MutexGuard<'_, KeyTable>, AlbError> {
+        self.table
+            .lock()
+            .map_err(|_| AlbError::KeyUnavailable("key cache poisoned".into()))
     }
 }
 
@@ -370,8 +517,10 @@ pub fn is_safe_kid(kid: &str) -> bool {
         && kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
+/// 1 to 128 characters, none a control, line-separator or bidirectional formatting
+/// character ([`latchkey_core::validate::is_printable_name`]).
 fn is_usable_subject(sub: &str) -> bool {
-    !sub.is_empty() && sub.chars().count() <= 128 && !sub.chars().any(char::is_control)
+    !sub.is_empty() && sub.chars().count() <= 128 && latchkey_core::validate::is_printable_name(sub)
 }
 
 fn decode_object(part: &str) -> Option<Map<String, Value>> {

@@ -383,6 +383,12 @@ async fn alb_wrong_issuer_and_bad_subject_rejected() {
         json!(42),
         Value::Null,
         json!("a\nb"),
+        // Log forging and disguise: a fake log line, an ANSI colour sequence, a Unicode
+        // line separator, a right-to-left override.
+        json!("alice\n2026-01-01T00:00:00Z  INFO session binding completed user=admin"),
+        json!("\u{1b}[31malice\u{1b}[0m"),
+        json!("alice\u{2028}admin"),
+        json!("\u{202e}nimda"),
     ] {
         let mut payload = alb_payload("alice");
         payload["sub"] = sub;
@@ -473,4 +479,103 @@ async fn alb_invalid_header_does_not_fall_back_to_oidc() {
     let (status, _, _) = binding.bind_with(&[("authorization", &bearer)]).await;
     assert_eq!(status, 200);
     assert_eq!(identity.calls(), 1);
+}
+
+/// A kid of the shape an ALB issues (a UUID), distinct per `n`.
+fn uuid_kid(n: usize) -> String {
+    format!("{n:08x}-5f1d-4c2a-9e8b-7d6f5a4c3b2a")
+}
+
+/// Forged tokens (the attacker's key) naming `count` distinct kids, `repeat` times each;
+/// every one is refused and none reaches the identity service.
+async fn flood(
+    binding: &Binding,
+    identity: &IdentityStandIn,
+    from: usize,
+    count: usize,
+    repeat: usize,
+) {
+    let attacker = EcKey::generate("attacker");
+    let calls_before = identity.calls();
+    for n in from..from + count {
+        let header = alb_header(&uuid_kid(n), SIGNER);
+        let token = jws(&attacker, &header, &alb_payload("mallory"), true);
+        for _ in 0..repeat {
+            let (status, _, _) = binding.bind_with(&[(HEADER, &token)]).await;
+            assert!(status == 401 || status == 502, "forged kid {n}: {status}");
+        }
+    }
+    assert_eq!(
+        identity.calls(),
+        calls_before,
+        "no forged token reached the identity service"
+    );
+}
+
+/// Attempts (at most `tries`) until the genuine token is accepted; how many it took.
+async fn accepted_within(binding: &Binding, token: &str, tries: usize) -> usize {
+    for attempt in 1..=tries {
+        let (status, _, body) = binding.bind_with(&[(HEADER, token)]).await;
+        if status == 200 {
+            assert_eq!(body, Page::Success.html());
+            return attempt;
+        }
+        assert_eq!(status, 502, "attempt {attempt}: {body}");
+    }
+    panic!("the genuine token was not accepted within {tries} attempts");
+}
+
+#[tokio::test]
+async fn alb_forged_kid_flood_does_not_lock_out_a_rotated_key() {
+    let old = EcKey::generate(&uuid_kid(1_000_000));
+    let (binding, keys, identity) = alb_setup(&old).await;
+    // 120 forged tokens, each naming a fresh kid of the ALB's shape (only the signer ARN
+    // is needed to get that far).
+    flood(&binding, &identity, 0, 120, 1).await;
+    let hits_after_flood = keys.hits();
+    assert!(
+        hits_after_flood <= latchkey_binding::alb::MAX_KEY_FETCHES_PER_MINUTE,
+        "the flood is bounded: {hits_after_flood} fetches"
+    );
+    // The load balancer rotates its key; the next genuine token names the new kid.
+    let rotated = EcKey::generate(&uuid_kid(2_000_000));
+    keys.publish(&rotated);
+    let token = alb_token(&rotated, "alice", true);
+    let attempts = accepted_within(&binding, &token, 2).await;
+    assert_completed_for(&identity, "alice");
+    assert!(attempts <= 2);
+    assert_eq!(
+        keys.hits(),
+        hits_after_flood + 1,
+        "one fetch for the real key"
+    );
+    // The forged kids the endpoint refused stay refused without a fetch, also after the
+    // short back-off of other failures.
+    binding.clock.advance_ms(10_000);
+    flood(&binding, &identity, 0, 10, 3).await;
+    assert_eq!(keys.hits(), hits_after_flood + 1);
+}
+
+#[tokio::test]
+async fn alb_reserved_fetch_goes_to_the_most_asked_for_kid() {
+    let old = EcKey::generate(&uuid_kid(1_000_000));
+    let (binding, keys, identity) = alb_setup(&old).await;
+    // A smarter flood: every forged kid asked for twice, so some win the reserve.
+    flood(&binding, &identity, 0, 60, 2).await;
+    let rotated = EcKey::generate(&uuid_kid(2_000_000));
+    keys.publish(&rotated);
+    let token = alb_token(&rotated, "alice", true);
+    // The reserve was just spent by a forged kid; genuine requests (retries, other users)
+    // keep counting meanwhile.
+    for _ in 0..3 {
+        let (status, _, _) = binding.bind_with(&[(HEADER, &token)]).await;
+        assert_eq!(status, 502);
+    }
+    binding
+        .clock
+        .advance_ms(latchkey_binding::alb::RESERVED_KEY_FETCH_INTERVAL.as_millis() as i64);
+    // Fresh forged kids asked for twice do not outbid the real kid for the next reserve.
+    flood(&binding, &identity, 1_000, 20, 2).await;
+    assert_eq!(accepted_within(&binding, &token, 1).await, 1);
+    assert_completed_for(&identity, "alice");
 }

@@ -81,6 +81,15 @@ async fn oidc_invalid_tokens_rejected() {
         id_token(&key, "https://evil.example.com", AUDIENCE, "alice"),
         id_token(&stranger, &idp.issuer, AUDIENCE, "alice"),
         "not.a.jwt".to_string(),
+        // Validly signed, with a subject that would forge a log line or colour a log.
+        id_token(
+            &key,
+            &idp.issuer,
+            AUDIENCE,
+            "alice\nINFO session binding completed user=admin",
+        ),
+        id_token(&key, &idp.issuer, AUDIENCE, "\u{1b}[31malice\u{1b}[0m"),
+        id_token(&key, &idp.issuer, AUDIENCE, "alice\u{2028}admin"),
     ];
     for token in &cases {
         let (status, _, _) = binding

@@ -170,6 +170,21 @@ pub async fn rewrap(
     Ok(Some(assemble(&active, &rewrapped, body)))
 }
 
+/// Check that the provider opens an envelope's data key (with the same record binding as
+/// [`decrypt`]) without decrypting the secret: whether a key file is the one the envelope
+/// was sealed with.
+pub async fn open_data_key(
+    provider: &dyn KeyProvider,
+    aad: &[u8],
+    envelope: &[u8],
+) -> Result<(), CryptoError> {
+    let (key_id, wrapped, _) = parse(envelope)?;
+    provider
+        .unwrap_data_key(key_id, wrapped, &dek_aad(aad))
+        .await
+        .map(drop)
+}
+
 /// The key id an envelope was sealed with (for rotation bookkeeping).
 pub fn envelope_key_id(envelope: &[u8]) -> Result<&str, CryptoError> {
     parse(envelope).map(|p| p.0)

@@ -42,8 +42,13 @@ pub enum ApiError {
     Throttling(String),
     #[error("{0}")]
     ServiceQuotaExceeded(String),
+    /// AgentCore's answer when the customer's own KMS key refuses to decrypt. Latchkey's
+    /// keys are the server's: a stored value or key that does not open is
+    /// [`ApiError::Internal`] (500, generic message, detail in the log), never this.
     #[error("{0}")]
     DecryptionFailure(String),
+    /// AgentCore's answer when the customer's own KMS key refuses to encrypt; see
+    /// [`ApiError::DecryptionFailure`].
     #[error("{0}")]
     EncryptionFailure(String),
     /// A dependency (database, key provider) is unavailable; safe to retry.

@@ -57,6 +57,19 @@ impl Validator {
         true
     }
 
+    /// A user id (`UserIdType`, 1..128 characters) that names a user in logs and pages:
+    /// no control, line-breaking or bidirectional-override characters (see
+    /// [`is_printable_name`]). AgentCore's model only bounds the length; Latchkey refuses
+    /// ids that could forge log lines or disguise themselves on screen.
+    pub fn user_id(&mut self, name: &str, value: &str) -> bool {
+        self.length(name, value, 1, 128)
+            && self.check(
+                name,
+                is_printable_name(value),
+                "Member must not contain control, line separator or bidirectional formatting characters",
+            )
+    }
+
     pub fn check(&mut self, name: &str, ok: bool, message: impl Into<String>) -> bool {
         if !ok {
             self.fail(name, message);
@@ -75,6 +88,31 @@ impl Validator {
             Err(ApiError::fields(self.errors))
         }
     }
+}
+
+/// Whether `value` may name a user (a JWT or ALB `sub`, an asserted `userId`) in logs,
+/// audit records and pages: no C0 or C1 control character or DEL (newline, carriage
+/// return, ESC, ...), no Unicode line or paragraph separator (U+2028, U+2029) and no
+/// bidirectional formatting character (U+061C, U+200E, U+200F, U+202A..U+202E,
+/// U+2066..U+2069), so a name can neither write a line of its own into a text log nor
+/// show itself reversed.
+pub fn is_printable_name(value: &str) -> bool {
+    !value.chars().any(is_unsafe_name_char)
+}
+
+/// A character [`is_printable_name`] refuses.
+pub fn is_unsafe_name_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// `[A-Za-z0-9_.-]` — workload identity names.
@@ -144,6 +182,47 @@ pub fn is_jwt_shape(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_names() {
+        for ok in [
+            "alice",
+            "alice@example.com",
+            "Zoë Ünal",
+            "用户",
+            "a b",
+            "auth0|123",
+        ] {
+            assert!(is_printable_name(ok), "{ok:?}");
+        }
+        for bad in [
+            "a\nb",
+            "a\rb",
+            "a\tb",
+            "\u{1b}[31mred",
+            "a\u{7f}",
+            "a\u{85}b",
+            "a\u{9b}31m",
+            "a\u{2028}b",
+            "a\u{2029}b",
+            "\u{202e}txt.exe",
+            "a\u{2066}b",
+            "a\u{200f}",
+            "a\u{061c}",
+            "\0",
+        ] {
+            assert!(!is_printable_name(bad), "{bad:?}");
+        }
+        let mut v = Validator::new();
+        assert!(v.user_id("userId", "alice"));
+        assert!(!v.user_id("userId", "alice\nINFO forged"));
+        assert!(!v.user_id("userId", ""));
+        let Err(ApiError::Validation { fields, .. }) = v.finish() else {
+            panic!("expected a validation error");
+        };
+        assert_eq!(fields.len(), 2);
+        assert!(fields[0].message.contains("control"));
+    }
 
     #[test]
     fn return_urls() {

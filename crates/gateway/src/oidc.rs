@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use latchkey_core::clock::Clock;
-use latchkey_identity::inbound::{InboundIssuerConfig, InboundVerifier};
+use latchkey_identity::inbound::{InboundError, InboundIssuerConfig, InboundVerifier};
 use latchkey_identity::outbound::OutboundClient;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -44,21 +44,10 @@ pub enum OidcError {
 /// Whether a provider's `sub` may name the user in the gateway's logs, the access log and
 /// the `x-amzn-oidc-identity` header: no C0 or C1 control character or DEL (newline,
 /// carriage return, ESC...), no Unicode line or paragraph separator, and no
-/// bidirectional formatting character (a name shown reversed).
+/// bidirectional formatting character (a name shown reversed). The one rule of
+/// [`latchkey_core::validate::is_printable_name`], which the inbound verifier applies too.
 pub fn is_usable_subject(subject: &str) -> bool {
-    !subject.chars().any(|c| {
-        c.is_control()
-            || matches!(
-                c,
-                '\u{2028}'
-                    | '\u{2029}'
-                    | '\u{061C}'
-                    | '\u{200E}'
-                    | '\u{200F}'
-                    | '\u{202A}'..='\u{202E}'
-                    | '\u{2066}'..='\u{2069}'
-            )
-    })
+    latchkey_core::validate::is_printable_name(subject)
 }
 
 /// A token endpoint answer.
@@ -255,7 +244,12 @@ impl RelyingParty {
             .verifier
             .verify(id_token.expose_secret())
             .await
-            .map_err(|e| OidcError::IdToken(e.to_string()))?;
+            .map_err(|e| match e {
+                // The verifier refuses such a subject itself; the gateway answers it with
+                // its own "sign-in refused" page, not as a failed sign-in.
+                InboundError::UnsafeSubject => OidcError::UnusableSubject,
+                e => OidcError::IdToken(e.to_string()),
+            })?;
         let Value::Object(claims) = user.claims else {
             return Err(OidcError::IdToken("claims are not an object".into()));
         };

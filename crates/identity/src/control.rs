@@ -418,7 +418,7 @@ async fn api_key_envelope(
         .unwrap_or_default();
     crypto::encrypt(state.keys.as_ref(), api_key_aad(&body.name).as_bytes(), key)
         .await
-        .map_err(|e| ApiError::EncryptionFailure(format!("could not encrypt the API key: {e}")))
+        .map_err(|e| ApiError::internal(format!("could not seal an API key: {e}")))
 }
 
 pub async fn create_api_key_provider(

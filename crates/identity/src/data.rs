@@ -91,7 +91,7 @@ async fn issue_workload_token(
         },
         UserMode::UserId => match &body.user_id {
             Some(u) => {
-                v.length("userId", u, 1, 128);
+                v.user_id("userId", u);
             }
             None => v.fail("userId", "Member must not be null"),
         },
@@ -343,8 +343,8 @@ pub async fn get_resource_api_key(
     )
     .await
     .map_err(|e| {
-        ApiError::DecryptionFailure(format!(
-            "could not decrypt the API key of {provider:?}: {e}"
+        ApiError::internal(format!(
+            "could not open the API key of the API key credential provider {provider:?}: {e}"
         ))
     })?;
     record(

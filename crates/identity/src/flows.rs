@@ -488,7 +488,7 @@ async fn start_session(
         crypto::encrypt(state.keys.as_ref(), session_aad(&id).as_bytes(), &sealed)
             .await
             .map_err(|e| {
-                ApiError::EncryptionFailure(format!("could not encrypt the session: {e}"))
+                ApiError::internal(format!("could not seal an authorization session: {e}"))
             })?;
     let request = SessionRequest {
         scopes,
@@ -531,7 +531,11 @@ async fn open_secrets(state: &AppState, s: &SessionRecord) -> Result<SessionSecr
         &s.secrets_envelope,
     )
     .await
-    .map_err(|e| ApiError::DecryptionFailure(format!("could not decrypt the session: {e}")))?;
+    .map_err(|e| {
+        ApiError::internal(format!(
+            "could not open the secrets of an authorization session: {e}"
+        ))
+    })?;
     serde_json::from_slice(&bytes).map_err(ApiError::internal)
 }
 
@@ -832,7 +836,11 @@ async fn callback_inner(
         code.expose_secret().as_bytes(),
     )
     .await
-    .map_err(|e| browser_error(ApiError::EncryptionFailure(e.to_string())))?;
+    .map_err(|e| {
+        browser_error(ApiError::internal(format!(
+            "could not seal the code of a session: {e}"
+        )))
+    })?;
     // The one-time completion URN: only this browser gets it, only its hash is kept.
     let completion = format!(
         "{SESSION_URI_PREFIX}{}",
@@ -962,7 +970,7 @@ pub async fn complete_resource_token_auth(
         Some(UserIdentifier {
             user_id: Some(u), ..
         }) => {
-            v.length("userIdentifier.userId", u, 1, 128);
+            v.user_id("userIdentifier.userId", u);
         }
     }
     v.finish()?;
@@ -1202,7 +1210,11 @@ async fn exchange(
         code_envelope,
     )
     .await
-    .map_err(|e| ApiError::DecryptionFailure(format!("could not decrypt the code: {e}")))?;
+    .map_err(|e| {
+        ApiError::internal(format!(
+            "could not open the code of an authorization session: {e}"
+        ))
+    })?;
     let mut form = vec![
         ("grant_type", "authorization_code".to_string()),
         ("code", code.expose_secret().to_string()),

@@ -265,6 +265,10 @@ pub enum InboundError {
     WrongAudience,
     #[error("the token has no sub claim")]
     MissingSubject,
+    /// A `sub` with a control, line-separator or bidirectional formatting character
+    /// ([`latchkey_core::validate::is_printable_name`]): it could forge log lines.
+    #[error("the token's sub claim contains control or formatting characters")]
+    UnsafeSubject,
     #[error("the token is malformed: {0}")]
     Malformed(&'static str),
     #[error("the issuer's signing keys could not be loaded: {0}")]
@@ -700,7 +704,13 @@ fn check_claims(
         return Err(InboundError::NotYetValid);
     }
     match claims.get("sub") {
-        Some(Value::String(sub)) if !sub.is_empty() => Ok(()),
+        Some(Value::String(sub)) if !sub.is_empty() => {
+            if latchkey_core::validate::is_printable_name(sub) {
+                Ok(())
+            } else {
+                Err(InboundError::UnsafeSubject)
+            }
+        }
         _ => Err(InboundError::MissingSubject),
     }
 }
@@ -893,6 +903,20 @@ mod tests {
             with("sub", serde_json::json!("")),
             Err(InboundError::MissingSubject)
         );
+        for sub in [
+            "alice\nINFO forged line",
+            "alice\r",
+            "\u{1b}[31malice",
+            "alice\u{85}",
+            "alice\u{2028}x",
+            "\u{202e}ecila",
+        ] {
+            assert_eq!(
+                with("sub", serde_json::json!(sub)),
+                Err(InboundError::UnsafeSubject),
+                "{sub:?}"
+            );
+        }
         assert_eq!(
             with("iss", serde_json::json!("https://evil.example")),
             Err(InboundError::WrongIssuer)

@@ -89,8 +89,8 @@ impl ProviderRuntime {
                 )
                 .await
                 .map_err(|e| {
-                    ApiError::DecryptionFailure(format!(
-                        "could not decrypt the client secret of {:?}: {e}",
+                    ApiError::internal(format!(
+                        "could not open the client secret of the OAuth2 credential provider {:?}: {e}",
                         self.name
                     ))
                 })?,
@@ -275,9 +275,7 @@ async fn prepare(
                 secret.expose_secret().as_bytes(),
             )
             .await
-            .map_err(|e| {
-                ApiError::EncryptionFailure(format!("could not encrypt the client secret: {e}"))
-            })?,
+            .map_err(|e| ApiError::internal(format!("could not seal a client secret: {e}")))?,
         ),
         None => None,
     };

@@ -168,6 +168,85 @@ fn describe_row(column: EnvelopeColumn, key: &[String]) -> String {
     }
 }
 
+/// Whether a key provider can open what the database holds (see [`check_keys`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyCheck {
+    /// Envelopes whose header names a key id, all columns.
+    pub envelopes: u64,
+    /// Key ids named by envelopes that the provider does not hold → number of envelopes.
+    pub missing: BTreeMap<String, u64>,
+    /// Key ids the provider holds under which an envelope did not open (another key with
+    /// the same id).
+    pub wrong: Vec<String>,
+}
+
+impl KeyCheck {
+    /// Every key id in use is held and opened its trial envelope.
+    pub fn is_ok(&self) -> bool {
+        self.missing.is_empty() && self.wrong.is_empty()
+    }
+}
+
+/// Check `keys` against the database: every key id an envelope names must be held, and
+/// for each key id one envelope must open (its data key is unwrapped as for a re-wrap;
+/// no secret is decrypted). A full scan of the envelope headers, like [`key_usage`].
+pub async fn check_keys(store: &Store, keys: &dyn KeyProvider) -> Result<KeyCheck, StoreError> {
+    let mut check = KeyCheck::default();
+    let mut tried: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for column in EnvelopeColumn::ALL {
+        let mut after: Option<Vec<String>> = None;
+        loop {
+            let page = store.list_envelopes(column, after.as_deref(), PAGE).await?;
+            for row in &page {
+                let Ok(id) = crypto::envelope_key_id(&row.envelope) else {
+                    continue;
+                };
+                check.envelopes += 1;
+                if let Some(n) = check.missing.get_mut(id) {
+                    *n += 1;
+                    continue;
+                }
+                if tried.contains(id) {
+                    continue;
+                }
+                let Some(aad) = envelope_aad(column, &row.key) else {
+                    continue;
+                };
+                // Opened under its own key id, re-sealed under the same key: a trial.
+                match crypto::open_data_key(keys, aad.as_bytes(), &row.envelope).await {
+                    Ok(()) => {
+                        tried.insert(id.to_string());
+                    }
+                    Err(crypto::CryptoError::UnknownKey(_)) => {
+                        check.missing.insert(id.to_string(), 1);
+                    }
+                    Err(e) => {
+                        // One altered row is not a wrong key file: try another envelope
+                        // under this key id; the key counts as wrong only when none opens.
+                        tracing::warn!(
+                            column = column.name(),
+                            row = %describe_row(column, &row.key),
+                            key_id = id,
+                            error = %e,
+                            "a stored envelope does not open"
+                        );
+                        if !check.wrong.iter().any(|w| w == id) {
+                            check.wrong.push(id.to_string());
+                        }
+                    }
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() as i64 == PAGE => after = Some(last.key.clone()),
+                _ => break,
+            }
+        }
+    }
+    // A key id that opened any envelope is the right key; single bad rows are not.
+    check.wrong.retain(|id| !tried.contains(id));
+    Ok(check)
+}
+
 /// Envelopes per key id, per column and in total.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -134,7 +134,12 @@ async fn open_access(state: &AppState, g: &GrantRecord) -> Result<SecretString, 
         &g.access_envelope,
     )
     .await
-    .map_err(|e| ApiError::DecryptionFailure(format!("could not decrypt the vaulted token: {e}")))
+    .map_err(|e| {
+        ApiError::internal(format!(
+            "could not open the access token of the grant for provider {:?}: {e}",
+            g.key.provider
+        ))
+    })
 }
 
 /// Seal a token response as a grant. `previous_refresh` is kept when the provider did not
@@ -155,7 +160,7 @@ pub(crate) async fn seal(
             crypto::encrypt(state.keys.as_ref(), aad.as_bytes(), value.as_bytes())
                 .await
                 .map_err(|e| {
-                    ApiError::EncryptionFailure(format!("could not encrypt the token: {e}"))
+                    ApiError::internal(format!("could not seal the {part} token of a grant: {e}"))
                 })
         }
     };
@@ -378,7 +383,10 @@ async fn refresh_upstream(
     )
     .await
     .map_err(|e| {
-        ApiError::DecryptionFailure(format!("could not decrypt the refresh token: {e}"))
+        ApiError::internal(format!(
+            "could not open the refresh token of the grant for provider {:?}: {e}",
+            key.provider
+        ))
     })?;
     let mut form = vec![
         ("grant_type", "refresh_token".to_string()),
@@ -536,7 +544,10 @@ pub async fn revoke_grant(state: &AppState, key: &GrantKey) -> Result<RevokeRepo
             )
             .await
             .map_err(|e| {
-                ApiError::DecryptionFailure(format!("could not decrypt the grant: {e}"))
+                ApiError::internal(format!(
+                    "could not open the {part} token of the grant for provider {:?}: {e}",
+                    key.provider
+                ))
             })?;
             match client.revoke(token.expose_secret(), hint).await {
                 Ok(()) => report.revoked_at_provider.push(hint),

@@ -386,6 +386,39 @@ async fn wrong_audience_is_rejected() {
 }
 
 #[tokio::test]
+async fn subject_with_control_characters_is_rejected() {
+    let rsa = rsa_key("rsa-1");
+    let idp = Idp::start(&[&rsa]).await;
+    let (verifier, clock) = verifier(vec![idp.config()]);
+    for sub in [
+        "alice\n2026-01-01T00:00:00Z  INFO forged line user=admin",
+        "alice\r\n",
+        "\u{1b}[31malice\u{1b}[0m",
+        "alice\u{7f}",
+        "alice\u{9b}",
+        "alice\u{2028}admin",
+        "alice\u{2029}",
+        "\u{202e}nimda",
+        "alice\u{2067}",
+    ] {
+        let token = sign(&rsa, &with(claims(&idp.issuer, &clock), "sub", json!(sub)));
+        assert_eq!(
+            verifier.verify(&token).await,
+            Err(InboundError::UnsafeSubject),
+            "{sub:?}"
+        );
+    }
+    // Ordinary names, also non-ASCII ones, are fine.
+    for sub in ["alice", "auth0|5f1d", "Zoë", "用户 1"] {
+        let token = sign(&rsa, &with(claims(&idp.issuer, &clock), "sub", json!(sub)));
+        assert_eq!(
+            verifier.verify(&token).await.map(|u| u.subject),
+            Ok(sub.to_string())
+        );
+    }
+}
+
+#[tokio::test]
 async fn missing_subject_is_rejected() {
     let rsa = rsa_key("rsa-1");
     let idp = Idp::start(&[&rsa]).await;

@@ -332,6 +332,12 @@ impl ReloadingKeyProvider {
                 state.seen = Some(fp);
                 let previous = self.snapshot();
                 let before = previous.active_key_id();
+                if !previous.key_ids().iter().any(|id| fresh.has_key(id)) {
+                    // A rotation keeps the active key in the file until every value is
+                    // re-wrapped; a file sharing no key with memory is usually another
+                    // installation's.
+                    tracing::warn!(path = %self.path.display(), reason, keys_in_memory = ?previous.key_ids(), keys_in_file = ?fresh.key_ids(), "the key file now holds none of the keys in memory: if it was replaced by mistake, restore it (values sealed from now on use its active key)");
+                }
                 fresh.keep_keys_from(&previous);
                 let after = fresh.active_key_id();
                 let file_ids = fresh.key_ids();
@@ -380,13 +386,24 @@ impl KeyProvider for ReloadingKeyProvider {
         aad: &'a [u8],
     ) -> BoxFuture<'a, Result<Zeroizing<Vec<u8>>, CryptoError>> {
         Box::pin(async move {
+            // A replaced key file is noticed when reading, as when writing.
+            self.maybe_reload();
             let keys = self.snapshot();
             match keys.unwrap_data_key(key_id, wrapped, aad).await {
                 Err(CryptoError::UnknownKey(_)) => {
                     drop(keys);
                     self.reload_now();
                     let keys = self.snapshot();
-                    keys.unwrap_data_key(key_id, wrapped, aad).await
+                    let result = keys.unwrap_data_key(key_id, wrapped, aad).await;
+                    if matches!(result, Err(CryptoError::UnknownKey(_))) {
+                        tracing::error!(
+                            path = %self.path.display(),
+                            key_id,
+                            keys_in_file = ?keys.key_ids(),
+                            "a sealed value in the database names a key-encryption key that the key file does not hold: the key file was replaced or a key removed from it; restore the key file that holds this key"
+                        );
+                    }
+                    result
                 }
                 other => other,
             }

@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod config;
 mod keyfile;
+mod logging;
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -281,14 +282,7 @@ fn init_logging(storage: &StorageConfig) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&storage.log_level))
         .map_err(|e| anyhow!("invalid configuration key `log_level`: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if storage.log_format == "json" {
-        builder.json().init()
-    } else {
-        builder.init()
-    }
+    logging::init(filter, storage.log_format == "json");
     Ok(())
 }
 
@@ -307,6 +301,42 @@ async fn open_storage(storage: &StorageConfig) -> anyhow::Result<(Store, Arc<dyn
     Ok((store, Arc::new(keys)))
 }
 
+/// Refuse to run with a key file that does not open what the database holds (a key file
+/// from another installation, a backup of the wrong day): every key id the stored
+/// envelopes name must be in the file, and one envelope per key id must open. Otherwise
+/// requests would fail one by one, and new data would be sealed under a key the rest of
+/// the data does not share.
+async fn check_key_file(
+    storage: &StorageConfig,
+    store: &Store,
+    keys: &dyn KeyProvider,
+) -> anyhow::Result<()> {
+    let check = latchkey_identity::rotation::check_keys(store, keys)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot read the database {} to check the key file",
+                storage.database_url_redacted()
+            )
+        })?;
+    if check.is_ok() {
+        return Ok(());
+    }
+    let path = storage.key_file.display();
+    let database = storage.database_url_redacted();
+    if !check.missing.is_empty() {
+        let envelopes: u64 = check.missing.values().sum();
+        let ids: Vec<&String> = check.missing.keys().collect();
+        anyhow::bail!(
+            "the key file {path} does not hold the key-encryption key(s) {ids:?} that {envelopes} sealed value(s) in the database {database} use: it is not the key file this database was sealed with. Restore the right key file (or point `key_file` / --key-file at it); `latchkey admin vault status` lists the key ids in use"
+        );
+    }
+    anyhow::bail!(
+        "the key file {path} holds key-encryption key id(s) {:?} with other key material than the one the database {database} was sealed with: it is not the key file of this database. Restore the right key file (or point `key_file` / --key-file at it)",
+        check.wrong
+    )
+}
+
 async fn serve_identity(
     storage: &StorageConfig,
     file: &FileConfig,
@@ -314,6 +344,7 @@ async fn serve_identity(
 ) -> anyhow::Result<()> {
     let serve = ServeConfig::resolve(o, file)?;
     let (store, keys) = open_storage(storage).await?;
+    check_key_file(storage, &store, keys.as_ref()).await?;
     let listener = tokio::net::TcpListener::bind(serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
@@ -562,6 +593,13 @@ async fn admin(
     command: AdminCommand,
 ) -> anyhow::Result<()> {
     let (store, keys) = open_storage(storage).await?;
+    // `vault status` and `rotate-key` report and repair a mismatch themselves.
+    if !matches!(
+        command,
+        AdminCommand::Vault { .. } | AdminCommand::Audit { .. }
+    ) {
+        check_key_file(storage, &store, keys.as_ref()).await?;
+    }
     let chain = latchkey_store::AuditChain::new(keys.clone());
     let clock = SystemClock;
     match command {

@@ -218,6 +218,15 @@ impl KeyServer {
             .insert(format!("path:{path}"), body.to_string());
     }
 
+    /// Publish another key (a rotation at the load balancer).
+    pub fn publish(&self, key: &EcKey) {
+        self.state
+            .keys
+            .lock()
+            .unwrap()
+            .insert(key.kid.clone(), key.pem.clone());
+    }
+
     pub fn template(&self) -> String {
         format!("http://{}/keys/{{kid}}", self.address)
     }
@@ -428,6 +437,8 @@ pub struct Binding {
     pub base: String,
     pub state: BindingState,
     pub http: reqwest::Client,
+    /// The service's clock (starts at [`NOW_MS`]).
+    pub clock: Arc<ManualClock>,
 }
 
 pub fn credential() -> BindingCredential {
@@ -459,11 +470,12 @@ pub fn oidc_config(idp: &Idp, cookie: Option<&str>) -> OidcConfig {
 impl Binding {
     pub async fn start(config: BindingConfig) -> Self {
         let clock = Arc::new(ManualClock::new(NOW_MS));
-        let state = BindingState::new(config, clock).expect("valid config");
+        let state = BindingState::new(config, clock.clone()).expect("valid config");
         let address = serve(latchkey_binding::app(state.clone())).await;
         Self {
             base: format!("http://{address}"),
             state,
+            clock,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
