@@ -476,8 +476,8 @@ def test_attack_same_subject_at_another_issuer_gets_no_grant(env: Env, user_idp:
     user = uniq("alice")
     wat_a = jwt_wat(env, user_idp, user)
     started = env.token(wat_a, resourceOauth2ReturnUrl=RETURN_URL)
-    env.browser().consent(started["authorizationUrl"], user)
-    env.bdp.complete_resource_token_auth(sessionUri=started["sessionUri"], userIdentifier={"userToken": user_idp.id_token_for(user)})
+    completion = env.consent(started, user)
+    env.bdp.complete_resource_token_auth(sessionUri=completion, userIdentifier={"userToken": user_idp.id_token_for(user)})
     token_a = env.token(wat_a)["accessToken"]
     for wat in (jwt_wat(env, other_idp, user), env.wat(user)):
         out = env.token(wat, resourceOauth2ReturnUrl=RETURN_URL)
@@ -489,8 +489,7 @@ def test_attack_same_subject_at_another_issuer_gets_no_grant(env: Env, user_idp:
     # The other way round: a user id's grant is not a token user's.
     other = uniq("carol")
     _, started = env.start(other)
-    env.browser().consent(started["authorizationUrl"], other)
-    env.complete(started["sessionUri"], other)
+    env.complete(env.consent(started, other), other)
     assert env.token(env.wat(other))["accessToken"]
     assert "accessToken" not in env.token(jwt_wat(env, user_idp, other), resourceOauth2ReturnUrl=RETURN_URL)
     # A's grant is untouched.
@@ -503,9 +502,9 @@ def test_attack_jwt_session_completed_with_a_bare_user_id(env: Env, user_idp: Oi
     user = uniq("pin")
     wat = jwt_wat(env, user_idp, user)
     started = env.token(wat, resourceOauth2ReturnUrl=RETURN_URL)
-    env.browser().consent(started["authorizationUrl"], user)
+    completion = env.consent(started, user)
     with raises_code("AccessDeniedException") as e:
-        env.complete(started["sessionUri"], user)
+        env.complete(completion, user)
     assert "userToken" in str(e.value)
     polled = env.token(wat, sessionUri=started["sessionUri"])
     assert polled["sessionStatus"] == "FAILED" and "accessToken" not in polled
@@ -528,10 +527,10 @@ def test_attack_user_id_session_completed_with_a_token(env: Env, other_idp: Oidc
     not completed by issuer B's token for `sub=alice`."""
     user = uniq("pin")
     wat, started = env.start(user)
-    env.browser().consent(started["authorizationUrl"], user)
+    completion = env.consent(started, user)
     with raises_code("AccessDeniedException") as e:
         env.bdp.complete_resource_token_auth(
-            sessionUri=started["sessionUri"], userIdentifier={"userToken": other_idp.id_token_for(user)}
+            sessionUri=completion, userIdentifier={"userToken": other_idp.id_token_for(user)}
         )
     assert "userId" in str(e.value)
     polled = env.token(wat, sessionUri=started["sessionUri"])
