@@ -77,34 +77,45 @@ fn start_allowing_loopback(name: &str) -> Server {
     }
 }
 
+/// Serve `app` on a loopback port; its address.
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A provider token endpoint's answer: `access_token` when the request is `ok`, else
+/// `invalid_grant`.
+fn token_answer(ok: bool, access_token: &str) -> (axum::http::StatusCode, axum::Json<Value>) {
+    use axum::{Json, http::StatusCode};
+    if ok {
+        (
+            StatusCode::OK,
+            Json(json!({"access_token": access_token, "token_type": "Bearer",
+                "expires_in": 3600, "scope": "openid api:read"})),
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_grant"})),
+        )
+    }
+}
+
 /// A provider token endpoint on loopback that accepts the code `good-code` once (the
 /// form bodies it received are kept); returns its URL.
 async fn token_endpoint(seen: Arc<Mutex<Vec<String>>>) -> String {
-    use axum::{Json, Router, http::StatusCode, routing::post};
+    use axum::{Router, routing::post};
     let app = Router::new().route(
         "/oauth2/token",
         post(move |body: String| async move {
             let ok = body.contains("code=good-code") && body.contains("code_verifier=");
             seen.lock().unwrap().push(body);
-            if ok {
-                (
-                    StatusCode::OK,
-                    Json(
-                        json!({"access_token": "at-from-provider-7c1d", "token_type": "Bearer",
-                        "expires_in": 3600, "scope": "openid api:read"}),
-                    ),
-                )
-            } else {
-                (
-                    StatusCode::BAD_REQUEST,
-                    Json(json!({"error": "invalid_grant"})),
-                )
-            }
+            token_answer(ok, "at-from-provider-7c1d")
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     format!("http://{addr}/oauth2/token")
 }
 
@@ -328,6 +339,18 @@ fn assert_refused_without_failing(err: &Error) {
     );
 }
 
+/// A poll with `request` answers that session `session_uri` is still pending.
+async fn assert_poll_pending(client: &Client, request: &ResourceTokenRequest, session_uri: &str) {
+    match client
+        .get_resource_oauth2_token(request)
+        .await
+        .expect("poll once")
+    {
+        ResourceToken::Pending { session_uri: s } => assert_eq!(s, session_uri),
+        other => panic!("expected Pending, got {other:?}"),
+    }
+}
+
 /// A poll with `request` answers the token `expected`.
 async fn assert_poll_gives_token(client: &Client, request: &ResourceTokenRequest, expected: &str) {
     match client
@@ -505,14 +528,7 @@ async fn user_federation_poll_fails_when_the_user_refuses() {
     );
 
     // Until the user does something, the session is in progress.
-    match client
-        .get_resource_oauth2_token(&request)
-        .await
-        .expect("poll once")
-    {
-        ResourceToken::Pending { session_uri: s } => assert_eq!(s, session_uri),
-        other => panic!("expected Pending, got {other:?}"),
-    }
+    assert_poll_pending(&client, &request, &session_uri).await;
 
     // Cancellation stops the poller promptly.
     let cancel = CancellationToken::new();
@@ -704,14 +720,7 @@ async fn user_federation_poll_returns_the_token_after_binding() {
         "the polling sessionUri completed the session"
     );
     assert!(seen.lock().unwrap().is_empty(), "a code was exchanged");
-    match client
-        .get_resource_oauth2_token(&request)
-        .await
-        .expect("poll once")
-    {
-        ResourceToken::Pending { session_uri: s } => assert_eq!(s, session_uri),
-        other => panic!("expected Pending, got {other:?}"),
-    }
+    assert_poll_pending(&client, &request, &session_uri).await;
 
     // The session binding: the same user completes it with the completion URN; only then
     // is the code exchanged.
@@ -748,31 +757,16 @@ async fn held_token_endpoint(
     arrived: Arc<tokio::sync::Notify>,
     release: Arc<tokio::sync::Notify>,
 ) -> String {
-    use axum::{Json, Router, http::StatusCode, routing::post};
+    use axum::{Router, routing::post};
     let app = Router::new().route(
         "/oauth2/token",
         post(move |body: String| async move {
             arrived.notify_one();
             release.notified().await;
-            if body.contains("code=good-code") {
-                (
-                    StatusCode::OK,
-                    Json(
-                        json!({"access_token": "at-held-5e2a", "token_type": "Bearer",
-                        "expires_in": 3600, "scope": "openid api:read"}),
-                    ),
-                )
-            } else {
-                (
-                    StatusCode::BAD_REQUEST,
-                    Json(json!({"error": "invalid_grant"})),
-                )
-            }
+            token_answer(body.contains("code=good-code"), "at-held-5e2a")
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     format!("http://{addr}/oauth2/token")
 }
 
@@ -836,9 +830,7 @@ async fn held_jwks_issuer(
             Json(json!({"keys": []}))
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     format!("http://{addr}")
 }
 
