@@ -169,6 +169,16 @@ class Deployment:
         assert result.final_url and result.final_url.startswith(self.binding.binding_url), result
         return browser.s.get(result.final_url, headers={"x-amzn-oidc-data": self.header(user)}, allow_redirects=False, timeout=15)
 
+    def vaulted_token(self, user: str) -> str:
+        """`user`'s vaulted access token, read back with an admin WAT (and so remembered as a secret)."""
+        dp = self.server.dp()
+        wat = dp.get_workload_access_token_for_user_id(workloadName=self.workload, userId=user)["workloadAccessToken"]
+        token: str = dp.get_resource_oauth2_token(
+            workloadIdentityToken=wat, resourceCredentialProviderName=self.provider, scopes=["read:user"], oauth2Flow="USER_FEDERATION"
+        )["accessToken"]
+        self.server.remember_secret(token)
+        return token
+
     def stop(self) -> tuple[str, str]:
         return self.agent.stop(), self.binding.stop()
 
@@ -218,12 +228,7 @@ def test_consent_binding_and_tool_call_end_to_end(deployment: Deployment, github
 
     # The vaulted token (read back with an admin WAT for this user) never reaches the
     # stream, the model, the stored conversation or the agent's log.
-    dp = deployment.server.dp()
-    wat = dp.get_workload_access_token_for_user_id(workloadName=deployment.workload, userId=user)["workloadAccessToken"]
-    token = dp.get_resource_oauth2_token(
-        workloadIdentityToken=wat, resourceCredentialProviderName=deployment.provider, scopes=["read:user"], oauth2Flow="USER_FEDERATION"
-    )["accessToken"]
-    deployment.server.remember_secret(token)
+    token = deployment.vaulted_token(user)
     stored = "".join(p.read_text(errors="replace") for p in deployment.agent.store.rglob("*") if p.is_file())
     assert "github_profile" in stored, "the conversation was stored"
     model_saw = json.dumps(deployment.llm.requests())
@@ -408,12 +413,7 @@ def test_tool_arguments_stay_in_the_template_and_a_reflected_token_is_redacted(d
         ], targets
 
         # The token the echo reflected, read back with an admin WAT for this user.
-        dp = deployment.server.dp()
-        wat = dp.get_workload_access_token_for_user_id(workloadName=deployment.workload, userId=user)["workloadAccessToken"]
-        token = dp.get_resource_oauth2_token(
-            workloadIdentityToken=wat, resourceCredentialProviderName=deployment.provider, scopes=["read:user"], oauth2Flow="USER_FEDERATION"
-        )["accessToken"]
-        deployment.server.remember_secret(token)
+        token = deployment.vaulted_token(user)
         forms = [token, base64.b64encode(f"user:{token}".encode()).decode(), base64.b64encode(f"Bearer {token}".encode()).decode()]
         stored = "".join(p.read_text(errors="replace") for p in agent.store.rglob("*") if p.is_file())
         assert "[REDACTED]" in stored

@@ -194,140 +194,125 @@ impl Tool {
         token: &SecretString,
     ) -> ToolOutcome {
         let redactor = Redactor::new(token);
-        let outcome = self
-            .call(
-                http,
-                github_base_url,
-                max_response_bytes,
-                arguments,
-                token,
-                &redactor,
-            )
-            .await;
-        ToolOutcome {
-            ok: outcome.ok,
-            content: redactor.redact(&outcome.content),
-        }
-    }
-
-    async fn call(
-        &self,
-        http: &reqwest::Client,
-        github_base_url: &str,
-        max_response_bytes: usize,
-        arguments: &Value,
-        token: &SecretString,
-        redactor: &Redactor,
-    ) -> ToolOutcome {
-        let base = github_base_url.trim_end_matches('/');
-        let (method, url, body, github) = match &self.kind {
-            ToolKind::GithubProfile => (HttpMethod::Get, format!("{base}/user"), None, true),
-            ToolKind::GithubRepositories => {
-                let per_page = arguments
-                    .get("per_page")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(10)
-                    .clamp(1, 100);
-                (
-                    HttpMethod::Get,
-                    format!("{base}/user/repos?per_page={per_page}&sort=updated"),
-                    None,
-                    true,
-                )
-            }
-            ToolKind::Http { method, url } => match url.fill(arguments) {
-                Ok(filled) => {
-                    let body = matches!(
-                        method,
-                        HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch
+        // Every early `return` below ends this block, not `run`: its outcome is redacted too.
+        let outcome = async {
+            let base = github_base_url.trim_end_matches('/');
+            let (method, url, body, github) = match &self.kind {
+                ToolKind::GithubProfile => (HttpMethod::Get, format!("{base}/user"), None, true),
+                ToolKind::GithubRepositories => {
+                    let per_page = arguments
+                        .get("per_page")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(10)
+                        .clamp(1, 100);
+                    (
+                        HttpMethod::Get,
+                        format!("{base}/user/repos?per_page={per_page}&sort=updated"),
+                        None,
+                        true,
                     )
-                    .then_some(Value::Object(filled.rest));
-                    (*method, filled.url.into(), body, false)
                 }
-                Err(e) => return ToolOutcome::failed(e.to_string()),
-            },
-        };
-        let mut headers = HeaderMap::new();
-        headers.insert(USER_AGENT, HeaderValue::from_static(TOOL_USER_AGENT));
-        if github {
-            headers.insert(
-                ACCEPT,
-                HeaderValue::from_static("application/vnd.github+json"),
-            );
-            headers.insert(
-                "x-github-api-version",
-                HeaderValue::from_static("2022-11-28"),
-            );
-        } else {
-            headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        }
-        let Ok(mut authorization) =
-            HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
-        else {
-            return ToolOutcome::failed("the access token cannot be sent in a header");
-        };
-        authorization.set_sensitive(true);
-        headers.insert(AUTHORIZATION, authorization);
-        let method = match method {
-            HttpMethod::Get => reqwest::Method::GET,
-            HttpMethod::Post => reqwest::Method::POST,
-            HttpMethod::Put => reqwest::Method::PUT,
-            HttpMethod::Patch => reqwest::Method::PATCH,
-            HttpMethod::Delete => reqwest::Method::DELETE,
-        };
-        let mut request = http.request(method, &url).headers(headers);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let mut response = match request.send().await {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => return ToolOutcome::failed("the resource API timed out"),
-            Err(e) => {
-                return ToolOutcome::failed(format!(
-                    "the resource API could not be reached: {}",
-                    without_url(&e)
-                ));
-            }
-        };
-        let status = response.status();
-        let mut bytes = Vec::new();
-        let mut cut = false;
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = max_response_bytes.saturating_sub(bytes.len());
-                    if chunk.len() > room {
-                        bytes.extend_from_slice(&chunk[..room]);
-                        cut = true;
-                        break;
+                ToolKind::Http { method, url } => match url.fill(arguments) {
+                    Ok(filled) => {
+                        let body = matches!(
+                            method,
+                            HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch
+                        )
+                        .then_some(Value::Object(filled.rest));
+                        (*method, filled.url.into(), body, false)
                     }
-                    bytes.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
+                    Err(e) => return ToolOutcome::failed(e.to_string()),
+                },
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(USER_AGENT, HeaderValue::from_static(TOOL_USER_AGENT));
+            if github {
+                headers.insert(
+                    ACCEPT,
+                    HeaderValue::from_static("application/vnd.github+json"),
+                );
+                headers.insert(
+                    "x-github-api-version",
+                    HeaderValue::from_static("2022-11-28"),
+                );
+            } else {
+                headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+            }
+            let Ok(mut authorization) =
+                HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            else {
+                return ToolOutcome::failed("the access token cannot be sent in a header");
+            };
+            authorization.set_sensitive(true);
+            headers.insert(AUTHORIZATION, authorization);
+            let method = match method {
+                HttpMethod::Get => reqwest::Method::GET,
+                HttpMethod::Post => reqwest::Method::POST,
+                HttpMethod::Put => reqwest::Method::PUT,
+                HttpMethod::Patch => reqwest::Method::PATCH,
+                HttpMethod::Delete => reqwest::Method::DELETE,
+            };
+            let mut request = http.request(method, &url).headers(headers);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let mut response = match request.send().await {
+                Ok(r) => r,
                 Err(e) if e.is_timeout() => {
                     return ToolOutcome::failed("the resource API timed out");
                 }
-                Err(_) => return ToolOutcome::failed("the resource API's answer broke off"),
+                Err(e) => {
+                    return ToolOutcome::failed(format!(
+                        "the resource API could not be reached: {}",
+                        without_url(&e)
+                    ));
+                }
+            };
+            let status = response.status();
+            let mut bytes = Vec::new();
+            let mut cut = false;
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        let room = max_response_bytes.saturating_sub(bytes.len());
+                        if chunk.len() > room {
+                            bytes.extend_from_slice(&chunk[..room]);
+                            cut = true;
+                            break;
+                        }
+                        bytes.extend_from_slice(&chunk);
+                    }
+                    Ok(None) => break,
+                    Err(e) if e.is_timeout() => {
+                        return ToolOutcome::failed("the resource API timed out");
+                    }
+                    Err(_) => return ToolOutcome::failed("the resource API's answer broke off"),
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            // Redacted before any cut below, so no cut can leave part of the token behind.
+            let mut text = if cut {
+                redactor.redact(redactor.trim_partial_tail(&text))
+            } else {
+                redactor.redact(&text)
+            };
+            if cut {
+                text.push_str("… [response truncated]");
+            }
+            let text = crate::events::truncate(&text, MAX_MODEL_RESULT_BYTES);
+            if status.is_success() {
+                ToolOutcome {
+                    ok: true,
+                    content: text,
+                }
+            } else {
+                ToolOutcome::failed(format!("HTTP {}: {text}", status.as_u16()))
             }
         }
-        let text = String::from_utf8_lossy(&bytes);
-        // Redacted before any cut below, so no cut can leave part of the token behind.
-        let mut text = if cut {
-            redactor.redact(redactor.trim_partial_tail(&text))
-        } else {
-            redactor.redact(&text)
-        };
-        if cut {
-            text.push_str("… [response truncated]");
-        }
-        let text = crate::events::truncate(&text, MAX_MODEL_RESULT_BYTES);
-        if status.is_success() {
-            ToolOutcome {
-                ok: true,
-                content: text,
-            }
-        } else {
-            ToolOutcome::failed(format!("HTTP {}: {text}", status.as_u16()))
+        .await;
+        ToolOutcome {
+            ok: outcome.ok,
+            content: redactor.redact(&outcome.content),
         }
     }
 }

@@ -174,6 +174,15 @@ impl KeyTable {
         Some(key.clone())
     }
 
+    /// What the table already answers for `kid` without a fetch: its key while cached, or
+    /// its refusal while that holds; `None` when neither does.
+    fn settled(&mut self, kid: &str, now_ms: i64) -> Option<Result<ParsedPublicKey, AlbError>> {
+        if let Some(key) = self.ready_key(kid, now_ms) {
+            return Some(Ok(key));
+        }
+        self.refusal(kid, now_ms).map(Err)
+    }
+
     fn refusal(&self, kid: &str, now_ms: i64) -> Option<AlbError> {
         self.refused
             .get(kid)
@@ -382,12 +391,8 @@ impl AlbVerifier {
         let inner = &*self.inner;
         let flight = {
             let mut table = inner.table()?;
-            let now = inner.clock.now_ms();
-            if let Some(key) = table.ready_key(kid, now) {
-                return Ok(key);
-            }
-            if let Some(error) = table.refusal(kid, now) {
-                return Err(error);
+            if let Some(settled) = table.settled(kid, inner.clock.now_ms()) {
+                return settled;
             }
             table.flights.entry(kid.to_string()).or_default().clone()
         };
@@ -410,11 +415,8 @@ impl AlbVerifier {
             let mut table = inner.table()?;
             let now = inner.clock.now_ms();
             // Another request may have fetched it while this one waited.
-            if let Some(key) = table.ready_key(kid, now) {
-                return Ok(key);
-            }
-            if let Some(error) = table.refusal(kid, now) {
-                return Err(error);
+            if let Some(settled) = table.settled(kid, now) {
+                return settled;
             }
             let demand = table.ask(kid);
             if !table.take_budget(demand, now) {

@@ -77,34 +77,45 @@ fn start_allowing_loopback(name: &str) -> Server {
     }
 }
 
+/// Serve `app` on a loopback port; its address.
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A provider token endpoint's answer: `access_token` when the request is `ok`, else
+/// `invalid_grant`.
+fn token_answer(ok: bool, access_token: &str) -> (axum::http::StatusCode, axum::Json<Value>) {
+    use axum::{Json, http::StatusCode};
+    if ok {
+        (
+            StatusCode::OK,
+            Json(json!({"access_token": access_token, "token_type": "Bearer",
+                "expires_in": 3600, "scope": "openid api:read"})),
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_grant"})),
+        )
+    }
+}
+
 /// A provider token endpoint on loopback that accepts the code `good-code` once (the
 /// form bodies it received are kept); returns its URL.
 async fn token_endpoint(seen: Arc<Mutex<Vec<String>>>) -> String {
-    use axum::{Json, Router, http::StatusCode, routing::post};
+    use axum::{Router, routing::post};
     let app = Router::new().route(
         "/oauth2/token",
         post(move |body: String| async move {
             let ok = body.contains("code=good-code") && body.contains("code_verifier=");
             seen.lock().unwrap().push(body);
-            if ok {
-                (
-                    StatusCode::OK,
-                    Json(
-                        json!({"access_token": "at-from-provider-7c1d", "token_type": "Bearer",
-                        "expires_in": 3600, "scope": "openid api:read"}),
-                    ),
-                )
-            } else {
-                (
-                    StatusCode::BAD_REQUEST,
-                    Json(json!({"error": "invalid_grant"})),
-                )
-            }
+            token_answer(ok, "at-from-provider-7c1d")
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     format!("http://{addr}/oauth2/token")
 }
 
@@ -256,6 +267,108 @@ async fn start_flow(
         } => (request.with_session_uri(session_uri), authorization_url),
         other => panic!("expected AuthorizationRequired, got {other:?}"),
     }
+}
+
+/// The user consents at the provider: follow the authorization URL, come back to the
+/// callback with `code=good-code`, and return where the callback sends the browser.
+async fn consent(authorization_url: &str) -> Url {
+    let browser = browser();
+    let (state, redirect_uri) = follow_to_provider(&browser, authorization_url).await;
+    let mut consented = redirect_uri.clone();
+    consented
+        .query_pairs_mut()
+        .append_pair("code", "good-code")
+        .append_pair("state", &state);
+    let back = browser.get(consented).send().await.expect("callback");
+    assert!(
+        back.status().is_redirection(),
+        "callback: {}",
+        back.status()
+    );
+    Url::parse(back.headers()["location"].to_str().unwrap()).unwrap()
+}
+
+/// The one-time completion URN the callback's redirect carries (`session_id`).
+fn completion_in(location: &Url) -> String {
+    location
+        .query_pairs()
+        .find(|(k, _)| k == "session_id")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no session_id in {location}"))
+}
+
+/// `CompleteResourceTokenAuth` for `user` in a task of its own.
+fn spawn_completion(
+    client: &Client,
+    completion: &str,
+    user: UserIdentifier,
+) -> tokio::task::JoinHandle<Result<(), Error>> {
+    let client = client.clone();
+    let completion = completion.to_string();
+    tokio::spawn(async move {
+        client
+            .complete_resource_token_auth(&completion, &user)
+            .await
+    })
+}
+
+/// Alice's completion in a task of its own.
+fn spawn_alice_completion(
+    client: &Client,
+    completion: &str,
+) -> tokio::task::JoinHandle<Result<(), Error>> {
+    spawn_completion(client, completion, UserIdentifier::UserId("alice".into()))
+}
+
+/// The outcome of a spawned task that must end within ten seconds.
+async fn ended<T>(task: tokio::task::JoinHandle<T>, what: &str) -> T {
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap_or_else(|_| panic!("{what} ends"))
+        .expect("task")
+}
+
+/// The wrong user's completion is refused as such, and is not told that the session
+/// (which the right user is completing) failed.
+fn assert_refused_without_failing(err: &Error) {
+    assert_eq!(err.kind(), Some(&ErrorKind::AccessDenied), "{err:?}");
+    let told = format!("{err:?}");
+    assert!(
+        !told.contains("has failed"),
+        "the wrong user is told the session failed, but it is being completed: {told}"
+    );
+}
+
+/// A poll with `request` answers that session `session_uri` is still pending.
+async fn assert_poll_pending(client: &Client, request: &ResourceTokenRequest, session_uri: &str) {
+    match client
+        .get_resource_oauth2_token(request)
+        .await
+        .expect("poll once")
+    {
+        ResourceToken::Pending { session_uri: s } => assert_eq!(s, session_uri),
+        other => panic!("expected Pending, got {other:?}"),
+    }
+}
+
+/// A poll with `request` answers the token `expected`.
+async fn assert_poll_gives_token(client: &Client, request: &ResourceTokenRequest, expected: &str) {
+    match client
+        .get_resource_oauth2_token(request)
+        .await
+        .expect("poll")
+    {
+        ResourceToken::Token(t) => assert_eq!(t.expose_secret(), expected),
+        other => panic!("expected the token, got {other:?}"),
+    }
+}
+
+/// A pair of `Notify`s for a held endpoint: `(arrived, release)`.
+fn hold() -> (Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>) {
+    (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    )
 }
 
 #[tokio::test]
@@ -415,14 +528,7 @@ async fn user_federation_poll_fails_when_the_user_refuses() {
     );
 
     // Until the user does something, the session is in progress.
-    match client
-        .get_resource_oauth2_token(&request)
-        .await
-        .expect("poll once")
-    {
-        ResourceToken::Pending { session_uri: s } => assert_eq!(s, session_uri),
-        other => panic!("expected Pending, got {other:?}"),
-    }
+    assert_poll_pending(&client, &request, &session_uri).await;
 
     // Cancellation stops the poller promptly.
     let cancel = CancellationToken::new();
@@ -570,20 +676,7 @@ async fn user_federation_poll_returns_the_token_after_binding() {
     };
 
     // The user consents: the provider sends the browser back with a code.
-    let browser = browser();
-    let (state, redirect_uri) = follow_to_provider(&browser, &authorization_url).await;
-    let mut consented = redirect_uri.clone();
-    consented
-        .query_pairs_mut()
-        .append_pair("code", "good-code")
-        .append_pair("state", &state);
-    let back = browser.get(consented).send().await.expect("callback");
-    assert!(
-        back.status().is_redirection(),
-        "callback: {}",
-        back.status()
-    );
-    let location = Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
+    let location = consent(&authorization_url).await;
     assert!(location.as_str().starts_with(RETURN_URL), "{location}");
     let pairs: Vec<(String, String)> = location.query_pairs().into_owned().collect();
     assert!(
@@ -591,11 +684,7 @@ async fn user_federation_poll_returns_the_token_after_binding() {
         "{location}"
     );
     // The browser comes back with a one-time completion URN, not the polling sessionUri.
-    let completion = pairs
-        .iter()
-        .find(|(k, _)| k == "session_id")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| panic!("no session_id in {location}"));
+    let completion = completion_in(&location);
     assert_ne!(
         completion, session_uri,
         "the redirect carries the polling sessionUri"
@@ -631,14 +720,7 @@ async fn user_federation_poll_returns_the_token_after_binding() {
         "the polling sessionUri completed the session"
     );
     assert!(seen.lock().unwrap().is_empty(), "a code was exchanged");
-    match client
-        .get_resource_oauth2_token(&request)
-        .await
-        .expect("poll once")
-    {
-        ResourceToken::Pending { session_uri: s } => assert_eq!(s, session_uri),
-        other => panic!("expected Pending, got {other:?}"),
-    }
+    assert_poll_pending(&client, &request, &session_uri).await;
 
     // The session binding: the same user completes it with the completion URN; only then
     // is the code exchanged.
@@ -665,14 +747,7 @@ async fn user_federation_poll_returns_the_token_after_binding() {
     // Now the vault answers at once, without a session.
     let mut again = request.clone();
     again.session_uri = None;
-    match client
-        .get_resource_oauth2_token(&again)
-        .await
-        .expect("vaulted")
-    {
-        ResourceToken::Token(t) => assert_eq!(t.expose_secret(), "at-from-provider-7c1d"),
-        other => panic!("expected a token, got {other:?}"),
-    }
+    assert_poll_gives_token(&client, &again, "at-from-provider-7c1d").await;
 }
 
 /// A provider token endpoint that holds each request until the test releases it (a slow
@@ -682,31 +757,16 @@ async fn held_token_endpoint(
     arrived: Arc<tokio::sync::Notify>,
     release: Arc<tokio::sync::Notify>,
 ) -> String {
-    use axum::{Json, Router, http::StatusCode, routing::post};
+    use axum::{Router, routing::post};
     let app = Router::new().route(
         "/oauth2/token",
         post(move |body: String| async move {
             arrived.notify_one();
             release.notified().await;
-            if body.contains("code=good-code") {
-                (
-                    StatusCode::OK,
-                    Json(
-                        json!({"access_token": "at-held-5e2a", "token_type": "Bearer",
-                        "expires_in": 3600, "scope": "openid api:read"}),
-                    ),
-                )
-            } else {
-                (
-                    StatusCode::BAD_REQUEST,
-                    Json(json!({"error": "invalid_grant"})),
-                )
-            }
+            token_answer(body.contains("code=good-code"), "at-held-5e2a")
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     format!("http://{addr}/oauth2/token")
 }
 
@@ -717,8 +777,7 @@ async fn held_token_endpoint(
 #[tokio::test]
 async fn wrong_user_completion_during_the_exchange_changes_nothing() {
     let server = start_allowing_loopback("flow-race");
-    let arrived = Arc::new(tokio::sync::Notify::new());
-    let release = Arc::new(tokio::sync::Notify::new());
+    let (arrived, release) = hold();
     let token_url = held_token_endpoint(arrived.clone(), release.clone()).await;
     server
         .oauth_setup("race-agent", "race-prov", &token_url)
@@ -726,32 +785,10 @@ async fn wrong_user_completion_during_the_exchange_changes_nothing() {
     let client = server.sigv4(&server.admin);
     let (request, authorization_url) = start_flow(&client, "race-agent", "race-prov").await;
 
-    let browser = browser();
-    let (state, redirect_uri) = follow_to_provider(&browser, &authorization_url).await;
-    let mut consented = redirect_uri.clone();
-    consented
-        .query_pairs_mut()
-        .append_pair("code", "good-code")
-        .append_pair("state", &state);
-    let back = browser.get(consented).send().await.expect("callback");
-    assert!(back.status().is_redirection(), "{}", back.status());
-    let location = Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
-    let completion = location
-        .query_pairs()
-        .find(|(k, _)| k == "session_id")
-        .map(|(_, v)| v.into_owned())
-        .expect("session_id");
+    let completion = completion_in(&consent(&authorization_url).await);
 
     // Alice (the session's user) completes; the exchange reaches the provider and waits.
-    let right = {
-        let client = client.clone();
-        let completion = completion.clone();
-        tokio::spawn(async move {
-            client
-                .complete_resource_token_auth(&completion, &UserIdentifier::UserId("alice".into()))
-                .await
-        })
-    };
+    let right = spawn_alice_completion(&client, &completion);
     tokio::time::timeout(Duration::from_secs(10), arrived.notified())
         .await
         .expect("the exchange reached the provider");
@@ -761,31 +798,16 @@ async fn wrong_user_completion_during_the_exchange_changes_nothing() {
         .complete_resource_token_auth(&completion, &UserIdentifier::UserId("mallory".into()))
         .await
         .expect_err("the wrong user is refused");
-    assert_eq!(err.kind(), Some(&ErrorKind::AccessDenied), "{err:?}");
-    let told = format!("{err:?}");
-    assert!(
-        !told.contains("has failed"),
-        "the wrong user is told the session failed, but it is being completed: {told}"
-    );
+    assert_refused_without_failing(&err);
 
     // The provider answers: Alice's completion succeeds, and the poll gets her token.
     release.notify_one();
-    let outcome = tokio::time::timeout(Duration::from_secs(10), right)
-        .await
-        .expect("the right user's completion ends")
-        .expect("task");
+    let outcome = ended(right, "the right user's completion").await;
     assert!(
         outcome.is_ok(),
         "the right user's completion failed after the grant was stored: {outcome:?}"
     );
-    match client
-        .get_resource_oauth2_token(&request)
-        .await
-        .expect("poll")
-    {
-        ResourceToken::Token(t) => assert_eq!(t.expose_secret(), "at-held-5e2a"),
-        other => panic!("expected the token, got {other:?}"),
-    }
+    assert_poll_gives_token(&client, &request, "at-held-5e2a").await;
 }
 
 /// An inbound issuer whose JWKS endpoint holds its first request until the test releases
@@ -808,9 +830,7 @@ async fn held_jwks_issuer(
             Json(json!({"keys": []}))
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     format!("http://{addr}")
 }
 
@@ -822,11 +842,9 @@ async fn held_jwks_issuer(
 /// answer `ResourceNotFoundException`, with the session FAILED).
 #[tokio::test]
 async fn late_wrong_user_does_not_fail_a_session_being_exchanged() {
-    let jwks_arrived = Arc::new(tokio::sync::Notify::new());
-    let jwks_release = Arc::new(tokio::sync::Notify::new());
+    let (jwks_arrived, jwks_release) = hold();
     let issuer = held_jwks_issuer(jwks_arrived.clone(), jwks_release.clone()).await;
-    let token_arrived = Arc::new(tokio::sync::Notify::new());
-    let token_release = Arc::new(tokio::sync::Notify::new());
+    let (token_arrived, token_release) = hold();
     let token_url = held_token_endpoint(token_arrived.clone(), token_release.clone()).await;
     let dir = data_dir("flow-late-wrong-user");
     let admin = credential(&dir, "admin");
@@ -850,21 +868,7 @@ async fn late_wrong_user_does_not_fail_a_session_being_exchanged() {
     let client = server.sigv4(&server.admin);
     let (request, authorization_url) = start_flow(&client, "late-agent", "late-prov").await;
 
-    let browser = browser();
-    let (state, redirect_uri) = follow_to_provider(&browser, &authorization_url).await;
-    let mut consented = redirect_uri.clone();
-    consented
-        .query_pairs_mut()
-        .append_pair("code", "good-code")
-        .append_pair("state", &state);
-    let back = browser.get(consented).send().await.expect("callback");
-    assert!(back.status().is_redirection(), "{}", back.status());
-    let location = Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
-    let completion = location
-        .query_pairs()
-        .find(|(k, _)| k == "session_id")
-        .map(|(_, v)| v.into_owned())
-        .expect("session_id");
+    let completion = completion_in(&consent(&authorization_url).await);
 
     // Mallory's completion reads the session, then waits for his token's issuer keys.
     let b64 = |v: Value| {
@@ -879,66 +883,33 @@ async fn late_wrong_user_does_not_fail_a_session_being_exchanged() {
         ),
         "c2lnbmF0dXJl"
     );
-    let wrong = {
-        let client = client.clone();
-        let completion = completion.clone();
-        tokio::spawn(async move {
-            client
-                .complete_resource_token_auth(
-                    &completion,
-                    &UserIdentifier::UserToken(SecretString::from(mallory_token)),
-                )
-                .await
-        })
-    };
+    let wrong = spawn_completion(
+        &client,
+        &completion,
+        UserIdentifier::UserToken(SecretString::from(mallory_token)),
+    );
     tokio::time::timeout(Duration::from_secs(10), jwks_arrived.notified())
         .await
         .expect("the wrong user's token verification fetched the keys");
 
     // Alice's completion claims the session; its exchange waits at the provider.
-    let right = {
-        let client = client.clone();
-        let completion = completion.clone();
-        tokio::spawn(async move {
-            client
-                .complete_resource_token_auth(&completion, &UserIdentifier::UserId("alice".into()))
-                .await
-        })
-    };
+    let right = spawn_alice_completion(&client, &completion);
     tokio::time::timeout(Duration::from_secs(10), token_arrived.notified())
         .await
         .expect("the right user's exchange reached the provider");
 
     // Mallory's verification ends (his token is refused) while Alice's exchange runs.
     jwks_release.notify_one();
-    let wrong = tokio::time::timeout(Duration::from_secs(10), wrong)
-        .await
-        .expect("the wrong user's completion ends")
-        .expect("task");
+    let wrong = ended(wrong, "the wrong user's completion").await;
 
     // The provider answers: Alice's completion stores her grant and says so.
     token_release.notify_one();
-    let outcome = tokio::time::timeout(Duration::from_secs(10), right)
-        .await
-        .expect("the right user's completion ends")
-        .expect("task");
+    let outcome = ended(right, "the right user's completion").await;
     assert!(
         outcome.is_ok(),
         "the right user's completion reports a failure: {outcome:?}"
     );
     let err = wrong.expect_err("the wrong user is refused");
-    assert_eq!(err.kind(), Some(&ErrorKind::AccessDenied), "{err:?}");
-    let told = format!("{err:?}");
-    assert!(
-        !told.contains("has failed"),
-        "the wrong user is told the session failed, but it is being completed: {told}"
-    );
-    match client
-        .get_resource_oauth2_token(&request)
-        .await
-        .expect("poll")
-    {
-        ResourceToken::Token(t) => assert_eq!(t.expose_secret(), "at-held-5e2a"),
-        other => panic!("expected the token, got {other:?}"),
-    }
+    assert_refused_without_failing(&err);
+    assert_poll_gives_token(&client, &request, "at-held-5e2a").await;
 }

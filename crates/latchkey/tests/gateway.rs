@@ -292,6 +292,24 @@ impl Browser {
         self.send("GET", url, None, &[]).await
     }
 
+    /// A GET as an API client (`Accept: application/json`).
+    async fn api_get(&mut self, url: &str) -> Step {
+        self.send("GET", url, None, &[("accept", "application/json")])
+            .await
+    }
+
+    /// Log in as `user` from `url` through to the gateway's callback; where it sends the
+    /// browser.
+    async fn sign_in(&mut self, gateway: &str, url: &str, user: &str) -> String {
+        match self.login(gateway, url, user, false).await {
+            Outcome::Done(location) => location,
+            Outcome::Page(status, body) => {
+                panic!("login did not complete, ended on a page: {status} {body}")
+            }
+            Outcome::Callback(_) => unreachable!(),
+        }
+    }
+
     /// Follow redirects from `url` through the provider's login and consent forms until
     /// the gateway's callback has answered (or, with `stop_at_callback`, until just before).
     async fn login(
@@ -382,14 +400,7 @@ async fn gateway_login_headers_sessions_and_logout() {
     // Without a session: api → 401 JSON; public → passed through without user headers,
     // and a forged claims header is stripped.
     let mut anon = Browser::new();
-    let r = anon
-        .send(
-            "GET",
-            &format!("{gw}/api/things"),
-            None,
-            &[("accept", "application/json")],
-        )
-        .await;
+    let r = anon.api_get(&format!("{gw}/api/things")).await;
     assert_eq!(r.status, 401);
     assert_eq!(
         serde_json::from_str::<Value>(&r.body).unwrap()["error"],
@@ -436,14 +447,7 @@ async fn gateway_login_headers_sessions_and_logout() {
     assert_eq!(&rest[..], b"data: two\n\n");
 
     // A login route without html in Accept is an API client: 401, not a redirect.
-    let r = anon
-        .send(
-            "GET",
-            &format!("{gw}/app"),
-            None,
-            &[("accept", "application/json")],
-        )
-        .await;
+    let r = anon.api_get(&format!("{gw}/app")).await;
     assert_eq!(r.status, 401);
     // A callback with an unknown state: 400 page, no session.
     let r = anon
@@ -456,12 +460,9 @@ async fn gateway_login_headers_sessions_and_logout() {
 
     // Log in from a deep link; the browser comes back to it with a session cookie.
     let mut alice = Browser::new();
-    let outcome = alice
-        .login(&gw, &format!("{gw}/app/page?x=1"), "alice", false)
+    let location = alice
+        .sign_in(&gw, &format!("{gw}/app/page?x=1"), "alice")
         .await;
-    let Outcome::Done(location) = outcome else {
-        panic!("login did not complete");
-    };
     assert_eq!(location, "/app/page?x=1");
     let session_cookie = alice
         .jar
@@ -554,14 +555,7 @@ async fn gateway_login_headers_sessions_and_logout() {
     assert!(other.verify(data).await.is_err());
 
     // api routes work with the session too.
-    let r = alice
-        .send(
-            "GET",
-            &format!("{gw}/api/things"),
-            None,
-            &[("accept", "application/json")],
-        )
-        .await;
+    let r = alice.api_get(&format!("{gw}/api/things")).await;
     assert_eq!(echo(&r)["headers"]["x-amzn-oidc-identity"], "alice");
 
     // A tampered cookie is no session: the browser is sent to the provider again.
@@ -610,14 +604,7 @@ async fn gateway_login_headers_sessions_and_logout() {
         "{:?}",
         second.set_cookies
     );
-    let r = again
-        .send(
-            "GET",
-            &format!("{gw}/api/x"),
-            None,
-            &[("accept", "application/json")],
-        )
-        .await;
+    let r = again.api_get(&format!("{gw}/api/x")).await;
     assert_eq!(r.status, 401);
 
     // Open redirects in the return path end at `/` (a browser still signed in at the
@@ -625,14 +612,9 @@ async fn gateway_login_headers_sessions_and_logout() {
     let mut carol = Browser::new();
     carol.jar = alice.jar.clone();
     carol.jar.remove("latchkey-gw");
-    let location = match carol
-        .login(&gw, &format!("{gw}//evil.example/x"), "alice", false)
-        .await
-    {
-        Outcome::Done(location) => location,
-        Outcome::Page(status, body) => panic!("login ended on a page: {status} {body}"),
-        Outcome::Callback(_) => unreachable!(),
-    };
+    let location = carol
+        .sign_in(&gw, &format!("{gw}//evil.example/x"), "alice")
+        .await;
     assert_eq!(location, "/");
     let gw_for_raw = gw.clone();
     for target in ["/\\evil.example/x", "//evil.example/%2e%2e"] {
@@ -646,9 +628,7 @@ async fn gateway_login_headers_sessions_and_logout() {
         assert_eq!(status, 302, "{target}");
         let provider_url = location.unwrap();
         assert!(provider_url.starts_with(&issuer), "{provider_url}");
-        let Outcome::Done(back) = carol.login(&gw, &provider_url, "alice", false).await else {
-            panic!("login did not complete");
-        };
+        let back = carol.sign_in(&gw, &provider_url, "alice").await;
         assert_eq!(back, "/", "{target}");
     }
 
@@ -679,14 +659,7 @@ async fn gateway_login_headers_sessions_and_logout() {
     assert!(!alice.jar.contains_key("latchkey-gw"));
     let mut old = Browser::new();
     old.jar.insert("latchkey-gw".into(), before);
-    let r = old
-        .send(
-            "GET",
-            &format!("{gw}/api/x"),
-            None,
-            &[("accept", "application/json")],
-        )
-        .await;
+    let r = old.api_get(&format!("{gw}/api/x")).await;
     assert_eq!(r.status, 401);
 
     // The public key endpoint serves only the gateway's kid.
@@ -750,28 +723,12 @@ async fn gateway_refresh_rate_limit_and_idle_timeout() {
     );
     register_client(&issuer, "gw-idle", &gw).await;
     let mut alice = Browser::new();
-    let Outcome::Done(_) = alice.login(&gw, &format!("{gw}/"), "alice", false).await else {
-        panic!("login did not complete");
-    };
-    let r = alice
-        .send(
-            "GET",
-            &format!("{gw}/api/x"),
-            None,
-            &[("accept", "application/json")],
-        )
-        .await;
+    alice.sign_in(&gw, &format!("{gw}/"), "alice").await;
+    let r = alice.api_get(&format!("{gw}/api/x")).await;
     let first = echo(&r);
     assert_eq!(first["headers"]["x-amzn-oidc-identity"], "alice");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let r = alice
-        .send(
-            "GET",
-            &format!("{gw}/api/x"),
-            None,
-            &[("accept", "application/json")],
-        )
-        .await;
+    let r = alice.api_get(&format!("{gw}/api/x")).await;
     let second = echo(&r);
     assert_ne!(
         first["headers"]["x-amzn-oidc-accesstoken"], second["headers"]["x-amzn-oidc-accesstoken"],
@@ -793,14 +750,7 @@ async fn gateway_refresh_rate_limit_and_idle_timeout() {
     // Per-user rate limit (1/s, burst 2): a quick third request is refused.
     let mut statuses = vec![];
     for _ in 0..3 {
-        let r = alice
-            .send(
-                "GET",
-                &format!("{gw}/api/x"),
-                None,
-                &[("accept", "application/json")],
-            )
-            .await;
+        let r = alice.api_get(&format!("{gw}/api/x")).await;
         statuses.push(r.status);
     }
     assert!(statuses.contains(&429), "{statuses:?}");
@@ -815,14 +765,7 @@ async fn gateway_refresh_rate_limit_and_idle_timeout() {
         assert!(r.headers().get("retry-after").is_some());
     }
     tokio::time::sleep(Duration::from_millis(3200)).await;
-    let r = alice
-        .send(
-            "GET",
-            &format!("{gw}/api/x"),
-            None,
-            &[("accept", "application/json")],
-        )
-        .await;
+    let r = alice.api_get(&format!("{gw}/api/x")).await;
     assert_eq!(r.status, 401);
 }
 
@@ -1053,22 +996,11 @@ async fn gateway_login_flood_leaves_logins_working() {
 
     // A real login right after.
     let mut alice = Browser::new();
-    match alice
-        .login(&gw, &format!("{gw}/app/after-flood"), "alice", false)
-        .await
-    {
-        Outcome::Done(location) => assert_eq!(location, "/app/after-flood"),
-        Outcome::Page(status, body) => panic!("login after the flood: {status} {body}"),
-        Outcome::Callback(_) => unreachable!(),
-    }
-    let r = alice
-        .send(
-            "GET",
-            &format!("{gw}/api/x"),
-            None,
-            &[("accept", "application/json")],
-        )
+    let location = alice
+        .sign_in(&gw, &format!("{gw}/app/after-flood"), "alice")
         .await;
+    assert_eq!(location, "/app/after-flood", "login after the flood");
+    let r = alice.api_get(&format!("{gw}/api/x")).await;
     assert_eq!(echo(&r)["headers"]["x-amzn-oidc-identity"], "alice");
 
     // Two tabs of one browser log in at once; they finish in the other order.
@@ -1109,18 +1041,9 @@ async fn gateway_logout_is_a_same_origin_post() {
     register_client(&issuer, "gw-logout", &gw).await;
     let logout = format!("{gw}/oauth2/logout");
     let mut alice = Browser::new();
-    let Outcome::Done(_) = alice.login(&gw, &format!("{gw}/app"), "alice", false).await else {
-        panic!("login did not complete");
-    };
+    alice.sign_in(&gw, &format!("{gw}/app"), "alice").await;
     async fn signed_in(browser: &mut Browser, gw: &str) -> bool {
-        let r = browser
-            .send(
-                "GET",
-                &format!("{gw}/api/x"),
-                None,
-                &[("accept", "application/json")],
-            )
-            .await;
+        let r = browser.api_get(&format!("{gw}/api/x")).await;
         r.status == 200
     }
     assert!(signed_in(&mut alice, &gw).await);
@@ -1192,9 +1115,7 @@ async fn gateway_logout_is_a_same_origin_post() {
 
     // A browser that sends `Sec-Fetch-Site: same-origin` but no `Origin` signs out too.
     let mut bob = Browser::new();
-    let Outcome::Done(_) = bob.login(&gw, &format!("{gw}/app"), "bob", false).await else {
-        panic!("login did not complete");
-    };
+    bob.sign_in(&gw, &format!("{gw}/app"), "bob").await;
     assert!(signed_in(&mut bob, &gw).await);
     let r = bob
         .send(
@@ -1241,9 +1162,7 @@ async fn gateway_refuses_a_subject_with_control_characters() {
     }
     // An ordinary subject still signs in at the same provider.
     let mut alice = Browser::new();
-    let Outcome::Done(_) = alice.login(&gw, &format!("{gw}/app"), "alice", false).await else {
-        panic!("login did not complete");
-    };
+    alice.sign_in(&gw, &format!("{gw}/app"), "alice").await;
     // Every access-log line is one JSON object.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for line in access_log.lock().unwrap().iter() {
