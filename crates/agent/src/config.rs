@@ -333,11 +333,10 @@ fn is_workload_name(s: &str) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn config(url: &str) -> AgentConfig {
+impl AgentConfig {
+    /// A valid configuration for unit tests: loopback URLs, an ALB user source, no tools.
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn for_tests() -> Self {
         AgentConfig {
             identity_url: "http://127.0.0.1:9".into(),
             credential: AgentCredential::parse("LKTEST:secret").unwrap(),
@@ -369,6 +368,23 @@ mod tests {
             },
             github_base_url: DEFAULT_GITHUB_BASE_URL.into(),
             github_provider: "github".into(),
+            tools: vec![],
+            tool_timeout: DEFAULT_TOOL_TIMEOUT,
+            tool_max_response_bytes: DEFAULT_TOOL_MAX_RESPONSE_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
+            identity_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> AgentConfig {
+        AgentConfig {
             tools: vec![HttpToolConfig {
                 name: "repo_issues".into(),
                 description: "d".into(),
@@ -378,11 +394,7 @@ mod tests {
                 url: url.into(),
                 parameters: None,
             }],
-            tool_timeout: DEFAULT_TOOL_TIMEOUT,
-            tool_max_response_bytes: DEFAULT_TOOL_MAX_RESPONSE_BYTES,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
-            identity_timeout: Duration::from_secs(5),
+            ..AgentConfig::for_tests()
         }
     }
 

@@ -510,7 +510,7 @@ mod tests {
     use std::pin::Pin;
     use std::sync::Arc;
 
-    use latchkey_llm::{ChatModel, ChatStream, LlmConfig, LlmError, Provider, Usage};
+    use latchkey_llm::{ChatModel, ChatStream, LlmError, Usage};
     use serde_json::json;
 
     use super::*;
@@ -547,42 +547,17 @@ mod tests {
 
     fn state(dir: &std::path::Path, max_tool_iterations: u32) -> AgentState {
         let config = AgentConfig {
-            identity_url: "http://127.0.0.1:9".into(),
-            credential: crate::AgentCredential::parse("LKTEST:secret").unwrap(),
-            workload_name: "test-agent".into(),
-            return_url: "http://127.0.0.1:9/oauth2/session-binding".into(),
-            alb: Some(latchkey_binding::AlbConfig {
-                key_url_template: "http://127.0.0.1:9/{kid}".into(),
-                ..latchkey_binding::AlbConfig::new(
-                    "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1",
-                )
-            }),
-            oidc: None,
-            outbound: Default::default(),
-            llm: LlmConfig {
-                provider: Provider::Openai,
-                model: "m".into(),
-                base_url: None,
-                api_key: None,
-                region: None,
-                timeout: Duration::from_secs(5),
-                max_retries: 0,
-            },
-            system_prompt: "s".into(),
-            max_output_tokens: 100,
             max_tool_iterations,
-            consent_wait_seconds: 0,
             store: latchkey_conversations::StoreConfig::Local {
                 dir: dir.to_path_buf(),
             },
             github_base_url: "http://127.0.0.1:9".into(),
-            github_provider: "github".into(),
-            tools: vec![],
             tool_timeout: Duration::from_secs(1),
             tool_max_response_bytes: 1024,
             max_body_bytes: 1024,
             max_message_chars: 100,
             identity_timeout: Duration::from_secs(1),
+            ..AgentConfig::for_tests()
         };
         AgentState::new(
             config,
