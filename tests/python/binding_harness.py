@@ -37,6 +37,8 @@ def spawn_listening(cmd: list[str], env: dict[str, str] | None, log: Path) -> tu
         # A Latchkey service: its log and its answers are swept for secrets.
         SWEEP.watch_log(cmd[2], log)
         SWEEP.watch_service(cmd[2], m.group(1))
+    else:
+        SWEEP.watch_peer(m.group(1))
     return proc, m.group(1)
 
 
@@ -63,6 +65,7 @@ class KeyServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        SWEEP.watch_peer(self.url)
 
     def new_key(self, kid: str) -> ec.EllipticCurvePrivateKey:
         key = ec.generate_private_key(ec.SECP256R1())

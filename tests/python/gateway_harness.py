@@ -173,6 +173,7 @@ class Upstream:
         self.httpd.daemon_threads = True
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        SWEEP.watch_peer(self.url)
 
     def last(self) -> Seen:
         assert self.seen, f"the {self.name} received no request"

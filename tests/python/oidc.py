@@ -155,6 +155,7 @@ def _spawn(
         except OSError:
             tail = ""
         raise RuntimeError(f"{what} did not start (exit {proc.poll()}); log:\n{tail}")
+    SWEEP.watch_peer(first[key])
     return proc, first
 
 

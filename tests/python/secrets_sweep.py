@@ -117,6 +117,14 @@ class Sweep:
         with self._lock:
             self.services[f"{u.scheme}://{u.netloc}"] = label
 
+    def watch_peer(self, url: str) -> None:
+        """`url` now belongs to a test peer (the IdP, a stub): a port the kernel handed to a
+        Latchkey service earlier in the run may be reused, and the peer's answers (its own
+        cookies, a redirect carrying a code) must not be read as that service's."""
+        u = urlparse(url)
+        with self._lock:
+            self.services.pop(f"{u.scheme}://{u.netloc}", None)
+
     def service_for(self, url: str) -> str | None:
         u = urlparse(url)
         return self.services.get(f"{u.scheme}://{u.netloc}")

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from oidc import OidcProvider, Tokens, browser_step_to_callback, drive_consent, fingerprint
+from secrets_sweep import SWEEP
 
 API = "https://api.example.test/"
 
@@ -336,6 +337,7 @@ class _FakeLatchkey:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        SWEEP.watch_peer(self.url)
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
 

@@ -21,6 +21,7 @@ import requests
 from flows_harness import Browser, create_custom_provider, running_provider, userinfo
 from lk_harness import Cred, Latchkey, eventually, inbound_issuers_toml, raises_code, uniq
 from oidc import OidcProvider, ResourceApi
+from secrets_sweep import SWEEP
 
 RETURN_URL = "http://127.0.0.1:9/app/after-consent"
 SCOPES = ["openid", "api:read"]
@@ -781,6 +782,7 @@ class HeldTokenEndpoint:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        SWEEP.watch_peer(self.url)
 
     def stop(self) -> None:
         self.release.set()

@@ -93,3 +93,16 @@ def test_the_harness_feeds_the_session_registry(server: Latchkey) -> None:
     r = requests.post(server.url + "/identities/GetWorkloadAccessToken", json={}, timeout=10)
     assert r.status_code >= 400
     assert len(SWEEP.texts) == before + 1, "the response body was recorded"
+
+
+def test_sweep_forgets_a_service_whose_port_a_test_peer_reuses() -> None:
+    """The kernel may hand a stopped binding service's port to the test IdP; the IdP's own
+    cookies and its redirect carrying a code are not the binding service's answers."""
+    sweep = Sweep()
+    sweep.watch_service("binding", "http://127.0.0.1:5")
+    sweep.watch_peer("http://127.0.0.1:5")
+    code = planted("code")
+    headers = {"content-type": "text/html", "location": f"http://127.0.0.1:6/cb?code={code}", "set-cookie": f"_interaction={planted('cookie')}; path=/"}
+    sweep.observe("GET", "http://127.0.0.1:5/auth", 303, headers, f"Redirecting to http://127.0.0.1:6/cb?code={code}".encode())
+    assert sweep.scan() == [], "a peer's answer is not swept as a Latchkey service's"
+    assert sweep.service_for("http://127.0.0.1:5/auth") is None
