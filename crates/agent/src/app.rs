@@ -12,12 +12,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use latchkey_binding::alb::AlbVerifier;
+use latchkey_authn::outbound::{OutboundClient, OutboundError};
+use latchkey_authn::user::{Cookies, ResolveError, UserResolver};
 use latchkey_core::clock::Clock;
-use latchkey_identity::inbound::{InboundError, InboundVerifier};
-use latchkey_identity::outbound::{OutboundClient, OutboundError};
 use latchkey_llm::ChatModel;
-use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use utoipa::OpenApi;
@@ -29,10 +27,7 @@ use crate::openapi::ApiDoc;
 use crate::tools::Tool;
 use latchkey_conversations::{ConversationStore, StoreError};
 
-/// The ALB's signed-claims header.
-pub const ALB_HEADER: &str = "x-amzn-oidc-data";
-/// Longest accepted bearer token.
-pub const MAX_BEARER_BYTES: usize = 16 * 1024;
+pub use latchkey_authn::user::{ALB_HEADER, MAX_ID_TOKEN_BYTES as MAX_BEARER_BYTES};
 /// Events buffered between a turn and a slow client.
 const EVENT_BUFFER: usize = 64;
 
@@ -60,8 +55,7 @@ pub struct AgentState {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) config: AgentConfig,
-    pub(crate) alb: Option<AlbVerifier>,
-    pub(crate) oidc: Option<InboundVerifier>,
+    pub(crate) users: UserResolver,
     pub(crate) identity: latchkey_client::Client,
     pub(crate) model: Arc<dyn ChatModel>,
     pub(crate) tools: Vec<Tool>,
@@ -79,14 +73,8 @@ impl AgentState {
     ) -> Result<Self, StartError> {
         config.validate()?;
         let outbound = OutboundClient::new(config.outbound.clone())?;
-        let alb = config
-            .alb
-            .clone()
-            .map(|alb| AlbVerifier::new(alb, outbound.clone(), clock.clone()));
-        let oidc = config
-            .oidc
-            .clone()
-            .map(|oidc| InboundVerifier::new(vec![oidc.issuer], outbound.clone(), clock.clone()));
+        // `POST /invocations` acts for the user: never authenticated by a cookie.
+        let users = UserResolver::new(&config.users, Cookies::Ignored, outbound, clock);
         let endpoint = latchkey_client::Url::parse(&config.identity_url)
             .map_err(|e| ConfigError::new("identity_url", e.to_string()))?;
         let identity = latchkey_client::Client::builder(endpoint)
@@ -104,8 +92,7 @@ impl AgentState {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                alb,
-                oidc,
+                users,
                 identity,
                 model,
                 tools,
@@ -198,23 +185,10 @@ pub(crate) async fn ping() -> axum::Json<PingResponse> {
     })
 }
 
-/// Who the verified user is, and how to get a workload access token for them.
-#[derive(Debug, Clone)]
-pub(crate) enum Caller {
-    /// Vouched for by the ALB header: `GetWorkloadAccessTokenForUserId(sub)`.
-    UserId(String),
-    /// A verified OIDC JWT: `GetWorkloadAccessTokenForJWT(token)`.
-    Jwt { sub: String, token: SecretString },
-}
-
-impl Caller {
-    pub(crate) fn sub(&self) -> &str {
-        match self {
-            Self::UserId(sub) => sub,
-            Self::Jwt { sub, .. } => sub,
-        }
-    }
-}
+/// Who the verified user is, and how to get a workload access token for them: a user id
+/// vouched for by the ALB header (`GetWorkloadAccessTokenForUserId`) or a verified OIDC
+/// JWT (`GetWorkloadAccessTokenForJWT`).
+pub(crate) use latchkey_authn::SignedInUser as Caller;
 
 fn unauthorized(reason: &str) -> Response {
     tracing::info!(outcome = "unauthorized", reason, "invocation refused");
@@ -234,53 +208,14 @@ fn unavailable(error: &dyn std::fmt::Display) -> Response {
     )
 }
 
-/// The signed-in user: the ALB header first (when that source is configured and the
-/// header is present), then a bearer JWT. A present but invalid credential is refused.
+/// The signed-in user ([`UserResolver`]: the ALB header first, then a bearer JWT; a present
+/// but invalid credential is refused).
 async fn resolve_caller(inner: &Inner, headers: &HeaderMap) -> Result<Caller, Response> {
-    if let Some(alb) = &inner.alb {
-        let mut values = headers.get_all(ALB_HEADER).iter();
-        if let Some(value) = values.next() {
-            if values.next().is_some() {
-                return Err(unauthorized("several x-amzn-oidc-data headers"));
-            }
-            let token = value
-                .to_str()
-                .map_err(|_| unauthorized("x-amzn-oidc-data is not ASCII"))?;
-            return match alb.verify(token.trim()).await {
-                Ok(user) => Ok(Caller::UserId(user.subject)),
-                Err(error) if error.is_unavailable() => Err(unavailable(&error)),
-                Err(error) => Err(unauthorized(&error.to_string())),
-            };
-        }
+    match inner.users.resolve(headers).await {
+        Ok((_, user)) => Ok(user),
+        Err(ResolveError::NotSignedIn { reason, .. }) => Err(unauthorized(&reason)),
+        Err(ResolveError::Unavailable { reason, .. }) => Err(unavailable(&reason)),
     }
-    if let Some(oidc) = &inner.oidc {
-        let mut values = headers.get_all(header::AUTHORIZATION).iter();
-        if let Some(value) = values.next() {
-            if values.next().is_some() {
-                return Err(unauthorized("several Authorization headers"));
-            }
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, t)| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| unauthorized("Authorization is not a bearer token"))?;
-            if token.len() > MAX_BEARER_BYTES {
-                return Err(unauthorized("bearer token too long"));
-            }
-            return match oidc.verify(&token).await {
-                Ok(user) => Ok(Caller::Jwt {
-                    sub: user.subject,
-                    token: SecretString::from(token),
-                }),
-                Err(error @ InboundError::Discovery(_)) => Err(unavailable(&error)),
-                Err(error) => Err(unauthorized(&error.to_string())),
-            };
-        }
-    }
-    Err(unauthorized("no signed-in user"))
 }
 
 /// Send a message; the answer streams as Server-Sent Events.
@@ -381,7 +316,7 @@ pub(crate) async fn invocations(
     let span = tracing::info_span!(
         "turn",
         workload = %inner.config.workload_name,
-        user = %caller.sub(),
+        user = %caller.subject(),
         session = %request.session_id,
     );
     tokio::spawn(

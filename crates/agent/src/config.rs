@@ -5,17 +5,15 @@
 //! first failing key without the `agent.` prefix.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::time::Duration;
 
-use latchkey_binding::{AlbConfig, OidcConfig};
+use latchkey_authn::UserSources;
+use latchkey_authn::outbound::OutboundPolicy;
 use latchkey_conversations::StoreConfig;
-use latchkey_identity::outbound::OutboundPolicy;
 use latchkey_llm::LlmConfig;
-use secrecy::SecretString;
 use serde::Deserialize;
 
-pub use latchkey_binding::ConfigError;
+pub use latchkey_authn::ConfigError;
 
 /// Default GitHub REST API base URL.
 pub const DEFAULT_GITHUB_BASE_URL: &str = "https://api.github.com";
@@ -38,49 +36,7 @@ pub const MAX_CONSENT_WAIT_SECONDS: u64 = 600;
 
 /// The agent's own Latchkey credential (role `workload:<name>`): `ACCESS_KEY_ID:SECRET`.
 /// `Debug` shows the access key id only.
-#[derive(Clone)]
-pub struct AgentCredential {
-    access_key_id: String,
-    secret: SecretString,
-}
-
-impl fmt::Debug for AgentCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AgentCredential")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret", &"[REDACTED]")
-            .finish()
-    }
-}
-
-impl AgentCredential {
-    /// Parse `ACCESS_KEY_ID:SECRET` (surrounding whitespace ignored). The error never
-    /// contains the text.
-    pub fn parse(text: &str) -> Result<Self, latchkey_binding::config::CredentialError> {
-        // Same shape rules as the binding credential.
-        latchkey_binding::BindingCredential::parse(text)?;
-        let (id, secret) = text.trim().split_once(':').unwrap_or_default();
-        Ok(Self {
-            access_key_id: id.to_string(),
-            secret: SecretString::from(secret.to_string()),
-        })
-    }
-
-    /// The access key id (fine to log).
-    pub fn access_key_id(&self) -> &str {
-        &self.access_key_id
-    }
-
-    /// `ACCESS_KEY_ID:SECRET` for `latchkey_client::ClientBuilder::bearer`.
-    pub(crate) fn bearer(&self) -> SecretString {
-        use secrecy::ExposeSecret;
-        SecretString::from(format!(
-            "{}:{}",
-            self.access_key_id,
-            self.secret.expose_secret()
-        ))
-    }
-}
+pub type AgentCredential = latchkey_authn::ServiceCredential;
 
 /// HTTP method of a configured tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -138,10 +94,9 @@ pub struct AgentConfig {
     pub workload_name: String,
     /// `resourceOauth2ReturnUrl`: the session binding service's URL.
     pub return_url: String,
-    /// The ALB user source, tried first.
-    pub alb: Option<AlbConfig>,
-    /// The OIDC bearer user source.
-    pub oidc: Option<OidcConfig>,
+    /// Who the signed-in user is: the ALB source, tried first, and/or OIDC bearer ID tokens
+    /// (never a cookie: `POST /invocations` must not be reachable cross-site).
+    pub users: UserSources,
     /// Policy of the guarded client used for ALB keys, OIDC discovery and JWKS.
     pub outbound: OutboundPolicy,
     /// The model.
@@ -177,15 +132,9 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// Check every key, naming the first that fails.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        // The identity URL and the user sources: exactly the binding service's rules.
-        let mut binding = latchkey_binding::BindingConfig::new(
-            self.identity_url.clone(),
-            latchkey_binding::BindingCredential::parse("LKVALIDATE:x")
-                .map_err(|e| ConfigError::new("credential_file", e.to_string()))?,
-        );
-        binding.alb = self.alb.clone();
-        binding.oidc = self.oidc.clone();
-        binding.validate()?;
+        // The identity URL and the user sources: the same rules as the binding service's.
+        latchkey_authn::config::service_url("identity_url", &self.identity_url)?;
+        self.users.validate()?;
         if !is_workload_name(&self.workload_name) {
             return Err(ConfigError::new(
                 "workload_name",
@@ -342,13 +291,15 @@ impl AgentConfig {
             credential: AgentCredential::parse("LKTEST:secret").unwrap(),
             workload_name: "test-agent".into(),
             return_url: "http://127.0.0.1:9/oauth2/session-binding".into(),
-            alb: Some(AlbConfig {
-                key_url_template: "http://127.0.0.1:9/{kid}".into(),
-                ..AlbConfig::new(
-                    "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1",
-                )
-            }),
-            oidc: None,
+            users: UserSources {
+                alb: Some(latchkey_authn::AlbConfig {
+                    key_url_template: "http://127.0.0.1:9/{kid}".into(),
+                    ..latchkey_authn::AlbConfig::new(
+                        "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1",
+                    )
+                }),
+                oidc: None,
+            },
             outbound: Default::default(),
             llm: LlmConfig {
                 provider: latchkey_llm::Provider::Openai,

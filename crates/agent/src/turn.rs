@@ -56,7 +56,7 @@ pub(crate) async fn run_turn(
     tx: mpsc::Sender<StreamEvent>,
     cancel: CancellationToken,
 ) {
-    let _lock = state.inner.locks.lock(caller.sub(), &session_id).await;
+    let _lock = state.inner.locks.lock(caller.subject(), &session_id).await;
     let mut turn = Turn {
         state,
         caller,
@@ -68,7 +68,7 @@ pub(crate) async fn run_turn(
     };
     let store = turn.state.inner.store.clone();
     let mut conversation = match store
-        .load::<Conversation>(turn.caller.sub(), &turn.session_id)
+        .load::<Conversation>(turn.caller.subject(), &turn.session_id)
         .await
     {
         Ok(c) => c.unwrap_or_default(),
@@ -83,7 +83,7 @@ pub(crate) async fn run_turn(
     if save {
         conversation.trim();
         if let Err(error) = store
-            .save(turn.caller.sub(), &turn.session_id, &conversation)
+            .save(turn.caller.subject(), &turn.session_id, &conversation)
             .await
         {
             tracing::error!(%error, "cannot save the conversation");
@@ -341,7 +341,7 @@ impl Turn {
                     .get_workload_access_token_for_user_id(workload, sub)
                     .await?
             }
-            Caller::Jwt { token, .. } => {
+            Caller::IdToken { token, .. } => {
                 inner
                     .identity
                     .get_workload_access_token_for_jwt(workload, token)

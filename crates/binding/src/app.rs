@@ -7,24 +7,20 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use latchkey_authn::alb::AlbVerifier;
+use latchkey_authn::outbound::{OutboundClient, OutboundError};
+use latchkey_authn::user::{Cookies, ResolveError, SignedInUser, Source, UserResolver};
 use latchkey_core::clock::Clock;
-use latchkey_identity::inbound::{InboundError, InboundVerifier};
-use latchkey_identity::outbound::{OutboundClient, OutboundError};
-use secrecy::SecretString;
 
-use crate::alb::AlbVerifier;
 use crate::config::{BindingConfig, ConfigError};
 use crate::pages::{Page, harden};
-use crate::upstream::{ClientBuildError, Completion, IdentityClient, UserIdentifier};
+use crate::upstream::{ClientBuildError, Completion, IdentityClient};
 
 /// The prefix of every `sessionUri`.
 pub const SESSION_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 /// Longest accepted `sessionUri` (the API's limit).
 pub const MAX_SESSION_URI_LEN: usize = 1024;
-/// The ALB's signed-claims header.
-pub const ALB_HEADER: &str = "x-amzn-oidc-data";
-/// Longest accepted OIDC ID token.
-pub const MAX_ID_TOKEN_BYTES: usize = 16 * 1024;
+pub use latchkey_authn::user::{ALB_HEADER, MAX_ID_TOKEN_BYTES};
 
 /// Why the service cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -45,15 +41,8 @@ pub struct BindingState {
 
 #[derive(Debug)]
 struct Inner {
-    alb: Option<AlbVerifier>,
-    oidc: Option<OidcSource>,
+    users: UserResolver,
     identity: IdentityClient,
-}
-
-#[derive(Debug)]
-struct OidcSource {
-    verifier: InboundVerifier,
-    cookie_name: Option<String>,
 }
 
 impl BindingState {
@@ -61,27 +50,18 @@ impl BindingState {
     pub fn new(config: BindingConfig, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         config.validate()?;
         let outbound = OutboundClient::new(config.outbound.clone())?;
-        let alb = config
-            .alb
-            .clone()
-            .map(|alb| AlbVerifier::new(alb, outbound.clone(), clock.clone()));
-        let oidc = config.oidc.clone().map(|oidc| OidcSource {
-            verifier: InboundVerifier::new(vec![oidc.issuer], outbound.clone(), clock.clone()),
-            cookie_name: oidc.cookie_name,
-        });
+        // The binding page is a GET that completes nothing without the one-time completion
+        // URN, so the ID token may come from a cookie.
+        let users = UserResolver::new(&config.users, Cookies::Allowed, outbound, clock);
         let identity = IdentityClient::new(&config)?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                alb,
-                oidc,
-                identity,
-            }),
+            inner: Arc::new(Inner { users, identity }),
         })
     }
 
     /// The ALB verifier, when that source is configured.
     pub fn alb(&self) -> Option<&AlbVerifier> {
-        self.inner.alb.as_ref()
+        self.inner.users.alb()
     }
 }
 
@@ -121,24 +101,6 @@ async fn ping() -> Response {
 
 async fn not_found() -> Page {
     Page::NotFound
-}
-
-/// Which source vouched for the user (for logs).
-#[derive(Debug, Clone, Copy)]
-enum Source {
-    Alb,
-    OidcBearer,
-    OidcCookie,
-}
-
-impl Source {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Alb => "alb",
-            Self::OidcBearer => "oidc-bearer",
-            Self::OidcCookie => "oidc-cookie",
-        }
-    }
 }
 
 /// `GET /oauth2/session-binding?session_id=<completion URN>`: `session_id` is forwarded
@@ -219,109 +181,31 @@ pub fn is_session_uri(s: &str) -> bool {
         })
 }
 
-/// The signed-in user, from the first configured source whose credential is present. A
-/// present but invalid credential is refused; no other source is tried after it.
-async fn resolve_user(
-    inner: &Inner,
-    headers: &HeaderMap,
-) -> Result<(Source, UserIdentifier), Page> {
-    if let Some(alb) = &inner.alb {
-        let mut values = headers.get_all(ALB_HEADER).iter();
-        if let Some(value) = values.next() {
-            if values.next().is_some() {
+/// The signed-in user ([`UserResolver`]); a refusal is logged and becomes its page.
+async fn resolve_user(inner: &Inner, headers: &HeaderMap) -> Result<(Source, SignedInUser), Page> {
+    inner.users.resolve(headers).await.map_err(|error| {
+        let source = error.source_str();
+        match error {
+            ResolveError::NotSignedIn { reason, .. } => {
                 tracing::info!(
-                    source = "alb",
+                    source,
                     outcome = "not-signed-in",
-                    reason = "several x-amzn-oidc-data headers",
-                    "session binding refused"
-                );
-                return Err(Page::NotSignedIn);
-            }
-            let token = value.to_str().map_err(|_| {
-                tracing::info!(
-                    source = "alb",
-                    outcome = "not-signed-in",
-                    reason = "x-amzn-oidc-data is not ASCII",
+                    reason,
                     "session binding refused"
                 );
                 Page::NotSignedIn
-            })?;
-            return match alb.verify(token.trim()).await {
-                Ok(user) => Ok((Source::Alb, UserIdentifier::UserId(user.subject))),
-                Err(error) if error.is_unavailable() => {
-                    tracing::error!(source = "alb", outcome = "unavailable", %error, "session binding failed");
-                    Err(Page::TryAgain)
-                }
-                Err(error) => {
-                    tracing::info!(source = "alb", outcome = "not-signed-in", reason = %error, "session binding refused");
-                    Err(Page::NotSignedIn)
-                }
-            };
-        }
-    }
-    if let Some(oidc) = &inner.oidc {
-        let found = match bearer_token(headers) {
-            Some(token) => Some((Source::OidcBearer, token)),
-            None => oidc
-                .cookie_name
-                .as_deref()
-                .and_then(|name| cookie(headers, name))
-                .map(|token| (Source::OidcCookie, token)),
-        };
-        if let Some((source, token)) = found {
-            if token.len() > MAX_ID_TOKEN_BYTES {
-                tracing::info!(
-                    source = source.as_str(),
-                    outcome = "not-signed-in",
-                    reason = "ID token too long",
-                    "session binding refused"
-                );
-                return Err(Page::NotSignedIn);
             }
-            return match oidc.verifier.verify(&token).await {
-                Ok(_) => Ok((source, UserIdentifier::UserToken(SecretString::from(token)))),
-                Err(error @ InboundError::Discovery(_)) => {
-                    tracing::error!(source = source.as_str(), outcome = "unavailable", %error, "session binding failed");
-                    Err(Page::TryAgain)
-                }
-                Err(error) => {
-                    tracing::info!(source = source.as_str(), outcome = "not-signed-in", reason = %error, "session binding refused");
-                    Err(Page::NotSignedIn)
-                }
-            };
+            ResolveError::Unavailable { reason, .. } => {
+                tracing::error!(
+                    source,
+                    outcome = "unavailable",
+                    error = reason,
+                    "session binding failed"
+                );
+                Page::TryAgain
+            }
         }
-    }
-    tracing::info!(
-        outcome = "not-signed-in",
-        reason = "no signed-in user",
-        "session binding refused"
-    );
-    Err(Page::NotSignedIn)
-}
-
-/// The token of the one `Authorization: Bearer …` header (scheme case-insensitive).
-fn bearer_token(headers: &HeaderMap) -> Option<String> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let value = values.next()?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let token = token.trim();
-    (!token.is_empty()).then(|| token.to_string())
-}
-
-/// The first value of cookie `name` (quotes removed).
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.trim().trim_matches('"').to_string())
-        .filter(|v| !v.is_empty())
+    })
 }
 
 #[cfg(test)]
@@ -353,25 +237,5 @@ mod tests {
             "a".repeat(MAX_SESSION_URI_LEN - SESSION_URI_PREFIX.len())
         );
         assert!(session_id(Some(&format!("session_id={max}"))).is_some());
-    }
-
-    #[test]
-    fn cookies_and_bearer() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            "a=1; id_token=\"x.y.z\"; id_token=other"
-                .parse()
-                .expect("header"),
-        );
-        assert_eq!(cookie(&headers, "id_token").as_deref(), Some("x.y.z"));
-        assert_eq!(cookie(&headers, "missing"), None);
-        headers.insert(
-            header::AUTHORIZATION,
-            "bearer  t.o.k ".parse().expect("header"),
-        );
-        assert_eq!(bearer_token(&headers).as_deref(), Some("t.o.k"));
-        headers.insert(header::AUTHORIZATION, "Basic abc".parse().expect("header"));
-        assert_eq!(bearer_token(&headers), None);
     }
 }

@@ -5,10 +5,10 @@
 //! issued at the callback, not the polling `sessionUri`; it is forwarded unchanged, and
 //! the polling `sessionUri` never completes anything). This service, behind
 //! the same login as the application, finds out who the signed-in browser user is — from
-//! the load balancer's signed `x-amzn-oidc-data` header ([`alb`]) or from the user's OIDC
-//! ID token (`Authorization: Bearer` or a cookie, verified by
-//! `latchkey_identity::inbound`) — and calls the identity service's
-//! `CompleteResourceTokenAuth` with its own `binding` credential ([`upstream`]), so the
+//! the load balancer's signed `x-amzn-oidc-data` header or from the user's OIDC ID token
+//! (`Authorization: Bearer` or a cookie), both by `latchkey_authn::user::UserResolver` —
+//! and calls the identity service's `CompleteResourceTokenAuth` through `latchkey-client`
+//! with its own `binding` credential ([`upstream`]), so the
 //! identity service can check that this user is the user who started the flow. It never
 //! sees tokens of the third-party provider; it answers with one of a few fixed HTML pages
 //! ([`pages`]) that reflect nothing from the request.
@@ -16,11 +16,14 @@
 //! `app(state)` builds the router, so tests and `latchkey dev` can mount it without a
 //! socket.
 
-pub mod alb;
 pub mod app;
 pub mod config;
 pub mod pages;
 pub mod upstream;
 
 pub use app::{BindingState, StartError, app};
-pub use config::{AlbConfig, BindingConfig, BindingCredential, ConfigError, OidcConfig};
+pub use config::{
+    AlbConfig, BindingConfig, BindingCredential, ConfigError, OidcConfig, UserSources,
+};
+/// The ALB header verifier (re-exported for tests and callers that inspect its key cache).
+pub use latchkey_authn::alb;

@@ -2,30 +2,18 @@
 //! `POST {identity_url}/identities/CompleteResourceTokenAuth`, authenticated with the
 //! `binding` credential as a bearer key.
 //!
-//! The identity URL is the operator's own, usually internal, service, so this client is a
-//! plain HTTP client (not the SSRF-guarded outbound client, which refuses private
-//! addresses), but it still follows no redirects (a redirect would carry the credential
-//! elsewhere), uses no proxy, and reads at most [`MAX_ERROR_BODY_BYTES`] of an answer.
+//! The call goes through `latchkey-client` (the same client the agent and users' code
+//! use). The identity URL is the operator's own, usually internal, service, so its HTTP
+//! client is a plain one (not the SSRF-guarded outbound client, which refuses private
+//! addresses), but it follows no redirects (a redirect would carry the credential
+//! elsewhere) and uses no proxy; `latchkey-client` bounds the answer it reads.
 
 use std::time::Duration;
 
-use http::header;
-use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Value, json};
+use latchkey_authn::SignedInUser;
+use latchkey_client::{Error, ErrorKind, UserIdentifier};
 
-use crate::config::{BindingConfig, BindingCredential};
-
-/// Largest answer body read (errors are small JSON documents).
-pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-
-/// Who the browser user is, as sent in `userIdentifier`.
-#[derive(Debug, Clone)]
-pub enum UserIdentifier {
-    /// `{"userId": …}`: the `sub` of a verified ALB token.
-    UserId(String),
-    /// `{"userToken": …}`: the verified OIDC ID token itself (a secret: redacted in `Debug`).
-    UserToken(SecretString),
-}
+use crate::config::BindingConfig;
 
 /// How the identity service answered, reduced to what decides the page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,15 +35,14 @@ pub enum Completion {
     Unavailable(String),
 }
 
-/// Calls `CompleteResourceTokenAuth`. Cheap to clone.
+/// Calls `CompleteResourceTokenAuth` through `latchkey-client`. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct IdentityClient {
-    http: reqwest::Client,
-    url: String,
-    credential: BindingCredential,
+    client: latchkey_client::Client,
+    access_key_id: String,
 }
 
-/// Why the HTTP client could not be built.
+/// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the identity service client: {0}")]
 pub struct ClientBuildError(String);
@@ -70,97 +57,69 @@ impl IdentityClient {
             .user_agent(concat!("latchkey-binding/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientBuildError(e.to_string()))?;
+        let endpoint = latchkey_client::Url::parse(&config.identity_url)
+            .map_err(|e| ClientBuildError(e.to_string()))?;
+        let client = latchkey_client::Client::builder(endpoint)
+            .bearer(config.credential.bearer())
+            .timeout(config.identity_timeout)
+            .http_client(http)
+            .build()
+            .map_err(|e| ClientBuildError(e.to_string()))?;
         Ok(Self {
-            http,
-            url: config.complete_url(),
-            credential: config.credential.clone(),
+            client,
+            access_key_id: config.credential.access_key_id().to_string(),
         })
     }
 
     /// The access key id of the credential used (not secret).
     pub fn access_key_id(&self) -> &str {
-        self.credential.access_key_id()
+        &self.access_key_id
     }
 
     /// Ask the identity service to bind `session_uri` to `user`.
-    pub async fn complete(&self, session_uri: &str, user: &UserIdentifier) -> Completion {
-        let identifier = match user {
-            UserIdentifier::UserId(id) => json!({ "userId": id }),
-            UserIdentifier::UserToken(token) => json!({ "userToken": token.expose_secret() }),
+    pub async fn complete(&self, session_uri: &str, user: &SignedInUser) -> Completion {
+        let user = match user {
+            SignedInUser::UserId(id) => UserIdentifier::UserId(id.clone()),
+            SignedInUser::IdToken { token, .. } => UserIdentifier::UserToken(token.clone()),
         };
-        let body = json!({ "userIdentifier": identifier, "sessionUri": session_uri });
-        let Some(authorization) = self.credential.authorization() else {
-            return Completion::CredentialRefused;
-        };
-        let response = self
-            .http
-            .post(&self.url)
-            .header(header::AUTHORIZATION, authorization)
-            .header(header::ACCEPT, "application/json")
-            .json(&body)
-            .send()
-            .await;
-        let mut response = match response {
-            Ok(r) => r,
-            Err(e) => {
-                let why = if e.is_timeout() {
-                    "timed out"
-                } else if e.is_connect() {
-                    "connection failed"
-                } else {
-                    "request failed"
-                };
-                return Completion::Unavailable(format!("identity service {why}"));
+        match self
+            .client
+            .complete_resource_token_auth(session_uri, &user)
+            .await
+        {
+            Ok(()) => Completion::Completed,
+            Err(Error::Service {
+                kind,
+                status,
+                message,
+                ..
+            }) => classify(status, &kind, &message),
+            Err(Error::Timeout) => Completion::Unavailable("identity service timed out".into()),
+            Err(Error::Transport(e)) if e.is_connect() => {
+                Completion::Unavailable("identity service connection failed".into())
             }
-        };
-        let status = response.status();
-        if status.is_success() {
-            return Completion::Completed;
-        }
-        let error_type = response
-            .headers()
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(':').next().unwrap_or_default().trim().to_string());
-        // Read a bounded body for the message (and `__type` when the header is missing).
-        let mut bytes = Vec::new();
-        while let Ok(Some(chunk)) = response.chunk().await {
-            if bytes.len() + chunk.len() > MAX_ERROR_BODY_BYTES {
-                break;
+            Err(Error::Transport(_)) => {
+                Completion::Unavailable("identity service request failed".into())
             }
-            bytes.extend_from_slice(&chunk);
+            Err(_) => Completion::Unavailable("identity service answered unexpectedly".into()),
         }
-        let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let error_type = error_type.or_else(|| {
-            parsed
-                .get("__type")
-                .and_then(Value::as_str)
-                .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
-        });
-        let message = parsed
-            .get("message")
-            .or_else(|| parsed.get("Message"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        classify(status.as_u16(), error_type.as_deref(), message)
     }
 }
 
 /// The page-deciding meaning of an error answer.
-pub fn classify(status: u16, error_type: Option<&str>, message: &str) -> Completion {
-    match error_type {
-        Some("AccessDeniedException") => Completion::WrongUser,
-        Some("ValidationException") if message.to_ascii_lowercase().contains("expired") => {
+pub fn classify(status: u16, kind: &ErrorKind, message: &str) -> Completion {
+    match kind {
+        ErrorKind::AccessDenied => Completion::WrongUser,
+        ErrorKind::Validation if message.to_ascii_lowercase().contains("expired") => {
             Completion::Expired
         }
-        Some("ValidationException") => Completion::InvalidLink,
-        Some("ResourceNotFoundException") => Completion::UnknownLink,
-        Some("UnauthorizedException") => Completion::CredentialRefused,
-        Some(other) => Completion::Unavailable(format!(
+        ErrorKind::Validation => Completion::InvalidLink,
+        ErrorKind::ResourceNotFound => Completion::UnknownLink,
+        ErrorKind::Unauthorized => Completion::CredentialRefused,
+        other => Completion::Unavailable(format!(
             "identity service answered {status} {}",
-            printable(other)
+            printable(other.as_str())
         )),
-        None => Completion::Unavailable(format!("identity service answered {status}")),
     }
 }
 
@@ -179,46 +138,41 @@ mod tests {
     #[test]
     fn classification() {
         assert_eq!(
-            classify(403, Some("AccessDeniedException"), ""),
+            classify(403, &ErrorKind::AccessDenied, ""),
             Completion::WrongUser
         );
         assert_eq!(
             classify(
                 400,
-                Some("ValidationException"),
+                &ErrorKind::Validation,
                 "authorization session expired: start again"
             ),
             Completion::Expired
         );
         assert_eq!(
-            classify(400, Some("ValidationException"), "already used"),
+            classify(400, &ErrorKind::Validation, "already used"),
             Completion::InvalidLink
         );
         assert_eq!(
-            classify(404, Some("ResourceNotFoundException"), ""),
+            classify(404, &ErrorKind::ResourceNotFound, ""),
             Completion::UnknownLink
         );
         assert_eq!(
-            classify(401, Some("UnauthorizedException"), ""),
+            classify(401, &ErrorKind::Unauthorized, ""),
             Completion::CredentialRefused
         );
         assert!(matches!(
-            classify(503, Some("InternalServerException"), ""),
+            classify(503, &ErrorKind::Internal, ""),
             Completion::Unavailable(_)
         ));
         assert!(matches!(
-            classify(500, None, ""),
+            classify(500, &ErrorKind::Other("500".into()), ""),
             Completion::Unavailable(_)
         ));
-        let Completion::Unavailable(why) = classify(500, Some("<script>"), "") else {
+        let Completion::Unavailable(why) = classify(500, &ErrorKind::Other("<script>".into()), "")
+        else {
             panic!("unavailable expected");
         };
         assert!(!why.contains('<'));
-    }
-
-    #[test]
-    fn token_is_redacted_in_debug() {
-        let user = UserIdentifier::UserToken(SecretString::from("eyJsecret.token.sig".to_string()));
-        assert!(!format!("{user:?}").contains("eyJsecret"));
     }
 }

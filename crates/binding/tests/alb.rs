@@ -456,8 +456,8 @@ async fn alb_invalid_header_does_not_fall_back_to_oidc() {
     let idp = Idp::start(&[&idp_key]).await;
     let identity = IdentityStandIn::start().await;
     let mut config = base_config(&identity.url());
-    config.alb = Some(alb_config(&keys));
-    config.oidc = Some(oidc_config(&idp, Some("id_token")));
+    config.users.alb = Some(alb_config(&keys));
+    config.users.oidc = Some(oidc_config(&idp, Some("id_token")));
     let binding = Binding::start(config).await;
     let id_token = id_token(&idp_key, &idp.issuer, AUDIENCE, "alice");
     let mut payload = alb_payload("alice");
@@ -534,7 +534,7 @@ async fn alb_forged_kid_flood_does_not_lock_out_a_rotated_key() {
     flood(&binding, &identity, 0, 120, 1).await;
     let hits_after_flood = keys.hits();
     assert!(
-        hits_after_flood <= latchkey_binding::alb::MAX_KEY_FETCHES_PER_MINUTE,
+        hits_after_flood <= latchkey_authn::alb::verify::MAX_KEY_FETCHES_PER_MINUTE,
         "the flood is bounded: {hits_after_flood} fetches"
     );
     // The load balancer rotates its key; the next genuine token names the new kid.
@@ -573,7 +573,7 @@ async fn alb_reserved_fetch_goes_to_the_most_asked_for_kid() {
     }
     binding
         .clock
-        .advance_ms(latchkey_binding::alb::RESERVED_KEY_FETCH_INTERVAL.as_millis() as i64);
+        .advance_ms(latchkey_authn::alb::verify::RESERVED_KEY_FETCH_INTERVAL.as_millis() as i64);
     // Fresh forged kids asked for twice do not outbid the real kid for the next reserve.
     flood(&binding, &identity, 1_000, 20, 2).await;
     assert_eq!(accepted_within(&binding, &token, 1).await, 1);

@@ -14,7 +14,7 @@ async fn oidc_setup(cookie: Option<&str>) -> (Binding, Idp, EcKey, IdentityStand
     let idp = Idp::start(&[&key]).await;
     let identity = IdentityStandIn::start().await;
     let mut config = base_config(&identity.url());
-    config.oidc = Some(oidc_config(&idp, cookie));
+    config.users.oidc = Some(oidc_config(&idp, cookie));
     let binding = Binding::start(config).await;
     (binding, idp, key, identity)
 }
@@ -121,7 +121,7 @@ async fn oidc_issuer_unreachable_is_try_again() {
     drop(listener);
     let identity = IdentityStandIn::start().await;
     let mut config = base_config(&identity.url());
-    config.oidc = Some(latchkey_binding::OidcConfig::new(issuer.clone(), AUDIENCE));
+    config.users.oidc = Some(latchkey_binding::OidcConfig::new(issuer.clone(), AUDIENCE));
     let binding = Binding::start(config).await;
     let key = EcKey::generate("k");
     let token = id_token(&key, &issuer, AUDIENCE, "alice");

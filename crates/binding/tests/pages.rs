@@ -96,7 +96,7 @@ async fn no_user_is_not_signed_in_page() {
     let idp_key = EcKey::generate("idp");
     let idp = Idp::start(&[&idp_key]).await;
     let mut config = base_config(&identity.url());
-    config.oidc = Some(oidc_config(&idp, Some("id_token")));
+    config.users.oidc = Some(oidc_config(&idp, Some("id_token")));
     let binding = Binding::start(config).await;
     let alb = alb_token(&key, "alice", true);
     for headers in [
@@ -228,7 +228,7 @@ async fn raw_error_answer(
     let key = EcKey::generate("kid-raw");
     let keys = KeyServer::start(&[&key]).await;
     let mut config = base_config(&format!("http://{address}"));
-    config.alb = Some(alb_config(&keys));
+    config.users.alb = Some(alb_config(&keys));
     let binding = Binding::start(config).await;
     binding
         .bind_with(&[(HEADER, &alb_token(&key, "alice", true))])
@@ -243,7 +243,7 @@ async fn identity_unreachable_is_try_again() {
     let key = EcKey::generate("kid-dead");
     let keys = KeyServer::start(&[&key]).await;
     let mut config = base_config(&dead);
-    config.alb = Some(alb_config(&keys));
+    config.users.alb = Some(alb_config(&keys));
     let binding = Binding::start(config).await;
     let (status, _, body) = binding
         .bind_with(&[(HEADER, &alb_token(&key, "alice", true))])

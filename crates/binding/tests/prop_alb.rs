@@ -12,9 +12,9 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use latchkey_binding::alb::{AlbError, AlbUser, AlbVerifier};
+use latchkey_authn::alb::verify::{AlbError, AlbUser, AlbVerifier};
+use latchkey_authn::outbound::{OutboundClient, OutboundPolicy};
 use latchkey_core::clock::ManualClock;
-use latchkey_identity::outbound::{OutboundClient, OutboundPolicy};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::json;

@@ -51,8 +51,8 @@ async fn credential_secret_never_logged_or_returned() {
     let idp = Idp::start(&[&idp_key]).await;
     let identity = IdentityStandIn::start().await;
     let mut config = base_config(&identity.url());
-    config.alb = Some(alb_config(&keys));
-    config.oidc = Some(oidc_config(&idp, Some("id_token")));
+    config.users.alb = Some(alb_config(&keys));
+    config.users.oidc = Some(oidc_config(&idp, Some("id_token")));
     let config_debug = format!("{config:?}");
     let binding = Binding::start(config.clone()).await;
     let state_debug = format!("{:?}", binding.state);

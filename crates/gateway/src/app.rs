@@ -15,8 +15,8 @@ use axum::routing::get;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::body::Incoming;
+use latchkey_authn::outbound::OutboundClient;
 use latchkey_core::clock::Clock;
-use latchkey_identity::outbound::OutboundClient;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
@@ -26,12 +26,13 @@ use latchkey_edge::rate::RateLimiter;
 
 use crate::config::{AccessLogTarget, GatewayConfig, RouteAuth, RouteConfig};
 use crate::edge::too_many_requests;
-use crate::keys::{AlbSigner, CookieSealer, SESSION_ID_LEN, random_bytes, random_token};
+use crate::keys::{CookieSealer, SESSION_ID_LEN, random_bytes, random_token};
 use crate::login::{LOGIN_TTL_SECONDS, LoginCookies, LoginState, PendingLogin, UsedLogins};
 use crate::oidc::{OidcError, RelyingParty, code_challenge, is_usable_subject, user_claims};
 use crate::pages::{Page, page};
 use crate::session::{Session, SessionId, SessionStore, UpstreamHeaders, safe_return_path};
 use crate::snapshot::Snapshots;
+use latchkey_authn::alb::AlbSigner;
 
 /// Refresh the provider's access token when it expires within this many seconds.
 pub const REFRESH_BEFORE_EXPIRY_SECONDS: i64 = 60;
@@ -45,6 +46,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("key: {0}")]
     Key(#[from] crate::keys::KeyError),
+    #[error("ALB signing key: {0}")]
+    Signer(#[from] latchkey_authn::alb::SignerError),
     #[error("outbound client: {0}")]
     Outbound(String),
     #[error("access log: {0}")]
@@ -231,7 +234,7 @@ impl GatewayState {
         config.public_url = config.public_url.trim_end_matches('/').to_string();
         config.validate()?;
         let sealer = CookieSealer::open_or_create(&config.data_dir)?;
-        let signer = AlbSigner::load_or_generate(&config.data_dir)?;
+        let signer = AlbSigner::load_or_generate(&config.data_dir.join(crate::keys::ALB_KEY_FILE))?;
         let client = OutboundClient::new(config.outbound.clone())
             .map_err(|e| StartError::Outbound(e.to_string()))?;
         let rp = RelyingParty::new(&config, client, clock.clone());
@@ -1317,7 +1320,7 @@ mod tests {
             session_absolute: Duration::from_secs(100),
             session_idle: Duration::from_secs(30),
             data_dir: dir,
-            outbound: latchkey_identity::outbound::OutboundPolicy::default(),
+            outbound: latchkey_authn::outbound::OutboundPolicy::default(),
             upstream_connect_timeout: Duration::from_secs(1),
             is_tls: false,
             rate_limit_per_ip: None,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use latchkey_identity::outbound::OutboundPolicy;
+use latchkey_authn::outbound::OutboundPolicy;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -192,7 +192,7 @@ impl GatewayConfig {
                 "must be an http(s) origin such as https://app.example.com (no path, query or fragment)",
             ));
         }
-        let issuer = latchkey_identity::inbound::InboundIssuerConfig::new(
+        let issuer = latchkey_authn::inbound::InboundIssuerConfig::new(
             self.oidc_issuer.clone(),
             vec![self.oidc_client_id.clone()],
         );

@@ -5,12 +5,8 @@ use std::io::Write as _;
 use std::path::Path;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
-use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
-use serde_json::{Map, Value, json};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 /// File name of the cookie key in the data directory.
 pub const COOKIE_KEY_FILE: &str = "gateway-cookie.key";
@@ -180,137 +176,6 @@ impl CookieSealer {
     }
 }
 
-/// Signs `x-amzn-oidc-data` the way an ALB does.
-pub struct AlbSigner {
-    pair: EcdsaKeyPair,
-    kid: String,
-    public_pem: String,
-    rng: SystemRandom,
-}
-
-impl std::fmt::Debug for AlbSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlbSigner")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AlbSigner {
-    /// The key in `<dir>/gateway-alb-key.pem` when present, else a fresh key for this run.
-    pub fn load_or_generate(dir: &Path) -> Result<Self, KeyError> {
-        let path = dir.join(ALB_KEY_FILE);
-        let pair = match std::fs::read_to_string(&path) {
-            Ok(text) => parse_private_pem(&text).map_err(|why| file_error(&path, why))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
-                    .map_err(|_| KeyError::Random)?
-            }
-            Err(e) => return Err(file_error(&path, e)),
-        };
-        Self::from_pair(pair).map_err(|why| file_error(&path, why))
-    }
-
-    fn from_pair(pair: EcdsaKeyPair) -> Result<Self, &'static str> {
-        let spki: PublicKeyX509Der = pair
-            .public_key()
-            .as_der()
-            .map_err(|_| "cannot encode the public key")?;
-        // The key id is derived from the key, so replicas sharing a key file agree on it.
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki.as_ref());
-        let hex: String = digest.as_ref()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let kid = format!(
-            "{}-{}-{}-{}-{}",
-            &hex[..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..]
-        );
-        let b64 = STANDARD.encode(spki.as_ref());
-        let mut public_pem = String::from("-----BEGIN PUBLIC KEY-----\n");
-        for chunk in b64.as_bytes().chunks(64) {
-            public_pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-            public_pem.push('\n');
-        }
-        public_pem.push_str("-----END PUBLIC KEY-----\n");
-        Ok(Self {
-            pair,
-            kid,
-            public_pem,
-            rng: SystemRandom::new(),
-        })
-    }
-
-    /// The key id in every header (`[0-9a-f-]`, uuid-shaped).
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    /// The public key as a PEM `PUBLIC KEY` document.
-    pub fn public_pem(&self) -> &str {
-        &self.public_pem
-    }
-
-    /// A compact JWS: header `{typ, kid, alg: ES256, iss, client, signer, exp}`, payload
-    /// `claims` (with `exp` and `iss` set), every part base64url WITH padding, as ALBs send.
-    pub fn sign(
-        &self,
-        issuer: &str,
-        client_id: &str,
-        signer: &str,
-        exp: i64,
-        mut claims: Map<String, Value>,
-    ) -> Option<String> {
-        let header = json!({
-            "typ": "JWT",
-            "kid": self.kid,
-            "alg": "ES256",
-            "iss": issuer,
-            "client": client_id,
-            "signer": signer,
-            "exp": exp,
-        });
-        claims.insert("exp".into(), json!(exp));
-        claims.insert("iss".into(), json!(issuer));
-        let header = URL_SAFE.encode(serde_json::to_vec(&header).ok()?);
-        let payload = URL_SAFE.encode(serde_json::to_vec(&Value::Object(claims)).ok()?);
-        let signing_input = format!("{header}.{payload}");
-        let signature = self.pair.sign(&self.rng, signing_input.as_bytes()).ok()?;
-        Some(format!(
-            "{signing_input}.{}",
-            URL_SAFE.encode(signature.as_ref())
-        ))
-    }
-}
-
-fn parse_private_pem(text: &str) -> Result<EcdsaKeyPair, &'static str> {
-    let text = text.trim();
-    for (label, pkcs8) in [("PRIVATE KEY", true), ("EC PRIVATE KEY", false)] {
-        let begin = format!("-----BEGIN {label}-----");
-        let end = format!("-----END {label}-----");
-        if let Some(body) = text
-            .strip_prefix(begin.as_str())
-            .and_then(|rest| rest.strip_suffix(end.as_str()))
-        {
-            let b64: String = body.split_ascii_whitespace().collect();
-            let der = STANDARD
-                .decode(b64.as_bytes())
-                .map_err(|_| "the PEM body is not base64")?;
-            let pair = if pkcs8 {
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
-            } else {
-                EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
-            };
-            return pair.map_err(|_| "not a P-256 private key");
-        }
-    }
-    Err("not a PEM PRIVATE KEY or EC PRIVATE KEY document")
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -359,35 +224,5 @@ mod tests {
         let error = CookieSealer::open_or_create(&dir).unwrap_err().to_string();
         assert!(error.contains(COOKIE_KEY_FILE), "{error}");
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn signed_tokens_are_padded_and_verifiable() {
-        let signer =
-            AlbSigner::from_pair(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap())
-                .unwrap();
-        assert!(signer.kid().len() == 36);
-        let mut claims = Map::new();
-        claims.insert("sub".into(), json!("alice"));
-        let token = signer
-            .sign("https://idp", "app", "arn:aws:x", 2_000_000_000, claims)
-            .unwrap();
-        let parts: Vec<&str> = token.split('.').collect();
-        assert_eq!(parts.len(), 3);
-        let signature = URL_SAFE.decode(parts[2]).unwrap();
-        assert_eq!(signature.len(), 64);
-        let point = latchkey_pem_point(signer.public_pem());
-        let key = aws_lc_rs::signature::UnparsedPublicKey::new(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
-            point,
-        );
-        key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
-            .unwrap();
-    }
-
-    fn latchkey_pem_point(pem: &str) -> Vec<u8> {
-        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = STANDARD.decode(b64).unwrap();
-        der[26..].to_vec()
     }
 }

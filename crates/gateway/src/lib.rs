@@ -8,7 +8,7 @@
 //! path prefix to upstream services and streams bodies both ways ([`app`]), and tells
 //! upstreams who the user is in the ALB's
 //! formats: `x-amzn-oidc-data` (an ES256 JWT with padded base64url parts, verifiable with
-//! `latchkey_binding::alb::AlbVerifier` against `{public_url}/.well-known/alb-keys/{kid}`),
+//! `latchkey_authn::alb::AlbVerifier` against `{public_url}/.well-known/alb-keys/{kid}`),
 //! `x-amzn-oidc-identity` and `x-amzn-oidc-accesstoken`. Client-supplied `x-amzn-oidc-*`
 //! headers and the gateway's own cookie never reach an upstream.
 //!

@@ -1,16 +1,16 @@
 //! The gateway as an OpenID Connect relying party: discovery, the authorization request
 //! (code + PKCE S256 + `state` + `nonce`), the code and refresh-token grants, and ID-token
 //! verification (signature, `iss`, `aud`, `exp`, `nbf`, `sub` by
-//! [`latchkey_identity::inbound::InboundVerifier`]; `nonce` and a `sub` fit to name the
+//! [`latchkey_authn::inbound::InboundVerifier`]; `nonce` and a `sub` fit to name the
 //! user in logs and headers here, see [`is_usable_subject`]).
 //!
 //! Every call to the provider goes through the guarded [`OutboundClient`].
 
 use std::sync::Arc;
 
+use latchkey_authn::inbound::{InboundError, InboundIssuerConfig, InboundVerifier};
+use latchkey_authn::outbound::OutboundClient;
 use latchkey_core::clock::Clock;
-use latchkey_identity::inbound::{InboundError, InboundIssuerConfig, InboundVerifier};
-use latchkey_identity::outbound::OutboundClient;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -281,12 +281,7 @@ fn form_encode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
-/// The S256 code challenge of a verifier.
-pub fn code_challenge(verifier: &str) -> String {
-    use base64::Engine;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
-}
+pub use latchkey_authn::pkce::code_challenge;
 
 /// Claims that describe the protocol exchange rather than the user: not forwarded.
 const PROTOCOL_CLAIMS: [&str; 14] = [
@@ -346,13 +341,5 @@ mod tests {
         ] {
             assert!(!is_usable_subject(bad), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn rfc7636_example() {
-        assert_eq!(
-            code_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
-        );
     }
 }

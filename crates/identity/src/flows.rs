@@ -144,13 +144,6 @@ fn sha256_hex(s: &str) -> String {
     ))
 }
 
-fn pkce_challenge(verifier: &str) -> String {
-    B64.encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        verifier.as_bytes(),
-    ))
-}
-
 /// An event about an authorization session: its workload, user and provider.
 async fn record_session(
     state: &AppState,
@@ -696,7 +689,10 @@ fn authorization_url(
             );
         }
         q.append_pair("state", &secrets.state);
-        q.append_pair("code_challenge", &pkce_challenge(&secrets.verifier));
+        q.append_pair(
+            "code_challenge",
+            &latchkey_authn::pkce::code_challenge(&secrets.verifier),
+        );
         q.append_pair("code_challenge_method", "S256");
         for r in &request.resources {
             q.append_pair("resource", r);

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
+use latchkey_authn::inbound::InboundIssuerConfig;
 use latchkey_core::arn::ArnContext;
-use latchkey_identity::inbound::InboundIssuerConfig;
 use serde::Deserialize;
 
 /// Flags (and their environment variables) shared by every command.
@@ -622,7 +622,7 @@ impl BindingServeConfig {
 
         let mut config = latchkey_binding::BindingConfig::new(identity_url, credential);
         if let Some(signer) = pick(&o.alb_signer, &b.alb_signer) {
-            let mut alb = latchkey_binding::AlbConfig::new(signer);
+            let mut alb = latchkey_authn::AlbConfig::new(signer);
             if let Some(t) = pick(&o.alb_key_url_template, &b.alb_key_url_template) {
                 alb.key_url_template = t;
             }
@@ -631,7 +631,7 @@ impl BindingServeConfig {
             if let Some(l) = o.alb_leeway_seconds.or(b.alb_leeway_seconds) {
                 alb.leeway_seconds = l;
             }
-            config.alb = Some(alb);
+            config.users.alb = Some(alb);
         } else {
             for (key, set) in [
                 (
@@ -655,9 +655,9 @@ impl BindingServeConfig {
         let cookie = pick(&o.id_token_cookie, &b.id_token_cookie);
         match (oidc_issuer, oidc_audience) {
             (Some(issuer), Some(audience)) => {
-                let mut oidc = latchkey_binding::OidcConfig::new(issuer, audience);
+                let mut oidc = latchkey_authn::OidcConfig::new(issuer, audience);
                 oidc.cookie_name = cookie;
-                config.oidc = Some(oidc);
+                config.users.oidc = Some(oidc);
             }
             (Some(_), None) => {
                 return Err(bad_binding(
@@ -685,7 +685,7 @@ impl BindingServeConfig {
             .unwrap_or(false);
         config.validate().map_err(|e| match e.key {
             // No user source at all: name both ways to configure one.
-            "alb_signer" if config.alb.is_none() => bad(
+            "alb_signer" if config.users.alb.is_none() => bad(
                 "binding.alb_signer",
                 "LATCHKEY_BINDING_ALB_SIGNER, or binding.oidc_issuer / LATCHKEY_BINDING_OIDC_ISSUER",
                 e.reason,
@@ -767,10 +767,10 @@ mod binding_tests {
         let c = resolve(&o, &file).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(c.binding.identity_url, "http://127.0.0.1:8080");
-        let alb = c.binding.alb.as_ref().unwrap();
+        let alb = c.binding.users.alb.as_ref().unwrap();
         assert_eq!(alb.signer_arn, SIGNER);
         assert_eq!(alb.effective_region().as_deref(), Some("eu-west-1"));
-        let oidc = c.binding.oidc.as_ref().unwrap();
+        let oidc = c.binding.users.oidc.as_ref().unwrap();
         assert_eq!(oidc.cookie_name.as_deref(), Some("id_token"));
         assert!(c.binding.outbound.allow_private_addresses);
         assert!(!format!("{c:?}").contains("top-secret-value"));
@@ -1169,7 +1169,7 @@ impl AgentServeConfig {
         // User sources, as for `serve binding`.
         let alb = match pick(&o.alb_signer, &a.alb_signer) {
             Some(signer) => {
-                let mut alb = latchkey_binding::AlbConfig::new(signer);
+                let mut alb = latchkey_authn::AlbConfig::new(signer);
                 if let Some(t) = pick(&o.alb_key_url_template, &a.alb_key_url_template) {
                     alb.key_url_template = t;
                 }
@@ -1205,7 +1205,7 @@ impl AgentServeConfig {
             pick(&o.oidc_audience, &a.oidc_audience),
         ) {
             (Some(issuer), Some(audience)) => {
-                Some(latchkey_binding::OidcConfig::new(issuer, audience))
+                Some(latchkey_authn::OidcConfig::new(issuer, audience))
             }
             (Some(_), None) => {
                 return Err(bad_agent(
@@ -1368,7 +1368,7 @@ impl AgentServeConfig {
             None => a.tools.clone(),
         };
 
-        let outbound = latchkey_identity::outbound::OutboundPolicy {
+        let outbound = latchkey_authn::outbound::OutboundPolicy {
             allow_private_addresses: o
                 .allow_private_addresses
                 .or(a.allow_private_addresses)
@@ -1380,8 +1380,7 @@ impl AgentServeConfig {
             credential,
             workload_name,
             return_url,
-            alb,
-            oidc,
+            users: latchkey_authn::UserSources { alb, oidc },
             outbound,
             llm,
             system_prompt: pick(&o.system_prompt, &a.system_prompt)
@@ -1428,7 +1427,7 @@ impl AgentServeConfig {
             ),
         };
         config.validate().map_err(|e| match e.key {
-            "alb_signer" if config.alb.is_none() => bad(
+            "alb_signer" if config.users.alb.is_none() => bad(
                 "agent.alb_signer",
                 "LATCHKEY_AGENT_ALB_SIGNER, or agent.oidc_issuer / LATCHKEY_AGENT_OIDC_ISSUER",
                 e.reason,
@@ -1929,7 +1928,7 @@ impl GatewayServeConfig {
                     .unwrap_or(latchkey_gateway::config::DEFAULT_SESSION_IDLE_SECONDS),
             ),
             data_dir: storage.data_dir.clone(),
-            outbound: latchkey_identity::outbound::OutboundPolicy {
+            outbound: latchkey_authn::outbound::OutboundPolicy {
                 allow_private_addresses: o
                     .allow_private_addresses
                     .or(g.allow_private_addresses)

@@ -18,10 +18,10 @@ use anyhow::{Context, anyhow};
 use axum::serve::ListenerExt as _;
 use base64::Engine as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use latchkey_authn::outbound::OutboundPolicy;
 use latchkey_core::clock::{Clock, SystemClock};
 use latchkey_core::crypto::{self, KeyProvider};
 use latchkey_identity::auth::{Role, credential_aad};
-use latchkey_identity::outbound::OutboundPolicy;
 use latchkey_identity::{AppState, ServiceConfig};
 use latchkey_store::{CredentialRecord, Store};
 
@@ -393,7 +393,7 @@ fn no_delay(tcp: &mut tokio::net::TcpStream) {
 
 async fn serve_binding(file: &FileConfig, o: &config::BindingOverrides) -> anyhow::Result<()> {
     let serve = config::BindingServeConfig::resolve(o, file)?;
-    let sources = match (&serve.binding.alb, &serve.binding.oidc) {
+    let sources = match (&serve.binding.users.alb, &serve.binding.users.oidc) {
         (Some(_), Some(_)) => "alb+oidc",
         (Some(_), None) => "alb",
         _ => "oidc",

@@ -20,9 +20,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+use latchkey_authn::outbound::OutboundPolicy;
 use latchkey_binding::{AlbConfig, BindingConfig, BindingCredential, BindingState, OidcConfig};
 use latchkey_core::clock::ManualClock;
-use latchkey_identity::outbound::OutboundPolicy;
 use serde_json::{Value, json};
 
 pub const NOW_MS: i64 = 1_750_000_000_000;
@@ -519,7 +519,7 @@ pub async fn alb_setup(key: &EcKey) -> (Binding, KeyServer, IdentityStandIn) {
     let keys = KeyServer::start(&[key]).await;
     let identity = IdentityStandIn::start().await;
     let mut config = base_config(&identity.url());
-    config.alb = Some(alb_config(&keys));
+    config.users.alb = Some(alb_config(&keys));
     let binding = Binding::start(config).await;
     (binding, keys, identity)
 }

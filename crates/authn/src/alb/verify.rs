@@ -42,16 +42,16 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::outbound::{OutboundClient, OutboundError};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ParsedPublicKey};
 use base64::Engine;
 use base64::alphabet;
 use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use latchkey_core::clock::Clock;
-use latchkey_identity::outbound::{OutboundClient, OutboundError};
 use serde_json::{Map, Value};
 
-use crate::config::AlbConfig;
+use crate::user::AlbConfig;
 
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_ALB_TOKEN_BYTES: usize = 16 * 1024;

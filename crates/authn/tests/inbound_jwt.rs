@@ -18,11 +18,9 @@ use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use latchkey_authn::inbound::{InboundError, InboundIssuerConfig, InboundVerifier, VerifiedUser};
+use latchkey_authn::outbound::{OutboundClient, OutboundPolicy};
 use latchkey_core::clock::ManualClock;
-use latchkey_identity::inbound::{
-    InboundError, InboundIssuerConfig, InboundVerifier, VerifiedUser,
-};
-use latchkey_identity::outbound::{OutboundClient, OutboundPolicy};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
