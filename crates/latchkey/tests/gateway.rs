@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
-use latchkey_binding::AlbConfig;
-use latchkey_binding::alb::AlbVerifier;
+use latchkey_authn::AlbConfig;
+use latchkey_authn::alb::AlbVerifier;
 use latchkey_core::clock::SystemClock;
 use latchkey_identity::outbound::{OutboundClient, OutboundPolicy};
 use serde_json::{Value, json};
