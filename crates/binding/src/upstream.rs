@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use latchkey_authn::SignedInUser;
-use latchkey_client::{Error, ErrorKind, UserIdentifier};
+use latchkey_client::{Error, ErrorKind, Reason, UserIdentifier};
 
 use crate::config::BindingConfig;
 
@@ -22,7 +22,7 @@ pub enum Completion {
     Completed,
     /// `AccessDeniedException`: not the user who started the flow.
     WrongUser,
-    /// `ValidationException` whose message mentions expiry.
+    /// `ValidationException` with reason `session-expired` (`x-latchkey-reason`).
     Expired,
     /// Any other `ValidationException` (already used, failed, not valid).
     InvalidLink,
@@ -91,9 +91,9 @@ impl IdentityClient {
             Err(Error::Service {
                 kind,
                 status,
-                message,
+                reason,
                 ..
-            }) => classify(status, &kind, &message),
+            }) => classify(status, &kind, reason.as_ref()),
             Err(Error::Timeout) => Completion::Unavailable("identity service timed out".into()),
             Err(Error::Transport(e)) if e.is_connect() => {
                 Completion::Unavailable("identity service connection failed".into())
@@ -107,12 +107,10 @@ impl IdentityClient {
 }
 
 /// The page-deciding meaning of an error answer.
-pub fn classify(status: u16, kind: &ErrorKind, message: &str) -> Completion {
+pub fn classify(status: u16, kind: &ErrorKind, reason: Option<&Reason>) -> Completion {
     match kind {
         ErrorKind::AccessDenied => Completion::WrongUser,
-        ErrorKind::Validation if message.to_ascii_lowercase().contains("expired") => {
-            Completion::Expired
-        }
+        ErrorKind::Validation if reason == Some(&Reason::SessionExpired) => Completion::Expired,
         ErrorKind::Validation => Completion::InvalidLink,
         ErrorKind::ResourceNotFound => Completion::UnknownLink,
         ErrorKind::Unauthorized => Completion::CredentialRefused,
@@ -138,38 +136,35 @@ mod tests {
     #[test]
     fn classification() {
         assert_eq!(
-            classify(403, &ErrorKind::AccessDenied, ""),
+            classify(403, &ErrorKind::AccessDenied, None),
             Completion::WrongUser
         );
         assert_eq!(
-            classify(
-                400,
-                &ErrorKind::Validation,
-                "authorization session expired: start again"
-            ),
+            classify(400, &ErrorKind::Validation, Some(&Reason::SessionExpired)),
             Completion::Expired
         );
         assert_eq!(
-            classify(400, &ErrorKind::Validation, "already used"),
+            classify(400, &ErrorKind::Validation, None),
             Completion::InvalidLink
         );
         assert_eq!(
-            classify(404, &ErrorKind::ResourceNotFound, ""),
+            classify(404, &ErrorKind::ResourceNotFound, None),
             Completion::UnknownLink
         );
         assert_eq!(
-            classify(401, &ErrorKind::Unauthorized, ""),
+            classify(401, &ErrorKind::Unauthorized, None),
             Completion::CredentialRefused
         );
         assert!(matches!(
-            classify(503, &ErrorKind::Internal, ""),
+            classify(503, &ErrorKind::Internal, None),
             Completion::Unavailable(_)
         ));
         assert!(matches!(
-            classify(500, &ErrorKind::Other("500".into()), ""),
+            classify(500, &ErrorKind::Other("500".into()), None),
             Completion::Unavailable(_)
         ));
-        let Completion::Unavailable(why) = classify(500, &ErrorKind::Other("<script>".into()), "")
+        let Completion::Unavailable(why) =
+            classify(500, &ErrorKind::Other("<script>".into()), None)
         else {
             panic!("unavailable expected");
         };

@@ -129,14 +129,16 @@ async fn identity_errors_map_to_pages() {
             403,
             Page::WrongUser,
         ),
+        (Reply::expired(), 410, Page::Expired),
         (
+            // The reason is typed: a message that merely mentions expiry is not one.
             Reply::error(
                 400,
                 "ValidationException",
-                "authorization session expired: start the authorization again",
+                "the link expired, says the text",
             ),
-            410,
-            Page::Expired,
+            400,
+            Page::InvalidLink,
         ),
         (
             Reply::error(
@@ -293,10 +295,7 @@ async fn every_page_carries_the_csp_and_security_headers() {
             Reply::error(403, "AccessDeniedException", "x"),
             Page::WrongUser,
         ),
-        (
-            Reply::error(400, "ValidationException", "expired"),
-            Page::Expired,
-        ),
+        (Reply::expired(), Page::Expired),
         (
             Reply::error(400, "ValidationException", "used"),
             Page::InvalidLink,

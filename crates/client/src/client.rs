@@ -454,6 +454,7 @@ impl Client {
         };
         let error_type = header("x-amzn-errortype");
         let request_id = header("x-amzn-requestid");
+        let reason = header(crate::error::REASON_HEADER);
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(Error::from_reqwest)? {
             if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
@@ -468,6 +469,7 @@ impl Client {
                 status.as_u16(),
                 error_type.as_deref(),
                 request_id,
+                reason.as_deref(),
                 &bytes,
             ));
         }

@@ -20,6 +20,9 @@ pub enum Error {
         message: String,
         /// The `x-amzn-RequestId` response header, when present.
         request_id: Option<String>,
+        /// Latchkey's machine-readable reason (`x-latchkey-reason`), when it sent one:
+        /// decide on this, never on `message`.
+        reason: Option<Reason>,
     },
     /// The request could not be sent or the response could not be read (connection
     /// refused, TLS, reset…).
@@ -178,10 +181,42 @@ const MAX_MESSAGE_CHARS: usize = 1024;
 /// header (text before `:`), else body `__type` (text after `#`), else body `code`, else
 /// the HTTP status; the message from `message` or `Message`. A body that is not JSON is
 /// never copied into the error (it could be anything, a proxy's page or an echo).
+/// The response header carrying Latchkey's machine-readable reason for an error.
+pub const REASON_HEADER: &str = "x-latchkey-reason";
+
+/// Why Latchkey refused a call, beyond the AgentCore error name: typed, for services that
+/// must tell cases apart (AgentCore clients ignore the header).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// `session-expired`: the authorization session expired before it was completed.
+    SessionExpired,
+    /// Any other reason, as sent (at most 64 characters of `[a-z0-9-]`).
+    Other(String),
+}
+
+impl Reason {
+    /// The reason for a header value.
+    pub fn from_header(value: &str) -> Option<Self> {
+        let value: String = value
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+            .take(64)
+            .collect();
+        match value.as_str() {
+            "" => None,
+            "session-expired" => Some(Self::SessionExpired),
+            _ => Some(Self::Other(value)),
+        }
+    }
+}
+
 pub(crate) fn service_error(
     status: u16,
     header_code: Option<&str>,
     request_id: Option<String>,
+    reason: Option<&str>,
     body: &[u8],
 ) -> Error {
     let json: Option<serde_json::Map<String, serde_json::Value>> =
@@ -208,6 +243,7 @@ pub(crate) fn service_error(
         status,
         message,
         request_id,
+        reason: reason.and_then(Reason::from_header),
     }
 }
 
@@ -221,14 +257,21 @@ mod tests {
             403,
             Some("AccessDeniedException:http://internal.amazon.com/"),
             None,
+            None,
             br#"{"__type":"x#ValidationException","message":"no"}"#,
         );
         assert_eq!(e.kind(), Some(&ErrorKind::AccessDenied));
-        let e = service_error(400, None, None, br#"{"__type":"a.b#ValidationException"}"#);
+        let e = service_error(
+            400,
+            None,
+            None,
+            None,
+            br#"{"__type":"a.b#ValidationException"}"#,
+        );
         assert_eq!(e.kind(), Some(&ErrorKind::Validation));
-        let e = service_error(429, None, None, br#"{"code":"ThrottlingException"}"#);
+        let e = service_error(429, None, None, None, br#"{"code":"ThrottlingException"}"#);
         assert!(e.is_retryable());
-        let e = service_error(502, None, None, b"<html>bad gateway</html>");
+        let e = service_error(502, None, None, None, b"<html>bad gateway</html>");
         assert_eq!(e.kind(), Some(&ErrorKind::Other("502".into())));
         assert!(e.is_retryable());
         assert!(!e.to_string().contains("html"));
@@ -236,8 +279,32 @@ mod tests {
 
     #[test]
     fn message_or_capital_message() {
-        let e = service_error(404, None, None, br#"{"Message":"gone"}"#);
+        let e = service_error(404, None, None, None, br#"{"Message":"gone"}"#);
         assert!(matches!(e, Error::Service { ref message, .. } if message == "gone"));
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn latchkey_reason_is_typed() {
+        let e = service_error(
+            400,
+            None,
+            None,
+            Some("session-expired"),
+            br#"{"__type":"ValidationException","message":"whatever"}"#,
+        );
+        assert!(matches!(
+            e,
+            Error::Service {
+                reason: Some(Reason::SessionExpired),
+                ..
+            }
+        ));
+        let e = service_error(400, None, None, Some(" Odd<Value> "), b"{}");
+        assert!(
+            matches!(e, Error::Service { reason: Some(Reason::Other(ref r)), .. } if r == "ddalue")
+        );
+        let e = service_error(400, None, None, None, b"{}");
+        assert!(matches!(e, Error::Service { reason: None, .. }));
     }
 }

@@ -45,7 +45,7 @@ mod model;
 mod poll;
 
 pub use client::{Client, ClientBuilder, DEFAULT_TIMEOUT, SIGNING_NAME};
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorKind, REASON_HEADER, Reason};
 pub use model::{Oauth2Flow, ResourceToken, ResourceTokenRequest, UserIdentifier};
 pub use poll::PollOptions;
 pub use secrecy::{ExposeSecret, SecretString};

@@ -321,6 +321,8 @@ pub enum Reply {
         status: u16,
         error_type: &'static str,
         message: String,
+        /// `x-latchkey-reason`, Latchkey's machine-readable reason.
+        reason: Option<&'static str>,
     },
 }
 
@@ -330,6 +332,17 @@ impl Reply {
             status,
             error_type,
             message: message.to_string(),
+            reason: None,
+        }
+    }
+
+    /// What the identity service answers for an expired authorization session.
+    pub fn expired() -> Self {
+        Self::Error {
+            status: 400,
+            error_type: "ValidationException",
+            message: "authorization session expired: start the authorization again".into(),
+            reason: Some("session-expired"),
         }
     }
 }
@@ -415,6 +428,7 @@ async fn stand_in_handler(
             status,
             error_type,
             message,
+            reason,
         } => {
             let mut response = (
                 StatusCode::from_u16(status).unwrap(),
@@ -425,6 +439,11 @@ async fn stand_in_handler(
                 "x-amzn-ErrorType",
                 HeaderValue::from_str(error_type).unwrap(),
             );
+            if let Some(reason) = reason {
+                response
+                    .headers_mut()
+                    .insert("x-latchkey-reason", HeaderValue::from_static(reason));
+            }
             response
         }
     }
