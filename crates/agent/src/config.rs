@@ -10,6 +10,7 @@ use std::time::Duration;
 use latchkey_authn::UserSources;
 use latchkey_authn::outbound::OutboundPolicy;
 use latchkey_conversations::StoreConfig;
+use latchkey_core::protocol::WorkloadName;
 use latchkey_llm::LlmConfig;
 use serde::Deserialize;
 
@@ -135,7 +136,7 @@ impl AgentConfig {
         // The identity URL and the user sources: the same rules as the binding service's.
         latchkey_authn::config::service_url("identity_url", &self.identity_url)?;
         self.users.validate()?;
-        if !is_workload_name(&self.workload_name) {
+        if WorkloadName::parse(&self.workload_name).is_err() {
             return Err(ConfigError::new(
                 "workload_name",
                 "must be 3 to 255 characters of [A-Za-z0-9_.-]",
@@ -272,13 +273,6 @@ fn http_url(key: &'static str, text: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
-}
-
-/// AgentCore's workload name rule (`[A-Za-z0-9_.-]+`, 3 to 255).
-fn is_workload_name(s: &str) -> bool {
-    (3..=255).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]

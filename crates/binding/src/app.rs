@@ -11,15 +11,12 @@ use latchkey_authn::alb::AlbVerifier;
 use latchkey_authn::outbound::{OutboundClient, OutboundError};
 use latchkey_authn::user::{Cookies, ResolveError, SignedInUser, Source, UserResolver};
 use latchkey_core::clock::Clock;
+use latchkey_core::protocol::SessionUri;
 
 use crate::config::{BindingConfig, ConfigError};
 use crate::pages::{Page, harden};
 use crate::upstream::{ClientBuildError, Completion, IdentityClient};
 
-/// The prefix of every `sessionUri`.
-pub const SESSION_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
-/// Longest accepted `sessionUri` (the API's limit).
-pub const MAX_SESSION_URI_LEN: usize = 1024;
 pub use latchkey_authn::user::{ALB_HEADER, MAX_ID_TOKEN_BYTES};
 
 /// Why the service cannot start.
@@ -157,7 +154,7 @@ async fn session_binding(State(state): State<BindingState>, uri: Uri, headers: H
 }
 
 /// The one `session_id` query parameter, when it is a valid `sessionUri`.
-pub fn session_id(query: Option<&str>) -> Option<String> {
+pub fn session_id(query: Option<&str>) -> Option<SessionUri> {
     let mut found = None;
     for (name, value) in url::form_urlencoded::parse(query?.as_bytes()) {
         if name == "session_id" {
@@ -167,18 +164,7 @@ pub fn session_id(query: Option<&str>) -> Option<String> {
             found = Some(value.into_owned());
         }
     }
-    found.filter(|s| is_session_uri(s))
-}
-
-/// `urn:ietf:params:oauth:request_uri:[a-zA-Z0-9-._~]+`, at most 1024 characters.
-pub fn is_session_uri(s: &str) -> bool {
-    s.len() <= MAX_SESSION_URI_LEN
-        && s.strip_prefix(SESSION_URI_PREFIX).is_some_and(|rest| {
-            !rest.is_empty()
-                && rest
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
-        })
+    found.and_then(|s| SessionUri::parse(&s).ok())
 }
 
 /// The signed-in user ([`UserResolver`]); a refusal is logged and becomes its page.
@@ -211,6 +197,7 @@ async fn resolve_user(inner: &Inner, headers: &HeaderMap) -> Result<(Source, Sig
 #[cfg(test)]
 mod tests {
     use super::*;
+    use latchkey_core::protocol::{MAX_SESSION_URI_LEN, SESSION_URI_PREFIX};
 
     #[test]
     fn session_ids() {

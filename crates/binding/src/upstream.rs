@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use latchkey_authn::SignedInUser;
 use latchkey_client::{Error, ErrorKind, Reason, UserIdentifier};
+use latchkey_core::protocol::SessionUri;
 
 use crate::config::BindingConfig;
 
@@ -77,14 +78,14 @@ impl IdentityClient {
     }
 
     /// Ask the identity service to bind `session_uri` to `user`.
-    pub async fn complete(&self, session_uri: &str, user: &SignedInUser) -> Completion {
+    pub async fn complete(&self, session_uri: &SessionUri, user: &SignedInUser) -> Completion {
         let user = match user {
             SignedInUser::UserId(id) => UserIdentifier::UserId(id.clone()),
             SignedInUser::IdToken { token, .. } => UserIdentifier::UserToken(token.clone()),
         };
         match self
             .client
-            .complete_resource_token_auth(session_uri, &user)
+            .complete_resource_token_auth(session_uri.as_str(), &user)
             .await
         {
             Ok(()) => Completion::Completed,

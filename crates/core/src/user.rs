@@ -8,17 +8,26 @@
 //! sessions and the "same user" check when a session is completed.
 
 use std::fmt;
+use std::str::FromStr;
 
-/// How a user was established.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum UserKind {
+use serde::{Deserialize, Serialize};
+
+/// How a user was established: the WAT claim `latchkey:user_source` and the stored
+/// `kind` column, spelled `user-id` or `jwt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum UserSource {
     /// Asserted by a trusted caller (`…ForUserId`, or `userId` at completion).
+    #[serde(rename = "user-id")]
     UserId,
     /// The subject of a user token verified against a configured inbound issuer.
+    #[serde(rename = "jwt")]
     Jwt,
 }
 
-impl UserKind {
+/// The former name of [`UserSource`], kept while the identity crate still uses it.
+pub type UserKind = UserSource;
+
+impl UserSource {
     /// The stored and WAT-claim spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,12 +36,27 @@ impl UserKind {
         }
     }
 
+    /// Exact spelling (`user-id` or `jwt`); anything else is `None`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "user-id" => Some(Self::UserId),
             "jwt" => Some(Self::Jwt),
             _ => None,
         }
+    }
+}
+
+impl FromStr for UserSource {
+    type Err = UserPrincipalError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s).ok_or(UserPrincipalError::Kind)
+    }
+}
+
+impl fmt::Display for UserSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -60,7 +84,7 @@ pub const MAX_ISSUER_LEN: usize = 2048;
 /// A user: kind, issuer (JWT users only) and subject.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserPrincipal {
-    kind: UserKind,
+    kind: UserSource,
     /// Empty for `UserId`.
     issuer: String,
     subject: String,
@@ -69,7 +93,7 @@ pub struct UserPrincipal {
 impl UserPrincipal {
     /// A user id asserted by a trusted caller.
     pub fn user_id(subject: impl Into<String>) -> Result<Self, UserPrincipalError> {
-        Self::new(UserKind::UserId, String::new(), subject.into())
+        Self::new(UserSource::UserId, String::new(), subject.into())
     }
 
     /// The subject of a token verified against `issuer`.
@@ -77,24 +101,24 @@ impl UserPrincipal {
         issuer: impl Into<String>,
         subject: impl Into<String>,
     ) -> Result<Self, UserPrincipalError> {
-        Self::new(UserKind::Jwt, issuer.into(), subject.into())
+        Self::new(UserSource::Jwt, issuer.into(), subject.into())
     }
 
     /// From stored columns (`kind`, `issuer` — empty for a user id —, `subject`).
     pub fn from_parts(kind: &str, issuer: &str, subject: &str) -> Result<Self, UserPrincipalError> {
-        let kind = UserKind::parse(kind).ok_or(UserPrincipalError::Kind)?;
+        let kind = UserSource::parse(kind).ok_or(UserPrincipalError::Kind)?;
         Self::new(kind, issuer.to_string(), subject.to_string())
     }
 
-    fn new(kind: UserKind, issuer: String, subject: String) -> Result<Self, UserPrincipalError> {
+    fn new(kind: UserSource, issuer: String, subject: String) -> Result<Self, UserPrincipalError> {
         if subject.is_empty() || subject.len() > MAX_SUBJECT_LEN {
             return Err(UserPrincipalError::Subject);
         }
         match kind {
-            UserKind::UserId if !issuer.is_empty() => {
+            UserSource::UserId if !issuer.is_empty() => {
                 return Err(UserPrincipalError::UnexpectedIssuer);
             }
-            UserKind::Jwt if issuer.is_empty() => return Err(UserPrincipalError::MissingIssuer),
+            UserSource::Jwt if issuer.is_empty() => return Err(UserPrincipalError::MissingIssuer),
             _ if issuer.len() > MAX_ISSUER_LEN => return Err(UserPrincipalError::Issuer),
             _ => {}
         }
@@ -105,13 +129,13 @@ impl UserPrincipal {
         })
     }
 
-    pub fn kind(&self) -> UserKind {
+    pub fn kind(&self) -> UserSource {
         self.kind
     }
 
     /// The inbound issuer (JWT users only).
     pub fn issuer(&self) -> Option<&str> {
-        (self.kind == UserKind::Jwt).then_some(self.issuer.as_str())
+        (self.kind == UserSource::Jwt).then_some(self.issuer.as_str())
     }
 
     /// The issuer as stored: empty for a user id.
@@ -129,8 +153,8 @@ impl UserPrincipal {
 impl fmt::Display for UserPrincipal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
-            UserKind::UserId => write!(f, "user-id {:?}", self.subject),
-            UserKind::Jwt => write!(f, "jwt {:?} at {:?}", self.subject, self.issuer),
+            UserSource::UserId => write!(f, "user-id {:?}", self.subject),
+            UserSource::Jwt => write!(f, "jwt {:?} at {:?}", self.subject, self.issuer),
         }
     }
 }
@@ -179,5 +203,28 @@ mod tests {
     fn display_escapes_control_characters() {
         let p = UserPrincipal::jwt("https://a.example", "eve\nforged line").unwrap();
         assert!(!p.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn user_source_spellings() {
+        for (source, wire) in [(UserSource::UserId, "user-id"), (UserSource::Jwt, "jwt")] {
+            assert_eq!(source.as_str(), wire);
+            assert_eq!(source.to_string(), wire);
+            assert_eq!(wire.parse::<UserSource>(), Ok(source));
+            assert_eq!(UserSource::parse(wire), Some(source));
+            assert_eq!(serde_json::to_value(source).unwrap(), wire);
+            assert_eq!(
+                serde_json::from_value::<UserSource>(serde_json::json!(wire)).unwrap(),
+                source
+            );
+        }
+        for bad in ["", "JWT", "user_id", "userid", "legacy", " jwt"] {
+            assert_eq!(
+                bad.parse::<UserSource>(),
+                Err(UserPrincipalError::Kind),
+                "{bad:?}"
+            );
+            assert!(serde_json::from_value::<UserSource>(serde_json::json!(bad)).is_err());
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! patterns (full match) and enums. Collects every failure so the client sees all fields.
 
 use crate::error::{ApiError, FieldError};
+use crate::protocol::{CredentialProviderName, ProtocolValue, Scopes, SessionUri, WorkloadName};
 
 /// Collects field failures; `finish` turns them into one `ValidationException`.
 #[derive(Debug, Default)]
@@ -70,6 +71,31 @@ impl Validator {
             )
     }
 
+    /// Parses `value` as the protocol type `T` ([`crate::protocol`]); on failure records
+    /// AgentCore's message under `name` (the message [`Self::chars`] gives for that member).
+    pub fn value<T: ProtocolValue>(&mut self, name: &str, value: &str) -> Option<T> {
+        match T::parse(value) {
+            Ok(parsed) => Some(parsed),
+            Err(error) => {
+                self.fail(name, error.to_string());
+                None
+            }
+        }
+    }
+
+    /// Parses `scopes` as [`Scopes`]; records one failure under `name` for every refused
+    /// scope (as a loop of [`Self::length`] over them does).
+    pub fn scopes(&mut self, name: &str, scopes: &[String]) -> Option<Scopes> {
+        let mut ok = true;
+        for scope in scopes {
+            if let Err(error) = Scopes::check_scope(scope) {
+                self.fail(name, error.to_string());
+                ok = false;
+            }
+        }
+        ok.then(|| Scopes::try_from(scopes.to_vec()).ok()).flatten()
+    }
+
     pub fn check(&mut self, name: &str, ok: bool, message: impl Into<String>) -> bool {
         if !ok {
             self.fail(name, message);
@@ -115,14 +141,15 @@ pub fn is_unsafe_name_char(c: char) -> bool {
         )
 }
 
-/// `[A-Za-z0-9_.-]` — workload identity names.
+/// `[A-Za-z0-9_.-]` — workload identity names ([`WorkloadName`] parses a whole name).
 pub fn is_workload_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+    WorkloadName::is_allowed_char(c)
 }
 
-/// `[a-zA-Z0-9\-_]` — credential provider names, token vault ids.
+/// `[a-zA-Z0-9\-_]` — credential provider names ([`CredentialProviderName`] parses a whole
+/// name), token vault ids.
 pub fn is_provider_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-')
+    CredentialProviderName::is_allowed_char(c)
 }
 
 /// `[a-zA-Z0-9\s._:/=+@-]` — tag keys and values.
@@ -155,16 +182,10 @@ pub fn is_return_url(value: &str) -> bool {
     tail_ok && !value[scheme.len() + 1..].chars().any(char::is_whitespace)
 }
 
-/// `urn:ietf:params:oauth:request_uri:[a-zA-Z0-9-._~]+` — a session URI.
+/// `urn:ietf:params:oauth:request_uri:[a-zA-Z0-9-._~]+` — a session URI's pattern, whatever
+/// its length ([`SessionUri`] parses one with the length limit too).
 pub fn is_session_uri(value: &str) -> bool {
-    value
-        .strip_prefix("urn:ietf:params:oauth:request_uri:")
-        .is_some_and(|id| {
-            !id.is_empty()
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
-        })
+    SessionUri::matches_pattern(value)
 }
 
 /// `[A-Za-z0-9-_=]+.[A-Za-z0-9-_=]+.[A-Za-z0-9-_=]+` — a compact JWT (the model's dots are
