@@ -12,101 +12,18 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use latchkey_core::ApiError;
 use latchkey_core::sigv4;
-use latchkey_core::validate::{Validator, is_workload_char};
 use secrecy::{ExposeSecret, SecretBox};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
+pub use crate::aad::credential as credential_aad;
 use crate::cache::TtlCache;
+pub use crate::caller::{Caller, Role};
 use crate::http_error::HttpError;
 use crate::state::AppState;
 
 /// Largest request body accepted (1 MiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// What a credential may do.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Everything: control plane and data plane for every workload.
-    Admin,
-    /// The data plane of one workload only.
-    Workload(String),
-    /// Only `CompleteResourceTokenAuth` (the session binding service).
-    Binding,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "admin" => Ok(Self::Admin),
-            "binding" => Ok(Self::Binding),
-            _ => match s.strip_prefix("workload:") {
-                Some(name) => {
-                    let mut v = Validator::new();
-                    if v.chars("role", name, 3, 255, is_workload_char, "[A-Za-z0-9_.-]+") {
-                        Ok(Self::Workload(name.to_string()))
-                    } else {
-                        Err(format!(
-                            "invalid workload name in role {s:?}: 3..255 characters of [A-Za-z0-9_.-]"
-                        ))
-                    }
-                }
-                None => Err(format!(
-                    "unknown role {s:?}: expected admin, binding or workload:<name>"
-                )),
-            },
-        }
-    }
-
-    pub fn as_string(&self) -> String {
-        match self {
-            Self::Admin => "admin".into(),
-            Self::Binding => "binding".into(),
-            Self::Workload(name) => format!("workload:{name}"),
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.as_string())
-    }
-}
-
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub access_key_id: String,
-    pub role: Role,
-}
-
-impl Caller {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
-    /// May this caller use the data plane for `workload`?
-    pub fn require_workload(&self, workload: &str) -> Result<(), ApiError> {
-        match &self.role {
-            Role::Admin => Ok(()),
-            Role::Workload(own) if own == workload => Ok(()),
-            _ => Err(ApiError::AccessDenied(format!(
-                "caller {} is not allowed to act for workload {workload:?}",
-                self.access_key_id
-            ))),
-        }
-    }
-
-    /// Data-plane operations other than `CompleteResourceTokenAuth`.
-    pub fn require_data_plane(&self) -> Result<(), ApiError> {
-        match self.role {
-            Role::Binding => Err(ApiError::AccessDenied(
-                "a binding credential may only call CompleteResourceTokenAuth".into(),
-            )),
-            _ => Ok(()),
-        }
-    }
-}
 
 /// A credential as held in memory: its role and its secret (zeroized on drop).
 pub struct LiveCredential {
@@ -185,11 +102,6 @@ async fn load_credential(
         .credentials
         .put(access_key_id.to_string(), live.clone());
     Ok(live)
-}
-
-/// The associated data that binds a credential's secret envelope to its id.
-pub fn credential_aad(access_key_id: &str) -> String {
-    format!("credential:{access_key_id}")
 }
 
 fn unauthorized(why: &str) -> ApiError {
@@ -332,10 +244,9 @@ async fn read_body(parts: &Parts, body: axum::body::Body) -> Result<Bytes, Respo
 
 /// 413 in AgentCore's error shape.
 pub fn too_large() -> Response {
-    let mut r = HttpError(ApiError::cannot_parse(format!(
+    let mut r = crate::http_error::agentcore(&ApiError::cannot_parse(format!(
         "request body exceeds {MAX_BODY_BYTES} bytes"
-    )))
-    .into_response();
+    )));
     *r.status_mut() = axum::http::StatusCode::PAYLOAD_TOO_LARGE;
     r
 }
@@ -390,7 +301,7 @@ async fn extract<T: DeserializeOwned>(
     let bytes = read_body(&parts, body).await?;
     let caller = authenticate(state, &parts, &bytes)
         .await
-        .map_err(|e| HttpError(e).into_response())?;
+        .map_err(|e| HttpError::from(e).into_response())?;
     let allowed = match gate {
         Gate::Any => Ok(()),
         Gate::DataPlane => caller.require_data_plane(),
@@ -405,8 +316,8 @@ async fn extract<T: DeserializeOwned>(
             caller.access_key_id, caller.role
         ))),
     };
-    allowed.map_err(|e| HttpError(e).into_response())?;
-    let body = parse_json(&bytes).map_err(|e| HttpError(e).into_response())?;
+    allowed.map_err(|e| HttpError::from(e).into_response())?;
+    let body = parse_json(&bytes).map_err(|e| HttpError::from(e).into_response())?;
     Ok((caller, body, parts))
 }
 
