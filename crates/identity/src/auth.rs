@@ -3,117 +3,32 @@
 //! binding credential, and bodies are parsed only after the caller is authenticated and
 //! authorized, so anonymous callers learn nothing from validation messages.
 
-use std::fmt;
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use latchkey_core::ApiError;
 use latchkey_core::sigv4;
-use secrecy::{ExposeSecret, SecretBox};
+use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 pub use crate::aad::credential as credential_aad;
-use crate::cache::TtlCache;
 pub use crate::caller::{Caller, Role};
+pub use crate::credentials::{CredentialCache, LiveCredential};
+use crate::error::Error;
 use crate::http_error::HttpError;
 use crate::state::AppState;
 
 /// Largest request body accepted (1 MiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// A credential as held in memory: its role and its secret (zeroized on drop).
-pub struct LiveCredential {
-    pub role: Role,
-    pub secret: SecretBox<Vec<u8>>,
-    /// The last SigV4 signing key derived from the secret, by credential scope
-    /// (`date/region/service`): it changes once a day per region, so the four-HMAC
-    /// derivation is skipped on almost every request.
-    signing_key: std::sync::Mutex<Option<(String, SecretBox<[u8; 32]>)>>,
-}
-
-impl LiveCredential {
-    pub fn new(role: Role, secret: Vec<u8>) -> Self {
-        Self {
-            role,
-            secret: SecretBox::new(Box::new(secret)),
-            signing_key: std::sync::Mutex::new(None),
-        }
-    }
-
-    fn signing_key(&self, auth: &sigv4::Authorization) -> [u8; 32] {
-        let scope = auth.credential_scope();
-        if let Ok(cached) = self.signing_key.lock()
-            && let Some((s, key)) = cached.as_ref()
-            && *s == scope
-        {
-            return *key.expose_secret();
-        }
-        let key = sigv4::signing_key(
-            self.secret.expose_secret(),
-            &auth.date,
-            &auth.region,
-            &auth.service,
-        );
-        if let Ok(mut cached) = self.signing_key.lock() {
-            *cached = Some((scope, SecretBox::new(Box::new(key))));
-        }
-        key
-    }
-}
-
-impl fmt::Debug for LiveCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LiveCredential")
-            .field("role", &self.role)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Credentials by access key id (`None`: unknown or revoked). Revocation takes effect at
-/// once on this replica and within the TTL on others.
-pub type CredentialCache = TtlCache<String, Option<Arc<LiveCredential>>>;
-
-async fn load_credential(
-    state: &AppState,
-    access_key_id: &str,
-) -> Result<Option<Arc<LiveCredential>>, ApiError> {
-    if let Some(hit) = state.credentials.get(access_key_id) {
-        return Ok(hit);
-    }
-    let live = match state.store.find_credential(access_key_id).await? {
-        Some(rec) if rec.revoked_ms.is_none() => {
-            let role = Role::parse(&rec.role).map_err(ApiError::internal)?;
-            let secret = latchkey_core::crypto::decrypt(
-                state.keys.as_ref(),
-                credential_aad(access_key_id).as_bytes(),
-                &rec.secret_envelope,
-            )
-            .await
-            .map_err(|e| ApiError::internal(format!("credential {access_key_id}: {e}")))?;
-            Some(Arc::new(LiveCredential::new(role, secret.to_vec())))
-        }
-        _ => None,
-    };
-    state
-        .credentials
-        .put(access_key_id.to_string(), live.clone());
-    Ok(live)
-}
-
-fn unauthorized(why: &str) -> ApiError {
-    ApiError::Unauthorized(format!("the request could not be authenticated: {why}"))
+fn unauthorized(why: &str) -> Error {
+    ApiError::Unauthorized(format!("the request could not be authenticated: {why}")).into()
 }
 
 /// Authenticate a request from its parts and full body.
-pub async fn authenticate(
-    state: &AppState,
-    parts: &Parts,
-    body: &[u8],
-) -> Result<Caller, ApiError> {
+pub async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Caller, Error> {
     let mut values = parts
         .headers
         .get_all(axum::http::header::AUTHORIZATION)
@@ -135,11 +50,13 @@ pub async fn authenticate(
     Err(unauthorized("unsupported authorization scheme"))
 }
 
-async fn authenticate_bearer(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+async fn authenticate_bearer(state: &AppState, token: &str) -> Result<Caller, Error> {
     let (id, secret) = token
         .split_once(':')
         .ok_or_else(|| unauthorized("bearer key must be ACCESS_KEY_ID:SECRET"))?;
-    let cred = load_credential(state, id)
+    let cred = state
+        .credentials
+        .load(id)
         .await?
         .ok_or_else(|| unauthorized("unknown or revoked access key"))?;
     if bool::from(
@@ -163,9 +80,11 @@ async fn authenticate_sigv4(
     parts: &Parts,
     body: &[u8],
     header: &str,
-) -> Result<Caller, ApiError> {
+) -> Result<Caller, Error> {
     let auth = sigv4::parse_authorization(header).map_err(|e| unauthorized(&e.to_string()))?;
-    let cred = load_credential(state, &auth.access_key_id)
+    let cred = state
+        .credentials
+        .load(&auth.access_key_id)
         .await?
         .ok_or_else(|| unauthorized("unknown or revoked access key"))?;
     let headers: Vec<(&str, std::borrow::Cow<'_, str>)> = parts

@@ -22,6 +22,7 @@ pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod caller;
+pub mod credentials;
 pub mod error;
 pub mod handlers;
 pub mod http_error;

@@ -15,8 +15,8 @@ use latchkey_store::{SigningKeyRecord, Store, StoreError};
 
 use crate::aad;
 use crate::audit::{AuditSink, Auditor};
-use crate::auth::CredentialCache;
 use crate::cache::TtlCache;
+use crate::credentials::Credentials;
 use crate::error::{Error, Result};
 use crate::inbound::{InboundIssuerConfig, InboundVerifier};
 use crate::outbound::{OutboundClient, OutboundPolicy};
@@ -85,7 +85,7 @@ pub struct Inner {
     pub keys: Arc<dyn KeyProvider>,
     pub clock: Arc<dyn Clock>,
     pub wat: WatAuthority,
-    pub credentials: CredentialCache,
+    pub credentials: Credentials,
     /// Workload facts by name (`None`: no such workload).
     pub workloads: TtlCache<String, Option<WorkloadFacts>>,
     /// Verified workload access tokens (checked again for expiry on every hit).
@@ -163,7 +163,7 @@ impl AppState {
             },
         );
         Ok(Self(Arc::new(Inner {
-            credentials: CredentialCache::new(config.cache_ttl, CACHE_CAP),
+            credentials: Credentials::new(store.clone(), keys.clone(), config.cache_ttl, CACHE_CAP),
             workloads: TtlCache::new(config.cache_ttl, CACHE_CAP),
             verified_wats: TtlCache::new(config.cache_ttl, CACHE_CAP),
             api_keys: TtlCache::new(config.cache_ttl, CACHE_CAP),
