@@ -13,9 +13,9 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Admin, DataPlane, MAX_BODY_BYTES, too_large};
+use crate::handlers::{control, data, flows, providers};
 use crate::http_error::{HttpError, HttpResult};
 use crate::state::AppState;
-use crate::{control, data, flows, providers};
 
 /// Build the router. Tests drive it without a socket; the binary serves it.
 pub fn app(state: AppState) -> Router {
@@ -243,7 +243,7 @@ async fn get_only(req: axum::extract::Request, next: axum::middleware::Next) -> 
 }
 
 async fn not_found() -> Response {
-    HttpError(ApiError::NotFound("no such operation: unknown path".into())).into_response()
+    HttpError::from(ApiError::NotFound("no such operation: unknown path".into())).into_response()
 }
 
 async fn method_not_allowed() -> Response {

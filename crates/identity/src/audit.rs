@@ -16,7 +16,9 @@ use latchkey_core::audit::{AuditEvent, Outcome};
 use latchkey_store::{AuditChain, Store};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::Caller;
+use latchkey_core::clock::Clock;
+
+use crate::caller::Caller;
 
 enum Message {
     Event(Box<AuditEvent>),
@@ -134,25 +136,49 @@ impl AuditSink {
     }
 }
 
-/// Record an event about a caller's action (or the browser's, with no caller) on a
-/// workload/user/target, without waiting for the database.
-#[allow(clippy::too_many_arguments)]
-pub async fn record(
-    state: &crate::state::AppState,
-    caller: Option<&Caller>,
-    action: &str,
-    workload: Option<&str>,
-    user: Option<&UserPrincipal>,
-    target: Option<&str>,
-    outcome: Outcome,
-    detail: serde_json::Value,
-) {
-    let mut e = event(state.clock.now_ms(), caller, action, outcome);
-    e.workload = workload.map(str::to_string);
-    set_user(&mut e, user);
-    e.target = target.map(str::to_string);
-    e.detail = detail;
-    state.audit.record(e).await;
+/// The audit sink with the clock that dates its events: what services record through.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    sink: AuditSink,
+    clock: Arc<dyn Clock>,
+}
+
+impl Auditor {
+    pub fn new(sink: AuditSink, clock: Arc<dyn Clock>) -> Self {
+        Self { sink, clock }
+    }
+
+    pub fn sink(&self) -> &AuditSink {
+        &self.sink
+    }
+
+    /// Record an event about a caller's action (or the browser's, with no caller) on a
+    /// workload/user/target, without waiting for the database.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record(
+        &self,
+        caller: Option<&Caller>,
+        action: &str,
+        workload: Option<&str>,
+        user: Option<&UserPrincipal>,
+        target: Option<&str>,
+        outcome: Outcome,
+        detail: serde_json::Value,
+    ) {
+        let mut e = event(self.clock.now_ms(), caller, action, outcome);
+        e.workload = workload.map(str::to_string);
+        set_user(&mut e, user);
+        e.target = target.map(str::to_string);
+        e.detail = detail;
+        self.sink.record(e).await;
+    }
+
+    /// A successful control-plane change by `caller` to `target`.
+    pub async fn change(&self, caller: &Caller, action: &str, target: String) {
+        let mut e = event(self.clock.now_ms(), Some(caller), action, Outcome::Success);
+        e.target = Some(target);
+        self.sink.record(e).await;
+    }
 }
 
 /// Name the event's user: subject, and issuer for a user established by a token.

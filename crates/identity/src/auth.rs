@@ -3,205 +3,32 @@
 //! binding credential, and bodies are parsed only after the caller is authenticated and
 //! authorized, so anonymous callers learn nothing from validation messages.
 
-use std::fmt;
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use latchkey_core::ApiError;
 use latchkey_core::sigv4;
-use latchkey_core::validate::{Validator, is_workload_char};
-use secrecy::{ExposeSecret, SecretBox};
+use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
-use crate::cache::TtlCache;
+pub use crate::aad::credential as credential_aad;
+pub use crate::caller::{Caller, Role};
+pub use crate::credentials::{CredentialCache, LiveCredential};
+use crate::error::Error;
 use crate::http_error::HttpError;
 use crate::state::AppState;
 
 /// Largest request body accepted (1 MiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// What a credential may do.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Everything: control plane and data plane for every workload.
-    Admin,
-    /// The data plane of one workload only.
-    Workload(String),
-    /// Only `CompleteResourceTokenAuth` (the session binding service).
-    Binding,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "admin" => Ok(Self::Admin),
-            "binding" => Ok(Self::Binding),
-            _ => match s.strip_prefix("workload:") {
-                Some(name) => {
-                    let mut v = Validator::new();
-                    if v.chars("role", name, 3, 255, is_workload_char, "[A-Za-z0-9_.-]+") {
-                        Ok(Self::Workload(name.to_string()))
-                    } else {
-                        Err(format!(
-                            "invalid workload name in role {s:?}: 3..255 characters of [A-Za-z0-9_.-]"
-                        ))
-                    }
-                }
-                None => Err(format!(
-                    "unknown role {s:?}: expected admin, binding or workload:<name>"
-                )),
-            },
-        }
-    }
-
-    pub fn as_string(&self) -> String {
-        match self {
-            Self::Admin => "admin".into(),
-            Self::Binding => "binding".into(),
-            Self::Workload(name) => format!("workload:{name}"),
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.as_string())
-    }
-}
-
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub access_key_id: String,
-    pub role: Role,
-}
-
-impl Caller {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
-    /// May this caller use the data plane for `workload`?
-    pub fn require_workload(&self, workload: &str) -> Result<(), ApiError> {
-        match &self.role {
-            Role::Admin => Ok(()),
-            Role::Workload(own) if own == workload => Ok(()),
-            _ => Err(ApiError::AccessDenied(format!(
-                "caller {} is not allowed to act for workload {workload:?}",
-                self.access_key_id
-            ))),
-        }
-    }
-
-    /// Data-plane operations other than `CompleteResourceTokenAuth`.
-    pub fn require_data_plane(&self) -> Result<(), ApiError> {
-        match self.role {
-            Role::Binding => Err(ApiError::AccessDenied(
-                "a binding credential may only call CompleteResourceTokenAuth".into(),
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// A credential as held in memory: its role and its secret (zeroized on drop).
-pub struct LiveCredential {
-    pub role: Role,
-    pub secret: SecretBox<Vec<u8>>,
-    /// The last SigV4 signing key derived from the secret, by credential scope
-    /// (`date/region/service`): it changes once a day per region, so the four-HMAC
-    /// derivation is skipped on almost every request.
-    signing_key: std::sync::Mutex<Option<(String, SecretBox<[u8; 32]>)>>,
-}
-
-impl LiveCredential {
-    pub fn new(role: Role, secret: Vec<u8>) -> Self {
-        Self {
-            role,
-            secret: SecretBox::new(Box::new(secret)),
-            signing_key: std::sync::Mutex::new(None),
-        }
-    }
-
-    fn signing_key(&self, auth: &sigv4::Authorization) -> [u8; 32] {
-        let scope = auth.credential_scope();
-        if let Ok(cached) = self.signing_key.lock()
-            && let Some((s, key)) = cached.as_ref()
-            && *s == scope
-        {
-            return *key.expose_secret();
-        }
-        let key = sigv4::signing_key(
-            self.secret.expose_secret(),
-            &auth.date,
-            &auth.region,
-            &auth.service,
-        );
-        if let Ok(mut cached) = self.signing_key.lock() {
-            *cached = Some((scope, SecretBox::new(Box::new(key))));
-        }
-        key
-    }
-}
-
-impl fmt::Debug for LiveCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LiveCredential")
-            .field("role", &self.role)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Credentials by access key id (`None`: unknown or revoked). Revocation takes effect at
-/// once on this replica and within the TTL on others.
-pub type CredentialCache = TtlCache<String, Option<Arc<LiveCredential>>>;
-
-async fn load_credential(
-    state: &AppState,
-    access_key_id: &str,
-) -> Result<Option<Arc<LiveCredential>>, ApiError> {
-    if let Some(hit) = state.credentials.get(access_key_id) {
-        return Ok(hit);
-    }
-    let live = match state.store.find_credential(access_key_id).await? {
-        Some(rec) if rec.revoked_ms.is_none() => {
-            let role = Role::parse(&rec.role).map_err(ApiError::internal)?;
-            let secret = latchkey_core::crypto::decrypt(
-                state.keys.as_ref(),
-                credential_aad(access_key_id).as_bytes(),
-                &rec.secret_envelope,
-            )
-            .await
-            .map_err(|e| ApiError::internal(format!("credential {access_key_id}: {e}")))?;
-            Some(Arc::new(LiveCredential::new(role, secret.to_vec())))
-        }
-        _ => None,
-    };
-    state
-        .credentials
-        .put(access_key_id.to_string(), live.clone());
-    Ok(live)
-}
-
-/// The associated data that binds a credential's secret envelope to its id.
-pub fn credential_aad(access_key_id: &str) -> String {
-    format!("credential:{access_key_id}")
-}
-
-fn unauthorized(why: &str) -> ApiError {
-    ApiError::Unauthorized(format!("the request could not be authenticated: {why}"))
+fn unauthorized(why: &str) -> Error {
+    ApiError::Unauthorized(format!("the request could not be authenticated: {why}")).into()
 }
 
 /// Authenticate a request from its parts and full body.
-pub async fn authenticate(
-    state: &AppState,
-    parts: &Parts,
-    body: &[u8],
-) -> Result<Caller, ApiError> {
+pub async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Caller, Error> {
     let mut values = parts
         .headers
         .get_all(axum::http::header::AUTHORIZATION)
@@ -223,11 +50,13 @@ pub async fn authenticate(
     Err(unauthorized("unsupported authorization scheme"))
 }
 
-async fn authenticate_bearer(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+async fn authenticate_bearer(state: &AppState, token: &str) -> Result<Caller, Error> {
     let (id, secret) = token
         .split_once(':')
         .ok_or_else(|| unauthorized("bearer key must be ACCESS_KEY_ID:SECRET"))?;
-    let cred = load_credential(state, id)
+    let cred = state
+        .credentials
+        .load(id)
         .await?
         .ok_or_else(|| unauthorized("unknown or revoked access key"))?;
     if bool::from(
@@ -251,9 +80,11 @@ async fn authenticate_sigv4(
     parts: &Parts,
     body: &[u8],
     header: &str,
-) -> Result<Caller, ApiError> {
+) -> Result<Caller, Error> {
     let auth = sigv4::parse_authorization(header).map_err(|e| unauthorized(&e.to_string()))?;
-    let cred = load_credential(state, &auth.access_key_id)
+    let cred = state
+        .credentials
+        .load(&auth.access_key_id)
         .await?
         .ok_or_else(|| unauthorized("unknown or revoked access key"))?;
     let headers: Vec<(&str, std::borrow::Cow<'_, str>)> = parts
@@ -332,10 +163,9 @@ async fn read_body(parts: &Parts, body: axum::body::Body) -> Result<Bytes, Respo
 
 /// 413 in AgentCore's error shape.
 pub fn too_large() -> Response {
-    let mut r = HttpError(ApiError::cannot_parse(format!(
+    let mut r = crate::http_error::agentcore(&ApiError::cannot_parse(format!(
         "request body exceeds {MAX_BODY_BYTES} bytes"
-    )))
-    .into_response();
+    )));
     *r.status_mut() = axum::http::StatusCode::PAYLOAD_TOO_LARGE;
     r
 }
@@ -390,7 +220,7 @@ async fn extract<T: DeserializeOwned>(
     let bytes = read_body(&parts, body).await?;
     let caller = authenticate(state, &parts, &bytes)
         .await
-        .map_err(|e| HttpError(e).into_response())?;
+        .map_err(|e| HttpError::from(e).into_response())?;
     let allowed = match gate {
         Gate::Any => Ok(()),
         Gate::DataPlane => caller.require_data_plane(),
@@ -405,8 +235,8 @@ async fn extract<T: DeserializeOwned>(
             caller.access_key_id, caller.role
         ))),
     };
-    allowed.map_err(|e| HttpError(e).into_response())?;
-    let body = parse_json(&bytes).map_err(|e| HttpError(e).into_response())?;
+    allowed.map_err(|e| HttpError::from(e).into_response())?;
+    let body = parse_json(&bytes).map_err(|e| HttpError::from(e).into_response())?;
     Ok((caller, body, parts))
 }
 

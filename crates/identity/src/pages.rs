@@ -1,10 +1,13 @@
-//! The few HTML pages the identity service shows a browser (during the OAuth redirects).
+//! The few HTML pages the identity service shows a browser (during the OAuth redirects):
+//! the one mapping of browser-step errors to pages.
 //! Fixed text only: nothing from the request is reflected (the completion page shows a
 //! one-time code Latchkey generated). Strict CSP, no caching, no
 //! framing, no referrer (authorization URLs carry a `request_uri`).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+
+use crate::services::sessions::BrowserError;
 
 const CSP: &str = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
@@ -85,32 +88,8 @@ pub(crate) fn redirect(to: &str) -> Response {
     harden(Redirect::to(to).into_response())
 }
 
-/// The reasons a browser step fails, each with its page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BrowserError {
-    BadRequest,
-    UnknownSession,
-    Expired,
-    AlreadyUsed,
-    WrongProvider,
-    IssuerMismatch,
-    Unavailable,
-}
-
-impl BrowserError {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::BadRequest => "malformed request",
-            Self::UnknownSession => "unknown authorization session or state",
-            Self::Expired => "authorization session expired",
-            Self::AlreadyUsed => "authorization session already used",
-            Self::WrongProvider => "state belongs to another provider's session",
-            Self::IssuerMismatch => "the authorization response came from another issuer",
-            Self::Unavailable => "service unavailable",
-        }
-    }
-}
-
+/// The page of each reason a browser step fails: the HTML mapping of the session
+/// service's browser errors.
 impl IntoResponse for BrowserError {
     fn into_response(self) -> Response {
         match self {

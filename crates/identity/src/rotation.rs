@@ -14,27 +14,29 @@ use latchkey_core::crypto::{self, KeyProvider};
 use latchkey_store::{EnvelopeColumn, GrantKey, Store, StoreError};
 use serde::Serialize;
 
+use crate::aad;
+
 /// Rows re-wrapped per page.
 const PAGE: i64 = 500;
 
 /// The associated data an envelope of `column` in the row `key` was sealed with — the same
-/// strings the handlers use. `None` when `key` does not have the column's shape.
+/// strings ([`crate::aad`]) the services use. `None` when `key` does not have the column's shape.
 pub fn envelope_aad(column: EnvelopeColumn, key: &[String]) -> Option<String> {
     Some(match (column, key) {
-        (EnvelopeColumn::CredentialSecret, [id]) => crate::auth::credential_aad(id),
-        (EnvelopeColumn::Oauth2ProviderSecret, [name]) => crate::providers::provider_aad(name),
-        (EnvelopeColumn::ApiKeyProviderSecret, [name]) => crate::control::api_key_aad(name),
-        (EnvelopeColumn::SigningKeyPrivate, [kid]) => crate::state::signing_key_aad(kid),
+        (EnvelopeColumn::CredentialSecret, [id]) => aad::credential(id),
+        (EnvelopeColumn::Oauth2ProviderSecret, [name]) => aad::oauth2_provider(name),
+        (EnvelopeColumn::ApiKeyProviderSecret, [name]) => aad::api_key_provider(name),
+        (EnvelopeColumn::SigningKeyPrivate, [kid]) => aad::signing_key(kid),
         (EnvelopeColumn::AuditKey, [kid]) => latchkey_core::audit::chain::audit_key_aad(kid),
-        (EnvelopeColumn::SessionSecrets, [id]) => crate::flows::session_aad(id),
-        (EnvelopeColumn::SessionCode, [id]) => crate::flows::code_aad(id),
+        (EnvelopeColumn::SessionSecrets, [id]) => aad::session_secrets(id),
+        (EnvelopeColumn::SessionCode, [id]) => aad::session_code(id),
         (EnvelopeColumn::GrantAccess | EnvelopeColumn::GrantRefresh, [w, k, i, u, p]) => {
             let part = if column == EnvelopeColumn::GrantAccess {
                 "access"
             } else {
                 "refresh"
             };
-            crate::vault::grant_aad(
+            aad::grant(
                 &GrantKey {
                     workload: w.clone(),
                     user: UserPrincipal::from_parts(k, i, u).ok()?,
@@ -373,13 +375,9 @@ mod tests {
             user: UserPrincipal::jwt("https://idp.example", "u").unwrap(),
             provider: "p".into(),
         };
-        let access = crypto::encrypt(
-            &keys,
-            crate::vault::grant_aad(&gk, "access").as_bytes(),
-            b"at",
-        )
-        .await
-        .unwrap();
+        let access = crypto::encrypt(&keys, aad::grant(&gk, "access").as_bytes(), b"at")
+            .await
+            .unwrap();
         // A refresh envelope sealed for another record: it must fail, not be laundered.
         let misplaced = crypto::encrypt(&keys, b"grant:elsewhere", b"rt")
             .await

@@ -1,4 +1,7 @@
-//! The service's shared state and its start-up (signing keys loaded or created).
+//! The server's state: configuration, the services (built with their dependencies here,
+//! once), the per-replica caches of the HTTP layer, and start-up (signing keys loaded or
+//! created, audit chain checked, background tasks spawned). Handlers take it; services
+//! never do.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +13,16 @@ use latchkey_core::crypto::{self, KeyProvider};
 use latchkey_core::wat::{WatAuthority, WatClaims, WatKey, WatPublicKey};
 use latchkey_store::{SigningKeyRecord, Store, StoreError};
 
-use crate::audit::AuditSink;
-use crate::auth::CredentialCache;
+use crate::aad;
+use crate::audit::{AuditSink, Auditor};
 use crate::cache::TtlCache;
+use crate::credentials::Credentials;
+use crate::error::{Error, Result};
 use crate::inbound::{InboundIssuerConfig, InboundVerifier};
 use crate::outbound::{OutboundClient, OutboundPolicy};
+use crate::services::providers::Providers;
+use crate::services::sessions::{SessionSettings, Sessions};
+use crate::services::vault::{Vault, VaultSettings};
 
 /// Settings of the identity service (the binary builds this from its config).
 #[derive(Debug, Clone)]
@@ -47,7 +55,7 @@ impl ServiceConfig {
             cache_ttl: Duration::from_secs(5),
             session_ttl_secs: 600,
             refresh_lease_ms: 30_000,
-            default_token_lifetime_secs: crate::vault::FALLBACK_LIFETIME_SECS,
+            default_token_lifetime_secs: crate::services::vault::FALLBACK_LIFETIME_SECS,
         }
     }
 }
@@ -77,7 +85,7 @@ pub struct Inner {
     pub keys: Arc<dyn KeyProvider>,
     pub clock: Arc<dyn Clock>,
     pub wat: WatAuthority,
-    pub credentials: CredentialCache,
+    pub credentials: Credentials,
     /// Workload facts by name (`None`: no such workload).
     pub workloads: TtlCache<String, Option<WorkloadFacts>>,
     /// Verified workload access tokens (checked again for expiry on every hit).
@@ -86,8 +94,12 @@ pub struct Inner {
     pub api_keys: TtlCache<String, Option<Arc<Vec<u8>>>>,
     /// The last database health check, for `/ping`.
     pub health: TtlCache<(), bool>,
+    /// The audit sink (flushed at shutdown) and the auditor services record through.
     pub audit: AuditSink,
-    pub vault: crate::vault::Vault,
+    pub auditor: Auditor,
+    pub providers: Providers,
+    pub vault: Arc<Vault>,
+    pub sessions: Sessions,
     pub inbound: InboundVerifier,
     pub outbound: OutboundClient,
 }
@@ -118,27 +130,61 @@ impl AppState {
         let chain = Arc::new(latchkey_store::AuditChain::new(keys.clone()));
         crate::audit::check_at_start(&store, &chain).await?;
         let audit = AuditSink::start(store.clone(), chain);
+        let auditor = Auditor::new(audit.clone(), clock.clone());
         spawn_session_purge(store.clone(), clock.clone());
+        let providers = Providers::new(
+            store.clone(),
+            keys.clone(),
+            outbound.clone(),
+            config.public_url.clone(),
+        );
+        let vault = Arc::new(Vault::new(
+            store.clone(),
+            keys.clone(),
+            clock.clone(),
+            providers.clone(),
+            VaultSettings {
+                cache_ttl: config.cache_ttl,
+                refresh_lease_ms: config.refresh_lease_ms,
+                default_token_lifetime_secs: config.default_token_lifetime_secs,
+            },
+        ));
+        let sessions = Sessions::new(
+            store.clone(),
+            keys.clone(),
+            clock.clone(),
+            providers.clone(),
+            vault.clone(),
+            auditor.clone(),
+            inbound.clone(),
+            SessionSettings {
+                public_url: config.public_url.clone(),
+                ttl_secs: config.session_ttl_secs,
+            },
+        );
         Ok(Self(Arc::new(Inner {
-            credentials: CredentialCache::new(config.cache_ttl, CACHE_CAP),
+            credentials: Credentials::new(store.clone(), keys.clone(), config.cache_ttl, CACHE_CAP),
             workloads: TtlCache::new(config.cache_ttl, CACHE_CAP),
             verified_wats: TtlCache::new(config.cache_ttl, CACHE_CAP),
             api_keys: TtlCache::new(config.cache_ttl, CACHE_CAP),
             health: TtlCache::new(Duration::from_secs(1), 1),
-            vault: crate::vault::Vault::new(config.cache_ttl),
             config,
             store,
             keys,
             clock,
             wat,
             audit,
+            auditor,
+            providers,
+            vault,
+            sessions,
             inbound,
             outbound,
         })))
     }
 
     /// Workload facts, or `ResourceNotFoundException`.
-    pub async fn workload_facts(&self, name: &str) -> Result<WorkloadFacts, ApiError> {
+    pub async fn workload_facts(&self, name: &str) -> Result<WorkloadFacts> {
         let facts = match self.workloads.get(name) {
             Some(f) => f,
             None => {
@@ -161,7 +207,11 @@ impl AppState {
                 facts
             }
         };
-        facts.ok_or_else(|| ApiError::NotFound(format!("workload identity {name:?} not found")))
+        facts.ok_or_else(|| {
+            Error::new(ApiError::NotFound(format!(
+                "workload identity {name:?} not found"
+            )))
+        })
     }
 }
 
@@ -184,10 +234,6 @@ fn spawn_session_purge(store: Store, clock: Arc<dyn Clock>) {
     });
 }
 
-pub fn signing_key_aad(kid: &str) -> String {
-    format!("signing-key:{kid}")
-}
-
 async fn load_wat_authority(
     issuer: &str,
     store: &Store,
@@ -198,7 +244,7 @@ async fn load_wat_authority(
     if records.is_empty() {
         let kid = format!("wat-{}", uuid::Uuid::now_v7().simple());
         let (_, pkcs8) = WatKey::generate(kid.clone())?;
-        let envelope = crypto::encrypt(keys, signing_key_aad(&kid).as_bytes(), &pkcs8).await?;
+        let envelope = crypto::encrypt(keys, aad::signing_key(&kid).as_bytes(), &pkcs8).await?;
         match store
             .create_signing_key(&SigningKeyRecord {
                 kid,
@@ -217,7 +263,7 @@ async fn load_wat_authority(
     for r in &records {
         let pkcs8 = crypto::decrypt(
             keys,
-            signing_key_aad(&r.kid).as_bytes(),
+            aad::signing_key(&r.kid).as_bytes(),
             &r.private_envelope,
         )
         .await

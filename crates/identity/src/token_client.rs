@@ -5,9 +5,12 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use crate::outbound::OutboundClient;
-use crate::providers::ProviderRuntime;
+use latchkey_core::crypto::KeyProvider;
 use latchkey_core::oauth2_provider::ClientAuthMethod;
+
+use crate::error::Result;
+use crate::outbound::OutboundClient;
+use crate::services::providers::ProviderRuntime;
 
 /// A successful token response.
 #[derive(Debug)]
@@ -47,11 +50,11 @@ fn describe(body: &Value) -> String {
 }
 
 /// A provider's token endpoint with the client credentials to use. Built by
-/// [`ProviderRuntime::token_client`], the only place the client secret is opened.
+/// [`TokenClient::open`], the only place the client secret is opened.
 pub(crate) struct TokenClient<'a> {
-    pub http: &'a OutboundClient,
-    pub provider: &'a ProviderRuntime,
-    pub secret: Option<SecretString>,
+    http: &'a OutboundClient,
+    provider: &'a ProviderRuntime,
+    secret: Option<SecretString>,
 }
 
 impl std::fmt::Debug for TokenClient<'_> {
@@ -62,7 +65,20 @@ impl std::fmt::Debug for TokenClient<'_> {
     }
 }
 
-impl TokenClient<'_> {
+impl<'a> TokenClient<'a> {
+    /// The provider's token endpoint with its client secret opened.
+    pub async fn open(
+        provider: &'a ProviderRuntime,
+        keys: &dyn KeyProvider,
+        http: &'a OutboundClient,
+    ) -> Result<Self> {
+        Ok(Self {
+            http,
+            provider,
+            secret: provider.open_secret(keys).await?,
+        })
+    }
+
     /// POST a form with client authentication; the status and body whatever the status.
     async fn post(
         &self,

@@ -1,4 +1,5 @@
-//! Data plane: workload access tokens, API keys, and (in the flows issue) OAuth2 tokens.
+//! Data plane: workload access tokens and API keys, and the workload-access-token check
+//! every data-plane call makes ([`verify_wat`]). OAuth2 tokens are in [`super::flows`].
 //! Callers: admin credentials, or a workload credential acting for its own workload.
 //! Every token issued and every refusal after authentication is an audit event.
 
@@ -9,15 +10,17 @@ use axum::extract::State;
 use latchkey_core::audit::Outcome;
 use latchkey_core::crypto;
 use latchkey_core::validate::{Validator, is_jwt_shape};
-use latchkey_core::wat::WatClaims;
+use latchkey_core::wat::{WatClaims, WatError};
 use latchkey_core::{ApiError, UserPrincipal};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::audit;
-use crate::auth::{Caller, DataPlane};
-use crate::control::{api_key_aad, check_provider_name, check_workload_name};
+use super::common::{check_provider_name, check_workload_name};
+use crate::aad;
+use crate::auth::DataPlane;
+use crate::caller::Caller;
+use crate::error::{Error, Result, user_token_rejected};
 use crate::http_error::HttpResult;
 use crate::state::AppState;
 
@@ -57,17 +60,10 @@ async fn record(
     outcome: Outcome,
     detail: Value,
 ) {
-    audit::record(
-        state,
-        Some(caller),
-        action,
-        workload,
-        user,
-        None,
-        outcome,
-        detail,
-    )
-    .await;
+    state
+        .auditor
+        .record(Some(caller), action, workload, user, None, outcome, detail)
+        .await;
 }
 
 async fn issue_workload_token(
@@ -167,10 +163,7 @@ async fn issue_workload_token(
                         json!({"reason": e.to_string()}),
                     )
                     .await;
-                    return Err(ApiError::AccessDenied(format!(
-                        "the user token was rejected: {e}"
-                    ))
-                    .into());
+                    return Err(user_token_rejected(&e));
                 }
             }
         }
@@ -179,7 +172,7 @@ async fn issue_workload_token(
     let (token, claims) = state
         .wat
         .issue(workload, user.as_ref(), now, state.config.wat_ttl_seconds)
-        .map_err(ApiError::internal)?;
+        .map_err(Error::internal)?;
     record(
         state,
         caller,
@@ -221,7 +214,7 @@ pub async fn verify_wat(
     caller: &Caller,
     token: &str,
     action: &str,
-) -> Result<Arc<WatClaims>, ApiError> {
+) -> Result<Arc<WatClaims>> {
     let now = state.clock.now_secs();
     let verified = match state.verified_wats.get(token) {
         // A cached verification still has to be unexpired now.
@@ -245,9 +238,13 @@ pub async fn verify_wat(
                 json!({"reason": e.to_string()}),
             )
             .await;
-            return Err(ApiError::AccessDenied(format!(
-                "the workload access token was rejected: {e}"
-            )));
+            // Every refusal names the failed check; a key fault is the service's, not the
+            // token's, and its text stays in the log.
+            let public = match &e {
+                WatError::Key(_) => "the workload access token was rejected".to_string(),
+                e => format!("the workload access token was rejected: {e}"),
+            };
+            return Err(Error::new(ApiError::AccessDenied(public)).with_internal(e));
         }
     };
     if let Err(e) = caller.require_workload(&claims.sub) {
@@ -261,11 +258,11 @@ pub async fn verify_wat(
             json!({"reason": "token belongs to another workload"}),
         )
         .await;
-        return Err(e);
+        return Err(e.into());
     }
     // Only a missing workload voids the token; a database outage stays a retry-safe 503.
     if let Err(e) = state.workload_facts(&claims.sub).await {
-        if !matches!(e, ApiError::NotFound(_)) {
+        if !matches!(e.public(), ApiError::NotFound(_)) {
             return Err(e);
         }
         record(
@@ -280,7 +277,8 @@ pub async fn verify_wat(
         .await;
         return Err(ApiError::AccessDenied(
             "the workload access token was rejected: its workload identity no longer exists".into(),
-        ));
+        )
+        .into());
     }
     Ok(claims)
 }
@@ -338,12 +336,12 @@ pub async fn get_resource_api_key(
     })?;
     let key = crypto::decrypt_string(
         state.keys.as_ref(),
-        api_key_aad(provider).as_bytes(),
+        aad::api_key_provider(provider).as_bytes(),
         &envelope,
     )
     .await
     .map_err(|e| {
-        ApiError::internal(format!(
+        Error::internal(format!(
             "could not open the API key of the API key credential provider {provider:?}: {e}"
         ))
     })?;

@@ -1,180 +1,30 @@
 //! Control plane: workload identities, API-key credential providers, the token vault
 //! settings and tags. Every handler takes [`Admin`], so only admin credentials reach it.
-//! OAuth2 credential providers live in [`crate::providers`].
+//! OAuth2 credential providers live in [`super::providers`].
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use axum::response::Response;
 use latchkey_core::ApiError;
 use latchkey_core::arn::ResourceKind;
-use latchkey_core::audit::Outcome;
 use latchkey_core::crypto;
-use latchkey_core::validate::{
-    Validator, is_provider_char, is_return_url, is_tag_char, is_workload_char,
-};
+use latchkey_core::validate::{Validator, is_provider_char, is_tag_char};
 use latchkey_store::{ApiKeyProviderRecord, TokenVaultRecord, WorkloadRecord};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::audit;
-use crate::auth::{Admin, AdminParts, Caller};
+use super::common::{
+    ListRequest, NameRequest, about, check_provider_name, check_return_urls, check_tags,
+    check_workload_name, created, epoch, no_content, page_args, page_body, paginate, tag_pairs,
+};
+use crate::aad;
+use crate::auth::{Admin, AdminParts};
+use crate::error::{Error, Result};
 use crate::http_error::HttpResult;
-use crate::state::{ALLOW_USER_ID_TAG, AppState};
-
-/// Epoch seconds as a JSON number (the rest-json timestamp format).
-pub fn epoch(ms: i64) -> Value {
-    json!(ms as f64 / 1000.0)
-}
-
-pub(crate) fn created(body: Value) -> Response {
-    (StatusCode::CREATED, Json(body)).into_response()
-}
-
-pub(crate) fn no_content() -> Response {
-    StatusCode::NO_CONTENT.into_response()
-}
-
-/// Store errors about one named resource, in the client's words.
-pub(crate) fn about<'a>(
-    kind: &'static str,
-    name: &'a str,
-) -> impl FnOnce(latchkey_store::StoreError) -> ApiError + 'a {
-    move |e| match e {
-        latchkey_store::StoreError::Conflict => {
-            ApiError::Conflict(format!("{kind} {name:?} already exists"))
-        }
-        latchkey_store::StoreError::NotFound => {
-            ApiError::NotFound(format!("{kind} {name:?} not found"))
-        }
-        e => e.into(),
-    }
-}
-
-pub(crate) async fn audit_change(state: &AppState, caller: &Caller, action: &str, target: String) {
-    let mut e = audit::event(state.clock.now_ms(), Some(caller), action, Outcome::Success);
-    e.target = Some(target);
-    state.audit.record(e).await;
-}
-
-// ------------------------------------------------------------------ validation helpers
-
-pub(crate) fn check_workload_name(v: &mut Validator, field: &str, name: &str) {
-    v.chars(field, name, 3, 255, is_workload_char, "[A-Za-z0-9_.-]+");
-}
-
-pub(crate) fn check_provider_name(v: &mut Validator, field: &str, name: &str) {
-    v.chars(field, name, 1, 128, is_provider_char, "[a-zA-Z0-9\\-_]+");
-}
-
-fn check_return_urls(v: &mut Validator, urls: &[String]) {
-    for (i, u) in urls.iter().enumerate() {
-        let field = format!("allowedResourceOauth2ReturnUrls.{i}");
-        if v.length(&field, u, 1, 2048) {
-            v.check(
-                &field,
-                is_return_url(u),
-                "Member must satisfy regular expression pattern: \\w+:(\\/?\\/?)[^\\s]+",
-            );
-        }
-    }
-}
-
-pub(crate) fn check_tags(v: &mut Validator, tags: &BTreeMap<String, String>) {
-    v.check(
-        "tags",
-        tags.len() <= 50,
-        "Member must have length less than or equal to 50",
-    );
-    for (k, val) in tags {
-        v.chars(
-            "tags.key",
-            k,
-            1,
-            128,
-            is_tag_char,
-            "[a-zA-Z0-9\\s._:/=+@-]*",
-        );
-        v.chars(
-            &format!("tags.{k}"),
-            val,
-            0,
-            256,
-            is_tag_char,
-            "[a-zA-Z0-9\\s._:/=+@-]*",
-        );
-    }
-    if let Some(val) = tags.get(ALLOW_USER_ID_TAG) {
-        v.check(
-            &format!("tags.{ALLOW_USER_ID_TAG}"),
-            val == "true" || val == "false",
-            "Member must be \"true\" or \"false\"",
-        );
-    }
-}
-
-fn tag_pairs(tags: Option<BTreeMap<String, String>>) -> Vec<(String, String)> {
-    tags.unwrap_or_default().into_iter().collect()
-}
-
-/// Pagination: `maxResults` within `1..=max`, `nextToken` an opaque cursor we issued.
-pub(crate) fn page_args(
-    v: &mut Validator,
-    max_results: Option<i64>,
-    max: i64,
-    next_token: Option<&str>,
-) -> (i64, Option<String>) {
-    let limit = max_results.unwrap_or(max);
-    v.check(
-        "maxResults",
-        (1..=max).contains(&limit),
-        format!("Member must have value between 1 and {max}, inclusive"),
-    );
-    let after =
-        next_token.and_then(
-            |t| match B64.decode(t).ok().and_then(|b| String::from_utf8(b).ok()) {
-                Some(name) => Some(name),
-                None => {
-                    v.fail(
-                        "nextToken",
-                        "Member must be a token returned by a previous call",
-                    );
-                    None
-                }
-            },
-        );
-    (limit.clamp(1, max), after)
-}
-
-/// A list response: `{key: items}` plus `nextToken` when there is more.
-pub(crate) fn page_body(key: &str, items: Vec<Value>, next: Option<String>) -> Value {
-    let mut body = json!({ key: items });
-    if let Some(t) = next {
-        body["nextToken"] = json!(t);
-    }
-    body
-}
-
-/// Given `limit + 1` rows fetched, the page and the next token.
-pub(crate) fn paginate<T>(
-    mut rows: Vec<T>,
-    limit: i64,
-    name: impl Fn(&T) -> &str,
-) -> (Vec<T>, Option<String>) {
-    let limit = limit as usize;
-    if rows.len() > limit {
-        rows.truncate(limit);
-        let token = rows.last().map(|r| B64.encode(name(r)));
-        (rows, token)
-    } else {
-        (rows, None)
-    }
-}
+use crate::state::AppState;
 
 // ------------------------------------------------------------------ workload identities
 
@@ -190,25 +40,10 @@ pub struct CreateWorkloadIdentityRequest {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NameRequest {
-    pub(crate) name: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct UpdateWorkloadIdentityRequest {
     name: String,
     #[serde(default)]
     allowed_resource_oauth2_return_urls: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListRequest {
-    #[serde(default)]
-    pub(crate) next_token: Option<String>,
-    #[serde(default)]
-    pub(crate) max_results: Option<i64>,
 }
 
 fn workload_json(state: &AppState, w: &WorkloadRecord, with_times: bool) -> Value {
@@ -251,7 +86,10 @@ pub async fn create_workload_identity(
         .await
         .map_err(about("workload identity", &record.name))?;
     state.workloads.invalidate(&record.name);
-    audit_change(&state, &caller, "CreateWorkloadIdentity", arn).await;
+    state
+        .auditor
+        .change(&caller, "CreateWorkloadIdentity", arn)
+        .await;
     Ok(created(workload_json(&state, &record, false)))
 }
 
@@ -290,13 +128,14 @@ pub async fn update_workload_identity(
         .update_workload(&body.name, &urls, now)
         .await
         .map_err(about("workload identity", &body.name))?;
-    audit_change(
-        &state,
-        &caller,
-        "UpdateWorkloadIdentity",
-        state.config.arn.workload_identity(&w.name),
-    )
-    .await;
+    state
+        .auditor
+        .change(
+            &caller,
+            "UpdateWorkloadIdentity",
+            state.config.arn.workload_identity(&w.name),
+        )
+        .await;
     Ok(Json(workload_json(&state, &w, true)))
 }
 
@@ -315,7 +154,10 @@ pub async fn delete_workload_identity(
         .await
         .map_err(about("workload identity", &body.name))?;
     state.workloads.invalidate(&body.name);
-    audit_change(&state, &caller, "DeleteWorkloadIdentity", arn).await;
+    state
+        .auditor
+        .change(&caller, "DeleteWorkloadIdentity", arn)
+        .await;
     Ok(no_content())
 }
 
@@ -356,10 +198,6 @@ pub struct ApiKeyProviderRequest {
     tags: Option<BTreeMap<String, String>>,
 }
 
-pub fn api_key_aad(name: &str) -> String {
-    format!("apikey-provider:{name}")
-}
-
 fn api_key_json(state: &AppState, p: &ApiKeyProviderRecord, with_times: bool) -> Value {
     let mut body = json!({
         "apiKeySecretArn": {"secretArn": state.config.arn.managed_secret("apikey", &p.name)},
@@ -375,10 +213,7 @@ fn api_key_json(state: &AppState, p: &ApiKeyProviderRecord, with_times: bool) ->
 }
 
 /// Validate and seal an API key provider's secret.
-async fn api_key_envelope(
-    state: &AppState,
-    body: &ApiKeyProviderRequest,
-) -> Result<Vec<u8>, ApiError> {
+async fn api_key_envelope(state: &AppState, body: &ApiKeyProviderRequest) -> Result<Vec<u8>> {
     let mut v = Validator::new();
     check_provider_name(&mut v, "name", &body.name);
     if let Some(source) = &body.api_key_secret_source {
@@ -416,9 +251,13 @@ async fn api_key_envelope(
         .as_ref()
         .map(|k| k.expose_secret().as_bytes())
         .unwrap_or_default();
-    crypto::encrypt(state.keys.as_ref(), api_key_aad(&body.name).as_bytes(), key)
-        .await
-        .map_err(|e| ApiError::internal(format!("could not seal an API key: {e}")))
+    crypto::encrypt(
+        state.keys.as_ref(),
+        aad::api_key_provider(&body.name).as_bytes(),
+        key,
+    )
+    .await
+    .map_err(|e| Error::internal(format!("could not seal an API key: {e}")))
 }
 
 pub async fn create_api_key_provider(
@@ -441,7 +280,10 @@ pub async fn create_api_key_provider(
         .await
         .map_err(about("credential provider", &record.name))?;
     state.api_keys.invalidate(&record.name);
-    audit_change(&state, &caller, "CreateApiKeyCredentialProvider", arn).await;
+    state
+        .auditor
+        .change(&caller, "CreateApiKeyCredentialProvider", arn)
+        .await;
     Ok(created(api_key_json(&state, &record, false)))
 }
 
@@ -480,13 +322,14 @@ pub async fn update_api_key_provider(
     record.updated_ms = state.clock.now_ms();
     state.store.update_api_key_provider(&record).await?;
     state.api_keys.invalidate(&record.name);
-    audit_change(
-        &state,
-        &caller,
-        "UpdateApiKeyCredentialProvider",
-        state.config.arn.api_key_provider(&record.name),
-    )
-    .await;
+    state
+        .auditor
+        .change(
+            &caller,
+            "UpdateApiKeyCredentialProvider",
+            state.config.arn.api_key_provider(&record.name),
+        )
+        .await;
     Ok(Json(api_key_json(&state, &record, true)))
 }
 
@@ -505,7 +348,10 @@ pub async fn delete_api_key_provider(
         .await
         .map_err(about("API key credential provider", &body.name))?;
     state.api_keys.invalidate(&body.name);
-    audit_change(&state, &caller, "DeleteApiKeyCredentialProvider", arn).await;
+    state
+        .auditor
+        .change(&caller, "DeleteApiKeyCredentialProvider", arn)
+        .await;
     Ok(no_content())
 }
 
@@ -648,13 +494,14 @@ pub async fn set_token_vault_cmk(
         updated_ms: state.clock.now_ms(),
     };
     state.store.upsert_token_vault(&record).await?;
-    audit_change(
-        &state,
-        &caller,
-        "SetTokenVaultCMK",
-        state.config.arn.token_vault(&id),
-    )
-    .await;
+    state
+        .auditor
+        .change(
+            &caller,
+            "SetTokenVaultCMK",
+            state.config.arn.token_vault(&id),
+        )
+        .await;
     Ok(Json(vault_json(&state, &id).await?))
 }
 
@@ -670,7 +517,7 @@ pub async fn reset_token_vault_key_material(
 }
 
 fn unreachable_response() -> HttpResult<Json<Value>> {
-    Err(ApiError::internal("unreachable").into())
+    Err(Error::internal("unreachable"))
 }
 
 // ------------------------------------------------------------------------------- tags
@@ -729,7 +576,7 @@ pub async fn tag_resource(State(state): State<AppState>, req: AdminParts) -> Htt
     if kind == ResourceKind::WorkloadIdentity {
         state.workloads.invalidate(&name);
     }
-    audit_change(&state, &req.caller, "TagResource", arn).await;
+    state.auditor.change(&req.caller, "TagResource", arn).await;
     Ok(no_content())
 }
 
@@ -757,7 +604,10 @@ pub async fn untag_resource(
     if kind == ResourceKind::WorkloadIdentity {
         state.workloads.invalidate(&name);
     }
-    audit_change(&state, &req.caller, "UntagResource", arn).await;
+    state
+        .auditor
+        .change(&req.caller, "UntagResource", arn)
+        .await;
     Ok(no_content())
 }
 
