@@ -161,19 +161,10 @@ pub struct GatewayConfig {
     pub keep_sessions: bool,
 }
 
-/// A key that failed validation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{key}`: {reason}")]
-pub struct ConfigError {
-    pub key: &'static str,
-    pub reason: String,
-}
+pub use latchkey_authn::ConfigError;
 
 fn err(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key,
-        reason: reason.into(),
-    }
+    ConfigError::new(key, reason)
 }
 
 impl GatewayConfig {

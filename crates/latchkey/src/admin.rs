@@ -1,0 +1,515 @@
+//! `latchkey admin …`: credentials, audit, grants and the key-encryption key, directly on
+//! the storage (no server needed).
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use base64::Engine as _;
+use latchkey_authn::outbound::OutboundPolicy;
+use latchkey_core::clock::{Clock, SystemClock};
+use latchkey_core::crypto::{self, KeyProvider};
+use latchkey_identity::auth::{Role, credential_aad};
+use latchkey_identity::{AppState, ServiceConfig};
+use latchkey_store::{CredentialRecord, Store};
+
+use crate::cli::{AdminCommand, AuditCommand, CredentialsCommand, GrantsCommand, VaultCommand};
+use crate::config::{ConfigFile, Env, Layers, ServeConfig, StorageConfig};
+use crate::{check_key_file, keyfile, open_storage};
+
+/// `LK` + 18 characters of A–Z/2–7: the shape of an AWS access key id, never confused with one.
+fn new_access_key_id() -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut raw = [0u8; 18];
+    aws_lc_rs::rand::fill(&mut raw).map_err(|_| anyhow!("random number generator failed"))?;
+    Ok(format!(
+        "LK{}",
+        raw.iter()
+            .map(|b| ALPHABET[(b & 31) as usize] as char)
+            .collect::<String>()
+    ))
+}
+
+/// 40 characters, URL-safe, 240 bits.
+fn new_secret() -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let mut raw = zeroize::Zeroizing::new([0u8; 30]);
+    aws_lc_rs::rand::fill(raw.as_mut()).map_err(|_| anyhow!("random number generator failed"))?;
+    Ok(zeroize::Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref()),
+    ))
+}
+
+pub(crate) async fn run(
+    storage: &StorageConfig,
+    file: &ConfigFile,
+    env: &Env,
+    command: AdminCommand,
+) -> anyhow::Result<()> {
+    let (store, keys) = open_storage(storage).await?;
+    // `vault status` and `rotate-key` report and repair a mismatch themselves.
+    if !matches!(
+        command,
+        AdminCommand::Vault { .. } | AdminCommand::Audit { .. }
+    ) {
+        check_key_file(storage, &store, keys.as_ref()).await?;
+    }
+    let chain = latchkey_store::AuditChain::new(keys.clone());
+    let clock = SystemClock;
+    match command {
+        AdminCommand::Credentials {
+            command:
+                CredentialsCommand::Create {
+                    role,
+                    description,
+                    json,
+                },
+        } => {
+            let role = Role::parse(&role).map_err(|e| anyhow!("--role: {e}"))?;
+            let id = new_access_key_id()?;
+            let secret = new_secret()?;
+            let envelope = crypto::encrypt(
+                keys.as_ref(),
+                credential_aad(&id).as_bytes(),
+                secret.as_bytes(),
+            )
+            .await?;
+            store
+                .create_credential(&CredentialRecord {
+                    access_key_id: id.clone(),
+                    role: role.as_string(),
+                    secret_envelope: envelope,
+                    description,
+                    created_ms: clock.now_ms(),
+                    revoked_ms: None,
+                })
+                .await?;
+            let mut event = latchkey_identity::audit::event(
+                clock.now_ms(),
+                None,
+                "CreateCredential",
+                latchkey_core::audit::Outcome::Success,
+            );
+            event.target = Some(id.clone());
+            event.detail = serde_json::json!({"role": role.as_string(), "via": "cli"});
+            store.append_audit(&chain, &[event]).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"accessKeyId": id, "secretAccessKey": secret.as_str(), "role": role.as_string()})
+                );
+            } else {
+                println!(
+                    "Access key id:     {id}\nSecret access key: {}\nRole:              {role}\n\nThe secret is shown only now. Use it for SigV4, or as `Authorization: Bearer {id}:<secret>`.",
+                    secret.as_str()
+                );
+            }
+        }
+        AdminCommand::Credentials {
+            command: CredentialsCommand::List { json },
+        } => {
+            let creds = store.list_credentials().await?;
+            if json {
+                let items: Vec<_> = creds
+                    .iter()
+                    .map(|c| serde_json::json!({"accessKeyId": c.access_key_id, "role": c.role, "description": c.description, "createdTime": c.created_ms / 1000, "revoked": c.revoked_ms.is_some(), "revokedTime": c.revoked_ms.map(|m| m / 1000)}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(items));
+            } else {
+                println!(
+                    "{:<22} {:<28} {:<8} DESCRIPTION",
+                    "ACCESS KEY ID", "ROLE", "STATE"
+                );
+                for c in creds {
+                    println!(
+                        "{:<22} {:<28} {:<8} {}",
+                        c.access_key_id,
+                        c.role,
+                        if c.revoked_ms.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        },
+                        c.description.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        AdminCommand::Credentials {
+            command: CredentialsCommand::Revoke { access_key_id },
+        } => {
+            store
+                .revoke_credential(&access_key_id, clock.now_ms())
+                .await
+                .map_err(|e| match e {
+                    latchkey_store::StoreError::NotFound => {
+                        anyhow!("no active credential {access_key_id:?}")
+                    }
+                    e => e.into(),
+                })?;
+            let mut event = latchkey_identity::audit::event(
+                clock.now_ms(),
+                None,
+                "RevokeCredential",
+                latchkey_core::audit::Outcome::Success,
+            );
+            event.target = Some(access_key_id.clone());
+            store.append_audit(&chain, &[event]).await?;
+            println!(
+                "revoked {access_key_id} (running servers stop accepting it within their cache TTL, 5 s by default)"
+            );
+        }
+        AdminCommand::Audit {
+            command: AuditCommand::List { limit },
+        } => {
+            for e in store.list_audit(limit.clamp(1, 100_000)).await? {
+                println!("{}", serde_json::to_string(&e)?);
+            }
+        }
+        AdminCommand::Audit {
+            command: AuditCommand::Verify { tail, json },
+        } => {
+            let report = store.verify_audit(&chain, tail).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                let range = match (report.first_seq, report.last_seq) {
+                    (Some(a), Some(b)) => format!("blocks {a} to {b}"),
+                    _ => "no chained blocks".to_string(),
+                };
+                let scope = if report.complete {
+                    "whole chain"
+                } else {
+                    "newest blocks only"
+                };
+                if report.fault.is_none() {
+                    println!(
+                        "audit chain intact: {} block(s) checked ({range}, {scope}); head {}; {} block(s) from before the chain not covered",
+                        report.checked,
+                        report.head_hash.as_deref().unwrap_or("-"),
+                        report.unchained
+                    );
+                }
+            }
+            if let Some(fault) = &report.fault {
+                return Err(anyhow!("audit chain broken at {fault}"));
+            }
+        }
+        AdminCommand::Audit {
+            command: AuditCommand::Export { since, until },
+        } => {
+            let until = until.unwrap_or(i64::MAX);
+            if until <= since {
+                return Err(anyhow!("--until must be later than --since"));
+            }
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut after = 0i64;
+            loop {
+                let page = store.export_audit(since, until, after).await?;
+                let Some((last, _)) = page.last() else { break };
+                after = *last;
+                for (seq, events) in &page {
+                    for e in events {
+                        let mut line = serde_json::to_value(e)?;
+                        if let Some(o) = line.as_object_mut() {
+                            o.insert("block".into(), (*seq).into());
+                        }
+                        serde_json::to_writer(&mut out, &line)?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+            }
+            out.flush()?;
+        }
+        AdminCommand::Grants { command } => grants(store, keys, file, env, command).await?,
+        AdminCommand::Vault { command } => vault_admin(storage, &store, command).await?,
+    }
+    Ok(())
+}
+
+async fn grants(
+    store: Store,
+    keys: Arc<dyn KeyProvider>,
+    file: &ConfigFile,
+    env: &Env,
+    command: GrantsCommand,
+) -> anyhow::Result<()> {
+    let clock = SystemClock;
+    match command {
+        GrantsCommand::List {
+            workload,
+            user,
+            limit,
+        } => {
+            let mut after: Option<latchkey_store::GrantKey> = None;
+            let mut left = limit.clamp(1, 10_000_000);
+            while left > 0 {
+                let page = store
+                    .list_grants(
+                        workload.as_deref(),
+                        user.as_deref(),
+                        after.as_ref(),
+                        left.min(1000),
+                    )
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.key.clone());
+                left -= page.len() as i64;
+                for g in &page {
+                    let state = if g.needs_consent {
+                        "needs-consent"
+                    } else if g.expires_ms <= clock.now_ms() {
+                        if g.refresh_envelope.is_some() {
+                            "expired-refreshable"
+                        } else {
+                            "expired"
+                        }
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "workload": g.key.workload,
+                            "user": g.key.user.subject(),
+                            "userKind": g.key.user.kind().as_str(),
+                            "userIssuer": g.key.user.issuer(),
+                            "provider": g.key.provider,
+                            "scopes": g.scopes,
+                            "resources": g.resources,
+                            "expiresTime": g.expires_ms / 1000,
+                            "hasRefreshToken": g.refresh_envelope.is_some(),
+                            "state": state,
+                            "updatedTime": g.updated_ms / 1000,
+                        })
+                    );
+                }
+            }
+        }
+        GrantsCommand::Revoke {
+            workload,
+            user,
+            user_issuer,
+            provider,
+            serve,
+        } => {
+            let user = match user_issuer {
+                None => latchkey_core::UserPrincipal::user_id(user),
+                Some(issuer) => latchkey_core::UserPrincipal::jwt(issuer, user),
+            }
+            .map_err(|e| anyhow!("--user/--user-issuer: {e}"))?;
+            let serve = ServeConfig::resolve(&Layers::new(&serve, file, env)?)?;
+            let mut config = ServiceConfig::new("http://127.0.0.1");
+            config.arn = serve.arn.clone();
+            config.outbound = OutboundPolicy {
+                allow_private_addresses: serve.allow_private_addresses,
+                request_timeout: Duration::from_millis(serve.outbound_timeout_ms),
+                max_response_bytes: serve.outbound_max_response_bytes,
+                ..OutboundPolicy::default()
+            };
+            let state = AppState::start(config, store.clone(), keys, Arc::new(SystemClock)).await?;
+            let key = latchkey_store::GrantKey {
+                workload,
+                user,
+                provider,
+            };
+            let report = latchkey_identity::vault::revoke_grant(&state, &key)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            let mut event = latchkey_identity::audit::event(
+                clock.now_ms(),
+                None,
+                "RevokeGrant",
+                latchkey_core::audit::Outcome::Success,
+            );
+            event.workload = Some(key.workload.clone());
+            latchkey_identity::audit::set_user(&mut event, Some(&key.user));
+            event.target = Some(key.provider.clone());
+            event.detail = serde_json::json!({"via": "cli", "revokedAtProvider": report.revoked_at_provider, "providerErrors": report.provider_errors});
+            store
+                .append_audit(
+                    &latchkey_store::AuditChain::new(state.keys.clone()),
+                    &[event],
+                )
+                .await?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        GrantsCommand::Seed {
+            workload,
+            provider,
+            count,
+            user_prefix,
+            scopes,
+        } => {
+            if store.find_oauth2_provider(&provider).await?.is_none() {
+                return Err(anyhow!("no OAuth2 credential provider {provider:?}"));
+            }
+            let scopes: Vec<String> = scopes.split_whitespace().map(str::to_string).collect();
+            let expires_ms = clock.now_ms() + 86_400_000;
+            let mut batch = Vec::with_capacity(1000);
+            for i in 0..count {
+                let key = latchkey_store::GrantKey {
+                    workload: workload.clone(),
+                    user: latchkey_core::UserPrincipal::user_id(format!("{user_prefix}{i}"))
+                        .map_err(|e| anyhow!("--user-prefix: {e}"))?,
+                    provider: provider.clone(),
+                };
+                let token = format!("seeded-access-token-{i}");
+                let access_envelope = crypto::encrypt(
+                    keys.as_ref(),
+                    latchkey_identity::vault::grant_aad(&key, "access").as_bytes(),
+                    token.as_bytes(),
+                )
+                .await?;
+                batch.push((
+                    key,
+                    latchkey_store::GrantTokens {
+                        scopes: scopes.clone(),
+                        resources: vec![],
+                        token_type: "Bearer".into(),
+                        access_envelope,
+                        refresh_envelope: None,
+                        expires_ms,
+                    },
+                ));
+                if batch.len() == 1000 || i + 1 == count {
+                    store.seed_grants(&batch, clock.now_ms()).await?;
+                    batch.clear();
+                }
+            }
+            store.after_bulk_load().await?;
+            println!(
+                "{}",
+                serde_json::json!({"seeded": count, "grants": store.count_grants().await?})
+            );
+        }
+    }
+    Ok(())
+}
+/// Re-wrap passes while rows keep changing under us (a live server rewrote them).
+const MAX_REWRAP_PASSES: u32 = 3;
+
+async fn vault_admin(
+    storage: &StorageConfig,
+    store: &Store,
+    command: VaultCommand,
+) -> anyhow::Result<()> {
+    use latchkey_identity::rotation;
+    let path = &storage.key_file;
+    match command {
+        VaultCommand::Status => {
+            let keys = keyfile::load(path)?;
+            let usage = rotation::key_usage_by_column(store).await?;
+            let missing: Vec<&String> = usage.total.keys().filter(|id| !keys.has_key(id)).collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "activeKeyId": keys.active_key_id(),
+                    "keyIds": keys.key_ids(),
+                    "envelopesByKeyId": usage.total,
+                    "columns": usage.columns,
+                    "malformedEnvelopes": usage.malformed,
+                    "keyIdsMissingFromKeyFile": missing,
+                })
+            );
+        }
+        VaultCommand::RotateKey {
+            grace_seconds,
+            no_retire,
+        } => {
+            let clock = SystemClock;
+            let _lock = keyfile::RotationLock::acquire(path)?;
+            // (a) A new active key; the old ones stay for opening.
+            let mut keys = keyfile::load(path)?;
+            let previous = keys.active_key_id();
+            let active = keys.rotate()?;
+            keyfile::write_atomic(path, &keys)?;
+            eprintln!(
+                "latchkey: new active key-encryption key {active} written to {}; waiting {grace_seconds} s for running servers to reload it",
+                path.display()
+            );
+            // (b) Servers seal with the old key until they notice the new file.
+            tokio::time::sleep(Duration::from_secs(grace_seconds)).await;
+            // (c) Re-wrap; rows a server changed meanwhile are left to the next pass.
+            let mut report = rotation::RewrapReport::default();
+            let mut passes = 0;
+            loop {
+                passes += 1;
+                let pass = rotation::rewrap_all(store, &keys).await?;
+                report.merge(&pass);
+                if pass.total.skipped_changed == 0 || passes >= MAX_REWRAP_PASSES {
+                    break;
+                }
+            }
+            // (d) Keys no envelope uses any more leave the file.
+            let usage = rotation::key_usage_by_column(store).await?;
+            let mut retired = vec![];
+            if !no_retire {
+                // Re-read: whatever is in the file now is what we edit.
+                let mut current = keyfile::load(path)?;
+                let current_active = current.active_key_id();
+                for id in current.key_ids() {
+                    if id != current_active && !usage.total.contains_key(&id) {
+                        current.retire(&id)?;
+                        retired.push(id);
+                    }
+                }
+                if !retired.is_empty() {
+                    keyfile::write_atomic(path, &current)?;
+                }
+            }
+            let file_ids = keyfile::load(path)?.key_ids();
+            let in_use: std::collections::BTreeMap<&String, &u64> = usage
+                .total
+                .iter()
+                .filter(|(id, _)| **id != active)
+                .collect();
+            let missing: Vec<&String> = usage
+                .total
+                .keys()
+                .filter(|id| !file_ids.contains(id))
+                .collect();
+            let mut event = latchkey_identity::audit::event(
+                clock.now_ms(),
+                None,
+                "RotateKeyEncryptionKey",
+                latchkey_core::audit::Outcome::Success,
+            );
+            event.target = Some(active.clone());
+            event.detail = serde_json::json!({
+                "via": "cli",
+                "previousKeyId": previous,
+                "activeKeyId": active,
+                "passes": passes,
+                "rewrap": report.total,
+                "retiredKeyIds": retired,
+                "oldKeysStillInUse": in_use,
+            });
+            let chain = latchkey_store::AuditChain::new(Arc::new(keyfile::load(path)?));
+            store.append_audit(&chain, &[event]).await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "activeKeyId": active,
+                    "previousKeyId": previous,
+                    "graceSeconds": grace_seconds,
+                    "passes": passes,
+                    "rewrap": report,
+                    "envelopesByKeyId": usage.total,
+                    "malformedEnvelopes": usage.malformed,
+                    "retiredKeyIds": retired,
+                    "oldKeysStillInUse": in_use,
+                    "keyIdsMissingFromKeyFile": missing,
+                    "keyIds": file_ids,
+                })
+            );
+            if report.total.failed > 0 {
+                eprintln!(
+                    "latchkey: {} envelope(s) could not be re-wrapped (see the warnings above); their keys were kept",
+                    report.total.failed
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,607 @@
+//! The configuration mechanism, one piece of code for every service.
+//!
+//! A section's keys are declared once, as the fields of a [`keys!`] struct; each key's
+//! file key, environment variable and flag follow from its name and its [`Section`]: the
+//! key `alb_signer` of the section `binding` is `alb_signer` in the file's `[binding]`
+//! table, `LATCHKEY_BINDING_ALB_SIGNER` and `--alb-signer` (on `serve binding`). A key
+//! named after one of the section's tables (`llm_model`, table `llm`) lives in that table
+//! of the file (`[agent.llm] model`). The root section (`""`) has no prefix.
+//!
+//! [`Layers`] resolves a key: flag > environment > file (`--config`) > `None` (the
+//! caller's default). Every error names the key with its section and where its value came
+//! from (`flag --listen`, `environment variable LATCHKEY_LISTEN`, `file latchkey.toml`).
+//! Secrets come as themselves (environment, or file/flag where declared) or from a file
+//! named by `{key}_file` ([`Layers::secret`]); they never appear in an error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow};
+use secrecy::SecretString;
+
+/// One key as declared in a [`keys!`] struct.
+#[derive(Debug)]
+pub struct KeySpec {
+    pub name: &'static str,
+    /// `#[doc]` lines, `#[flag = "…"]` (another flag name), `#[no_flag]` (file and
+    /// environment only).
+    pub attrs: &'static [(&'static str, &'static [&'static str])],
+    /// Repeatable flag; comma-separated in the environment.
+    pub many: bool,
+    /// A flag without a value means `true`.
+    pub optional_value: bool,
+}
+
+impl KeySpec {
+    fn attr(&self, name: &str) -> Option<&'static [&'static str]> {
+        self.attrs.iter().find(|(a, _)| *a == name).map(|(_, v)| *v)
+    }
+
+    fn flag(&self) -> Option<String> {
+        match self.attr("flag") {
+            _ if self.attr("no_flag").is_some() => None,
+            Some([flag]) => Some((*flag).to_string()),
+            _ => Some(self.name.replace('_', "-")),
+        }
+    }
+}
+
+/// Declares a group of keys: a struct with one field per key (an `Option`, or the value
+/// with `= default`), read by [`Layers::read`].
+macro_rules! keys {
+    ($(#[doc = $sdoc:literal])* pub struct $name:ident {
+        $($(#[$attr:ident $(= $value:literal)?])* $key:ident: $ty:ty $(= $default:expr)?,)*
+    }) => {
+        $(#[doc = $sdoc])*
+        #[derive(Debug)]
+        #[allow(dead_code)] // Secrets and their `_file` keys are read by `Layers::secret`.
+        pub struct $name { $(pub $key: keys!(@type $ty $(, $default)?),)* }
+
+        impl $crate::config::layers::KeyGroup for $name {
+            fn keys() -> Vec<&'static $crate::config::layers::KeySpec> {
+                const KEYS: &[$crate::config::layers::KeySpec] = &[$($crate::config::layers::KeySpec {
+                    name: stringify!($key),
+                    attrs: &[$((stringify!($attr), &[$($value)?])),*],
+                    many: <$ty as $crate::config::layers::Value>::MANY,
+                    optional_value: <$ty as $crate::config::layers::Value>::OPTIONAL_VALUE,
+                }),*];
+                KEYS.iter().collect()
+            }
+
+            fn read(layers: &$crate::config::layers::Layers) -> anyhow::Result<Self> {
+                Ok(Self { $($key: {
+                    let value = layers.get::<$ty>(stringify!($key))?;
+                    $(let value = value.unwrap_or_else(|| <$ty>::from($default));)?
+                    value
+                },)* })
+            }
+        }
+    };
+    (@type $ty:ty) => { Option<$ty> };
+    (@type $ty:ty, $default:expr) => { $ty };
+}
+pub(crate) use keys;
+
+/// A group of keys ([`keys!`]), or two groups side by side.
+pub trait KeyGroup: Sized {
+    fn keys() -> Vec<&'static KeySpec>;
+    fn read(layers: &Layers) -> anyhow::Result<Self>;
+}
+
+impl<A: KeyGroup, B: KeyGroup> KeyGroup for (A, B) {
+    fn keys() -> Vec<&'static KeySpec> {
+        let mut keys = A::keys();
+        keys.extend(B::keys());
+        keys
+    }
+
+    fn read(layers: &Layers) -> anyhow::Result<Self> {
+        Ok((A::read(layers)?, B::read(layers)?))
+    }
+}
+
+/// A section of the configuration: its name gives the file table and the environment
+/// prefix.
+pub trait Section {
+    /// `binding` (file `[binding]`, `LATCHKEY_BINDING_*`), or `""` for the root.
+    const NAME: &'static str;
+    /// Tables of the section in the file (`llm`: `llm_model` is `[agent.llm] model`).
+    const TABLES: &'static [&'static str] = &[];
+    /// Its flags are accepted by every command.
+    const GLOBAL: bool = false;
+    type Keys: KeyGroup;
+}
+
+/// A key's value type: parsed from flag and environment text, deserialized from the file.
+pub trait Value: Sized {
+    const MANY: bool = false;
+    const OPTIONAL_VALUE: bool = false;
+    fn parse(text: &[String]) -> Result<Self, String>;
+    fn from_file(value: toml::Value) -> Result<Self, String>;
+}
+
+/// Deserialize a file value (TOML's message, which names the wrong type).
+pub fn from_toml<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T, String> {
+    value
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_string())
+}
+
+fn parse_text<T: std::str::FromStr>(text: &[String], what: &str) -> Result<T, String> {
+    let text = text.join(",");
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not {what}"))
+}
+
+macro_rules! parsed_values {
+    ($($ty:ty: $what:literal $(, $optional:literal)?;)*) => {$(
+        impl Value for $ty {
+            $(const OPTIONAL_VALUE: bool = $optional;)?
+            fn parse(text: &[String]) -> Result<Self, String> {
+                parse_text(text, $what)
+            }
+            fn from_file(value: toml::Value) -> Result<Self, String> {
+                match value {
+                    toml::Value::String(text) => parse_text(&[text], $what),
+                    value => from_toml(value),
+                }
+            }
+        }
+    )*};
+}
+parsed_values! {
+    bool: "true or false", true;
+    u32: "a whole number";
+    u64: "a whole number";
+    usize: "a whole number";
+    i64: "a whole number";
+    SocketAddr: "an address like 127.0.0.1:8080";
+}
+
+macro_rules! text_values {
+    ($($ty:ty),*) => {$(
+        impl Value for $ty {
+            fn parse(text: &[String]) -> Result<Self, String> {
+                Ok(text.join(",").into())
+            }
+            fn from_file(value: toml::Value) -> Result<Self, String> {
+                from_toml(value)
+            }
+        }
+    )*};
+}
+text_values!(String, PathBuf);
+
+impl Value for SecretString {
+    fn parse(text: &[String]) -> Result<Self, String> {
+        Ok(text.join(",").into())
+    }
+    fn from_file(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::String(text) => Ok(text.into()),
+            _ => Err("must be a string".into()),
+        }
+    }
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag(String),
+    Env(String),
+    File(PathBuf),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Flag(flag) => write!(f, "flag --{flag}"),
+            Self::Env(name) => write!(f, "environment variable {name}"),
+            Self::File(path) => write!(f, "file {}", path.display()),
+        }
+    }
+}
+
+/// The flags of a section's keys given on the command line (a clap argument group).
+pub struct Flags<S> {
+    values: BTreeMap<&'static str, Vec<String>>,
+    section: PhantomData<fn() -> S>,
+}
+
+impl<S> fmt::Debug for Flags<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Flags may hold a database URL with its password.
+        f.debug_set().entries(self.values.keys()).finish()
+    }
+}
+
+impl<S> Default for Flags<S> {
+    fn default() -> Self {
+        Self {
+            values: BTreeMap::new(),
+            section: PhantomData,
+        }
+    }
+}
+
+impl<S: Section> clap::FromArgMatches for Flags<S> {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Self::default();
+        for key in S::Keys::keys().into_iter().filter(|k| k.flag().is_some()) {
+            if let Some(values) = matches.get_many::<String>(key.name) {
+                flags.values.insert(key.name, values.cloned().collect());
+            }
+        }
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl<S: Section> clap::Args for Flags<S> {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        command.args(S::Keys::keys().into_iter().filter_map(|key| {
+            let docs = key.attrs.iter().filter(|(a, _)| *a == "doc");
+            let help: Vec<&str> = docs
+                .flat_map(|(_, lines)| lines.iter().map(|l| l.trim()))
+                .collect();
+            let env = env_name(S::NAME, key.name);
+            let mut arg = clap::Arg::new(key.name)
+                .long(key.flag()?)
+                .value_name(key.name.to_ascii_uppercase())
+                .global(S::GLOBAL)
+                .help(format!("{} [env: {env}]", help.join(" ")));
+            if S::GLOBAL {
+                // After the command's own flags in every command's help.
+                arg = arg.display_order(1000);
+            }
+            if key.many {
+                arg = arg.action(clap::ArgAction::Append);
+            }
+            if key.optional_value {
+                arg = arg.num_args(0..=1).default_missing_value("true");
+            }
+            Some(arg)
+        }))
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+/// The environment: the process's, or a fixed one (tests).
+#[derive(Debug, Default)]
+pub struct Env(Option<BTreeMap<String, String>>);
+
+impl Env {
+    pub fn process() -> Self {
+        Self(None)
+    }
+
+    #[cfg(test)]
+    pub fn fixed(pairs: &[(&str, &str)]) -> Self {
+        Self(Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ))
+    }
+
+    /// A variable's value; a blank one counts as unset.
+    fn get(&self, name: &str) -> Option<String> {
+        match &self.0 {
+            None => std::env::var(name).ok(),
+            Some(vars) => vars.get(name).cloned(),
+        }
+        .filter(|v| !v.trim().is_empty())
+    }
+}
+
+fn env_name(section: &str, key: &str) -> String {
+    let key = key.replace('.', "_");
+    match section {
+        "" => format!("LATCHKEY_{}", key.to_ascii_uppercase()),
+        s => format!("LATCHKEY_{}_{}", s, key).to_ascii_uppercase(),
+    }
+}
+
+/// The TOML file (`--config`), empty without one.
+#[derive(Debug, Default)]
+pub struct ConfigFile {
+    path: Option<PathBuf>,
+    root: toml::Table,
+}
+
+impl ConfigFile {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> anyhow::Result<Self> {
+        let root = toml::from_str(text)
+            .map_err(|e| anyhow!("config file {}: {}", path.display(), e.message()))?;
+        Ok(Self {
+            path: Some(path.to_path_buf()),
+            root,
+        })
+    }
+
+    /// A section's values by key name, its tables flattened (`[agent.llm] model` is
+    /// `llm_model`); with `check`, refuse a key `keys` does not declare.
+    fn section(
+        &self,
+        name: &str,
+        tables: &[&str],
+        check: Option<(&[&'static KeySpec], &[&str])>,
+    ) -> anyhow::Result<BTreeMap<String, toml::Value>> {
+        let unknown = |key: &str| {
+            let shown = if name.is_empty() {
+                key.to_string()
+            } else {
+                format!("{name}.{key}")
+            };
+            let file = self.path.as_deref().unwrap_or(Path::new("")).display();
+            anyhow!("config file {file}: unknown configuration key `{shown}`")
+        };
+        let table = match name {
+            "" => &self.root,
+            _ => match self.root.get(name) {
+                None => return Ok(BTreeMap::new()),
+                Some(toml::Value::Table(t)) => t,
+                Some(_) => return Err(unknown(name)),
+            },
+        };
+        let mut flat = BTreeMap::new();
+        for (key, value) in table {
+            match (value, tables.contains(&key.as_str())) {
+                (toml::Value::Table(inner), true) => {
+                    for (sub, value) in inner {
+                        flat.insert(format!("{key}_{sub}"), (format!("{key}.{sub}"), value));
+                    }
+                }
+                _ if tables.iter().any(|t| key.starts_with(&format!("{t}_"))) => {
+                    return Err(unknown(key));
+                }
+                _ => {
+                    flat.insert(key.clone(), (key.clone(), value));
+                }
+            }
+        }
+        if let Some((keys, subsections)) = check {
+            for (key, (shown, _)) in &flat {
+                if !keys.iter().any(|k| k.name == key) && !subsections.contains(&key.as_str()) {
+                    return Err(unknown(shown));
+                }
+            }
+        }
+        Ok(flat.into_iter().map(|(k, (_, v))| (k, v.clone())).collect())
+    }
+
+    /// Refuse a key no section declares (`sections`: name, tables, keys, sub-sections).
+    pub fn check(
+        &self,
+        sections: &[(&str, &[&str], Vec<&'static KeySpec>, &[&str])],
+    ) -> anyhow::Result<()> {
+        for (name, tables, keys, subsections) in sections {
+            self.section(name, tables, Some((keys, subsections)))?;
+        }
+        Ok(())
+    }
+}
+
+/// A value as given: text (flag, environment) or a file value.
+enum Raw {
+    Text(Vec<String>),
+    File(toml::Value),
+}
+
+/// A secret and the key its errors name (`name`, or `name_file` when read from a file).
+pub struct Secret {
+    pub value: SecretString,
+    pub key: String,
+}
+
+/// The layers of one section: flags, environment, file.
+pub struct Layers<'a> {
+    section: &'static str,
+    tables: &'static [&'static str],
+    keys: Vec<&'static KeySpec>,
+    flags: &'a BTreeMap<&'static str, Vec<String>>,
+    env: &'a Env,
+    file: BTreeMap<String, toml::Value>,
+    file_path: Option<&'a Path>,
+}
+
+impl<'a> Layers<'a> {
+    pub fn new<S: Section>(
+        flags: &'a Flags<S>,
+        file: &'a ConfigFile,
+        env: &'a Env,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            section: S::NAME,
+            tables: S::TABLES,
+            keys: S::Keys::keys(),
+            flags: &flags.values,
+            env,
+            file: file.section(S::NAME, S::TABLES, None)?,
+            file_path: file.path.as_deref(),
+        })
+    }
+
+    /// Every key of the section.
+    pub fn read<G: KeyGroup>(&self) -> anyhow::Result<G> {
+        G::read(self)
+    }
+
+    fn spec(&self, key: &str) -> Option<&'static KeySpec> {
+        self.keys.iter().copied().find(|k| k.name == key)
+    }
+
+    /// The key as the file names it, with its section: `agent.llm.model`.
+    pub fn display(&self, key: &str) -> String {
+        let mut key = key.to_string();
+        if let Some(table) = self
+            .tables
+            .iter()
+            .find(|t| key.starts_with(&format!("{t}_")))
+        {
+            key.replace_range(table.len()..=table.len(), ".");
+        }
+        match self.section {
+            "" => key,
+            section => format!("{section}.{key}"),
+        }
+    }
+
+    /// The environment variable of a key: `LATCHKEY_AGENT_LLM_MODEL`.
+    pub fn env_name(&self, key: &str) -> String {
+        env_name(self.section, key)
+    }
+
+    /// The value of the highest layer that sets `key` (blank text counts as unset).
+    fn find(&self, key: &str) -> Option<(Raw, Source)> {
+        let spec = self.spec(key);
+        if let (Some(values), Some(flag)) = (self.flags.get(key), spec.and_then(KeySpec::flag))
+            && values.iter().any(|v| !v.trim().is_empty())
+        {
+            return Some((Raw::Text(values.clone()), Source::Flag(flag)));
+        }
+        let env = self.env_name(key);
+        if let Some(value) = self.env.get(&env) {
+            let values = match spec.is_some_and(|s| s.many) {
+                true => value.split(',').map(str::to_string).collect(),
+                false => vec![value],
+            };
+            return Some((Raw::Text(values), Source::Env(env)));
+        }
+        match self.file.get(key) {
+            Some(toml::Value::String(s)) if s.trim().is_empty() => None,
+            Some(value) if spec.is_some() => Some((
+                Raw::File(value.clone()),
+                Source::File(self.file_path.unwrap_or(Path::new("")).to_path_buf()),
+            )),
+            _ => None,
+        }
+    }
+
+    /// A key's value, `None` when no layer sets it.
+    pub fn get<T: Value>(&self, key: &str) -> anyhow::Result<Option<T>> {
+        debug_assert!(self.spec(key).is_some(), "undeclared key {key}");
+        let Some((raw, source)) = self.find(key) else {
+            return Ok(None);
+        };
+        match raw {
+            Raw::Text(text) => T::parse(&text),
+            Raw::File(value) => T::from_file(value),
+        }
+        .map(Some)
+        .map_err(|why| self.error_from(key, Some(&source), why))
+    }
+
+    /// An error about `key` (`llm.model`, `llm_model` or `tools.url` for the key `tools`),
+    /// naming where its value came from.
+    pub fn error(&self, key: &str, why: impl fmt::Display) -> anyhow::Error {
+        let flat = key.replace('.', "_");
+        let source = [flat.as_str(), key.split(['.', '[']).next().unwrap_or(key)]
+            .into_iter()
+            .find_map(|k| self.find(k))
+            .map(|(_, source)| source);
+        self.error_from(key, source.as_ref(), why)
+    }
+
+    fn error_from(
+        &self,
+        key: &str,
+        source: Option<&Source>,
+        why: impl fmt::Display,
+    ) -> anyhow::Error {
+        let shown = self.display(key);
+        let spec = self.spec(&key.replace('.', "_"));
+        match (source, spec) {
+            (Some(source), _) => {
+                anyhow!("invalid configuration key `{shown}` (from {source}): {why}")
+            }
+            (None, Some(spec)) => {
+                let flag = spec
+                    .flag()
+                    .map(|f| format!(", flag --{f}"))
+                    .unwrap_or_default();
+                let env = self.env_name(spec.name);
+                anyhow!(
+                    "invalid configuration key `{shown}` (not set: file key `{shown}`, env {env}{flag}): {why}"
+                )
+            }
+            (None, None) => anyhow!("invalid configuration key `{shown}`: {why}"),
+        }
+    }
+
+    /// A secret given as itself (`key`: its environment variable, and the file or a flag
+    /// where `key` is declared) or in a file named by the key `{key}_file`; not both.
+    pub fn secret(&self, key: &str) -> anyhow::Result<Option<Secret>> {
+        let file_key = format!("{key}_file");
+        let path: Option<PathBuf> = self.get(&file_key)?;
+        match (self.find(key), path) {
+            (Some((_, source)), Some(_)) => Err(self.error(
+                &file_key,
+                format!(
+                    "set either {} or {source}, not both",
+                    self.display(&file_key)
+                ),
+            )),
+            (None, Some(path)) => {
+                let text =
+                    zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+                        self.error(&file_key, format!("cannot read {}: {e}", path.display()))
+                    })?);
+                Ok(Some(Secret {
+                    value: text.trim().into(),
+                    key: file_key,
+                }))
+            }
+            (Some((Raw::Text(text), _)), None) => {
+                let text = zeroize::Zeroizing::new(text.join(","));
+                Ok(Some(Secret {
+                    value: text.trim().into(),
+                    key: key.into(),
+                }))
+            }
+            (Some((Raw::File(toml::Value::String(text)), _)), None) => {
+                let text = zeroize::Zeroizing::new(text);
+                Ok(Some(Secret {
+                    value: text.trim().into(),
+                    key: key.into(),
+                }))
+            }
+            (Some((Raw::File(_), _)), None) => Err(self.error(key, "must be a string")),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// A secret that must be set: `what` says what its file holds.
+    pub fn required_secret(&self, key: &str, what: &str) -> anyhow::Result<Secret> {
+        self.secret(key)?.ok_or_else(|| {
+            let file_key = format!("{key}_file");
+            let shown = self.display(&file_key);
+            let env = self.env_name(key);
+            self.error(
+                &file_key,
+                format!("missing: set {shown} (a file holding {what}) or {env}"),
+            )
+        })
+    }
+}

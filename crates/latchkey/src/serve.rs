@@ -1,0 +1,224 @@
+//! `latchkey serve <service>`: bind, start the service, serve until a shutdown signal.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use axum::serve::ListenerExt as _;
+use latchkey_authn::outbound::OutboundPolicy;
+use latchkey_core::clock::{Clock, SystemClock};
+use latchkey_identity::{AppState, ServiceConfig};
+
+use crate::config::{
+    AgentServeConfig, BindingServeConfig, GatewayServeConfig, ServeConfig, StorageConfig,
+};
+use crate::{check_key_file, open_storage};
+
+pub(crate) async fn identity(storage: &StorageConfig, serve: ServeConfig) -> anyhow::Result<()> {
+    let (store, keys) = open_storage(storage).await?;
+    check_key_file(storage, &store, keys.as_ref()).await?;
+    let listener = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let bound = listener.local_addr()?;
+    let public_url = serve
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    let mut config = ServiceConfig::new(public_url.clone());
+    config.arn = serve.arn.clone();
+    config.wat_ttl_seconds = serve.wat_ttl_seconds;
+    config.cache_ttl = Duration::from_secs(serve.cache_ttl_seconds);
+    config.session_ttl_secs = serve.session_ttl_seconds;
+    config.refresh_lease_ms = serve.refresh_lease_seconds * 1000;
+    config.default_token_lifetime_secs = serve.default_token_lifetime_seconds;
+    config.inbound_issuers = serve.inbound_issuers.clone();
+    config.outbound = OutboundPolicy {
+        allow_private_addresses: serve.allow_private_addresses,
+        request_timeout: Duration::from_millis(serve.outbound_timeout_ms),
+        max_response_bytes: serve.outbound_max_response_bytes,
+        ..OutboundPolicy::default()
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state = AppState::start(config, store, keys, clock).await?;
+    tracing::info!(%public_url, database = %storage.database_url_redacted(), "identity service starting");
+    println!("latchkey identity listening on http://{bound} (public URL {public_url})");
+    std::io::stdout().flush()?;
+    let app = latchkey_identity::app(state.clone());
+    axum::serve(listener.tap_io(no_delay), app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    state.audit.flush().await;
+    state.store.close().await;
+    tracing::info!("identity service stopped");
+    Ok(())
+}
+
+/// Every accepted connection sends at once (`TCP_NODELAY`): responses written in several
+/// pieces (Server-Sent Events, a chunked body) otherwise wait for the peer's delayed ACK,
+/// about 40 ms per event on Linux.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+}
+
+pub(crate) async fn binding(serve: BindingServeConfig) -> anyhow::Result<()> {
+    let sources = match (&serve.binding.users.alb, &serve.binding.users.oidc) {
+        (Some(_), Some(_)) => "alb+oidc",
+        (Some(_), None) => "alb",
+        _ => "oidc",
+    };
+    let identity_url = serve.binding.identity_url.clone();
+    let access_key_id = serve.binding.credential.access_key_id().to_string();
+    let state = latchkey_binding::BindingState::new(serve.binding, Arc::new(SystemClock))
+        .map_err(|e| anyhow!("{e}"))?;
+    let listener = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(%identity_url, sources, %access_key_id, "session binding service starting");
+    println!("latchkey binding listening on http://{bound}");
+    std::io::stdout().flush()?;
+    axum::serve(listener.tap_io(no_delay), latchkey_binding::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("session binding service stopped");
+    Ok(())
+}
+
+pub(crate) async fn agent(serve: AgentServeConfig) -> anyhow::Result<()> {
+    let model = latchkey_llm::build(&serve.agent.llm)
+        .map_err(|e| anyhow!("invalid configuration key `agent.llm`: {e}"))?;
+    let identity_url = serve.agent.identity_url.clone();
+    let workload = serve.agent.workload_name.clone();
+    let access_key_id = serve.agent.credential.access_key_id().to_string();
+    let provider = format!("{:?}", serve.agent.llm.provider).to_ascii_lowercase();
+    let has_api_key = serve.agent.llm.api_key.is_some();
+    let state = latchkey_agent::AgentState::new(serve.agent, model, Arc::new(SystemClock))
+        .map_err(|e| anyhow!("{e}"))?;
+    let listener = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(%identity_url, %workload, %access_key_id, llm = %provider, has_api_key, "agent starting");
+    println!("latchkey agent listening on http://{bound}");
+    std::io::stdout().flush()?;
+    axum::serve(listener.tap_io(no_delay), latchkey_agent::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+pub(crate) async fn gateway(mut serve: GatewayServeConfig) -> anyhow::Result<()> {
+    let tls = match &serve.tls {
+        Some((cert, key)) => Some(
+            latchkey_gateway::server::load_tls(cert, key)
+                .map_err(|e| anyhow!("invalid configuration key `gateway.tls_cert`: {e}"))?,
+        ),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let listener = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let bound = listener.local_addr()?;
+    let redirect = match serve.http_redirect_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} (gateway.http_redirect_listen)")
+            })?;
+            let bound = listener.local_addr()?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    if serve.public_url.is_none() {
+        serve.gateway.public_url = format!("{scheme}://{bound}");
+    }
+    let public_url = serve.gateway.public_url.clone();
+    let issuer = serve.gateway.oidc_issuer.clone();
+    let routes = serve.gateway.routes.len();
+    let workers = serve.workers;
+    let state = latchkey_gateway::GatewayState::new(serve.gateway, Arc::new(SystemClock))
+        .map_err(|e| anyhow!("{e}"))?;
+    tracing::info!(%public_url, %issuer, routes, kid = state.alb_kid(), "gateway starting");
+    println!("latchkey gateway listening on {scheme}://{bound}");
+    if let Some((_, redirect_bound)) = &redirect {
+        println!("latchkey gateway redirecting http://{redirect_bound} to {public_url}");
+    }
+    std::io::stdout().flush()?;
+    // One shutdown for both listeners: the signal, or either of them ending (failing).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    };
+    let signal = async {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = stopped(stop_rx.clone()) => {}
+        }
+        stop_tx.send_replace(true);
+    };
+    let main = async {
+        let result = latchkey_gateway::server::serve(
+            listener,
+            state.clone(),
+            tls,
+            workers,
+            stopped(stop_rx.clone()),
+        )
+        .await;
+        stop_tx.send_replace(true);
+        result.context("gateway server failed")
+    };
+    let redirect = async {
+        let Some((listener, _)) = redirect else {
+            return Ok(());
+        };
+        let result = latchkey_gateway::redirect::serve_redirect(
+            listener,
+            public_url.clone(),
+            stopped(stop_rx.clone()),
+        )
+        .await;
+        stop_tx.send_replace(true);
+        result.context("gateway HTTP redirect listener failed")
+    };
+    let saver = tokio::spawn(
+        state
+            .clone()
+            .save_sessions_every(latchkey_gateway::snapshot::SAVE_INTERVAL),
+    );
+    let ((), main, redirect) = tokio::join!(signal, main, redirect);
+    saver.abort();
+    // The sessions as they are now, for the next start.
+    if let Err(error) = state.save_sessions().await {
+        tracing::error!(%error, "cannot write the session snapshot");
+    }
+    tokio::task::block_in_place(|| state.edge().access_log.flush());
+    main?;
+    redirect?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
