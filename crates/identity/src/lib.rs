@@ -3,7 +3,8 @@
 //! Layers, each depending only on those below it:
 //! - [`app`] (the router) and [`handlers`]: thin HTTP handlers: extract, authenticate and
 //!   authorize ([`auth`]), validate in AgentCore's terms, call a service, render.
-//! - [`services`]: providers, the token vault, authorization sessions and administration,
+//! - [`services`]: workloads (WAT issue and verification), providers, the token vault,
+//!   authorization sessions and administration,
 //!   each taking its dependencies (store, clock, keys, outbound client, audit sink)
 //!   explicitly, so the admin CLI calls them without starting a server ([`services::admin`]).
 //! - Foundations: [`error`] (one error type; one mapping per wire format: [`http_error`]

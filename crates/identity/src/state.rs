@@ -6,23 +6,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use latchkey_core::ApiError;
 use latchkey_core::arn::ArnContext;
 use latchkey_core::clock::Clock;
 use latchkey_core::crypto::{self, KeyProvider};
-use latchkey_core::wat::{WatAuthority, WatClaims, WatKey, WatPublicKey};
+use latchkey_core::wat::{WatAuthority, WatKey, WatPublicKey};
 use latchkey_store::{SigningKeyRecord, Store, StoreError};
 
 use crate::aad;
 use crate::audit::{AuditSink, Auditor};
 use crate::cache::TtlCache;
 use crate::credentials::Credentials;
-use crate::error::{Error, Result};
 use crate::inbound::{InboundIssuerConfig, InboundVerifier};
 use crate::outbound::{OutboundClient, OutboundPolicy};
 use crate::services::providers::Providers;
 use crate::services::sessions::{SessionSettings, Sessions};
 use crate::services::vault::{Vault, VaultSettings};
+use crate::services::workloads::{WorkloadSettings, Workloads};
 
 /// Settings of the identity service (the binary builds this from its config).
 #[derive(Debug, Clone)]
@@ -60,19 +59,10 @@ impl ServiceConfig {
     }
 }
 
-/// Facts about a workload needed on every data-plane call, cached briefly.
-#[derive(Debug, Clone)]
-pub struct WorkloadFacts {
-    pub allow_user_id: bool,
-    /// `allowedResourceOauth2ReturnUrls` (exact matches).
-    pub return_urls: Arc<Vec<String>>,
-}
-
 /// Entries per cache before it starts over.
 const CACHE_CAP: usize = 10_000;
 
-/// Tag that lets a workload credential call `GetWorkloadAccessTokenForUserId`.
-pub const ALLOW_USER_ID_TAG: &str = "latchkey:allow-user-id";
+pub use crate::services::workloads::{ALLOW_USER_ID_TAG, WorkloadFacts};
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -84,12 +74,10 @@ pub struct Inner {
     pub store: Store,
     pub keys: Arc<dyn KeyProvider>,
     pub clock: Arc<dyn Clock>,
-    pub wat: WatAuthority,
+    pub wat: Arc<WatAuthority>,
     pub credentials: Credentials,
-    /// Workload facts by name (`None`: no such workload).
-    pub workloads: TtlCache<String, Option<WorkloadFacts>>,
-    /// Verified workload access tokens (checked again for expiry on every hit).
-    pub verified_wats: TtlCache<String, Arc<WatClaims>>,
+    /// Workload facts, WAT issuance and verification.
+    pub workloads: Workloads,
     /// API-key provider envelopes by provider name (`None`: no such provider).
     pub api_keys: TtlCache<String, Option<Arc<Vec<u8>>>>,
     /// The last database health check, for `/ping`.
@@ -162,10 +150,23 @@ impl AppState {
                 ttl_secs: config.session_ttl_secs,
             },
         );
+        let wat = Arc::new(wat);
+        let workloads = Workloads::new(
+            store.clone(),
+            clock.clone(),
+            wat.clone(),
+            inbound.clone(),
+            auditor.clone(),
+            WorkloadSettings {
+                arn: config.arn.clone(),
+                wat_ttl_seconds: config.wat_ttl_seconds,
+                cache_ttl: config.cache_ttl,
+                cache_cap: CACHE_CAP,
+            },
+        );
         Ok(Self(Arc::new(Inner {
+            workloads,
             credentials: Credentials::new(store.clone(), keys.clone(), config.cache_ttl, CACHE_CAP),
-            workloads: TtlCache::new(config.cache_ttl, CACHE_CAP),
-            verified_wats: TtlCache::new(config.cache_ttl, CACHE_CAP),
             api_keys: TtlCache::new(config.cache_ttl, CACHE_CAP),
             health: TtlCache::new(Duration::from_secs(1), 1),
             config,
@@ -181,37 +182,6 @@ impl AppState {
             inbound,
             outbound,
         })))
-    }
-
-    /// Workload facts, or `ResourceNotFoundException`.
-    pub async fn workload_facts(&self, name: &str) -> Result<WorkloadFacts> {
-        let facts = match self.workloads.get(name) {
-            Some(f) => f,
-            None => {
-                let facts = match self.store.find_workload(name).await? {
-                    Some(workload) => {
-                        let tags = self
-                            .store
-                            .list_tags(&self.config.arn.workload_identity(name))
-                            .await?;
-                        Some(WorkloadFacts {
-                            allow_user_id: tags
-                                .iter()
-                                .any(|(k, v)| k == ALLOW_USER_ID_TAG && v == "true"),
-                            return_urls: Arc::new(workload.return_urls),
-                        })
-                    }
-                    None => None,
-                };
-                self.workloads.put(name.to_string(), facts.clone());
-                facts
-            }
-        };
-        facts.ok_or_else(|| {
-            Error::new(ApiError::NotFound(format!(
-                "workload identity {name:?} not found"
-            )))
-        })
     }
 }
 

@@ -11,13 +11,15 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use latchkey_core::UserPrincipal;
 use latchkey_core::clock::SystemClock;
-use latchkey_core::crypto::{self, FileKeyProvider, KeyProvider};
-use latchkey_identity::aad;
+use latchkey_core::crypto::{FileKeyProvider, KeyProvider};
 use latchkey_identity::error::REASON_HEADER;
 use latchkey_identity::{AppState, ServiceConfig, app};
-use latchkey_store::{CredentialRecord, EnvelopeColumn, SessionRecord, SessionStatus, Store};
+use latchkey_store::{EnvelopeColumn, SessionRecord, SessionStatus, Store};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+mod common;
+use common::credential;
 
 /// A tracing subscriber that keeps every event's fields as text.
 #[derive(Clone, Default)]
@@ -57,6 +59,18 @@ impl Log {
     }
 }
 
+/// The process-wide log of this test binary (a thread's own subscriber misses events when
+/// tests run in parallel: callsite interest is cached process-wide).
+fn log() -> Log {
+    static LOG: std::sync::OnceLock<Log> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Log::default();
+        tracing::subscriber::set_global_default(log.clone()).expect("the only subscriber");
+        log
+    })
+    .clone()
+}
+
 struct Fixture {
     router: axum::Router,
     state: AppState,
@@ -69,25 +83,6 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-async fn credential(store: &Store, keys: &dyn KeyProvider, id: &str, role: &str) -> String {
-    let secret = format!("secret-of-{id}");
-    let envelope = crypto::encrypt(keys, aad::credential(id).as_bytes(), secret.as_bytes())
-        .await
-        .unwrap();
-    store
-        .create_credential(&CredentialRecord {
-            access_key_id: id.into(),
-            role: role.into(),
-            secret_envelope: envelope,
-            description: None,
-            created_ms: 0,
-            revoked_ms: None,
-        })
-        .await
-        .unwrap();
-    format!("Bearer {id}:{secret}")
 }
 
 async fn fixture(name: &str) -> Fixture {
@@ -159,8 +154,7 @@ async fn create_github_provider(f: &Fixture, name: &str) {
 
 #[tokio::test]
 async fn internal_error_text_reaches_the_log_and_never_the_client() {
-    let log = Log::default();
-    let _guard = tracing::subscriber::set_default(log.clone());
+    let log = log();
     let f = fixture("internal").await;
     let store = &f.state.store;
 
@@ -321,6 +315,7 @@ async fn session_at_callback(f: &Fixture, id: &str, expires_ms: i64) -> String {
 
 #[tokio::test]
 async fn completion_refusals_carry_a_typed_reason() {
+    let _ = log();
     let f = fixture("reasons").await;
     let (status, _, _) = call(
         &f,

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use latchkey_core::clock::SystemClock;
-use latchkey_core::crypto::{self, FileKeyProvider, KeyProvider};
-use latchkey_identity::auth::credential_aad;
+use latchkey_core::crypto::{FileKeyProvider, KeyProvider};
 use latchkey_identity::{AppState, ServiceConfig, app};
-use latchkey_store::{CredentialRecord, Store};
+use latchkey_store::Store;
 use tower::ServiceExt;
+
+mod common;
+use common::credential;
 
 const CONTROL_PLANE: &[(&str, &str)] = &[
     ("POST", "/identities/CreateWorkloadIdentity"),
@@ -80,25 +82,6 @@ mod tempdir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-}
-
-async fn credential(store: &Store, keys: &dyn KeyProvider, id: &str, role: &str) -> String {
-    let secret = format!("secret-of-{id}");
-    let envelope = crypto::encrypt(keys, credential_aad(id).as_bytes(), secret.as_bytes())
-        .await
-        .unwrap();
-    store
-        .create_credential(&CredentialRecord {
-            access_key_id: id.into(),
-            role: role.into(),
-            secret_envelope: envelope,
-            description: None,
-            created_ms: 0,
-            revoked_ms: None,
-        })
-        .await
-        .unwrap();
-    format!("Bearer {id}:{secret}")
 }
 
 async fn fixture() -> Fixture {

@@ -10,7 +10,7 @@ use axum::extract::State;
 use latchkey_core::audit::Outcome;
 use latchkey_core::crypto;
 use latchkey_core::validate::{Validator, is_jwt_shape};
-use latchkey_core::wat::{WatClaims, WatError};
+use latchkey_core::wat::WatClaims;
 use latchkey_core::{ApiError, UserPrincipal};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -20,8 +20,9 @@ use super::common::{check_provider_name, check_workload_name};
 use crate::aad;
 use crate::auth::DataPlane;
 use crate::caller::Caller;
-use crate::error::{Error, Result, user_token_rejected};
+use crate::error::{Error, Result};
 use crate::http_error::HttpResult;
+use crate::services::workloads::UserAssertion;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -93,96 +94,18 @@ async fn issue_workload_token(
         },
     }
     v.finish()?;
-    let workload = body.workload_name.as_str();
-    if let Err(e) = caller.require_workload(workload) {
-        record(
-            state,
-            caller,
-            action,
-            Some(workload),
-            None,
-            Outcome::Denied,
-            json!({"reason": "workload not allowed for caller"}),
-        )
-        .await;
-        return Err(e.into());
-    }
-    let facts = state.workload_facts(workload).await?;
-    let user: Option<UserPrincipal> = match mode {
-        UserMode::None => None,
-        UserMode::UserId => {
-            // Validated above: 1 to 128 characters.
-            let asserted = body
-                .user_id
-                .as_deref()
-                .map(UserPrincipal::user_id)
-                .transpose()
-                .map_err(|_| {
-                    ApiError::field("userId", "Member must have length between 1 and 128")
-                })?;
-            if !caller.is_admin() && !facts.allow_user_id {
-                record(
-                    state,
-                    caller,
-                    action,
-                    Some(workload),
-                    asserted.as_ref(),
-                    Outcome::Denied,
-                    json!({"reason": "user id trust not enabled for workload"}),
-                )
-                .await;
-                return Err(ApiError::AccessDenied(format!(
-                    "workload {workload:?} may not assert user ids: use GetWorkloadAccessTokenForJWT, or have an admin set the tag {}=true on the workload identity",
-                    crate::state::ALLOW_USER_ID_TAG
-                ))
-                .into());
-            }
-            asserted
-        }
-        UserMode::Jwt => {
-            let token = body
-                .user_token
-                .as_ref()
-                .map(|t| t.expose_secret())
-                .unwrap_or_default();
-            match state
-                .inbound
-                .verify(token)
-                .await
-                .and_then(|u| u.principal())
-            {
-                Ok(user) => Some(user),
-                Err(e) => {
-                    record(
-                        state,
-                        caller,
-                        action,
-                        Some(workload),
-                        None,
-                        Outcome::Denied,
-                        json!({"reason": e.to_string()}),
-                    )
-                    .await;
-                    return Err(user_token_rejected(&e));
-                }
-            }
-        }
+    let user = match mode {
+        UserMode::None => UserAssertion::None,
+        UserMode::UserId => UserAssertion::UserId(body.user_id.unwrap_or_default()),
+        UserMode::Jwt => UserAssertion::Token(
+            body.user_token
+                .unwrap_or_else(|| SecretString::from(String::new())),
+        ),
     };
-    let now = state.clock.now_secs();
-    let (token, claims) = state
-        .wat
-        .issue(workload, user.as_ref(), now, state.config.wat_ttl_seconds)
-        .map_err(Error::internal)?;
-    record(
-        state,
-        caller,
-        action,
-        Some(workload),
-        claims.user.as_ref(),
-        Outcome::Success,
-        json!({"jti": claims.jti, "exp": claims.exp}),
-    )
-    .await;
+    let token = state
+        .workloads
+        .issue(caller, action, &body.workload_name, &user)
+        .await?;
     Ok(Json(json!({"workloadAccessToken": token})))
 }
 
@@ -207,80 +130,16 @@ pub async fn get_workload_access_token_for_user_id(
     issue_workload_token(&state, &req.caller, req.body, UserMode::UserId).await
 }
 
-/// Verify a WAT presented to the data plane: signature, issuer, expiry, the caller may act
-/// for its workload, and the workload still exists.
-pub async fn verify_wat(
+/// Verify a WAT presented to the data plane (see [`Workloads::verify_wat`]).
+///
+/// [`Workloads::verify_wat`]: crate::services::workloads::Workloads::verify_wat
+pub(crate) async fn verify_wat(
     state: &AppState,
     caller: &Caller,
     token: &str,
     action: &str,
 ) -> Result<Arc<WatClaims>> {
-    let now = state.clock.now_secs();
-    let verified = match state.verified_wats.get(token) {
-        // A cached verification still has to be unexpired now.
-        Some(claims) if claims.exp > now => Ok(claims),
-        _ => state.wat.verify(token, now).map(|claims| {
-            let claims = Arc::new(claims);
-            state.verified_wats.put(token.to_string(), claims.clone());
-            claims
-        }),
-    };
-    let claims = match verified {
-        Ok(c) => c,
-        Err(e) => {
-            record(
-                state,
-                caller,
-                action,
-                None,
-                None,
-                Outcome::Denied,
-                json!({"reason": e.to_string()}),
-            )
-            .await;
-            // Every refusal names the failed check; a key fault is the service's, not the
-            // token's, and its text stays in the log.
-            let public = match &e {
-                WatError::Key(_) => "the workload access token was rejected".to_string(),
-                e => format!("the workload access token was rejected: {e}"),
-            };
-            return Err(Error::new(ApiError::AccessDenied(public)).with_internal(e));
-        }
-    };
-    if let Err(e) = caller.require_workload(&claims.sub) {
-        record(
-            state,
-            caller,
-            action,
-            Some(&claims.sub),
-            claims.user.as_ref(),
-            Outcome::Denied,
-            json!({"reason": "token belongs to another workload"}),
-        )
-        .await;
-        return Err(e.into());
-    }
-    // Only a missing workload voids the token; a database outage stays a retry-safe 503.
-    if let Err(e) = state.workload_facts(&claims.sub).await {
-        if !matches!(e.public(), ApiError::NotFound(_)) {
-            return Err(e);
-        }
-        record(
-            state,
-            caller,
-            action,
-            Some(&claims.sub),
-            claims.user.as_ref(),
-            Outcome::Denied,
-            json!({"reason": "workload no longer exists"}),
-        )
-        .await;
-        return Err(ApiError::AccessDenied(
-            "the workload access token was rejected: its workload identity no longer exists".into(),
-        )
-        .into());
-    }
-    Ok(claims)
+    state.workloads.verify_wat(caller, token, action).await
 }
 
 pub(crate) fn check_wat_field(v: &mut Validator, token: &str) {

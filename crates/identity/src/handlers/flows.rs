@@ -195,7 +195,8 @@ pub async fn get_resource_oauth2_token(
     // `verify_wat` just cached).
     if let Some(url) = &body.resource_oauth2_return_url
         && !state
-            .workload_facts(&claims.sub)
+            .workloads
+            .facts(&claims.sub)
             .await?
             .return_urls
             .iter()

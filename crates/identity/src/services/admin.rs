@@ -57,22 +57,23 @@ pub struct GrantFilter {
     pub limit: Option<i64>,
 }
 
-/// One grant as `latchkey admin grants list` prints it (no token, sealed or not).
+/// One grant as `latchkey admin grants list` prints it (no token, sealed or not). Fields
+/// in the order the CLI has always printed them (alphabetical).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GrantSummary {
-    pub workload: String,
-    pub user: String,
-    pub user_kind: &'static str,
-    pub user_issuer: Option<String>,
-    pub provider: String,
-    pub scopes: Vec<String>,
-    pub resources: Vec<String>,
     pub expires_time: i64,
     pub has_refresh_token: bool,
+    pub provider: String,
+    pub resources: Vec<String>,
+    pub scopes: Vec<String>,
     /// `active`, `expired`, `expired-refreshable` or `needs-consent`.
     pub state: &'static str,
     pub updated_time: i64,
+    pub user: String,
+    pub user_issuer: Option<String>,
+    pub user_kind: &'static str,
+    pub workload: String,
 }
 
 impl GrantSummary {
@@ -306,5 +307,119 @@ impl Admin {
         }
         out.flush()?;
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use latchkey_core::UserPrincipal;
+    use latchkey_core::clock::SystemClock;
+    use latchkey_core::crypto::FileKeyProvider;
+    use latchkey_store::GrantTokens;
+
+    use super::*;
+
+    /// The CLI's whole grant lifecycle through [`Admin`] on a bare store: no server state,
+    /// no signing key, and every change in the audit chain.
+    #[tokio::test]
+    async fn admin_works_on_a_store_without_a_server() {
+        let dir = std::env::temp_dir().join(format!(
+            "latchkey-admin-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::connect(&format!("sqlite://{}?mode=rwc", dir.join("t.db").display()))
+            .await
+            .unwrap();
+        let keys: Arc<dyn KeyProvider> = Arc::new(FileKeyProvider::generate().unwrap());
+        let admin = Admin::new(
+            store.clone(),
+            keys.clone(),
+            Arc::new(SystemClock),
+            OutboundPolicy::default(),
+        )
+        .unwrap();
+
+        let created = admin
+            .create_credential(Role::Admin, Some("ops".into()))
+            .await
+            .unwrap();
+        assert!(created.access_key_id.starts_with("LK"));
+        assert_eq!(created.secret.len(), 40);
+        admin
+            .revoke_credential(&created.access_key_id)
+            .await
+            .unwrap();
+        assert!(matches!(
+            admin.revoke_credential(&created.access_key_id).await,
+            Err(StoreError::NotFound)
+        ));
+
+        let key = GrantKey {
+            workload: "w".into(),
+            user: UserPrincipal::user_id("alice").unwrap(),
+            provider: "gone".into(),
+        };
+        let access = crypto::encrypt(keys.as_ref(), aad::grant(&key, "access").as_bytes(), b"at")
+            .await
+            .unwrap();
+        store
+            .put_grant(
+                &key,
+                &GrantTokens {
+                    scopes: vec!["repo".into()],
+                    resources: vec![],
+                    token_type: "Bearer".into(),
+                    access_envelope: access,
+                    refresh_envelope: None,
+                    expires_ms: 1,
+                },
+                1,
+            )
+            .await
+            .unwrap();
+        let mut listed = vec![];
+        let n = admin
+            .list_grants(&GrantFilter::default(), |g| {
+                listed.push(serde_json::to_string(g)?);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        // The same line `latchkey admin grants list` printed before (keys in order).
+        assert_eq!(
+            listed[0],
+            serde_json::json!({
+                "workload": "w", "user": "alice", "userKind": "user-id", "userIssuer": null,
+                "provider": "gone", "scopes": ["repo"], "resources": [], "expiresTime": 0,
+                "hasRefreshToken": false, "state": "expired", "updatedTime": 0,
+            })
+            .to_string()
+        );
+
+        // A provider that no longer exists: nothing to call, the grant is deleted here.
+        let report = admin.revoke_grant(&key).await.unwrap();
+        assert!(!report.provider_endpoint);
+        assert!(store.find_grant(&key).await.unwrap().is_none());
+        assert!(admin.revoke_grant(&key).await.is_err(), "already gone");
+        assert!(store.list_signing_keys().await.unwrap().is_empty());
+
+        let chain = admin.verify_audit(None).await.unwrap();
+        assert!(chain.fault.is_none());
+        let mut out = Vec::new();
+        let events = admin.export_audit(0, i64::MAX, &mut out).await.unwrap();
+        assert_eq!(events, 3, "{}", String::from_utf8_lossy(&out));
+        let text = String::from_utf8(out).unwrap();
+        for action in ["CreateCredential", "RevokeCredential", "RevokeGrant"] {
+            assert!(text.contains(action), "{action} in {text}");
+        }
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2,9 +2,11 @@
 //! clock, key material, the outbound client, the audit sink), never the server state, so
 //! the admin CLI and tests can build one without starting a server.
 //!
-//! Dependencies run one way: `providers` ← `vault` ← `sessions`; `admin` uses `vault`.
+//! Dependencies run one way: `providers` ← `vault` ← `sessions`; `admin` uses `vault`;
+//! `workloads` (WAT issue and verification) stands alone.
 
 pub mod admin;
 pub mod providers;
 pub mod sessions;
 pub mod vault;
+pub mod workloads;

@@ -67,7 +67,12 @@ impl Sessions {
                 .verify(t.expose_secret())
                 .await
                 .and_then(|u| u.principal())
-                .map_err(|e| (user_token_refusal(&e), e.to_string())),
+                .map_err(|e| {
+                    (
+                        user_token_refusal(&e),
+                        format!("the user token was rejected: {e}"),
+                    )
+                }),
         }
     }
 

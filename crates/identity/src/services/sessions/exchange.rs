@@ -74,8 +74,8 @@ impl Sessions {
                     action,
                     &record,
                     Outcome::Failed,
-                    json!({"provider": record.provider,
-                        "reason": e.internal_message().unwrap_or_else(|| e.client_message())}),
+                    // The client's words, as before; the detail is logged with the answer.
+                    json!({"provider": record.provider, "reason": e.client_message()}),
                 )
                 .await;
                 Err(e.with_reason(Reason::ExchangeFailed))
