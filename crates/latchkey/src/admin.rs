@@ -6,39 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use base64::Engine as _;
 use latchkey_authn::outbound::OutboundPolicy;
 use latchkey_core::clock::{Clock, SystemClock};
 use latchkey_core::crypto::{self, KeyProvider};
-use latchkey_identity::auth::{Role, credential_aad};
-use latchkey_identity::{AppState, ServiceConfig};
-use latchkey_store::{CredentialRecord, Store};
+use latchkey_identity::admin::{Admin, GrantFilter};
+use latchkey_identity::auth::Role;
+use latchkey_store::Store;
 
 use crate::cli::{AdminCommand, AuditCommand, CredentialsCommand, GrantsCommand, VaultCommand};
 use crate::config::{ConfigFile, Env, Layers, ServeConfig, StorageConfig};
 use crate::{check_key_file, keyfile, open_storage};
-
-/// `LK` + 18 characters of A–Z/2–7: the shape of an AWS access key id, never confused with one.
-fn new_access_key_id() -> anyhow::Result<String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut raw = [0u8; 18];
-    aws_lc_rs::rand::fill(&mut raw).map_err(|_| anyhow!("random number generator failed"))?;
-    Ok(format!(
-        "LK{}",
-        raw.iter()
-            .map(|b| ALPHABET[(b & 31) as usize] as char)
-            .collect::<String>()
-    ))
-}
-
-/// 40 characters, URL-safe, 240 bits.
-fn new_secret() -> anyhow::Result<zeroize::Zeroizing<String>> {
-    let mut raw = zeroize::Zeroizing::new([0u8; 30]);
-    aws_lc_rs::rand::fill(raw.as_mut()).map_err(|_| anyhow!("random number generator failed"))?;
-    Ok(zeroize::Zeroizing::new(
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref()),
-    ))
-}
 
 pub(crate) async fn run(
     storage: &StorageConfig,
@@ -54,8 +31,15 @@ pub(crate) async fn run(
     ) {
         check_key_file(storage, &store, keys.as_ref()).await?;
     }
-    let chain = latchkey_store::AuditChain::new(keys.clone());
-    let clock = SystemClock;
+    // The administration service on the bare store: nothing starts running, no signing key
+    // is created. Its outbound policy only matters for `grants revoke` (RFC 7009), which
+    // builds its own from the serve configuration.
+    let admin = Admin::new(
+        store.clone(),
+        keys.clone(),
+        Arc::new(SystemClock),
+        OutboundPolicy::default(),
+    )?;
     match command {
         AdminCommand::Credentials {
             command:
@@ -66,33 +50,8 @@ pub(crate) async fn run(
                 },
         } => {
             let role = Role::parse(&role).map_err(|e| anyhow!("--role: {e}"))?;
-            let id = new_access_key_id()?;
-            let secret = new_secret()?;
-            let envelope = crypto::encrypt(
-                keys.as_ref(),
-                credential_aad(&id).as_bytes(),
-                secret.as_bytes(),
-            )
-            .await?;
-            store
-                .create_credential(&CredentialRecord {
-                    access_key_id: id.clone(),
-                    role: role.as_string(),
-                    secret_envelope: envelope,
-                    description,
-                    created_ms: clock.now_ms(),
-                    revoked_ms: None,
-                })
-                .await?;
-            let mut event = latchkey_identity::audit::event(
-                clock.now_ms(),
-                None,
-                "CreateCredential",
-                latchkey_core::audit::Outcome::Success,
-            );
-            event.target = Some(id.clone());
-            event.detail = serde_json::json!({"role": role.as_string(), "via": "cli"});
-            store.append_audit(&chain, &[event]).await?;
+            let created = admin.create_credential(role, description).await?;
+            let (id, secret, role) = (created.access_key_id, created.secret, created.role);
             if json {
                 println!(
                     "{}",
@@ -108,7 +67,7 @@ pub(crate) async fn run(
         AdminCommand::Credentials {
             command: CredentialsCommand::List { json },
         } => {
-            let creds = store.list_credentials().await?;
+            let creds = admin.store().list_credentials().await?;
             if json {
                 let items: Vec<_> = creds
                     .iter()
@@ -138,8 +97,8 @@ pub(crate) async fn run(
         AdminCommand::Credentials {
             command: CredentialsCommand::Revoke { access_key_id },
         } => {
-            store
-                .revoke_credential(&access_key_id, clock.now_ms())
+            admin
+                .revoke_credential(&access_key_id)
                 .await
                 .map_err(|e| match e {
                     latchkey_store::StoreError::NotFound => {
@@ -147,14 +106,6 @@ pub(crate) async fn run(
                     }
                     e => e.into(),
                 })?;
-            let mut event = latchkey_identity::audit::event(
-                clock.now_ms(),
-                None,
-                "RevokeCredential",
-                latchkey_core::audit::Outcome::Success,
-            );
-            event.target = Some(access_key_id.clone());
-            store.append_audit(&chain, &[event]).await?;
             println!(
                 "revoked {access_key_id} (running servers stop accepting it within their cache TTL, 5 s by default)"
             );
@@ -162,14 +113,14 @@ pub(crate) async fn run(
         AdminCommand::Audit {
             command: AuditCommand::List { limit },
         } => {
-            for e in store.list_audit(limit.clamp(1, 100_000)).await? {
+            for e in admin.store().list_audit(limit.clamp(1, 100_000)).await? {
                 println!("{}", serde_json::to_string(&e)?);
             }
         }
         AdminCommand::Audit {
             command: AuditCommand::Verify { tail, json },
         } => {
-            let report = store.verify_audit(&chain, tail).await?;
+            let report = admin.verify_audit(tail).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -198,27 +149,10 @@ pub(crate) async fn run(
         AdminCommand::Audit {
             command: AuditCommand::Export { since, until },
         } => {
-            let until = until.unwrap_or(i64::MAX);
-            if until <= since {
-                return Err(anyhow!("--until must be later than --since"));
-            }
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let mut after = 0i64;
-            loop {
-                let page = store.export_audit(since, until, after).await?;
-                let Some((last, _)) = page.last() else { break };
-                after = *last;
-                for (seq, events) in &page {
-                    for e in events {
-                        let mut line = serde_json::to_value(e)?;
-                        if let Some(o) = line.as_object_mut() {
-                            o.insert("block".into(), (*seq).into());
-                        }
-                        serde_json::to_writer(&mut out, &line)?;
-                        out.write_all(b"\n")?;
-                    }
-                }
-            }
+            admin
+                .export_audit(since, until.unwrap_or(i64::MAX), &mut out)
+                .await?;
             out.flush()?;
         }
         AdminCommand::Grants { command } => grants(store, keys, file, env, command).await?,
@@ -235,56 +169,32 @@ async fn grants(
     command: GrantsCommand,
 ) -> anyhow::Result<()> {
     let clock = SystemClock;
+    let admin = |policy: Option<OutboundPolicy>| {
+        Admin::new(
+            store.clone(),
+            keys.clone(),
+            Arc::new(SystemClock),
+            policy.unwrap_or_default(),
+        )
+    };
     match command {
         GrantsCommand::List {
             workload,
             user,
             limit,
         } => {
-            let mut after: Option<latchkey_store::GrantKey> = None;
-            let mut left = limit.clamp(1, 10_000_000);
-            while left > 0 {
-                let page = store
-                    .list_grants(
-                        workload.as_deref(),
-                        user.as_deref(),
-                        after.as_ref(),
-                        left.min(1000),
-                    )
-                    .await?;
-                let Some(last) = page.last() else { break };
-                after = Some(last.key.clone());
-                left -= page.len() as i64;
-                for g in &page {
-                    let state = if g.needs_consent {
-                        "needs-consent"
-                    } else if g.expires_ms <= clock.now_ms() {
-                        if g.refresh_envelope.is_some() {
-                            "expired-refreshable"
-                        } else {
-                            "expired"
-                        }
-                    } else {
-                        "active"
-                    };
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "workload": g.key.workload,
-                            "user": g.key.user.subject(),
-                            "userKind": g.key.user.kind().as_str(),
-                            "userIssuer": g.key.user.issuer(),
-                            "provider": g.key.provider,
-                            "scopes": g.scopes,
-                            "resources": g.resources,
-                            "expiresTime": g.expires_ms / 1000,
-                            "hasRefreshToken": g.refresh_envelope.is_some(),
-                            "state": state,
-                            "updatedTime": g.updated_ms / 1000,
-                        })
-                    );
-                }
-            }
+            let filter = GrantFilter {
+                workload,
+                user,
+                limit: Some(limit),
+            };
+            let mut out = std::io::stdout().lock();
+            admin(None)?
+                .list_grants(&filter, |grant| {
+                    writeln!(out, "{}", serde_json::to_string(grant)?)?;
+                    Ok(())
+                })
+                .await?;
         }
         GrantsCommand::Revoke {
             workload,
@@ -299,39 +209,18 @@ async fn grants(
             }
             .map_err(|e| anyhow!("--user/--user-issuer: {e}"))?;
             let serve = ServeConfig::resolve(&Layers::new(&serve, file, env)?)?;
-            let mut config = ServiceConfig::new("http://127.0.0.1");
-            config.arn = serve.arn.clone();
-            config.outbound = OutboundPolicy {
+            let policy = OutboundPolicy {
                 allow_private_addresses: serve.allow_private_addresses,
                 request_timeout: Duration::from_millis(serve.outbound_timeout_ms),
                 max_response_bytes: serve.outbound_max_response_bytes,
                 ..OutboundPolicy::default()
             };
-            let state = AppState::start(config, store.clone(), keys, Arc::new(SystemClock)).await?;
             let key = latchkey_store::GrantKey {
                 workload,
                 user,
                 provider,
             };
-            let report = latchkey_identity::vault::revoke_grant(&state, &key)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
-            let mut event = latchkey_identity::audit::event(
-                clock.now_ms(),
-                None,
-                "RevokeGrant",
-                latchkey_core::audit::Outcome::Success,
-            );
-            event.workload = Some(key.workload.clone());
-            latchkey_identity::audit::set_user(&mut event, Some(&key.user));
-            event.target = Some(key.provider.clone());
-            event.detail = serde_json::json!({"via": "cli", "revokedAtProvider": report.revoked_at_provider, "providerErrors": report.provider_errors});
-            store
-                .append_audit(
-                    &latchkey_store::AuditChain::new(state.keys.clone()),
-                    &[event],
-                )
-                .await?;
+            let report = admin(Some(policy))?.revoke_grant(&key).await?;
             println!("{}", serde_json::to_string(&report)?);
         }
         GrantsCommand::Seed {
@@ -357,7 +246,7 @@ async fn grants(
                 let token = format!("seeded-access-token-{i}");
                 let access_envelope = crypto::encrypt(
                     keys.as_ref(),
-                    latchkey_identity::vault::grant_aad(&key, "access").as_bytes(),
+                    latchkey_identity::aad::grant(&key, "access").as_bytes(),
                     token.as_bytes(),
                 )
                 .await?;
