@@ -38,19 +38,3 @@ pub use app::app;
 pub use latchkey_authn::{inbound, outbound};
 pub use services::admin;
 pub use state::{AppState, ServiceConfig};
-
-/// The vault paths the `latchkey` binary used before [`services::admin`]; kept so it
-/// builds unchanged (`latchkey admin grants revoke` should move to
-/// [`admin::Admin::revoke_grant`], which needs no server state).
-pub mod vault {
-    pub use crate::aad::grant as grant_aad;
-    pub use crate::services::vault::{EXPIRY_SKEW_MS, FALLBACK_LIFETIME_SECS, RevokeReport};
-
-    /// Revoke a grant through a running server's vault (see [`crate::admin::Admin`]).
-    pub async fn revoke_grant(
-        state: &crate::AppState,
-        key: &latchkey_store::GrantKey,
-    ) -> crate::error::Result<RevokeReport> {
-        state.vault.revoke_grant(key).await
-    }
-}
