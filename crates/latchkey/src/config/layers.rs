@@ -168,6 +168,7 @@ parsed_values! {
     SocketAddr: "an address like 127.0.0.1:8080";
 }
 
+/// Text as given; from the file only a string (no other value is echoed in an error).
 macro_rules! text_values {
     ($($ty:ty),*) => {$(
         impl Value for $ty {
@@ -175,24 +176,15 @@ macro_rules! text_values {
                 Ok(text.join(",").into())
             }
             fn from_file(value: toml::Value) -> Result<Self, String> {
-                from_toml(value)
+                match value {
+                    toml::Value::String(text) => Ok(text.into()),
+                    _ => Err("must be a string".into()),
+                }
             }
         }
     )*};
 }
-text_values!(String, PathBuf);
-
-impl Value for SecretString {
-    fn parse(text: &[String]) -> Result<Self, String> {
-        Ok(text.join(",").into())
-    }
-    fn from_file(value: toml::Value) -> Result<Self, String> {
-        match value {
-            toml::Value::String(text) => Ok(text.into()),
-            _ => Err("must be a string".into()),
-        }
-    }
-}
+text_values!(String, PathBuf, SecretString);
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
