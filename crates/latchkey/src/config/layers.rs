@@ -43,6 +43,11 @@ impl KeySpec {
     }
 
     fn flag(&self) -> Option<String> {
+        debug_assert!(
+            (self.attrs.iter()).all(|(a, _)| matches!(*a, "doc" | "flag" | "no_flag")),
+            "unknown attribute on the key {}",
+            self.name
+        );
         match self.attr("flag") {
             _ if self.attr("no_flag").is_some() => None,
             Some([flag]) => Some((*flag).to_string()),
