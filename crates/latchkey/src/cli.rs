@@ -328,9 +328,14 @@ mod cli_tests {
             ][..],
         ] {
             let cli = parse(args);
-            let debug = format!("{:?}", cli.storage);
-            assert!(
-                debug.contains("database_url") && debug.contains("key_file"),
+            assert_eq!(
+                cli.storage.value("database_url").as_deref(),
+                Some("sqlite://x"),
+                "{args:?}"
+            );
+            assert_eq!(
+                cli.storage.value("key_file").as_deref(),
+                Some("/k"),
                 "{args:?}"
             );
         }
@@ -341,6 +346,9 @@ mod cli_tests {
         else {
             panic!("not serve gateway");
         };
-        assert!(format!("{o:?}").contains("http_redirect_listen"));
+        assert_eq!(
+            o.value("http_redirect_listen").as_deref(),
+            Some("127.0.0.1:0")
+        );
     }
 }

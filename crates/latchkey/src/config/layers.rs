@@ -7,9 +7,11 @@
 //! named after one of the section's tables (`llm_model`, table `llm`) lives in that table
 //! of the file (`[agent.llm] model`). The root section (`""`) has no prefix.
 //!
-//! [`Layers`] resolves a key: flag > environment > file (`--config`) > `None` (the
-//! caller's default). Every error names the key with its section and where its value came
-//! from (`flag --listen`, `environment variable LATCHKEY_LISTEN`, `file latchkey.toml`).
+//! [`Layers`] resolves a key: flag > environment > file (`--config`) > the key's default
+//! (or `None`, or an error for a required key). Flag and environment text is parsed, file
+//! values are deserialized with serde. Every error names the key with its section and where
+//! its value came from (`flag --listen`, `environment variable LATCHKEY_LISTEN`,
+//! `file latchkey.toml`).
 //! Secrets come as themselves (environment, or file/flag where declared) or from a file
 //! named by `{key}_file` ([`Layers::secret`]); they never appear in an error.
 
@@ -41,6 +43,11 @@ impl KeySpec {
     }
 
     fn flag(&self) -> Option<String> {
+        debug_assert!(
+            (self.attrs.iter()).all(|(a, _)| matches!(*a, "doc" | "flag" | "no_flag")),
+            "unknown attribute on the key {}",
+            self.name
+        );
         match self.attr("flag") {
             _ if self.attr("no_flag").is_some() => None,
             Some([flag]) => Some((*flag).to_string()),
@@ -49,16 +56,17 @@ impl KeySpec {
     }
 }
 
-/// Declares a group of keys: a struct with one field per key (an `Option`, or the value
-/// with `= default`), read by [`Layers::read`].
+/// Declares a group of keys: a struct with one field per key (an `Option`; the value with
+/// `= default`, or with `=> "why it is required"`), read by [`Layers::read`].
 macro_rules! keys {
     ($(#[doc = $sdoc:literal])* pub struct $name:ident {
-        $($(#[$attr:ident $(= $value:literal)?])* $key:ident: $ty:ty $(= $default:expr)?,)*
+        $($(#[$attr:ident $(= $value:literal)?])*
+        $key:ident: $ty:ty $(= $default:expr)? $(=> $required:literal)?,)*
     }) => {
         $(#[doc = $sdoc])*
         #[derive(Debug)]
         #[allow(dead_code)] // Secrets and their `_file` keys are read by `Layers::secret`.
-        pub struct $name { $(pub $key: keys!(@type $ty $(, $default)?),)* }
+        pub struct $name { $(pub $key: keys!(@type $ty $(, $default)? $(, $required)?),)* }
 
         impl $crate::config::layers::KeyGroup for $name {
             fn keys() -> Vec<&'static $crate::config::layers::KeySpec> {
@@ -75,6 +83,9 @@ macro_rules! keys {
                 Ok(Self { $($key: {
                     let value = layers.get::<$ty>(stringify!($key))?;
                     $(let value = value.unwrap_or_else(|| <$ty>::from($default));)?
+                    $(let value = value.ok_or_else(|| {
+                        layers.error(stringify!($key), concat!("missing: ", $required))
+                    })?;)?
                     value
                 },)* })
             }
@@ -162,6 +173,7 @@ parsed_values! {
     SocketAddr: "an address like 127.0.0.1:8080";
 }
 
+/// Text as given; from the file only a string (no other value is echoed in an error).
 macro_rules! text_values {
     ($($ty:ty),*) => {$(
         impl Value for $ty {
@@ -169,24 +181,15 @@ macro_rules! text_values {
                 Ok(text.join(",").into())
             }
             fn from_file(value: toml::Value) -> Result<Self, String> {
-                from_toml(value)
+                match value {
+                    toml::Value::String(text) => Ok(text.into()),
+                    _ => Err("must be a string".into()),
+                }
             }
         }
     )*};
 }
-text_values!(String, PathBuf);
-
-impl Value for SecretString {
-    fn parse(text: &[String]) -> Result<Self, String> {
-        Ok(text.join(",").into())
-    }
-    fn from_file(value: toml::Value) -> Result<Self, String> {
-        match value {
-            toml::Value::String(text) => Ok(text.into()),
-            _ => Err("must be a string".into()),
-        }
-    }
-}
+text_values!(String, PathBuf, SecretString);
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +231,14 @@ impl<S> Default for Flags<S> {
     }
 }
 
+#[cfg(test)]
+impl<S> Flags<S> {
+    /// The text given to a key's flag.
+    pub fn value(&self, key: &str) -> Option<String> {
+        self.values.get(key).map(|v| v.join(","))
+    }
+}
+
 impl<S: Section> clap::FromArgMatches for Flags<S> {
     fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
         let mut flags = Self::default();
@@ -263,7 +274,7 @@ impl<S: Section> clap::Args for Flags<S> {
                 arg = arg.display_order(1000);
             }
             if key.many {
-                arg = arg.action(clap::ArgAction::Append);
+                arg = arg.action(clap::ArgAction::Append).value_delimiter(',');
             }
             if key.optional_value {
                 arg = arg.num_args(0..=1).default_missing_value("true");
@@ -311,6 +322,21 @@ fn env_name(section: &str, key: &str) -> String {
     match section {
         "" => format!("LATCHKEY_{}", key.to_ascii_uppercase()),
         s => format!("LATCHKEY_{}_{}", s, key).to_ascii_uppercase(),
+    }
+}
+
+/// A section as the file checks it: name, tables, keys, sub-sections (root: `binding`, …).
+pub type SectionSpec = (
+    &'static str,
+    &'static [&'static str],
+    Vec<&'static KeySpec>,
+    &'static [&'static str],
+);
+
+impl<S: Section> Flags<S> {
+    /// The section as the file checks it.
+    pub fn spec() -> SectionSpec {
+        (S::NAME, S::TABLES, S::Keys::keys(), &[])
     }
 }
 
@@ -392,10 +418,7 @@ impl ConfigFile {
     }
 
     /// Refuse a key no section declares (`sections`: name, tables, keys, sub-sections).
-    pub fn check(
-        &self,
-        sections: &[(&str, &[&str], Vec<&'static KeySpec>, &[&str])],
-    ) -> anyhow::Result<()> {
+    pub fn check(&self, sections: &[SectionSpec]) -> anyhow::Result<()> {
         for (name, tables, keys, subsections) in sections {
             self.section(name, tables, Some((keys, subsections)))?;
         }

@@ -111,20 +111,12 @@ keys! {
 pub fn check_file(file: &ConfigFile) -> anyhow::Result<()> {
     use layers::KeyGroup;
     use services::{Agent, Binding, Gateway};
-    fn section<S: Section>() -> (
-        &'static str,
-        &'static [&'static str],
-        Vec<&'static layers::KeySpec>,
-        &'static [&'static str],
-    ) {
-        (S::NAME, S::TABLES, S::Keys::keys(), &[])
-    }
     let root = <(StorageKeys, IdentityKeys)>::keys();
     file.check(&[
         ("", Identity::TABLES, root, &["binding", "agent", "gateway"]),
-        section::<Binding>(),
-        section::<Agent>(),
-        section::<Gateway>(),
+        Flags::<Binding>::spec(),
+        Flags::<Agent>::spec(),
+        Flags::<Gateway>::spec(),
     ])
 }
 

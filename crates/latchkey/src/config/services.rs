@@ -116,7 +116,7 @@ keys! {
         /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8081.
         listen: SocketAddr = ([127, 0, 0, 1], 8081),
         /// Base URL of the identity service, e.g. `http://identity.internal:8080`.
-        identity_url: String,
+        identity_url: String => "the identity service's base URL is required",
         /// File holding this service's `binding` credential as `ACCESS_KEY_ID:SECRET`
         /// (`latchkey admin credentials create --role binding`). Alternatively set the
         /// credential itself in the environment variable LATCHKEY_BINDING_CREDENTIAL.
@@ -139,12 +139,6 @@ pub struct BindingServeConfig {
 impl BindingServeConfig {
     pub fn resolve(l: &Layers) -> anyhow::Result<Self> {
         let (k, users): (BindingKeys, UserKeys) = l.read()?;
-        let identity_url = k.identity_url.ok_or_else(|| {
-            l.error(
-                "identity_url",
-                "missing: the identity service's base URL is required",
-            )
-        })?;
         let credential = l.required_secret(
             "credential",
             "ACCESS_KEY_ID:SECRET of a `binding` credential",
@@ -152,7 +146,7 @@ impl BindingServeConfig {
         let credential =
             latchkey_binding::BindingCredential::parse(credential.value.expose_secret())
                 .map_err(|e| l.error(&credential.key, e))?;
-        let mut config = latchkey_binding::BindingConfig::new(identity_url, credential);
+        let mut config = latchkey_binding::BindingConfig::new(k.identity_url, credential);
         config.users = user_sources(l, users, k.id_token_cookie)?;
         config.outbound.allow_private_addresses = k.allow_private_addresses;
         config.validate().map_err(|e| l.error(e.key, e.reason))?;
@@ -181,20 +175,20 @@ keys! {
         /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8082.
         listen: SocketAddr = ([127, 0, 0, 1], 8082),
         /// Base URL of the identity service.
-        identity_url: String,
+        identity_url: String => "the identity service's base URL is required",
         /// File holding this agent's `workload:<name>` credential as `ACCESS_KEY_ID:SECRET`.
         /// Alternatively set the credential itself in LATCHKEY_AGENT_CREDENTIAL.
         credential_file: PathBuf,
         /// The workload identity name (the credential's role is `workload:<name>`).
-        workload_name: String,
+        workload_name: String => "the workload identity name is required",
         /// `resourceOauth2ReturnUrl`: the session binding service's URL.
-        return_url: String,
+        return_url: String => "the session binding service's URL (resourceOauth2ReturnUrl) is required",
         /// Allow key, discovery and JWKS fetches to loopback/private addresses. Tests and dev only.
         allow_private_addresses: bool = false,
         /// `openai`, `anthropic` or `bedrock`.
-        llm_provider: String,
+        llm_provider: String => "openai, anthropic or bedrock is required",
         /// Model id.
-        llm_model: String,
+        llm_model: String => "the model id is required",
         /// Model API base URL. Default: the provider's public endpoint.
         llm_base_url: String,
         /// The model API key (file or LATCHKEY_AGENT_LLM_API_KEY only).
@@ -265,24 +259,6 @@ pub struct AgentServeConfig {
 impl AgentServeConfig {
     pub fn resolve(l: &Layers, data_dir: &std::path::Path) -> anyhow::Result<Self> {
         let (k, users): (AgentKeys, UserKeys) = l.read()?;
-        let required = |value: Option<String>, key: &str, what: &str| {
-            value.ok_or_else(|| l.error(key, format!("missing: {what}")))
-        };
-        let identity_url = required(
-            k.identity_url,
-            "identity_url",
-            "the identity service's base URL is required",
-        )?;
-        let workload_name = required(
-            k.workload_name,
-            "workload_name",
-            "the workload identity name is required",
-        )?;
-        let return_url = required(
-            k.return_url,
-            "return_url",
-            "the session binding service's URL (resourceOauth2ReturnUrl) is required",
-        )?;
         let credential = l.required_secret(
             "credential",
             "ACCESS_KEY_ID:SECRET of a `workload:<name>` credential",
@@ -291,13 +267,7 @@ impl AgentServeConfig {
             .map_err(|e| l.error(&credential.key, e))?;
         let users = user_sources(l, users, None)?;
 
-        let provider = match required(
-            k.llm_provider,
-            "llm_provider",
-            "openai, anthropic or bedrock is required",
-        )?
-        .as_str()
-        {
+        let provider = match k.llm_provider.as_str() {
             "openai" => latchkey_llm::Provider::Openai,
             "anthropic" => latchkey_llm::Provider::Anthropic,
             "bedrock" => latchkey_llm::Provider::Bedrock,
@@ -309,7 +279,7 @@ impl AgentServeConfig {
         // No key is fine: OpenAI-compatible servers such as Ollama or vLLM need none.
         let llm = latchkey_llm::LlmConfig {
             provider,
-            model: required(k.llm_model, "llm_model", "the model id is required")?,
+            model: k.llm_model,
             base_url: k.llm_base_url,
             api_key: l.secret("llm_api_key")?.map(|s| s.value),
             region: k.llm_region,
@@ -375,10 +345,10 @@ impl AgentServeConfig {
         };
 
         let config = latchkey_agent::AgentConfig {
-            identity_url,
+            identity_url: k.identity_url,
             credential,
-            workload_name,
-            return_url,
+            workload_name: k.workload_name,
+            return_url: k.return_url,
             users,
             outbound: OutboundPolicy {
                 allow_private_addresses: k.allow_private_addresses,
@@ -427,9 +397,9 @@ keys! {
         /// `http://<listen address>`.
         public_url: String,
         /// The OpenID Provider's issuer.
-        oidc_issuer: String,
+        oidc_issuer: String => "the OpenID Provider's issuer is required",
         /// The gateway's client id at the provider.
-        oidc_client_id: String,
+        oidc_client_id: String => "the gateway's client id is required",
         /// File holding the client secret (or set LATCHKEY_GATEWAY_OIDC_CLIENT_SECRET).
         oidc_client_secret_file: PathBuf,
         /// Space-separated scopes. Default "openid email profile".
@@ -491,12 +461,6 @@ impl GatewayServeConfig {
     pub fn resolve(l: &Layers, data_dir: &std::path::Path) -> anyhow::Result<Self> {
         let k: GatewayKeys = l.read()?;
         let listen = k.listen;
-        let oidc_issuer = k
-            .oidc_issuer
-            .ok_or_else(|| l.error("oidc_issuer", "missing"))?;
-        let oidc_client_id = k
-            .oidc_client_id
-            .ok_or_else(|| l.error("oidc_client_id", "missing"))?;
         let secret = l.required_secret("oidc_client_secret", "the OIDC client secret")?;
         let tls = match (k.tls_cert, k.tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
@@ -536,8 +500,8 @@ impl GatewayServeConfig {
             public_url: public_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{listen}")),
-            oidc_issuer,
-            oidc_client_id,
+            oidc_issuer: k.oidc_issuer,
+            oidc_client_id: k.oidc_client_id,
             oidc_client_secret: secret.value,
             oidc_scopes: k.oidc_scopes,
             routes: k.routes,

@@ -1,5 +1,5 @@
 //! The configuration of every service: layering, key names, sources, secrets.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
 
 use std::path::Path;
 
