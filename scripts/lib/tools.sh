@@ -19,7 +19,7 @@ _tool_install() {
         return 0
     fi
     echo "installing $name $version into $TOOLS_DIR (once per machine)"
-    cargo install --quiet --locked --version "$version" --root "$TOOLS_DIR" "$name" || return 1
+    cargo install --quiet --force --locked --version "$version" --root "$TOOLS_DIR" "$name" || return 1
     echo "$version" >"$stamp"
 }
 
