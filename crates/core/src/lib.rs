@@ -18,4 +18,4 @@ pub mod wat;
 
 pub use error::{ApiError, ApiResult, FieldError, ValidationReason};
 pub use protocol::{CredentialProviderName, InvalidValue, Scopes, SessionUri, WorkloadName};
-pub use user::{UserKind, UserPrincipal, UserPrincipalError, UserSource};
+pub use user::{UserPrincipal, UserPrincipalError, UserSource};

@@ -24,9 +24,6 @@ pub enum UserSource {
     Jwt,
 }
 
-/// The former name of [`UserSource`], kept while the identity crate still uses it.
-pub type UserKind = UserSource;
-
 impl UserSource {
     /// The stored and WAT-claim spelling.
     pub fn as_str(self) -> &'static str {

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use latchkey_core::ApiError;
 use serde_json::{Value, json};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -17,148 +17,253 @@ use crate::handlers::{control, data, flows, providers};
 use crate::http_error::{HttpError, HttpResult};
 use crate::state::AppState;
 
+/// Every AgentCore operation the identity service answers, as the service models declare
+/// it: (operation, HTTP method, request URI). The router is built from this table, and a
+/// test checks it against the committed model subset (`spec/models/*.json`) both ways.
+/// Operations Latchkey does not offer answer a typed refusal ([`unsupported`]).
+pub const OPERATIONS: &[(&str, &str, &str)] = &[
+    // Control plane: workload identities.
+    (
+        "CreateWorkloadIdentity",
+        "POST",
+        "/identities/CreateWorkloadIdentity",
+    ),
+    (
+        "GetWorkloadIdentity",
+        "POST",
+        "/identities/GetWorkloadIdentity",
+    ),
+    (
+        "UpdateWorkloadIdentity",
+        "POST",
+        "/identities/UpdateWorkloadIdentity",
+    ),
+    (
+        "DeleteWorkloadIdentity",
+        "POST",
+        "/identities/DeleteWorkloadIdentity",
+    ),
+    (
+        "ListWorkloadIdentities",
+        "POST",
+        "/identities/ListWorkloadIdentities",
+    ),
+    // Control plane: OAuth2 credential providers.
+    (
+        "CreateOauth2CredentialProvider",
+        "POST",
+        "/identities/CreateOauth2CredentialProvider",
+    ),
+    (
+        "GetOauth2CredentialProvider",
+        "POST",
+        "/identities/GetOauth2CredentialProvider",
+    ),
+    (
+        "UpdateOauth2CredentialProvider",
+        "POST",
+        "/identities/UpdateOauth2CredentialProvider",
+    ),
+    (
+        "DeleteOauth2CredentialProvider",
+        "POST",
+        "/identities/DeleteOauth2CredentialProvider",
+    ),
+    (
+        "ListOauth2CredentialProviders",
+        "POST",
+        "/identities/ListOauth2CredentialProviders",
+    ),
+    // Control plane: API-key credential providers.
+    (
+        "CreateApiKeyCredentialProvider",
+        "POST",
+        "/identities/CreateApiKeyCredentialProvider",
+    ),
+    (
+        "GetApiKeyCredentialProvider",
+        "POST",
+        "/identities/GetApiKeyCredentialProvider",
+    ),
+    (
+        "UpdateApiKeyCredentialProvider",
+        "POST",
+        "/identities/UpdateApiKeyCredentialProvider",
+    ),
+    (
+        "DeleteApiKeyCredentialProvider",
+        "POST",
+        "/identities/DeleteApiKeyCredentialProvider",
+    ),
+    (
+        "ListApiKeyCredentialProviders",
+        "POST",
+        "/identities/ListApiKeyCredentialProviders",
+    ),
+    // Control plane: token vault.
+    ("GetTokenVault", "POST", "/identities/get-token-vault"),
+    (
+        "SetTokenVaultCMK",
+        "POST",
+        "/identities/set-token-vault-cmk",
+    ),
+    (
+        "ResetTokenVaultKeyMaterial",
+        "POST",
+        "/identities/reset-token-vault-key-material",
+    ),
+    // Control plane: tags (the ARN is one percent-encoded path segment).
+    ("TagResource", "POST", "/tags/{resourceArn}"),
+    ("UntagResource", "DELETE", "/tags/{resourceArn}"),
+    ("ListTagsForResource", "GET", "/tags/{resourceArn}"),
+    // Not offered by Latchkey: a clear, typed refusal.
+    (
+        "CreateConsentPortal",
+        "POST",
+        "/identities/CreateConsentPortal",
+    ),
+    ("GetConsentPortal", "POST", "/identities/GetConsentPortal"),
+    (
+        "UpdateConsentPortal",
+        "POST",
+        "/identities/UpdateConsentPortal",
+    ),
+    (
+        "DeleteConsentPortal",
+        "POST",
+        "/identities/DeleteConsentPortal",
+    ),
+    (
+        "ListConsentPortals",
+        "POST",
+        "/identities/ListConsentPortals",
+    ),
+    (
+        "CreatePaymentCredentialProvider",
+        "POST",
+        "/identities/CreatePaymentCredentialProvider",
+    ),
+    (
+        "GetPaymentCredentialProvider",
+        "POST",
+        "/identities/GetPaymentCredentialProvider",
+    ),
+    (
+        "UpdatePaymentCredentialProvider",
+        "POST",
+        "/identities/UpdatePaymentCredentialProvider",
+    ),
+    (
+        "DeletePaymentCredentialProvider",
+        "POST",
+        "/identities/DeletePaymentCredentialProvider",
+    ),
+    (
+        "ListPaymentCredentialProviders",
+        "POST",
+        "/identities/ListPaymentCredentialProviders",
+    ),
+    ("PutResourcePolicy", "PUT", "/resourcepolicy/{resourceArn}"),
+    ("GetResourcePolicy", "GET", "/resourcepolicy/{resourceArn}"),
+    (
+        "DeleteResourcePolicy",
+        "DELETE",
+        "/resourcepolicy/{resourceArn}",
+    ),
+    // Data plane.
+    (
+        "GetWorkloadAccessToken",
+        "POST",
+        "/identities/GetWorkloadAccessToken",
+    ),
+    (
+        "GetWorkloadAccessTokenForJWT",
+        "POST",
+        "/identities/GetWorkloadAccessTokenForJWT",
+    ),
+    (
+        "GetWorkloadAccessTokenForUserId",
+        "POST",
+        "/identities/GetWorkloadAccessTokenForUserId",
+    ),
+    ("GetResourceApiKey", "POST", "/identities/api-key"),
+    ("GetResourceOauth2Token", "POST", "/identities/oauth2/token"),
+    (
+        "CompleteResourceTokenAuth",
+        "POST",
+        "/identities/CompleteResourceTokenAuth",
+    ),
+    (
+        "GetResourcePaymentToken",
+        "POST",
+        "/identities/payment/token",
+    ),
+];
+
+/// The handler of one operation in [`OPERATIONS`].
+fn handler(operation: &str) -> MethodRouter<AppState> {
+    match operation {
+        "CreateWorkloadIdentity" => post(control::create_workload_identity),
+        "GetWorkloadIdentity" => post(control::get_workload_identity),
+        "UpdateWorkloadIdentity" => post(control::update_workload_identity),
+        "DeleteWorkloadIdentity" => post(control::delete_workload_identity),
+        "ListWorkloadIdentities" => post(control::list_workload_identities),
+        "CreateOauth2CredentialProvider" => post(providers::create_oauth2_provider),
+        "GetOauth2CredentialProvider" => post(providers::get_oauth2_provider),
+        "UpdateOauth2CredentialProvider" => post(providers::update_oauth2_provider),
+        "DeleteOauth2CredentialProvider" => post(providers::delete_oauth2_provider),
+        "ListOauth2CredentialProviders" => post(providers::list_oauth2_providers),
+        "CreateApiKeyCredentialProvider" => post(control::create_api_key_provider),
+        "GetApiKeyCredentialProvider" => post(control::get_api_key_provider),
+        "UpdateApiKeyCredentialProvider" => post(control::update_api_key_provider),
+        "DeleteApiKeyCredentialProvider" => post(control::delete_api_key_provider),
+        "ListApiKeyCredentialProviders" => post(control::list_api_key_providers),
+        "GetTokenVault" => post(control::get_token_vault),
+        "SetTokenVaultCMK" => post(control::set_token_vault_cmk),
+        "ResetTokenVaultKeyMaterial" => post(control::reset_token_vault_key_material),
+        "TagResource" => post(control::tag_resource),
+        "UntagResource" => delete(control::untag_resource),
+        "ListTagsForResource" => get(control::list_tags_for_resource),
+        "GetWorkloadAccessToken" => post(data::get_workload_access_token),
+        "GetWorkloadAccessTokenForJWT" => post(data::get_workload_access_token_for_jwt),
+        "GetWorkloadAccessTokenForUserId" => post(data::get_workload_access_token_for_user_id),
+        "GetResourceApiKey" => post(data::get_resource_api_key),
+        "GetResourceOauth2Token" => post(flows::get_resource_oauth2_token),
+        "CompleteResourceTokenAuth" => post(flows::complete_resource_token_auth),
+        "GetResourcePaymentToken" => post(data_unsupported),
+        "PutResourcePolicy" => put(unsupported),
+        "GetResourcePolicy" => get(unsupported),
+        "DeleteResourcePolicy" => delete(unsupported),
+        _ => post(unsupported),
+    }
+}
+
+/// The axum path of a model request URI: a `{resourceArn}` label becomes a wildcard (the
+/// ARN is one percent-encoded segment, which may still hold `/` once decoded by clients).
+fn axum_path(uri: &str) -> String {
+    uri.replace("{resourceArn}", "{*resource_arn}")
+}
+
 /// Build the router. Tests drive it without a socket; the binary serves it.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-amzn-requestid");
-    Router::new()
+    // One method router per path (the tag operations share theirs).
+    let mut paths: Vec<(String, MethodRouter<AppState>)> = Vec::new();
+    for (operation, _, uri) in OPERATIONS {
+        let path = axum_path(uri);
+        match paths.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, routes)) => *routes = std::mem::take(routes).merge(handler(operation)),
+            None => paths.push((path, handler(operation))),
+        }
+    }
+    let mut router = Router::new()
         .route("/ping", get(ping))
-        .route("/.well-known/jwks.json", get(jwks))
-        // Control plane: workload identities.
-        .route(
-            "/identities/CreateWorkloadIdentity",
-            post(control::create_workload_identity),
-        )
-        .route(
-            "/identities/GetWorkloadIdentity",
-            post(control::get_workload_identity),
-        )
-        .route(
-            "/identities/UpdateWorkloadIdentity",
-            post(control::update_workload_identity),
-        )
-        .route(
-            "/identities/DeleteWorkloadIdentity",
-            post(control::delete_workload_identity),
-        )
-        .route(
-            "/identities/ListWorkloadIdentities",
-            post(control::list_workload_identities),
-        )
-        // Control plane: OAuth2 credential providers.
-        .route(
-            "/identities/CreateOauth2CredentialProvider",
-            post(providers::create_oauth2_provider),
-        )
-        .route(
-            "/identities/GetOauth2CredentialProvider",
-            post(providers::get_oauth2_provider),
-        )
-        .route(
-            "/identities/UpdateOauth2CredentialProvider",
-            post(providers::update_oauth2_provider),
-        )
-        .route(
-            "/identities/DeleteOauth2CredentialProvider",
-            post(providers::delete_oauth2_provider),
-        )
-        .route(
-            "/identities/ListOauth2CredentialProviders",
-            post(providers::list_oauth2_providers),
-        )
-        // Control plane: API-key credential providers.
-        .route(
-            "/identities/CreateApiKeyCredentialProvider",
-            post(control::create_api_key_provider),
-        )
-        .route(
-            "/identities/GetApiKeyCredentialProvider",
-            post(control::get_api_key_provider),
-        )
-        .route(
-            "/identities/UpdateApiKeyCredentialProvider",
-            post(control::update_api_key_provider),
-        )
-        .route(
-            "/identities/DeleteApiKeyCredentialProvider",
-            post(control::delete_api_key_provider),
-        )
-        .route(
-            "/identities/ListApiKeyCredentialProviders",
-            post(control::list_api_key_providers),
-        )
-        // Control plane: token vault.
-        .route(
-            "/identities/get-token-vault",
-            post(control::get_token_vault),
-        )
-        .route(
-            "/identities/set-token-vault-cmk",
-            post(control::set_token_vault_cmk),
-        )
-        .route(
-            "/identities/reset-token-vault-key-material",
-            post(control::reset_token_vault_key_material),
-        )
-        // Control plane: tags (the ARN is one percent-encoded path segment).
-        .route(
-            "/tags/{*resource_arn}",
-            post(control::tag_resource)
-                .delete(control::untag_resource)
-                .get(control::list_tags_for_resource),
-        )
-        // AgentCore operations Latchkey does not offer: a clear, typed refusal.
-        .route("/identities/CreateConsentPortal", post(unsupported))
-        .route("/identities/GetConsentPortal", post(unsupported))
-        .route("/identities/UpdateConsentPortal", post(unsupported))
-        .route("/identities/DeleteConsentPortal", post(unsupported))
-        .route("/identities/ListConsentPortals", post(unsupported))
-        .route(
-            "/identities/CreatePaymentCredentialProvider",
-            post(unsupported),
-        )
-        .route(
-            "/identities/GetPaymentCredentialProvider",
-            post(unsupported),
-        )
-        .route(
-            "/identities/UpdatePaymentCredentialProvider",
-            post(unsupported),
-        )
-        .route(
-            "/identities/DeletePaymentCredentialProvider",
-            post(unsupported),
-        )
-        .route(
-            "/identities/ListPaymentCredentialProviders",
-            post(unsupported),
-        )
-        .route(
-            "/resourcepolicy/{*resource_arn}",
-            get(unsupported).put(unsupported).delete(unsupported),
-        )
-        // Data plane.
-        .route(
-            "/identities/GetWorkloadAccessToken",
-            post(data::get_workload_access_token),
-        )
-        .route(
-            "/identities/GetWorkloadAccessTokenForJWT",
-            post(data::get_workload_access_token_for_jwt),
-        )
-        .route(
-            "/identities/GetWorkloadAccessTokenForUserId",
-            post(data::get_workload_access_token_for_user_id),
-        )
-        .route("/identities/api-key", post(data::get_resource_api_key))
-        .route(
-            "/identities/oauth2/token",
-            post(flows::get_resource_oauth2_token),
-        )
-        .route(
-            "/identities/CompleteResourceTokenAuth",
-            post(flows::complete_resource_token_auth),
-        )
-        // Browser endpoints of the 3-legged flow.
+        .route("/.well-known/jwks.json", get(jwks));
+    for (path, routes) in paths {
+        router = router.route(&path, routes);
+    }
+    router
+        // Browser endpoints of the 3-legged flow (Latchkey's, not AgentCore operations).
         // GET only: axum also routes HEAD to GET handlers, and a link checker's HEAD
         // must not consume a callback's single-use state.
         .route(
@@ -169,7 +274,6 @@ pub fn app(state: AppState) -> Router {
             "/identities/oauth2/callback/{id}",
             get(flows::callback).layer(axum::middleware::from_fn(get_only)),
         )
-        .route("/identities/payment/token", post(data_unsupported))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

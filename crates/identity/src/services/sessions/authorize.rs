@@ -2,7 +2,7 @@
 //! provider's authorization endpoint with the session's state and PKCE challenge.
 
 use latchkey_core::audit::Outcome;
-use latchkey_core::validate::is_session_uri;
+use latchkey_core::protocol::SessionUri;
 use serde_json::json;
 
 use super::state::Session;
@@ -19,7 +19,7 @@ impl Sessions {
         request_uri: Option<String>,
     ) -> Result<String, BrowserError> {
         let uri = request_uri
-            .filter(|u| u.len() <= 1024 && is_session_uri(u))
+            .filter(|u| SessionUri::parse(u).is_ok())
             .ok_or(BrowserError::BadRequest)?;
         let id = uri.trim_start_matches(SESSION_URI_PREFIX);
         let session = self

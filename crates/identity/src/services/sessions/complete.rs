@@ -2,7 +2,7 @@
 //! then) claim the session, exchange the code and store the grant.
 
 use latchkey_core::audit::Outcome;
-use latchkey_core::{ApiError, UserKind, UserPrincipal};
+use latchkey_core::{ApiError, UserPrincipal, UserSource};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
@@ -35,10 +35,10 @@ pub(crate) fn same_user(
     completing: &UserPrincipal,
 ) -> Result<(), &'static str> {
     match (started.kind(), completing.kind()) {
-        (UserKind::UserId, UserKind::Jwt) => Err(
+        (UserSource::UserId, UserSource::Jwt) => Err(
             "the authorization session was started for a user id (GetWorkloadAccessTokenForUserId): it can only be completed with userIdentifier.userId, not a user token",
         ),
-        (UserKind::Jwt, UserKind::UserId) => Err(
+        (UserSource::Jwt, UserSource::UserId) => Err(
             "the authorization session was started for a user token (GetWorkloadAccessTokenForJWT): it can only be completed with userIdentifier.userToken from the same issuer, not a user id",
         ),
         _ if started.issuer() != completing.issuer() => Err(

@@ -49,7 +49,7 @@ use crate::services::vault::Vault;
 pub use complete::CompletingUser;
 pub use start::{TokenAnswer, UserFederation};
 
-pub const SESSION_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
+pub use latchkey_core::protocol::SESSION_URI_PREFIX;
 
 /// The failure stored when a session expires before its completion.
 pub(crate) const EXPIRED_BEFORE_COMPLETION: &str = "expired before completion";
