@@ -31,7 +31,8 @@ use aws_lc_rs::constant_time::verify_slices_are_equal;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
-use secrecy::{ExposeSecret, SecretString};
+use latchkey_authn::pkce::PkceVerifier;
+use secrecy::SecretString;
 use zeroize::Zeroize as _;
 
 use crate::keys::{CookieSealer, KeyError, random_bytes};
@@ -111,7 +112,8 @@ impl LoginState {
 pub struct PendingLogin {
     pub state: LoginState,
     pub nonce: String,
-    pub code_verifier: SecretString,
+    /// Used once, consumed by the code exchange.
+    pub code_verifier: PkceVerifier,
     /// A local path (already checked by [`crate::session::safe_return_path`]).
     pub return_path: String,
     pub created_secs: i64,
@@ -124,7 +126,7 @@ impl PendingLogin {
         let fields = [
             self.state.as_str().as_bytes(),
             self.nonce.as_bytes(),
-            self.code_verifier.expose_secret().as_bytes(),
+            self.code_verifier.expose_for_storage().as_bytes(),
             self.return_path.as_bytes(),
         ];
         let len = 9 + fields.iter().map(|f| 2 + f.len()).sum::<usize>();
@@ -155,7 +157,7 @@ impl PendingLogin {
         let created_secs = i64::from_be_bytes(take(&mut bytes, 8)?.try_into().ok()?);
         let state = LoginState::parse(&field(&mut bytes)?)?;
         let nonce = field(&mut bytes)?;
-        let code_verifier = SecretString::from(field(&mut bytes)?);
+        let code_verifier = PkceVerifier::from_stored(SecretString::from(field(&mut bytes)?));
         let return_path = field(&mut bytes)?;
         bytes.is_empty().then_some(Self {
             state,
@@ -304,14 +306,12 @@ impl UsedLogins {
             .is_some_and(|expires| now < expires)
     }
 
-    /// Remembers that `login` completed.
-    pub fn mark_used(&self, login: &PendingLogin, now: i64) {
-        let Some(key) = login.state.bytes() else {
+    /// Remembers that the login with this `state`, started at `created_secs`, completed.
+    pub fn mark_used(&self, state: &LoginState, created_secs: i64, now: i64) {
+        let Some(key) = state.bytes() else {
             return;
         };
-        let expires = login
-            .created_secs
-            .saturating_add(LOGIN_TTL_SECONDS + MAX_CLOCK_SKEW_SECONDS);
+        let expires = created_secs.saturating_add(LOGIN_TTL_SECONDS + MAX_CLOCK_SKEW_SECONDS);
         let mut map = self.map();
         if map.len() >= MAX_USED_LOGINS {
             map.retain(|_, e| now < *e);
@@ -349,7 +349,7 @@ mod tests {
         PendingLogin {
             state: LoginState::generate().unwrap(),
             nonce: "nonce-value".into(),
-            code_verifier: SecretString::from("verifier-value"),
+            code_verifier: PkceVerifier::from_stored(SecretString::from("verifier-value")),
             return_path: return_path.into(),
             created_secs,
         }
@@ -398,7 +398,7 @@ mod tests {
         let headers = cookie_headers(&[(name.clone(), value.clone())]);
         let opened = cookies.open(&sealer, &headers, &mine.state, 1_001).unwrap();
         assert_eq!(opened.nonce, "nonce-value");
-        assert_eq!(opened.code_verifier.expose_secret(), "verifier-value");
+        assert_eq!(opened.code_verifier.expose_for_storage(), "verifier-value");
         assert_eq!(opened.return_path, "/app/page?x=1");
         assert_eq!(opened.created_secs, 1_000);
         // Nothing of the login reads in clear in the cookie.
@@ -494,7 +494,7 @@ mod tests {
         let used = UsedLogins::default();
         let done = login(1_000, "/");
         assert!(!used.was_used(&done.state, 1_001));
-        used.mark_used(&done, 1_001);
+        used.mark_used(&done.state, done.created_secs, 1_001);
         assert!(used.was_used(&done.state, 1_002));
         assert!(!used.was_used(&login(1_000, "/").state, 1_002));
         assert!(!used.was_used(

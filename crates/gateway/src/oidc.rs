@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use latchkey_authn::inbound::{InboundError, InboundIssuerConfig, InboundVerifier};
 use latchkey_authn::outbound::OutboundClient;
+use latchkey_authn::pkce::PkceVerifier;
 use latchkey_core::clock::Clock;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -175,8 +176,9 @@ impl RelyingParty {
     pub async fn exchange_code(
         &self,
         code: &str,
-        code_verifier: SecretString,
+        code_verifier: PkceVerifier,
     ) -> Result<Tokens, OidcError> {
+        let code_verifier = code_verifier.into_secret();
         let redirect_uri = self.inner.redirect_uri.clone();
         self.token_request(&[
             ("grant_type", "authorization_code"),
@@ -280,8 +282,6 @@ impl RelyingParty {
 fn form_encode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
-
-pub use latchkey_authn::pkce::code_challenge;
 
 /// Claims that describe the protocol exchange rather than the user: not forwarded.
 const PROTOCOL_CLAIMS: [&str; 14] = [

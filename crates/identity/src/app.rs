@@ -200,9 +200,11 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The handler of one operation in [`OPERATIONS`].
-fn handler(operation: &str) -> MethodRouter<AppState> {
-    match operation {
+/// The handler of one operation in [`OPERATIONS`]; `None` for a name it does not know
+/// (a table entry without a handler is a programming error, refused when the router is
+/// built rather than routed to a refusal by default).
+fn handler(operation: &str) -> Option<MethodRouter<AppState>> {
+    Some(match operation {
         "CreateWorkloadIdentity" => post(control::create_workload_identity),
         "GetWorkloadIdentity" => post(control::get_workload_identity),
         "UpdateWorkloadIdentity" => post(control::update_workload_identity),
@@ -234,8 +236,18 @@ fn handler(operation: &str) -> MethodRouter<AppState> {
         "PutResourcePolicy" => put(unsupported),
         "GetResourcePolicy" => get(unsupported),
         "DeleteResourcePolicy" => delete(unsupported),
-        _ => post(unsupported),
-    }
+        "CreateConsentPortal"
+        | "GetConsentPortal"
+        | "UpdateConsentPortal"
+        | "DeleteConsentPortal"
+        | "ListConsentPortals"
+        | "CreatePaymentCredentialProvider"
+        | "GetPaymentCredentialProvider"
+        | "UpdatePaymentCredentialProvider"
+        | "DeletePaymentCredentialProvider"
+        | "ListPaymentCredentialProviders" => post(unsupported),
+        _ => return None,
+    })
 }
 
 /// The axum path of a model request URI: a `{resourceArn}` label becomes a wildcard (the
@@ -250,10 +262,13 @@ pub fn app(state: AppState) -> Router {
     // One method router per path (the tag operations share theirs).
     let mut paths: Vec<(String, MethodRouter<AppState>)> = Vec::new();
     for (operation, _, uri) in OPERATIONS {
+        let Some(routes) = handler(operation) else {
+            panic!("operation {operation} is in OPERATIONS but has no handler");
+        };
         let path = axum_path(uri);
         match paths.iter_mut().find(|(p, _)| *p == path) {
-            Some((_, routes)) => *routes = std::mem::take(routes).merge(handler(operation)),
-            None => paths.push((path, handler(operation))),
+            Some((_, merged)) => *merged = std::mem::take(merged).merge(routes),
+            None => paths.push((path, routes)),
         }
     }
     let mut router = Router::new()
@@ -376,4 +391,17 @@ async fn unsupported(_: Admin<Value>) -> HttpResult<Response> {
 
 async fn data_unsupported(_: DataPlane<Value>) -> HttpResult<Response> {
     Err(ApiError::cannot_parse("this AgentCore operation is not supported by Latchkey").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_in_the_table_has_a_handler() {
+        for (operation, _, _) in OPERATIONS {
+            assert!(handler(operation).is_some(), "{operation} has no handler");
+        }
+        assert!(handler("NoSuchOperation").is_none());
+    }
 }

@@ -7,16 +7,17 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::cookies::{clear_cookie, cookie_header, session_id, set_cookie};
 use super::{GatewayState, Inner};
 use crate::keys::{SESSION_ID_LEN, random_bytes, random_token};
 use crate::login::{LOGIN_TTL_SECONDS, LoginState, PendingLogin};
-use crate::oidc::{OidcError, code_challenge, user_claims};
+use crate::oidc::{OidcError, user_claims};
 use crate::pages::{Page, page};
 use crate::session::{Session, safe_return_path};
+use latchkey_authn::pkce::PkceVerifier;
 
 /// A login for this browser: a redirect to the provider, with everything the callback
 /// needs sealed in a login cookie of its own ([`crate::login`]; nothing is kept here).
@@ -24,11 +25,11 @@ pub(super) async fn start_login(state: &Inner, headers: &HeaderMap, return_path:
     let (Ok(login_state), Ok(nonce), Ok(verifier)) = (
         LoginState::generate(),
         random_token::<32>(),
-        random_token::<32>(),
+        PkceVerifier::generate(),
     ) else {
         return page(Page::Unavailable);
     };
-    let challenge = code_challenge(&verifier);
+    let challenge = verifier.challenge();
     let url = match state
         .rp
         .authorization_url(login_state.as_str(), &nonce, &challenge)
@@ -44,7 +45,7 @@ pub(super) async fn start_login(state: &Inner, headers: &HeaderMap, return_path:
     let login = PendingLogin {
         state: login_state,
         nonce,
-        code_verifier: SecretString::from(verifier),
+        code_verifier: verifier,
         return_path: safe_return_path(return_path),
         created_secs: now,
     };
@@ -135,11 +136,7 @@ async fn finish_login(
     let Some(code) = query.code else {
         return (page(Page::InvalidLogin), cookie);
     };
-    let tokens = match state
-        .rp
-        .exchange_code(&code, login.code_verifier.clone())
-        .await
-    {
+    let tokens = match state.rp.exchange_code(&code, login.code_verifier).await {
         Ok(t) => t,
         Err(error) => {
             tracing::warn!(%error, "code exchange failed");
@@ -168,7 +165,9 @@ async fn finish_login(
             return (page(Page::LoginFailed), cookie);
         }
     };
-    state.used_logins.mark_used(&login, now);
+    state
+        .used_logins
+        .mark_used(&login.state, login.created_secs, now);
     let Ok(raw_id) = random_bytes::<SESSION_ID_LEN>() else {
         return (page(Page::Unavailable), cookie);
     };
