@@ -342,18 +342,8 @@ mod tests {
 
     #[tokio::test]
     async fn rewrap_all_moves_everything_to_the_active_key() {
-        let dir = std::env::temp_dir().join(format!(
-            "latchkey-rotation-test-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::connect(&format!("sqlite://{}?mode=rwc", dir.join("t.db").display()))
-            .await
-            .unwrap();
+        let temp = latchkey_store::testing::TempStore::new("rotation-test").await;
+        let store = temp.store.clone();
         let mut keys = FileKeyProvider::generate().unwrap();
         let old = keys.active_key_id();
         let cred_env = crypto::encrypt(&keys, b"credential:LK1", b"secret")
@@ -422,6 +412,5 @@ mod tests {
             b"secret"
         );
         store.close().await;
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,15 +11,13 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use latchkey_core::UserPrincipal;
 use latchkey_core::clock::SystemClock;
-use latchkey_core::crypto::{FileKeyProvider, KeyProvider};
+use latchkey_identity::AppState;
 use latchkey_identity::error::REASON_HEADER;
-use latchkey_identity::{AppState, ServiceConfig, app};
-use latchkey_store::{EnvelopeColumn, SessionRecord, SessionStatus, Store};
+use latchkey_store::{EnvelopeColumn, SessionRecord, SessionStatus};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 mod common;
-use common::credential;
 
 /// A tracing subscriber that keeps every event's fields as text.
 #[derive(Clone, Default)]
@@ -76,45 +74,21 @@ struct Fixture {
     state: AppState,
     admin: String,
     binding: String,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    _service: common::Service,
 }
 
 async fn fixture(name: &str) -> Fixture {
-    let dir = std::env::temp_dir().join(format!(
-        "latchkey-errors-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = Store::connect(&format!("sqlite://{}?mode=rwc", dir.join("db").display()))
-        .await
-        .unwrap();
-    let keys: Arc<dyn KeyProvider> = Arc::new(FileKeyProvider::generate().unwrap());
-    let admin = credential(&store, keys.as_ref(), "LKADMIN", "admin").await;
-    let binding = credential(&store, keys.as_ref(), "LKBINDING", "binding").await;
-    let state = AppState::start(
-        ServiceConfig::new("http://latchkey.test"),
-        store,
-        keys,
-        Arc::new(SystemClock),
+    let service = common::service(
+        &format!("errors-{name}"),
+        &[("LKADMIN", "admin"), ("LKBINDING", "binding")],
     )
-    .await
-    .unwrap();
+    .await;
     Fixture {
-        router: app(state.clone()),
-        state,
-        admin,
-        binding,
-        dir,
+        router: service.router.clone(),
+        state: service.state.clone(),
+        admin: service.credentials[0].clone(),
+        binding: service.credentials[1].clone(),
+        _service: service,
     }
 }
 

@@ -5,18 +5,12 @@
 //! `x-amzn-ErrorType` and a JSON body with `__type` and `message`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use latchkey_core::clock::SystemClock;
-use latchkey_core::crypto::{FileKeyProvider, KeyProvider};
-use latchkey_identity::{AppState, ServiceConfig, app};
-use latchkey_store::Store;
+use latchkey_identity::AppState;
 use tower::ServiceExt;
 
 mod common;
-use common::credential;
 
 const CONTROL_PLANE: &[(&str, &str)] = &[
     ("POST", "/identities/CreateWorkloadIdentity"),
@@ -72,47 +66,26 @@ struct Fixture {
     workload: String,
     binding: String,
     admin: String,
-    _dir: tempdir::Dir,
-}
-
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    _service: common::Service,
 }
 
 async fn fixture() -> Fixture {
-    let dir = std::env::temp_dir().join(format!(
-        "latchkey-status-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = Store::connect(&format!("sqlite://{}?mode=rwc", dir.join("db").display()))
-        .await
-        .unwrap();
-    let keys: Arc<dyn KeyProvider> = Arc::new(FileKeyProvider::generate().unwrap());
-    let admin = credential(&store, keys.as_ref(), "LKADMIN", "admin").await;
-    let workload = credential(&store, keys.as_ref(), "LKWORKLOAD", "workload:wl-a").await;
-    let binding = credential(&store, keys.as_ref(), "LKBINDING", "binding").await;
-    let state = AppState::start(
-        ServiceConfig::new("http://latchkey.test"),
-        store,
-        keys,
-        Arc::new(SystemClock),
+    let service = common::service(
+        "status",
+        &[
+            ("LKADMIN", "admin"),
+            ("LKWORKLOAD", "workload:wl-a"),
+            ("LKBINDING", "binding"),
+        ],
     )
-    .await
-    .unwrap();
+    .await;
     Fixture {
-        router: app(state.clone()),
-        state,
-        workload,
-        binding,
-        admin,
-        _dir: tempdir::Dir(dir),
+        router: service.router.clone(),
+        state: service.state.clone(),
+        admin: service.credentials[0].clone(),
+        workload: service.credentials[1].clone(),
+        binding: service.credentials[2].clone(),
+        _service: service,
     }
 }
 

@@ -15,6 +15,8 @@ use sqlx::{AnyPool, Row};
 mod audit;
 mod records;
 mod rewrap;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod vault;
 pub use audit::AuditChain;
 pub use records::*;

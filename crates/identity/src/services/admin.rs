@@ -324,18 +324,8 @@ mod tests {
     /// no signing key, and every change in the audit chain.
     #[tokio::test]
     async fn admin_works_on_a_store_without_a_server() {
-        let dir = std::env::temp_dir().join(format!(
-            "latchkey-admin-test-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::connect(&format!("sqlite://{}?mode=rwc", dir.join("t.db").display()))
-            .await
-            .unwrap();
+        let temp = latchkey_store::testing::TempStore::new("admin-test").await;
+        let store = temp.store.clone();
         let keys: Arc<dyn KeyProvider> = Arc::new(FileKeyProvider::generate().unwrap());
         let admin = Admin::new(
             store.clone(),
@@ -420,6 +410,5 @@ mod tests {
             assert!(text.contains(action), "{action} in {text}");
         }
         store.close().await;
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
