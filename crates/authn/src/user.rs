@@ -467,14 +467,19 @@ fn bearer_token(value: &str) -> Result<String, ResolveError> {
         })
 }
 
-/// The first value of cookie `name` (quotes removed).
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// Every `name=value` pair of the request's `Cookie` headers, in order.
+pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
+}
+
+/// The first value of cookie `name` (quotes removed).
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    cookie_pairs(headers)
         .find(|(n, _)| *n == name)
         .map(|(_, v)| v.trim().trim_matches('"').to_string())
         .filter(|v| !v.is_empty())

@@ -1,20 +1,12 @@
 //! The gateway's cookies: the sealed session cookie, and reading the request's `Cookie`
 //! headers.
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue};
 
 use super::Inner;
 use crate::session::SessionId;
 
-/// Every `name=value` pair of the request's `Cookie` headers.
-pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-}
+pub(crate) use latchkey_authn::user::cookie_pairs;
 
 /// The values of the request's cookies named `name`.
 pub(crate) fn cookie_values<'a>(
