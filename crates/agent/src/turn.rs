@@ -567,6 +567,41 @@ mod tests {
         .unwrap()
     }
 
+    /// `POST /invocations` acts for the user, so a cookie (sent along with any cross-site
+    /// request) must never sign anyone in, even when the OIDC source names one.
+    #[tokio::test]
+    async fn invocations_never_read_the_id_token_cookie() {
+        let dir = std::env::temp_dir().join(format!(
+            "latchkey-agent-cookie-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        let mut oidc = latchkey_authn::OidcConfig::new("https://login.example.com", "app");
+        oidc.cookie_name = Some("id_token".into());
+        let mut config = AgentConfig {
+            store: latchkey_conversations::StoreConfig::Local { dir: dir.clone() },
+            ..AgentConfig::for_tests()
+        };
+        config.users.oidc = Some(oidc);
+        let state = AgentState::new(
+            config,
+            Arc::new(AlwaysTool),
+            Arc::new(latchkey_core::clock::SystemClock),
+        )
+        .unwrap();
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            axum::http::header::COOKIE,
+            "id_token=a.b.c".parse().unwrap(),
+        );
+        // Read as a credential, the cookie would be verified (and its issuer fetched).
+        match state.inner.users.resolve(&headers).await {
+            Err(latchkey_authn::ResolveError::NotSignedIn { via: None, .. }) => {}
+            other => panic!("the cookie was read: {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn tool_iterations_are_bounded_and_the_conversation_stays_well_formed() {
         let dir = std::env::temp_dir().join(format!(
