@@ -323,6 +323,17 @@ class Latchkey:
         except OSError:
             return ""
 
+    def wait_for_log(self, matches: Callable[[str], bool], timeout: float = 5.0) -> str | None:
+        """The first log line for which `matches` is true, waiting for it: the server's output
+        reaches the log file through a reader thread, so a line written before a response may
+        land in the file after the client has read that response."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = next((l for l in self.log_text().splitlines() if matches(l)), None)
+            if line is not None or time.monotonic() > deadline:
+                return line
+            time.sleep(0.02)
+
     def log_tail(self, n: int = 6000) -> str:
         return self.log_text()[-n:]
 

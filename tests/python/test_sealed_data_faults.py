@@ -84,9 +84,9 @@ def test_altered_row_is_a_500_with_a_generic_message(sealed: Latchkey, change: C
     edit_envelope(sealed, name, change)
     assert_server_fault(sealed, name, wat, key)
     # The detail is in the log, naming the record (never the secret).
-    log = sealed.log_text()
-    line = next((l for l in log.splitlines() if "could not open the API key of the API key credential provider" in l and name in l), None)
+    line = sealed.wait_for_log(lambda l: "could not open the API key of the API key credential provider" in l and name in l)
     assert line is not None, sealed.log_tail()
+    log = sealed.log_text()
     assert "InternalServerException" in line and key not in line
     if change is other_key_id:
         assert "the key file does not hold" in log and "kek.json" in log, sealed.log_tail()
