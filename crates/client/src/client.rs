@@ -15,10 +15,13 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::error::{Error, service_error};
-use crate::model::{
-    ResourceToken, ResourceTokenRequest, ResourceTokenResponseWire, UserIdentifier,
-};
+use crate::model::{ResourceToken, ResourceTokenRequest, UserIdentifier, resource_token};
 use crate::poll::{self, PollOptions};
+use latchkey_api::data::{
+    CompleteResourceTokenAuthRequest, CompleteResourceTokenAuthResponse, GetResourceApiKeyRequest,
+    GetResourceApiKeyResponse, GetResourceOauth2TokenResponse, WorkloadAccessTokenRequest,
+    WorkloadAccessTokenResponse,
+};
 
 /// The SigV4 signing name of both AgentCore planes.
 pub const SIGNING_NAME: &str = "bedrock-agentcore";
@@ -198,52 +201,6 @@ impl ClientBuilder {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WorkloadAccessTokenRequest<'a> {
-    workload_name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user_token: Option<&'a str>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WorkloadAccessTokenResponse {
-    workload_access_token: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ApiKeyRequest<'a> {
-    workload_identity_token: &'a str,
-    resource_credential_provider_name: &'a str,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ApiKeyResponse {
-    api_key: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CompleteRequest<'a> {
-    user_identifier: UserIdentifierWire<'a>,
-    session_uri: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-enum UserIdentifierWire<'a> {
-    UserId(&'a str),
-    UserToken(&'a str),
-}
-
-#[derive(serde::Deserialize)]
-struct Empty {}
-
 impl Client {
     /// Start building a client for `endpoint`, e.g. `http://127.0.0.1:8080` for Latchkey
     /// or `https://bedrock-agentcore.us-east-1.amazonaws.com`. A path in the endpoint is
@@ -266,7 +223,7 @@ impl Client {
         self.workload_access_token(
             "GetWorkloadAccessToken",
             WorkloadAccessTokenRequest {
-                workload_name,
+                workload_name: workload_name.to_string(),
                 user_id: None,
                 user_token: None,
             },
@@ -284,8 +241,8 @@ impl Client {
         self.workload_access_token(
             "GetWorkloadAccessTokenForUserId",
             WorkloadAccessTokenRequest {
-                workload_name,
-                user_id: Some(user_id),
+                workload_name: workload_name.to_string(),
+                user_id: Some(user_id.to_string()),
                 user_token: None,
             },
         )
@@ -302,9 +259,9 @@ impl Client {
         self.workload_access_token(
             "GetWorkloadAccessTokenForJWT",
             WorkloadAccessTokenRequest {
-                workload_name,
+                workload_name: workload_name.to_string(),
                 user_id: None,
-                user_token: Some(user_token.expose_secret()),
+                user_token: Some(user_token.clone()),
             },
         )
         .await
@@ -313,14 +270,13 @@ impl Client {
     async fn workload_access_token(
         &self,
         operation: &str,
-        body: WorkloadAccessTokenRequest<'_>,
+        body: WorkloadAccessTokenRequest,
     ) -> Result<SecretString, Error> {
         let out: WorkloadAccessTokenResponse = self
             .call(&format!("/identities/{operation}"), &body)
             .await?;
         out.workload_access_token
-            .filter(|t| !t.is_empty())
-            .map(SecretString::from)
+            .filter(|t| !t.expose_secret().is_empty())
             .ok_or_else(|| Error::InvalidResponse("no workloadAccessToken in the response".into()))
     }
 
@@ -330,10 +286,10 @@ impl Client {
         &self,
         request: &ResourceTokenRequest,
     ) -> Result<ResourceToken, Error> {
-        let out: ResourceTokenResponseWire = self
+        let out: GetResourceOauth2TokenResponse = self
             .call("/identities/oauth2/token", &request.wire())
             .await?;
-        out.into_token()
+        resource_token(out)
     }
 
     /// Poll `GetResourceOauth2Token` for `request.session_uri` until the token arrives.
@@ -382,17 +338,21 @@ impl Client {
         user: &UserIdentifier,
     ) -> Result<(), Error> {
         let user_identifier = match user {
-            UserIdentifier::UserId(id) => UserIdentifierWire::UserId(id),
-            UserIdentifier::UserToken(token) => {
-                UserIdentifierWire::UserToken(token.expose_secret())
-            }
+            UserIdentifier::UserId(id) => latchkey_api::data::UserIdentifier {
+                user_token: None,
+                user_id: Some(id.clone()),
+            },
+            UserIdentifier::UserToken(token) => latchkey_api::data::UserIdentifier {
+                user_token: Some(token.clone()),
+                user_id: None,
+            },
         };
-        let _: Empty = self
+        let _: CompleteResourceTokenAuthResponse = self
             .call(
                 "/identities/CompleteResourceTokenAuth",
-                &CompleteRequest {
-                    user_identifier,
-                    session_uri,
+                &CompleteResourceTokenAuthRequest {
+                    user_identifier: Some(user_identifier),
+                    session_uri: Some(session_uri.to_string()),
                 },
             )
             .await?;
@@ -405,18 +365,17 @@ impl Client {
         workload_identity_token: &SecretString,
         provider_name: &str,
     ) -> Result<SecretString, Error> {
-        let out: ApiKeyResponse = self
+        let out: GetResourceApiKeyResponse = self
             .call(
                 "/identities/api-key",
-                &ApiKeyRequest {
-                    workload_identity_token: workload_identity_token.expose_secret(),
-                    resource_credential_provider_name: provider_name,
+                &GetResourceApiKeyRequest {
+                    workload_identity_token: workload_identity_token.clone(),
+                    resource_credential_provider_name: provider_name.to_string(),
                 },
             )
             .await?;
         out.api_key
-            .filter(|k| !k.is_empty())
-            .map(SecretString::from)
+            .filter(|k| !k.expose_secret().is_empty())
             .ok_or_else(|| Error::InvalidResponse("no apiKey in the response".into()))
     }
 

@@ -1,12 +1,12 @@
 //! Request and response types of the data-plane operations, and their JSON wire shapes.
 //!
-//! The public types hold secrets as [`SecretString`] and have no `Serialize`; the private
-//! `*Wire` structs borrow from them only for the moment a request body is written.
+//! The public types hold secrets as [`SecretString`] and have no `Serialize`; the wire
+//! structs are `latchkey-api`'s, shared with the identity service.
 
 use std::collections::BTreeMap;
 
+use latchkey_api::data::{GetResourceOauth2TokenRequest, GetResourceOauth2TokenResponse};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 
 /// The OAuth2 flow of a [`ResourceTokenRequest`] (`oauth2Flow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -150,23 +150,22 @@ impl ResourceTokenRequest {
         self
     }
 
-    pub(crate) fn wire(&self) -> ResourceTokenRequestWire<'_> {
-        ResourceTokenRequestWire {
-            workload_identity_token: self.workload_identity_token.expose_secret(),
-            resource_credential_provider_name: &self.resource_credential_provider_name,
-            scopes: &self.scopes,
-            oauth2_flow: self.oauth2_flow.as_str(),
-            session_uri: self.session_uri.as_deref(),
-            resource_oauth2_return_url: self.resource_oauth2_return_url.as_deref(),
+    /// The request on the wire (the shared `latchkey-api` struct).
+    pub(crate) fn wire(&self) -> GetResourceOauth2TokenRequest {
+        let non_empty = |list: &Vec<String>| (!list.is_empty()).then(|| list.clone());
+        GetResourceOauth2TokenRequest {
+            workload_identity_token: self.workload_identity_token.clone(),
+            resource_credential_provider_name: self.resource_credential_provider_name.clone(),
+            scopes: Some(self.scopes.clone()),
+            oauth2_flow: Some(self.oauth2_flow.as_str().to_string()),
+            session_uri: self.session_uri.clone(),
+            resource_oauth2_return_url: self.resource_oauth2_return_url.clone(),
             force_authentication: self.force_authentication,
-            custom_state: self.custom_state.as_ref().map(|s| s.expose_secret()),
-            custom_parameters: self
-                .custom_parameters
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.expose_secret()))
-                .collect(),
-            resources: &self.resources,
-            audiences: &self.audiences,
+            custom_state: self.custom_state.clone(),
+            custom_parameters: (!self.custom_parameters.is_empty())
+                .then(|| self.custom_parameters.clone()),
+            resources: non_empty(&self.resources),
+            audiences: non_empty(&self.audiences),
         }
     }
 }
@@ -211,65 +210,36 @@ pub enum UserIdentifier {
 
 // ------------------------------------------------------------------------------ wire
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ResourceTokenRequestWire<'a> {
-    workload_identity_token: &'a str,
-    resource_credential_provider_name: &'a str,
-    scopes: &'a [String],
-    oauth2_flow: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session_uri: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resource_oauth2_return_url: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    force_authentication: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    custom_state: Option<&'a str>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    custom_parameters: BTreeMap<&'a str, &'a str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    resources: &'a [String],
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    audiences: &'a [String],
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ResourceTokenResponseWire {
-    pub access_token: Option<String>,
-    pub authorization_url: Option<String>,
-    pub session_uri: Option<String>,
-    pub session_status: Option<String>,
-}
-
-impl ResourceTokenResponseWire {
-    /// `accessToken` first, then `authorizationUrl`, then `sessionStatus`.
-    pub(crate) fn into_token(self) -> Result<ResourceToken, crate::Error> {
-        let invalid = |what: &str| crate::Error::InvalidResponse(what.to_string());
-        if let Some(token) = self.access_token.filter(|t| !t.is_empty()) {
-            return Ok(ResourceToken::Token(SecretString::from(token)));
-        }
-        let session_uri = self.session_uri.filter(|s| !s.is_empty());
-        if let Some(authorization_url) = self.authorization_url.filter(|u| !u.is_empty()) {
-            let session_uri = session_uri
-                .ok_or_else(|| invalid("authorizationUrl without sessionUri in the response"))?;
-            return Ok(ResourceToken::AuthorizationRequired {
-                authorization_url,
-                session_uri,
-            });
-        }
-        let session_uri = session_uri.ok_or_else(|| {
-            invalid("the response has none of accessToken, authorizationUrl and sessionUri")
-        })?;
-        match self.session_status.as_deref() {
-            Some("IN_PROGRESS") | None => Ok(ResourceToken::Pending { session_uri }),
-            Some("FAILED") => Ok(ResourceToken::Failed { session_uri }),
-            Some(other) => Err(crate::Error::InvalidResponse(format!(
-                "unknown sessionStatus {:?}",
-                other.chars().take(64).collect::<String>()
-            ))),
-        }
+/// `accessToken` first, then `authorizationUrl`, then `sessionStatus`.
+pub(crate) fn resource_token(
+    response: GetResourceOauth2TokenResponse,
+) -> Result<ResourceToken, crate::Error> {
+    let invalid = |what: &str| crate::Error::InvalidResponse(what.to_string());
+    if let Some(token) = response
+        .access_token
+        .filter(|t| !t.expose_secret().is_empty())
+    {
+        return Ok(ResourceToken::Token(token));
+    }
+    let session_uri = response.session_uri.filter(|s| !s.is_empty());
+    if let Some(authorization_url) = response.authorization_url.filter(|u| !u.is_empty()) {
+        let session_uri = session_uri
+            .ok_or_else(|| invalid("authorizationUrl without sessionUri in the response"))?;
+        return Ok(ResourceToken::AuthorizationRequired {
+            authorization_url,
+            session_uri,
+        });
+    }
+    let session_uri = session_uri.ok_or_else(|| {
+        invalid("the response has none of accessToken, authorizationUrl and sessionUri")
+    })?;
+    match response.session_status.as_deref() {
+        Some("IN_PROGRESS") | None => Ok(ResourceToken::Pending { session_uri }),
+        Some("FAILED") => Ok(ResourceToken::Failed { session_uri }),
+        Some(other) => Err(crate::Error::InvalidResponse(format!(
+            "unknown sessionStatus {:?}",
+            other.chars().take(64).collect::<String>()
+        ))),
     }
 }
 
@@ -278,9 +248,10 @@ mod tests {
     use super::*;
 
     fn response(json: &str) -> Result<ResourceToken, crate::Error> {
-        serde_json::from_str::<ResourceTokenResponseWire>(json)
-            .map_err(|e| crate::Error::InvalidResponse(e.to_string()))?
-            .into_token()
+        resource_token(
+            serde_json::from_str::<GetResourceOauth2TokenResponse>(json)
+                .map_err(|e| crate::Error::InvalidResponse(e.to_string()))?,
+        )
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::credentials::Credentials;
 use crate::inbound::{InboundIssuerConfig, InboundVerifier};
 use crate::outbound::{OutboundClient, OutboundPolicy};
 use crate::services::providers::Providers;
+use crate::services::registry::Registry;
 use crate::services::sessions::{SessionSettings, Sessions};
 use crate::services::vault::{Vault, VaultSettings};
 use crate::services::workloads::{WorkloadSettings, Workloads};
@@ -77,9 +78,9 @@ pub struct Inner {
     pub wat: Arc<WatAuthority>,
     pub credentials: Credentials,
     /// Workload facts, WAT issuance and verification.
-    pub workloads: Workloads,
-    /// API-key provider envelopes by provider name (`None`: no such provider).
-    pub api_keys: TtlCache<String, Option<Arc<Vec<u8>>>>,
+    pub workloads: Arc<Workloads>,
+    /// The control plane's resources (and the API keys the data plane opens).
+    pub registry: Registry,
     /// The last database health check, for `/ping`.
     pub health: TtlCache<(), bool>,
     /// The audit sink (flushed at shutdown) and the auditor services record through.
@@ -151,7 +152,7 @@ impl AppState {
             },
         );
         let wat = Arc::new(wat);
-        let workloads = Workloads::new(
+        let workloads = Arc::new(Workloads::new(
             store.clone(),
             clock.clone(),
             wat.clone(),
@@ -163,11 +164,21 @@ impl AppState {
                 cache_ttl: config.cache_ttl,
                 cache_cap: CACHE_CAP,
             },
+        ));
+        let registry = Registry::new(
+            store.clone(),
+            keys.clone(),
+            clock.clone(),
+            auditor.clone(),
+            config.arn.clone(),
+            providers.clone(),
+            workloads.clone(),
+            (config.cache_ttl, CACHE_CAP),
         );
         Ok(Self(Arc::new(Inner {
+            registry,
             workloads,
             credentials: Credentials::new(store.clone(), keys.clone(), config.cache_ttl, CACHE_CAP),
-            api_keys: TtlCache::new(config.cache_ttl, CACHE_CAP),
             health: TtlCache::new(Duration::from_secs(1), 1),
             config,
             store,

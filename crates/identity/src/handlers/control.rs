@@ -1,29 +1,39 @@
 //! Control plane: workload identities, API-key credential providers, the token vault
-//! settings and tags. Every handler takes [`Admin`], so only admin credentials reach it.
-//! OAuth2 credential providers live in [`super::providers`].
+//! settings and tags. Every handler takes [`Admin`], so only admin credentials reach it;
+//! each validates in AgentCore's terms, calls the [`Registry`] and renders a
+//! `latchkey_api::control` response. OAuth2 credential providers are in
+//! [`super::providers`].
+//!
+//! [`Registry`]: crate::services::registry::Registry
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
+use latchkey_api::control::{
+    ApiKeyCredentialProviderResponse, ApiKeyCredentialProviderSummary, KmsConfiguration,
+    ListCredentialProvidersResponse, ListTagsForResourceResponse, ListWorkloadIdentitiesResponse,
+    MANAGED, SecretReference, TokenVaultResponse, WorkloadIdentityResponse,
+    WorkloadIdentitySummary,
+};
+use latchkey_api::epoch_seconds;
 use latchkey_core::ApiError;
-use latchkey_core::arn::ResourceKind;
-use latchkey_core::crypto;
 use latchkey_core::validate::{Validator, is_provider_char, is_tag_char};
 use latchkey_store::{ApiKeyProviderRecord, TokenVaultRecord, WorkloadRecord};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::common::{
-    ListRequest, NameRequest, about, check_provider_name, check_return_urls, check_tags,
-    check_workload_name, created, epoch, no_content, page_args, page_body, paginate, tag_pairs,
+    ListRequest, NameRequest, check_provider_name, check_return_urls, check_tags,
+    check_workload_name, checked_provider_name, checked_workload_name, created, no_content,
+    page_args,
 };
-use crate::aad;
 use crate::auth::{Admin, AdminParts};
 use crate::error::{Error, Result};
 use crate::http_error::HttpResult;
+use crate::services::registry::{ApiKeyProviderInput, DEFAULT_VAULT, KmsInput, TaggedResource};
 use crate::state::AppState;
 
 // ------------------------------------------------------------------ workload identities
@@ -46,17 +56,18 @@ pub struct UpdateWorkloadIdentityRequest {
     allowed_resource_oauth2_return_urls: Option<Vec<String>>,
 }
 
-fn workload_json(state: &AppState, w: &WorkloadRecord, with_times: bool) -> Value {
-    let mut body = json!({
-        "name": w.name,
-        "workloadIdentityArn": state.config.arn.workload_identity(&w.name),
-        "allowedResourceOauth2ReturnUrls": w.return_urls,
-    });
-    if with_times {
-        body["createdTime"] = epoch(w.created_ms);
-        body["lastUpdatedTime"] = epoch(w.updated_ms);
+fn workload_response(
+    state: &AppState,
+    w: WorkloadRecord,
+    with_times: bool,
+) -> WorkloadIdentityResponse {
+    WorkloadIdentityResponse {
+        workload_identity_arn: state.config.arn.workload_identity(&w.name),
+        created_time: with_times.then(|| epoch_seconds(w.created_ms)),
+        last_updated_time: with_times.then(|| epoch_seconds(w.updated_ms)),
+        allowed_resource_oauth2_return_urls: w.return_urls,
+        name: w.name,
     }
-    body
 }
 
 pub async fn create_workload_identity(
@@ -72,114 +83,71 @@ pub async fn create_workload_identity(
         check_tags(&mut v, tags);
     }
     v.finish()?;
-    let now = state.clock.now_ms();
-    let record = WorkloadRecord {
-        name: body.name,
-        return_urls: urls,
-        created_ms: now,
-        updated_ms: now,
-    };
-    let arn = state.config.arn.workload_identity(&record.name);
-    state
-        .store
-        .create_workload(&record, &tag_pairs(body.tags), &arn)
-        .await
-        .map_err(about("workload identity", &record.name))?;
-    state.workloads.invalidate(&record.name);
-    state
-        .auditor
-        .change(&caller, "CreateWorkloadIdentity", arn)
-        .await;
-    Ok(created(workload_json(&state, &record, false)))
-}
-
-async fn find_workload(state: &AppState, name: &str) -> Result<WorkloadRecord, ApiError> {
-    state
-        .store
-        .find_workload(name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("workload identity {name:?} not found")))
+    let record = state
+        .registry
+        .create_workload(&caller, body.name, urls, body.tags)
+        .await?;
+    Ok(created(workload_response(&state, record, false)))
 }
 
 pub async fn get_workload_identity(
     State(state): State<AppState>,
     req: Admin<NameRequest>,
-) -> HttpResult<Json<Value>> {
-    let mut v = Validator::new();
-    check_workload_name(&mut v, "name", &req.body.name);
-    v.finish()?;
-    let w = find_workload(&state, &req.body.name).await?;
-    Ok(Json(workload_json(&state, &w, true)))
+) -> HttpResult<Json<WorkloadIdentityResponse>> {
+    checked_workload_name(&req.body.name)?;
+    let w = state.registry.find_workload(&req.body.name).await?;
+    Ok(Json(workload_response(&state, w, true)))
 }
 
 pub async fn update_workload_identity(
     State(state): State<AppState>,
     req: Admin<UpdateWorkloadIdentityRequest>,
-) -> HttpResult<Json<Value>> {
+) -> HttpResult<Json<WorkloadIdentityResponse>> {
     let Admin { caller, body } = req;
     let mut v = Validator::new();
     check_workload_name(&mut v, "name", &body.name);
     let urls = body.allowed_resource_oauth2_return_urls.unwrap_or_default();
     check_return_urls(&mut v, &urls);
     v.finish()?;
-    let now = state.clock.now_ms();
     let w = state
-        .store
-        .update_workload(&body.name, &urls, now)
-        .await
-        .map_err(about("workload identity", &body.name))?;
-    state
-        .auditor
-        .change(
-            &caller,
-            "UpdateWorkloadIdentity",
-            state.config.arn.workload_identity(&w.name),
-        )
-        .await;
-    Ok(Json(workload_json(&state, &w, true)))
+        .registry
+        .update_workload(&caller, &body.name, &urls)
+        .await?;
+    Ok(Json(workload_response(&state, w, true)))
 }
 
 pub async fn delete_workload_identity(
     State(state): State<AppState>,
     req: Admin<NameRequest>,
 ) -> HttpResult<Response> {
-    let Admin { caller, body } = req;
-    let mut v = Validator::new();
-    check_workload_name(&mut v, "name", &body.name);
-    v.finish()?;
-    let arn = state.config.arn.workload_identity(&body.name);
+    checked_workload_name(&req.body.name)?;
     state
-        .store
-        .delete_workload(&body.name, &arn)
-        .await
-        .map_err(about("workload identity", &body.name))?;
-    state.workloads.invalidate(&body.name);
-    state
-        .auditor
-        .change(&caller, "DeleteWorkloadIdentity", arn)
-        .await;
+        .registry
+        .delete_workload(&req.caller, &req.body.name)
+        .await?;
     Ok(no_content())
 }
 
 pub async fn list_workload_identities(
     State(state): State<AppState>,
     req: Admin<ListRequest>,
-) -> HttpResult<Json<Value>> {
-    let mut v = Validator::new();
-    let (limit, after) = page_args(
-        &mut v,
-        req.body.max_results,
-        20,
-        req.body.next_token.as_deref(),
-    );
-    v.finish()?;
-    let rows = state
-        .store
-        .list_workloads(after.as_deref(), limit + 1)
+) -> HttpResult<Json<ListWorkloadIdentitiesResponse>> {
+    let (limit, after) = page_args(&req.body, 20)?;
+    let page = state
+        .registry
+        .list_workloads(after.as_deref(), limit)
         .await?;
-    let (rows, next) = paginate(rows, limit, |w| &w.name);
-    let items: Vec<Value> = rows.iter().map(|w| json!({"name": w.name, "workloadIdentityArn": state.config.arn.workload_identity(&w.name)})).collect();
-    Ok(Json(page_body("workloadIdentities", items, next)))
+    Ok(Json(ListWorkloadIdentitiesResponse {
+        workload_identities: page
+            .rows
+            .into_iter()
+            .map(|w| WorkloadIdentitySummary {
+                workload_identity_arn: state.config.arn.workload_identity(&w.name),
+                name: w.name,
+            })
+            .collect(),
+        next_token: page.next_token,
+    }))
 }
 
 // ------------------------------------------------------------- API-key credential providers
@@ -198,22 +166,25 @@ pub struct ApiKeyProviderRequest {
     tags: Option<BTreeMap<String, String>>,
 }
 
-fn api_key_json(state: &AppState, p: &ApiKeyProviderRecord, with_times: bool) -> Value {
-    let mut body = json!({
-        "apiKeySecretArn": {"secretArn": state.config.arn.managed_secret("apikey", &p.name)},
-        "apiKeySecretSource": "MANAGED",
-        "name": p.name,
-        "credentialProviderArn": state.config.arn.api_key_provider(&p.name),
-    });
-    if with_times {
-        body["createdTime"] = epoch(p.created_ms);
-        body["lastUpdatedTime"] = epoch(p.updated_ms);
+fn api_key_response(
+    state: &AppState,
+    p: ApiKeyProviderRecord,
+    with_times: bool,
+) -> ApiKeyCredentialProviderResponse {
+    ApiKeyCredentialProviderResponse {
+        api_key_secret_arn: SecretReference {
+            secret_arn: state.config.arn.managed_secret("apikey", &p.name),
+        },
+        api_key_secret_source: MANAGED.to_string(),
+        created_time: with_times.then(|| epoch_seconds(p.created_ms)),
+        credential_provider_arn: state.config.arn.api_key_provider(&p.name),
+        last_updated_time: with_times.then(|| epoch_seconds(p.updated_ms)),
+        name: p.name,
     }
-    body
 }
 
-/// Validate and seal an API key provider's secret.
-async fn api_key_envelope(state: &AppState, body: &ApiKeyProviderRequest) -> Result<Vec<u8>> {
+/// Validate an API key provider request in AgentCore's terms.
+fn api_key_input(body: ApiKeyProviderRequest) -> Result<ApiKeyProviderInput, ApiError> {
     let mut v = Validator::new();
     check_provider_name(&mut v, "name", &body.name);
     if let Some(source) = &body.api_key_secret_source {
@@ -222,7 +193,7 @@ async fn api_key_envelope(state: &AppState, body: &ApiKeyProviderRequest) -> Res
         } else {
             v.check(
                 "apiKeySecretSource",
-                source == "MANAGED",
+                source == MANAGED,
                 "Member must satisfy enum value set: [MANAGED, EXTERNAL]",
             );
         }
@@ -246,18 +217,13 @@ async fn api_key_envelope(state: &AppState, body: &ApiKeyProviderRequest) -> Res
         check_tags(&mut v, tags);
     }
     v.finish()?;
-    let key = body
-        .api_key
-        .as_ref()
-        .map(|k| k.expose_secret().as_bytes())
-        .unwrap_or_default();
-    crypto::encrypt(
-        state.keys.as_ref(),
-        aad::api_key_provider(&body.name).as_bytes(),
-        key,
-    )
-    .await
-    .map_err(|e| Error::internal(format!("could not seal an API key: {e}")))
+    Ok(ApiKeyProviderInput {
+        name: body.name,
+        api_key: body
+            .api_key
+            .unwrap_or_else(|| SecretString::from(String::new())),
+        tags: body.tags,
+    })
 }
 
 pub async fn create_api_key_provider(
@@ -265,118 +231,68 @@ pub async fn create_api_key_provider(
     req: Admin<ApiKeyProviderRequest>,
 ) -> HttpResult<Response> {
     let Admin { caller, body } = req;
-    let envelope = api_key_envelope(&state, &body).await?;
-    let now = state.clock.now_ms();
-    let record = ApiKeyProviderRecord {
-        name: body.name.clone(),
-        secret_envelope: Some(envelope),
-        created_ms: now,
-        updated_ms: now,
-    };
-    let arn = state.config.arn.api_key_provider(&record.name);
-    state
-        .store
-        .create_api_key_provider(&record, &tag_pairs(body.tags), &arn)
-        .await
-        .map_err(about("credential provider", &record.name))?;
-    state.api_keys.invalidate(&record.name);
-    state
-        .auditor
-        .change(&caller, "CreateApiKeyCredentialProvider", arn)
-        .await;
-    Ok(created(api_key_json(&state, &record, false)))
-}
-
-async fn find_api_key_provider(
-    state: &AppState,
-    name: &str,
-) -> Result<ApiKeyProviderRecord, ApiError> {
-    state
-        .store
-        .find_api_key_provider(name)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("API key credential provider {name:?} not found"))
-        })
+    let record = state
+        .registry
+        .create_api_key_provider(&caller, api_key_input(body)?)
+        .await?;
+    Ok(created(api_key_response(&state, record, false)))
 }
 
 pub async fn get_api_key_provider(
     State(state): State<AppState>,
     req: Admin<NameRequest>,
-) -> HttpResult<Json<Value>> {
-    let mut v = Validator::new();
-    check_provider_name(&mut v, "name", &req.body.name);
-    v.finish()?;
-    let p = find_api_key_provider(&state, &req.body.name).await?;
-    Ok(Json(api_key_json(&state, &p, true)))
+) -> HttpResult<Json<ApiKeyCredentialProviderResponse>> {
+    checked_provider_name(&req.body.name)?;
+    let p = state.registry.find_api_key_provider(&req.body.name).await?;
+    Ok(Json(api_key_response(&state, p, true)))
 }
 
 pub async fn update_api_key_provider(
     State(state): State<AppState>,
     req: Admin<ApiKeyProviderRequest>,
-) -> HttpResult<Json<Value>> {
+) -> HttpResult<Json<ApiKeyCredentialProviderResponse>> {
     let Admin { caller, body } = req;
-    let envelope = api_key_envelope(&state, &body).await?;
-    let mut record = find_api_key_provider(&state, &body.name).await?;
-    record.secret_envelope = Some(envelope);
-    record.updated_ms = state.clock.now_ms();
-    state.store.update_api_key_provider(&record).await?;
-    state.api_keys.invalidate(&record.name);
-    state
-        .auditor
-        .change(
-            &caller,
-            "UpdateApiKeyCredentialProvider",
-            state.config.arn.api_key_provider(&record.name),
-        )
-        .await;
-    Ok(Json(api_key_json(&state, &record, true)))
+    let record = state
+        .registry
+        .update_api_key_provider(&caller, api_key_input(body)?)
+        .await?;
+    Ok(Json(api_key_response(&state, record, true)))
 }
 
 pub async fn delete_api_key_provider(
     State(state): State<AppState>,
     req: Admin<NameRequest>,
 ) -> HttpResult<Response> {
-    let Admin { caller, body } = req;
-    let mut v = Validator::new();
-    check_provider_name(&mut v, "name", &body.name);
-    v.finish()?;
-    let arn = state.config.arn.api_key_provider(&body.name);
+    checked_provider_name(&req.body.name)?;
     state
-        .store
-        .delete_api_key_provider(&body.name, &arn)
-        .await
-        .map_err(about("API key credential provider", &body.name))?;
-    state.api_keys.invalidate(&body.name);
-    state
-        .auditor
-        .change(&caller, "DeleteApiKeyCredentialProvider", arn)
-        .await;
+        .registry
+        .delete_api_key_provider(&req.caller, &req.body.name)
+        .await?;
     Ok(no_content())
 }
 
 pub async fn list_api_key_providers(
     State(state): State<AppState>,
     req: Admin<ListRequest>,
-) -> HttpResult<Json<Value>> {
-    let mut v = Validator::new();
-    let (limit, after) = page_args(
-        &mut v,
-        req.body.max_results,
-        100,
-        req.body.next_token.as_deref(),
-    );
-    v.finish()?;
-    let rows = state
-        .store
-        .list_api_key_providers(after.as_deref(), limit + 1)
+) -> HttpResult<Json<ListCredentialProvidersResponse<ApiKeyCredentialProviderSummary>>> {
+    let (limit, after) = page_args(&req.body, 100)?;
+    let page = state
+        .registry
+        .list_api_key_providers(after.as_deref(), limit)
         .await?;
-    let (rows, next) = paginate(rows, limit, |p| &p.name);
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|p| json!({"name": p.name, "credentialProviderArn": state.config.arn.api_key_provider(&p.name), "createdTime": epoch(p.created_ms), "lastUpdatedTime": epoch(p.updated_ms)}))
-        .collect();
-    Ok(Json(page_body("credentialProviders", items, next)))
+    Ok(Json(ListCredentialProvidersResponse {
+        credential_providers: page
+            .rows
+            .into_iter()
+            .map(|p| ApiKeyCredentialProviderSummary {
+                created_time: epoch_seconds(p.created_ms),
+                credential_provider_arn: state.config.arn.api_key_provider(&p.name),
+                last_updated_time: epoch_seconds(p.updated_ms),
+                name: p.name,
+            })
+            .collect(),
+        next_token: page.next_token,
+    }))
 }
 
 // ------------------------------------------------------------------------- token vault
@@ -387,18 +303,16 @@ pub struct TokenVaultRequest {
     #[serde(default)]
     token_vault_id: Option<String>,
     #[serde(default)]
-    kms_configuration: Option<KmsConfiguration>,
+    kms_configuration: Option<KmsConfigurationRequest>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct KmsConfiguration {
+pub struct KmsConfigurationRequest {
     key_type: String,
     #[serde(default)]
     kms_key_arn: Option<String>,
 }
-
-const DEFAULT_VAULT: &str = "default";
 
 fn vault_id(v: &mut Validator, id: Option<&str>) -> String {
     let id = id.unwrap_or(DEFAULT_VAULT);
@@ -413,45 +327,33 @@ fn vault_id(v: &mut Validator, id: Option<&str>) -> String {
     id.to_string()
 }
 
-async fn vault_json(state: &AppState, id: &str) -> Result<Value, ApiError> {
-    if id != DEFAULT_VAULT {
-        return Err(ApiError::NotFound(format!(
-            "token vault {id:?} not found (Latchkey has one vault, \"default\")"
-        )));
+fn vault_response(record: TokenVaultRecord) -> TokenVaultResponse {
+    TokenVaultResponse {
+        kms_configuration: KmsConfiguration {
+            key_type: record.key_type,
+            kms_key_arn: record.kms_key_arn,
+        },
+        last_modified_date: epoch_seconds(record.updated_ms),
+        token_vault_id: record.id,
     }
-    let record = state
-        .store
-        .find_token_vault(id)
-        .await?
-        .unwrap_or(TokenVaultRecord {
-            id: id.into(),
-            key_type: "ServiceManagedKey".into(),
-            kms_key_arn: None,
-            updated_ms: 0,
-        });
-    let mut kms = json!({"keyType": record.key_type});
-    if let Some(arn) = record.kms_key_arn {
-        kms["kmsKeyArn"] = json!(arn);
-    }
-    Ok(
-        json!({"tokenVaultId": record.id, "kmsConfiguration": kms, "lastModifiedDate": epoch(record.updated_ms)}),
-    )
 }
 
 pub async fn get_token_vault(
     State(state): State<AppState>,
     req: Admin<TokenVaultRequest>,
-) -> HttpResult<Json<Value>> {
+) -> HttpResult<Json<TokenVaultResponse>> {
     let mut v = Validator::new();
     let id = vault_id(&mut v, req.body.token_vault_id.as_deref());
     v.finish()?;
-    Ok(Json(vault_json(&state, &id).await?))
+    Ok(Json(vault_response(
+        state.registry.find_token_vault(&id).await?,
+    )))
 }
 
 pub async fn set_token_vault_cmk(
     State(state): State<AppState>,
     req: Admin<TokenVaultRequest>,
-) -> HttpResult<Json<Value>> {
+) -> HttpResult<Json<TokenVaultResponse>> {
     let Admin { caller, body } = req;
     let mut v = Validator::new();
     let id = vault_id(&mut v, body.token_vault_id.as_deref());
@@ -486,37 +388,21 @@ pub async fn set_token_vault_cmk(
         },
     }
     v.finish()?;
-    vault_json(&state, &id).await?; // existence
-    let record = TokenVaultRecord {
-        id: id.clone(),
-        key_type: "ServiceManagedKey".into(),
-        kms_key_arn: None,
-        updated_ms: state.clock.now_ms(),
-    };
-    state.store.upsert_token_vault(&record).await?;
-    state
-        .auditor
-        .change(
-            &caller,
-            "SetTokenVaultCMK",
-            state.config.arn.token_vault(&id),
-        )
-        .await;
-    Ok(Json(vault_json(&state, &id).await?))
+    let record = state
+        .registry
+        .set_token_vault_key(&caller, &id, KmsInput::ServiceManagedKey)
+        .await?;
+    Ok(Json(vault_response(record)))
 }
 
 pub async fn reset_token_vault_key_material(
     State(_state): State<AppState>,
     req: Admin<TokenVaultRequest>,
-) -> HttpResult<Json<Value>> {
+) -> HttpResult<Json<TokenVaultResponse>> {
     let mut v = Validator::new();
     vault_id(&mut v, req.body.token_vault_id.as_deref());
     v.fail("tokenVaultId", "ResetTokenVaultKeyMaterial is only allowed after the vault's customer managed key was deleted; this vault uses the server's key-encryption key");
     v.finish()?;
-    unreachable_response()
-}
-
-fn unreachable_response() -> HttpResult<Json<Value>> {
     Err(Error::internal("unreachable"))
 }
 
@@ -528,11 +414,12 @@ pub struct TagRequest {
     tags: Option<BTreeMap<String, String>>,
 }
 
-/// Decode the ARN from the path, and check that it names an existing resource.
+/// Decode the ARN from the path, and find the existing resource it names.
 async fn tagged_resource(
     state: &AppState,
-    raw: &str,
-) -> Result<(String, ResourceKind, String), ApiError> {
+    parts: &axum::http::request::Parts,
+) -> Result<TaggedResource> {
+    let raw = parts.uri.path().strip_prefix("/tags/").unwrap_or_default();
     let arn = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| ApiError::field("resourceArn", "Member must be a valid ARN"))?
@@ -540,28 +427,13 @@ async fn tagged_resource(
     let mut v = Validator::new();
     v.length("resourceArn", &arn, 20, 1011);
     v.finish()?;
-    let not_found = || ApiError::NotFound(format!("resource {arn:?} not found"));
-    let (kind, name) = state.config.arn.parse(&arn).ok_or_else(not_found)?;
-    let exists = match kind {
-        ResourceKind::WorkloadIdentity => state.store.find_workload(&name).await?.is_some(),
-        ResourceKind::Oauth2Provider => state.store.find_oauth2_provider(&name).await?.is_some(),
-        ResourceKind::ApiKeyProvider => state.store.find_api_key_provider(&name).await?.is_some(),
-        ResourceKind::TokenVault => name == DEFAULT_VAULT,
-    };
-    if !exists {
-        return Err(not_found());
-    }
-    Ok((arn, kind, name))
-}
-
-fn arn_from_path(parts: &axum::http::request::Parts) -> &str {
-    parts.uri.path().strip_prefix("/tags/").unwrap_or_default()
+    state.registry.tagged_resource(arn).await
 }
 
 pub async fn tag_resource(State(state): State<AppState>, req: AdminParts) -> HttpResult<Response> {
     let body: TagRequest = serde_json::from_value(req.body)
         .map_err(|_| ApiError::cannot_parse("tags must be a map of strings"))?;
-    let (arn, kind, name) = tagged_resource(&state, arn_from_path(&req.parts)).await?;
+    let resource = tagged_resource(&state, &req.parts).await?;
     let mut v = Validator::new();
     let tags = match body.tags {
         Some(t) => t,
@@ -572,11 +444,7 @@ pub async fn tag_resource(State(state): State<AppState>, req: AdminParts) -> Htt
     };
     check_tags(&mut v, &tags);
     v.finish()?;
-    state.store.tag(&arn, &tag_pairs(Some(tags))).await?;
-    if kind == ResourceKind::WorkloadIdentity {
-        state.workloads.invalidate(&name);
-    }
-    state.auditor.change(&req.caller, "TagResource", arn).await;
+    state.registry.tag(&req.caller, &resource, tags).await?;
     Ok(no_content())
 }
 
@@ -584,7 +452,7 @@ pub async fn untag_resource(
     State(state): State<AppState>,
     req: AdminParts,
 ) -> HttpResult<Response> {
-    let (arn, kind, name) = tagged_resource(&state, arn_from_path(&req.parts)).await?;
+    let resource = tagged_resource(&state, &req.parts).await?;
     let keys: Vec<String> =
         url::form_urlencoded::parse(req.parts.uri.query().unwrap_or("").as_bytes())
             .filter(|(k, _)| k == "tagKeys")
@@ -600,28 +468,16 @@ pub async fn untag_resource(
         v.chars("tagKeys", k, 1, 128, is_tag_char, "[a-zA-Z0-9\\s._:/=+@-]*");
     }
     v.finish()?;
-    state.store.untag(&arn, &keys).await?;
-    if kind == ResourceKind::WorkloadIdentity {
-        state.workloads.invalidate(&name);
-    }
-    state
-        .auditor
-        .change(&req.caller, "UntagResource", arn)
-        .await;
+    state.registry.untag(&req.caller, &resource, &keys).await?;
     Ok(no_content())
 }
 
 pub async fn list_tags_for_resource(
     State(state): State<AppState>,
     req: AdminParts,
-) -> HttpResult<Json<Value>> {
-    let (arn, _, _) = tagged_resource(&state, arn_from_path(&req.parts)).await?;
-    let tags: serde_json::Map<String, Value> = state
-        .store
-        .list_tags(&arn)
-        .await?
-        .into_iter()
-        .map(|(k, v)| (k, json!(v)))
-        .collect();
-    Ok(Json(json!({"tags": tags})))
+) -> HttpResult<Json<ListTagsForResourceResponse>> {
+    let resource = tagged_resource(&state, &req.parts).await?;
+    Ok(Json(ListTagsForResourceResponse {
+        tags: state.registry.list_tags(&resource).await?,
+    }))
 }

@@ -7,33 +7,24 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use latchkey_api::data::{
+    GetResourceApiKeyRequest, GetResourceApiKeyResponse, WorkloadAccessTokenRequest,
+    WorkloadAccessTokenResponse,
+};
+use latchkey_core::UserPrincipal;
 use latchkey_core::audit::Outcome;
-use latchkey_core::crypto;
 use latchkey_core::validate::{Validator, is_jwt_shape};
 use latchkey_core::wat::WatClaims;
-use latchkey_core::{ApiError, UserPrincipal};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::common::{check_provider_name, check_workload_name};
-use crate::aad;
 use crate::auth::DataPlane;
 use crate::caller::Caller;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::http_error::HttpResult;
 use crate::services::workloads::UserAssertion;
 use crate::state::AppState;
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkloadTokenRequest {
-    workload_name: String,
-    #[serde(default)]
-    user_token: Option<SecretString>,
-    #[serde(default)]
-    user_id: Option<String>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum UserMode {
@@ -70,9 +61,9 @@ async fn record(
 async fn issue_workload_token(
     state: &AppState,
     caller: &Caller,
-    body: WorkloadTokenRequest,
+    body: WorkloadAccessTokenRequest,
     mode: UserMode,
-) -> HttpResult<Json<Value>> {
+) -> HttpResult<Json<WorkloadAccessTokenResponse>> {
     let action = mode.action();
     let mut v = Validator::new();
     check_workload_name(&mut v, "workloadName", &body.workload_name);
@@ -106,27 +97,29 @@ async fn issue_workload_token(
         .workloads
         .issue(caller, action, &body.workload_name, &user)
         .await?;
-    Ok(Json(json!({"workloadAccessToken": token})))
+    Ok(Json(WorkloadAccessTokenResponse {
+        workload_access_token: Some(SecretString::from(token)),
+    }))
 }
 
 pub async fn get_workload_access_token(
     State(state): State<AppState>,
-    req: DataPlane<WorkloadTokenRequest>,
-) -> HttpResult<Json<Value>> {
+    req: DataPlane<WorkloadAccessTokenRequest>,
+) -> HttpResult<Json<WorkloadAccessTokenResponse>> {
     issue_workload_token(&state, &req.caller, req.body, UserMode::None).await
 }
 
 pub async fn get_workload_access_token_for_jwt(
     State(state): State<AppState>,
-    req: DataPlane<WorkloadTokenRequest>,
-) -> HttpResult<Json<Value>> {
+    req: DataPlane<WorkloadAccessTokenRequest>,
+) -> HttpResult<Json<WorkloadAccessTokenResponse>> {
     issue_workload_token(&state, &req.caller, req.body, UserMode::Jwt).await
 }
 
 pub async fn get_workload_access_token_for_user_id(
     State(state): State<AppState>,
-    req: DataPlane<WorkloadTokenRequest>,
-) -> HttpResult<Json<Value>> {
+    req: DataPlane<WorkloadAccessTokenRequest>,
+) -> HttpResult<Json<WorkloadAccessTokenResponse>> {
     issue_workload_token(&state, &req.caller, req.body, UserMode::UserId).await
 }
 
@@ -146,17 +139,10 @@ pub(crate) fn check_wat_field(v: &mut Validator, token: &str) {
     v.length("workloadIdentityToken", token, 1, 131_072);
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApiKeyRequest {
-    workload_identity_token: SecretString,
-    resource_credential_provider_name: String,
-}
-
 pub async fn get_resource_api_key(
     State(state): State<AppState>,
-    req: DataPlane<ApiKeyRequest>,
-) -> HttpResult<Json<Value>> {
+    req: DataPlane<GetResourceApiKeyRequest>,
+) -> HttpResult<Json<GetResourceApiKeyResponse>> {
     const ACTION: &str = "GetResourceApiKey";
     let DataPlane { caller, body } = req;
     let mut v = Validator::new();
@@ -175,35 +161,7 @@ pub async fn get_resource_api_key(
     )
     .await?;
     let provider = &body.resource_credential_provider_name;
-    let envelope = match state.api_keys.get(provider.as_str()) {
-        Some(hit) => hit,
-        None => {
-            let envelope = state
-                .store
-                .find_api_key_provider(provider)
-                .await?
-                .and_then(|r| r.secret_envelope)
-                .map(Arc::new);
-            state.api_keys.put(provider.clone(), envelope.clone());
-            envelope
-        }
-    };
-    let envelope = envelope.ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "API key credential provider {provider:?} not found"
-        ))
-    })?;
-    let key = crypto::decrypt_string(
-        state.keys.as_ref(),
-        aad::api_key_provider(provider).as_bytes(),
-        &envelope,
-    )
-    .await
-    .map_err(|e| {
-        Error::internal(format!(
-            "could not open the API key of the API key credential provider {provider:?}: {e}"
-        ))
-    })?;
+    let key = state.registry.open_api_key(provider).await?;
     record(
         &state,
         &caller,
@@ -214,5 +172,5 @@ pub async fn get_resource_api_key(
         json!({"provider": provider}),
     )
     .await;
-    Ok(Json(json!({"apiKey": key.expose_secret()})))
+    Ok(Json(GetResourceApiKeyResponse { api_key: Some(key) }))
 }

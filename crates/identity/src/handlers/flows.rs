@@ -3,11 +3,13 @@
 //! calls the authorization-session service ([`crate::services::sessions`]) or the vault,
 //! and renders the answer: AgentCore JSON, or a redirect / HTML page for the browser.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use latchkey_api::data::{
+    CompleteResourceTokenAuthRequest, CompleteResourceTokenAuthResponse,
+    GetResourceOauth2TokenRequest, GetResourceOauth2TokenResponse, UserIdentifier,
+};
 use latchkey_core::ApiError;
 use latchkey_core::audit::Outcome;
 use latchkey_core::audit::chain::vend_id;
@@ -17,7 +19,7 @@ use latchkey_core::validate::{
 use latchkey_store::GrantKey;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::common::check_provider_name;
 use super::data::{check_wat_field, verify_wat};
@@ -49,31 +51,6 @@ const STANDARD_PARAMETERS: &[&str] = &[
     "nonce",
 ];
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenRequest {
-    workload_identity_token: SecretString,
-    resource_credential_provider_name: String,
-    #[serde(default)]
-    scopes: Option<Vec<String>>,
-    #[serde(default)]
-    oauth2_flow: Option<String>,
-    #[serde(default)]
-    session_uri: Option<String>,
-    #[serde(default)]
-    resource_oauth2_return_url: Option<String>,
-    #[serde(default)]
-    force_authentication: Option<bool>,
-    #[serde(default)]
-    custom_parameters: Option<BTreeMap<String, SecretString>>,
-    #[serde(default)]
-    custom_state: Option<SecretString>,
-    #[serde(default)]
-    resources: Option<Vec<String>>,
-    #[serde(default)]
-    audiences: Option<Vec<String>>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
     UserFederation,
@@ -81,7 +58,7 @@ enum Flow {
     OnBehalfOf,
 }
 
-fn validate_token_request(body: &TokenRequest) -> Result<Flow, ApiError> {
+fn validate_token_request(body: &GetResourceOauth2TokenRequest) -> Result<Flow, ApiError> {
     let mut v = Validator::new();
     check_wat_field(&mut v, body.workload_identity_token.expose_secret());
     check_provider_name(
@@ -179,8 +156,8 @@ fn validate_token_request(body: &TokenRequest) -> Result<Flow, ApiError> {
 /// `POST /identities/oauth2/token`.
 pub async fn get_resource_oauth2_token(
     State(state): State<AppState>,
-    req: DataPlane<TokenRequest>,
-) -> HttpResult<Json<Value>> {
+    req: DataPlane<GetResourceOauth2TokenRequest>,
+) -> HttpResult<Json<GetResourceOauth2TokenResponse>> {
     const ACTION: &str = "GetResourceOauth2Token";
     let DataPlane { caller, body } = req;
     let flow = validate_token_request(&body)?;
@@ -241,7 +218,10 @@ pub async fn get_resource_oauth2_token(
                         "vendId": token.as_ref().ok().map(|t| vend_id(t.expose_secret()))}),
                 )
                 .await;
-            Ok(Json(json!({"accessToken": token?.expose_secret()})))
+            Ok(Json(GetResourceOauth2TokenResponse {
+                access_token: Some(token?),
+                ..Default::default()
+            }))
         }
         Flow::UserFederation => {
             let Some(user) = claims.user.clone() else {
@@ -267,49 +247,39 @@ pub async fn get_resource_oauth2_token(
             };
             Ok(Json(
                 match state.sessions.user_federation(&caller, request).await? {
-                    TokenAnswer::Token(token) => json!({"accessToken": token.expose_secret()}),
+                    TokenAnswer::Token(token) => GetResourceOauth2TokenResponse {
+                        access_token: Some(token),
+                        ..Default::default()
+                    },
                     TokenAnswer::Status {
                         session_uri,
                         status,
-                    } => json!({"sessionUri": session_uri, "sessionStatus": status}),
+                    } => GetResourceOauth2TokenResponse {
+                        session_status: Some(status.to_string()),
+                        session_uri: Some(session_uri),
+                        ..Default::default()
+                    },
                     TokenAnswer::Started {
                         session_uri,
                         authorization_url,
-                    } => json!({
-                        "authorizationUrl": authorization_url,
-                        "sessionUri": session_uri,
-                        "sessionStatus": "IN_PROGRESS",
-                    }),
+                    } => GetResourceOauth2TokenResponse {
+                        authorization_url: Some(authorization_url),
+                        session_status: Some("IN_PROGRESS".to_string()),
+                        session_uri: Some(session_uri),
+                        ..Default::default()
+                    },
                 },
             ))
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CompleteRequest {
-    #[serde(default)]
-    user_identifier: Option<UserIdentifier>,
-    #[serde(default)]
-    session_uri: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserIdentifier {
-    #[serde(default)]
-    user_token: Option<SecretString>,
-    #[serde(default)]
-    user_id: Option<String>,
-}
-
 /// `POST /identities/CompleteResourceTokenAuth`: bind the consent to the session's user,
 /// then (and only then) exchange the code and store the grant.
 pub async fn complete_resource_token_auth(
     State(state): State<AppState>,
-    req: Binding<CompleteRequest>,
-) -> HttpResult<Json<Value>> {
+    req: Binding<CompleteResourceTokenAuthRequest>,
+) -> HttpResult<Json<CompleteResourceTokenAuthResponse>> {
     let Binding { caller, body } = req;
     let mut v = Validator::new();
     match &body.session_uri {
@@ -364,7 +334,7 @@ pub async fn complete_resource_token_auth(
         _ => return Err(ApiError::cannot_parse("userIdentifier is required").into()),
     };
     state.sessions.complete(&caller, &uri, &identifier).await?;
-    Ok(Json(json!({})))
+    Ok(Json(CompleteResourceTokenAuthResponse {}))
 }
 
 #[derive(Debug, Deserialize)]

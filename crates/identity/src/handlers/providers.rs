@@ -1,26 +1,35 @@
-//! Control plane: OAuth2 credential providers (AgentCore's operations over HTTP). Parsing,
-//! discovery and sealing are the provider service's ([`crate::services::providers`]);
-//! these handlers validate names and tags, store, audit and render.
+//! Control plane: OAuth2 credential providers (AgentCore's operations over HTTP). These
+//! handlers validate names and tags, call the [`Registry`] (which lets the provider
+//! service parse, discover and seal, then stores and audits) and render a
+//! `latchkey_api::control` response.
+//!
+//! [`Registry`]: crate::services::registry::Registry
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
+use latchkey_api::control::{
+    ListCredentialProvidersResponse, MANAGED, Oauth2CredentialProviderResponse,
+    Oauth2CredentialProviderSummary, SecretReference,
+};
+use latchkey_api::epoch_seconds;
 use latchkey_core::oauth2_provider;
 use latchkey_core::validate::Validator;
 use latchkey_store::Oauth2ProviderRecord;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::common::{
-    ListRequest, NameRequest, about, check_provider_name, check_tags, created, epoch, no_content,
-    page_args, page_body, paginate,
+    ListRequest, NameRequest, check_provider_name, check_tags, checked_provider_name, created,
+    no_content, page_args,
 };
 use crate::auth::Admin;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::http_error::HttpResult;
-use crate::services::providers::{PreparedProvider, not_found, stored};
+use crate::services::providers::stored;
+use crate::services::registry::Oauth2ProviderInput;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -35,45 +44,40 @@ pub struct ProviderRequest {
     tags: Option<BTreeMap<String, String>>,
 }
 
-/// Validate the name (and tags), then let the provider service parse, discover and seal.
-async fn prepare(
-    state: &AppState,
-    body: &ProviderRequest,
-    with_tags: bool,
-) -> Result<PreparedProvider> {
-    let mut v = Validator::new();
-    check_provider_name(&mut v, "name", &body.name);
-    if let (true, Some(tags)) = (with_tags, &body.tags) {
-        check_tags(&mut v, tags);
+impl From<ProviderRequest> for Oauth2ProviderInput {
+    fn from(body: ProviderRequest) -> Self {
+        Self {
+            name: body.name,
+            vendor: body.credential_provider_vendor,
+            config_input: body.oauth2_provider_config_input,
+            tags: body.tags,
+        }
     }
-    v.finish()?;
-    state
-        .providers
-        .prepare(
-            &body.name,
-            &body.credential_provider_vendor,
-            &body.oauth2_provider_config_input,
-        )
-        .await
 }
 
-fn provider_json(state: &AppState, record: &Oauth2ProviderRecord, detail: bool) -> Result<Value> {
-    let cfg = stored(record)?;
-    let mut body = json!({
-        "clientSecretArn": {"secretArn": state.config.arn.managed_secret("oauth2", &record.name)},
-        "clientSecretSource": "MANAGED",
-        "name": record.name,
-        "credentialProviderArn": state.config.arn.oauth2_provider(&record.name),
-        "callbackUrl": state.providers.callback_url(&record.callback_id),
-        "oauth2ProviderConfigOutput": oauth2_provider::render_output(&cfg.config, cfg.resolved.as_ref()),
-        "status": "READY",
-    });
-    if detail {
-        body["credentialProviderVendor"] = json!(record.vendor);
-        body["createdTime"] = epoch(record.created_ms);
-        body["lastUpdatedTime"] = epoch(record.updated_ms);
-    }
-    Ok(body)
+fn provider_response(
+    state: &AppState,
+    record: Oauth2ProviderRecord,
+    detail: bool,
+) -> Result<Oauth2CredentialProviderResponse> {
+    let cfg = stored(&record)?;
+    Ok(Oauth2CredentialProviderResponse {
+        callback_url: state.providers.callback_url(&record.callback_id),
+        client_secret_arn: SecretReference {
+            secret_arn: state.config.arn.managed_secret("oauth2", &record.name),
+        },
+        client_secret_source: MANAGED.to_string(),
+        created_time: detail.then(|| epoch_seconds(record.created_ms)),
+        credential_provider_arn: state.config.arn.oauth2_provider(&record.name),
+        last_updated_time: detail.then(|| epoch_seconds(record.updated_ms)),
+        oauth2_provider_config_output: oauth2_provider::render_output(
+            &cfg.config,
+            cfg.resolved.as_ref(),
+        ),
+        status: "READY".to_string(),
+        credential_provider_vendor: detail.then_some(record.vendor),
+        name: record.name,
+    })
 }
 
 pub async fn create_oauth2_provider(
@@ -81,134 +85,74 @@ pub async fn create_oauth2_provider(
     req: Admin<ProviderRequest>,
 ) -> HttpResult<Response> {
     let Admin { caller, body } = req;
-    let prepared = prepare(&state, &body, true).await?;
-    let now = state.clock.now_ms();
-    let record = Oauth2ProviderRecord {
-        name: body.name.clone(),
-        vendor: prepared.vendor,
-        config: serde_json::to_value(&prepared.config).map_err(Error::internal)?,
-        secret_envelope: prepared.secret_envelope,
-        callback_id: uuid::Uuid::new_v4().to_string(),
-        created_ms: now,
-        updated_ms: now,
-    };
-    let arn = state.config.arn.oauth2_provider(&record.name);
-    state
-        .store
-        .create_oauth2_provider(
-            &record,
-            &body
-                .tags
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect::<Vec<_>>(),
-            &arn,
-        )
-        .await
-        .map_err(about("credential provider", &record.name))?;
-    state
-        .auditor
-        .change(&caller, "CreateOauth2CredentialProvider", arn)
-        .await;
-    Ok(created(provider_json(&state, &record, false)?))
-}
-
-async fn find(state: &AppState, name: &str) -> Result<Oauth2ProviderRecord> {
-    state
-        .store
-        .find_oauth2_provider(name)
-        .await?
-        .ok_or_else(|| not_found(name))
+    let mut v = Validator::new();
+    check_provider_name(&mut v, "name", &body.name);
+    if let Some(tags) = &body.tags {
+        check_tags(&mut v, tags);
+    }
+    v.finish()?;
+    let record = state
+        .registry
+        .create_oauth2_provider(&caller, body.into())
+        .await?;
+    Ok(created(provider_response(&state, record, false)?))
 }
 
 pub async fn get_oauth2_provider(
     State(state): State<AppState>,
     req: Admin<NameRequest>,
-) -> HttpResult<Json<Value>> {
-    let mut v = Validator::new();
-    check_provider_name(&mut v, "name", &req.body.name);
-    v.finish()?;
-    let record = find(&state, &req.body.name).await?;
-    Ok(Json(provider_json(&state, &record, true)?))
+) -> HttpResult<Json<Oauth2CredentialProviderResponse>> {
+    checked_provider_name(&req.body.name)?;
+    let record = state.registry.find_oauth2_provider(&req.body.name).await?;
+    Ok(Json(provider_response(&state, record, true)?))
 }
 
 pub async fn update_oauth2_provider(
     State(state): State<AppState>,
     req: Admin<ProviderRequest>,
-) -> HttpResult<Json<Value>> {
+) -> HttpResult<Json<Oauth2CredentialProviderResponse>> {
     let Admin { caller, body } = req;
-    // Existence first: an update of a missing provider must not fetch its discovery URL.
-    let mut v = Validator::new();
-    check_provider_name(&mut v, "name", &body.name);
-    v.finish()?;
-    let mut record = find(&state, &body.name).await?;
-    let prepared = prepare(&state, &body, false).await?;
-    record.vendor = prepared.vendor;
-    record.config = serde_json::to_value(&prepared.config).map_err(Error::internal)?;
-    record.secret_envelope = prepared.secret_envelope;
-    record.updated_ms = state.clock.now_ms();
-    state.store.update_oauth2_provider(&record).await?;
-    state
-        .auditor
-        .change(
-            &caller,
-            "UpdateOauth2CredentialProvider",
-            state.config.arn.oauth2_provider(&record.name),
-        )
-        .await;
-    Ok(Json(provider_json(&state, &record, true)?))
+    checked_provider_name(&body.name)?;
+    let record = state
+        .registry
+        .update_oauth2_provider(&caller, body.into())
+        .await?;
+    Ok(Json(provider_response(&state, record, true)?))
 }
 
 pub async fn delete_oauth2_provider(
     State(state): State<AppState>,
     req: Admin<NameRequest>,
 ) -> HttpResult<Response> {
-    let Admin { caller, body } = req;
-    let mut v = Validator::new();
-    check_provider_name(&mut v, "name", &body.name);
-    v.finish()?;
-    let arn = state.config.arn.oauth2_provider(&body.name);
+    checked_provider_name(&req.body.name)?;
     state
-        .store
-        .delete_oauth2_provider(&body.name, &arn)
-        .await
-        .map_err(about("OAuth2 credential provider", &body.name))?;
-    state
-        .auditor
-        .change(&caller, "DeleteOauth2CredentialProvider", arn)
-        .await;
+        .registry
+        .delete_oauth2_provider(&req.caller, &req.body.name)
+        .await?;
     Ok(no_content())
 }
 
 pub async fn list_oauth2_providers(
     State(state): State<AppState>,
     req: Admin<ListRequest>,
-) -> HttpResult<Json<Value>> {
-    let mut v = Validator::new();
-    let (limit, after) = page_args(
-        &mut v,
-        req.body.max_results,
-        20,
-        req.body.next_token.as_deref(),
-    );
-    v.finish()?;
-    let rows = state
-        .store
-        .list_oauth2_providers(after.as_deref(), limit + 1)
+) -> HttpResult<Json<ListCredentialProvidersResponse<Oauth2CredentialProviderSummary>>> {
+    let (limit, after) = page_args(&req.body, 20)?;
+    let page = state
+        .registry
+        .list_oauth2_providers(after.as_deref(), limit)
         .await?;
-    let (rows, next) = paginate(rows, limit, |p| &p.name);
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|p| {
-            json!({
-                "name": p.name,
-                "credentialProviderVendor": p.vendor,
-                "credentialProviderArn": state.config.arn.oauth2_provider(&p.name),
-                "createdTime": epoch(p.created_ms),
-                "lastUpdatedTime": epoch(p.updated_ms),
+    Ok(Json(ListCredentialProvidersResponse {
+        credential_providers: page
+            .rows
+            .into_iter()
+            .map(|p| Oauth2CredentialProviderSummary {
+                created_time: epoch_seconds(p.created_ms),
+                credential_provider_arn: state.config.arn.oauth2_provider(&p.name),
+                credential_provider_vendor: p.vendor,
+                last_updated_time: epoch_seconds(p.updated_ms),
+                name: p.name,
             })
-        })
-        .collect();
-    Ok(Json(page_body("credentialProviders", items, next)))
+            .collect(),
+        next_token: page.next_token,
+    }))
 }
