@@ -16,6 +16,23 @@ const SIGNER: &str =
 const WORKLOAD: &str = "gh-agent";
 const RETURN_URL: &str = "http://127.0.0.1:9/oauth2/session-binding";
 
+/// `latchkey serve agent` on a free port over `dir` with the configuration file `config`,
+/// its credential and model key in the environment.
+fn serve_agent(dir: &Path, config: &Path) -> Command {
+    let mut command = Command::new(bin());
+    command
+        .args(["serve", "agent", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("agent-data"))
+        .args(["--identity-url", "http://127.0.0.1:9"])
+        .args(["--workload-name", WORKLOAD, "--return-url", RETURN_URL])
+        .args(["--llm-provider", "openai", "--llm-model", "m"])
+        .arg("--config")
+        .arg(config)
+        .env("LATCHKEY_AGENT_CREDENTIAL", "LKTESTAGENT:secret-0123456789")
+        .env("LATCHKEY_AGENT_LLM_API_KEY", "sk-x");
+    command
+}
+
 /// `serve agent` from flags, the environment (its credential and model key) and a file (its
 /// only user source): it listens, answers the runtime contract and refuses an invocation
 /// without a verified user.
@@ -30,17 +47,8 @@ async fn serve_agent_reads_flags_environment_and_file() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(bin())
-        .args(["serve", "agent", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("agent-data"))
-        .args(["--identity-url", "http://127.0.0.1:9"])
-        .args(["--workload-name", WORKLOAD, "--return-url", RETURN_URL])
+    let mut child = serve_agent(&dir, &path)
         .arg("--allow-private-addresses")
-        .args(["--llm-provider", "openai", "--llm-model", "m"])
-        .arg("--config")
-        .arg(&path)
-        .env("LATCHKEY_AGENT_CREDENTIAL", "LKTESTAGENT:secret-0123456789")
-        .env("LATCHKEY_AGENT_LLM_API_KEY", "sk-x")
         .env("LATCHKEY_LOG_LEVEL", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -90,22 +98,9 @@ fn a_tool_url_whose_host_is_a_placeholder_stops_the_start() {
             ),
         )
         .unwrap();
-        let mut child = Command::new(bin())
-            .args(["serve", "agent", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.join("agent-data"))
-            .args(["--identity-url", "http://127.0.0.1:9"])
-            .args(["--workload-name", WORKLOAD, "--return-url", RETURN_URL])
-            .args([
-                "--alb-signer",
-                SIGNER,
-                "--alb-key-url-template",
-                "http://127.0.0.1:9/{kid}",
-            ])
-            .args(["--llm-provider", "openai", "--llm-model", "m"])
-            .arg("--config")
-            .arg(&path)
-            .env("LATCHKEY_AGENT_CREDENTIAL", "LKTESTAGENT:secret-0123456789")
-            .env("LATCHKEY_AGENT_LLM_API_KEY", "sk-x")
+        let mut child = serve_agent(&dir, &path)
+            .args(["--alb-signer", SIGNER])
+            .args(["--alb-key-url-template", "http://127.0.0.1:9/{kid}"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
             .spawn()
