@@ -28,14 +28,7 @@ mod common;
 use common::credential;
 
 fn start() -> (Server, (String, String)) {
-    let dir = std::env::temp_dir().join(format!(
-        "latchkey-sdk-test-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
+    let dir = common::temp_dir("sdk");
     let admin = credential(&dir, "admin");
     let (child, url) = common::spawn_identity(&dir);
     (Server { child, url, dir }, admin)

@@ -39,14 +39,7 @@ impl Drop for Server {
 }
 
 fn data_dir(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "latchkey-client-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ))
+    common::temp_dir(&format!("client-{name}"))
 }
 
 fn start(name: &str) -> Server {

@@ -21,14 +21,7 @@ struct DataDir(PathBuf);
 
 impl DataDir {
     fn new(name: &str) -> Self {
-        Self(std::env::temp_dir().join(format!(
-            "latchkey-kek-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        )))
+        Self(common::temp_dir(&format!("kek-{name}")))
     }
 }
 

@@ -27,16 +27,22 @@ pub fn spawn_identity_with(dir: &Path, env: &[(&str, &str)]) -> (Child, String) 
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn server");
+    let url = listening_url(&mut child);
+    (child, url)
+}
+
+/// Read the first stdout line of `child` and return the `http://…` URL in it (no trailing
+/// slash).
+pub fn listening_url(child: &mut Child) -> String {
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("read listening line");
-    let url = line
-        .split_whitespace()
+    line.split_whitespace()
         .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("server did not start: {line:?}"))
-        .to_string();
-    (child, url)
+        .unwrap_or_else(|| panic!("did not start: {line:?}"))
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// `latchkey admin credentials create --role ROLE --json` over `dir`: (access key id, secret).
