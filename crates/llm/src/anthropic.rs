@@ -35,7 +35,8 @@ impl AnthropicModel {
         let base = common::base_url(config.base_url.as_deref(), DEFAULT_BASE_URL)?;
         Ok(Self {
             client: common::http_client(config.timeout)?,
-            endpoint: format!("{base}/v1/messages"),
+            // `{base}/v1/messages`, the base given with or without its `/v1`.
+            endpoint: format!("{}/v1/messages", base.strip_suffix("/v1").unwrap_or(&base)),
             config: Arc::new(config.clone()),
         })
     }

@@ -50,6 +50,19 @@ pub(crate) fn base_url(configured: Option<&str>, default: &str) -> Result<String
     Ok(base.to_owned())
 }
 
+/// An OpenAI-compatible base URL given without its version: a base whose path is empty
+/// gets `/v1` (`http://localhost:11434` → `http://localhost:11434/v1`, as Ollama and vLLM
+/// serve it); any base with a path (`…/v1`, `/api/v1`, `/openai/deployments/x`) is taken
+/// as given.
+pub(crate) fn with_default_version(base: &str) -> String {
+    let has_path = reqwest::Url::parse(base).is_ok_and(|u| !matches!(u.path(), "" | "/"));
+    if has_path {
+        base.to_owned()
+    } else {
+        format!("{base}/v1")
+    }
+}
+
 /// The outbound client of the HTTP providers: no redirects, connect timeout.
 pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, LlmError> {
     reqwest::Client::builder()

@@ -31,7 +31,7 @@ impl OpenAiModel {
         let base = common::base_url(config.base_url.as_deref(), DEFAULT_BASE_URL)?;
         Ok(Self {
             client: common::http_client(config.timeout)?,
-            endpoint: format!("{base}/chat/completions"),
+            endpoint: format!("{}/chat/completions", common::with_default_version(&base)),
             config: Arc::new(config.clone()),
         })
     }
