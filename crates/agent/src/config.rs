@@ -19,6 +19,8 @@ use latchkey_llm::{LlmConfig, Provider};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
+use crate::tools::is_tool_name;
+
 /// Default system prompt.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant. Use the tools to act on the user's behalf in third-party services. When a tool needs the user's authorization, say so briefly.";
 /// Largest accepted `consent_wait_seconds`.
@@ -280,66 +282,59 @@ impl AgentConfig {
 
     /// Check every key, naming the first that fails.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let k = &self.keys;
+        let (k, llm) = (&self.keys, &self.llm);
         // The identity URL and the user sources: the same rules as the binding service's.
         http_url("identity_url", &k.identity_url, false)?;
         self.users.validate()?;
-        let name = "must be 3 to 255 characters of [A-Za-z0-9_.-]";
+        let name = WorkloadName::parse(&k.workload_name).is_ok();
         ensure(
-            WorkloadName::parse(&k.workload_name).is_ok(),
-            "workload_name",
             name,
+            "workload_name",
+            "must be 3 to 255 characters of [A-Za-z0-9_.-]",
         )?;
         http_url("return_url", &k.return_url, true)?;
         http_url("github_base_url", &k.github_base_url, true)?;
-        ensure(
-            !k.github_provider.trim().is_empty(),
-            "github_provider",
-            "must not be empty",
-        )?;
-        let model = !self.llm.model.trim().is_empty();
+        let provider = !k.github_provider.trim().is_empty();
+        ensure(provider, "github_provider", "must not be empty")?;
+        let model = !llm.model.trim().is_empty();
         ensure(model, "llm.model", "missing: the model id is required")?;
-        if let Some(base) = &self.llm.base_url {
+        if let Some(base) = &llm.base_url {
             http_url("llm.base_url", base, true)?;
         }
-        ensure(
-            !self.llm.timeout.is_zero(),
-            "llm.timeout_seconds",
-            "must be positive",
-        )?;
-        ensure(
-            self.llm.max_retries <= 10,
-            "llm.max_retries",
-            "must be at most 10",
-        )?;
+        ensure(!llm.timeout.is_zero(), "llm.timeout_seconds", POSITIVE)?;
+        let retries = llm.max_retries <= 10;
+        ensure(retries, "llm.max_retries", "must be at most 10")?;
         within("max_tool_iterations", k.max_tool_iterations, (1, 64))?;
-        let wait = format!("must be at most {MAX_CONSENT_WAIT_SECONDS}");
+        let (wait, max) = (k.consent_wait_seconds, MAX_CONSENT_WAIT_SECONDS);
         ensure(
-            k.consent_wait_seconds <= MAX_CONSENT_WAIT_SECONDS,
+            wait <= max,
             "consent_wait_seconds",
-            wait,
+            format!("must be at most {max}"),
         )?;
         within("max_output_tokens", k.max_output_tokens, (1, 100_000))?;
-        ensure(
-            k.tool_timeout_seconds > 0,
-            "tool_timeout_seconds",
-            "must be positive",
-        )?;
-        let positive = k.tool_max_response_bytes > 0;
-        ensure(positive, "tool_max_response_bytes", "must be positive")?;
-        ensure(
-            k.max_body_bytes >= 256,
-            "max_body_bytes",
-            "must be at least 256",
-        )?;
-        ensure(
-            k.max_message_chars > 0,
-            "max_message_chars",
-            "must be positive",
-        )?;
+        ensure(k.tool_timeout_seconds > 0, "tool_timeout_seconds", POSITIVE)?;
+        let bytes = k.tool_max_response_bytes > 0;
+        ensure(bytes, "tool_max_response_bytes", POSITIVE)?;
+        let body = k.max_body_bytes >= 256;
+        ensure(body, "max_body_bytes", "must be at least 256")?;
+        ensure(k.max_message_chars > 0, "max_message_chars", POSITIVE)?;
         let mut names: BTreeSet<&str> = crate::tools::BUILTIN_TOOL_NAMES.iter().copied().collect();
         for tool in &k.tools {
-            validate_tool(tool)?;
+            let why = |why: &str| format!("tool {:?}: {why}", tool.name);
+            let pattern = format!("{:?} must match ^[a-zA-Z0-9_-]{{1,64}}$", tool.name);
+            ensure(is_tool_name(&tool.name), "tools.name", pattern)?;
+            let described = !tool.description.trim().is_empty();
+            ensure(described, "tools.description", why("must not be empty"))?;
+            let provider = !tool.provider.trim().is_empty();
+            ensure(provider, "tools.provider", why(PROVIDER))?;
+            let scope = |s: &String| !s.is_empty() && !s.chars().any(char::is_whitespace);
+            ensure(tool.scopes.iter().all(scope), "tools.scopes", why(SCOPES))?;
+            // Scheme, host and port literal; path and query placeholders only (see `template`).
+            crate::template::UrlTemplate::parse(&tool.url)
+                .map_err(|e| ConfigError::new("tools.url", why(&e.to_string())))?;
+            let kind = (tool.parameters.as_ref()).map(|p| p.get("type").and_then(|t| t.as_str()));
+            let object = kind.is_none_or(|kind| kind == Some("object"));
+            ensure(object, "tools.parameters", why(SCHEMA))?;
             let duplicate = format!("duplicate tool name {:?}", tool.name);
             ensure(names.insert(&tool.name), "tools.name", duplicate)?;
         }
@@ -356,54 +351,10 @@ impl AgentConfig {
     }
 }
 
-fn validate_tool(tool: &HttpToolConfig) -> Result<(), ConfigError> {
-    if !crate::tools::is_tool_name(&tool.name) {
-        return Err(ConfigError::new(
-            "tools.name",
-            format!("{:?} must match ^[a-zA-Z0-9_-]{{1,64}}$", tool.name),
-        ));
-    }
-    if tool.description.trim().is_empty() {
-        return Err(ConfigError::new(
-            "tools.description",
-            format!("tool {:?}: must not be empty", tool.name),
-        ));
-    }
-    if tool.provider.trim().is_empty() {
-        return Err(ConfigError::new(
-            "tools.provider",
-            format!("tool {:?}: must name a credential provider", tool.name),
-        ));
-    }
-    if tool
-        .scopes
-        .iter()
-        .any(|s| s.is_empty() || s.chars().any(char::is_whitespace))
-    {
-        return Err(ConfigError::new(
-            "tools.scopes",
-            format!(
-                "tool {:?}: scopes must be non-empty and without spaces",
-                tool.name
-            ),
-        ));
-    }
-    // Scheme, host and port literal; path and query placeholders only (see `template`).
-    crate::template::UrlTemplate::parse(&tool.url)
-        .map_err(|e| ConfigError::new("tools.url", format!("tool {:?}: {e}", tool.name)))?;
-    if let Some(parameters) = &tool.parameters
-        && parameters.get("type").and_then(|t| t.as_str()) != Some("object")
-    {
-        return Err(ConfigError::new(
-            "tools.parameters",
-            format!(
-                "tool {:?}: must be a JSON Schema with \"type\": \"object\"",
-                tool.name
-            ),
-        ));
-    }
-    Ok(())
-}
+const POSITIVE: &str = "must be positive";
+const PROVIDER: &str = "must name a credential provider";
+const SCOPES: &str = "scopes must be non-empty and without spaces";
+const SCHEMA: &str = "must be a JSON Schema with \"type\": \"object\"";
 
 #[cfg(test)]
 impl AgentConfig {

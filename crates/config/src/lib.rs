@@ -262,24 +262,6 @@ impl<T: ListItem> Value for Vec<T> {
     }
 }
 
-/// Where a value came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Flag(String),
-    Env(String),
-    File(PathBuf),
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Flag(flag) => write!(f, "flag --{flag}"),
-            Self::Env(name) => write!(f, "environment variable {name}"),
-            Self::File(path) => write!(f, "file {}", path.display()),
-        }
-    }
-}
-
 /// The flags of a section's keys given on the command line (a clap argument group).
 pub struct Flags<S> {
     values: BTreeMap<&'static str, Vec<String>>,
@@ -563,13 +545,14 @@ impl<'a> Layers<'a> {
         env_name(self.section, key)
     }
 
-    /// The value of the highest layer that sets `key` (blank text counts as unset).
-    fn find(&self, key: &str) -> Option<(Raw, Source)> {
+    /// The value of the highest layer that sets `key` (blank text counts as unset), and
+    /// where it came from (`flag --listen`).
+    fn find(&self, key: &str) -> Option<(Raw, String)> {
         let spec = self.spec(key);
         if let (Some(values), Some(flag)) = (self.flags.get(key), spec.and_then(KeySpec::flag))
             && values.iter().any(|v| !v.trim().is_empty())
         {
-            return Some((Raw::Text(values.clone()), Source::Flag(flag)));
+            return Some((Raw::Text(values.clone()), format!("flag --{flag}")));
         }
         let env = self.env_name(key);
         if let Some(value) = self.env.get(&env) {
@@ -577,14 +560,14 @@ impl<'a> Layers<'a> {
                 true => value.split(',').map(str::to_string).collect(),
                 false => vec![value],
             };
-            return Some((Raw::Text(values), Source::Env(env)));
+            return Some((Raw::Text(values), format!("environment variable {env}")));
         }
+        let file = self.file_path.unwrap_or(Path::new("")).display();
         match self.file.get(key) {
             Some(toml::Value::String(s)) if s.trim().is_empty() => None,
-            Some(value) if spec.is_some() => Some((
-                Raw::File(value.clone()),
-                Source::File(self.file_path.unwrap_or(Path::new("")).to_path_buf()),
-            )),
+            Some(value) if spec.is_some() => {
+                Some((Raw::File(value.clone()), format!("file {file}")))
+            }
             _ => None,
         }
     }
@@ -622,7 +605,7 @@ impl<'a> Layers<'a> {
     fn error_from(
         &self,
         key: &str,
-        source: Option<&Source>,
+        source: Option<&String>,
         why: impl fmt::Display,
     ) -> anyhow::Error {
         let shown = self.display(key);

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use latchkey_authn::inbound::InboundIssuerConfig;
 use latchkey_authn::outbound::OutboundPolicy;
 pub use latchkey_config::ConfigError;
 use latchkey_config::{Layers, ListItem, Section, Value, ensure, keys, within};
@@ -16,6 +17,9 @@ use serde::Deserialize;
 pub const DEFAULT_ALB_SIGNER: &str = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/latchkey-gateway/0000000000000000";
 /// Default scopes asked of the identity provider.
 pub const DEFAULT_SCOPES: &str = "openid email profile";
+const URL: &str = "not an absolute URL";
+const ORIGIN: &str =
+    "must be an http(s) origin such as https://app.example.com (no path, query or fragment)";
 
 /// Where access-log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,18 +78,6 @@ pub enum RouteAuth {
     Public,
 }
 
-impl RouteAuth {
-    /// `login`, `api` or `public`.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.trim() {
-            "login" => Some(Self::Login),
-            "api" => Some(Self::Api),
-            "public" => Some(Self::Public),
-            _ => None,
-        }
-    }
-}
-
 /// One `[[gateway.routes]]` table: requests whose path starts with `prefix` go to
 /// `upstream` (the full original path and query are appended to the upstream base URL).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -99,46 +91,35 @@ pub struct RouteConfig {
 impl RouteConfig {
     /// `PREFIX=UPSTREAM_URL;MODE` (MODE `login`, `api` or `public`).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let (prefix, rest) = text
-            .split_once('=')
-            .ok_or_else(|| format!("{text:?} is not PREFIX=UPSTREAM_URL;MODE"))?;
-        let (upstream, mode) = rest
-            .rsplit_once(';')
-            .ok_or_else(|| format!("{text:?} has no ;MODE (login, api or public)"))?;
-        let auth = RouteAuth::parse(mode)
-            .ok_or_else(|| format!("{mode:?} is not login, api or public"))?;
+        let syntax = || format!("{text:?} is not PREFIX=UPSTREAM_URL;MODE");
+        let (prefix, rest) = text.split_once('=').ok_or_else(syntax)?;
+        let no_mode = || format!("{text:?} has no ;MODE (login, api or public)");
+        let (upstream, mode) = rest.rsplit_once(';').ok_or_else(no_mode)?;
+        let auth = latchkey_config::from_toml(mode.trim().into())
+            .map_err(|_| format!("{mode:?} is not login, api or public"))?;
+        let (prefix, upstream) = (prefix.trim().into(), upstream.trim().into());
         Ok(Self {
-            prefix: prefix.trim().to_string(),
-            upstream: upstream.trim().to_string(),
+            prefix,
+            upstream,
             auth,
         })
     }
 
     fn validate(&self) -> Result<(), String> {
-        if !self.prefix.starts_with('/')
-            || self
-                .prefix
-                .chars()
-                .any(|c| c.is_control() || c == '?' || c == '#')
-        {
-            return Err(format!(
-                "prefix {:?} must be a path starting with /",
-                self.prefix
-            ));
+        let (prefix, upstream) = (&self.prefix, &self.upstream);
+        let bad = |c: char| c.is_control() || c == '?' || c == '#';
+        if !prefix.starts_with('/') || prefix.chars().any(bad) {
+            return Err(format!("prefix {prefix:?} must be a path starting with /"));
         }
-        let url = url::Url::parse(&self.upstream)
-            .map_err(|e| format!("upstream {:?} is not an absolute URL: {e}", self.upstream))?;
+        let url = url::Url::parse(upstream)
+            .map_err(|e| format!("upstream {upstream:?} is not an absolute URL: {e}"))?;
         if url.scheme() != "http" {
-            return Err(format!(
-                "upstream {:?}: only http:// upstreams are supported (the gateway terminates TLS)",
-                self.upstream
-            ));
+            let why = "only http:// upstreams are supported (the gateway terminates TLS)";
+            return Err(format!("upstream {upstream:?}: {why}"));
         }
         if url.host().is_none() || url.query().is_some() || url.fragment().is_some() {
-            return Err(format!(
-                "upstream {:?} must be a base URL with a host and no query or fragment",
-                self.upstream
-            ));
+            let why = "must be a base URL with a host and no query or fragment";
+            return Err(format!("upstream {upstream:?} {why}"));
         }
         Ok(())
     }
@@ -271,21 +252,17 @@ impl GatewayConfig {
 
     /// Check every key, naming the first that fails.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let k = &self.keys;
-        let public = url::Url::parse(&self.public_url)
-            .map_err(|e| ConfigError::new("public_url", format!("not an absolute URL: {e}")))?;
+        let (k, public) = (&self.keys, url::Url::parse(&self.public_url));
+        let public = public.map_err(|e| ConfigError::new("public_url", format!("{URL}: {e}")))?;
         let origin = matches!(public.scheme(), "http" | "https")
             && public.host().is_some()
             && public.query().is_none()
             && public.fragment().is_none()
             && public.path() == "/";
-        let why = "must be an http(s) origin such as https://app.example.com (no path, query or fragment)";
-        ensure(origin, "public_url", why)?;
-        let issuer = latchkey_authn::inbound::InboundIssuerConfig::new(
-            k.oidc_issuer.clone(),
-            vec![k.oidc_client_id.clone()],
-        );
-        (issuer.validate()).map_err(|e| ConfigError::new("oidc_issuer", e.reason))?;
+        ensure(origin, "public_url", ORIGIN)?;
+        let issuer = vec![k.oidc_client_id.clone()];
+        let issuer = InboundIssuerConfig::new(k.oidc_issuer.clone(), issuer).validate();
+        issuer.map_err(|e| ConfigError::new("oidc_issuer", e.reason))?;
         ensure(
             !k.oidc_client_id.trim().is_empty(),
             "oidc_client_id",
@@ -293,21 +270,15 @@ impl GatewayConfig {
         )?;
         let openid = k.oidc_scopes.split_whitespace().any(|s| s == "openid");
         ensure(openid, "oidc_scopes", "must contain openid")?;
-        ensure(
-            !k.routes.is_empty(),
-            "routes",
-            "at least one route is required",
-        )?;
-        for (i, route) in k.routes.iter().enumerate() {
+        let (routes, one) = (&k.routes, "at least one route is required");
+        ensure(!routes.is_empty(), "routes", one)?;
+        for (i, route) in routes.iter().enumerate() {
             route
                 .validate()
                 .map_err(|why| ConfigError::new("routes", why))?;
             let twice = format!("prefix {:?} is configured twice", route.prefix);
-            ensure(
-                k.routes[..i].iter().all(|b| b.prefix != route.prefix),
-                "routes",
-                twice,
-            )?;
+            let first = routes[..i].iter().all(|r| r.prefix != route.prefix);
+            ensure(first, "routes", twice)?;
         }
         let arn = k.alb_signer.starts_with("arn:") && k.alb_signer.len() <= 2048;
         ensure(arn, "alb_signer", "must be an ARN")?;

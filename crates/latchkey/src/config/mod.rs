@@ -17,8 +17,8 @@ use latchkey_agent::config::Agent;
 use latchkey_authn::inbound::InboundIssuerConfig;
 use latchkey_authn::outbound::OutboundPolicy;
 use latchkey_binding::config::Binding;
+use latchkey_config::{ConfigError, KeyGroup as _, ensure, keys, within};
 pub use latchkey_config::{ConfigFile, Env, Flags, Layers, Section};
-use latchkey_config::{KeyGroup as _, ensure, keys, within};
 use latchkey_core::arn::ArnContext;
 use latchkey_gateway::config::Gateway;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -117,16 +117,12 @@ pub struct StorageConfig {
 impl StorageConfig {
     pub fn resolve(l: &Layers) -> anyhow::Result<Self> {
         let k: StorageKeys = l.read()?;
+        let no_default = "no default data directory on this system; set --data-dir";
         let data_dir = match k.data_dir {
-            Some(d) => d,
-            None => dirs::data_dir()
-                .ok_or_else(|| {
-                    l.error(
-                        "data_dir",
-                        "no default data directory on this system; set --data-dir",
-                    )
-                })?
-                .join("latchkey"),
+            Some(dir) => dir,
+            None => {
+                (dirs::data_dir().ok_or_else(|| l.error("data_dir", no_default))?).join("latchkey")
+            }
         };
         let database_url = match l.secret("database_url")? {
             Some(url) => url.value.expose_secret().to_string(),
@@ -135,15 +131,15 @@ impl StorageConfig {
                 data_dir.join("latchkey.db").display()
             ),
         };
-        if !["sqlite:", "postgres://", "postgresql://"]
-            .iter()
-            .any(|p| database_url.starts_with(p))
-        {
-            return Err(l.error("database_url", "must start with sqlite: or postgres://"));
-        }
-        if k.log_format != "text" && k.log_format != "json" {
-            return Err(l.error("log_format", "must be `text` or `json`"));
-        }
+        let schemes = ["sqlite:", "postgres://", "postgresql://"];
+        let known = schemes.iter().any(|p| database_url.starts_with(p));
+        l.check(ensure(
+            known,
+            "database_url",
+            "must start with sqlite: or postgres://",
+        ))?;
+        let format = k.log_format == "text" || k.log_format == "json";
+        l.check(ensure(format, "log_format", "must be `text` or `json`"))?;
         Ok(Self {
             key_file: k.key_file.unwrap_or_else(|| data_dir.join("kek.json")),
             data_dir,
@@ -169,72 +165,65 @@ impl IdentityConfig {
     pub fn resolve(l: &Layers) -> anyhow::Result<Self> {
         let k: Self = l.read()?;
         if let Some(u) = &k.public_url {
-            let parsed = url::Url::parse(u).map_err(|e| l.error("public_url", e))?;
-            let ok = matches!(parsed.scheme(), "http" | "https")
-                && parsed.query().is_none()
-                && parsed.fragment().is_none()
-                && parsed.host().is_some();
+            let url = url::Url::parse(u).map_err(|e| l.error("public_url", e))?;
+            let ok = matches!(url.scheme(), "http" | "https")
+                && url.query().is_none()
+                && url.fragment().is_none()
+                && url.host().is_some();
             let why = "must be an http(s) URL without query or fragment";
             l.check(ensure(ok, "public_url", why))?;
         }
-        l.check(ensure(
-            k.cache_ttl_seconds <= 300,
-            "cache_ttl_seconds",
-            "must be at most 300",
-        ))?;
-        let simple = |s: &str| {
-            (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        };
-        for (key, value) in [
-            ("arn_partition", &k.arn_partition),
-            ("arn_region", &k.arn_region),
-        ] {
-            l.check(ensure(simple(value), key, "must be 1..64 of [A-Za-z0-9-]"))?;
-        }
-        let account =
-            k.arn_account.len() == 12 && k.arn_account.chars().all(|c| c.is_ascii_digit());
-        l.check(ensure(account, "arn_account", "must be 12 digits"))?;
+        l.check(k.validate_arn())?;
         for (i, issuer) in k.inbound_issuers.iter().enumerate() {
             (issuer.validate()).map_err(|e| l.error(&format!("inbound_issuers[{i}]"), e))?;
         }
-        l.check(within("wat_ttl_seconds", k.wat_ttl_seconds, (60, 86_400)))?;
-        l.check(within(
-            "session_ttl_seconds",
-            k.session_ttl_seconds,
-            (5, 3600),
-        ))?;
-        l.check(within(
-            "refresh_lease_seconds",
-            k.refresh_lease_seconds,
-            (1, 600),
-        ))?;
+        l.check(k.validate_ranges())?;
+        Ok(k)
+    }
+
+    fn validate_arn(&self) -> Result<(), ConfigError> {
+        ensure(
+            self.cache_ttl_seconds <= 300,
+            "cache_ttl_seconds",
+            "must be at most 300",
+        )?;
+        let simple = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        for (key, value) in [
+            ("arn_partition", &self.arn_partition),
+            ("arn_region", &self.arn_region),
+        ] {
+            let ok = (1..=64).contains(&value.len()) && simple(value);
+            ensure(ok, key, "must be 1..64 of [A-Za-z0-9-]")?;
+        }
+        let account = &self.arn_account;
+        let digits = account.len() == 12 && account.chars().all(|c| c.is_ascii_digit());
+        ensure(digits, "arn_account", "must be 12 digits")
+    }
+
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
+        let k = self;
+        within("wat_ttl_seconds", k.wat_ttl_seconds, (60, 86_400))?;
+        within("session_ttl_seconds", k.session_ttl_seconds, (5, 3600))?;
+        within("refresh_lease_seconds", k.refresh_lease_seconds, (1, 600))?;
         let lifetime = k.default_token_lifetime_seconds;
-        l.check(within(
+        within(
             "default_token_lifetime_seconds",
             lifetime,
             (60, 30 * 86_400),
-        ))?;
-        l.check(within(
-            "outbound_timeout_ms",
-            k.outbound_timeout_ms,
-            (100, 120_000),
-        ))?;
+        )?;
+        within("outbound_timeout_ms", k.outbound_timeout_ms, (100, 120_000))?;
         let max = k.outbound_max_response_bytes;
-        l.check(within(
-            "outbound_max_response_bytes",
-            max,
-            (1024, 16 * 1024 * 1024),
-        ))?;
-        Ok(k)
+        within("outbound_max_response_bytes", max, (1024, 16 * 1024 * 1024))
     }
 
     /// The ARN context of this installation.
     pub fn arn(&self) -> ArnContext {
         let (partition, region) = (self.arn_partition.clone(), self.arn_region.clone());
+        let account = self.arn_account.clone();
         ArnContext {
             partition,
             region,
-            account: self.arn_account.clone(),
+            account,
         }
     }
 
