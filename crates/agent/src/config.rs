@@ -223,6 +223,10 @@ impl AgentConfig {
     }
 
     fn store(l: &Layers, k: &AgentKeys, data_dir: &Path) -> anyhow::Result<StoreConfig> {
+        let only = |key: &str, kind: &str| {
+            let why = format!("only applies to {} = \"{kind}\"", l.display("store_kind"));
+            Err(l.error(key, why))
+        };
         let s3_keys = [
             ("store_bucket", k.store_bucket.is_some()),
             ("store_prefix", k.store_prefix.is_some()),
@@ -234,28 +238,18 @@ impl AgentConfig {
                 k.store_secret_access_key_file.is_some(),
             ),
         ];
-        let kind = l.display("store_kind");
-        match k.store_kind.as_str() {
-            "local" => match s3_keys.iter().find(|(_, set)| *set) {
-                Some((key, _)) => Err(l.error(key, format!("only applies to {kind} = \"s3\""))),
-                None => {
-                    let dir = (k.store_dir.clone()).unwrap_or_else(|| data_dir.join("agent"));
-                    Ok(StoreConfig::Local { dir })
-                }
-            },
-            "s3" => {
-                if k.store_dir.is_some() {
-                    return Err(l.error("store_dir", format!("only applies to {kind} = \"local\"")));
-                }
+        match (k.store_kind.as_str(), s3_keys.iter().find(|(_, set)| *set)) {
+            ("local", Some((key, _))) => only(key, "s3"),
+            ("local", None) => {
+                let dir = (k.store_dir.clone()).unwrap_or_else(|| data_dir.join("agent"));
+                Ok(StoreConfig::Local { dir })
+            }
+            ("s3", _) if k.store_dir.is_some() => only("store_dir", "local"),
+            ("s3", _) => {
                 let needed = |key| l.error(key, "missing: required with kind = \"s3\"");
-                let bucket = k
-                    .store_bucket
-                    .clone()
-                    .ok_or_else(|| needed("store_bucket"))?;
-                let region = k
-                    .store_region
-                    .clone()
-                    .ok_or_else(|| needed("store_region"))?;
+                let bucket = k.store_bucket.clone().ok_or_else(|| needed("store_bucket"));
+                let region = k.store_region.clone().ok_or_else(|| needed("store_region"));
+                let (bucket, region) = (bucket?, region?);
                 let secret = l.secret("store_secret_access_key")?;
                 if k.store_access_key_id.is_some() != secret.is_some() {
                     let id = l.display("store_access_key_id");
@@ -273,10 +267,10 @@ impl AgentConfig {
                     session_token: None,
                 })
             }
-            other => {
-                let why = format!("{other:?} is not \"local\" or \"s3\"");
-                Err(l.error("store_kind", why))
-            }
+            (other, _) => Err(l.error(
+                "store_kind",
+                format!("{other:?} is not \"local\" or \"s3\""),
+            )),
         }
     }
 

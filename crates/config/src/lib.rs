@@ -353,12 +353,8 @@ impl Env {
     }
 
     pub fn fixed(pairs: &[(&str, &str)]) -> Self {
-        Self(Some(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ))
+        let vars = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Self(Some(vars.collect()))
     }
 
     /// A variable's value; a blank one counts as unset.

@@ -18,6 +18,7 @@ pub const DEFAULT_ALB_SIGNER: &str = "arn:aws:elasticloadbalancing:us-east-1:000
 /// Default scopes asked of the identity provider.
 pub const DEFAULT_SCOPES: &str = "openid email profile";
 const URL: &str = "not an absolute URL";
+const NEEDS_TLS: &str = "needs TLS: set gateway.tls_cert and gateway.tls_key, or remove it";
 const ORIGIN: &str =
     "must be an http(s) origin such as https://app.example.com (no path, query or fragment)";
 
@@ -219,14 +220,9 @@ impl GatewayConfig {
             _ => {}
         }
         if let Some(addr) = keys.http_redirect_listen {
-            let https = keys
-                .public_url
-                .as_deref()
-                .is_none_or(|u| u.starts_with("https://"));
+            let https = (keys.public_url.as_deref()).is_none_or(|u| u.starts_with("https://"));
             let why = match () {
-                _ if keys.tls_cert.is_none() => {
-                    "needs TLS: set gateway.tls_cert and gateway.tls_key, or remove it".into()
-                }
+                _ if keys.tls_cert.is_none() => NEEDS_TLS.to_string(),
                 _ if !https => "needs an https gateway.public_url to redirect to".into(),
                 _ if addr == keys.listen && addr.port() != 0 => {
                     format!("{addr} is already gateway.listen")
