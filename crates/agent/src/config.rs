@@ -12,7 +12,7 @@ use latchkey_authn::UserSources;
 use latchkey_authn::config::UserKeys;
 use latchkey_authn::outbound::OutboundPolicy;
 pub use latchkey_config::ConfigError;
-use latchkey_config::{Layers, ListItem, Section, ensure, http_url, keys, within};
+use latchkey_config::{Layers, ListItem, Section, ensure, from_toml, http_url, keys, within};
 use latchkey_conversations::StoreConfig;
 use latchkey_core::protocol::WorkloadName;
 use latchkey_llm::{LlmConfig, Provider};
@@ -191,15 +191,10 @@ impl AgentConfig {
         let parsed = AgentCredential::parse(credential.value.expose_secret());
         let credential = parsed.map_err(|e| l.error(&credential.key, e))?;
         let users = UserSources::resolve(l, users, None)?;
-        let provider = match k.llm_provider.as_str() {
-            "openai" => Provider::Openai,
-            "anthropic" => Provider::Anthropic,
-            "bedrock" => Provider::Bedrock,
-            other => {
-                let why = format!("{other:?} is not openai, anthropic or bedrock");
-                return Err(l.error("llm_provider", why));
-            }
-        };
+        let provider = from_toml::<Provider>(k.llm_provider.as_str().into()).map_err(|_| {
+            let why = format!("{:?} is not openai, anthropic or bedrock", k.llm_provider);
+            l.error("llm_provider", why)
+        })?;
         // No key is fine: OpenAI-compatible servers such as Ollama or vLLM need none.
         let llm = LlmConfig {
             provider,
