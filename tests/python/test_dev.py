@@ -162,14 +162,14 @@ def test_dev_walks_the_whole_flow_and_keeps_the_grant_across_a_restart(tmp_path:
         assert "authorization_required" in names and "tool_result" in names, events
         result = next(d for n, d in events if n == "tool_result")
         assert result["ok"] and '"login":"alice"' in result["content"], result
-        assert "You are **alice** on GitHub" in text_of(events)
+        assert "You are alice on GitHub" in text_of(events)
         assert "[offline scripted planner" in text_of(events)
         assert events[-1] == ("done", {"stopReason": "end_turn"})
 
         # The vaulted token serves the next question: no consent.
         events = ask(alice, dev, session, "who am i on github, again?")
         assert "authorization_required" not in [n for n, _ in events]
-        assert "You are **alice** on GitHub" in text_of(events)
+        assert "You are alice on GitHub" in text_of(events)
 
         # Bob, signed in in his own browser, opens a link of a flow alice starts: the
         # binding page refuses him and nothing is stored for anyone.
@@ -194,7 +194,7 @@ def test_dev_walks_the_whole_flow_and_keeps_the_grant_across_a_restart(tmp_path:
         alice.sign_in(dev, "alice")
         events = ask(alice, dev, str(uuid.uuid4()), "Who am I on GitHub?")
         assert "authorization_required" not in [n for n, _ in events], events
-        assert "You are **alice** on GitHub" in text_of(events)
+        assert "You are alice on GitHub" in text_of(events)
     finally:
         dev.stop()
 
@@ -210,3 +210,37 @@ def test_dev_reset_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "not a latchkey dev data directory" in out.stderr, out.stderr
     assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_dev_in_headless_chromium(tmp_path: Path) -> None:
+    """The flow a person sees, in a real browser: the README's screenshots come from here
+    (LATCHKEY_SCREENSHOTS=docs/images keeps them)."""
+    import os
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    browser_dir = root / "tests" / "browser"
+    chromium = os.environ.get("LATCHKEY_TEST_CHROMIUM", "/usr/bin/chromium")
+    assert shutil.which(chromium), f"{chromium} is missing: apt-get install -y chromium (scripts/test does)"
+    assert (browser_dir / "node_modules" / "playwright-core").is_dir(), "npm ci --prefix tests/browser (scripts/test does)"
+    shots = Path(os.environ.get("LATCHKEY_SCREENSHOTS") or (root / ".test-data" / "artifacts" / "dev"))
+    if not shots.is_absolute():
+        shots = root / shots
+    dev = Dev(tmp_path / "dev-data", tmp_path / "dev.log")
+    try:
+        cp = subprocess.run(
+            ["node", str(browser_dir / "dev_chat.mjs"), "--url", dev.url, "--user", "alice", "--dir", str(shots), "--chromium", chromium],
+            cwd=browser_dir, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+        )
+    finally:
+        dev.stop()
+    lines = [l for l in cp.stdout.splitlines() if l.startswith("{")]
+    assert lines, f"no result from the browser (exit {cp.returncode}): {cp.stdout[-2000:]} {cp.stderr[-2000:]}"
+    result = json.loads(lines[-1])
+    assert cp.returncode == 0 and "error" not in result, result
+    assert "You are alice on GitHub" in result["answer"], result
+    assert "Latchkey dev agent (workload dev-agent)" in result["consentText"] and "read:user" in result["consentText"]
+    assert "Authorization complete" in result["bindingText"]
+    for name in ("login", "chat-authorize", "consent", "binding-complete", "chat-answer"):
+        png = shots / f"{name}.png"
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png

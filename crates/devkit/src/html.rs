@@ -50,14 +50,17 @@ pub fn hidden_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -
     out
 }
 
-/// A page titled `title` around `body` (already HTML). `form_target` is the one origin a form
-/// on the page may lead to besides this one (where the browser is sent after the form).
+/// A page titled `title` around `body` (already HTML). `form_redirects`: the page's form
+/// leads on to the application through redirects (login, consent), so the policy has no
+/// `form-action`: browsers apply it to every redirect after the post, and the chain goes
+/// through origins the page cannot know (the client's callback, then wherever it sends
+/// the browser). Everything on these pages is escaped; there is no script.
 pub fn page(
     status: StatusCode,
     provider: &str,
     title: &str,
     body: &str,
-    form_target: Option<&str>,
+    form_redirects: bool,
 ) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -68,12 +71,13 @@ pub fn page(
         title = escape(title),
         provider = escape(provider),
     );
-    let form_action = match form_target {
-        Some(origin) => format!("'self' {origin}"),
-        None => "'self'".to_string(),
+    let form_action = if form_redirects {
+        ""
+    } else {
+        " form-action 'none';"
     };
     let csp = format!(
-        "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action {form_action}; style-src 'sha256-{}'",
+        "default-src 'none'; base-uri 'none'; frame-ancestors 'none';{form_action} style-src 'sha256-{}'",
         *STYLE_HASH
     );
     let mut response = (status, html).into_response();
@@ -113,7 +117,7 @@ pub fn error_page(provider: &str, message: &str) -> Response {
         provider,
         "This request cannot be completed",
         &format!("<p class=\"err\">{}</p>", escape(message)),
-        None,
+        false,
     )
 }
 

@@ -150,13 +150,7 @@ async fn login_page(
         client = escape(client),
         hidden = html::hidden_fields(fields),
     );
-    let mut response = html::page(
-        StatusCode::OK,
-        NAME,
-        "Sign in",
-        &body,
-        request.redirect_origin().as_deref(),
-    );
+    let mut response = html::page(StatusCode::OK, NAME, "Sign in", &body, true);
     if let Some(cookie) = set_cookie {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
@@ -273,7 +267,7 @@ async fn token(
 }
 
 /// `alice` → `Alice`.
-fn display_name(user: &str) -> String {
+pub(crate) fn display_name(user: &str) -> String {
     let mut chars = user.chars();
     chars
         .next()
@@ -340,7 +334,7 @@ async fn logout(
             NAME,
             "Signed out",
             "<p>You are signed out of the development identity provider. You can close this tab.</p>",
-            None,
+            false,
         ),
     }
 }

@@ -353,12 +353,6 @@ impl AuthorizationRequest {
             Err(_) => html::error_page("", "the redirect_uri is not a URL"),
         }
     }
-
-    /// The origin of the redirect URI, for the page's `form-action`.
-    pub fn redirect_origin(&self) -> Option<String> {
-        let url = Url::parse(&self.redirect_uri).ok()?;
-        Some(url.origin().ascii_serialization())
-    }
 }
 
 fn is_challenge(c: &str) -> bool {

@@ -167,7 +167,7 @@ async fn consent_page(
         NAME,
         &format!("Authorize {client}"),
         &body,
-        request.redirect_origin().as_deref(),
+        true,
     );
     if let Some(cookie) = set_cookie {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
@@ -381,7 +381,7 @@ async fn user(State(sandbox): State<Arc<Sandbox>>, headers: HeaderMap) -> Respon
         "login": login,
         "id": account_id(login),
         "type": "User",
-        "name": format!("{login} (sandbox)"),
+        "name": format!("{} (sandbox)", crate::idp::display_name(login)),
         "html_url": format!("{}/{login}", sandbox.base_url),
         "repos_url": format!("{}/user/repos", sandbox.base_url),
     }))

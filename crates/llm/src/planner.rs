@@ -157,8 +157,8 @@ fn describe_result(content: &str, is_error: bool) -> String {
         Some(Value::Object(o)) if o.get("login").is_some() => {
             let login = o.get("login").and_then(Value::as_str).unwrap_or("?");
             match o.get("name").and_then(Value::as_str) {
-                Some(name) => format!("{LABEL} You are **{login}** on GitHub ({name})."),
-                None => format!("{LABEL} You are **{login}** on GitHub."),
+                Some(name) => format!("{LABEL} You are {login} on GitHub ({name})."),
+                None => format!("{LABEL} You are {login} on GitHub."),
             }
         }
         Some(Value::Array(items)) => {
@@ -310,12 +310,12 @@ mod tests {
             })
         };
         let me = text(&result(
-            r#"{"status":200,"body":{"login":"alice","name":"alice (sandbox)"}}"#,
+            r#"{"status":200,"body":{"login":"alice","name":"Alice (sandbox)"}}"#,
             false,
         ));
         assert_eq!(
             me,
-            format!("{LABEL} You are **alice** on GitHub (alice (sandbox)).")
+            format!("{LABEL} You are alice on GitHub (Alice (sandbox)).")
         );
         let repos = text(&result(
             r#"[{"full_name":"alice/a","private":false},{"full_name":"alice/b","private":true}]"#,
