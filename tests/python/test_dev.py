@@ -30,9 +30,10 @@ READY = re.compile(r"latchkey dev ready in (\d+) ms: open (http://127\.0\.0\.1:\
 class Dev:
     """One `latchkey dev` process on free loopback ports."""
 
-    def __init__(self, data_dir: Path, log: Path) -> None:
+    def __init__(self, data_dir: Path, log: Path, token_lifetime: int = 600) -> None:
         self.data_dir, self.log = data_dir, log
-        cmd = [latchkey_bin(), "dev", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", "--sandbox-token-lifetime", "600"]
+        lifetime = str(token_lifetime)
+        cmd = [latchkey_bin(), "dev", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", "--sandbox-token-lifetime", lifetime]
         env = {"PATH": "/usr/bin:/bin", "HOME": str(data_dir.parent), "LATCHKEY_LOG_LEVEL": "info"}
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=open(log, "ab"), stdin=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None
@@ -195,6 +196,25 @@ def test_dev_walks_the_whole_flow_and_keeps_the_grant_across_a_restart(tmp_path:
         events = ask(alice, dev, str(uuid.uuid4()), "Who am I on GitHub?")
         assert "authorization_required" not in [n for n, _ in events], events
         assert "You are alice on GitHub" in text_of(events)
+    finally:
+        dev.stop()
+
+
+def test_dev_refreshes_an_expired_sandbox_token_without_asking(tmp_path: Path) -> None:
+    # Sandbox access tokens live 2 s; the vault refreshes with the (rotating) refresh token.
+    dev = Dev(tmp_path / "dev-data", tmp_path / "dev.log", token_lifetime=2)
+    try:
+        alice = Browser()
+        alice.sign_in(dev, "alice")
+        session = str(uuid.uuid4())
+        events = ask(alice, dev, session, "Who am I on GitHub?", consent_as="alice")
+        assert "You are alice on GitHub" in text_of(events)
+        time.sleep(3)
+        events = ask(alice, dev, session, "who am I on GitHub now?")
+        assert "authorization_required" not in [n for n, _ in events], events
+        assert "You are alice on GitHub" in text_of(events), events
+        tokens = json.loads((dev.data_dir / "dev-sandbox-tokens.json").read_text())
+        assert len([e for e in tokens["refresh"].values() if e["used"]]) >= 1, "the refresh token was not used"
     finally:
         dev.stop()
 
