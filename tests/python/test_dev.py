@@ -185,6 +185,13 @@ def test_dev_walks_the_whole_flow_and_keeps_the_grant_across_a_restart(tmp_path:
         page = bob.go(link["authorizationUrl"])
         refused = bob.submit(page, {"user": "bob"})
         assert refused.status_code == 403 and "Wrong account" in refused.text, refused.text[:800]
+        # Nothing was bound to bob: his own question still needs his own consent.
+        for name, d in bob.invoke(dev, str(uuid.uuid4()), "list my repositories"):
+            assert name != "tool_result", f"bob got a token without consenting: {d}"
+            if name == "authorization_required":
+                break
+        else:
+            raise AssertionError("bob's question did not ask for consent")
     finally:
         dev.stop()
 
