@@ -18,10 +18,7 @@ use crate::{check_key_file, open_storage};
 pub(crate) async fn identity(storage: &StorageConfig, serve: ServeConfig) -> anyhow::Result<()> {
     let (store, keys) = open_storage(storage).await?;
     check_key_file(storage, &store, keys.as_ref()).await?;
-    let listener = tokio::net::TcpListener::bind(serve.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", serve.listen))?;
-    let bound = listener.local_addr()?;
+    let (listener, bound) = listen(serve.listen).await?;
     let public_url = serve
         .public_url
         .clone()
@@ -43,15 +40,45 @@ pub(crate) async fn identity(storage: &StorageConfig, serve: ServeConfig) -> any
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = AppState::start(config, store, keys, clock).await?;
     tracing::info!(%public_url, database = %storage.database_url_redacted(), "identity service starting");
-    println!("latchkey identity listening on http://{bound} (public URL {public_url})");
-    std::io::stdout().flush()?;
-    let app = latchkey_identity::app(state.clone());
-    axum::serve(listener.tap_io(no_delay), app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let note = format!(" (public URL {public_url})");
+    serve_until_shutdown(
+        listener,
+        "identity",
+        &note,
+        latchkey_identity::app(state.clone()),
+    )
+    .await?;
     state.audit.flush().await;
     state.store.close().await;
     tracing::info!("identity service stopped");
+    Ok(())
+}
+
+/// Binds a service's listener; the error names the address.
+async fn listen(
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}
+
+/// Prints where `service` listens (the line a supervisor waits for, `note` appended),
+/// then serves `app` until the shutdown signal.
+async fn serve_until_shutdown(
+    listener: tokio::net::TcpListener,
+    service: &str,
+    note: &str,
+    app: axum::Router,
+) -> anyhow::Result<()> {
+    let bound = listener.local_addr()?;
+    println!("latchkey {service} listening on http://{bound}{note}");
+    std::io::stdout().flush()?;
+    axum::serve(listener.tap_io(no_delay), app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     Ok(())
 }
 
@@ -74,16 +101,9 @@ pub(crate) async fn binding(serve: BindingServeConfig) -> anyhow::Result<()> {
     let access_key_id = serve.binding.credential.access_key_id().to_string();
     let state = latchkey_binding::BindingState::new(serve.binding, Arc::new(SystemClock))
         .map_err(|e| anyhow!("{e}"))?;
-    let listener = tokio::net::TcpListener::bind(serve.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", serve.listen))?;
-    let bound = listener.local_addr()?;
+    let (listener, _) = listen(serve.listen).await?;
     tracing::info!(%identity_url, sources, %access_key_id, "session binding service starting");
-    println!("latchkey binding listening on http://{bound}");
-    std::io::stdout().flush()?;
-    axum::serve(listener.tap_io(no_delay), latchkey_binding::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve_until_shutdown(listener, "binding", "", latchkey_binding::app(state)).await?;
     tracing::info!("session binding service stopped");
     Ok(())
 }
@@ -98,16 +118,9 @@ pub(crate) async fn agent(serve: AgentServeConfig) -> anyhow::Result<()> {
     let has_api_key = serve.agent.llm.api_key.is_some();
     let state = latchkey_agent::AgentState::new(serve.agent, model, Arc::new(SystemClock))
         .map_err(|e| anyhow!("{e}"))?;
-    let listener = tokio::net::TcpListener::bind(serve.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", serve.listen))?;
-    let bound = listener.local_addr()?;
+    let (listener, _) = listen(serve.listen).await?;
     tracing::info!(%identity_url, %workload, %access_key_id, llm = %provider, has_api_key, "agent starting");
-    println!("latchkey agent listening on http://{bound}");
-    std::io::stdout().flush()?;
-    axum::serve(listener.tap_io(no_delay), latchkey_agent::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve_until_shutdown(listener, "agent", "", latchkey_agent::app(state)).await?;
     tracing::info!("agent stopped");
     Ok(())
 }
@@ -121,10 +134,7 @@ pub(crate) async fn gateway(mut serve: GatewayServeConfig) -> anyhow::Result<()>
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let listener = tokio::net::TcpListener::bind(serve.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", serve.listen))?;
-    let bound = listener.local_addr()?;
+    let (listener, bound) = listen(serve.listen).await?;
     let redirect = match serve.http_redirect_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
