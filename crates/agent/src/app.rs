@@ -72,22 +72,23 @@ impl AgentState {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         config.validate()?;
-        let outbound = OutboundClient::new(config.outbound.clone())?;
+        let outbound = OutboundClient::new(config.outbound())?;
         // `POST /invocations` acts for the user: never authenticated by a cookie.
         let users = UserResolver::new(&config.users, Cookies::Ignored, outbound, clock);
-        let endpoint = latchkey_client::Url::parse(&config.identity_url)
+        let endpoint = latchkey_client::Url::parse(&config.keys.identity_url)
             .map_err(|e| ConfigError::new("identity_url", e.to_string()))?;
         let identity = latchkey_client::Client::builder(endpoint)
             .bearer(config.credential.bearer())
-            .timeout(config.identity_timeout)
+            .timeout(Duration::from_secs(config.keys.identity_timeout_seconds))
             .build()?;
-        let mut tools = Tool::github(&config.github_provider);
-        for tool in &config.tools {
+        let mut tools = Tool::github(&config.keys.github_provider);
+        for tool in &config.keys.tools {
             tools.push(Tool::http(tool).map_err(|e| {
                 ConfigError::new("tools.url", format!("tool {:?}: {e}", tool.name))
             })?);
         }
-        let http = crate::tools::http_client(config.tool_timeout)?;
+        let http =
+            crate::tools::http_client(Duration::from_secs(config.keys.tool_timeout_seconds))?;
         let store = ConversationStore::new(&config.store)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -111,7 +112,7 @@ impl AgentState {
 
 /// The agent's routes: `POST /invocations`, `GET /ping`, `GET /openapi.json`, `GET /docs`.
 pub fn app(state: AgentState) -> Router {
-    let max_body = state.inner.config.max_body_bytes;
+    let max_body = state.inner.config.keys.max_body_bytes;
     // Swagger UI with its assets compiled into the binary (`vendored`): works offline.
     let docs: Router = utoipa_swagger_ui::SwaggerUi::new("/docs")
         .url("/openapi.json", ApiDoc::openapi())
@@ -252,7 +253,7 @@ pub(crate) async fn invocations(
                 "payload_too_large",
                 format!(
                     "the body must be at most {} bytes",
-                    inner.config.max_body_bytes
+                    inner.config.keys.max_body_bytes
                 ),
             );
         }
@@ -300,13 +301,13 @@ pub(crate) async fn invocations(
             "message must not be empty",
         );
     }
-    if request.message.chars().count() > inner.config.max_message_chars {
+    if request.message.chars().count() > inner.config.keys.max_message_chars {
         return json_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             format!(
                 "message must be at most {} characters",
-                inner.config.max_message_chars
+                inner.config.keys.max_message_chars
             ),
         );
     }
@@ -315,7 +316,7 @@ pub(crate) async fn invocations(
     let cancel = CancellationToken::new();
     let span = tracing::info_span!(
         "turn",
-        workload = %inner.config.workload_name,
+        workload = %inner.config.keys.workload_name,
         user = %caller.subject(),
         session = %request.session_id,
     );

@@ -1,35 +1,26 @@
-//! The agent's validated settings and its `workload:<name>` credential.
-//!
-//! The binary assembles an [`AgentConfig`] from its TOML file (`[agent]`), environment
-//! (`LATCHKEY_AGENT_*`) and flags, and calls [`AgentConfig::validate`], which names the
-//! first failing key without the `agent.` prefix.
+//! The agent's keys (file `[agent]` with `[agent.llm]` and `[agent.store]`,
+//! `LATCHKEY_AGENT_*`, flags of `serve agent`), declared once, and its validated settings.
+//! [`AgentConfig::validate`] names the first failing key without the `agent.` prefix;
+//! errors from [`AgentConfig::resolve`] add it and where the value came from.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use latchkey_authn::UserSources;
+use latchkey_authn::config::UserKeys;
 use latchkey_authn::outbound::OutboundPolicy;
+pub use latchkey_config::ConfigError;
+use latchkey_config::{Layers, ListItem, Section, ensure, from_toml, http_url, keys, within};
 use latchkey_conversations::StoreConfig;
 use latchkey_core::protocol::WorkloadName;
-use latchkey_llm::LlmConfig;
+use latchkey_llm::{LlmConfig, Provider};
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
-pub use latchkey_authn::ConfigError;
+use crate::tools::is_tool_name;
 
-/// Default GitHub REST API base URL.
-pub const DEFAULT_GITHUB_BASE_URL: &str = "https://api.github.com";
-/// Default bound on model calls that end in tool use, per turn.
-pub const DEFAULT_MAX_TOOL_ITERATIONS: u32 = 8;
-/// Default time allowed for one tool's HTTP call.
-pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(15);
-/// Default cap on a tool's HTTP response body.
-pub const DEFAULT_TOOL_MAX_RESPONSE_BYTES: usize = 256 * 1024;
-/// Default cap on a `POST /invocations` body.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
-/// Default cap on `message`, in characters.
-pub const DEFAULT_MAX_MESSAGE_CHARS: usize = 16 * 1024;
-/// Default `max_tokens` of one model call.
-pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 1024;
 /// Default system prompt.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant. Use the tools to act on the user's behalf in third-party services. When a tool needs the user's authorization, say so briefly.";
 /// Largest accepted `consent_wait_seconds`.
@@ -84,242 +75,314 @@ fn default_method() -> HttpMethod {
     HttpMethod::Get
 }
 
-/// Everything the agent needs.
+impl ListItem for HttpToolConfig {}
+
+/// `serve agent`: file `[agent]` (with `[agent.llm]` and `[agent.store]`), `LATCHKEY_AGENT_*`.
+#[derive(Debug)]
+pub enum Agent {}
+impl Section for Agent {
+    const NAME: &'static str = "agent";
+    const TABLES: &'static [&'static str] = &["llm", "store"];
+    type Keys = (AgentKeys, UserKeys);
+}
+
+keys! {
+    /// Settings of `serve agent`.
+    pub struct AgentKeys {
+        /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8082.
+        listen: SocketAddr = ([127, 0, 0, 1], 8082),
+        /// Base URL of the identity service.
+        identity_url: String => "the identity service's base URL is required",
+        /// File holding this agent's `workload:<name>` credential as `ACCESS_KEY_ID:SECRET`.
+        /// Alternatively set the credential itself in LATCHKEY_AGENT_CREDENTIAL.
+        credential_file: PathBuf,
+        /// The workload identity name (the credential's role is `workload:<name>`).
+        workload_name: String => "the workload identity name is required",
+        /// `resourceOauth2ReturnUrl`: the session binding service's URL.
+        return_url: String => "the session binding service's URL (resourceOauth2ReturnUrl) is required",
+        /// Allow key, discovery and JWKS fetches to loopback/private addresses. Tests and dev only.
+        allow_private_addresses: bool = false,
+        /// `openai`, `anthropic` or `bedrock`.
+        llm_provider: String => "openai, anthropic or bedrock is required",
+        /// Model id.
+        llm_model: String => "the model id is required",
+        /// Model API base URL. Default: the provider's public endpoint.
+        llm_base_url: String,
+        /// The model API key (file or LATCHKEY_AGENT_LLM_API_KEY only).
+        #[no_flag]
+        llm_api_key: SecretString,
+        /// File holding the model API key (or set LATCHKEY_AGENT_LLM_API_KEY).
+        llm_api_key_file: PathBuf,
+        /// AWS region (Bedrock).
+        llm_region: String,
+        /// Timeout of one model call, in seconds. Default 120.
+        llm_timeout_seconds: u64 = 120u64,
+        /// Retries of a model call before any event streamed. Default 2.
+        llm_max_retries: u32 = 2u32,
+        /// System prompt.
+        system_prompt: String = DEFAULT_SYSTEM_PROMPT,
+        /// Model calls ending in tool use allowed per turn. Default 8.
+        max_tool_iterations: u32 = 8u32,
+        /// Wait this long for a user's consent inside the turn (0: end the turn). Default 0.
+        consent_wait_seconds: u64 = 0u64,
+        /// GitHub REST API base URL. Default https://api.github.com.
+        github_base_url: String = "https://api.github.com",
+        /// Credential provider of the built-in GitHub tools. Default `github`.
+        github_provider: String = "github",
+        /// Time allowed for one tool HTTP call, in seconds. Default 15.
+        tool_timeout_seconds: u64 = 15u64,
+        /// Largest tool HTTP response body read, in bytes. Default 262144.
+        tool_max_response_bytes: usize = 256 * 1024usize,
+        /// Largest `POST /invocations` body, in bytes. Default 65536.
+        max_body_bytes: usize = 64 * 1024usize,
+        /// Longest `message`, in characters. Default 16384.
+        max_message_chars: usize = 16 * 1024usize,
+        /// `max_tokens` of one model call. Default 1024.
+        max_output_tokens: u32 = 1024u32,
+        /// Time allowed for one call to the identity service, in seconds. Default 30.
+        identity_timeout_seconds: u64 = 30u64,
+        /// Tools declared without code, as a JSON array of `[[agent.tools]]` tables (replaces
+        /// the file's).
+        tools: Vec<HttpToolConfig> = Vec::new(),
+        /// Conversation store: `local` (default) or `s3`.
+        store_kind: String = "local",
+        /// Local conversation directory. Default `<data_dir>/agent`.
+        store_dir: PathBuf,
+        /// S3 bucket (store kind `s3`).
+        store_bucket: String,
+        /// S3 key prefix.
+        store_prefix: String,
+        /// S3 region.
+        store_region: String,
+        /// S3-compatible endpoint, e.g. `http://127.0.0.1:9000`.
+        store_endpoint: String,
+        /// Allow a plain-http S3 endpoint (tests and dev only).
+        store_allow_http: bool = false,
+        /// S3 access key id (with the secret from a file or LATCHKEY_AGENT_STORE_SECRET_ACCESS_KEY);
+        /// default: the AWS credential chain.
+        store_access_key_id: String,
+        /// File holding the S3 secret access key.
+        store_secret_access_key_file: PathBuf,
+    }
+}
+
+/// Everything the agent needs: its keys, and what they resolve to.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Base URL of the identity service.
-    pub identity_url: String,
+    pub keys: AgentKeys,
     /// The agent's `workload:<name>` credential.
     pub credential: AgentCredential,
-    /// The workload identity name.
-    pub workload_name: String,
-    /// `resourceOauth2ReturnUrl`: the session binding service's URL.
-    pub return_url: String,
     /// Who the signed-in user is: the ALB source, tried first, and/or OIDC bearer ID tokens
     /// (never a cookie: `POST /invocations` must not be reachable cross-site).
     pub users: UserSources,
-    /// Policy of the guarded client used for ALB keys, OIDC discovery and JWKS.
-    pub outbound: OutboundPolicy,
     /// The model.
     pub llm: LlmConfig,
-    /// System prompt.
-    pub system_prompt: String,
-    /// `max_tokens` of one model call.
-    pub max_output_tokens: u32,
-    /// Bound on model calls ending in tool use, per turn.
-    pub max_tool_iterations: u32,
-    /// 0: end the turn with `authorization_required`; otherwise poll that long.
-    pub consent_wait_seconds: u64,
     /// Conversation storage.
     pub store: StoreConfig,
-    /// GitHub REST API base URL for the built-in tools.
-    pub github_base_url: String,
-    /// Credential provider of the built-in GitHub tools.
-    pub github_provider: String,
-    /// Tools declared in configuration.
-    pub tools: Vec<HttpToolConfig>,
-    /// Time allowed for one tool HTTP call.
-    pub tool_timeout: Duration,
-    /// Cap on a tool's HTTP response body.
-    pub tool_max_response_bytes: usize,
-    /// Cap on a request body.
-    pub max_body_bytes: usize,
-    /// Cap on `message`, in characters.
-    pub max_message_chars: usize,
-    /// Time allowed for one call to the identity service.
-    pub identity_timeout: Duration,
 }
 
 impl AgentConfig {
+    /// The settings of `serve agent` (the local store defaults to `<data_dir>/agent`),
+    /// validated.
+    pub fn resolve(l: &Layers, data_dir: &Path) -> anyhow::Result<Self> {
+        let (k, users): (AgentKeys, UserKeys) = l.read()?;
+        let what = "ACCESS_KEY_ID:SECRET of a `workload:<name>` credential";
+        let credential = l.required_secret("credential", what)?;
+        let parsed = AgentCredential::parse(credential.value.expose_secret());
+        let credential = parsed.map_err(|e| l.error(&credential.key, e))?;
+        let users = UserSources::resolve(l, users, None)?;
+        let provider = from_toml::<Provider>(k.llm_provider.as_str().into()).map_err(|_| {
+            let why = format!("{:?} is not openai, anthropic or bedrock", k.llm_provider);
+            l.error("llm_provider", why)
+        })?;
+        // No key is fine: OpenAI-compatible servers such as Ollama or vLLM need none.
+        let llm = LlmConfig {
+            provider,
+            model: k.llm_model.clone(),
+            base_url: k.llm_base_url.clone(),
+            api_key: l.secret("llm_api_key")?.map(|s| s.value),
+            region: k.llm_region.clone(),
+            timeout: Duration::from_secs(k.llm_timeout_seconds),
+            max_retries: k.llm_max_retries,
+        };
+        let store = Self::store(l, &k, data_dir)?;
+        let config = Self {
+            keys: k,
+            credential,
+            users,
+            llm,
+            store,
+        };
+        l.check(config.validate())?;
+        Ok(config)
+    }
+
+    fn store(l: &Layers, k: &AgentKeys, data_dir: &Path) -> anyhow::Result<StoreConfig> {
+        let only = |key: &str, kind: &str| {
+            let why = format!("only applies to {} = \"{kind}\"", l.display("store_kind"));
+            Err(l.error(key, why))
+        };
+        let s3_keys = [
+            ("store_bucket", k.store_bucket.is_some()),
+            ("store_prefix", k.store_prefix.is_some()),
+            ("store_region", k.store_region.is_some()),
+            ("store_endpoint", k.store_endpoint.is_some()),
+            ("store_access_key_id", k.store_access_key_id.is_some()),
+            (
+                "store_secret_access_key_file",
+                k.store_secret_access_key_file.is_some(),
+            ),
+        ];
+        match (k.store_kind.as_str(), s3_keys.iter().find(|(_, set)| *set)) {
+            ("local", Some((key, _))) => only(key, "s3"),
+            ("local", None) => {
+                let dir = (k.store_dir.clone()).unwrap_or_else(|| data_dir.join("agent"));
+                Ok(StoreConfig::Local { dir })
+            }
+            ("s3", _) if k.store_dir.is_some() => only("store_dir", "local"),
+            ("s3", _) => {
+                let needed = |key| l.error(key, "missing: required with kind = \"s3\"");
+                let bucket = k.store_bucket.clone().ok_or_else(|| needed("store_bucket"));
+                let region = k.store_region.clone().ok_or_else(|| needed("store_region"));
+                let (bucket, region) = (bucket?, region?);
+                let secret = l.secret("store_secret_access_key")?;
+                if k.store_access_key_id.is_some() != secret.is_some() {
+                    let id = l.display("store_access_key_id");
+                    let why = format!("{id} and the secret access key go together");
+                    return Err(l.error("store_access_key_id", why));
+                }
+                Ok(StoreConfig::S3 {
+                    bucket,
+                    prefix: k.store_prefix.clone(),
+                    region,
+                    endpoint: k.store_endpoint.clone(),
+                    allow_http: k.store_allow_http,
+                    access_key_id: k.store_access_key_id.clone(),
+                    secret_access_key: secret.map(|s| s.value),
+                    session_token: None,
+                })
+            }
+            (other, _) => Err(l.error(
+                "store_kind",
+                format!("{other:?} is not \"local\" or \"s3\""),
+            )),
+        }
+    }
+
     /// Check every key, naming the first that fails.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let (k, llm) = (&self.keys, &self.llm);
         // The identity URL and the user sources: the same rules as the binding service's.
-        latchkey_authn::config::service_url("identity_url", &self.identity_url)?;
+        http_url("identity_url", &k.identity_url, false)?;
         self.users.validate()?;
-        if WorkloadName::parse(&self.workload_name).is_err() {
-            return Err(ConfigError::new(
-                "workload_name",
-                "must be 3 to 255 characters of [A-Za-z0-9_.-]",
-            ));
+        let name = WorkloadName::parse(&k.workload_name).is_ok();
+        ensure(
+            name,
+            "workload_name",
+            "must be 3 to 255 characters of [A-Za-z0-9_.-]",
+        )?;
+        http_url("return_url", &k.return_url, true)?;
+        http_url("github_base_url", &k.github_base_url, true)?;
+        let provider = !k.github_provider.trim().is_empty();
+        ensure(provider, "github_provider", "must not be empty")?;
+        let model = !llm.model.trim().is_empty();
+        ensure(model, "llm.model", "missing: the model id is required")?;
+        if let Some(base) = &llm.base_url {
+            http_url("llm.base_url", base, true)?;
         }
-        http_url("return_url", &self.return_url)?;
-        http_url("github_base_url", &self.github_base_url)?;
-        if self.github_provider.trim().is_empty() {
-            return Err(ConfigError::new("github_provider", "must not be empty"));
-        }
-        if self.llm.model.trim().is_empty() {
-            return Err(ConfigError::new(
-                "llm.model",
-                "missing: the model id is required",
-            ));
-        }
-        if let Some(base) = &self.llm.base_url {
-            http_url("llm.base_url", base)?;
-        }
-        if self.llm.timeout.is_zero() {
-            return Err(ConfigError::new("llm.timeout_seconds", "must be positive"));
-        }
-        if self.llm.max_retries > 10 {
-            return Err(ConfigError::new("llm.max_retries", "must be at most 10"));
-        }
-        if !(1..=64).contains(&self.max_tool_iterations) {
-            return Err(ConfigError::new(
-                "max_tool_iterations",
-                "must be between 1 and 64",
-            ));
-        }
-        if self.consent_wait_seconds > MAX_CONSENT_WAIT_SECONDS {
-            return Err(ConfigError::new(
-                "consent_wait_seconds",
-                format!("must be at most {MAX_CONSENT_WAIT_SECONDS}"),
-            ));
-        }
-        if !(1..=100_000).contains(&self.max_output_tokens) {
-            return Err(ConfigError::new(
-                "max_output_tokens",
-                "must be between 1 and 100000",
-            ));
-        }
-        if self.tool_timeout.is_zero() {
-            return Err(ConfigError::new("tool_timeout_seconds", "must be positive"));
-        }
-        if self.tool_max_response_bytes == 0 {
-            return Err(ConfigError::new(
-                "tool_max_response_bytes",
-                "must be positive",
-            ));
-        }
-        if self.max_body_bytes < 256 {
-            return Err(ConfigError::new("max_body_bytes", "must be at least 256"));
-        }
-        if self.max_message_chars == 0 {
-            return Err(ConfigError::new("max_message_chars", "must be positive"));
-        }
+        ensure(!llm.timeout.is_zero(), "llm.timeout_seconds", POSITIVE)?;
+        let retries = llm.max_retries <= 10;
+        ensure(retries, "llm.max_retries", "must be at most 10")?;
+        within("max_tool_iterations", k.max_tool_iterations, (1, 64))?;
+        let (wait, max) = (k.consent_wait_seconds, MAX_CONSENT_WAIT_SECONDS);
+        ensure(
+            wait <= max,
+            "consent_wait_seconds",
+            format!("must be at most {max}"),
+        )?;
+        within("max_output_tokens", k.max_output_tokens, (1, 100_000))?;
+        ensure(k.tool_timeout_seconds > 0, "tool_timeout_seconds", POSITIVE)?;
+        let bytes = k.tool_max_response_bytes > 0;
+        ensure(bytes, "tool_max_response_bytes", POSITIVE)?;
+        let body = k.max_body_bytes >= 256;
+        ensure(body, "max_body_bytes", "must be at least 256")?;
+        ensure(k.max_message_chars > 0, "max_message_chars", POSITIVE)?;
         let mut names: BTreeSet<&str> = crate::tools::BUILTIN_TOOL_NAMES.iter().copied().collect();
-        for tool in &self.tools {
-            validate_tool(tool)?;
-            if !names.insert(&tool.name) {
-                return Err(ConfigError::new(
-                    "tools.name",
-                    format!("duplicate tool name {:?}", tool.name),
-                ));
-            }
+        for tool in &k.tools {
+            let why = |why: &str| format!("tool {:?}: {why}", tool.name);
+            let pattern = format!("{:?} must match ^[a-zA-Z0-9_-]{{1,64}}$", tool.name);
+            ensure(is_tool_name(&tool.name), "tools.name", pattern)?;
+            let described = !tool.description.trim().is_empty();
+            ensure(described, "tools.description", why("must not be empty"))?;
+            let provider = !tool.provider.trim().is_empty();
+            ensure(provider, "tools.provider", why(PROVIDER))?;
+            let scope = |s: &String| !s.is_empty() && !s.chars().any(char::is_whitespace);
+            ensure(tool.scopes.iter().all(scope), "tools.scopes", why(SCOPES))?;
+            // Scheme, host and port literal; path and query placeholders only (see `template`).
+            crate::template::UrlTemplate::parse(&tool.url)
+                .map_err(|e| ConfigError::new("tools.url", why(&e.to_string())))?;
+            let kind = (tool.parameters.as_ref()).map(|p| p.get("type").and_then(|t| t.as_str()));
+            let object = kind.is_none_or(|kind| kind == Some("object"));
+            ensure(object, "tools.parameters", why(SCHEMA))?;
+            let duplicate = format!("duplicate tool name {:?}", tool.name);
+            ensure(names.insert(&tool.name), "tools.name", duplicate)?;
         }
         Ok(())
     }
+
+    /// Policy of the guarded client used for ALB keys, OIDC discovery and JWKS.
+    pub fn outbound(&self) -> OutboundPolicy {
+        let allow_private_addresses = self.keys.allow_private_addresses;
+        OutboundPolicy {
+            allow_private_addresses,
+            ..Default::default()
+        }
+    }
 }
 
-fn validate_tool(tool: &HttpToolConfig) -> Result<(), ConfigError> {
-    if !crate::tools::is_tool_name(&tool.name) {
-        return Err(ConfigError::new(
-            "tools.name",
-            format!("{:?} must match ^[a-zA-Z0-9_-]{{1,64}}$", tool.name),
-        ));
-    }
-    if tool.description.trim().is_empty() {
-        return Err(ConfigError::new(
-            "tools.description",
-            format!("tool {:?}: must not be empty", tool.name),
-        ));
-    }
-    if tool.provider.trim().is_empty() {
-        return Err(ConfigError::new(
-            "tools.provider",
-            format!("tool {:?}: must name a credential provider", tool.name),
-        ));
-    }
-    if tool
-        .scopes
-        .iter()
-        .any(|s| s.is_empty() || s.chars().any(char::is_whitespace))
-    {
-        return Err(ConfigError::new(
-            "tools.scopes",
-            format!(
-                "tool {:?}: scopes must be non-empty and without spaces",
-                tool.name
-            ),
-        ));
-    }
-    // Scheme, host and port literal; path and query placeholders only (see `template`).
-    crate::template::UrlTemplate::parse(&tool.url)
-        .map_err(|e| ConfigError::new("tools.url", format!("tool {:?}: {e}", tool.name)))?;
-    if let Some(parameters) = &tool.parameters
-        && parameters.get("type").and_then(|t| t.as_str()) != Some("object")
-    {
-        return Err(ConfigError::new(
-            "tools.parameters",
-            format!(
-                "tool {:?}: must be a JSON Schema with \"type\": \"object\"",
-                tool.name
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn http_url(key: &'static str, text: &str) -> Result<(), ConfigError> {
-    let url = url::Url::parse(text)
-        .map_err(|e| ConfigError::new(key, format!("not an absolute URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https")
-        || url.host().is_none()
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-        || url.password().is_some()
-    {
-        return Err(ConfigError::new(
-            key,
-            "must be an http(s) URL with a host and without credentials or fragment",
-        ));
-    }
-    Ok(())
-}
+const POSITIVE: &str = "must be positive";
+const PROVIDER: &str = "must name a credential provider";
+const SCOPES: &str = "scopes must be non-empty and without spaces";
+const SCHEMA: &str = "must be a JSON Schema with \"type\": \"object\"";
 
 #[cfg(test)]
 impl AgentConfig {
-    /// A valid configuration for unit tests: loopback URLs, an ALB user source, no tools.
+    /// A valid configuration for unit tests from a fixed environment (`LATCHKEY_AGENT_*`,
+    /// `more` over loopback URLs, an ALB user source, no tools).
     #[allow(clippy::unwrap_used)]
-    pub(crate) fn for_tests() -> Self {
-        AgentConfig {
-            identity_url: "http://127.0.0.1:9".into(),
-            credential: AgentCredential::parse("LKTEST:secret").unwrap(),
-            workload_name: "test-agent".into(),
-            return_url: "http://127.0.0.1:9/oauth2/session-binding".into(),
-            users: UserSources {
-                alb: Some(latchkey_authn::AlbConfig {
-                    key_url_template: "http://127.0.0.1:9/{kid}".into(),
-                    ..latchkey_authn::AlbConfig::new(
-                        "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1",
-                    )
-                }),
-                oidc: None,
-            },
-            outbound: Default::default(),
-            llm: LlmConfig {
-                provider: latchkey_llm::Provider::Openai,
-                model: "m".into(),
-                base_url: None,
-                api_key: None,
-                region: None,
-                timeout: Duration::from_secs(5),
-                max_retries: 0,
-            },
-            system_prompt: "s".into(),
-            max_output_tokens: 100,
-            max_tool_iterations: 4,
-            consent_wait_seconds: 0,
-            store: StoreConfig::Local {
-                dir: std::env::temp_dir(),
-            },
-            github_base_url: DEFAULT_GITHUB_BASE_URL.into(),
-            github_provider: "github".into(),
-            tools: vec![],
-            tool_timeout: DEFAULT_TOOL_TIMEOUT,
-            tool_max_response_bytes: DEFAULT_TOOL_MAX_RESPONSE_BYTES,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
-            identity_timeout: Duration::from_secs(5),
-        }
+    pub(crate) fn for_tests(more: &[(&str, &str)]) -> Self {
+        use latchkey_config::{ConfigFile, Env, Flags};
+        let base = [
+            ("LATCHKEY_AGENT_IDENTITY_URL", "http://127.0.0.1:9"),
+            ("LATCHKEY_AGENT_CREDENTIAL", "LKTEST:secret"),
+            ("LATCHKEY_AGENT_WORKLOAD_NAME", "test-agent"),
+            (
+                "LATCHKEY_AGENT_RETURN_URL",
+                "http://127.0.0.1:9/oauth2/session-binding",
+            ),
+            (
+                "LATCHKEY_AGENT_ALB_SIGNER",
+                "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1",
+            ),
+            (
+                "LATCHKEY_AGENT_ALB_KEY_URL_TEMPLATE",
+                "http://127.0.0.1:9/{kid}",
+            ),
+            ("LATCHKEY_AGENT_LLM_PROVIDER", "openai"),
+            ("LATCHKEY_AGENT_LLM_MODEL", "m"),
+            ("LATCHKEY_AGENT_LLM_TIMEOUT_SECONDS", "5"),
+            ("LATCHKEY_AGENT_LLM_MAX_RETRIES", "0"),
+            ("LATCHKEY_AGENT_SYSTEM_PROMPT", "s"),
+            ("LATCHKEY_AGENT_MAX_OUTPUT_TOKENS", "100"),
+            ("LATCHKEY_AGENT_MAX_TOOL_ITERATIONS", "4"),
+            ("LATCHKEY_AGENT_IDENTITY_TIMEOUT_SECONDS", "5"),
+        ];
+        // Later pairs win.
+        let pairs: std::collections::BTreeMap<_, _> = base.iter().chain(more).copied().collect();
+        let env = Env::fixed(&pairs.into_iter().collect::<Vec<_>>());
+        let (flags, file) = (Flags::<Agent>::default(), ConfigFile::default());
+        let layers = Layers::new(&flags, &file, &env).unwrap();
+        Self::resolve(&layers, &std::env::temp_dir()).unwrap()
     }
 }
 
@@ -329,18 +392,17 @@ mod tests {
     use super::*;
 
     fn config(url: &str) -> AgentConfig {
-        AgentConfig {
-            tools: vec![HttpToolConfig {
-                name: "repo_issues".into(),
-                description: "d".into(),
-                provider: "github".into(),
-                scopes: vec!["repo".into()],
-                method: HttpMethod::Get,
-                url: url.into(),
-                parameters: None,
-            }],
-            ..AgentConfig::for_tests()
-        }
+        let mut config = AgentConfig::for_tests(&[]);
+        config.keys.tools = vec![HttpToolConfig {
+            name: "repo_issues".into(),
+            description: "d".into(),
+            provider: "github".into(),
+            scopes: vec!["repo".into()],
+            method: HttpMethod::Get,
+            url: url.into(),
+            parameters: None,
+        }];
+        config
     }
 
     #[test]

@@ -141,10 +141,10 @@ impl Turn {
         let mut iterations = 0;
         loop {
             let request = ChatRequest {
-                system: Some(inner.config.system_prompt.clone()),
+                system: Some(inner.config.keys.system_prompt.clone()),
                 messages: conversation.messages.clone(),
                 tools: specs.clone(),
-                max_tokens: inner.config.max_output_tokens,
+                max_tokens: inner.config.keys.max_output_tokens,
             };
             let (text, calls, stop) = match self.call_model(request).await {
                 Ok(answer) => answer,
@@ -183,7 +183,7 @@ impl Turn {
                 .await;
                 return true;
             }
-            if iterations >= inner.config.max_tool_iterations {
+            if iterations >= inner.config.keys.max_tool_iterations {
                 // Keep the conversation well-formed: every call gets a result.
                 conversation.messages.push(Message {
                     role: Role::User,
@@ -202,7 +202,7 @@ impl Turn {
                         "tool_iterations_exceeded",
                         format!(
                             "the model asked for tools more than {} times in one turn",
-                            inner.config.max_tool_iterations
+                            inner.config.keys.max_tool_iterations
                         ),
                     ))
                     .await;
@@ -333,7 +333,7 @@ impl Turn {
             return Ok(wat.clone());
         }
         let inner = &self.state.inner;
-        let workload = &inner.config.workload_name;
+        let workload = &inner.config.keys.workload_name;
         let wat = match &self.caller {
             Caller::UserId(sub) => {
                 inner
@@ -397,7 +397,7 @@ impl Turn {
         };
         let request = ResourceTokenRequest::new(wat, &tool.provider, Oauth2Flow::UserFederation)
             .with_scopes(tool.scopes.iter().cloned())
-            .with_return_url(&inner.config.return_url);
+            .with_return_url(&inner.config.keys.return_url);
         let answer = inner.identity.get_resource_oauth2_token(&request).await;
         let token = match answer {
             Ok(ResourceToken::Token(token)) => token,
@@ -419,7 +419,7 @@ impl Turn {
                         tool.scopes.join(" ")
                     ),
                 };
-                let wait = inner.config.consent_wait_seconds;
+                let wait = inner.config.keys.consent_wait_seconds;
                 if wait == 0 {
                     return CallOutcome::NeedsConsent {
                         event,
@@ -486,8 +486,8 @@ impl Turn {
         let outcome = tool
             .run(
                 &inner.http,
-                &inner.config.github_base_url,
-                inner.config.tool_max_response_bytes,
+                &inner.config.keys.github_base_url,
+                inner.config.keys.tool_max_response_bytes,
                 &call.arguments,
                 &token,
             )
@@ -544,19 +544,17 @@ mod tests {
     }
 
     fn state(dir: &std::path::Path, max_tool_iterations: u32) -> AgentState {
-        let config = AgentConfig {
-            max_tool_iterations,
-            store: latchkey_conversations::StoreConfig::Local {
-                dir: dir.to_path_buf(),
-            },
-            github_base_url: "http://127.0.0.1:9".into(),
-            tool_timeout: Duration::from_secs(1),
-            tool_max_response_bytes: 1024,
-            max_body_bytes: 1024,
-            max_message_chars: 100,
-            identity_timeout: Duration::from_secs(1),
-            ..AgentConfig::for_tests()
-        };
+        let iterations = max_tool_iterations.to_string();
+        let config = AgentConfig::for_tests(&[
+            ("LATCHKEY_AGENT_MAX_TOOL_ITERATIONS", &iterations),
+            ("LATCHKEY_AGENT_STORE_DIR", dir.to_str().unwrap()),
+            ("LATCHKEY_AGENT_GITHUB_BASE_URL", "http://127.0.0.1:9"),
+            ("LATCHKEY_AGENT_TOOL_TIMEOUT_SECONDS", "1"),
+            ("LATCHKEY_AGENT_TOOL_MAX_RESPONSE_BYTES", "1024"),
+            ("LATCHKEY_AGENT_MAX_BODY_BYTES", "1024"),
+            ("LATCHKEY_AGENT_MAX_MESSAGE_CHARS", "100"),
+            ("LATCHKEY_AGENT_IDENTITY_TIMEOUT_SECONDS", "1"),
+        ]);
         AgentState::new(
             config,
             Arc::new(AlwaysTool),
@@ -576,10 +574,8 @@ mod tests {
         ));
         let mut oidc = latchkey_authn::OidcConfig::new("https://login.example.com", "app");
         oidc.cookie_name = Some("id_token".into());
-        let mut config = AgentConfig {
-            store: latchkey_conversations::StoreConfig::Local { dir: dir.clone() },
-            ..AgentConfig::for_tests()
-        };
+        let mut config =
+            AgentConfig::for_tests(&[("LATCHKEY_AGENT_STORE_DIR", dir.to_str().unwrap())]);
         config.users.oidc = Some(oidc);
         let state = AgentState::new(
             config,

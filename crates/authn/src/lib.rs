@@ -9,7 +9,7 @@
 //!   ID token) with one duplicate-header policy, and its configuration;
 //! - [`pkce`]: PKCE (RFC 7636) verifiers and challenges;
 //! - [`credential`]: a service's own `ACCESS_KEY_ID:SECRET` credential;
-//! - [`config`]: the configuration error these share.
+//! - [`config`]: the user sources' configuration keys and the configuration error.
 
 pub mod alb;
 pub mod config;

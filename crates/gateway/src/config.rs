@@ -1,9 +1,14 @@
-//! The gateway's settings, validated once at start-up with the failing key named.
+//! The gateway's keys (file `[gateway]`, `LATCHKEY_GATEWAY_*`, flags of `serve gateway`),
+//! declared once; they are its settings, validated once at start-up with the failing key
+//! named.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
+use latchkey_authn::inbound::InboundIssuerConfig;
 use latchkey_authn::outbound::OutboundPolicy;
+pub use latchkey_config::ConfigError;
+use latchkey_config::{Layers, ListItem, Section, Value, ensure, keys, within};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -12,16 +17,10 @@ use serde::Deserialize;
 pub const DEFAULT_ALB_SIGNER: &str = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/latchkey-gateway/0000000000000000";
 /// Default scopes asked of the identity provider.
 pub const DEFAULT_SCOPES: &str = "openid email profile";
-/// Default absolute session lifetime (8 hours).
-pub const DEFAULT_SESSION_ABSOLUTE_SECONDS: u64 = 28_800;
-/// Default idle timeout (1 hour).
-pub const DEFAULT_SESSION_IDLE_SECONDS: u64 = 3_600;
-/// Default time allowed to connect to an upstream.
-pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default largest request body (10 MiB).
-pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
-/// Default time allowed until the response head (bodies may stream for longer).
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+const URL: &str = "not an absolute URL";
+const NEEDS_TLS: &str = "needs TLS: set gateway.tls_cert and gateway.tls_key, or remove it";
+const ORIGIN: &str =
+    "must be an http(s) origin such as https://app.example.com (no path, query or fragment)";
 
 /// Where access-log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +41,32 @@ impl AccessLogTarget {
     }
 }
 
+impl Value for AccessLogTarget {
+    fn parse(text: &[String]) -> Result<Self, String> {
+        Ok(Self::parse(&text.join(",")))
+    }
+    fn from_file(value: toml::Value) -> Result<Self, String> {
+        String::from_file(value).map(|text| Self::parse(&text))
+    }
+}
+
+/// A rate `N/s` (or `N`), at least 1 request per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerSecond(pub u32);
+
+impl Value for PerSecond {
+    fn parse(text: &[String]) -> Result<Self, String> {
+        let text = text.join(",");
+        match text.trim().trim_end_matches("/s").trim().parse::<u32>() {
+            Ok(n) if n > 0 => Ok(Self(n)),
+            _ => Err(format!("{text:?} is not a rate like 20/s")),
+        }
+    }
+    fn from_file(value: toml::Value) -> Result<Self, String> {
+        Self::parse(&[String::from_file(value)?])
+    }
+}
+
 /// What a route asks of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,18 +77,6 @@ pub enum RouteAuth {
     Api,
     /// Passed through without user headers.
     Public,
-}
-
-impl RouteAuth {
-    /// `login`, `api` or `public`.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.trim() {
-            "login" => Some(Self::Login),
-            "api" => Some(Self::Api),
-            "public" => Some(Self::Public),
-            _ => None,
-        }
-    }
 }
 
 /// One `[[gateway.routes]]` table: requests whose path starts with `prefix` go to
@@ -79,153 +92,220 @@ pub struct RouteConfig {
 impl RouteConfig {
     /// `PREFIX=UPSTREAM_URL;MODE` (MODE `login`, `api` or `public`).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let (prefix, rest) = text
-            .split_once('=')
-            .ok_or_else(|| format!("{text:?} is not PREFIX=UPSTREAM_URL;MODE"))?;
-        let (upstream, mode) = rest
-            .rsplit_once(';')
-            .ok_or_else(|| format!("{text:?} has no ;MODE (login, api or public)"))?;
-        let auth = RouteAuth::parse(mode)
-            .ok_or_else(|| format!("{mode:?} is not login, api or public"))?;
+        let syntax = || format!("{text:?} is not PREFIX=UPSTREAM_URL;MODE");
+        let (prefix, rest) = text.split_once('=').ok_or_else(syntax)?;
+        let no_mode = || format!("{text:?} has no ;MODE (login, api or public)");
+        let (upstream, mode) = rest.rsplit_once(';').ok_or_else(no_mode)?;
+        let auth = latchkey_config::from_toml(mode.trim().into())
+            .map_err(|_| format!("{mode:?} is not login, api or public"))?;
+        let (prefix, upstream) = (prefix.trim().into(), upstream.trim().into());
         Ok(Self {
-            prefix: prefix.trim().to_string(),
-            upstream: upstream.trim().to_string(),
+            prefix,
+            upstream,
             auth,
         })
     }
 
     fn validate(&self) -> Result<(), String> {
-        if !self.prefix.starts_with('/')
-            || self
-                .prefix
-                .chars()
-                .any(|c| c.is_control() || c == '?' || c == '#')
-        {
-            return Err(format!(
-                "prefix {:?} must be a path starting with /",
-                self.prefix
-            ));
+        let (prefix, upstream) = (&self.prefix, &self.upstream);
+        let bad = |c: char| c.is_control() || c == '?' || c == '#';
+        if !prefix.starts_with('/') || prefix.chars().any(bad) {
+            return Err(format!("prefix {prefix:?} must be a path starting with /"));
         }
-        let url = url::Url::parse(&self.upstream)
-            .map_err(|e| format!("upstream {:?} is not an absolute URL: {e}", self.upstream))?;
+        let url = url::Url::parse(upstream)
+            .map_err(|e| format!("upstream {upstream:?} is not an absolute URL: {e}"))?;
         if url.scheme() != "http" {
-            return Err(format!(
-                "upstream {:?}: only http:// upstreams are supported (the gateway terminates TLS)",
-                self.upstream
-            ));
+            let why = "only http:// upstreams are supported (the gateway terminates TLS)";
+            return Err(format!("upstream {upstream:?}: {why}"));
         }
         if url.host().is_none() || url.query().is_some() || url.fragment().is_some() {
-            return Err(format!(
-                "upstream {:?} must be a base URL with a host and no query or fragment",
-                self.upstream
-            ));
+            let why = "must be a base URL with a host and no query or fragment";
+            return Err(format!("upstream {upstream:?} {why}"));
         }
         Ok(())
     }
 }
 
-/// Settings of the gateway, validated by [`GatewayConfig::validate`].
-#[derive(Debug, Clone)]
-pub struct GatewayConfig {
-    /// The URL browsers use to reach the gateway (no trailing slash); the redirect URI is
-    /// `{public_url}/oauth2/idpresponse`.
-    pub public_url: String,
-    /// The OpenID Provider's issuer (discovery at `{issuer}/.well-known/openid-configuration`).
-    pub oidc_issuer: String,
-    pub oidc_client_id: String,
-    pub oidc_client_secret: SecretString,
-    /// Space-separated scopes; must contain `openid`.
-    pub oidc_scopes: String,
-    pub routes: Vec<RouteConfig>,
-    /// The `signer` of every `x-amzn-oidc-data` header.
-    pub alb_signer: String,
-    pub session_absolute: Duration,
-    pub session_idle: Duration,
-    /// Where `gateway-cookie.key` (generated) and `gateway-alb-key.pem` (optional) live.
-    pub data_dir: PathBuf,
-    /// Policy of the calls to the identity provider (discovery, JWKS, token).
-    pub outbound: OutboundPolicy,
-    pub upstream_connect_timeout: Duration,
-    /// Whether the gateway itself terminates TLS (sets `X-Forwarded-Proto: https`, HSTS).
-    pub is_tls: bool,
-    /// Requests per second per client IP (burst twice that); `None`: unlimited.
-    pub rate_limit_per_ip: Option<u32>,
-    /// Requests per second per signed-in user (burst twice that); `None`: unlimited.
-    pub rate_limit_per_user: Option<u32>,
-    pub max_body_bytes: usize,
-    /// Time allowed until the response head.
-    pub response_timeout: Duration,
-    pub access_log: AccessLogTarget,
-    /// Keep sessions across restarts in a sealed snapshot ([`crate::snapshot`]); off:
-    /// in memory only, and an old snapshot is deleted.
-    pub keep_sessions: bool,
+/// `serve gateway`: file `[gateway]`, `LATCHKEY_GATEWAY_*`.
+#[derive(Debug)]
+pub enum Gateway {}
+impl Section for Gateway {
+    const NAME: &'static str = "gateway";
+    type Keys = GatewayKeys;
 }
 
-pub use latchkey_authn::ConfigError;
+impl ListItem for RouteConfig {
+    const MANY: bool = true;
+    fn parse_one(text: &str) -> Result<Self, String> {
+        Self::parse(text)
+    }
+}
 
-fn err(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::new(key, reason)
+keys! {
+    /// Settings of `serve gateway`.
+    pub struct GatewayKeys {
+        /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8443.
+        listen: SocketAddr = ([127, 0, 0, 1], 8443),
+        /// The URL browsers use to reach the gateway, e.g. https://app.example.com. Default
+        /// `http://<listen address>`.
+        public_url: String,
+        /// The OpenID Provider's issuer.
+        oidc_issuer: String => "the OpenID Provider's issuer is required",
+        /// The gateway's client id at the provider.
+        oidc_client_id: String => "the gateway's client id is required",
+        /// File holding the client secret (or set LATCHKEY_GATEWAY_OIDC_CLIENT_SECRET).
+        oidc_client_secret_file: PathBuf,
+        /// Space-separated scopes. Default "openid email profile".
+        oidc_scopes: String = DEFAULT_SCOPES,
+        /// A route `PREFIX=UPSTREAM_URL;MODE` (MODE login, api or public); repeatable. The
+        /// environment variable takes several, comma-separated. Replaces the file's routes.
+        #[flag = "route"]
+        routes: Vec<RouteConfig> = Vec::new(),
+        /// The ARN written as `signer` into every `x-amzn-oidc-data` header.
+        alb_signer: String = DEFAULT_ALB_SIGNER,
+        /// Absolute session lifetime, in seconds. Default 28800.
+        session_absolute_seconds: u64 = 28_800u64,
+        /// Idle session timeout, in seconds. Default 3600.
+        session_idle_seconds: u64 = 3_600u64,
+        /// Allow calls to the provider at loopback/private addresses and over plain http. Tests and dev only.
+        allow_private_addresses: bool = false,
+        /// Time allowed to connect to an upstream, in milliseconds. Default 5000.
+        upstream_connect_timeout_ms: u64 = 5_000u64,
+        /// TLS certificate chain (PEM). With --tls-key, the gateway serves https.
+        tls_cert: PathBuf,
+        /// TLS private key (PEM).
+        tls_key: PathBuf,
+        /// Also listen for plain HTTP here (e.g. 0.0.0.0:80) and redirect GET/HEAD to the https
+        /// public URL (308); other methods get 400. Needs --tls-cert and --tls-key.
+        http_redirect_listen: SocketAddr,
+        /// Requests per second per client IP, e.g. `20/s` (burst: twice the rate).
+        rate_limit_per_ip: PerSecond,
+        /// Requests per second per signed-in user, e.g. `10/s` (burst: twice the rate).
+        rate_limit_per_user: PerSecond,
+        /// Largest request body, in bytes. Default 10485760.
+        max_body_bytes: usize = 10 * 1024 * 1024usize,
+        /// Time allowed until the response head, in seconds (bodies may stream longer). Default 60.
+        request_timeout_seconds: u64 = 60u64,
+        /// Access log: `stdout` (default), `off`, or a file path (JSON lines).
+        access_log: AccessLogTarget = AccessLogTarget::Stdout,
+        /// Worker threads serving connections (1-256). Default: one per CPU.
+        workers: usize,
+        /// Keep sessions across restarts, sealed in the data directory (default true); false:
+        /// in memory only, and a snapshot left from before is deleted.
+        keep_sessions: bool = true,
+    }
+}
+
+/// Settings of the gateway: its keys, validated by [`GatewayConfig::validate`].
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub keys: GatewayKeys,
+    /// The URL browsers use to reach the gateway (no trailing slash; the configured
+    /// `public_url`, else the listen address); the redirect URI is
+    /// `{public_url}/oauth2/idpresponse`.
+    pub public_url: String,
+    pub oidc_client_secret: SecretString,
+    /// Where `gateway-cookie.key` (generated) and `gateway-alb-key.pem` (optional) live.
+    pub data_dir: PathBuf,
 }
 
 impl GatewayConfig {
-    /// Check every key, naming the first that fails.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let public = url::Url::parse(&self.public_url)
-            .map_err(|e| err("public_url", format!("not an absolute URL: {e}")))?;
-        if !matches!(public.scheme(), "http" | "https")
-            || public.host().is_none()
-            || public.query().is_some()
-            || public.fragment().is_some()
-            || public.path() != "/"
-        {
-            return Err(err(
-                "public_url",
-                "must be an http(s) origin such as https://app.example.com (no path, query or fragment)",
-            ));
+    /// The settings of `serve gateway`, validated.
+    pub fn resolve(l: &Layers, data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        let keys: GatewayKeys = l.read()?;
+        let secret = l.required_secret("oidc_client_secret", "the OIDC client secret")?;
+        match (&keys.tls_cert, &keys.tls_key) {
+            (Some(_), None) => return Err(l.error("tls_key", "missing: tls_cert needs tls_key")),
+            (None, Some(_)) => return Err(l.error("tls_cert", "missing: tls_key needs tls_cert")),
+            _ => {}
         }
-        let issuer = latchkey_authn::inbound::InboundIssuerConfig::new(
-            self.oidc_issuer.clone(),
-            vec![self.oidc_client_id.clone()],
-        );
-        issuer
-            .validate()
-            .map_err(|e| err("oidc_issuer", e.reason))?;
-        if self.oidc_client_id.trim().is_empty() {
-            return Err(err("oidc_client_id", "missing"));
-        }
-        if !self.oidc_scopes.split_whitespace().any(|s| s == "openid") {
-            return Err(err("oidc_scopes", "must contain openid"));
-        }
-        if self.routes.is_empty() {
-            return Err(err("routes", "at least one route is required"));
-        }
-        for route in &self.routes {
-            route.validate().map_err(|why| err("routes", why))?;
-        }
-        for (i, a) in self.routes.iter().enumerate() {
-            if self.routes[..i].iter().any(|b| b.prefix == a.prefix) {
-                return Err(err(
-                    "routes",
-                    format!("prefix {:?} is configured twice", a.prefix),
-                ));
+        if let Some(addr) = keys.http_redirect_listen {
+            let https = (keys.public_url.as_deref()).is_none_or(|u| u.starts_with("https://"));
+            let why = match () {
+                _ if keys.tls_cert.is_none() => NEEDS_TLS.to_string(),
+                _ if !https => "needs an https gateway.public_url to redirect to".into(),
+                _ if addr == keys.listen && addr.port() != 0 => {
+                    format!("{addr} is already gateway.listen")
+                }
+                _ => String::new(),
+            };
+            if !why.is_empty() {
+                return Err(l.error("http_redirect_listen", why));
             }
         }
-        if !self.alb_signer.starts_with("arn:") || self.alb_signer.len() > 2048 {
-            return Err(err("alb_signer", "must be an ARN"));
+        let config = Self {
+            // Replaced by the bound address when not configured.
+            public_url: (keys.public_url.clone())
+                .unwrap_or_else(|| format!("http://{}", keys.listen)),
+            oidc_client_secret: secret.value,
+            data_dir: data_dir.to_path_buf(),
+            keys,
+        };
+        l.check(config.validate())?;
+        l.check(within("workers", config.workers(), (1, 256)))?;
+        Ok(config)
+    }
+
+    /// Check every key, naming the first that fails.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (k, public) = (&self.keys, url::Url::parse(&self.public_url));
+        let public = public.map_err(|e| ConfigError::new("public_url", format!("{URL}: {e}")))?;
+        let origin = matches!(public.scheme(), "http" | "https")
+            && public.host().is_some()
+            && public.query().is_none()
+            && public.fragment().is_none()
+            && public.path() == "/";
+        ensure(origin, "public_url", ORIGIN)?;
+        let issuer = vec![k.oidc_client_id.clone()];
+        let issuer = InboundIssuerConfig::new(k.oidc_issuer.clone(), issuer).validate();
+        issuer.map_err(|e| ConfigError::new("oidc_issuer", e.reason))?;
+        ensure(
+            !k.oidc_client_id.trim().is_empty(),
+            "oidc_client_id",
+            "missing",
+        )?;
+        let openid = k.oidc_scopes.split_whitespace().any(|s| s == "openid");
+        ensure(openid, "oidc_scopes", "must contain openid")?;
+        let (routes, one) = (&k.routes, "at least one route is required");
+        ensure(!routes.is_empty(), "routes", one)?;
+        for (i, route) in routes.iter().enumerate() {
+            route
+                .validate()
+                .map_err(|why| ConfigError::new("routes", why))?;
+            let twice = format!("prefix {:?} is configured twice", route.prefix);
+            let first = routes[..i].iter().all(|r| r.prefix != route.prefix);
+            ensure(first, "routes", twice)?;
         }
-        if self.session_absolute.is_zero() {
-            return Err(err("session_absolute_seconds", "must be positive"));
-        }
-        if self.session_idle.is_zero() {
-            return Err(err("session_idle_seconds", "must be positive"));
-        }
-        if self.max_body_bytes == 0 {
-            return Err(err("max_body_bytes", "must be positive"));
-        }
-        if self.response_timeout.is_zero() {
-            return Err(err("request_timeout_seconds", "must be positive"));
+        let arn = k.alb_signer.starts_with("arn:") && k.alb_signer.len() <= 2048;
+        ensure(arn, "alb_signer", "must be an ARN")?;
+        for (key, value) in [
+            ("session_absolute_seconds", k.session_absolute_seconds),
+            ("session_idle_seconds", k.session_idle_seconds),
+            ("max_body_bytes", k.max_body_bytes as u64),
+            ("request_timeout_seconds", k.request_timeout_seconds),
+        ] {
+            ensure(value > 0, key, "must be positive")?;
         }
         Ok(())
+    }
+
+    /// Worker threads serving connections: configured, or one per CPU.
+    pub fn workers(&self) -> usize {
+        (self.keys.workers).unwrap_or_else(crate::server::default_workers)
+    }
+
+    /// Whether the gateway itself terminates TLS (sets `X-Forwarded-Proto: https`, HSTS).
+    pub fn is_tls(&self) -> bool {
+        self.keys.tls_cert.is_some()
+    }
+
+    /// Policy of the calls to the identity provider (discovery, JWKS, token).
+    pub fn outbound(&self) -> OutboundPolicy {
+        let allow_private_addresses = self.keys.allow_private_addresses;
+        OutboundPolicy {
+            allow_private_addresses,
+            ..Default::default()
+        }
     }
 
     /// Whether browsers reach the gateway over https (cookie `__Host-…; Secure`).
@@ -235,10 +315,23 @@ impl GatewayConfig {
 
     /// `{public_url}/oauth2/idpresponse`.
     pub fn redirect_uri(&self) -> String {
-        format!(
-            "{}/oauth2/idpresponse",
-            self.public_url.trim_end_matches('/')
-        )
+        let base = self.public_url.trim_end_matches('/');
+        format!("{base}/oauth2/idpresponse")
+    }
+}
+
+#[cfg(test)]
+impl GatewayConfig {
+    /// Settings from a fixed environment (`LATCHKEY_GATEWAY_*`), with the client secret.
+    pub(crate) fn from_env(
+        pairs: &[(&str, &str)],
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        use latchkey_config::{ConfigFile, Env, Flags};
+        let secret = [("LATCHKEY_GATEWAY_OIDC_CLIENT_SECRET", "s")];
+        let (flags, file) = (Flags::<Gateway>::default(), ConfigFile::default());
+        let env = Env::fixed(&[&secret[..], pairs].concat());
+        Self::resolve(&Layers::new(&flags, &file, &env)?, data_dir)
     }
 }
 
@@ -260,36 +353,29 @@ mod tests {
 
     #[test]
     fn validation_names_keys() {
-        let mut c = GatewayConfig {
-            public_url: "http://127.0.0.1:8443".into(),
-            oidc_issuer: "https://login.example.com".into(),
-            oidc_client_id: "app".into(),
-            oidc_client_secret: SecretString::from("s"),
-            oidc_scopes: DEFAULT_SCOPES.into(),
-            routes: vec![RouteConfig::parse("/=http://127.0.0.1:9000;login").unwrap()],
-            alb_signer: DEFAULT_ALB_SIGNER.into(),
-            session_absolute: Duration::from_secs(10),
-            session_idle: Duration::from_secs(5),
-            data_dir: PathBuf::from("/tmp"),
-            outbound: OutboundPolicy::default(),
-            upstream_connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
-            is_tls: false,
-            rate_limit_per_ip: None,
-            rate_limit_per_user: None,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
-            access_log: AccessLogTarget::Off,
-            keep_sessions: true,
-        };
+        let mut c = GatewayConfig::from_env(
+            &[
+                ("LATCHKEY_GATEWAY_PUBLIC_URL", "http://127.0.0.1:8443"),
+                ("LATCHKEY_GATEWAY_OIDC_ISSUER", "https://login.example.com"),
+                ("LATCHKEY_GATEWAY_OIDC_CLIENT_ID", "app"),
+                ("LATCHKEY_GATEWAY_ROUTES", "/=http://127.0.0.1:9000;login"),
+            ],
+            std::path::Path::new("/tmp"),
+        )
+        .unwrap();
         c.validate().unwrap();
-        c.oidc_scopes = "email".into();
+        c.keys.oidc_scopes = "email".into();
         assert_eq!(c.validate().unwrap_err().key, "oidc_scopes");
-        c.oidc_scopes = DEFAULT_SCOPES.into();
-        c.routes
+        c.keys.oidc_scopes = DEFAULT_SCOPES.into();
+        c.keys
+            .routes
             .push(RouteConfig::parse("/x=https://up.example;api").unwrap());
         assert_eq!(c.validate().unwrap_err().key, "routes");
-        c.routes.pop();
+        c.keys.routes.pop();
         c.public_url = "http://127.0.0.1:8443/app".into();
         assert_eq!(c.validate().unwrap_err().key, "public_url");
+        c.public_url = "http://127.0.0.1:8443".into();
+        c.keys.session_idle_seconds = 0;
+        assert_eq!(c.validate().unwrap_err().key, "session_idle_seconds");
     }
 }

@@ -103,19 +103,19 @@ impl RelyingParty {
     pub fn new(config: &GatewayConfig, client: OutboundClient, clock: Arc<dyn Clock>) -> Self {
         let verifier = InboundVerifier::new(
             vec![InboundIssuerConfig::new(
-                config.oidc_issuer.clone(),
-                vec![config.oidc_client_id.clone()],
+                config.keys.oidc_issuer.clone(),
+                vec![config.keys.oidc_client_id.clone()],
             )],
             client.clone(),
             clock.clone(),
         );
         Self {
             inner: Arc::new(Inner {
-                issuer: config.oidc_issuer.clone(),
-                client_id: config.oidc_client_id.clone(),
+                issuer: config.keys.oidc_issuer.clone(),
+                client_id: config.keys.oidc_client_id.clone(),
                 client_secret: config.oidc_client_secret.clone(),
                 redirect_uri: config.redirect_uri(),
-                scopes: config.oidc_scopes.clone(),
+                scopes: config.keys.oidc_scopes.clone(),
                 client,
                 verifier,
                 clock,

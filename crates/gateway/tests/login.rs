@@ -13,7 +13,7 @@ use latchkey_authn::AlbConfig;
 use latchkey_authn::alb::AlbVerifier;
 use latchkey_authn::outbound::{OutboundClient, OutboundPolicy};
 use latchkey_core::clock::SystemClock;
-use latchkey_gateway::config::AccessLogTarget;
+use latchkey_gateway::config::{AccessLogTarget, PerSecond};
 use serde_json::Value;
 
 mod common;
@@ -338,9 +338,9 @@ async fn gateway_refresh_rate_limit_and_idle_timeout() {
     let (_provider, issuer) = spawn_provider(&["--access-token-ttl", "30"]);
     let upstream = spawn_upstream().await;
     let gateway = start_gateway(&issuer, "gw-idle", &upstream, |c| {
-        c.session_idle = Duration::from_secs(2);
-        c.rate_limit_per_user = Some(1);
-        c.access_log = AccessLogTarget::Off;
+        c.keys.session_idle_seconds = 2;
+        c.keys.rate_limit_per_user = Some(PerSecond(1));
+        c.keys.access_log = AccessLogTarget::Off;
     })
     .await;
     let gw = gateway.url.clone();

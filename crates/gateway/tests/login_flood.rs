@@ -68,7 +68,7 @@ async fn gateway_login_flood_leaves_logins_working() {
     let (_provider, issuer) = spawn_provider(&[]);
     let upstream = spawn_upstream().await;
     let gateway = start_gateway(&issuer, "gw-flood", &upstream, |c| {
-        c.access_log = AccessLogTarget::Off;
+        c.keys.access_log = AccessLogTarget::Off;
     })
     .await;
     let gw = gateway.url.clone();

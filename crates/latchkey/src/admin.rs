@@ -14,7 +14,7 @@ use latchkey_identity::auth::Role;
 use latchkey_store::Store;
 
 use crate::cli::{AdminCommand, AuditCommand, CredentialsCommand, GrantsCommand, VaultCommand};
-use crate::config::{ConfigFile, Env, Layers, ServeConfig, StorageConfig};
+use crate::config::{ConfigFile, Env, IdentityConfig, Layers, StorageConfig};
 use crate::{check_key_file, keyfile, open_storage};
 
 pub(crate) async fn run(
@@ -208,13 +208,7 @@ async fn grants(
                 Some(issuer) => latchkey_core::UserPrincipal::jwt(issuer, user),
             }
             .map_err(|e| anyhow!("--user/--user-issuer: {e}"))?;
-            let serve = ServeConfig::resolve(&Layers::new(&serve, file, env)?)?;
-            let policy = OutboundPolicy {
-                allow_private_addresses: serve.allow_private_addresses,
-                request_timeout: Duration::from_millis(serve.outbound_timeout_ms),
-                max_response_bytes: serve.outbound_max_response_bytes,
-                ..OutboundPolicy::default()
-            };
+            let policy = IdentityConfig::resolve(&Layers::new(&serve, file, env)?)?.outbound();
             let key = latchkey_store::GrantKey {
                 workload,
                 user,

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
-use crate::config::services::{Agent, Binding, Gateway};
+use latchkey_agent::config::Agent;
+use latchkey_binding::config::Binding;
+use latchkey_gateway::config::Gateway;
+
 use crate::config::{Flags, Identity, Storage};
 
 #[derive(Debug, Parser)]

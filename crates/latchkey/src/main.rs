@@ -22,10 +22,10 @@ use latchkey_core::crypto::KeyProvider;
 use latchkey_store::Store;
 
 use crate::cli::{Cli, Command, Service, parse_cli};
-use crate::config::{
-    AgentServeConfig, BindingServeConfig, ConfigFile, Env, GatewayServeConfig, Layers, ServeConfig,
-    StorageConfig,
-};
+use latchkey_agent::AgentConfig;
+use latchkey_gateway::GatewayConfig;
+
+use crate::config::{ConfigFile, Env, IdentityConfig, Layers, StorageConfig};
 
 fn main() -> std::process::ExitCode {
     let cli = parse_cli();
@@ -57,14 +57,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { service } => match service {
             Service::Identity(flags) => {
-                let serve = ServeConfig::resolve(&Layers::new(&flags, &file, &env)?)?;
+                let serve = IdentityConfig::resolve(&Layers::new(&flags, &file, &env)?)?;
                 serve::identity(&storage, serve).await
             }
             Service::Binding(flags) => {
-                serve::binding(BindingServeConfig::resolve(&Layers::new(
-                    &flags, &file, &env,
-                )?)?)
-                .await
+                let layers = Layers::new(&flags, &file, &env)?;
+                serve::binding(latchkey_binding::BindingConfig::resolve(&layers)?).await
             }
             Service::Agent(args) if args.print_openapi => {
                 println!("{}", latchkey_agent::openapi().to_pretty_json()?);
@@ -72,11 +70,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Service::Agent(args) => {
                 let layers = Layers::new(&args.keys, &file, &env)?;
-                serve::agent(AgentServeConfig::resolve(&layers, &storage.data_dir)?).await
+                serve::agent(AgentConfig::resolve(&layers, &storage.data_dir)?).await
             }
             Service::Gateway(flags) => {
                 let layers = Layers::new(&flags, &file, &env)?;
-                serve::gateway(GatewayServeConfig::resolve(&layers, &storage.data_dir)?).await
+                serve::gateway(GatewayConfig::resolve(&layers, &storage.data_dir)?).await
             }
         },
         Command::Admin { command } => admin::run(&storage, &file, &env, command).await,

@@ -1,42 +1,39 @@
 //! `latchkey serve <service>`: bind, start the service, serve until a shutdown signal.
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use axum::serve::ListenerExt as _;
-use latchkey_authn::outbound::OutboundPolicy;
 use latchkey_core::clock::{Clock, SystemClock};
 use latchkey_identity::{AppState, ServiceConfig};
 
-use crate::config::{
-    AgentServeConfig, BindingServeConfig, GatewayServeConfig, ServeConfig, StorageConfig,
-};
+use latchkey_agent::AgentConfig;
+use latchkey_binding::BindingConfig;
+use latchkey_gateway::GatewayConfig;
+
+use crate::config::{IdentityConfig, StorageConfig};
 use crate::{check_key_file, open_storage};
 
-pub(crate) async fn identity(storage: &StorageConfig, serve: ServeConfig) -> anyhow::Result<()> {
+pub(crate) async fn identity(storage: &StorageConfig, serve: IdentityConfig) -> anyhow::Result<()> {
     let (store, keys) = open_storage(storage).await?;
     check_key_file(storage, &store, keys.as_ref()).await?;
-    let (listener, bound) = listen(serve.listen).await?;
+    let (listener, bound) = bind_listener(serve.listen).await?;
     let public_url = serve
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{bound}"));
     let mut config = ServiceConfig::new(public_url.clone());
-    config.arn = serve.arn.clone();
+    config.arn = serve.arn();
     config.wat_ttl_seconds = serve.wat_ttl_seconds;
     config.cache_ttl = Duration::from_secs(serve.cache_ttl_seconds);
     config.session_ttl_secs = serve.session_ttl_seconds;
     config.refresh_lease_ms = serve.refresh_lease_seconds * 1000;
     config.default_token_lifetime_secs = serve.default_token_lifetime_seconds;
     config.inbound_issuers = serve.inbound_issuers.clone();
-    config.outbound = OutboundPolicy {
-        allow_private_addresses: serve.allow_private_addresses,
-        request_timeout: Duration::from_millis(serve.outbound_timeout_ms),
-        max_response_bytes: serve.outbound_max_response_bytes,
-        ..OutboundPolicy::default()
-    };
+    config.outbound = serve.outbound();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = AppState::start(config, store, keys, clock).await?;
     tracing::info!(%public_url, database = %storage.database_url_redacted(), "identity service starting");
@@ -55,7 +52,7 @@ pub(crate) async fn identity(storage: &StorageConfig, serve: ServeConfig) -> any
 }
 
 /// Binds a service's listener; the error names the address.
-async fn listen(
+async fn bind_listener(
     addr: std::net::SocketAddr,
 ) -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -91,51 +88,53 @@ fn no_delay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
-pub(crate) async fn binding(serve: BindingServeConfig) -> anyhow::Result<()> {
-    let sources = match (&serve.binding.users.alb, &serve.binding.users.oidc) {
+pub(crate) async fn binding((listen, binding): (SocketAddr, BindingConfig)) -> anyhow::Result<()> {
+    let sources = match (&binding.users.alb, &binding.users.oidc) {
         (Some(_), Some(_)) => "alb+oidc",
         (Some(_), None) => "alb",
         _ => "oidc",
     };
-    let identity_url = serve.binding.identity_url.clone();
-    let access_key_id = serve.binding.credential.access_key_id().to_string();
-    let state = latchkey_binding::BindingState::new(serve.binding, Arc::new(SystemClock))
+    let identity_url = binding.identity_url.clone();
+    let access_key_id = binding.credential.access_key_id().to_string();
+    let state = latchkey_binding::BindingState::new(binding, Arc::new(SystemClock))
         .map_err(|e| anyhow!("{e}"))?;
-    let (listener, _) = listen(serve.listen).await?;
+    let (listener, _) = bind_listener(listen).await?;
     tracing::info!(%identity_url, sources, %access_key_id, "session binding service starting");
     serve_until_shutdown(listener, "binding", "", latchkey_binding::app(state)).await?;
     tracing::info!("session binding service stopped");
     Ok(())
 }
 
-pub(crate) async fn agent(serve: AgentServeConfig) -> anyhow::Result<()> {
-    let model = latchkey_llm::build(&serve.agent.llm)
+pub(crate) async fn agent(agent: AgentConfig) -> anyhow::Result<()> {
+    let model = latchkey_llm::build(&agent.llm)
         .map_err(|e| anyhow!("invalid configuration key `agent.llm`: {e}"))?;
-    let identity_url = serve.agent.identity_url.clone();
-    let workload = serve.agent.workload_name.clone();
-    let access_key_id = serve.agent.credential.access_key_id().to_string();
-    let provider = format!("{:?}", serve.agent.llm.provider).to_ascii_lowercase();
-    let has_api_key = serve.agent.llm.api_key.is_some();
-    let state = latchkey_agent::AgentState::new(serve.agent, model, Arc::new(SystemClock))
+    let identity_url = agent.keys.identity_url.clone();
+    let workload = agent.keys.workload_name.clone();
+    let access_key_id = agent.credential.access_key_id().to_string();
+    let provider = format!("{:?}", agent.llm.provider).to_ascii_lowercase();
+    let has_api_key = agent.llm.api_key.is_some();
+    let listen = agent.keys.listen;
+    let state = latchkey_agent::AgentState::new(agent, model, Arc::new(SystemClock))
         .map_err(|e| anyhow!("{e}"))?;
-    let (listener, _) = listen(serve.listen).await?;
+    let (listener, _) = bind_listener(listen).await?;
     tracing::info!(%identity_url, %workload, %access_key_id, llm = %provider, has_api_key, "agent starting");
     serve_until_shutdown(listener, "agent", "", latchkey_agent::app(state)).await?;
     tracing::info!("agent stopped");
     Ok(())
 }
 
-pub(crate) async fn gateway(mut serve: GatewayServeConfig) -> anyhow::Result<()> {
-    let tls = match &serve.tls {
-        Some((cert, key)) => Some(
+pub(crate) async fn gateway(mut gateway: GatewayConfig) -> anyhow::Result<()> {
+    let tls = match (&gateway.keys.tls_cert, &gateway.keys.tls_key) {
+        (Some(cert), Some(key)) => Some(
             latchkey_gateway::server::load_tls(cert, key)
                 .map_err(|e| anyhow!("invalid configuration key `gateway.tls_cert`: {e}"))?,
         ),
-        None => None,
+        _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let (listener, bound) = listen(serve.listen).await?;
-    let redirect = match serve.http_redirect_listen {
+    let listen = gateway.keys.listen;
+    let (listener, bound) = bind_listener(listen).await?;
+    let redirect = match gateway.keys.http_redirect_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
                 format!("cannot listen on {addr} (gateway.http_redirect_listen)")
@@ -145,14 +144,14 @@ pub(crate) async fn gateway(mut serve: GatewayServeConfig) -> anyhow::Result<()>
         }
         None => None,
     };
-    if serve.public_url.is_none() {
-        serve.gateway.public_url = format!("{scheme}://{bound}");
+    if gateway.keys.public_url.is_none() {
+        gateway.public_url = format!("{scheme}://{bound}");
     }
-    let public_url = serve.gateway.public_url.clone();
-    let issuer = serve.gateway.oidc_issuer.clone();
-    let routes = serve.gateway.routes.len();
-    let workers = serve.workers;
-    let state = latchkey_gateway::GatewayState::new(serve.gateway, Arc::new(SystemClock))
+    let public_url = gateway.public_url.clone();
+    let issuer = gateway.keys.oidc_issuer.clone();
+    let routes = gateway.keys.routes.len();
+    let workers = gateway.workers();
+    let state = latchkey_gateway::GatewayState::new(gateway, Arc::new(SystemClock))
         .map_err(|e| anyhow!("{e}"))?;
     tracing::info!(%public_url, %issuer, routes, kid = state.alb_kid(), "gateway starting");
     println!("latchkey gateway listening on {scheme}://{bound}");

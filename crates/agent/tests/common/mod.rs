@@ -20,11 +20,12 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPai
 use axum::serve::ListenerExt as _;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use latchkey_agent::{AgentConfig, AgentCredential, AgentState, HttpToolConfig, StoreConfig};
+use latchkey_agent::config::Agent as AgentSection;
+use latchkey_agent::{AgentConfig, AgentState, HttpToolConfig};
 use latchkey_authn::inbound::InboundIssuerConfig;
 use latchkey_authn::outbound::OutboundPolicy;
-use latchkey_authn::{AlbConfig, OidcConfig, UserSources};
 use latchkey_client::{Client, Url, UserIdentifier};
+use latchkey_config::{ConfigFile, Env, Flags, Layers};
 use latchkey_core::clock::SystemClock;
 use latchkey_core::crypto::{FileKeyProvider, KeyProvider};
 use latchkey_identity::admin::Admin;
@@ -588,52 +589,43 @@ pub async fn start_with(name: &str, llm_provider: &str, options: Options) -> Sta
         }
         None => vec![],
     };
-    let config = AgentConfig {
-        identity_url: identity.url.clone(),
-        credential: AgentCredential::parse(&format!(
-            "{}:{}",
-            identity.workload.0, identity.workload.1
-        ))
-        .unwrap(),
-        workload_name: WORKLOAD.into(),
-        return_url: RETURN_URL.into(),
-        users: UserSources {
-            alb: Some(AlbConfig {
-                key_url_template: key_url,
-                issuer: Some(ALB_ISSUER.into()),
-                ..AlbConfig::new(SIGNER)
-            }),
-            oidc: options
-                .oidc
-                .as_ref()
-                .map(|(issuer, audience)| OidcConfig::new(issuer, audience)),
-        },
-        outbound: OutboundPolicy {
-            allow_private_addresses: true,
-            ..OutboundPolicy::default()
-        },
-        llm,
-        system_prompt: options
-            .system_prompt
-            .unwrap_or(latchkey_agent::config::DEFAULT_SYSTEM_PROMPT)
-            .into(),
-        max_output_tokens: latchkey_agent::config::DEFAULT_MAX_OUTPUT_TOKENS,
-        max_tool_iterations: options
-            .max_tool_iterations
-            .unwrap_or(latchkey_agent::config::DEFAULT_MAX_TOOL_ITERATIONS),
-        consent_wait_seconds: options.consent_wait_seconds,
-        store: StoreConfig::Local {
-            dir: store_dir.clone(),
-        },
-        github_base_url: github_url,
-        github_provider: PROVIDER.into(),
-        tools,
-        tool_timeout: latchkey_agent::config::DEFAULT_TOOL_TIMEOUT,
-        tool_max_response_bytes: latchkey_agent::config::DEFAULT_TOOL_MAX_RESPONSE_BYTES,
-        max_body_bytes: latchkey_agent::config::DEFAULT_MAX_BODY_BYTES,
-        max_message_chars: latchkey_agent::config::DEFAULT_MAX_MESSAGE_CHARS,
-        identity_timeout: Duration::from_secs(30),
-    };
+    // Resolved as `serve agent` resolves its environment; the model is built above (the
+    // scripted server's Bedrock needs explicit credentials).
+    let credential = format!("{}:{}", identity.workload.0, identity.workload.1);
+    let consent_wait = options.consent_wait_seconds.to_string();
+    let store = store_dir.display().to_string();
+    let mut pairs = vec![
+        ("LATCHKEY_AGENT_IDENTITY_URL", identity.url.as_str()),
+        ("LATCHKEY_AGENT_CREDENTIAL", credential.as_str()),
+        ("LATCHKEY_AGENT_WORKLOAD_NAME", WORKLOAD),
+        ("LATCHKEY_AGENT_RETURN_URL", RETURN_URL),
+        ("LATCHKEY_AGENT_ALB_SIGNER", SIGNER),
+        ("LATCHKEY_AGENT_ALB_KEY_URL_TEMPLATE", key_url.as_str()),
+        ("LATCHKEY_AGENT_ALB_ISSUER", ALB_ISSUER),
+        ("LATCHKEY_AGENT_ALLOW_PRIVATE_ADDRESSES", "true"),
+        ("LATCHKEY_AGENT_LLM_PROVIDER", llm_provider),
+        ("LATCHKEY_AGENT_LLM_MODEL", model),
+        ("LATCHKEY_AGENT_CONSENT_WAIT_SECONDS", consent_wait.as_str()),
+        ("LATCHKEY_AGENT_GITHUB_BASE_URL", github_url.as_str()),
+        ("LATCHKEY_AGENT_GITHUB_PROVIDER", PROVIDER),
+        ("LATCHKEY_AGENT_STORE_DIR", store.as_str()),
+    ];
+    if let Some((issuer, audience)) = &options.oidc {
+        pairs.push(("LATCHKEY_AGENT_OIDC_ISSUER", issuer));
+        pairs.push(("LATCHKEY_AGENT_OIDC_AUDIENCE", audience));
+    }
+    let env = Env::fixed(&pairs);
+    let (flags, file) = (Flags::<AgentSection>::default(), ConfigFile::default());
+    let layers = Layers::new(&flags, &file, &env).unwrap();
+    let mut config = AgentConfig::resolve(&layers, &dir).unwrap();
+    config.llm = llm;
+    config.keys.tools = tools;
+    if let Some(prompt) = options.system_prompt {
+        config.keys.system_prompt = prompt.into();
+    }
+    if let Some(n) = options.max_tool_iterations {
+        config.keys.max_tool_iterations = n;
+    }
     let state = AgentState::new(config, chat_model, Arc::new(SystemClock)).unwrap();
     let agent_url = serve(latchkey_agent::app(state)).await;
     Stack {

@@ -195,7 +195,7 @@ async fn finish_login(
         set_cookie(
             state,
             &session_cookie,
-            state.config.session_absolute.as_secs(),
+            state.config.keys.session_absolute_seconds,
         ),
     );
     (response, cookie)
@@ -278,7 +278,7 @@ pub(super) async fn logout(
                         "post_logout_redirect_uri",
                         &format!("{}/", state.config.public_url),
                     );
-                    q.append_pair("client_id", &state.config.oidc_client_id);
+                    q.append_pair("client_id", &state.config.keys.oidc_client_id);
                 }
                 String::from(url)
             }

@@ -17,7 +17,7 @@ use latchkey_core::clock::Clock;
 use latchkey_edge::access_log::AccessLog;
 use latchkey_edge::rate::RateLimiter;
 
-use crate::config::{AccessLogTarget, GatewayConfig, RouteConfig};
+use crate::config::{AccessLogTarget, GatewayConfig, PerSecond, RouteConfig};
 use crate::keys::CookieSealer;
 use crate::login::{LoginCookies, UsedLogins};
 use crate::oidc::{RelyingParty, is_usable_subject};
@@ -190,7 +190,7 @@ impl crate::server::Handler for GatewayState {
     fn worker(&self) -> Worker {
         let upstream = UpstreamPool::new(
             self.inner.routes.len(),
-            self.inner.config.upstream_connect_timeout,
+            Duration::from_millis(self.inner.config.keys.upstream_connect_timeout_ms),
         );
         Worker {
             gateway: self.clone(),
@@ -235,21 +235,23 @@ impl GatewayState {
         config.validate()?;
         let sealer = CookieSealer::open_or_create(&config.data_dir)?;
         let signer = AlbSigner::load_or_generate(&config.data_dir.join(crate::keys::ALB_KEY_FILE))?;
-        let client = OutboundClient::new(config.outbound.clone())
+        let client = OutboundClient::new(config.outbound())
             .map_err(|e| StartError::Outbound(e.to_string()))?;
         let rp = RelyingParty::new(&config, client, clock.clone());
-        let routes = route_table(&config.routes)?;
-        let access_log = match &config.access_log {
+        let routes = route_table(&config.keys.routes)?;
+        let access_log = match &config.keys.access_log {
             AccessLogTarget::Off => AccessLog::disabled(),
             AccessLogTarget::Stdout => AccessLog::stdout(),
             AccessLogTarget::File(path) => AccessLog::file(path).map_err(StartError::AccessLog)?,
         };
-        let limiter = |rate: Option<u32>| rate.map(|r| RateLimiter::new(r, r.saturating_mul(2)));
+        let limiter = |rate: Option<PerSecond>| {
+            rate.map(|PerSecond(r)| RateLimiter::new(r, r.saturating_mul(2)))
+        };
         let edge = EdgeSettings {
-            per_ip: limiter(config.rate_limit_per_ip),
-            per_user: limiter(config.rate_limit_per_user),
-            hsts: config.is_tls,
-            response_timeout: config.response_timeout,
+            per_ip: limiter(config.keys.rate_limit_per_ip),
+            per_user: limiter(config.keys.rate_limit_per_user),
+            hsts: config.is_tls(),
+            response_timeout: Duration::from_secs(config.keys.request_timeout_seconds),
             access_log,
         };
         let cookie_name = if config.is_https() {
@@ -257,23 +259,23 @@ impl GatewayState {
         } else {
             "latchkey-gw"
         };
-        let forwarded_proto = HeaderValue::from_static(if config.is_tls || config.is_https() {
+        let forwarded_proto = HeaderValue::from_static(if config.is_tls() || config.is_https() {
             "https"
         } else {
             "http"
         });
         let sessions = SessionStore::default();
-        let snapshots = if config.keep_sessions {
+        let snapshots = if config.keys.keep_sessions {
             Snapshots::new(&config.data_dir)
         } else {
             Snapshots::off(&config.data_dir)
         };
-        let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let seconds = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
         match snapshots.load(
             &sealer,
             clock.now_secs(),
-            seconds(config.session_absolute),
-            seconds(config.session_idle),
+            seconds(config.keys.session_absolute_seconds),
+            seconds(config.keys.session_idle_seconds),
         ) {
             Ok(restored) => {
                 let mut count = 0;
@@ -336,7 +338,7 @@ impl GatewayState {
 
     /// The largest request body forwarded, in bytes.
     pub fn max_body_bytes(&self) -> usize {
-        self.inner.config.max_body_bytes
+        self.inner.config.keys.max_body_bytes
     }
 
     /// Live sessions (for metrics and tests).

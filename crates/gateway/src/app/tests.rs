@@ -12,27 +12,22 @@ use crate::session::Session;
 
 fn state(clock: ManualClock) -> GatewayState {
     let dir = crate::keys::test_dir("unit");
-    let config = GatewayConfig {
-        public_url: "https://app.example.com/".into(),
-        oidc_issuer: "https://login.example.com".into(),
-        oidc_client_id: "app".into(),
-        oidc_client_secret: SecretString::from("s"),
-        oidc_scopes: crate::config::DEFAULT_SCOPES.into(),
-        routes: vec![RouteConfig::parse("/=http://127.0.0.1:9;login").unwrap()],
-        alb_signer: crate::config::DEFAULT_ALB_SIGNER.into(),
-        session_absolute: Duration::from_secs(100),
-        session_idle: Duration::from_secs(30),
-        data_dir: dir,
-        outbound: latchkey_authn::outbound::OutboundPolicy::default(),
-        upstream_connect_timeout: Duration::from_secs(1),
-        is_tls: false,
-        rate_limit_per_ip: None,
-        rate_limit_per_user: None,
-        max_body_bytes: 1024,
-        response_timeout: Duration::from_secs(5),
-        access_log: AccessLogTarget::Off,
-        keep_sessions: true,
-    };
+    let config = GatewayConfig::from_env(
+        &[
+            ("LATCHKEY_GATEWAY_PUBLIC_URL", "https://app.example.com/"),
+            ("LATCHKEY_GATEWAY_OIDC_ISSUER", "https://login.example.com"),
+            ("LATCHKEY_GATEWAY_OIDC_CLIENT_ID", "app"),
+            ("LATCHKEY_GATEWAY_ROUTES", "/=http://127.0.0.1:9;login"),
+            ("LATCHKEY_GATEWAY_SESSION_ABSOLUTE_SECONDS", "100"),
+            ("LATCHKEY_GATEWAY_SESSION_IDLE_SECONDS", "30"),
+            ("LATCHKEY_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS", "1000"),
+            ("LATCHKEY_GATEWAY_MAX_BODY_BYTES", "1024"),
+            ("LATCHKEY_GATEWAY_REQUEST_TIMEOUT_SECONDS", "5"),
+            ("LATCHKEY_GATEWAY_ACCESS_LOG", "off"),
+        ],
+        &dir,
+    )
+    .unwrap();
     GatewayState::new(config, Arc::new(clock)).unwrap()
 }
 

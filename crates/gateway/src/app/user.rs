@@ -25,8 +25,8 @@ pub(super) async fn current_user(state: &Inner, headers: &HeaderMap) -> Option<U
     let slot = state.sessions.find(&id)?;
     let mut session = slot.lock().await;
     let now = state.clock.now_secs();
-    let absolute = i64::try_from(state.config.session_absolute.as_secs()).unwrap_or(i64::MAX);
-    let idle = i64::try_from(state.config.session_idle.as_secs()).unwrap_or(i64::MAX);
+    let absolute = i64::try_from(state.config.keys.session_absolute_seconds).unwrap_or(i64::MAX);
+    let idle = i64::try_from(state.config.keys.session_idle_seconds).unwrap_or(i64::MAX);
     // Whole seconds: `>` so that a session always lasts at least the configured time (with
     // `>=` a 2 s idle timeout could end a session after 1.01 s of real idleness).
     if now.saturating_sub(session.created_secs) > absolute
@@ -73,9 +73,9 @@ pub(super) async fn current_user(state: &Inner, headers: &HeaderMap) -> Option<U
 fn upstream_headers(state: &Inner, session: &Session, now: i64) -> Option<UpstreamHeaders> {
     let exp = now + ALB_TOKEN_LIFETIME_SECONDS;
     let token = state.signer.sign(
-        &state.config.oidc_issuer,
-        &state.config.oidc_client_id,
-        &state.config.alb_signer,
+        &state.config.keys.oidc_issuer,
+        &state.config.keys.oidc_client_id,
+        &state.config.keys.alb_signer,
         exp,
         session.claims.clone(),
     )?;

@@ -11,16 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use latchkey_authn::outbound::OutboundPolicy;
+use latchkey_config::{ConfigFile, Env, Flags, Layers};
 use latchkey_core::clock::SystemClock;
-use latchkey_gateway::config::{
-    AccessLogTarget, DEFAULT_ALB_SIGNER, DEFAULT_MAX_BODY_BYTES, DEFAULT_RESPONSE_TIMEOUT,
-    DEFAULT_SCOPES, DEFAULT_SESSION_ABSOLUTE_SECONDS, DEFAULT_SESSION_IDLE_SECONDS,
-    DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
-};
-use latchkey_gateway::{GatewayConfig, GatewayState, RouteConfig};
+use latchkey_gateway::config::{DEFAULT_ALB_SIGNER, Gateway as GatewaySection};
+use latchkey_gateway::{GatewayConfig, GatewayState};
 use serde_json::{Value, json};
 
 mod raw_http;
@@ -111,35 +106,22 @@ pub async fn start_gateway(
     std::fs::create_dir_all(&dir).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let route = |spec: String| RouteConfig::parse(&spec).unwrap();
-    let mut config = GatewayConfig {
-        public_url: url.clone(),
-        oidc_issuer: issuer.into(),
-        oidc_client_id: client_id.into(),
-        oidc_client_secret: CLIENT_SECRET.to_string().into(),
-        oidc_scopes: DEFAULT_SCOPES.into(),
-        routes: vec![
-            route(format!("/={upstream};login")),
-            route(format!("/api={upstream};api")),
-            route(format!("/public={upstream};public")),
-        ],
-        alb_signer: SIGNER.into(),
-        session_absolute: Duration::from_secs(DEFAULT_SESSION_ABSOLUTE_SECONDS),
-        session_idle: Duration::from_secs(DEFAULT_SESSION_IDLE_SECONDS),
-        data_dir: dir.join("data"),
-        outbound: OutboundPolicy {
-            allow_private_addresses: true,
-            ..OutboundPolicy::default()
-        },
-        upstream_connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
-        is_tls: false,
-        rate_limit_per_ip: None,
-        rate_limit_per_user: None,
-        max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-        response_timeout: DEFAULT_RESPONSE_TIMEOUT,
-        access_log: AccessLogTarget::File(dir.join("access.log")),
-        keep_sessions: true,
-    };
+    // Resolved as `serve gateway` resolves its environment.
+    let routes = format!("/={upstream};login,/api={upstream};api,/public={upstream};public");
+    let access_log = dir.join("access.log").display().to_string();
+    let env = Env::fixed(&[
+        ("LATCHKEY_GATEWAY_PUBLIC_URL", url.as_str()),
+        ("LATCHKEY_GATEWAY_OIDC_ISSUER", issuer),
+        ("LATCHKEY_GATEWAY_OIDC_CLIENT_ID", client_id),
+        ("LATCHKEY_GATEWAY_OIDC_CLIENT_SECRET", CLIENT_SECRET),
+        ("LATCHKEY_GATEWAY_ROUTES", routes.as_str()),
+        ("LATCHKEY_GATEWAY_ALB_SIGNER", SIGNER),
+        ("LATCHKEY_GATEWAY_ALLOW_PRIVATE_ADDRESSES", "true"),
+        ("LATCHKEY_GATEWAY_ACCESS_LOG", access_log.as_str()),
+    ]);
+    let (flags, file) = (Flags::<GatewaySection>::default(), ConfigFile::default());
+    let layers = Layers::new(&flags, &file, &env).unwrap();
+    let mut config = GatewayConfig::resolve(&layers, &dir.join("data")).unwrap();
     tweak(&mut config);
     let state = GatewayState::new(config, Arc::new(SystemClock)).unwrap();
     let handler = state.clone();

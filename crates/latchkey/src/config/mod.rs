@@ -2,40 +2,26 @@
 //! `LATCHKEY_*` environment variable, overridden by a command-line flag. Secrets can come
 //! from files (`*_FILE`). Validated at start with the failing key named.
 //!
-//! [`layers`] is the mechanism; this module and [`services`] declare each section's keys
-//! once and turn them into the services' validated settings.
+//! The mechanism is [`latchkey_config`]; each service crate declares its own keys
+//! (`latchkey_binding::config::Binding`, …). This module declares the root sections
+//! (storage and `serve identity`) and checks the file against every section.
 
-pub mod layers;
-pub mod services;
 #[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use latchkey_agent::config::Agent;
 use latchkey_authn::inbound::InboundIssuerConfig;
+use latchkey_authn::outbound::OutboundPolicy;
+use latchkey_binding::config::Binding;
+use latchkey_config::{ConfigError, KeyGroup as _, ensure, keys, within};
+pub use latchkey_config::{ConfigFile, Env, Flags, Layers, Section};
 use latchkey_core::arn::ArnContext;
+use latchkey_gateway::config::Gateway;
 use secrecy::{ExposeSecret as _, SecretString};
-
-pub use layers::{ConfigFile, Env, Flags, KeyGroup as _, Layers, Section};
-use layers::{Value, from_toml, keys};
-pub use services::{AgentServeConfig, BindingServeConfig, GatewayServeConfig};
-
-/// A list of tables: a JSON array as text, an array of tables in the file.
-macro_rules! json_lists {
-    ($($ty:ty),*) => {$(
-        impl Value for Vec<$ty> {
-            fn parse(text: &[String]) -> Result<Self, String> {
-                serde_json::from_str(&text.join(","))
-                    .map_err(|e| format!("not a JSON array of tables: {e}"))
-            }
-            fn from_file(value: toml::Value) -> Result<Self, String> {
-                from_toml(value)
-            }
-        }
-    )*};
-}
-json_lists!(InboundIssuerConfig, latchkey_agent::HttpToolConfig);
 
 /// The storage keys, flags of every command.
 #[derive(Debug)]
@@ -70,12 +56,12 @@ pub enum Identity {}
 impl Section for Identity {
     const NAME: &'static str = "";
     const TABLES: &'static [&'static str] = &["arn", "outbound"];
-    type Keys = IdentityKeys;
+    type Keys = IdentityConfig;
 }
 
 keys! {
-    /// Settings of `serve identity`.
-    pub struct IdentityKeys {
+    /// Settings of `serve identity`, validated by [`IdentityConfig::resolve`].
+    pub struct IdentityConfig {
         /// Address to listen on (`127.0.0.1:0` picks a free port).
         listen: SocketAddr = ([127, 0, 0, 1], 8080),
         /// Public base URL of this service. Default: `http://<listen address>`.
@@ -109,9 +95,7 @@ keys! {
 
 /// Refuse a file key no section declares.
 pub fn check_file(file: &ConfigFile) -> anyhow::Result<()> {
-    use layers::KeyGroup;
-    use services::{Agent, Binding, Gateway};
-    let root = <(StorageKeys, IdentityKeys)>::keys();
+    let root = <(StorageKeys, IdentityConfig)>::keys();
     file.check(&[
         ("", Identity::TABLES, root, &["binding", "agent", "gateway"]),
         Flags::<Binding>::spec(),
@@ -130,49 +114,15 @@ pub struct StorageConfig {
     pub log_level: String,
 }
 
-/// Settings of `serve identity`, validated.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub listen: SocketAddr,
-    pub public_url: Option<String>,
-    pub wat_ttl_seconds: i64,
-    pub cache_ttl_seconds: u64,
-    pub session_ttl_seconds: i64,
-    pub refresh_lease_seconds: i64,
-    pub default_token_lifetime_seconds: i64,
-    pub arn: ArnContext,
-    pub allow_private_addresses: bool,
-    pub outbound_timeout_ms: u64,
-    pub outbound_max_response_bytes: usize,
-    pub inbound_issuers: Vec<InboundIssuerConfig>,
-}
-
-/// `value` within `min..=max`.
-fn ranged<T: PartialOrd + std::fmt::Display + Copy>(
-    l: &Layers,
-    key: &str,
-    value: T,
-    (min, max): (T, T),
-) -> anyhow::Result<T> {
-    match (min..=max).contains(&value) {
-        true => Ok(value),
-        false => Err(l.error(key, format!("must be between {min} and {max}"))),
-    }
-}
-
 impl StorageConfig {
     pub fn resolve(l: &Layers) -> anyhow::Result<Self> {
         let k: StorageKeys = l.read()?;
+        let no_default = "no default data directory on this system; set --data-dir";
         let data_dir = match k.data_dir {
-            Some(d) => d,
-            None => dirs::data_dir()
-                .ok_or_else(|| {
-                    l.error(
-                        "data_dir",
-                        "no default data directory on this system; set --data-dir",
-                    )
-                })?
-                .join("latchkey"),
+            Some(dir) => dir,
+            None => {
+                (dirs::data_dir().ok_or_else(|| l.error("data_dir", no_default))?).join("latchkey")
+            }
         };
         let database_url = match l.secret("database_url")? {
             Some(url) => url.value.expose_secret().to_string(),
@@ -181,15 +131,15 @@ impl StorageConfig {
                 data_dir.join("latchkey.db").display()
             ),
         };
-        if !["sqlite:", "postgres://", "postgresql://"]
-            .iter()
-            .any(|p| database_url.starts_with(p))
-        {
-            return Err(l.error("database_url", "must start with sqlite: or postgres://"));
-        }
-        if k.log_format != "text" && k.log_format != "json" {
-            return Err(l.error("log_format", "must be `text` or `json`"));
-        }
+        let schemes = ["sqlite:", "postgres://", "postgresql://"];
+        let known = schemes.iter().any(|p| database_url.starts_with(p));
+        l.check(ensure(
+            known,
+            "database_url",
+            "must start with sqlite: or postgres://",
+        ))?;
+        let format = k.log_format == "text" || k.log_format == "json";
+        l.check(ensure(format, "log_format", "must be `text` or `json`"))?;
         Ok(Self {
             key_file: k.key_file.unwrap_or_else(|| data_dir.join("kek.json")),
             data_dir,
@@ -211,87 +161,79 @@ impl StorageConfig {
     }
 }
 
-impl ServeConfig {
+impl IdentityConfig {
     pub fn resolve(l: &Layers) -> anyhow::Result<Self> {
-        let k: IdentityKeys = l.read()?;
+        let k: Self = l.read()?;
         if let Some(u) = &k.public_url {
-            let parsed = url::Url::parse(u).map_err(|e| l.error("public_url", e))?;
-            if !matches!(parsed.scheme(), "http" | "https")
-                || parsed.query().is_some()
-                || parsed.fragment().is_some()
-                || parsed.host().is_none()
-            {
-                let why = "must be an http(s) URL without query or fragment";
-                return Err(l.error("public_url", why));
-            }
+            let url = url::Url::parse(u).map_err(|e| l.error("public_url", e))?;
+            let ok = matches!(url.scheme(), "http" | "https")
+                && url.query().is_none()
+                && url.fragment().is_none()
+                && url.host().is_some();
+            let why = "must be an http(s) URL without query or fragment";
+            l.check(ensure(ok, "public_url", why))?;
         }
-        if k.cache_ttl_seconds > 300 {
-            return Err(l.error("cache_ttl_seconds", "must be at most 300"));
-        }
-        let arn = ArnContext {
-            partition: k.arn_partition,
-            region: k.arn_region,
-            account: k.arn_account,
-        };
-        let simple = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 64
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        };
-        for (key, value) in [
-            ("arn_partition", &arn.partition),
-            ("arn_region", &arn.region),
-        ] {
-            if !simple(value) {
-                return Err(l.error(key, "must be 1..64 of [A-Za-z0-9-]"));
-            }
-        }
-        if arn.account.len() != 12 || !arn.account.chars().all(|c| c.is_ascii_digit()) {
-            return Err(l.error("arn_account", "must be 12 digits"));
-        }
+        l.check(k.validate_arn())?;
         for (i, issuer) in k.inbound_issuers.iter().enumerate() {
-            issuer
-                .validate()
-                .map_err(|e| l.error(&format!("inbound_issuers[{i}]"), e))?;
+            (issuer.validate()).map_err(|e| l.error(&format!("inbound_issuers[{i}]"), e))?;
         }
-        Ok(Self {
-            listen: k.listen,
-            public_url: k.public_url,
-            wat_ttl_seconds: ranged(l, "wat_ttl_seconds", k.wat_ttl_seconds, (60, 86_400))?,
-            cache_ttl_seconds: k.cache_ttl_seconds,
-            session_ttl_seconds: ranged(
-                l,
-                "session_ttl_seconds",
-                k.session_ttl_seconds,
-                (5, 3600),
-            )?,
-            refresh_lease_seconds: ranged(
-                l,
-                "refresh_lease_seconds",
-                k.refresh_lease_seconds,
-                (1, 600),
-            )?,
-            default_token_lifetime_seconds: ranged(
-                l,
-                "default_token_lifetime_seconds",
-                k.default_token_lifetime_seconds,
-                (60, 30 * 86_400),
-            )?,
-            arn,
-            allow_private_addresses: k.outbound_allow_private_addresses,
-            outbound_timeout_ms: ranged(
-                l,
-                "outbound_timeout_ms",
-                k.outbound_timeout_ms,
-                (100, 120_000),
-            )?,
-            outbound_max_response_bytes: ranged(
-                l,
-                "outbound_max_response_bytes",
-                k.outbound_max_response_bytes,
-                (1024, 16 * 1024 * 1024),
-            )?,
-            inbound_issuers: k.inbound_issuers,
-        })
+        l.check(k.validate_ranges())?;
+        Ok(k)
+    }
+
+    fn validate_arn(&self) -> Result<(), ConfigError> {
+        ensure(
+            self.cache_ttl_seconds <= 300,
+            "cache_ttl_seconds",
+            "must be at most 300",
+        )?;
+        let simple = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        for (key, value) in [
+            ("arn_partition", &self.arn_partition),
+            ("arn_region", &self.arn_region),
+        ] {
+            let ok = (1..=64).contains(&value.len()) && simple(value);
+            ensure(ok, key, "must be 1..64 of [A-Za-z0-9-]")?;
+        }
+        let account = &self.arn_account;
+        let digits = account.len() == 12 && account.chars().all(|c| c.is_ascii_digit());
+        ensure(digits, "arn_account", "must be 12 digits")
+    }
+
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
+        let k = self;
+        within("wat_ttl_seconds", k.wat_ttl_seconds, (60, 86_400))?;
+        within("session_ttl_seconds", k.session_ttl_seconds, (5, 3600))?;
+        within("refresh_lease_seconds", k.refresh_lease_seconds, (1, 600))?;
+        let lifetime = k.default_token_lifetime_seconds;
+        within(
+            "default_token_lifetime_seconds",
+            lifetime,
+            (60, 30 * 86_400),
+        )?;
+        within("outbound_timeout_ms", k.outbound_timeout_ms, (100, 120_000))?;
+        let max = k.outbound_max_response_bytes;
+        within("outbound_max_response_bytes", max, (1024, 16 * 1024 * 1024))
+    }
+
+    /// The ARN context of this installation.
+    pub fn arn(&self) -> ArnContext {
+        let (partition, region) = (self.arn_partition.clone(), self.arn_region.clone());
+        let account = self.arn_account.clone();
+        ArnContext {
+            partition,
+            region,
+            account,
+        }
+    }
+
+    /// Policy of the guarded client for discovery, JWKS and token calls.
+    pub fn outbound(&self) -> OutboundPolicy {
+        OutboundPolicy {
+            allow_private_addresses: self.outbound_allow_private_addresses,
+            request_timeout: Duration::from_millis(self.outbound_timeout_ms),
+            max_response_bytes: self.outbound_max_response_bytes,
+            ..OutboundPolicy::default()
+        }
     }
 }

@@ -3,8 +3,15 @@
 
 use std::path::Path;
 
-use super::layers::KeyGroup;
-use super::services::{Agent, Binding, Gateway};
+use latchkey_agent::AgentConfig;
+use latchkey_agent::config::{Agent, AgentKeys};
+use latchkey_authn::config::UserKeys;
+use latchkey_binding::BindingConfig;
+use latchkey_binding::config::Binding;
+use latchkey_config::KeyGroup;
+use latchkey_gateway::GatewayConfig;
+use latchkey_gateway::config::Gateway;
+
 use super::*;
 
 /// Resolve a section from flags (later ones win), a fixed environment and a file.
@@ -33,9 +40,13 @@ fn message<T: std::fmt::Debug>(result: anyhow::Result<T>) -> String {
 const SIGNER: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/x/1";
 const BINDING_CREDENTIAL: (&str, &str) = ("LATCHKEY_BINDING_CREDENTIAL", "LKTEST:top-secret-value");
 
-fn binding(args: &[&str], env: &[(&str, &str)], toml: &str) -> anyhow::Result<BindingServeConfig> {
+fn binding(
+    args: &[&str],
+    env: &[(&str, &str)],
+    toml: &str,
+) -> anyhow::Result<(std::net::SocketAddr, BindingConfig)> {
     let args = [&["--identity-url", "http://127.0.0.1:8080"], args].concat();
-    with::<Binding, _>(&args, env, toml, BindingServeConfig::resolve)
+    with::<Binding, _>(&args, env, toml, BindingConfig::resolve)
 }
 
 #[test]
@@ -63,15 +74,15 @@ fn binding_flag_over_file_and_defaults() {
         id_token_cookie = "id_token"
         allow_private_addresses = true
     "#;
-    let c = binding(&["--alb-signer", SIGNER], &[BINDING_CREDENTIAL], file).unwrap();
-    assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
-    assert_eq!(c.binding.identity_url, "http://127.0.0.1:8080");
-    let alb = c.binding.users.alb.as_ref().unwrap();
+    let (listen, c) = binding(&["--alb-signer", SIGNER], &[BINDING_CREDENTIAL], file).unwrap();
+    assert_eq!(listen.to_string(), "127.0.0.1:9000");
+    assert_eq!(c.identity_url, "http://127.0.0.1:8080");
+    let alb = c.users.alb.as_ref().unwrap();
     assert_eq!(alb.signer_arn, SIGNER);
     assert_eq!(alb.effective_region().as_deref(), Some("eu-west-1"));
-    let oidc = c.binding.users.oidc.as_ref().unwrap();
+    let oidc = c.users.oidc.as_ref().unwrap();
     assert_eq!(oidc.cookie_name.as_deref(), Some("id_token"));
-    assert!(c.binding.outbound.allow_private_addresses);
+    assert!(c.outbound.allow_private_addresses);
     assert!(!format!("{c:?}").contains("top-secret-value"));
 }
 
@@ -107,7 +118,7 @@ fn binding_keys_are_named() {
         let error = message(binding(args, &[BINDING_CREDENTIAL], ""));
         assert!(error.contains(key), "{error}");
     }
-    let resolve = |l: &Layers| BindingServeConfig::resolve(l);
+    let resolve = |l: &Layers| BindingConfig::resolve(l);
     let error = message(with::<Binding, _>(
         &["--alb-signer", SIGNER],
         &[BINDING_CREDENTIAL],
@@ -173,7 +184,7 @@ fn secrets_come_from_one_place_only() {
         "",
     )
     .unwrap();
-    assert_eq!(c.binding.credential.access_key_id(), "LKFILE");
+    assert_eq!(c.1.credential.access_key_id(), "LKFILE");
     let error = message(binding(
         &["--alb-signer", SIGNER, "--credential-file", path],
         &[BINDING_CREDENTIAL],
@@ -221,7 +232,7 @@ fn help_lists_every_key_with_its_environment_variable() {
     use clap::Args as _;
     let mut command = Flags::<Agent>::augment_args(clap::Command::new("agent"));
     let help = command.render_long_help().to_string();
-    for key in <(services::AgentKeys, services::UserKeys)>::keys() {
+    for key in <(AgentKeys, UserKeys)>::keys() {
         let env = format!("LATCHKEY_AGENT_{}", key.name.to_ascii_uppercase());
         match key.name {
             "llm_api_key" => assert!(!help.contains("--llm-api-key "), "{help}"),
@@ -272,13 +283,13 @@ fn storage_and_identity() {
     assert!(error.contains("`log_format`"), "{error}");
 
     let identity = |args: &[&str], env: &[(&str, &str)], toml: &str| {
-        with::<Identity, _>(args, env, toml, ServeConfig::resolve)
+        with::<Identity, _>(args, env, toml, IdentityConfig::resolve)
     };
     let file =
         "wat_ttl_seconds = 5\n[arn]\naccount = \"000000000000\"\n[outbound]\ntimeout_ms = 500\n";
     let c = identity(&[], &[("LATCHKEY_WAT_TTL_SECONDS", "120")], file).unwrap();
     assert_eq!((c.wat_ttl_seconds, c.outbound_timeout_ms), (120, 500));
-    assert_eq!(c.arn.account, "000000000000");
+    assert_eq!(c.arn().account, "000000000000");
     assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
     let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
         (
@@ -331,10 +342,10 @@ const AGENT_ENV: &[(&str, &str)] = &[
     ("LATCHKEY_AGENT_LLM_API_KEY", "sk-llm-top-secret"),
 ];
 
-fn agent(args: &[&str], env: &[(&str, &str)], toml: &str) -> anyhow::Result<AgentServeConfig> {
+fn agent(args: &[&str], env: &[(&str, &str)], toml: &str) -> anyhow::Result<AgentConfig> {
     let args = [AGENT_ARGS, args].concat();
     with::<Agent, _>(&args, env, toml, |l| {
-        AgentServeConfig::resolve(l, Path::new("/tmp/latchkey-test"))
+        AgentConfig::resolve(l, Path::new("/tmp/latchkey-test"))
     })
 }
 
@@ -354,16 +365,16 @@ fn agent_defaults_and_file() {
         parameters = { type = "object", properties = { key = { type = "string" } }, required = ["key"] }
     "#;
     let c = agent(&[], AGENT_ENV, file).unwrap();
-    assert_eq!(c.listen.to_string(), "127.0.0.1:8082");
-    assert_eq!(c.agent.max_tool_iterations, 3);
-    assert_eq!(c.agent.llm.timeout.as_secs(), 9);
-    assert_eq!(c.agent.tools.len(), 1);
-    assert_eq!(c.agent.github_base_url, "https://api.github.com");
+    assert_eq!(c.keys.listen.to_string(), "127.0.0.1:8082");
+    assert_eq!(c.keys.max_tool_iterations, 3);
+    assert_eq!(c.llm.timeout.as_secs(), 9);
+    assert_eq!(c.keys.tools.len(), 1);
+    assert_eq!(c.keys.github_base_url, "https://api.github.com");
     assert!(matches!(
-        &c.agent.store,
+        &c.store,
         latchkey_agent::StoreConfig::Local { dir } if dir.ends_with("agent")
     ));
-    assert!(c.agent.llm.api_key.is_some());
+    assert!(c.llm.api_key.is_some());
     assert!(!format!("{c:?}").contains("top-secret"));
 }
 
@@ -454,11 +465,11 @@ fn agent_s3_store_and_tools_from_the_environment() {
     ];
     let c = agent(&args, &env, "").unwrap();
     assert!(matches!(
-        &c.agent.store,
+        &c.store,
         latchkey_agent::StoreConfig::S3 { bucket, allow_http: true, .. } if bucket == "conversations"
     ));
-    assert_eq!(c.agent.tools[0].name, "t1");
-    assert!(c.agent.llm.api_key.is_none());
+    assert_eq!(c.keys.tools[0].name, "t1");
+    assert!(c.llm.api_key.is_none());
     assert!(!format!("{c:?}").contains("top-secret"));
 }
 
@@ -472,19 +483,15 @@ const GATEWAY_ARGS: &[&str] = &[
 ];
 const GATEWAY_SECRET: (&str, &str) = ("LATCHKEY_GATEWAY_OIDC_CLIENT_SECRET", "top-secret");
 
-fn gateway_with(
-    args: &[&str],
-    env: &[(&str, &str)],
-    toml: &str,
-) -> anyhow::Result<GatewayServeConfig> {
+fn gateway_with(args: &[&str], env: &[(&str, &str)], toml: &str) -> anyhow::Result<GatewayConfig> {
     let args = [GATEWAY_ARGS, args].concat();
     with::<Gateway, _>(&args, env, toml, |l| {
-        GatewayServeConfig::resolve(l, Path::new("/tmp/latchkey-test"))
+        GatewayConfig::resolve(l, Path::new("/tmp/latchkey-test"))
     })
 }
 
 /// With a route unless the file has some, and the client secret.
-fn gateway(args: &[&str], toml: &str) -> anyhow::Result<GatewayServeConfig> {
+fn gateway(args: &[&str], toml: &str) -> anyhow::Result<GatewayConfig> {
     let route: &[&str] = match toml.contains("[[gateway.routes]]") {
         true => &[],
         false => &["--route", "/=http://127.0.0.1:9000;login"],
@@ -495,13 +502,13 @@ fn gateway(args: &[&str], toml: &str) -> anyhow::Result<GatewayServeConfig> {
 #[test]
 fn gateway_sessions_are_kept_unless_turned_off() {
     let off = "[gateway]\nkeep_sessions = false\n";
-    assert!(gateway(&[], "").unwrap().gateway.keep_sessions);
-    assert!(!gateway(&[], off).unwrap().gateway.keep_sessions);
+    assert!(gateway(&[], "").unwrap().keys.keep_sessions);
+    assert!(!gateway(&[], off).unwrap().keys.keep_sessions);
     // The flag wins over the file.
     assert!(
         gateway(&["--keep-sessions", "true"], off)
             .unwrap()
-            .gateway
+            .keys
             .keep_sessions
     );
 }
@@ -517,22 +524,25 @@ fn gateway_defaults_file_and_flags() {
         auth = "api"
     "#;
     let c = gateway(&["--rate-limit-per-ip", "20/s"], file).unwrap();
-    assert_eq!(c.gateway.session_idle.as_secs(), 2);
-    assert_eq!(c.gateway.session_absolute.as_secs(), 28_800);
-    assert_eq!(c.gateway.routes.len(), 1);
-    assert_eq!(c.gateway.routes[0].auth, latchkey_gateway::RouteAuth::Api);
+    assert_eq!(c.keys.session_idle_seconds, 2);
+    assert_eq!(c.keys.session_absolute_seconds, 28_800);
+    assert_eq!(c.keys.routes.len(), 1);
+    assert_eq!(c.keys.routes[0].auth, latchkey_gateway::RouteAuth::Api);
     assert_eq!(
-        c.gateway.alb_signer,
+        c.keys.alb_signer,
         latchkey_gateway::config::DEFAULT_ALB_SIGNER
     );
-    assert_eq!(c.gateway.rate_limit_per_ip, Some(20));
     assert_eq!(
-        c.gateway.access_log,
+        c.keys.rate_limit_per_ip,
+        Some(latchkey_gateway::config::PerSecond(20))
+    );
+    assert_eq!(
+        c.keys.access_log,
         latchkey_gateway::config::AccessLogTarget::Stdout
     );
     // Flags replace the file's routes; the environment takes several, comma-separated.
     let c = gateway(&["--route", "/=http://127.0.0.1:9000;login"], file).unwrap();
-    assert_eq!(c.gateway.routes[0].prefix, "/");
+    assert_eq!(c.keys.routes[0].prefix, "/");
     let env = [
         GATEWAY_SECRET,
         (
@@ -540,10 +550,7 @@ fn gateway_defaults_file_and_flags() {
             "/a=http://127.0.0.1:1;api,/=http://127.0.0.1:2;login",
         ),
     ];
-    assert_eq!(
-        gateway_with(&[], &env, file).unwrap().gateway.routes.len(),
-        2
-    );
+    assert_eq!(gateway_with(&[], &env, file).unwrap().keys.routes.len(), 2);
 }
 
 #[test]
@@ -572,9 +579,9 @@ fn gateway_keys_are_named() {
 
 #[test]
 fn gateway_workers_default_to_the_cpus_and_are_bounded() {
-    let workers = gateway(&[], "").unwrap().workers;
+    let workers = gateway(&[], "").unwrap().workers();
     assert_eq!(workers, latchkey_gateway::server::default_workers());
-    assert_eq!(gateway(&["--workers", "3"], "").unwrap().workers, 3);
+    assert_eq!(gateway(&["--workers", "3"], "").unwrap().workers(), 3);
     for bad in ["0", "257"] {
         assert!(message(gateway(&["--workers", bad], "")).contains("gateway.workers"));
     }
@@ -584,15 +591,18 @@ fn gateway_workers_default_to_the_cpus_and_are_bounded() {
 fn gateway_http_redirect_listen_needs_tls() {
     let tls = ["--tls-cert", "/c.pem", "--tls-key", "/k.pem"];
     // Not set: nothing to redirect.
-    assert_eq!(gateway(&tls, "").unwrap().http_redirect_listen, None);
+    assert_eq!(gateway(&tls, "").unwrap().keys.http_redirect_listen, None);
     // From the file; the flag overrides it.
     let file = "[gateway]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\nhttp_redirect_listen = \"0.0.0.0:80\"\n";
     let c = gateway(&[], file).unwrap();
-    assert_eq!(c.http_redirect_listen, Some("0.0.0.0:80".parse().unwrap()));
-    assert!(c.tls.is_some());
+    assert_eq!(
+        c.keys.http_redirect_listen,
+        Some("0.0.0.0:80".parse().unwrap())
+    );
+    assert!(c.is_tls());
     let c = gateway(&["--http-redirect-listen", "127.0.0.1:8080"], file).unwrap();
     assert_eq!(
-        c.http_redirect_listen,
+        c.keys.http_redirect_listen,
         Some("127.0.0.1:8080".parse().unwrap())
     );
     // Without TLS, from the flag or the file.

@@ -1,19 +1,20 @@
-//! The configuration mechanism, one piece of code for every service.
+//! The configuration mechanism of every Latchkey service, below the services in the crate
+//! graph: each service crate declares its keys once, in its own `config.rs`, with [`keys!`];
+//! the `latchkey` binary only assembles the sections.
 //!
-//! A section's keys are declared once, as the fields of a [`keys!`] struct; each key's
-//! file key, environment variable and flag follow from its name and its [`Section`]: the
-//! key `alb_signer` of the section `binding` is `alb_signer` in the file's `[binding]`
-//! table, `LATCHKEY_BINDING_ALB_SIGNER` and `--alb-signer` (on `serve binding`). A key
-//! named after one of the section's tables (`llm_model`, table `llm`) lives in that table
-//! of the file (`[agent.llm] model`). The root section (`""`) has no prefix.
+//! A key's file key, environment variable and flag follow from its name and its
+//! [`Section`]: the key `alb_signer` of the section `binding` is `alb_signer` in the file's
+//! `[binding]` table, `LATCHKEY_BINDING_ALB_SIGNER` and `--alb-signer` (on `serve binding`).
+//! A key named after one of the section's tables (`llm_model`, table `llm`) lives in that
+//! table of the file (`[agent.llm] model`). The root section (`""`) has no prefix.
 //!
 //! [`Layers`] resolves a key: flag > environment > file (`--config`) > the key's default
 //! (or `None`, or an error for a required key). Flag and environment text is parsed, file
 //! values are deserialized with serde. Every error names the key with its section and where
 //! its value came from (`flag --listen`, `environment variable LATCHKEY_LISTEN`,
-//! `file latchkey.toml`).
-//! Secrets come as themselves (environment, or file/flag where declared) or from a file
-//! named by `{key}_file` ([`Layers::secret`]); they never appear in an error.
+//! `file latchkey.toml`). Secrets come as themselves (environment, or file/flag where
+//! declared) or from a file named by `{key}_file` ([`Layers::secret`]); they never appear
+//! in an error.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +24,58 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use secrecy::SecretString;
+
+#[doc(hidden)]
+pub use anyhow as __anyhow;
+
+/// A key that failed validation, named without its section (`alb_signer`, `llm.model`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}`: {reason}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(key: &'static str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self { key, reason }
+    }
+}
+
+/// `Ok` when `ok`, else an error naming `key`.
+pub fn ensure(ok: bool, key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+    ok.then_some(())
+        .ok_or_else(|| ConfigError::new(key, reason))
+}
+
+/// `value` within `min..=max`.
+pub fn within<T: PartialOrd + fmt::Display>(
+    key: &'static str,
+    value: T,
+    (min, max): (T, T),
+) -> Result<(), ConfigError> {
+    let why = format!("must be between {min} and {max}");
+    ensure(min <= value && value <= max, key, why)
+}
+
+/// An absolute http(s) URL with a host and without credentials or fragment; a query only
+/// where `query` allows it. `Latchkey service` URLs (`identity_url`) allow none.
+pub fn http_url(key: &'static str, value: &str, query: bool) -> Result<url::Url, ConfigError> {
+    let url = url::Url::parse(value)
+        .map_err(|e| ConfigError::new(key, format!("not an absolute URL: {e}")))?;
+    let why = match query {
+        true => "must be an http(s) URL with a host and without credentials or fragment",
+        false => "must be an http(s) URL with a host and without credentials, query or fragment",
+    };
+    let ok = matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && (query || url.query().is_none())
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    ensure(ok, key, why).map(|()| url)
+}
 
 /// One key as declared in a [`keys!`] struct.
 #[derive(Debug)]
@@ -42,7 +95,8 @@ impl KeySpec {
         self.attrs.iter().find(|(a, _)| *a == name).map(|(_, v)| *v)
     }
 
-    fn flag(&self) -> Option<String> {
+    /// The key's flag, without `--`.
+    pub fn flag(&self) -> Option<String> {
         debug_assert!(
             (self.attrs.iter()).all(|(a, _)| matches!(*a, "doc" | "flag" | "no_flag")),
             "unknown attribute on the key {}",
@@ -58,28 +112,28 @@ impl KeySpec {
 
 /// Declares a group of keys: a struct with one field per key (an `Option`; the value with
 /// `= default`, or with `=> "why it is required"`), read by [`Layers::read`].
+#[macro_export]
 macro_rules! keys {
     ($(#[doc = $sdoc:literal])* pub struct $name:ident {
         $($(#[$attr:ident $(= $value:literal)?])*
         $key:ident: $ty:ty $(= $default:expr)? $(=> $required:literal)?,)*
     }) => {
         $(#[doc = $sdoc])*
-        #[derive(Debug)]
-        #[allow(dead_code)] // Secrets and their `_file` keys are read by `Layers::secret`.
-        pub struct $name { $(pub $key: keys!(@type $ty $(, $default)? $(, $required)?),)* }
+        #[derive(Debug, Clone)]
+        pub struct $name { $(pub $key: $crate::keys!(@type $ty $(, $default)? $(, $required)?),)* }
 
-        impl $crate::config::layers::KeyGroup for $name {
-            fn keys() -> Vec<&'static $crate::config::layers::KeySpec> {
-                const KEYS: &[$crate::config::layers::KeySpec] = &[$($crate::config::layers::KeySpec {
+        impl $crate::KeyGroup for $name {
+            fn keys() -> Vec<&'static $crate::KeySpec> {
+                const KEYS: &[$crate::KeySpec] = &[$($crate::KeySpec {
                     name: stringify!($key),
                     attrs: &[$((stringify!($attr), &[$($value)?])),*],
-                    many: <$ty as $crate::config::layers::Value>::MANY,
-                    optional_value: <$ty as $crate::config::layers::Value>::OPTIONAL_VALUE,
+                    many: <$ty as $crate::Value>::MANY,
+                    optional_value: <$ty as $crate::Value>::OPTIONAL_VALUE,
                 }),*];
                 KEYS.iter().collect()
             }
 
-            fn read(layers: &$crate::config::layers::Layers) -> anyhow::Result<Self> {
+            fn read(layers: &$crate::Layers) -> $crate::__anyhow::Result<Self> {
                 Ok(Self { $($key: {
                     let value = layers.get::<$ty>(stringify!($key))?;
                     $(let value = value.unwrap_or_else(|| <$ty>::from($default));)?
@@ -94,9 +148,8 @@ macro_rules! keys {
     (@type $ty:ty) => { Option<$ty> };
     (@type $ty:ty, $default:expr) => { $ty };
 }
-pub(crate) use keys;
 
-/// A group of keys ([`keys!`]), or two groups side by side.
+/// A group of keys ([`keys!`]), or groups side by side.
 pub trait KeyGroup: Sized {
     fn keys() -> Vec<&'static KeySpec>;
     fn read(layers: &Layers) -> anyhow::Result<Self>;
@@ -104,9 +157,7 @@ pub trait KeyGroup: Sized {
 
 impl<A: KeyGroup, B: KeyGroup> KeyGroup for (A, B) {
     fn keys() -> Vec<&'static KeySpec> {
-        let mut keys = A::keys();
-        keys.extend(B::keys());
-        keys
+        [A::keys(), B::keys()].concat()
     }
 
     fn read(layers: &Layers) -> anyhow::Result<Self> {
@@ -136,16 +187,13 @@ pub trait Value: Sized {
 
 /// Deserialize a file value (TOML's message, which names the wrong type).
 pub fn from_toml<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T, String> {
-    value
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().to_string())
+    (value.try_into()).map_err(|e: toml::de::Error| e.message().to_string())
 }
 
-fn parse_text<T: std::str::FromStr>(text: &[String], what: &str) -> Result<T, String> {
+/// `text` parsed as `T`, or an error saying it is not `what`.
+pub fn parse_text<T: std::str::FromStr>(text: &[String], what: &str) -> Result<T, String> {
     let text = text.join(",");
-    text.trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not {what}"))
+    (text.trim().parse()).map_err(|_| format!("{text:?} is not {what}"))
 }
 
 macro_rules! parsed_values {
@@ -191,21 +239,26 @@ macro_rules! text_values {
 }
 text_values!(String, PathBuf, SecretString);
 
-/// Where a value came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Flag(String),
-    Env(String),
-    File(PathBuf),
+/// An element of a list key: from the file an array of tables; as text a JSON array, or
+/// (with `MANY`, a repeatable flag) one element per value by [`ListItem::parse_one`].
+pub trait ListItem: serde::de::DeserializeOwned {
+    const MANY: bool = false;
+    fn parse_one(_text: &str) -> Result<Self, String> {
+        Err("not a list element".into())
+    }
 }
 
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Flag(flag) => write!(f, "flag --{flag}"),
-            Self::Env(name) => write!(f, "environment variable {name}"),
-            Self::File(path) => write!(f, "file {}", path.display()),
+impl<T: ListItem> Value for Vec<T> {
+    const MANY: bool = T::MANY;
+    fn parse(text: &[String]) -> Result<Self, String> {
+        match T::MANY {
+            true => text.iter().map(|t| T::parse_one(t)).collect(),
+            false => serde_json::from_str(&text.join(","))
+                .map_err(|e| format!("not a JSON array of tables: {e}")),
         }
+    }
+    fn from_file(value: toml::Value) -> Result<Self, String> {
+        from_toml(value)
     }
 }
 
@@ -224,18 +277,22 @@ impl<S> fmt::Debug for Flags<S> {
 
 impl<S> Default for Flags<S> {
     fn default() -> Self {
-        Self {
-            values: BTreeMap::new(),
-            section: PhantomData,
-        }
+        let (values, section) = (BTreeMap::new(), PhantomData);
+        Self { values, section }
     }
 }
 
-#[cfg(test)]
 impl<S> Flags<S> {
     /// The text given to a key's flag.
     pub fn value(&self, key: &str) -> Option<String> {
         self.values.get(key).map(|v| v.join(","))
+    }
+}
+
+impl<S: Section> Flags<S> {
+    /// The section as [`ConfigFile::check`] checks it.
+    pub fn spec() -> SectionSpec {
+        (S::NAME, S::TABLES, S::Keys::keys(), &[])
     }
 }
 
@@ -260,9 +317,7 @@ impl<S: Section> clap::Args for Flags<S> {
     fn augment_args(command: clap::Command) -> clap::Command {
         command.args(S::Keys::keys().into_iter().filter_map(|key| {
             let docs = key.attrs.iter().filter(|(a, _)| *a == "doc");
-            let help: Vec<&str> = docs
-                .flat_map(|(_, lines)| lines.iter().map(|l| l.trim()))
-                .collect();
+            let help: Vec<&str> = docs.flat_map(|(_, l)| l.iter().map(|l| l.trim())).collect();
             let env = env_name(S::NAME, key.name);
             let mut arg = clap::Arg::new(key.name)
                 .long(key.flag()?)
@@ -297,14 +352,9 @@ impl Env {
         Self(None)
     }
 
-    #[cfg(test)]
     pub fn fixed(pairs: &[(&str, &str)]) -> Self {
-        Self(Some(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ))
+        let vars = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Self(Some(vars.collect()))
     }
 
     /// A variable's value; a blank one counts as unset.
@@ -333,13 +383,6 @@ pub type SectionSpec = (
     &'static [&'static str],
 );
 
-impl<S: Section> Flags<S> {
-    /// The section as the file checks it.
-    pub fn spec() -> SectionSpec {
-        (S::NAME, S::TABLES, S::Keys::keys(), &[])
-    }
-}
-
 /// The TOML file (`--config`), empty without one.
 #[derive(Debug, Default)]
 pub struct ConfigFile {
@@ -360,10 +403,8 @@ impl ConfigFile {
     pub fn parse(path: &Path, text: &str) -> anyhow::Result<Self> {
         let root = toml::from_str(text)
             .map_err(|e| anyhow!("config file {}: {}", path.display(), e.message()))?;
-        Ok(Self {
-            path: Some(path.to_path_buf()),
-            root,
-        })
+        let path = Some(path.to_path_buf());
+        Ok(Self { path, root })
     }
 
     /// A section's values by key name, its tables flattened (`[agent.llm] model` is
@@ -375,10 +416,9 @@ impl ConfigFile {
         check: Option<(&[&'static KeySpec], &[&str])>,
     ) -> anyhow::Result<BTreeMap<String, toml::Value>> {
         let unknown = |key: &str| {
-            let shown = if name.is_empty() {
-                key.to_string()
-            } else {
-                format!("{name}.{key}")
+            let shown = match name {
+                "" => key.to_string(),
+                _ => format!("{name}.{key}"),
             };
             let file = self.path.as_deref().unwrap_or(Path::new("")).display();
             anyhow!("config file {file}: unknown configuration key `{shown}`")
@@ -433,6 +473,7 @@ enum Raw {
 }
 
 /// A secret and the key its errors name (`name`, or `name_file` when read from a file).
+#[derive(Debug)]
 pub struct Secret {
     pub value: SecretString,
     pub key: String,
@@ -447,6 +488,13 @@ pub struct Layers<'a> {
     env: &'a Env,
     file: BTreeMap<String, toml::Value>,
     file_path: Option<&'a Path>,
+}
+
+impl fmt::Debug for Layers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The file's values may hold secrets.
+        write!(f, "Layers({:?})", self.section)
+    }
 }
 
 impl<'a> Layers<'a> {
@@ -466,7 +514,7 @@ impl<'a> Layers<'a> {
         })
     }
 
-    /// Every key of the section.
+    /// Every key of a group.
     pub fn read<G: KeyGroup>(&self) -> anyhow::Result<G> {
         G::read(self)
     }
@@ -478,11 +526,8 @@ impl<'a> Layers<'a> {
     /// The key as the file names it, with its section: `agent.llm.model`.
     pub fn display(&self, key: &str) -> String {
         let mut key = key.to_string();
-        if let Some(table) = self
-            .tables
-            .iter()
-            .find(|t| key.starts_with(&format!("{t}_")))
-        {
+        let prefixed = |t: &&&str| key.starts_with(&format!("{t}_"));
+        if let Some(table) = self.tables.iter().find(prefixed) {
             key.replace_range(table.len()..=table.len(), ".");
         }
         match self.section {
@@ -496,13 +541,14 @@ impl<'a> Layers<'a> {
         env_name(self.section, key)
     }
 
-    /// The value of the highest layer that sets `key` (blank text counts as unset).
-    fn find(&self, key: &str) -> Option<(Raw, Source)> {
+    /// The value of the highest layer that sets `key` (blank text counts as unset), and
+    /// where it came from (`flag --listen`).
+    fn find(&self, key: &str) -> Option<(Raw, String)> {
         let spec = self.spec(key);
         if let (Some(values), Some(flag)) = (self.flags.get(key), spec.and_then(KeySpec::flag))
             && values.iter().any(|v| !v.trim().is_empty())
         {
-            return Some((Raw::Text(values.clone()), Source::Flag(flag)));
+            return Some((Raw::Text(values.clone()), format!("flag --{flag}")));
         }
         let env = self.env_name(key);
         if let Some(value) = self.env.get(&env) {
@@ -510,14 +556,14 @@ impl<'a> Layers<'a> {
                 true => value.split(',').map(str::to_string).collect(),
                 false => vec![value],
             };
-            return Some((Raw::Text(values), Source::Env(env)));
+            return Some((Raw::Text(values), format!("environment variable {env}")));
         }
+        let file = self.file_path.unwrap_or(Path::new("")).display();
         match self.file.get(key) {
             Some(toml::Value::String(s)) if s.trim().is_empty() => None,
-            Some(value) if spec.is_some() => Some((
-                Raw::File(value.clone()),
-                Source::File(self.file_path.unwrap_or(Path::new("")).to_path_buf()),
-            )),
+            Some(value) if spec.is_some() => {
+                Some((Raw::File(value.clone()), format!("file {file}")))
+            }
             _ => None,
         }
     }
@@ -547,23 +593,24 @@ impl<'a> Layers<'a> {
         self.error_from(key, source.as_ref(), why)
     }
 
+    /// A validation result, its error naming the key and where its value came from.
+    pub fn check<T>(&self, result: Result<T, ConfigError>) -> anyhow::Result<T> {
+        result.map_err(|e| self.error(e.key, e.reason))
+    }
+
     fn error_from(
         &self,
         key: &str,
-        source: Option<&Source>,
+        source: Option<&String>,
         why: impl fmt::Display,
     ) -> anyhow::Error {
         let shown = self.display(key);
-        let spec = self.spec(&key.replace('.', "_"));
-        match (source, spec) {
+        match (source, self.spec(&key.replace('.', "_"))) {
             (Some(source), _) => {
                 anyhow!("invalid configuration key `{shown}` (from {source}): {why}")
             }
             (None, Some(spec)) => {
-                let flag = spec
-                    .flag()
-                    .map(|f| format!(", flag --{f}"))
-                    .unwrap_or_default();
+                let flag = (spec.flag().map(|f| format!(", flag --{f}"))).unwrap_or_default();
                 let env = self.env_name(spec.name);
                 anyhow!(
                     "invalid configuration key `{shown}` (not set: file key `{shown}`, env {env}{flag}): {why}"
@@ -578,53 +625,39 @@ impl<'a> Layers<'a> {
     pub fn secret(&self, key: &str) -> anyhow::Result<Option<Secret>> {
         let file_key = format!("{key}_file");
         let path: Option<PathBuf> = self.get(&file_key)?;
-        match (self.find(key), path) {
-            (Some((_, source)), Some(_)) => Err(self.error(
-                &file_key,
-                format!(
+        let (text, key) = match (self.find(key), path) {
+            (Some((_, source)), Some(_)) => {
+                let why = format!(
                     "set either {} or {source}, not both",
                     self.display(&file_key)
-                ),
-            )),
-            (None, Some(path)) => {
-                let text =
-                    zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
-                        self.error(&file_key, format!("cannot read {}: {e}", path.display()))
-                    })?);
-                Ok(Some(Secret {
-                    value: text.trim().into(),
-                    key: file_key,
-                }))
+                );
+                return Err(self.error(&file_key, why));
             }
-            (Some((Raw::Text(text), _)), None) => {
-                let text = zeroize::Zeroizing::new(text.join(","));
-                Ok(Some(Secret {
-                    value: text.trim().into(),
-                    key: key.into(),
-                }))
-            }
-            (Some((Raw::File(toml::Value::String(text)), _)), None) => {
-                let text = zeroize::Zeroizing::new(text);
-                Ok(Some(Secret {
-                    value: text.trim().into(),
-                    key: key.into(),
-                }))
-            }
-            (Some((Raw::File(_), _)), None) => Err(self.error(key, "must be a string")),
-            (None, None) => Ok(None),
-        }
+            (None, Some(path)) => (
+                std::fs::read_to_string(&path).map_err(|e| {
+                    self.error(&file_key, format!("cannot read {}: {e}", path.display()))
+                })?,
+                file_key,
+            ),
+            (Some((Raw::Text(text), _)), None) => (text.join(","), key.into()),
+            (Some((Raw::File(toml::Value::String(text)), _)), None) => (text, key.into()),
+            (Some((Raw::File(_), _)), None) => return Err(self.error(key, "must be a string")),
+            (None, None) => return Ok(None),
+        };
+        let text = zeroize::Zeroizing::new(text);
+        Ok(Some(Secret {
+            value: text.trim().into(),
+            key,
+        }))
     }
 
     /// A secret that must be set: `what` says what its file holds.
     pub fn required_secret(&self, key: &str, what: &str) -> anyhow::Result<Secret> {
         self.secret(key)?.ok_or_else(|| {
             let file_key = format!("{key}_file");
-            let shown = self.display(&file_key);
-            let env = self.env_name(key);
-            self.error(
-                &file_key,
-                format!("missing: set {shown} (a file holding {what}) or {env}"),
-            )
+            let (shown, env) = (self.display(&file_key), self.env_name(key));
+            let why = format!("missing: set {shown} (a file holding {what}) or {env}");
+            self.error(&file_key, why)
         })
     }
 }
