@@ -110,7 +110,8 @@ impl AgentState {
     }
 }
 
-/// The agent's routes: `POST /invocations`, `GET /ping`, `GET /openapi.json`, `GET /docs`.
+/// The agent's routes: `POST /invocations`, `GET /ping`, the chat page (`GET /`,
+/// `/chat.js`, `/chat.css`), `GET /openapi.json`, `GET /docs`.
 pub fn app(state: AgentState) -> Router {
     let max_body = state.inner.config.keys.max_body_bytes;
     // Swagger UI with its assets compiled into the binary (`vendored`): works offline.
@@ -123,6 +124,9 @@ pub fn app(state: AgentState) -> Router {
             post(invocations).layer(DefaultBodyLimit::max(max_body)),
         )
         .route("/ping", get(ping))
+        .route("/", get(crate::chat::index))
+        .route("/chat.js", get(crate::chat::script))
+        .route("/chat.css", get(crate::chat::style))
         .with_state(state)
         .merge(docs)
         .fallback(not_found)

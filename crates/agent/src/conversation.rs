@@ -36,6 +36,10 @@ pub struct Pending {
     pub results: Vec<Content>,
     /// Calls still to run, in order; the first needed consent.
     pub calls: Vec<PendingCall>,
+    /// What the user wrote while the calls waited for consent, oldest first: sent to the
+    /// model with the calls' results once they have run, never dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_texts: Vec<String>,
 }
 
 /// One stored conversation.

@@ -22,6 +22,7 @@
 //! tests and `latchkey dev` can mount it without a socket.
 
 pub mod app;
+mod chat;
 pub mod config;
 pub mod conversation;
 pub mod events;

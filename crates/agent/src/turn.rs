@@ -119,13 +119,19 @@ impl Turn {
         let inner = self.state.inner.clone();
         if let Some(pending) = conversation.pending.take() {
             // The previous turn stopped for consent: run the calls it left, then continue.
+            let mut texts = pending.user_texts;
+            texts.push(message);
             let Some(mut results) = self
                 .run_calls(conversation, pending.results, pending.calls, true)
                 .await
             else {
+                // Still waiting: keep what the user wrote for when the calls have run.
+                if let Some(still) = conversation.pending.as_mut() {
+                    still.user_texts = texts;
+                }
                 return true;
             };
-            results.push(Content::Text { text: message });
+            results.extend(texts.into_iter().map(|text| Content::Text { text }));
             conversation.messages.push(Message {
                 role: Role::User,
                 content: results,
@@ -250,6 +256,7 @@ impl Turn {
                     conversation.pending = Some(Pending {
                         results,
                         calls: left,
+                        user_texts: Vec::new(),
                     });
                     self.stop_for_consent(outcome).await;
                     return None;

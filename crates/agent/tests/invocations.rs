@@ -464,11 +464,26 @@ async fn consent_wait_ends_the_turn_at_its_deadline() {
         events.last().unwrap().data["stopReason"],
         "authorization_required"
     );
-    // The call is pending: after the consent, the next message runs it.
+    // A message while the consent is still missing: the call waits again, and the
+    // message is kept, not dropped.
+    let (events, _) = stack.invoke("gina", "d1", "are you still there?").await;
+    assert_eq!(
+        events.last().unwrap().data["stopReason"],
+        "authorization_required",
+        "{events:?}"
+    );
+    // The call is pending: after the consent, the next message runs it, and the model
+    // reads both messages with the tool's result.
     let auth = of(&events, "authorization_required")[0].data.clone();
     stack.consent(&auth, "gina").await;
     let (events, _) = stack.invoke("gina", "d1", "ok").await;
     assert_eq!(of(&events, "tool_result")[0].data["ok"], true, "{events:?}");
+    let requests = stack.llm_requests().await;
+    let last = requests.last().unwrap().to_string();
+    assert!(
+        last.contains("are you still there?") && last.contains("\"ok\""),
+        "the model did not get both messages: {last}"
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod cli;
 mod config;
+mod dev;
 mod keyfile;
 mod logging;
 mod serve;
@@ -52,7 +53,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let file = ConfigFile::load(cli.config.as_deref())?;
     config::check_file(&file)?;
     let env = Env::process();
-    let storage = StorageConfig::resolve(&Layers::new(&cli.storage, &file, &env)?)?;
+    let default_dir = match cli.command {
+        Command::Dev(_) => dev::DEFAULT_DIR,
+        _ => "latchkey",
+    };
+    let storage = StorageConfig::resolve(&Layers::new(&cli.storage, &file, &env)?, default_dir)?;
     init_logging(&storage)?;
     match cli.command {
         Command::Serve { service } => match service {
@@ -77,6 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 serve::gateway(GatewayConfig::resolve(&layers, &storage.data_dir)?).await
             }
         },
+        Command::Dev(args) => dev::run(storage, args).await,
         Command::Admin { command } => admin::run(&storage, &file, &env, command).await,
     }
 }

@@ -18,9 +18,28 @@ use crate::config::{IdentityConfig, StorageConfig};
 use crate::{check_key_file, open_storage};
 
 pub(crate) async fn identity(storage: &StorageConfig, serve: IdentityConfig) -> anyhow::Result<()> {
+    let listener = listen(serve.listen).await?;
+    let state = identity_state(storage, &serve, &listener).await?;
+    run_identity(listener, state).await
+}
+
+/// Bind `addr`, naming it in the error.
+pub(crate) async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// The identity service's state over the storage (checked against its key file); its public
+/// URL is the configured one, else the listener's address.
+pub(crate) async fn identity_state(
+    storage: &StorageConfig,
+    serve: &IdentityConfig,
+    listener: &tokio::net::TcpListener,
+) -> anyhow::Result<AppState> {
     let (store, keys) = open_storage(storage).await?;
     check_key_file(storage, &store, keys.as_ref()).await?;
-    let (listener, bound) = bind_listener(serve.listen).await?;
+    let bound = listener.local_addr()?;
     let public_url = serve
         .public_url
         .clone()
@@ -37,29 +56,21 @@ pub(crate) async fn identity(storage: &StorageConfig, serve: IdentityConfig) -> 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = AppState::start(config, store, keys, clock).await?;
     tracing::info!(%public_url, database = %storage.database_url_redacted(), "identity service starting");
-    let note = format!(" (public URL {public_url})");
-    serve_until_shutdown(
-        listener,
-        "identity",
-        &note,
-        latchkey_identity::app(state.clone()),
-    )
-    .await?;
+    Ok(state)
+}
+
+/// Serve the identity service on `listener` until a shutdown signal.
+pub(crate) async fn run_identity(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+) -> anyhow::Result<()> {
+    let note = format!(" (public URL {})", state.config.public_url);
+    let app = latchkey_identity::app(state.clone());
+    serve_until_shutdown(listener, "identity", &note, app).await?;
     state.audit.flush().await;
     state.store.close().await;
     tracing::info!("identity service stopped");
     Ok(())
-}
-
-/// Binds a service's listener; the error names the address.
-async fn bind_listener(
-    addr: std::net::SocketAddr,
-) -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let bound = listener.local_addr()?;
-    Ok((listener, bound))
 }
 
 /// Prints where `service` listens (the line a supervisor waits for, `note` appended),
@@ -88,7 +99,14 @@ fn no_delay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
-pub(crate) async fn binding((listen, binding): (SocketAddr, BindingConfig)) -> anyhow::Result<()> {
+pub(crate) async fn binding((addr, binding): (SocketAddr, BindingConfig)) -> anyhow::Result<()> {
+    binding_on(listen(addr).await?, binding).await
+}
+
+pub(crate) async fn binding_on(
+    listener: tokio::net::TcpListener,
+    binding: BindingConfig,
+) -> anyhow::Result<()> {
     let sources = match (&binding.users.alb, &binding.users.oidc) {
         (Some(_), Some(_)) => "alb+oidc",
         (Some(_), None) => "alb",
@@ -98,7 +116,6 @@ pub(crate) async fn binding((listen, binding): (SocketAddr, BindingConfig)) -> a
     let access_key_id = binding.credential.access_key_id().to_string();
     let state = latchkey_binding::BindingState::new(binding, Arc::new(SystemClock))
         .map_err(|e| anyhow!("{e}"))?;
-    let (listener, _) = bind_listener(listen).await?;
     tracing::info!(%identity_url, sources, %access_key_id, "session binding service starting");
     serve_until_shutdown(listener, "binding", "", latchkey_binding::app(state)).await?;
     tracing::info!("session binding service stopped");
@@ -108,22 +125,35 @@ pub(crate) async fn binding((listen, binding): (SocketAddr, BindingConfig)) -> a
 pub(crate) async fn agent(agent: AgentConfig) -> anyhow::Result<()> {
     let model = latchkey_llm::build(&agent.llm)
         .map_err(|e| anyhow!("invalid configuration key `agent.llm`: {e}"))?;
+    agent_on(listen(agent.keys.listen).await?, agent, model).await
+}
+
+pub(crate) async fn agent_on(
+    listener: tokio::net::TcpListener,
+    agent: AgentConfig,
+    model: Arc<dyn latchkey_llm::ChatModel>,
+) -> anyhow::Result<()> {
     let identity_url = agent.keys.identity_url.clone();
     let workload = agent.keys.workload_name.clone();
     let access_key_id = agent.credential.access_key_id().to_string();
     let provider = format!("{:?}", agent.llm.provider).to_ascii_lowercase();
     let has_api_key = agent.llm.api_key.is_some();
-    let listen = agent.keys.listen;
     let state = latchkey_agent::AgentState::new(agent, model, Arc::new(SystemClock))
         .map_err(|e| anyhow!("{e}"))?;
-    let (listener, _) = bind_listener(listen).await?;
     tracing::info!(%identity_url, %workload, %access_key_id, llm = %provider, has_api_key, "agent starting");
     serve_until_shutdown(listener, "agent", "", latchkey_agent::app(state)).await?;
     tracing::info!("agent stopped");
     Ok(())
 }
 
-pub(crate) async fn gateway(mut gateway: GatewayConfig) -> anyhow::Result<()> {
+pub(crate) async fn gateway(gateway: GatewayConfig) -> anyhow::Result<()> {
+    gateway_on(listen(gateway.keys.listen).await?, gateway).await
+}
+
+pub(crate) async fn gateway_on(
+    listener: tokio::net::TcpListener,
+    mut gateway: GatewayConfig,
+) -> anyhow::Result<()> {
     let tls = match (&gateway.keys.tls_cert, &gateway.keys.tls_key) {
         (Some(cert), Some(key)) => Some(
             latchkey_gateway::server::load_tls(cert, key)
@@ -132,8 +162,7 @@ pub(crate) async fn gateway(mut gateway: GatewayConfig) -> anyhow::Result<()> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let listen = gateway.keys.listen;
-    let (listener, bound) = bind_listener(listen).await?;
+    let bound = listener.local_addr()?;
     let redirect = match gateway.keys.http_redirect_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -211,6 +240,17 @@ pub(crate) async fn gateway(mut gateway: GatewayConfig) -> anyhow::Result<()> {
     main?;
     redirect?;
     tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Serve `router` on `listener` until a shutdown signal (the development providers).
+pub(crate) async fn plain(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+) -> anyhow::Result<()> {
+    axum::serve(listener.tap_io(no_delay), router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     Ok(())
 }
 

@@ -16,7 +16,8 @@ common::http_model!(
     /// A model behind the Anthropic Messages API.
     /// `Debug` shows the API key as `[REDACTED]` (it is a `SecretString`).
     AnthropicModel,
-    "/v1/messages",
+    // `{base}/v1/messages`, the base given with or without its `/v1`.
+    endpoint: |base| format!("{}/v1/messages", base.strip_suffix("/v1").unwrap_or(base)),
     api_key: common::ApiKeyIn::Header("x-api-key"),
     headers: &[("anthropic-version", API_VERSION)],
 );

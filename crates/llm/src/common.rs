@@ -52,6 +52,19 @@ pub(crate) fn base_url(configured: Option<&str>, default: &str) -> Result<String
     Ok(base.to_owned())
 }
 
+/// An OpenAI-compatible base URL given without its version: a base whose path is empty
+/// gets `/v1` (`http://localhost:11434` → `http://localhost:11434/v1`, as Ollama and vLLM
+/// serve it); any base with a path (`…/v1`, `/api/v1`, `/openai/deployments/x`) is taken
+/// as given.
+pub(crate) fn with_default_version(base: &str) -> String {
+    let has_path = reqwest::Url::parse(base).is_ok_and(|u| !matches!(u.path(), "" | "/"));
+    if has_path {
+        base.to_owned()
+    } else {
+        format!("{base}/v1")
+    }
+}
+
 /// The outbound client of the HTTP providers: no redirects, connect timeout.
 pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, LlmError> {
     reqwest::Client::builder()
@@ -104,19 +117,19 @@ pub(crate) enum ApiKeyIn {
 }
 
 impl HttpProvider {
-    /// The provider at `path` below the configured base URL (or `default_base_url`); every
-    /// request carries `headers`, and the API key (if any) as `api_key_in` says.
+    /// The provider at the `endpoint` of the configured base URL (or `default_base_url`);
+    /// every request carries `headers`, and the API key (if any) as `api_key_in` says.
     pub(crate) fn new(
         config: &LlmConfig,
         default_base_url: &str,
-        path: &str,
+        endpoint: fn(&str) -> String,
         api_key_in: ApiKeyIn,
         headers: &'static [(&'static str, &'static str)],
     ) -> Result<Self, LlmError> {
         let base = base_url(config.base_url.as_deref(), default_base_url)?;
         Ok(Self {
             client: http_client(config.timeout)?,
-            endpoint: format!("{base}{path}"),
+            endpoint: endpoint(&base),
             api_key_in,
             headers,
             config: Arc::new(config.clone()),
@@ -169,14 +182,14 @@ impl HttpProvider {
     }
 }
 
-/// Declares a model type over [`HttpProvider`] in a provider's module: `new` (the path
-/// below the module's `DEFAULT_BASE_URL`) and a [`crate::ChatModel`] that posts the
+/// Declares a model type over [`HttpProvider`] in a provider's module: `new` (the
+/// `endpoint` of the base URL, by default the module's `DEFAULT_BASE_URL`) and a [`crate::ChatModel`] that posts the
 /// module's `request_body`, reads its errors with its `error_message`, and reads the answer
 /// as server-sent events into its `State` (a [`SseAnswer`]).
 macro_rules! http_model {
     (
         $(#[$doc:meta])* $name:ident,
-        $path:literal,
+        endpoint: $endpoint:expr,
         api_key: $api_key_in:expr,
         headers: $headers:expr $(,)?
     ) => {
@@ -192,7 +205,7 @@ macro_rules! http_model {
                 let http = $crate::common::HttpProvider::new(
                     config,
                     DEFAULT_BASE_URL,
-                    $path,
+                    $endpoint,
                     $api_key_in,
                     $headers,
                 )?;

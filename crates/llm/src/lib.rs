@@ -46,6 +46,7 @@ pub mod anthropic;
 pub mod bedrock;
 mod common;
 pub mod openai;
+pub mod planner;
 mod sse;
 
 pub use anthropic::AnthropicModel;
@@ -53,6 +54,7 @@ pub use anthropic::AnthropicModel;
 pub use aws_credential_types::Credentials;
 pub use bedrock::BedrockModel;
 pub use openai::OpenAiModel;
+pub use planner::ScriptedPlanner;
 
 /// Who wrote a [`Message`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

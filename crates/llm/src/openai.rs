@@ -14,7 +14,7 @@ common::http_model!(
     /// A model behind an OpenAI-compatible chat completions endpoint.
     /// `Debug` shows the API key as `[REDACTED]` (it is a `SecretString`).
     OpenAiModel,
-    "/chat/completions",
+    endpoint: |base| format!("{}/chat/completions", common::with_default_version(base)),
     api_key: common::ApiKeyIn::Bearer,
     headers: &[],
 );

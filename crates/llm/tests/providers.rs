@@ -525,3 +525,20 @@ async fn no_retries_means_one_attempt() {
     expect_provider_error(model.as_ref(), 429).await;
     assert_eq!(server.requests().await.len(), 1);
 }
+
+/// The OpenAI-compatible and Anthropic base URLs work given with or without `/v1` (and with
+/// a trailing slash): each spelling reaches the scripted server's `/v1/…` endpoint.
+#[tokio::test]
+async fn base_url_with_or_without_v1() {
+    let server = Server::start(0);
+    for provider in [Provider::Openai, Provider::Anthropic] {
+        for suffix in ["", "/", "/v1", "/v1/"] {
+            let mut config = config(provider, &server, Duration::from_secs(20), 0);
+            config.base_url = Some(format!("{}{suffix}", server.url));
+            let events = call(model(&config).as_ref(), request(vec![user("hi")]))
+                .await
+                .unwrap_or_else(|e| panic!("{provider:?} with base {suffix:?}: {e}"));
+            assert_eq!(split(&events).0, "echo: hi", "{provider:?} {suffix:?}");
+        }
+    }
+}

@@ -115,13 +115,15 @@ pub struct StorageConfig {
 }
 
 impl StorageConfig {
-    pub fn resolve(l: &Layers) -> anyhow::Result<Self> {
+    /// `default_dir`: the data directory's name under the user's data dir when none is set
+    /// (`latchkey`; `latchkey-dev` for `latchkey dev`).
+    pub fn resolve(l: &Layers, default_dir: &str) -> anyhow::Result<Self> {
         let k: StorageKeys = l.read()?;
         let no_default = "no default data directory on this system; set --data-dir";
         let data_dir = match k.data_dir {
             Some(dir) => dir,
             None => {
-                (dirs::data_dir().ok_or_else(|| l.error("data_dir", no_default))?).join("latchkey")
+                (dirs::data_dir().ok_or_else(|| l.error("data_dir", no_default))?).join(default_dir)
             }
         };
         let database_url = match l.secret("database_url")? {

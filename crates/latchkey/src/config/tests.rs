@@ -254,7 +254,7 @@ fn help_lists_every_key_with_its_environment_variable() {
 #[test]
 fn storage_and_identity() {
     let storage = |args: &[&str], env: &[(&str, &str)], toml: &str| {
-        with::<Storage, _>(args, env, toml, StorageConfig::resolve)
+        with::<Storage, _>(args, env, toml, |l| StorageConfig::resolve(l, "latchkey"))
     };
     let c = storage(&["--data-dir", "/d"], &[], "").unwrap();
     assert_eq!(c.database_url, "sqlite:///d/latchkey.db?mode=rwc");
