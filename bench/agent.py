@@ -51,13 +51,9 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-async def invoke(host: str, port: int, header: str, reader_writer=None, *, count_events: bool = True):
-    """One POST /invocations over a (kept-alive) connection; returns (ttfe_s, events, rw)."""
-    if reader_writer is None:
-        reader_writer = await asyncio.open_connection(host, port)
-    reader, writer = reader_writer
-    body = json.dumps({"sessionId": f"bench-{uuid.uuid4()}", "message": "hello from the benchmark"}).encode()
-    started = time.perf_counter()
+async def start_invocation(reader, writer, header: str, session_id: str, message: str) -> None:
+    """Send one POST /invocations (ALB user header `header`) and read its 200 status line."""
+    body = json.dumps({"sessionId": session_id, "message": message}).encode()
     writer.write(
         b"POST /invocations HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
         + f"x-amzn-oidc-data: {header}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
@@ -67,6 +63,15 @@ async def invoke(host: str, port: int, header: str, reader_writer=None, *, count
     status = await reader.readline()
     if b" 200 " not in status:
         raise RuntimeError(f"agent answered {status!r}")
+
+
+async def invoke(host: str, port: int, header: str, reader_writer=None, *, count_events: bool = True):
+    """One POST /invocations over a (kept-alive) connection; returns (ttfe_s, events, rw)."""
+    if reader_writer is None:
+        reader_writer = await asyncio.open_connection(host, port)
+    reader, writer = reader_writer
+    started = time.perf_counter()
+    await start_invocation(reader, writer, header, f"bench-{uuid.uuid4()}", "hello from the benchmark")
     chunked = False
     while True:
         line = await reader.readline()
@@ -126,16 +131,7 @@ async def hold_open(host: str, port: int, header: str, streams: int, agent_pid: 
         nonlocal opened
         reader, writer = await asyncio.open_connection(host, port)
         writers.append(writer)
-        body = json.dumps({"sessionId": f"hold-{uuid.uuid4()}", "message": "hold"}).encode()
-        writer.write(
-            b"POST /invocations HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            + f"x-amzn-oidc-data: {header}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-        await writer.drain()
-        status = await reader.readline()
-        if b" 200 " not in status:
-            raise RuntimeError(f"agent answered {status!r}")
+        await start_invocation(reader, writer, header, f"hold-{uuid.uuid4()}", "hold")
         opened += 1
         await reader.read()  # held until the model answers or we close
 

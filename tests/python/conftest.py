@@ -32,7 +32,7 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 from lk_harness import Cred, Latchkey, database_url, latchkey_bin, storage  # noqa: E402
 from secrets_sweep import SWEEP, install_http_hooks  # noqa: E402
-from oidc import OidcProvider  # noqa: E402
+from oidc import OidcProvider, running_provider  # noqa: E402
 from authz_fixtures import authz_server, authz_server_rotating, resource_api  # noqa: E402,F401
 
 
@@ -91,10 +91,7 @@ def db_url() -> str | None:
 @pytest.fixture(scope="session")
 def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
     """One oidc-provider for the session (modules that rotate keys start their own)."""
-    provider = OidcProvider(tmp_path_factory.mktemp("oidc"))
-    provider.start()
-    yield provider
-    provider.stop()
+    yield from running_provider(tmp_path_factory, "oidc")
 
 
 # --------------------------------------------------------------------------- per module

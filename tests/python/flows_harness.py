@@ -14,12 +14,7 @@ from urllib.parse import urljoin, urlparse
 
 import requests
 
-from oidc import ConsentResult, Hop
-
-
-def _origin(url: str) -> str:
-    u = urlparse(url)
-    return f"{u.scheme}://{u.netloc}"
+from oidc import ConsentResult, Hop, origin, running_provider
 
 
 class Browser:
@@ -27,8 +22,8 @@ class Browser:
 
     def __init__(self, latchkey_url: str, provider_issuer: str) -> None:
         self.s = requests.Session()
-        self.latchkey = _origin(latchkey_url)
-        self.provider = _origin(provider_issuer)
+        self.latchkey = origin(latchkey_url)
+        self.provider = origin(provider_issuer)
 
     def _step(self, result: ConsentResult, method: str, url: str, data: dict[str, str] | None = None) -> requests.Response:
         r = self.s.request(method, url, data=data, allow_redirects=False, timeout=15)
@@ -55,15 +50,15 @@ class Browser:
             if r.status_code not in (301, 302, 303, 307, 308):
                 return result
             location = urljoin(r.url, r.headers["Location"])
-            origin = _origin(location)
-            if origin not in (self.latchkey, self.provider):
+            at = origin(location)
+            if at not in (self.latchkey, self.provider):
                 result.final_url = location
                 return result
             path = urlparse(location).path
-            if stop_at_callback and origin == self.latchkey and "/identities/oauth2/callback/" in path:
+            if stop_at_callback and at == self.latchkey and "/identities/oauth2/callback/" in path:
                 result.final_url = location
                 return result
-            if origin == self.provider and "/interaction/" in path and not path.endswith("/abort"):
+            if at == self.provider and "/interaction/" in path and not path.endswith("/abort"):
                 page = self._step(result, "GET", location)
                 if page.status_code != 200:
                     return result
@@ -113,16 +108,3 @@ def create_custom_provider(server: Any, cp: Any, authz: Any, prefix: str = "prov
         },
     )
     return name, cp.get_oauth2_credential_provider(name=name)["callbackUrl"]
-
-
-def running_provider(tmp_path_factory: Any, name: str, **kw: Any) -> Any:
-    """Generator body for a module fixture: an `OidcProvider` started in a fresh directory,
-    stopped after the module (`yield from running_provider(...)`)."""
-    from oidc import OidcProvider
-
-    provider = OidcProvider(tmp_path_factory.mktemp(name), **kw)
-    provider.start()
-    try:
-        yield provider
-    finally:
-        provider.stop()

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from lk_harness import latchkey_bin
-from oidc import ConsentResult, OidcProvider, drive_consent
+from oidc import ConsentResult, OidcProvider, drive_consent, origin
 from secrets_sweep import SWEEP
 
 GATEWAY_ARN = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/latchkey-gateway/0000000000000000"
@@ -52,11 +52,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def origin(url: str) -> str:
-    u = urlparse(url)
-    return f"{u.scheme}://{u.netloc}"
 
 
 # --------------------------------------------------------------------------- upstream

@@ -115,6 +115,23 @@ def uniq(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def new_workload(cp: Any, prefix: str) -> str:
+    """A workload identity with a fresh name starting with `prefix`."""
+    name = uniq(prefix)
+    cp.create_workload_identity(name=name)
+    return name
+
+
+def new_api_key_provider(server: Latchkey, cp: Any, prefix: str, key_prefix: str) -> tuple[str, str]:
+    """An API key provider with a fresh name and key (the key is remembered as a secret, for
+    the leak sweep): `(name, key)`."""
+    name = uniq(prefix)
+    key = f"{key_prefix}-{uuid.uuid4().hex}"
+    server.remember_secret(key)
+    cp.create_api_key_credential_provider(name=name, apiKey=key)
+    return name, key
+
+
 def workload_arn(name: str) -> str:
     return f"arn:aws:bedrock-agentcore:{REGION}:{ACCOUNT}:workload-identity-directory/default/workload-identity/{name}"
 
@@ -467,6 +484,17 @@ def raises_code(*codes: str) -> Iterator[pytest.ExceptionInfo[ClientError]]:
     assert code in codes, f"expected {codes}, got {code}: {ei.value.response}"
     assert http_status(ei.value) == AGENTCORE_ERRORS[code], ei.value.response
     assert ei.value.response["Error"].get("Message"), ei.value.response
+
+
+def assert_deleted(delete: Callable[[], Any], **then_missing: Callable[[], Any]) -> None:
+    """`delete` answers 204; afterwards each named call fails with ResourceNotFoundException."""
+    assert delete()["ResponseMetadata"]["HTTPStatusCode"] == 204
+    for step, call in then_missing.items():
+        try:
+            with raises_code("ResourceNotFoundException"):
+                call()
+        except BaseException as e:
+            raise AssertionError(f"after the delete, {step!r} did not fail as not found: {e}") from e
 
 
 def capture_raw_bodies(client: Any) -> list[bytes]:

@@ -211,7 +211,8 @@ def fingerprint(secret: str | None) -> str:
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
-def _origin(url: str) -> str:
+def origin(url: str) -> str:
+    """`scheme://host[:port]` of `url`."""
     u = urlparse(url)
     return f"{u.scheme}://{u.netloc}"
 
@@ -224,6 +225,11 @@ class Hop:
 
     def __repr__(self) -> str:
         return f"Hop({self.method} {redact_url(self.url)} -> {self.status})"
+
+
+def _final_url_param(name: str) -> property:
+    """A read-only property: the parameter `name` of `final_url`'s query, or None."""
+    return property(lambda self: self.params.get(name), doc=f"`{name}` in the query of `final_url`.")
 
 
 @dataclass
@@ -248,21 +254,10 @@ class ConsentResult:
             return {}
         return {k: v[0] for k, v in parse_qs(urlparse(self.final_url).query).items()}
 
-    @property
-    def session_id(self) -> str | None:
-        return self.params.get("session_id")
-
-    @property
-    def state(self) -> str | None:
-        return self.params.get("state")
-
-    @property
-    def error(self) -> str | None:
-        return self.params.get("error")
-
-    @property
-    def code(self) -> str | None:
-        return self.params.get("code")
+    session_id = _final_url_param("session_id")
+    state = _final_url_param("state")
+    error = _final_url_param("error")
+    code = _final_url_param("code")
 
     def __repr__(self) -> str:
         status = self.response.status_code if self.response is not None else None
@@ -315,14 +310,14 @@ def drive_consent(
     s = session if session is not None else requests.Session()
     result = ConsentResult()
     if isinstance(provider, OidcProvider):
-        provider_origin: str | None = _origin(provider.issuer)
+        provider_origin: str | None = origin(provider.issuer)
     elif provider:
-        provider_origin = _origin(provider)
+        provider_origin = origin(provider)
     elif urlparse(authorization_url).path.rstrip("/").endswith("/auth"):
-        provider_origin = _origin(authorization_url)
+        provider_origin = origin(authorization_url)
     else:
         provider_origin = None
-    known = {_origin(authorization_url)}
+    known = {origin(authorization_url)}
 
     def step(method: str, url: str, data: dict[str, str] | None = None) -> requests.Response:
         r = s.request(method, url, data=data, allow_redirects=False, timeout=15)
@@ -336,7 +331,7 @@ def drive_consent(
         if r.status_code not in _REDIRECTS or "Location" not in r.headers:
             return result
         location = urljoin(r.url, r.headers["Location"])
-        here, there = _origin(r.url), _origin(location)
+        here, there = origin(r.url), origin(location)
         if provider_origin is None:
             provider_origin = there  # Latchkey's authorize endpoint sends us to the provider
         known.add(provider_origin)
@@ -896,3 +891,10 @@ class ResourceApi:
     def get(self, path: str, token: str | None) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         return requests.get(self.url + path, headers=headers, timeout=10)
+
+
+def running_provider(tmp_path_factory: Any, name: str, **kw: Any) -> Iterator[OidcProvider]:
+    """Generator body for a fixture: an `OidcProvider` started in a fresh directory,
+    stopped at the fixture's teardown (`yield from running_provider(...)`)."""
+    with OidcProvider(tmp_path_factory.mktemp(name), **kw) as provider:
+        yield provider

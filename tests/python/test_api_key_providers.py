@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from lk_harness import Latchkey, api_key_provider_arn, capture_raw_bodies, raises_code, uniq
+from lk_harness import Latchkey, api_key_provider_arn, assert_deleted, capture_raw_bodies, raises_code, uniq
 
 
 def new_key() -> str:
@@ -49,14 +49,12 @@ def test_api_key_provider_lifecycle(server: Latchkey) -> None:
     assert updated["createdTime"] == got["createdTime"]
 
     listed = cp.list_api_key_credential_providers(maxResults=100)
-    deleted = cp.delete_api_key_credential_provider(name=name)
-    assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204
-    with raises_code("ResourceNotFoundException"):
-        cp.get_api_key_credential_provider(name=name)
-    with raises_code("ResourceNotFoundException"):
-        cp.delete_api_key_credential_provider(name=name)
-    with raises_code("ResourceNotFoundException"):
-        cp.update_api_key_credential_provider(name=name, apiKey=new)
+    assert_deleted(
+        lambda: cp.delete_api_key_credential_provider(name=name),
+        get=lambda: cp.get_api_key_credential_provider(name=name),
+        delete_again=lambda: cp.delete_api_key_credential_provider(name=name),
+        update=lambda: cp.update_api_key_credential_provider(name=name, apiKey=new),
+    )
 
     blob = b"\n".join(bodies)
     for k in (key, new):

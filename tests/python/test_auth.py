@@ -8,16 +8,14 @@ import json
 import pytest
 import requests
 
-from lk_harness import Latchkey, assert_error_response, signed_request, uniq
+from lk_harness import Latchkey, assert_error_response, new_workload, signed_request, uniq
 
 WAT_PATH = "/identities/GetWorkloadAccessToken"
 
 
 @pytest.fixture(scope="module")
 def workload(cp) -> str:
-    name = uniq("auth-wl")
-    cp.create_workload_identity(name=name)
-    return name
+    return new_workload(cp, "auth-wl")
 
 
 def body_for(workload: str) -> bytes:

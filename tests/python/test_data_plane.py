@@ -12,8 +12,17 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from lk_harness import Latchkey, decode_wat, eventually, inbound_issuers_toml, raises_code, uniq
-from oidc import OidcProvider
+from lk_harness import (
+    Latchkey,
+    decode_wat,
+    eventually,
+    inbound_issuers_toml,
+    new_api_key_provider,
+    new_workload,
+    raises_code,
+    uniq,
+)
+from oidc import OidcProvider, running_provider
 
 DENIED = ("AccessDeniedException", "ValidationException")
 
@@ -21,10 +30,7 @@ DENIED = ("AccessDeniedException", "ValidationException")
 @pytest.fixture(scope="module")
 def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
     """This module's own provider: it rotates its keys."""
-    provider = OidcProvider(tmp_path_factory.mktemp("idp-dataplane"))
-    provider.start()
-    yield provider
-    provider.stop()
+    yield from running_provider(tmp_path_factory, "idp-dataplane")
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +40,7 @@ def server_config(idp: OidcProvider) -> str:
 
 @pytest.fixture(scope="module")
 def workload(cp) -> str:
-    name = uniq("dp-wl")
-    cp.create_workload_identity(name=name)
-    return name
+    return new_workload(cp, "dp-wl")
 
 
 def b64u(data: bytes) -> str:
@@ -164,11 +168,7 @@ def test_invalid_workload_name(dp, workload: str) -> None:
 # --------------------------------------------------------------------------- API keys
 @pytest.fixture(scope="module")
 def api_key_provider(server: Latchkey, cp) -> tuple[str, str]:
-    name = uniq("dp-ak")
-    key = f"sk-live-{uuid.uuid4().hex}"
-    server.remember_secret(key)
-    cp.create_api_key_credential_provider(name=name, apiKey=key)
-    return name, key
+    return new_api_key_provider(server, cp, "dp-ak", "sk-live")
 
 
 def test_get_resource_api_key(server: Latchkey, dp, cp, workload: str, api_key_provider: tuple[str, str]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lk_harness import Latchkey, capture_raw_bodies, oauth2_provider_arn, raises_code, uniq
+from lk_harness import Latchkey, assert_deleted, capture_raw_bodies, oauth2_provider_arn, raises_code, uniq
 from oidc import OidcProvider
 
 GITHUB_AUTHORIZE = "https://github.com/login/oauth/authorize"
@@ -236,18 +236,16 @@ def test_list_update_delete(server: Latchkey, watched) -> None:
     after = cp.get_oauth2_credential_provider(name=target)
     assert after["oauth2ProviderConfigOutput"]["githubOauth2ProviderConfig"]["clientId"] == "id-rotated"
 
-    deleted = cp.delete_oauth2_credential_provider(name=target)
-    assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204
-    with raises_code("ResourceNotFoundException"):
-        cp.get_oauth2_credential_provider(name=target)
-    with raises_code("ResourceNotFoundException"):
-        cp.delete_oauth2_credential_provider(name=target)
-    with raises_code("ResourceNotFoundException"):
-        cp.update_oauth2_credential_provider(
+    assert_deleted(
+        lambda: cp.delete_oauth2_credential_provider(name=target),
+        get=lambda: cp.get_oauth2_credential_provider(name=target),
+        delete_again=lambda: cp.delete_oauth2_credential_provider(name=target),
+        update=lambda: cp.update_oauth2_credential_provider(
             name=target,
             credentialProviderVendor="GithubOauth2",
             oauth2ProviderConfigInput={"githubOauth2ProviderConfig": {"clientId": "x", "clientSecret": new}},
-        )
+        ),
+    )
     for s in [*secrets, new]:
         assert_absent(s, bodies, before, updated, after, *responses)
 

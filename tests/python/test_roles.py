@@ -9,7 +9,17 @@ import pytest
 
 from botocore.exceptions import ClientError
 
-from lk_harness import Cred, Latchkey, error_code, eventually, http_status, raises_code, uniq, workload_arn
+from lk_harness import (
+    Cred,
+    Latchkey,
+    error_code,
+    eventually,
+    http_status,
+    new_api_key_provider,
+    raises_code,
+    uniq,
+    workload_arn,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +42,7 @@ def binding(server: Latchkey) -> Cred:
 
 @pytest.fixture(scope="module")
 def api_key(server: Latchkey, cp) -> tuple[str, str]:
-    name = uniq("roles-ak")
-    key = f"roles-key-{uuid.uuid4().hex}"
-    server.remember_secret(key)
-    cp.create_api_key_credential_provider(name=name, apiKey=key)
-    return name, key
+    return new_api_key_provider(server, cp, "roles-ak", "roles-key")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from lk_harness import raises_code, uniq, workload_arn
+from lk_harness import assert_deleted, raises_code, uniq, workload_arn
 
 
 def test_create_get_update_delete(cp) -> None:
@@ -46,14 +46,12 @@ def test_create_get_update_delete(cp) -> None:
     assert again["createdTime"] == got["createdTime"]
     assert again["lastUpdatedTime"] == updated["lastUpdatedTime"]
 
-    deleted = cp.delete_workload_identity(name=name)
-    assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204
-    with raises_code("ResourceNotFoundException"):
-        cp.get_workload_identity(name=name)
-    with raises_code("ResourceNotFoundException"):
-        cp.delete_workload_identity(name=name)
-    with raises_code("ResourceNotFoundException"):
-        cp.update_workload_identity(name=name, allowedResourceOauth2ReturnUrls=[])
+    assert_deleted(
+        lambda: cp.delete_workload_identity(name=name),
+        get=lambda: cp.get_workload_identity(name=name),
+        delete_again=lambda: cp.delete_workload_identity(name=name),
+        update=lambda: cp.update_workload_identity(name=name, allowedResourceOauth2ReturnUrls=[]),
+    )
 
 
 def test_update_to_empty_list(cp) -> None:

@@ -445,41 +445,35 @@ mod tests {
 
     #[test]
     fn scheme_host_and_port_must_be_literal() {
-        for (template, part) in [
-            ("https://{host}/x", UrlPart::Host),
-            ("https://api.{domain}/x", UrlPart::Host),
-            ("https://{host}:443/x", UrlPart::Host),
-            ("https://api.example.com:{port}/x", UrlPart::Port),
-            ("https://[::1]:{port}/x", UrlPart::Port),
-            ("{scheme}://api.example.com/x", UrlPart::Scheme),
-            ("http{s}://api.example.com/x", UrlPart::Scheme),
-            ("https://{user}@api.example.com/x", UrlPart::Userinfo),
-            ("https://u:{password}@api.example.com/x", UrlPart::Userinfo),
-            ("{url}", UrlPart::Scheme),
-            ("{base}/x", UrlPart::Scheme),
+        use TemplateError::{Fragment, NotHttp, NotLiteral, Userinfo};
+        for (template, error) in [
+            ("https://{host}/x", NotLiteral(UrlPart::Host)),
+            ("https://api.{domain}/x", NotLiteral(UrlPart::Host)),
+            ("https://{host}:443/x", NotLiteral(UrlPart::Host)),
+            (
+                "https://api.example.com:{port}/x",
+                NotLiteral(UrlPart::Port),
+            ),
+            ("https://[::1]:{port}/x", NotLiteral(UrlPart::Port)),
+            ("{scheme}://api.example.com/x", NotLiteral(UrlPart::Scheme)),
+            ("http{s}://api.example.com/x", NotLiteral(UrlPart::Scheme)),
+            (
+                "https://{user}@api.example.com/x",
+                NotLiteral(UrlPart::Userinfo),
+            ),
+            (
+                "https://u:{password}@api.example.com/x",
+                NotLiteral(UrlPart::Userinfo),
+            ),
+            ("{url}", NotLiteral(UrlPart::Scheme)),
+            ("{base}/x", NotLiteral(UrlPart::Scheme)),
+            ("https://u:p@api.example.com/x", Userinfo),
+            ("https://api.example.com/x#{f}", Fragment),
+            ("ftp://api.example.com/x", NotHttp),
+            ("https:///{x}", NotHttp),
         ] {
-            assert_eq!(
-                UrlTemplate::parse(template),
-                Err(TemplateError::NotLiteral(part)),
-                "{template}"
-            );
+            assert_eq!(UrlTemplate::parse(template), Err(error), "{template}");
         }
-        assert_eq!(
-            UrlTemplate::parse("https://u:p@api.example.com/x"),
-            Err(TemplateError::Userinfo)
-        );
-        assert_eq!(
-            UrlTemplate::parse("https://api.example.com/x#{f}"),
-            Err(TemplateError::Fragment)
-        );
-        assert_eq!(
-            UrlTemplate::parse("ftp://api.example.com/x"),
-            Err(TemplateError::NotHttp)
-        );
-        assert_eq!(
-            UrlTemplate::parse("https:///{x}"),
-            Err(TemplateError::NotHttp)
-        );
         for not_normal in [
             "https://x.test/a/../{b}",
             "https://x.test/a/./{b}",

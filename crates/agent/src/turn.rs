@@ -359,6 +359,11 @@ impl Turn {
         Ok(wat)
     }
 
+    /// A failed tool call: `message` is what the model is told.
+    async fn tool_error(&self, call: &PendingCall, message: impl Into<String>) -> CallOutcome {
+        self.tool_result(call, false, message.into()).await
+    }
+
     async fn tool_result(&self, call: &PendingCall, ok: bool, content: String) -> CallOutcome {
         self.out
             .send(StreamEvent::ToolResult(events::ToolResult {
@@ -379,21 +384,20 @@ impl Turn {
         let inner = self.state.inner.clone();
         let Some(tool) = inner.tools.iter().find(|t| t.spec.name == call.name) else {
             return self
-                .tool_result(call, false, format!("unknown tool {:?}", call.name))
+                .tool_error(call, format!("unknown tool {:?}", call.name))
                 .await;
         };
         if let Err(message) = tool.check_arguments(&call.arguments) {
-            return self.tool_result(call, false, message).await;
+            return self.tool_error(call, message).await;
         }
         let wat = match self.workload_access_token().await {
             Ok(wat) => wat,
             Err(error) => {
                 tracing::error!(%error, tool = %tool.spec.name, "cannot get a workload access token");
                 return self
-                    .tool_result(
+                    .tool_error(
                         call,
-                        false,
-                        "the agent could not get a workload access token for this user".into(),
+                        "the agent could not get a workload access token for this user",
                     )
                     .await;
             }
@@ -463,9 +467,8 @@ impl Turn {
                     Err(error) => {
                         tracing::info!(%error, tool = %tool.spec.name, outcome = "consent-failed", "authorization failed");
                         return self
-                            .tool_result(
+                            .tool_error(
                                 call,
-                                false,
                                 format!("the user's authorization did not complete: {error}"),
                             )
                             .await;
@@ -474,19 +477,14 @@ impl Turn {
             }
             Ok(_) => {
                 return self
-                    .tool_result(
-                        call,
-                        false,
-                        "the authorization session is not usable; ask again".into(),
-                    )
+                    .tool_error(call, "the authorization session is not usable; ask again")
                     .await;
             }
             Err(error) => {
                 tracing::error!(%error, tool = %tool.spec.name, "GetResourceOauth2Token failed");
                 return self
-                    .tool_result(
+                    .tool_error(
                         call,
-                        false,
                         format!("the identity service refused the token request: {error}"),
                     )
                     .await;
@@ -664,19 +662,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(stored.pending.is_none());
-        let calls: Vec<_> = stored
-            .messages
-            .iter()
-            .flat_map(|m| &m.content)
+        let contents = || stored.messages.iter().flat_map(|m| &m.content);
+        let calls: Vec<_> = contents()
             .filter_map(|c| match c {
                 Content::ToolCall { id, .. } => Some(id.clone()),
                 _ => None,
             })
             .collect();
-        let results: Vec<_> = stored
-            .messages
-            .iter()
-            .flat_map(|m| &m.content)
+        let results: Vec<_> = contents()
             .filter_map(|c| match c {
                 Content::ToolResult { id, .. } => Some(id.clone()),
                 _ => None,

@@ -60,6 +60,27 @@ impl PkceVerifier {
     }
 }
 
+/// `#[serde(with = "latchkey_authn::pkce::stored")]` for a [`PkceVerifier`] field of a
+/// record that is sealed before it is stored: the verifier is written as its plain string
+/// (through [`PkceVerifier::expose_for_storage`]) and read back with
+/// [`PkceVerifier::from_stored`], so the stored form is that of a `String` field.
+pub mod stored {
+    use secrecy::SecretString;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::PkceVerifier;
+
+    /// Writes the verifier as a string.
+    pub fn serialize<S: Serializer>(verifier: &PkceVerifier, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(verifier.expose_for_storage())
+    }
+
+    /// Reads a verifier written by [`serialize`].
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PkceVerifier, D::Error> {
+        String::deserialize(d).map(|v| PkceVerifier::from_stored(SecretString::from(v)))
+    }
+}
+
 /// The `S256` code challenge of a verifier: base64url(SHA-256(verifier)), no padding.
 pub fn code_challenge(verifier: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
@@ -94,5 +115,23 @@ mod tests {
         assert!(!format!("{a:?}").contains(a.expose_for_storage()));
         let secret = a.into_secret();
         assert_eq!(secret.expose_secret().len(), 43);
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Sealed {
+        #[serde(with = "stored")]
+        verifier: PkceVerifier,
+    }
+
+    #[test]
+    fn stored_form_is_the_plain_string() {
+        let sealed = Sealed {
+            verifier: PkceVerifier::from_stored(SecretString::from("abc-DEF_123")),
+        };
+        let json = serde_json::to_string(&sealed).expect("serialize");
+        assert_eq!(json, r#"{"verifier":"abc-DEF_123"}"#);
+        let back: Sealed = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back.verifier.expose_for_storage(), "abc-DEF_123");
+        assert!(serde_json::from_str::<Sealed>(r#"{"verifier":7}"#).is_err());
     }
 }

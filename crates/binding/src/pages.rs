@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use latchkey_edge::pages::harden_page;
 
 /// The inline style of every page.
 pub const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;line-height:1.5;color:#1b1b1b}h1{font-size:1.4rem}.ok{color:#146c2e}.err{color:#a4161a}";
@@ -28,20 +29,7 @@ pub static CSP: LazyLock<String> = LazyLock::new(|| {
 
 /// Add the hardening headers to any response.
 pub fn harden(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    if let Ok(csp) = HeaderValue::from_str(&CSP) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
-    }
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    harden_page(response.headers_mut(), &CSP, "no-referrer");
     response
 }
 

@@ -450,19 +450,17 @@ async fn alb_malformed_tokens_rejected() {
 
 #[tokio::test]
 async fn alb_invalid_header_does_not_fall_back_to_oidc() {
-    let alb_key = EcKey::generate("kid-alb");
-    let idp_key = EcKey::generate("idp-key");
-    let keys = KeyServer::start(&[&alb_key]).await;
-    let idp = Idp::start(&[&idp_key]).await;
-    let identity = IdentityStandIn::start().await;
-    let mut config = base_config(&identity.url());
-    config.users.alb = Some(alb_config(&keys));
-    config.users.oidc = Some(oidc_config(&idp, Some("id_token")));
-    let binding = Binding::start(config).await;
-    let id_token = id_token(&idp_key, &idp.issuer, AUDIENCE, "alice");
+    let peers = BothSources::start("kid-alb", "idp-key").await;
+    let binding = Binding::start(peers.config).await;
+    let id_token = id_token(&peers.idp_key, &peers.idp.issuer, AUDIENCE, "alice");
     let mut payload = alb_payload("alice");
     payload["exp"] = json!(NOW - 3600);
-    let expired = jws(&alb_key, &alb_header(&alb_key.kid, SIGNER), &payload, true);
+    let expired = jws(
+        &peers.alb_key,
+        &alb_header(&peers.alb_key.kid, SIGNER),
+        &payload,
+        true,
+    );
     let bearer = format!("Bearer {id_token}");
     let cookie = format!("id_token={id_token}");
     let (status, _, _) = binding
@@ -473,12 +471,12 @@ async fn alb_invalid_header_does_not_fall_back_to_oidc() {
         ])
         .await;
     assert_eq!(status, 401);
-    assert_eq!(identity.calls(), 0);
-    assert_eq!(idp.hits(), 0, "the OIDC source was not consulted");
+    assert_eq!(peers.identity.calls(), 0);
+    assert_eq!(peers.idp.hits(), 0, "the OIDC source was not consulted");
     // Without the ALB header, the OIDC source is used.
     let (status, _, _) = binding.bind_with(&[("authorization", &bearer)]).await;
     assert_eq!(status, 200);
-    assert_eq!(identity.calls(), 1);
+    assert_eq!(peers.identity.calls(), 1);
 }
 
 /// A kid of the shape an ALB issues (a UUID), distinct per `n`.

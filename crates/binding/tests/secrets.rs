@@ -45,14 +45,14 @@ async fn credential_secret_never_logged_or_returned() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let alb_key = EcKey::generate("kid-secrets");
-    let idp_key = EcKey::generate("idp-secrets");
-    let keys = KeyServer::start(&[&alb_key]).await;
-    let idp = Idp::start(&[&idp_key]).await;
-    let identity = IdentityStandIn::start().await;
-    let mut config = base_config(&identity.url());
-    config.users.alb = Some(alb_config(&keys));
-    config.users.oidc = Some(oidc_config(&idp, Some("id_token")));
+    let BothSources {
+        alb_key,
+        idp_key,
+        keys: _keys,
+        idp,
+        identity,
+        config,
+    } = BothSources::start("kid-secrets", "idp-secrets").await;
     let config_debug = format!("{config:?}");
     let binding = Binding::start(config.clone()).await;
     let state_debug = format!("{:?}", binding.state);

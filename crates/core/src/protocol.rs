@@ -146,69 +146,63 @@ macro_rules! protocol_string {
     };
 }
 
+/// A name type: [`protocol_string!`] plus its rule (length in characters and the allowed
+/// characters, with the pattern AgentCore's message quotes) and its [`ProtocolValue`].
+macro_rules! protocol_name {
+    (
+        $(#[$doc:meta])*
+        $name:ident, length $min:literal..=$max:literal, pattern $pattern:literal,
+        chars $chars_doc:literal => $allowed:expr
+    ) => {
+        protocol_string!($(#[$doc])* $name);
+
+        impl $name {
+            pub const MIN_LEN: usize = $min;
+            pub const MAX_LEN: usize = $max;
+            /// The model's pattern, as AgentCore's message quotes it.
+            pub const PATTERN: &'static str = $pattern;
+
+            #[doc = $chars_doc]
+            pub fn is_allowed_char(c: char) -> bool {
+                let allowed: fn(char) -> bool = $allowed;
+                allowed(c)
+            }
+        }
+
+        impl ProtocolValue for $name {
+            fn parse(value: &str) -> Result<Self, InvalidValue> {
+                check(
+                    value,
+                    Self::MIN_LEN,
+                    Self::MAX_LEN,
+                    Self::is_allowed_char,
+                    Self::PATTERN,
+                )?;
+                Ok(Self(value.to_owned()))
+            }
+        }
+    };
+}
+
 // ------------------------------------------------------------------------------ workload
 
-protocol_string!(
+protocol_name!(
     /// `WorkloadIdentityNameType`: 3 to 255 characters of `[A-Za-z0-9_.-]`.
-    WorkloadName
+    WorkloadName,
+    length 3..=255,
+    pattern "[A-Za-z0-9_.-]+",
+    chars "`[A-Za-z0-9_.-]`." => |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
 );
-
-impl WorkloadName {
-    pub const MIN_LEN: usize = 3;
-    pub const MAX_LEN: usize = 255;
-    /// The model's pattern, as AgentCore's message quotes it.
-    pub const PATTERN: &'static str = "[A-Za-z0-9_.-]+";
-
-    /// `[A-Za-z0-9_.-]`.
-    pub fn is_allowed_char(c: char) -> bool {
-        c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
-    }
-}
-
-impl ProtocolValue for WorkloadName {
-    fn parse(value: &str) -> Result<Self, InvalidValue> {
-        check(
-            value,
-            Self::MIN_LEN,
-            Self::MAX_LEN,
-            Self::is_allowed_char,
-            Self::PATTERN,
-        )?;
-        Ok(Self(value.to_owned()))
-    }
-}
 
 // ------------------------------------------------------------------------------ provider
 
-protocol_string!(
+protocol_name!(
     /// `CredentialProviderName`: 1 to 128 characters of `[a-zA-Z0-9\-_]`.
-    CredentialProviderName
+    CredentialProviderName,
+    length 1..=128,
+    pattern "[a-zA-Z0-9\\-_]+",
+    chars "`[a-zA-Z0-9\\-_]`." => |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-')
 );
-
-impl CredentialProviderName {
-    pub const MIN_LEN: usize = 1;
-    pub const MAX_LEN: usize = 128;
-    /// The model's pattern, as AgentCore's message quotes it.
-    pub const PATTERN: &'static str = "[a-zA-Z0-9\\-_]+";
-
-    /// `[a-zA-Z0-9\-_]`.
-    pub fn is_allowed_char(c: char) -> bool {
-        c.is_ascii_alphanumeric() || matches!(c, '_' | '-')
-    }
-}
-
-impl ProtocolValue for CredentialProviderName {
-    fn parse(value: &str) -> Result<Self, InvalidValue> {
-        check(
-            value,
-            Self::MIN_LEN,
-            Self::MAX_LEN,
-            Self::is_allowed_char,
-            Self::PATTERN,
-        )?;
-        Ok(Self(value.to_owned()))
-    }
-}
 
 // ------------------------------------------------------------------------------ session URI
 

@@ -6,10 +6,13 @@
 //! Bounded: [`CASES`] cases per property, so `cargo test --workspace` runs them.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
+use common::OwnedRequest;
 use latchkey_core::sigv4::{
     RequestParts, SigV4Error, VerifyOptions, canonical_request, parse_authorization, sha256_hex,
     verify,
@@ -32,33 +35,9 @@ fn config() -> ProptestConfig {
 }
 
 /// One request as the client sends it.
-#[derive(Debug, Clone)]
-struct Req {
-    method: String,
-    path: String,
-    query: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
+type Req = OwnedRequest;
 
 impl Req {
-    fn parts<'a>(&'a self, headers: &'a [(&'a str, &'a str)]) -> RequestParts<'a> {
-        RequestParts {
-            method: &self.method,
-            path: &self.path,
-            query: &self.query,
-            headers,
-            body: &self.body,
-        }
-    }
-
-    fn header_refs(&self) -> Vec<(&str, &str)> {
-        self.headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect()
-    }
-
     /// Runs the server-side verifier on this request as received.
     fn verify(&self) -> Result<(), SigV4Error> {
         let headers = self.header_refs();

@@ -15,13 +15,16 @@
 //! string); the verifier only accepts header signatures, so they are not used.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::OwnedRequest;
 use latchkey_core::sigv4::{
-    self, Authorization, RequestParts, SigV4Error, VerifyOptions, canonical_request,
-    parse_authorization, sha256_hex, signing_key, string_to_sign, verify, verify_with_signing_key,
+    self, Authorization, SigV4Error, VerifyOptions, canonical_request, parse_authorization,
+    sha256_hex, signing_key, string_to_sign, verify, verify_with_signing_key,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -78,22 +81,7 @@ fn read(path: &Path) -> String {
 }
 
 /// A raw HTTP/1.1 request from the suite.
-struct RawRequest {
-    method: String,
-    path: String,
-    query: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawRequest {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
+type RawRequest = OwnedRequest;
 
 /// Parses a suite request file. The request target may contain raw spaces and UTF-8 (the
 /// suite is written that way), the `HTTP/1.1` suffix may be absent, and header lines that
@@ -170,18 +158,8 @@ fn opts(ctx: &Context) -> VerifyOptions {
 /// Checks (a), (b) and (c) for one fully specified case.
 fn run_case(dir: &Path, raw: &RawRequest, ctx: &Context) {
     let name = dir.file_name().unwrap().to_string_lossy();
-    let headers: Vec<(&str, &str)> = raw
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    let req = RequestParts {
-        method: &raw.method,
-        path: &raw.path,
-        query: &raw.query,
-        headers: &headers,
-        body: &raw.body,
-    };
+    let headers = raw.header_refs();
+    let req = raw.parts(&headers);
     let auth: Authorization = parse_authorization(
         raw.header("authorization")
             .unwrap_or_else(|| panic!("{name}: no Authorization header")),
@@ -262,18 +240,8 @@ fn run_double_encode_path(dir: &Path) {
             *v = expected_date.clone();
         }
     }
-    let headers: Vec<(&str, &str)> = raw
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    let req = RequestParts {
-        method: &raw.method,
-        path: &raw.path,
-        query: &raw.query,
-        headers: &headers,
-        body: &raw.body,
-    };
+    let headers = raw.header_refs();
+    let req = raw.parts(&headers);
     let auth = parse_authorization(raw.header("authorization").unwrap()).unwrap();
     let creq = canonical_request(&req, &auth.signed_headers, &sha256_hex(&raw.body), true).unwrap();
     assert_eq!(creq, expected.trim_end(), "double-encode-path");

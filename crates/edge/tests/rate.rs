@@ -5,6 +5,11 @@ use std::time::{Duration, Instant};
 
 use latchkey_edge::rate::{RateLimiter, retry_after_header};
 
+/// Sends `n` requests for `key` at `at`: whether each was admitted.
+fn admitted(limiter: &RateLimiter, key: &str, at: Instant, n: usize) -> Vec<bool> {
+    (0..n).map(|_| limiter.check_at(key, at).is_ok()).collect()
+}
+
 #[test]
 fn burst_then_refusal_with_retry_time() {
     let limiter = RateLimiter::new(2, 5);
@@ -24,22 +29,14 @@ fn burst_then_refusal_with_retry_time() {
 fn refills_after_waiting() {
     let limiter = RateLimiter::new(2, 2);
     let start = Instant::now();
-    assert!(limiter.check_at("k", start).is_ok());
-    assert!(limiter.check_at("k", start).is_ok());
-    assert!(limiter.check_at("k", start).is_err());
-    assert!(
-        limiter
-            .check_at("k", start + Duration::from_millis(250))
-            .is_err()
-    );
+    assert_eq!(admitted(&limiter, "k", start, 3), [true, true, false]);
+    let quarter = start + Duration::from_millis(250);
+    assert_eq!(admitted(&limiter, "k", quarter, 1), [false]);
     let later = start + Duration::from_millis(500);
-    assert!(limiter.check_at("k", later).is_ok());
-    assert!(limiter.check_at("k", later).is_err());
+    assert_eq!(admitted(&limiter, "k", later, 2), [true, false]);
     // A long pause refills only up to the burst.
     let much_later = later + Duration::from_secs(3600);
-    assert!(limiter.check_at("k", much_later).is_ok());
-    assert!(limiter.check_at("k", much_later).is_ok());
-    assert!(limiter.check_at("k", much_later).is_err());
+    assert_eq!(admitted(&limiter, "k", much_later, 3), [true, true, false]);
 }
 
 #[test]
@@ -55,10 +52,8 @@ fn refills_in_real_time() {
 fn keys_are_isolated() {
     let limiter = RateLimiter::new(1, 1);
     let now = Instant::now();
-    assert!(limiter.check_at("alice", now).is_ok());
-    assert!(limiter.check_at("alice", now).is_err());
-    assert!(limiter.check_at("bob", now).is_ok());
-    assert!(limiter.check_at("bob", now).is_err());
+    assert_eq!(admitted(&limiter, "alice", now, 2), [true, false]);
+    assert_eq!(admitted(&limiter, "bob", now, 2), [true, false]);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use latchkey_edge::pages::{STRICT_CSP, harden_page, simple_page};
 
 /// Every page the gateway shows itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +35,6 @@ macro_rules! logout_form {
 /// The hardening policy of every page. `form-action` is left out of the one page with a
 /// form: the sign-out answer redirects to the provider's end-session endpoint, and
 /// browsers hold the redirect of a form submission to `form-action` too.
-const CSP: &str = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 const CSP_WITH_FORM: &str = "default-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 impl Page {
@@ -83,38 +83,21 @@ impl Page {
 /// The page as a response, with hardening headers.
 pub fn page(page: Page) -> Response {
     let (status, title, html) = page.parts();
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head><body><h1>{title}</h1>{html}</body></html>"
-    );
+    let body = simple_page(title, html);
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    if html.contains("<form") {
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP_WITH_FORM),
-        );
-        // The form's POST carries this page's origin in `Origin` (under the gateway's
-        // usual `no-referrer`, browsers send `Origin: null`); nothing leaves the site.
-        headers.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        );
+    // A form's POST carries this page's origin in `Origin` (under the gateway's usual
+    // `no-referrer`, browsers send `Origin: null`); nothing leaves the site.
+    let (csp, referrer_policy) = if html.contains("<form") {
+        (CSP_WITH_FORM, "same-origin")
     } else {
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        );
-    }
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        (STRICT_CSP, "no-referrer")
+    };
+    harden_page(headers, csp, referrer_policy);
     response
 }
 

@@ -143,7 +143,8 @@ mod tests {
         (addr, tx)
     }
 
-    /// One request written by hand (`Connection: close`); the whole response as text.
+    /// Requests written by hand on one connection (the last with `Connection: close`); the
+    /// whole response as text (which must be UTF-8).
     async fn raw(addr: SocketAddr, request: &str) -> String {
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         tcp.write_all(request.as_bytes()).await.unwrap();
@@ -152,7 +153,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        String::from_utf8_lossy(&bytes).into_owned()
+        String::from_utf8(bytes).unwrap()
     }
 
     fn status(response: &str) -> u16 {
@@ -265,15 +266,8 @@ mod tests {
                 let _ = stopped.await;
             },
         ));
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let request = "GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-        tcp.write_all(request.as_bytes()).await.unwrap();
-        let mut bytes = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut bytes))
-            .await
-            .unwrap()
-            .unwrap();
-        let text = String::from_utf8(bytes).unwrap().to_ascii_lowercase();
+        let text = raw(addr, request).await.to_ascii_lowercase();
         assert!(
             text.contains("location: https://app.example.com/one\r\n"),
             "{text}"

@@ -240,41 +240,31 @@ async fn extract<T: DeserializeOwned>(
     Ok((caller, body, parts))
 }
 
-impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
-    type Rejection = Response;
+/// `FromRequest` for each body extractor: the caller must pass its gate.
+macro_rules! gated_extractors {
+    ($($extractor:ident => $gate:expr),+ $(,)?) => {
+        $(
+            impl<T: DeserializeOwned + Send> FromRequest<AppState> for $extractor<T> {
+                type Rejection = Response;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (caller, body, _) = extract(req, state, Gate::Any).await?;
-        Ok(Self { caller, body })
-    }
+                async fn from_request(
+                    req: Request,
+                    state: &AppState,
+                ) -> Result<Self, Self::Rejection> {
+                    let (caller, body, _) = extract(req, state, $gate).await?;
+                    Ok(Self { caller, body })
+                }
+            }
+        )+
+    };
 }
 
-impl<T: DeserializeOwned + Send> FromRequest<AppState> for Binding<T> {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (caller, body, _) = extract(req, state, Gate::Binding).await?;
-        Ok(Self { caller, body })
-    }
-}
-
-impl<T: DeserializeOwned + Send> FromRequest<AppState> for DataPlane<T> {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (caller, body, _) = extract(req, state, Gate::DataPlane).await?;
-        Ok(Self { caller, body })
-    }
-}
-
-impl<T: DeserializeOwned + Send> FromRequest<AppState> for Admin<T> {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (caller, body, _) = extract(req, state, Gate::Admin).await?;
-        Ok(Self { caller, body })
-    }
-}
+gated_extractors!(
+    Signed => Gate::Any,
+    Binding => Gate::Binding,
+    DataPlane => Gate::DataPlane,
+    Admin => Gate::Admin,
+);
 
 /// An admin caller of an operation whose members live in the path and query (tags).
 #[derive(Debug)]

@@ -4,39 +4,21 @@
 //! one-time code Latchkey generated). Strict CSP, no caching, no
 //! framing, no referrer (authorization URLs carry a `request_uri`).
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use latchkey_edge::pages::{STRICT_CSP, harden_page, simple_page};
 
 use crate::services::sessions::BrowserError;
 
-const CSP: &str = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
 /// Headers every browser-facing answer carries.
 pub(crate) fn harden(mut r: Response) -> Response {
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    harden_page(r.headers_mut(), STRICT_CSP, "no-referrer");
     r
 }
 
 /// A page with a fixed title and message.
 pub(crate) fn page(status: StatusCode, title: &'static str, message: &'static str) -> Response {
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
-         <body><h1>{title}</h1><p>{message}</p></body></html>"
-    );
+    let body = simple_page(title, &format!("<p>{message}</p>"));
     harden(
         (
             status,

@@ -64,17 +64,29 @@ pub(crate) async fn run_identity(
     listener: tokio::net::TcpListener,
     state: AppState,
 ) -> anyhow::Result<()> {
-    let bound = listener.local_addr()?;
-    let public_url = state.config.public_url.clone();
-    println!("latchkey identity listening on http://{bound} (public URL {public_url})");
-    std::io::stdout().flush()?;
+    let note = format!(" (public URL {})", state.config.public_url);
     let app = latchkey_identity::app(state.clone());
-    axum::serve(listener.tap_io(no_delay), app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve_until_shutdown(listener, "identity", &note, app).await?;
     state.audit.flush().await;
     state.store.close().await;
     tracing::info!("identity service stopped");
+    Ok(())
+}
+
+/// Prints where `service` listens (the line a supervisor waits for, `note` appended),
+/// then serves `app` until the shutdown signal.
+async fn serve_until_shutdown(
+    listener: tokio::net::TcpListener,
+    service: &str,
+    note: &str,
+    app: axum::Router,
+) -> anyhow::Result<()> {
+    let bound = listener.local_addr()?;
+    println!("latchkey {service} listening on http://{bound}{note}");
+    std::io::stdout().flush()?;
+    axum::serve(listener.tap_io(no_delay), app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     Ok(())
 }
 
@@ -104,13 +116,8 @@ pub(crate) async fn binding_on(
     let access_key_id = binding.credential.access_key_id().to_string();
     let state = latchkey_binding::BindingState::new(binding, Arc::new(SystemClock))
         .map_err(|e| anyhow!("{e}"))?;
-    let bound = listener.local_addr()?;
     tracing::info!(%identity_url, sources, %access_key_id, "session binding service starting");
-    println!("latchkey binding listening on http://{bound}");
-    std::io::stdout().flush()?;
-    axum::serve(listener.tap_io(no_delay), latchkey_binding::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve_until_shutdown(listener, "binding", "", latchkey_binding::app(state)).await?;
     tracing::info!("session binding service stopped");
     Ok(())
 }
@@ -133,13 +140,8 @@ pub(crate) async fn agent_on(
     let has_api_key = agent.llm.api_key.is_some();
     let state = latchkey_agent::AgentState::new(agent, model, Arc::new(SystemClock))
         .map_err(|e| anyhow!("{e}"))?;
-    let bound = listener.local_addr()?;
     tracing::info!(%identity_url, %workload, %access_key_id, llm = %provider, has_api_key, "agent starting");
-    println!("latchkey agent listening on http://{bound}");
-    std::io::stdout().flush()?;
-    axum::serve(listener.tap_io(no_delay), latchkey_agent::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve_until_shutdown(listener, "agent", "", latchkey_agent::app(state)).await?;
     tracing::info!("agent stopped");
     Ok(())
 }

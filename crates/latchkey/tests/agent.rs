@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 mod common;
-use common::{Proc, bin, listening_url, temp_dir};
+use common::{Proc, bin, listening_url, run_ok, temp_dir};
 
 const SIGNER: &str =
     "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/agent/50dc6c495c0c9188";
@@ -135,14 +135,9 @@ fn a_tool_url_whose_host_is_a_placeholder_stops_the_start() {
 #[test]
 fn openapi_document_is_current() {
     let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi/agent.json");
-    let out = Command::new(bin())
-        .args(["serve", "agent", "--print-openapi"])
-        .output()
-        .expect("print openapi");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(bin()).args(["serve", "agent", "--print-openapi"]),
+        "latchkey serve agent --print-openapi",
     );
     let generated = String::from_utf8(out.stdout).unwrap();
     if std::env::var_os("UPDATE_OPENAPI").is_some() {

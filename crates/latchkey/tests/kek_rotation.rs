@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 mod common;
-use common::bin;
+use common::{bin, run_ok};
 
 /// A data directory removed at the end of the test.
 struct DataDir(PathBuf);
@@ -53,17 +53,13 @@ fn start(dir: &Path) -> Server {
 
 /// Run `latchkey ARGS --data-dir DIR`; stdout as JSON.
 fn cli(dir: &Path, args: &[&str]) -> Value {
-    let out = Command::new(bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("LATCHKEY_LOG_LEVEL", "warn")
-        .output()
-        .expect("run latchkey");
-    assert!(
-        out.status.success(),
-        "latchkey {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir)
+            .env("LATCHKEY_LOG_LEVEL", "warn"),
+        &format!("latchkey {args:?}"),
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -193,20 +189,46 @@ fn file_key_ids(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn rotate_while_serving_then_restart() {
-    let dir = DataDir::new("live");
+/// A server on a fresh data directory, with an admin credential and the workload `agent`.
+struct Serving {
+    dir: DataDir,
+    admin: (String, String),
+    server: Server,
+    addr: String,
+    /// The key file's active key id at the start.
+    old_key: String,
+}
+
+fn serving_agent(name: &str) -> Serving {
+    let dir = DataDir::new(name);
     let admin = credential(&dir.0);
     let server = start(&dir.0);
     let addr = server.addr.clone();
     let old_key = key_file(&dir.0)["active"].as_str().unwrap().to_string();
-
     ok(
         &addr,
         "/identities/CreateWorkloadIdentity",
         &admin,
         json!({"name": "agent"}),
     );
+    Serving {
+        dir,
+        admin,
+        server,
+        addr,
+        old_key,
+    }
+}
+
+#[test]
+fn rotate_while_serving_then_restart() {
+    let Serving {
+        dir,
+        admin,
+        server,
+        addr,
+        old_key,
+    } = serving_agent("live");
     create_api_key(&addr, &admin, "k1", "sk-before-rotation");
     let token = wat(&addr, &admin);
     assert_eq!(api_key(&addr, &admin, &token, "k1"), "sk-before-rotation");
@@ -340,23 +362,13 @@ fn rotate_while_serving_then_restart() {
 
 #[test]
 fn running_server_opens_data_sealed_under_a_key_it_has_not_loaded() {
-    let dir = DataDir::new("unknown-kid");
-    let admin = credential(&dir.0);
-    let server = start(&dir.0);
-    let addr = server.addr.clone();
-    let old_key = key_file(&dir.0)["active"].as_str().unwrap().to_string();
-    ok(
-        &addr,
-        "/identities/CreateWorkloadIdentity",
-        &admin,
-        json!({"name": "agent"}),
-    );
-    let token = wat(&addr, &admin);
+    let live = serving_agent("unknown-kid");
+    let token = wat(&live.addr, &live.admin);
 
     // Rotate without waiting, keep the old key; then the CLI seals a new credential with
     // the new key, which the server has never seen (it has sealed nothing since).
     let report = cli(
-        &dir.0,
+        &live.dir.0,
         &[
             "admin",
             "vault",
@@ -368,13 +380,13 @@ fn running_server_opens_data_sealed_under_a_key_it_has_not_loaded() {
     );
     let new_key = report["activeKeyId"].as_str().unwrap().to_string();
     assert_eq!(report["retiredKeyIds"], json!([]));
-    let mut ids = vec![old_key.clone(), new_key.clone()];
+    let mut ids = vec![live.old_key.clone(), new_key.clone()];
     ids.sort();
-    assert_eq!(file_key_ids(&dir.0), ids);
+    assert_eq!(file_key_ids(&live.dir.0), ids);
 
-    let fresh = credential(&dir.0);
+    let fresh = credential(&live.dir.0);
     let (status, body) = post(
-        &addr,
+        &live.addr,
         "/identities/CreateApiKeyCredentialProvider",
         &fresh,
         &json!({"name": "k-new", "apiKey": "sk-new"}),
@@ -383,10 +395,10 @@ fn running_server_opens_data_sealed_under_a_key_it_has_not_loaded() {
         (200..300).contains(&status),
         "a credential sealed under the new key authenticates: {status} {body}"
     );
-    assert_eq!(api_key(&addr, &fresh, &token, "k-new"), "sk-new");
+    assert_eq!(api_key(&live.addr, &fresh, &token, "k-new"), "sk-new");
 
     // The reload also moved the server's active key: what it sealed is under the new key.
-    let status = cli(&dir.0, &["admin", "vault", "status"]);
+    let status = cli(&live.dir.0, &["admin", "vault", "status"]);
     let columns = &status["columns"]["api_key_providers.secret_envelope"];
     assert_eq!(columns, &json!({ new_key.clone(): 1 }), "{status}");
     assert_eq!(

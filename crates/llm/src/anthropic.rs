@@ -1,81 +1,26 @@
 //! Anthropic Messages (`POST {base_url}/v1/messages`, streamed).
 
-use std::sync::Arc;
-
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
-use crate::common::{
-    self, Emitter, PartialToolCall, StreamError, ToolCalls, next_chunk, send_with_retries,
-};
-use crate::sse::SseParser;
-use crate::{
-    ChatEvent, ChatModel, ChatRequest, ChatStream, Content, LlmConfig, LlmError, Role, StopReason,
-    Usage,
-};
+use crate::common::{self, Emitter, PartialToolCall, Sink, SseAnswer, StreamError, ToolCalls};
+use crate::sse::SseEvent;
+use crate::{ChatEvent, ChatRequest, Content, LlmError, Role, StopReason, Usage};
 
 /// The public Anthropic endpoint.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 /// The `anthropic-version` header sent.
 pub const API_VERSION: &str = "2023-06-01";
 
-/// A model behind the Anthropic Messages API.
-/// `Debug` shows the API key as `[REDACTED]` (it is a `SecretString`).
-#[derive(Debug)]
-pub struct AnthropicModel {
-    client: reqwest::Client,
-    endpoint: String,
-    config: Arc<LlmConfig>,
-}
-
-impl AnthropicModel {
-    /// A model for `config` (its provider is not checked).
-    pub fn new(config: &LlmConfig) -> Result<Self, LlmError> {
-        let base = common::base_url(config.base_url.as_deref(), DEFAULT_BASE_URL)?;
-        Ok(Self {
-            client: common::http_client(config.timeout)?,
-            // `{base}/v1/messages`, the base given with or without its `/v1`.
-            endpoint: format!("{}/v1/messages", base.strip_suffix("/v1").unwrap_or(&base)),
-            config: Arc::new(config.clone()),
-        })
-    }
-}
-
-impl ChatModel for AnthropicModel {
-    fn stream(
-        &self,
-        request: ChatRequest,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ChatStream, LlmError>> + Send + '_>> {
-        Box::pin(async move {
-            let deadline = Instant::now() + self.config.timeout;
-            let body = request_body(&self.config.model, &request);
-            let api_key = self.config.api_key.as_ref();
-            let response = send_with_retries(
-                || {
-                    let builder = self
-                        .client
-                        .post(&self.endpoint)
-                        .header("anthropic-version", API_VERSION)
-                        .json(&body);
-                    match api_key {
-                        Some(key) => builder.header("x-api-key", key.expose_secret()),
-                        None => builder,
-                    }
-                },
-                self.config.max_retries,
-                deadline,
-                api_key,
-                error_message,
-            )
-            .await?;
-            let config = Arc::clone(&self.config);
-            Ok(common::spawn_stream(move |emitter| {
-                read_stream(response, deadline, emitter, config)
-            }))
-        })
-    }
-}
+common::http_model!(
+    /// A model behind the Anthropic Messages API.
+    /// `Debug` shows the API key as `[REDACTED]` (it is a `SecretString`).
+    AnthropicModel,
+    // `{base}/v1/messages`, the base given with or without its `/v1`.
+    endpoint: |base| format!("{}/v1/messages", base.strip_suffix("/v1").unwrap_or(base)),
+    api_key: common::ApiKeyIn::Header("x-api-key"),
+    headers: &[("anthropic-version", API_VERSION)],
+);
 
 /// `{"type": "error", "error": {"type": …, "message": …}}`.
 fn error_message(body: &Value) -> Option<String> {
@@ -172,46 +117,29 @@ fn error_status(kind: &str) -> u16 {
     }
 }
 
-/// Reads the SSE body and emits events.
-async fn read_stream(
-    mut response: reqwest::Response,
-    deadline: Instant,
-    emitter: Emitter,
-    config: Arc<LlmConfig>,
-) -> Result<(), StreamError> {
-    let api_key: Option<&SecretString> = config.api_key.as_ref();
-    let mut parser = SseParser::default();
-    let mut state = State::default();
-    loop {
-        let (events, at_end) = match next_chunk(&mut response, deadline, &emitter, api_key).await? {
-            Some(chunk) => (parser.feed(&chunk)?, false),
-            None => (parser.finish()?.into_iter().collect(), true),
-        };
-        for event in events {
-            let data: Value = serde_json::from_str(&event.data).map_err(|error| {
-                LlmError::Protocol(format!("an Anthropic event is not JSON: {error}"))
-            })?;
-            let kind = data
-                .get("type")
-                .and_then(Value::as_str)
-                .or(event.event.as_deref())
-                .unwrap_or_default()
-                .to_owned();
-            if state.on_event(&kind, &data, &emitter, api_key).await? {
-                return Ok(());
-            }
-        }
-        if at_end {
-            return Err(LlmError::Protocol("the stream ended without message_stop".into()).into());
-        }
-    }
-}
-
 #[derive(Default)]
 struct State {
     tool_calls: ToolCalls,
     stop: Option<StopReason>,
     usage: Option<Usage>,
+}
+
+impl SseAnswer for State {
+    async fn handle(&mut self, event: SseEvent, sink: &Sink<'_>) -> Result<bool, StreamError> {
+        let data: Value = serde_json::from_str(&event.data).map_err(|error| {
+            LlmError::Protocol(format!("an Anthropic event is not JSON: {error}"))
+        })?;
+        let kind = data
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event.event.as_deref())
+            .unwrap_or_default();
+        self.on_event(kind, &data, sink.emitter, sink.api_key).await
+    }
+
+    async fn end(self, _: &Sink<'_>) -> Result<(), StreamError> {
+        Err(LlmError::Protocol("the stream ended without message_stop".into()).into())
+    }
 }
 
 impl State {

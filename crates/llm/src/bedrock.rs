@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::common::{self, Emitter, PartialToolCall, StreamError, ToolCalls};
 use crate::{
-    ChatEvent, ChatModel, ChatRequest, ChatStream, Content, LlmConfig, LlmError, Role, StopReason,
+    ChatEvent, ChatFuture, ChatModel, ChatRequest, Content, LlmConfig, LlmError, Role, StopReason,
     Usage,
 };
 
@@ -135,10 +135,7 @@ impl BedrockModel {
 }
 
 impl ChatModel for BedrockModel {
-    fn stream(
-        &self,
-        request: ChatRequest,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ChatStream, LlmError>> + Send + '_>> {
+    fn stream(&self, request: ChatRequest) -> ChatFuture<'_> {
         Box::pin(async move {
             let deadline = Instant::now() + self.config.timeout;
             let client = tokio::time::timeout_at(deadline, self.client())

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::{ChatEvent, ChatStream, LlmError};
+use crate::sse::{SseEvent, SseParser};
+use crate::{ChatEvent, ChatStream, LlmConfig, LlmError};
 
 /// Longest provider error message kept, in characters.
 const MAX_ERROR_CHARS: usize = 500;
@@ -91,6 +93,184 @@ pub(crate) fn transport_error(error: reqwest::Error, api_key: Option<&SecretStri
         LlmError::Timeout
     } else {
         LlmError::Transport(sanitize(&describe(error), api_key))
+    }
+}
+
+/// A provider reached by one JSON `POST` whose answer streams back (Anthropic, OpenAI):
+/// its client, its endpoint and the configuration. `Debug` shows the API key redacted.
+#[derive(Debug)]
+pub(crate) struct HttpProvider {
+    client: reqwest::Client,
+    endpoint: String,
+    api_key_in: ApiKeyIn,
+    headers: &'static [(&'static str, &'static str)],
+    config: Arc<LlmConfig>,
+}
+
+/// Where a provider takes the API key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ApiKeyIn {
+    /// `Authorization: Bearer …`.
+    Bearer,
+    /// A header of its own.
+    Header(&'static str),
+}
+
+impl HttpProvider {
+    /// The provider at the `endpoint` of the configured base URL (or `default_base_url`);
+    /// every request carries `headers`, and the API key (if any) as `api_key_in` says.
+    pub(crate) fn new(
+        config: &LlmConfig,
+        default_base_url: &str,
+        endpoint: fn(&str) -> String,
+        api_key_in: ApiKeyIn,
+        headers: &'static [(&'static str, &'static str)],
+    ) -> Result<Self, LlmError> {
+        let base = base_url(config.base_url.as_deref(), default_base_url)?;
+        Ok(Self {
+            client: http_client(config.timeout)?,
+            endpoint: endpoint(&base),
+            api_key_in,
+            headers,
+            config: Arc::new(config.clone()),
+        })
+    }
+
+    /// A request of `body`, with the headers and the API key.
+    fn request(&self, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        let mut builder = self.client.post(&self.endpoint).json(body);
+        for (name, value) in self.headers {
+            builder = builder.header(*name, *value);
+        }
+        match (self.config.api_key.as_ref(), self.api_key_in) {
+            (Some(key), ApiKeyIn::Bearer) => builder.bearer_auth(key.expose_secret()),
+            (Some(key), ApiKeyIn::Header(name)) => builder.header(name, key.expose_secret()),
+            (None, _) => builder,
+        }
+    }
+
+    pub(crate) fn config(&self) -> &LlmConfig {
+        &self.config
+    }
+
+    /// Posts `body` with retries, all within the configured timeout; then `read` turns the
+    /// answer into events in its own task.
+    pub(crate) async fn stream<R, Fut>(
+        &self,
+        body: &serde_json::Value,
+        error_message: ErrorMessage,
+        read: R,
+    ) -> Result<ChatStream, LlmError>
+    where
+        R: FnOnce(reqwest::Response, Instant, Emitter, Arc<LlmConfig>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StreamError>> + Send + 'static,
+    {
+        let deadline = Instant::now() + self.config.timeout;
+        let api_key = self.config.api_key.as_ref();
+        let response = send_with_retries(
+            || self.request(body),
+            self.config.max_retries,
+            deadline,
+            api_key,
+            error_message,
+        )
+        .await?;
+        let config = Arc::clone(&self.config);
+        Ok(spawn_stream(move |emitter| {
+            read(response, deadline, emitter, config)
+        }))
+    }
+}
+
+/// Declares a model type over [`HttpProvider`] in a provider's module: `new` (the
+/// `endpoint` of the base URL, by default the module's `DEFAULT_BASE_URL`) and a [`crate::ChatModel`] that posts the
+/// module's `request_body`, reads its errors with its `error_message`, and reads the answer
+/// as server-sent events into its `State` (a [`SseAnswer`]).
+macro_rules! http_model {
+    (
+        $(#[$doc:meta])* $name:ident,
+        endpoint: $endpoint:expr,
+        api_key: $api_key_in:expr,
+        headers: $headers:expr $(,)?
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            http: $crate::common::HttpProvider,
+        }
+
+        impl $name {
+            /// A model for `config` (its provider is not checked).
+            pub fn new(config: &$crate::LlmConfig) -> Result<Self, $crate::LlmError> {
+                let http = $crate::common::HttpProvider::new(
+                    config,
+                    DEFAULT_BASE_URL,
+                    $endpoint,
+                    $api_key_in,
+                    $headers,
+                )?;
+                Ok(Self { http })
+            }
+        }
+
+        impl $crate::ChatModel for $name {
+            fn stream(&self, request: $crate::ChatRequest) -> $crate::ChatFuture<'_> {
+                Box::pin(async move {
+                    let body = request_body(&self.http.config().model, &request);
+                    let read = $crate::common::read_sse::<State>;
+                    self.http
+                        .stream(&body, error_message, read)
+                        .await
+                })
+            }
+        }
+    };
+}
+pub(crate) use http_model;
+
+/// Where the events of an answer go, and the API key to keep out of error messages.
+pub(crate) struct Sink<'a> {
+    pub(crate) emitter: &'a Emitter,
+    pub(crate) api_key: Option<&'a SecretString>,
+}
+
+/// A provider's reading of one streamed answer, event by event.
+pub(crate) trait SseAnswer: Default + Send {
+    /// Handles one server-sent event; `true` once the answer is complete.
+    async fn handle(&mut self, event: SseEvent, sink: &Sink<'_>) -> Result<bool, StreamError>;
+
+    /// The body ended before an event completed the answer.
+    async fn end(self, sink: &Sink<'_>) -> Result<(), StreamError>;
+}
+
+/// Reads the server-sent events of `response` into an `A` until the answer is complete,
+/// all within `deadline`; stops early when the consumer is gone.
+pub(crate) async fn read_sse<A: SseAnswer>(
+    mut response: reqwest::Response,
+    deadline: Instant,
+    emitter: Emitter,
+    config: Arc<LlmConfig>,
+) -> Result<(), StreamError> {
+    let sink = Sink {
+        emitter: &emitter,
+        api_key: config.api_key.as_ref(),
+    };
+    let mut parser = SseParser::default();
+    let mut answer = A::default();
+    loop {
+        let (events, at_end) =
+            match next_chunk(&mut response, deadline, &emitter, sink.api_key).await? {
+                Some(chunk) => (parser.feed(&chunk)?, false),
+                None => (parser.finish()?.into_iter().collect(), true),
+            };
+        for event in events {
+            if answer.handle(event, &sink).await? {
+                return Ok(());
+            }
+        }
+        if at_end {
+            return answer.end(&sink).await;
+        }
     }
 }
 

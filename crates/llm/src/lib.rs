@@ -207,11 +207,12 @@ pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatEvent, LlmError>> + S
 pub trait ChatModel: Send + Sync + std::fmt::Debug {
     /// Start one call. Connection and HTTP-status errors (after retries) come back here;
     /// errors in the middle of the stream come as an `Err` item, after which the stream ends.
-    fn stream(
-        &self,
-        request: ChatRequest,
-    ) -> Pin<Box<dyn std::future::Future<Output = Result<ChatStream, LlmError>> + Send + '_>>;
+    fn stream(&self, request: ChatRequest) -> ChatFuture<'_>;
 }
+
+/// What [`ChatModel::stream`] returns: the stream, once the call is accepted.
+pub type ChatFuture<'a> =
+    Pin<Box<dyn std::future::Future<Output = Result<ChatStream, LlmError>> + Send + 'a>>;
 
 /// Which wire protocol a model speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,72 +1,23 @@
 //! OpenAI-compatible chat completions (`POST {base_url}/chat/completions`, streamed).
 
-use std::sync::Arc;
-
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
-use crate::common::{self, Emitter, StreamError, ToolCalls, next_chunk, send_with_retries};
-use crate::sse::SseParser;
-use crate::{
-    ChatEvent, ChatModel, ChatRequest, ChatStream, Content, LlmConfig, LlmError, Role, StopReason,
-    Usage,
-};
+use crate::common::{self, Emitter, Sink, SseAnswer, StreamError, ToolCalls};
+use crate::sse::SseEvent;
+use crate::{ChatEvent, ChatRequest, Content, LlmError, Role, StopReason, Usage};
 
 /// The public OpenAI endpoint.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
-/// A model behind an OpenAI-compatible chat completions endpoint.
-/// `Debug` shows the API key as `[REDACTED]` (it is a `SecretString`).
-#[derive(Debug)]
-pub struct OpenAiModel {
-    client: reqwest::Client,
-    endpoint: String,
-    config: Arc<LlmConfig>,
-}
-
-impl OpenAiModel {
-    /// A model for `config` (its provider is not checked).
-    pub fn new(config: &LlmConfig) -> Result<Self, LlmError> {
-        let base = common::base_url(config.base_url.as_deref(), DEFAULT_BASE_URL)?;
-        Ok(Self {
-            client: common::http_client(config.timeout)?,
-            endpoint: format!("{}/chat/completions", common::with_default_version(&base)),
-            config: Arc::new(config.clone()),
-        })
-    }
-}
-
-impl ChatModel for OpenAiModel {
-    fn stream(
-        &self,
-        request: ChatRequest,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ChatStream, LlmError>> + Send + '_>> {
-        Box::pin(async move {
-            let deadline = Instant::now() + self.config.timeout;
-            let body = request_body(&self.config.model, &request);
-            let api_key = self.config.api_key.as_ref();
-            let response = send_with_retries(
-                || {
-                    let builder = self.client.post(&self.endpoint).json(&body);
-                    match api_key {
-                        Some(key) => builder.bearer_auth(key.expose_secret()),
-                        None => builder,
-                    }
-                },
-                self.config.max_retries,
-                deadline,
-                api_key,
-                error_message,
-            )
-            .await?;
-            let config = Arc::clone(&self.config);
-            Ok(common::spawn_stream(move |emitter| {
-                read_stream(response, deadline, emitter, config)
-            }))
-        })
-    }
-}
+common::http_model!(
+    /// A model behind an OpenAI-compatible chat completions endpoint.
+    /// `Debug` shows the API key as `[REDACTED]` (it is a `SecretString`).
+    OpenAiModel,
+    endpoint: |base| format!("{}/chat/completions", common::with_default_version(base)),
+    api_key: common::ApiKeyIn::Bearer,
+    headers: &[],
+);
 
 /// `{"error": {"message": …}}`.
 fn error_message(body: &Value) -> Option<String> {
@@ -166,42 +117,30 @@ fn stop_reason(finish_reason: &str) -> StopReason {
     }
 }
 
-/// Reads the SSE body and emits events.
-async fn read_stream(
-    mut response: reqwest::Response,
-    deadline: Instant,
-    emitter: Emitter,
-    config: Arc<LlmConfig>,
-) -> Result<(), StreamError> {
-    let api_key: Option<&SecretString> = config.api_key.as_ref();
-    let mut parser = SseParser::default();
-    let mut state = State::default();
-    loop {
-        let (events, at_end) = match next_chunk(&mut response, deadline, &emitter, api_key).await? {
-            Some(chunk) => (parser.feed(&chunk)?, false),
-            None => (parser.finish()?.into_iter().collect(), true),
-        };
-        for event in events {
-            if event.data.trim() == "[DONE]" {
-                return state.finish(&emitter).await;
-            }
-            let chunk: Value = serde_json::from_str(&event.data).map_err(|error| {
-                LlmError::Protocol(format!("a chat completion chunk is not JSON: {error}"))
-            })?;
-            state.on_chunk(chunk, &emitter, api_key).await?;
-        }
-        if at_end {
-            // Some compatible servers end without `[DONE]`; accept that after a finish reason.
-            return state.finish(&emitter).await;
-        }
-    }
-}
-
 #[derive(Default)]
 struct State {
     tool_calls: ToolCalls,
     stop: Option<StopReason>,
     usage: Option<Usage>,
+}
+
+impl SseAnswer for State {
+    async fn handle(&mut self, event: SseEvent, sink: &Sink<'_>) -> Result<bool, StreamError> {
+        if event.data.trim() == "[DONE]" {
+            std::mem::take(self).finish(sink.emitter).await?;
+            return Ok(true);
+        }
+        let chunk: Value = serde_json::from_str(&event.data).map_err(|error| {
+            LlmError::Protocol(format!("a chat completion chunk is not JSON: {error}"))
+        })?;
+        self.on_chunk(chunk, sink.emitter, sink.api_key).await?;
+        Ok(false)
+    }
+
+    /// Some compatible servers end without `[DONE]`; accept that after a finish reason.
+    async fn end(self, sink: &Sink<'_>) -> Result<(), StreamError> {
+        self.finish(sink.emitter).await
+    }
 }
 
 impl State {

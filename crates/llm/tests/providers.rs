@@ -147,6 +147,75 @@ fn user(text: &str) -> Message {
     }
 }
 
+/// A prompt server and a model of `provider` on it (20 s timeout, no retries).
+fn echo_model(provider: Provider) -> (Server, Arc<dyn ChatModel>) {
+    let server = Server::start(0);
+    let model = model(&config(provider, &server, Duration::from_secs(20), 0));
+    (server, model)
+}
+
+/// Asks `question`, which must be answered with tool calls: returns them.
+async fn ask_for_tools(model: &dyn ChatModel, question: &Message) -> Vec<(String, String, Value)> {
+    let events = call(model, request(vec![question.clone()]))
+        .await
+        .expect("first call succeeds");
+    let (_, calls, _, stop) = split(&events);
+    assert_eq!(stop, StopReason::ToolUse);
+    calls
+}
+
+/// Asks "hi"; the call must fail with the provider's HTTP `status`.
+async fn expect_provider_error(model: &dyn ChatModel, status: u16) -> LlmError {
+    let error = call(model, request(vec![user("hi")]))
+        .await
+        .expect_err("the call fails");
+    assert!(
+        matches!(&error, LlmError::Provider { status: s, .. } if *s == status),
+        "{error:?}"
+    );
+    error
+}
+
+/// The assistant's message that makes these tool calls (`(id, name, arguments)`).
+fn assistant_calls(calls: &[(String, String, Value)]) -> Message {
+    Message {
+        role: Role::Assistant,
+        content: calls
+            .iter()
+            .map(|(id, name, arguments)| Content::ToolCall {
+                id: id.clone(),
+                name: name.clone(),
+                arguments: arguments.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The user's message that answers tool calls: `(call id, content, is_error)`.
+fn tool_results(results: &[(&str, &str, bool)]) -> Message {
+    Message {
+        role: Role::User,
+        content: results
+            .iter()
+            .map(|(id, content, is_error)| Content::ToolResult {
+                id: (*id).into(),
+                content: (*content).into(),
+                is_error: *is_error,
+            })
+            .collect(),
+    }
+}
+
+/// The HTTP status of each request the server answered, in order.
+async fn statuses(server: &Server) -> Vec<Value> {
+    server
+        .requests()
+        .await
+        .iter()
+        .map(|request| request["status"].clone())
+        .collect()
+}
+
 fn request(messages: Vec<Message>) -> ChatRequest {
     ChatRequest {
         system: Some("You are terse.".into()),
@@ -193,8 +262,7 @@ fn split(events: &[ChatEvent]) -> (String, Vec<(String, String, Value)>, Usage, 
 }
 
 async fn text_streams_in_order(provider: Provider) {
-    let server = Server::start(0);
-    let model = model(&config(provider, &server, Duration::from_secs(20), 0));
+    let (server, model) = echo_model(provider);
     let events = call(model.as_ref(), request(vec![user("hello big world")]))
         .await
         .expect("call succeeds");
@@ -229,8 +297,7 @@ async fn text_streams_in_order(provider: Provider) {
 }
 
 async fn tool_call_with_fragmented_arguments(provider: Provider) {
-    let server = Server::start(0);
-    let model = model(&config(provider, &server, Duration::from_secs(20), 0));
+    let (_server, model) = echo_model(provider);
     let events = call(
         model.as_ref(),
         request(vec![user(
@@ -250,33 +317,14 @@ async fn tool_call_with_fragmented_arguments(provider: Provider) {
 }
 
 async fn full_round_trip(provider: Provider) {
-    let server = Server::start(0);
-    let model = model(&config(provider, &server, Duration::from_secs(20), 0));
+    let (server, model) = echo_model(provider);
     let question = user("weather? use:get_weather {\"city\": \"Oslo\"}");
-    let events = call(model.as_ref(), request(vec![question.clone()]))
-        .await
-        .expect("first call succeeds");
-    let (_, calls, _, stop) = split(&events);
-    assert_eq!(stop, StopReason::ToolUse);
-    let (id, name, arguments) = calls.into_iter().next().expect("one tool call");
+    let calls = ask_for_tools(model.as_ref(), &question).await;
+    assert_eq!(calls.len(), 1, "one tool call: {calls:?}");
     let messages = vec![
         question,
-        Message {
-            role: Role::Assistant,
-            content: vec![Content::ToolCall {
-                id: id.clone(),
-                name,
-                arguments,
-            }],
-        },
-        Message {
-            role: Role::User,
-            content: vec![Content::ToolResult {
-                id,
-                content: r#"{"temp_c": 21}"#.into(),
-                is_error: false,
-            }],
-        },
+        assistant_calls(&calls),
+        tool_results(&[(&calls[0].0, r#"{"temp_c": 21}"#, false)]),
     ];
     let events = call(model.as_ref(), request(messages))
         .await
@@ -285,56 +333,25 @@ async fn full_round_trip(provider: Provider) {
     assert_eq!(text, r#"tool get_weather returned: {"temp_c": 21}"#);
     assert!(calls.is_empty());
     assert_eq!(stop, StopReason::EndTurn);
-    let statuses: Vec<Value> = server
-        .requests()
-        .await
-        .iter()
-        .map(|request| request["status"].clone())
-        .collect();
+    let statuses = statuses(&server).await;
     assert_eq!(statuses, vec![json!(200), json!(200)]);
 }
 
 async fn several_tool_calls(provider: Provider) {
-    let server = Server::start(0);
-    let model = model(&config(provider, &server, Duration::from_secs(20), 0));
+    let (_server, model) = echo_model(provider);
     let question = user("use:get_weather {\"city\": \"Rome\"}\nand use:get_time");
-    let events = call(model.as_ref(), request(vec![question.clone()]))
-        .await
-        .expect("first call succeeds");
-    let (_, calls, _, stop) = split(&events);
-    assert_eq!(stop, StopReason::ToolUse);
+    let calls = ask_for_tools(model.as_ref(), &question).await;
     let names: Vec<&str> = calls.iter().map(|call| call.1.as_str()).collect();
     assert_eq!(names, vec!["get_weather", "get_time"]);
     assert_eq!(calls[0].2, json!({"city": "Rome"}));
     assert_eq!(calls[1].2, json!({}));
     assert_ne!(calls[0].0, calls[1].0);
     // Send both results back, the second as an error.
-    let assistant = Message {
-        role: Role::Assistant,
-        content: calls
-            .iter()
-            .map(|(id, name, arguments)| Content::ToolCall {
-                id: id.clone(),
-                name: name.clone(),
-                arguments: arguments.clone(),
-            })
-            .collect(),
-    };
-    let results = Message {
-        role: Role::User,
-        content: vec![
-            Content::ToolResult {
-                id: calls[0].0.clone(),
-                content: "sunny".into(),
-                is_error: false,
-            },
-            Content::ToolResult {
-                id: calls[1].0.clone(),
-                content: "clock broken".into(),
-                is_error: true,
-            },
-        ],
-    };
+    let assistant = assistant_calls(&calls);
+    let results = tool_results(&[
+        (&calls[0].0, "sunny", false),
+        (&calls[1].0, "clock broken", true),
+    ]);
     let events = call(model.as_ref(), request(vec![question, assistant, results]))
         .await
         .expect("second call succeeds");
@@ -358,12 +375,7 @@ async fn retries_503_then_succeeds(provider: Provider) {
         .expect("the retry succeeds");
     let (text, _, _, _) = split(&events);
     assert_eq!(text, "echo: hi");
-    let statuses: Vec<Value> = server
-        .requests()
-        .await
-        .iter()
-        .map(|request| request["status"].clone())
-        .collect();
+    let statuses = statuses(&server).await;
     assert_eq!(statuses, vec![json!(503), json!(200)]);
 }
 
@@ -372,13 +384,7 @@ async fn persistent_500_is_a_provider_error(provider: Provider) {
     server.fail(500, 100).await;
     let model = model(&config(provider, &server, Duration::from_secs(30), 2));
     let started = Instant::now();
-    let error = call(model.as_ref(), request(vec![user("hi")]))
-        .await
-        .expect_err("the call fails");
-    assert!(
-        matches!(error, LlmError::Provider { status: 500, .. }),
-        "{error:?}"
-    );
+    let error = expect_provider_error(model.as_ref(), 500).await;
     assert!(
         error.to_string().contains("scripted failure 500"),
         "{error}"
@@ -408,14 +414,7 @@ async fn secrets_stay_out_of_debug(provider: Provider) {
     let model = model(&config);
     assert_no_secret(&format!("{model:?}"));
     // A provider-side 400 (a tool result answering no call) carries no secret either.
-    let bogus = Message {
-        role: Role::User,
-        content: vec![Content::ToolResult {
-            id: "no-such-call".into(),
-            content: "x".into(),
-            is_error: false,
-        }],
-    };
+    let bogus = tool_results(&[("no-such-call", "x", false)]);
     let error = call(model.as_ref(), request(vec![user("hi"), bogus]))
         .await
         .expect_err("the server rejects an unanswered tool result");
@@ -427,8 +426,7 @@ async fn secrets_stay_out_of_debug(provider: Provider) {
 }
 
 async fn malformed_arguments_are_protocol_errors(provider: Provider) {
-    let server = Server::start(0);
-    let model = model(&config(provider, &server, Duration::from_secs(20), 0));
+    let (_server, model) = echo_model(provider);
     for raw in [r#"{"city": "Par"#, "[1, 2]", "not json"] {
         let error = call(
             model.as_ref(),
@@ -441,8 +439,7 @@ async fn malformed_arguments_are_protocol_errors(provider: Provider) {
 }
 
 async fn empty_arguments_are_an_empty_object(provider: Provider) {
-    let server = Server::start(0);
-    let model = model(&config(provider, &server, Duration::from_secs(20), 0));
+    let (_server, model) = echo_model(provider);
     let events = call(model.as_ref(), request(vec![user("use:get_time !raw")]))
         .await
         .expect("call succeeds");
@@ -452,60 +449,34 @@ async fn empty_arguments_are_an_empty_object(provider: Provider) {
     assert_eq!(calls[0].2, json!({}));
 }
 
+/// One module of tests per provider: each test runs the function of its name above.
 macro_rules! provider_tests {
     ($module:ident, $provider:expr) => {
+        provider_tests!(
+            $module,
+            $provider,
+            text_streams_in_order,
+            tool_call_with_fragmented_arguments,
+            full_round_trip,
+            several_tool_calls,
+            retries_503_then_succeeds,
+            persistent_500_is_a_provider_error,
+            slow_stream_times_out,
+            malformed_arguments_are_protocol_errors,
+            empty_arguments_are_an_empty_object,
+            secrets_stay_out_of_debug,
+        );
+    };
+    ($module:ident, $provider:expr, $($test:ident),+ $(,)?) => {
         mod $module {
             use super::*;
 
-            #[tokio::test]
-            async fn text_streams_in_order() {
-                super::text_streams_in_order($provider).await;
-            }
-
-            #[tokio::test]
-            async fn tool_call_with_fragmented_arguments() {
-                super::tool_call_with_fragmented_arguments($provider).await;
-            }
-
-            #[tokio::test]
-            async fn full_round_trip() {
-                super::full_round_trip($provider).await;
-            }
-
-            #[tokio::test]
-            async fn several_tool_calls() {
-                super::several_tool_calls($provider).await;
-            }
-
-            #[tokio::test]
-            async fn retries_503_then_succeeds() {
-                super::retries_503_then_succeeds($provider).await;
-            }
-
-            #[tokio::test]
-            async fn persistent_500_is_a_provider_error() {
-                super::persistent_500_is_a_provider_error($provider).await;
-            }
-
-            #[tokio::test]
-            async fn slow_stream_times_out() {
-                super::slow_stream_times_out($provider).await;
-            }
-
-            #[tokio::test]
-            async fn malformed_arguments_are_protocol_errors() {
-                super::malformed_arguments_are_protocol_errors($provider).await;
-            }
-
-            #[tokio::test]
-            async fn empty_arguments_are_an_empty_object() {
-                super::empty_arguments_are_an_empty_object($provider).await;
-            }
-
-            #[tokio::test]
-            async fn secrets_stay_out_of_debug() {
-                super::secrets_stay_out_of_debug($provider).await;
-            }
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($provider).await;
+                }
+            )+
         }
     };
 }
@@ -551,13 +522,7 @@ async fn no_retries_means_one_attempt() {
         Duration::from_secs(20),
         0,
     ));
-    let error = call(model.as_ref(), request(vec![user("hi")]))
-        .await
-        .expect_err("the call fails");
-    assert!(
-        matches!(error, LlmError::Provider { status: 429, .. }),
-        "{error:?}"
-    );
+    expect_provider_error(model.as_ref(), 429).await;
     assert_eq!(server.requests().await.len(), 1);
 }
 

@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use latchkey_core::ApiError;
+use records::FromRow;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
@@ -168,28 +169,19 @@ impl Store {
         &self,
         access_key_id: &str,
     ) -> StoreResult<Option<CredentialRecord>> {
-        let row = sqlx::query("SELECT access_key_id, role, secret_envelope, description, created_ms, revoked_ms FROM credentials WHERE access_key_id = $1")
-            .bind(access_key_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| CredentialRecord::from_row(&r)).transpose()
+        self.fetch_optional("SELECT access_key_id, role, secret_envelope, description, created_ms, revoked_ms FROM credentials WHERE access_key_id = $1", access_key_id).await
     }
 
     pub async fn list_credentials(&self) -> StoreResult<Vec<CredentialRecord>> {
-        let rows = sqlx::query("SELECT access_key_id, role, secret_envelope, description, created_ms, revoked_ms FROM credentials ORDER BY created_ms, access_key_id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(CredentialRecord::from_row).collect()
+        self.fetch_all("SELECT access_key_id, role, secret_envelope, description, created_ms, revoked_ms FROM credentials ORDER BY created_ms, access_key_id").await
     }
 
     /// Marks a credential revoked. `NotFound` if it doesn't exist or is already revoked.
     pub async fn revoke_credential(&self, access_key_id: &str, now_ms: i64) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE credentials SET revoked_ms = $1 WHERE access_key_id = $2 AND revoked_ms IS NULL")
+        let update = sqlx::query("UPDATE credentials SET revoked_ms = $1 WHERE access_key_id = $2 AND revoked_ms IS NULL")
             .bind(now_ms)
-            .bind(access_key_id)
-            .execute(&self.pool)
-            .await?;
-        found(done)
+            .bind(access_key_id);
+        self.execute_found(update).await
     }
 
     // ---------------------------------------------------------- workload identities
@@ -200,25 +192,16 @@ impl Store {
         tags: &[(String, String)],
         arn: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO workload_identities (name, return_urls, created_ms, updated_ms) VALUES ($1, $2, $3, $4)")
+        let insert = sqlx::query("INSERT INTO workload_identities (name, return_urls, created_ms, updated_ms) VALUES ($1, $2, $3, $4)")
             .bind(&w.name)
             .bind(json_list(&w.return_urls))
             .bind(w.created_ms)
-            .bind(w.updated_ms)
-            .execute(&mut *tx)
-            .await?;
-        put_tags(&mut tx, arn, tags).await?;
-        tx.commit().await?;
-        Ok(())
+            .bind(w.updated_ms);
+        self.create_tagged(insert, arn, tags).await
     }
 
     pub async fn find_workload(&self, name: &str) -> StoreResult<Option<WorkloadRecord>> {
-        let row = sqlx::query("SELECT name, return_urls, created_ms, updated_ms FROM workload_identities WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| WorkloadRecord::from_row(&r)).transpose()
+        self.fetch_optional("SELECT name, return_urls, created_ms, updated_ms FROM workload_identities WHERE name = $1", name).await
     }
 
     pub async fn update_workload(
@@ -227,15 +210,13 @@ impl Store {
         return_urls: &[String],
         now_ms: i64,
     ) -> StoreResult<WorkloadRecord> {
-        let done = sqlx::query(
+        let update = sqlx::query(
             "UPDATE workload_identities SET return_urls = $1, updated_ms = $2 WHERE name = $3",
         )
         .bind(json_list(return_urls))
         .bind(now_ms)
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
-        found(done)?;
+        .bind(name);
+        self.execute_found(update).await?;
         self.find_workload(name).await?.ok_or(StoreError::NotFound)
     }
 
@@ -249,12 +230,7 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<WorkloadRecord>> {
-        let rows = sqlx::query("SELECT name, return_urls, created_ms, updated_ms FROM workload_identities WHERE name > $1 ORDER BY name LIMIT $2")
-            .bind(after.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(WorkloadRecord::from_row).collect()
+        self.fetch_page("SELECT name, return_urls, created_ms, updated_ms FROM workload_identities WHERE name > $1 ORDER BY name LIMIT $2", after, limit).await
     }
 
     // ------------------------------------------------------------ oauth2 providers
@@ -265,55 +241,40 @@ impl Store {
         tags: &[(String, String)],
         arn: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO oauth2_providers (name, vendor, config, secret_envelope, callback_id, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        let insert = sqlx::query("INSERT INTO oauth2_providers (name, vendor, config, secret_envelope, callback_id, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&p.name)
             .bind(&p.vendor)
             .bind(p.config.to_string())
             .bind(&p.secret_envelope)
             .bind(&p.callback_id)
             .bind(p.created_ms)
-            .bind(p.updated_ms)
-            .execute(&mut *tx)
-            .await?;
-        put_tags(&mut tx, arn, tags).await?;
-        tx.commit().await?;
-        Ok(())
+            .bind(p.updated_ms);
+        self.create_tagged(insert, arn, tags).await
     }
 
     pub async fn find_oauth2_provider(
         &self,
         name: &str,
     ) -> StoreResult<Option<Oauth2ProviderRecord>> {
-        let row = sqlx::query("SELECT name, vendor, config, secret_envelope, callback_id, created_ms, updated_ms FROM oauth2_providers WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| Oauth2ProviderRecord::from_row(&r)).transpose()
+        self.fetch_optional("SELECT name, vendor, config, secret_envelope, callback_id, created_ms, updated_ms FROM oauth2_providers WHERE name = $1", name).await
     }
 
     pub async fn find_oauth2_provider_by_callback(
         &self,
         callback_id: &str,
     ) -> StoreResult<Option<Oauth2ProviderRecord>> {
-        let row = sqlx::query("SELECT name, vendor, config, secret_envelope, callback_id, created_ms, updated_ms FROM oauth2_providers WHERE callback_id = $1")
-            .bind(callback_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| Oauth2ProviderRecord::from_row(&r)).transpose()
+        self.fetch_optional("SELECT name, vendor, config, secret_envelope, callback_id, created_ms, updated_ms FROM oauth2_providers WHERE callback_id = $1", callback_id).await
     }
 
     /// Replaces vendor, config and secret; keeps the callback id and creation time.
     pub async fn update_oauth2_provider(&self, p: &Oauth2ProviderRecord) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE oauth2_providers SET vendor = $1, config = $2, secret_envelope = $3, updated_ms = $4 WHERE name = $5")
+        let update = sqlx::query("UPDATE oauth2_providers SET vendor = $1, config = $2, secret_envelope = $3, updated_ms = $4 WHERE name = $5")
             .bind(&p.vendor)
             .bind(p.config.to_string())
             .bind(&p.secret_envelope)
             .bind(p.updated_ms)
-            .bind(&p.name)
-            .execute(&self.pool)
-            .await?;
-        found(done)
+            .bind(&p.name);
+        self.execute_found(update).await
     }
 
     pub async fn delete_oauth2_provider(&self, name: &str, arn: &str) -> StoreResult<()> {
@@ -325,12 +286,7 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<Oauth2ProviderRecord>> {
-        let rows = sqlx::query("SELECT name, vendor, config, secret_envelope, callback_id, created_ms, updated_ms FROM oauth2_providers WHERE name > $1 ORDER BY name LIMIT $2")
-            .bind(after.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Oauth2ProviderRecord::from_row).collect()
+        self.fetch_page("SELECT name, vendor, config, secret_envelope, callback_id, created_ms, updated_ms FROM oauth2_providers WHERE name > $1 ORDER BY name LIMIT $2", after, limit).await
     }
 
     // ----------------------------------------------------------- api key providers
@@ -341,40 +297,29 @@ impl Store {
         tags: &[(String, String)],
         arn: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO api_key_providers (name, secret_envelope, created_ms, updated_ms) VALUES ($1, $2, $3, $4)")
+        let insert = sqlx::query("INSERT INTO api_key_providers (name, secret_envelope, created_ms, updated_ms) VALUES ($1, $2, $3, $4)")
             .bind(&p.name)
             .bind(&p.secret_envelope)
             .bind(p.created_ms)
-            .bind(p.updated_ms)
-            .execute(&mut *tx)
-            .await?;
-        put_tags(&mut tx, arn, tags).await?;
-        tx.commit().await?;
-        Ok(())
+            .bind(p.updated_ms);
+        self.create_tagged(insert, arn, tags).await
     }
 
     pub async fn find_api_key_provider(
         &self,
         name: &str,
     ) -> StoreResult<Option<ApiKeyProviderRecord>> {
-        let row = sqlx::query("SELECT name, secret_envelope, created_ms, updated_ms FROM api_key_providers WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| ApiKeyProviderRecord::from_row(&r)).transpose()
+        self.fetch_optional("SELECT name, secret_envelope, created_ms, updated_ms FROM api_key_providers WHERE name = $1", name).await
     }
 
     pub async fn update_api_key_provider(&self, p: &ApiKeyProviderRecord) -> StoreResult<()> {
-        let done = sqlx::query(
+        let update = sqlx::query(
             "UPDATE api_key_providers SET secret_envelope = $1, updated_ms = $2 WHERE name = $3",
         )
         .bind(&p.secret_envelope)
         .bind(p.updated_ms)
-        .bind(&p.name)
-        .execute(&self.pool)
-        .await?;
-        found(done)
+        .bind(&p.name);
+        self.execute_found(update).await
     }
 
     pub async fn delete_api_key_provider(&self, name: &str, arn: &str) -> StoreResult<()> {
@@ -386,12 +331,7 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<ApiKeyProviderRecord>> {
-        let rows = sqlx::query("SELECT name, secret_envelope, created_ms, updated_ms FROM api_key_providers WHERE name > $1 ORDER BY name LIMIT $2")
-            .bind(after.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(ApiKeyProviderRecord::from_row).collect()
+        self.fetch_page("SELECT name, secret_envelope, created_ms, updated_ms FROM api_key_providers WHERE name > $1 ORDER BY name LIMIT $2", after, limit).await
     }
 
     async fn delete_named(&self, table: &'static str, name: &str, arn: &str) -> StoreResult<()> {
@@ -464,13 +404,11 @@ impl Store {
     // ------------------------------------------------------------------ token vault
 
     pub async fn find_token_vault(&self, id: &str) -> StoreResult<Option<TokenVaultRecord>> {
-        let row = sqlx::query(
+        self.fetch_optional(
             "SELECT id, key_type, kms_key_arn, updated_ms FROM token_vaults WHERE id = $1",
+            id,
         )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| TokenVaultRecord::from_row(&r)).transpose()
+        .await
     }
 
     pub async fn upsert_token_vault(&self, v: &TokenVaultRecord) -> StoreResult<()> {
@@ -516,6 +454,65 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+/// A query on the `Any` driver.
+pub(crate) type AnyQuery<'q> =
+    sqlx::query::Query<'q, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments>;
+
+impl Store {
+    /// The record `sql` selects by its one parameter `$1`, if any.
+    async fn fetch_optional<R: FromRow>(
+        &self,
+        sql: &'static str,
+        key: &str,
+    ) -> StoreResult<Option<R>> {
+        let row = sqlx::query(sql)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| R::from_row(&r)).transpose()
+    }
+
+    /// The records `sql` selects, with no parameter.
+    async fn fetch_all<R: FromRow>(&self, sql: &'static str) -> StoreResult<Vec<R>> {
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        rows.iter().map(R::from_row).collect()
+    }
+
+    /// A page of records: `sql` takes the name to start after (`$1`) and the limit (`$2`).
+    async fn fetch_page<R: FromRow>(
+        &self,
+        sql: &'static str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<R>> {
+        let rows = sqlx::query(sql)
+            .bind(after.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(R::from_row).collect()
+    }
+
+    /// Runs an `UPDATE` or `DELETE` by key: `NotFound` when it touched no row.
+    pub(crate) async fn execute_found(&self, query: AnyQuery<'_>) -> StoreResult<()> {
+        found(query.execute(&self.pool).await?)
+    }
+
+    /// Runs `insert` and stores the new resource's tags, in one transaction.
+    async fn create_tagged(
+        &self,
+        insert: AnyQuery<'_>,
+        arn: &str,
+        tags: &[(String, String)],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        insert.execute(&mut *tx).await?;
+        put_tags(&mut tx, arn, tags).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 

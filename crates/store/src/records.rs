@@ -5,6 +5,11 @@ use sqlx::any::AnyRow;
 
 use crate::{StoreError, StoreResult};
 
+/// A record read from a row whose columns are its fields, in order.
+pub(crate) trait FromRow: Sized {
+    fn from_row(r: &AnyRow) -> StoreResult<Self>;
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialRecord {
     pub access_key_id: String,
@@ -15,8 +20,8 @@ pub struct CredentialRecord {
     pub revoked_ms: Option<i64>,
 }
 
-impl CredentialRecord {
-    pub(crate) fn from_row(r: &AnyRow) -> StoreResult<Self> {
+impl FromRow for CredentialRecord {
+    fn from_row(r: &AnyRow) -> StoreResult<Self> {
         Ok(Self {
             access_key_id: r.try_get(0)?,
             role: r.try_get(1)?,
@@ -36,8 +41,8 @@ pub struct WorkloadRecord {
     pub updated_ms: i64,
 }
 
-impl WorkloadRecord {
-    pub(crate) fn from_row(r: &AnyRow) -> StoreResult<Self> {
+impl FromRow for WorkloadRecord {
+    fn from_row(r: &AnyRow) -> StoreResult<Self> {
         let urls: String = r.try_get(1)?;
         Ok(Self {
             name: r.try_get(0)?,
@@ -61,8 +66,8 @@ pub struct Oauth2ProviderRecord {
     pub updated_ms: i64,
 }
 
-impl Oauth2ProviderRecord {
-    pub(crate) fn from_row(r: &AnyRow) -> StoreResult<Self> {
+impl FromRow for Oauth2ProviderRecord {
+    fn from_row(r: &AnyRow) -> StoreResult<Self> {
         let config: String = r.try_get(2)?;
         Ok(Self {
             name: r.try_get(0)?,
@@ -85,8 +90,8 @@ pub struct ApiKeyProviderRecord {
     pub updated_ms: i64,
 }
 
-impl ApiKeyProviderRecord {
-    pub(crate) fn from_row(r: &AnyRow) -> StoreResult<Self> {
+impl FromRow for ApiKeyProviderRecord {
+    fn from_row(r: &AnyRow) -> StoreResult<Self> {
         Ok(Self {
             name: r.try_get(0)?,
             secret_envelope: r.try_get(1)?,
@@ -104,8 +109,8 @@ pub struct TokenVaultRecord {
     pub updated_ms: i64,
 }
 
-impl TokenVaultRecord {
-    pub(crate) fn from_row(r: &AnyRow) -> StoreResult<Self> {
+impl FromRow for TokenVaultRecord {
+    fn from_row(r: &AnyRow) -> StoreResult<Self> {
         Ok(Self {
             id: r.try_get(0)?,
             key_type: r.try_get(1)?,

@@ -13,6 +13,7 @@ use latchkey_core::UserPrincipal;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::records::FromRow;
 use crate::{Store, StoreError, StoreResult, found, json_list};
 
 /// Where an authorization session is in the flow.
@@ -94,7 +95,7 @@ fn user_columns(
         .map_err(|e| StoreError::Database(format!("corrupt user columns: {e}")))
 }
 
-impl SessionRecord {
+impl FromRow for SessionRecord {
     fn from_row(r: &AnyRow) -> StoreResult<Self> {
         let request: String = r.try_get(5)?;
         let status: String = r.try_get(8)?;
@@ -175,7 +176,7 @@ fn list_column(r: &AnyRow, i: usize, what: &str) -> StoreResult<Vec<String>> {
     serde_json::from_str(&s).map_err(|e| StoreError::Database(format!("corrupt {what}: {e}")))
 }
 
-impl GrantRecord {
+impl FromRow for GrantRecord {
     fn from_row(r: &AnyRow) -> StoreResult<Self> {
         Ok(Self {
             key: GrantKey {
@@ -281,16 +282,14 @@ impl Store {
         failure: Option<&str>,
         now_ms: i64,
     ) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE auth_sessions SET status = $1, code_envelope = COALESCE($2, code_envelope), failure = COALESCE($3, failure), updated_ms = $4 WHERE id = $5 AND status = $6")
+        let update = sqlx::query("UPDATE auth_sessions SET status = $1, code_envelope = COALESCE($2, code_envelope), failure = COALESCE($3, failure), updated_ms = $4 WHERE id = $5 AND status = $6")
             .bind(to.as_str())
             .bind(code_envelope)
             .bind(failure)
             .bind(now_ms)
             .bind(id)
-            .bind(from.as_str())
-            .execute(&self.pool)
-            .await?;
-        found(done)
+            .bind(from.as_str());
+        self.execute_found(update).await
     }
 
     /// PENDING → CALLBACK: keep the code (sealed) and the SHA-256 of the one-time completion
@@ -302,14 +301,12 @@ impl Store {
         completion_hash: &str,
         now_ms: i64,
     ) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE auth_sessions SET status = 'CALLBACK', code_envelope = $1, completion_hash = $2, updated_ms = $3 WHERE id = $4 AND status = 'PENDING'")
+        let update = sqlx::query("UPDATE auth_sessions SET status = 'CALLBACK', code_envelope = $1, completion_hash = $2, updated_ms = $3 WHERE id = $4 AND status = 'PENDING'")
             .bind(code_envelope)
             .bind(completion_hash)
             .bind(now_ms)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        found(done)
+            .bind(id);
+        self.execute_found(update).await
     }
 
     /// Fail a session that is still in `from` (the code is dropped). `NotFound` when
@@ -325,14 +322,12 @@ impl Store {
         if matches!(from, SessionStatus::Completed | SessionStatus::Failed) {
             return Err(StoreError::NotFound);
         }
-        let done = sqlx::query("UPDATE auth_sessions SET status = 'FAILED', code_envelope = NULL, failure = $1, updated_ms = $2 WHERE id = $3 AND status = $4")
+        let update = sqlx::query("UPDATE auth_sessions SET status = 'FAILED', code_envelope = NULL, failure = $1, updated_ms = $2 WHERE id = $3 AND status = $4")
             .bind(failure)
             .bind(now_ms)
             .bind(id)
-            .bind(from.as_str())
-            .execute(&self.pool)
-            .await?;
-        found(done)
+            .bind(from.as_str());
+        self.execute_found(update).await
     }
 
     /// EXCHANGING → COMPLETED and the grant stored, in one transaction: either both

@@ -19,12 +19,49 @@ async fn serve(router: Router) -> SocketAddr {
     address
 }
 
+/// A server answering `hello` at `/`, and the count of the requests it received.
+async fn serve_counted_hello() -> (SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let address = serve(Router::new().route(
+        "/",
+        get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { "hello" }
+        }),
+    ))
+    .await;
+    (address, hits)
+}
+
 fn permissive() -> OutboundClient {
+    permissive_with(OutboundPolicy::default())
+}
+
+/// A client that may reach private addresses, with `policy`'s other settings.
+fn permissive_with(policy: OutboundPolicy) -> OutboundClient {
     OutboundClient::new(OutboundPolicy {
         allow_private_addresses: true,
-        ..OutboundPolicy::default()
+        ..policy
     })
     .expect("client")
+}
+
+/// A client that may reach private addresses and reads at most `limit` bytes of a body.
+fn permissive_limited(limit: usize) -> OutboundClient {
+    permissive_with(OutboundPolicy {
+        max_response_bytes: limit,
+        ..OutboundPolicy::default()
+    })
+}
+
+/// `url`'s body is refused as larger than the client's `limit`.
+async fn assert_too_large(client: &OutboundClient, url: &str, limit: usize) {
+    let error = client.get_bytes(url).await.expect_err("too large");
+    assert!(
+        matches!(error, OutboundError::TooLarge { limit: l } if l == limit),
+        "{error:?}"
+    );
 }
 
 fn strict() -> OutboundClient {
@@ -123,16 +160,7 @@ fn url_checks() {
 
 #[tokio::test]
 async fn literal_loopback_refused_by_default_and_allowed_with_flag() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let address = serve(Router::new().route(
-        "/",
-        get(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-            async { "hello" }
-        }),
-    ))
-    .await;
+    let (address, hits) = serve_counted_hello().await;
     let url = format!("http://{address}/");
     let error = strict().get_bytes(&url).await.expect_err("must be refused");
     assert!(matches!(error, OutboundError::Blocked { .. }), "{error:?}");
@@ -163,16 +191,7 @@ async fn literal_loopback_refused_by_default_and_allowed_with_flag() {
 
 #[tokio::test]
 async fn localhost_refused_by_resolver() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let address = serve(Router::new().route(
-        "/",
-        get(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-            async { "hello" }
-        }),
-    ))
-    .await;
+    let (address, hits) = serve_counted_hello().await;
     // https passes the scheme rule, so the refusal must come from the resolver.
     let error = strict()
         .get_bytes(&format!("https://localhost:{}/", address.port()))
@@ -214,20 +233,8 @@ async fn oversized_response_refused() {
             .route("/small", get(|| async { "x".repeat(1000) })),
     )
     .await;
-    let client = OutboundClient::new(OutboundPolicy {
-        allow_private_addresses: true,
-        max_response_bytes: 1024,
-        ..OutboundPolicy::default()
-    })
-    .expect("client");
-    let error = client
-        .get_bytes(&format!("http://{address}/big"))
-        .await
-        .expect_err("too large");
-    assert!(
-        matches!(error, OutboundError::TooLarge { limit: 1024 }),
-        "{error:?}"
-    );
+    let client = permissive_limited(1024);
+    assert_too_large(&client, &format!("http://{address}/big"), 1024).await;
     let (_, body) = client
         .get_bytes(&format!("http://{address}/small"))
         .await
@@ -264,20 +271,8 @@ async fn oversized_chunked_response_refused_without_content_length() {
             });
         }
     });
-    let client = OutboundClient::new(OutboundPolicy {
-        allow_private_addresses: true,
-        max_response_bytes: 4096,
-        ..OutboundPolicy::default()
-    })
-    .expect("client");
-    let error = client
-        .get_bytes(&format!("http://{address}/"))
-        .await
-        .expect_err("too large");
-    assert!(
-        matches!(error, OutboundError::TooLarge { limit: 4096 }),
-        "{error:?}"
-    );
+    let client = permissive_limited(4096);
+    assert_too_large(&client, &format!("http://{address}/"), 4096).await;
 }
 
 #[tokio::test]
@@ -290,12 +285,10 @@ async fn slow_server_times_out() {
         }),
     ))
     .await;
-    let client = OutboundClient::new(OutboundPolicy {
-        allow_private_addresses: true,
+    let client = permissive_with(OutboundPolicy {
         request_timeout: Duration::from_millis(300),
         ..OutboundPolicy::default()
-    })
-    .expect("client");
+    });
     let started = std::time::Instant::now();
     let error = client
         .get_bytes(&format!("http://{address}/slow"))

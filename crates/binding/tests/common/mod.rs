@@ -486,6 +486,39 @@ pub fn oidc_config(idp: &Idp, cookie: Option<&str>) -> OidcConfig {
     oidc
 }
 
+/// The peers of a binding service that takes both user sources (the ALB header first,
+/// then an OIDC ID token from the bearer or the `id_token` cookie), each signing with its
+/// own key, and that configuration.
+pub struct BothSources {
+    pub alb_key: EcKey,
+    pub idp_key: EcKey,
+    pub keys: KeyServer,
+    pub idp: Idp,
+    pub identity: IdentityStandIn,
+    pub config: BindingConfig,
+}
+
+impl BothSources {
+    pub async fn start(alb_kid: &str, idp_kid: &str) -> Self {
+        let alb_key = EcKey::generate(alb_kid);
+        let idp_key = EcKey::generate(idp_kid);
+        let keys = KeyServer::start(&[&alb_key]).await;
+        let idp = Idp::start(&[&idp_key]).await;
+        let identity = IdentityStandIn::start().await;
+        let mut config = base_config(&identity.url());
+        config.users.alb = Some(alb_config(&keys));
+        config.users.oidc = Some(oidc_config(&idp, Some("id_token")));
+        Self {
+            alb_key,
+            idp_key,
+            keys,
+            idp,
+            identity,
+            config,
+        }
+    }
+}
+
 impl Binding {
     pub async fn start(config: BindingConfig) -> Self {
         let clock = Arc::new(ManualClock::new(NOW_MS));

@@ -15,14 +15,30 @@ fn auth_header(date: &str, service: &str, signed: &str, signature: &str) -> Stri
     )
 }
 
-fn vector_auth() -> Authorization {
+/// The vector's authorization, its credential scope dated `date` for `service`.
+fn scoped_auth(date: &str, service: &str) -> Authorization {
     parse_authorization(&auth_header(
-        "20260102",
-        "bedrock-agentcore",
+        date,
+        service,
         "content-type;host;x-amz-date",
         SIGNATURE,
     ))
     .unwrap()
+}
+
+fn vector_auth() -> Authorization {
+    scoped_auth("20260102", "bedrock-agentcore")
+}
+
+/// Verifies the vector's request and signature under another credential scope.
+fn verify_vector_scope(date: &str, service: &str) -> Result<(), SigV4Error> {
+    let headers = vector_headers("20260102T030405Z");
+    verify(
+        &request(&headers, BODY),
+        &scoped_auth(date, service),
+        SECRET.as_bytes(),
+        &VerifyOptions::agentcore(NOW),
+    )
 }
 
 fn vector_headers(amz_date: &'static str) -> Vec<(&'static str, &'static str)> {
@@ -125,22 +141,8 @@ fn skew_is_enforced() {
 
 #[test]
 fn wrong_service_is_rejected() {
-    let headers = vector_headers("20260102T030405Z");
-    let auth = parse_authorization(&auth_header(
-        "20260102",
-        "s3",
-        "content-type;host;x-amz-date",
-        SIGNATURE,
-    ))
-    .unwrap();
-    let err = verify(
-        &request(&headers, BODY),
-        &auth,
-        SECRET.as_bytes(),
-        &VerifyOptions::agentcore(NOW),
-    );
     assert_eq!(
-        err,
+        verify_vector_scope("20260102", "s3"),
         Err(SigV4Error::WrongService {
             expected: "bedrock-agentcore",
             found: "s3".into()
@@ -150,22 +152,8 @@ fn wrong_service_is_rejected() {
 
 #[test]
 fn credential_date_must_match_request_date() {
-    let headers = vector_headers("20260102T030405Z");
-    let auth = parse_authorization(&auth_header(
-        "20260101",
-        "bedrock-agentcore",
-        "content-type;host;x-amz-date",
-        SIGNATURE,
-    ))
-    .unwrap();
-    let err = verify(
-        &request(&headers, BODY),
-        &auth,
-        SECRET.as_bytes(),
-        &VerifyOptions::agentcore(NOW),
-    );
     assert_eq!(
-        err,
+        verify_vector_scope("20260101", "bedrock-agentcore"),
         Err(SigV4Error::CredentialScopeMismatch {
             credential_date: "20260101".into(),
             request_date: "20260102".into()

@@ -6,18 +6,20 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use latchkey_config::{ConfigFile, Env, Flags, Layers};
 use latchkey_core::clock::SystemClock;
 use latchkey_gateway::config::{DEFAULT_ALB_SIGNER, Gateway as GatewaySection};
 use latchkey_gateway::{GatewayConfig, GatewayState};
 use serde_json::{Value, json};
+
+mod raw_http;
+pub use raw_http::{header_of, raw_request};
 
 pub const SIGNER: &str = DEFAULT_ALB_SIGNER;
 pub const CLIENT_SECRET: &str = "gateway-client-secret-0123456789";
@@ -401,44 +403,4 @@ pub fn raw_get(gateway: &str, target: &str) -> (u16, Option<String>) {
         &[("Host", addr), ("Accept", "text/html")],
     );
     (status, header_of(&head, "location"))
-}
-
-/// One plain-HTTP request written by hand with the given headers (and
-/// `Connection: close`); the status and the response head.
-pub fn raw_request(
-    addr: &str,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut request = format!("{method} {target} HTTP/1.1\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("Connection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).unwrap();
-    let mut text = String::new();
-    let _ = tcp.read_to_string(&mut text);
-    let head = text
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head)
-}
-
-pub fn header_of(head: &str, name: &str) -> Option<String> {
-    head.lines().skip(1).find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
 }

@@ -90,23 +90,30 @@ fn validate_token_request(body: &GetResourceOauth2TokenRequest) -> Result<Flow, 
             None
         }
     };
-    if let Some(uri) = &body.session_uri
-        && v.length("sessionUri", uri, 1, 1024)
-    {
-        v.check(
+    // Optional members: (name, value, longest, rule, the model's pattern).
+    let optional = [
+        (
             "sessionUri",
-            is_session_uri(uri),
-            "Member must satisfy regular expression pattern: urn:ietf:params:oauth:request_uri:[a-zA-Z0-9-._~]+",
-        );
-    }
-    if let Some(url) = &body.resource_oauth2_return_url
-        && v.length("resourceOauth2ReturnUrl", url, 1, 2048)
-    {
-        v.check(
+            body.session_uri.as_deref(),
+            1024,
+            is_session_uri as fn(&str) -> bool,
+            "urn:ietf:params:oauth:request_uri:[a-zA-Z0-9-._~]+",
+        ),
+        (
             "resourceOauth2ReturnUrl",
-            is_return_url(url),
-            "Member must satisfy regular expression pattern: \\w+:(\\/?\\/?)[^\\s]+",
-        );
+            body.resource_oauth2_return_url.as_deref(),
+            2048,
+            is_return_url,
+            "\\w+:(\\/?\\/?)[^\\s]+",
+        ),
+    ];
+    for (name, value, max, rule, pattern) in optional {
+        if let Some(value) = value
+            && v.length(name, value, 1, max)
+        {
+            let message = format!("Member must satisfy regular expression pattern: {pattern}");
+            v.check(name, rule(value), message);
+        }
     }
     if let Some(params) = &body.custom_parameters {
         for (k, val) in params {

@@ -47,27 +47,37 @@ pub fn listening_url(child: &mut Child) -> String {
 
 /// `latchkey admin credentials create --role ROLE --json` over `dir`: (access key id, secret).
 pub fn credential(dir: &Path, role: &str) -> (String, String) {
-    let out = Command::new(bin())
-        .args([
-            "admin",
-            "credentials",
-            "create",
-            "--role",
-            role,
-            "--json",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .output()
-        .expect("run admin");
-    assert!(
-        out.status.success(),
-        "admin credentials create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(bin())
+            .args([
+                "admin",
+                "credentials",
+                "create",
+                "--role",
+                role,
+                "--json",
+                "--data-dir",
+            ])
+            .arg(dir),
+        "admin credentials create",
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let field = |k: &str| v[k].as_str().expect("credential field").to_string();
     (field("accessKeyId"), field("secretAccessKey"))
+}
+
+/// Runs `command` to its end; it must succeed (else the failure shows `what` and its
+/// stderr). Its output.
+pub fn run_ok(command: &mut Command, what: &str) -> std::process::Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// A child process killed on drop.

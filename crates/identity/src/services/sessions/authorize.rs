@@ -101,10 +101,7 @@ fn authorization_url(
             );
         }
         q.append_pair("state", &secrets.state);
-        q.append_pair(
-            "code_challenge",
-            &latchkey_authn::pkce::code_challenge(&secrets.verifier),
-        );
+        q.append_pair("code_challenge", &secrets.verifier.challenge());
         q.append_pair("code_challenge_method", "S256");
         for r in &request.resources {
             q.append_pair("resource", r);

@@ -105,29 +105,22 @@ impl Sessions {
             // A replayed callback (code replay): leave the session as it is.
             return Err(BrowserError::AlreadyUsed);
         };
-        if pending.record().expires_ms <= now {
-            return Err(self
-                .deny_callback(
-                    Session::Pending(pending),
-                    &provider.name,
-                    BrowserError::Expired,
-                    now,
-                )
-                .await);
-        }
         // RFC 9207: when the provider names itself, it must be the issuer we know.
         let issuer_mismatch = match &q.iss {
             Some(iss) => iss != &provider.metadata.issuer,
             None => provider.iss_parameter_supported,
         };
-        if issuer_mismatch {
+        let refusal = if pending.record().expires_ms <= now {
+            Some(BrowserError::Expired)
+        } else if issuer_mismatch {
+            Some(BrowserError::IssuerMismatch)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            let session = Session::Pending(pending);
             return Err(self
-                .deny_callback(
-                    Session::Pending(pending),
-                    &provider.name,
-                    BrowserError::IssuerMismatch,
-                    now,
-                )
+                .deny_callback(session, &provider.name, refusal, now)
                 .await);
         }
         let request = session_request(pending.record()).map_err(browser_error)?;

@@ -111,7 +111,10 @@ impl Sessions {
             ("grant_type", "authorization_code".to_string()),
             ("code", code.expose_secret().to_string()),
             ("redirect_uri", provider.callback_url.clone()),
-            ("code_verifier", secrets.verifier.clone()),
+            (
+                "code_verifier",
+                secrets.verifier.into_secret().expose_secret().to_string(),
+            ),
         ];
         for r in &request.resources {
             form.push(("resource", r.clone()));

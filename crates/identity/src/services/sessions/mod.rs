@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use latchkey_authn::pkce::PkceVerifier;
 use latchkey_core::ApiError;
 use latchkey_core::audit::Outcome;
 use latchkey_core::audit::chain::session_ref;
@@ -129,7 +130,9 @@ pub(crate) struct SessionRequest {
 pub(crate) struct SessionSecrets {
     /// The OAuth `state` (only its hash is a lookup column).
     pub state: String,
-    pub verifier: String,
+    /// The PKCE verifier, stored as its plain string (the format of the sealed JSON).
+    #[serde(with = "latchkey_authn::pkce::stored")]
+    pub verifier: PkceVerifier,
     #[serde(default)]
     pub custom_state: Option<String>,
     #[serde(default)]

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use latchkey_authn::pkce::PkceVerifier;
 use latchkey_core::ApiError;
 use latchkey_core::audit::Outcome;
 use latchkey_core::audit::chain::{session_ref, vend_id};
@@ -167,7 +168,8 @@ impl Sessions {
         let oauth_state = random_b64(32)?;
         let secrets = SessionSecrets {
             state: oauth_state.clone(),
-            verifier: random_b64(32)?,
+            verifier: PkceVerifier::generate()
+                .map_err(|_| Error::internal("random source failed"))?,
             custom_state: req.custom_state.map(|s| s.expose_secret().to_string()),
             custom_parameters: req
                 .custom_parameters

@@ -31,6 +31,21 @@ impl From<StoreError> for TransitionError {
 }
 
 macro_rules! state {
+    ($(#[$doc:meta])* $name:ident, may fail) => {
+        state!($(#[$doc])* $name);
+
+        impl $name {
+            /// → FAILED (the code is dropped).
+            pub async fn fail(
+                self,
+                store: &Store,
+                failure: &str,
+                now_ms: i64,
+            ) -> Result<Failed, TransitionError> {
+                fail(store, self.0, failure, now_ms).await
+            }
+        }
+    };
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug)]
@@ -46,15 +61,18 @@ macro_rules! state {
 
 state!(
     /// Started; waiting for the browser to come back from the provider.
-    Pending
+    Pending,
+    may fail
 );
 state!(
     /// The provider answered with a code; waiting for the session's user to complete it.
-    Callback
+    Callback,
+    may fail
 );
 state!(
     /// Claimed by one completion, which is exchanging the code.
-    Exchanging
+    Exchanging,
+    may fail
 );
 state!(
     /// The grant is stored.
@@ -146,15 +164,6 @@ impl Pending {
         r.updated_ms = now_ms;
         Ok(Callback(r))
     }
-
-    pub async fn fail(
-        self,
-        store: &Store,
-        failure: &str,
-        now_ms: i64,
-    ) -> Result<Failed, TransitionError> {
-        fail(store, self.0, failure, now_ms).await
-    }
 }
 
 impl Callback {
@@ -174,15 +183,6 @@ impl Callback {
         r.status = SessionStatus::Exchanging;
         r.updated_ms = now_ms;
         Ok(Exchanging(r))
-    }
-
-    pub async fn fail(
-        self,
-        store: &Store,
-        failure: &str,
-        now_ms: i64,
-    ) -> Result<Failed, TransitionError> {
-        fail(store, self.0, failure, now_ms).await
     }
 }
 
@@ -207,14 +207,5 @@ impl Exchanging {
         r.code_envelope = None;
         r.updated_ms = now_ms;
         Ok(Completed(r))
-    }
-
-    pub async fn fail(
-        self,
-        store: &Store,
-        failure: &str,
-        now_ms: i64,
-    ) -> Result<Failed, TransitionError> {
-        fail(store, self.0, failure, now_ms).await
     }
 }
