@@ -21,15 +21,12 @@ use latchkey_core::clock::Clock;
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::html::{self, escape};
+use crate::authorizer::Authorizer;
+use crate::html;
 use crate::keys::SigningKey;
-use crate::oauth::{
-    AUTHORIZATION_PARAMETERS, AuthorizationRequest, Client, Clients, CodeGrant, Codes, FormGuard,
-    OAuthError, redeem_code, token_response,
-};
+use crate::oauth::{Client, Clients, Codes, FormGuard, OAuthError, redeem_code, token_response};
 use crate::persist::PersistError;
 use crate::tokens::{Lifetimes, TokenGrant, Tokens};
-use crate::{DEMO_USERS, is_valid_user_name};
 
 const NAME: &str = "Latchkey development identity provider";
 
@@ -52,23 +49,29 @@ pub struct IdpOptions {
 
 #[derive(Debug)]
 struct Idp {
+    authorizer: Authorizer,
     issuer: String,
-    clients: Clients,
     key: SigningKey,
-    codes: Codes,
     tokens: Tokens,
-    guard: FormGuard,
     token_lifetime: i64,
     clock: Arc<dyn Clock>,
 }
 
 /// The provider's routes.
 pub fn router(options: IdpOptions) -> Result<Router, PersistError> {
+    let issuer = options.issuer.trim_end_matches('/').to_string();
     let idp = Idp {
-        issuer: options.issuer.trim_end_matches('/').to_string(),
-        clients: Clients::new(options.clients),
+        authorizer: Authorizer {
+            provider: NAME,
+            issuer: issuer.clone(),
+            clients: Clients::new(options.clients),
+            codes: Codes::default(),
+            guard: FormGuard::new("latchkey_dev_idp_form"),
+            require_pkce: true,
+            clock: options.clock.clone(),
+        },
+        issuer,
         key: options.key,
-        codes: Codes::default(),
         tokens: Tokens::open(
             options.state_file,
             Lifetimes {
@@ -77,7 +80,6 @@ pub fn router(options: IdpOptions) -> Result<Router, PersistError> {
             },
             "idp_",
         )?,
-        guard: FormGuard::new("latchkey_dev_idp_form"),
         token_lifetime: options.token_lifetime_seconds,
         clock: options.clock,
     };
@@ -121,40 +123,19 @@ async fn login_page(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let request = match AuthorizationRequest::parse(&params, &idp.clients, true) {
-        Ok(r) => r,
-        Err(refusal) => return refusal.into_response(NAME),
-    };
-    let (browser, set_cookie) = idp.guard.browser(&headers);
-    let mut fields: Vec<(&str, &str)> = AUTHORIZATION_PARAMETERS
-        .iter()
-        .filter_map(|name| params.get(*name).map(|v| (*name, v.as_str())))
-        .collect();
-    let token = idp.guard.field(&browser, &params);
-    fields.push(("form_token", &token));
-    let client = idp
-        .clients
-        .get(&request.client_id)
-        .map_or("", |c| c.name.as_str());
-    let buttons: String = DEMO_USERS
-        .iter()
-        .map(|u| {
-            format!(r#"<button type="submit" name="user" value="{u}">Sign in as {u}</button>"#)
-        })
-        .collect();
-    let body = format!(
-        r#"<p>Sign in to <strong>{client}</strong>. No password: pick a demo user, or type any name.</p>
-<form method="post" action="/authorize">{hidden}<p>{buttons}</p>
-<p><label for="name">Another name</label><br><input type="text" id="name" name="user_name" autocomplete="username" maxlength="64" pattern="[A-Za-z0-9][A-Za-z0-9._-]*">
-<button type="submit" name="user" value="">Sign in</button></p></form>"#,
-        client = escape(client),
-        hidden = html::hidden_fields(fields),
-    );
-    let mut response = html::page(StatusCode::OK, NAME, "Sign in", &body, true);
-    if let Some(cookie) = set_cookie {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
-    }
-    response
+    idp.authorizer.page(
+        &headers,
+        &params,
+        |_| "Sign in".to_string(),
+        |page, users| {
+            format!(
+                r#"<p>Sign in to <strong>{}</strong>. No password: pick a demo user, or type any name.</p>
+<form method="post" action="/authorize">{users}</form>"#,
+                page.client
+            )
+        },
+        "Sign in",
+    )
 }
 
 async fn login(
@@ -162,37 +143,7 @@ async fn login(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let request = match AuthorizationRequest::parse(&form, &idp.clients, true) {
-        Ok(r) => r,
-        Err(refusal) => return refusal.into_response(NAME),
-    };
-    if !idp.guard.check(&headers, &form) {
-        return html::error_page(
-            NAME,
-            "This sign-in form was not loaded by this browser for this request. Start again from the application.",
-        );
-    }
-    let user = match form.get("user").map(String::as_str) {
-        Some("") | None => form.get("user_name").map(|s| s.trim()).unwrap_or(""),
-        Some(u) => u,
-    };
-    if !is_valid_user_name(user) {
-        return html::error_page(
-            NAME,
-            "A name is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit. Go back and try again.",
-        );
-    }
-    let now = idp.clock.now_secs();
-    let grant = CodeGrant {
-        request,
-        user: user.to_string(),
-        expires_at: now + 60,
-    };
-    let Some(code) = idp.codes.issue(grant.clone(), now) else {
-        return OAuthError::server_error().into_response();
-    };
-    tracing::info!(user, client = %grant.request.client_id, "development IdP sign-in");
-    grant.request.success(&code, &idp.issuer)
+    idp.authorizer.decide(&headers, &form)
 }
 
 async fn token(
@@ -200,11 +151,11 @@ async fn token(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, OAuthError> {
-    let client = idp.clients.authenticate(&headers, &form)?;
+    let client = idp.authorizer.clients.authenticate(&headers, &form)?;
     let now = idp.clock.now_secs();
     let (grant, nonce, issued) = match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
-            let code = redeem_code(&idp.codes, client, &form, now)?;
+            let code = redeem_code(&idp.authorizer.codes, client, &form, now)?;
             if !code.request.scopes.iter().any(|s| s == "openid") {
                 return Err(OAuthError::invalid_grant(
                     "the request did not ask for openid",
@@ -316,7 +267,7 @@ async fn logout(
 ) -> Response {
     let back = params
         .get("client_id")
-        .and_then(|id| idp.clients.get(id))
+        .and_then(|id| idp.authorizer.clients.get(id))
         .zip(params.get("post_logout_redirect_uri"))
         .and_then(|(client, uri)| {
             let target = Url::parse(uri).ok()?;

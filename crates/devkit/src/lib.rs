@@ -16,6 +16,7 @@
 //! Their state (signing key, issued tokens) lives in files of the dev data directory, so a
 //! restarted `latchkey dev` keeps working with the tokens it issued before.
 
+mod authorizer;
 mod html;
 pub mod idp;
 mod keys;

@@ -27,15 +27,12 @@ use axum::{Json, Router};
 use latchkey_core::clock::Clock;
 use serde_json::{Value, json};
 
+use crate::authorizer::Authorizer;
 use crate::html::{self, escape};
 use crate::idp::bearer;
-use crate::oauth::{
-    AUTHORIZATION_PARAMETERS, AuthorizationRequest, Client, Clients, CodeGrant, Codes, FormGuard,
-    OAuthError, redeem_code, token_response,
-};
+use crate::oauth::{Client, Clients, Codes, FormGuard, OAuthError, redeem_code, token_response};
 use crate::persist::PersistError;
 use crate::tokens::{Lifetimes, TokenGrant, Tokens};
-use crate::{DEMO_USERS, is_valid_user_name};
 
 const NAME: &str = "Latchkey sandbox (GitHub stand-in)";
 
@@ -68,20 +65,26 @@ pub struct SandboxOptions {
 
 #[derive(Debug)]
 struct Sandbox {
+    authorizer: Authorizer,
     base_url: String,
-    clients: Clients,
-    codes: Codes,
     tokens: Tokens,
-    guard: FormGuard,
     clock: Arc<dyn Clock>,
 }
 
 /// The sandbox's routes.
 pub fn router(options: SandboxOptions) -> Result<Router, PersistError> {
+    let base_url = options.base_url.trim_end_matches('/').to_string();
     let sandbox = Sandbox {
-        base_url: options.base_url.trim_end_matches('/').to_string(),
-        clients: Clients::new(options.clients),
-        codes: Codes::default(),
+        authorizer: Authorizer {
+            provider: NAME,
+            issuer: base_url.clone(),
+            clients: Clients::new(options.clients),
+            codes: Codes::default(),
+            guard: FormGuard::new("latchkey_dev_sandbox_form"),
+            require_pkce: false,
+            clock: options.clock.clone(),
+        },
+        base_url,
         tokens: Tokens::open(
             options.state_file,
             Lifetimes {
@@ -90,7 +93,6 @@ pub fn router(options: SandboxOptions) -> Result<Router, PersistError> {
             },
             "sbx_",
         )?,
-        guard: FormGuard::new("latchkey_dev_sandbox_form"),
         clock: options.clock,
     };
     Ok(Router::new()
@@ -114,65 +116,30 @@ async fn consent_page(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let request = match AuthorizationRequest::parse(&params, &sandbox.clients, false) {
-        Ok(r) => r,
-        Err(refusal) => return refusal.into_response(NAME),
-    };
-    let (browser, set_cookie) = sandbox.guard.browser(&headers);
-    let token = sandbox.guard.field(&browser, &params);
-    let mut fields: Vec<(&str, &str)> = AUTHORIZATION_PARAMETERS
-        .iter()
-        .filter_map(|name| params.get(*name).map(|v| (*name, v.as_str())))
-        .collect();
-    fields.push(("form_token", &token));
-    let client = sandbox
-        .clients
-        .get(&request.client_id)
-        .map_or("", |c| c.name.as_str());
-    let scopes: String = if request.scopes.is_empty() {
-        "<li>No scope: public information only</li>".to_string()
-    } else {
-        request
-            .scopes
-            .iter()
-            .map(|s| {
-                format!(
-                    "<li><code>{}</code>: {}</li>",
-                    escape(s),
-                    escape(describe(s))
-                )
-            })
-            .collect()
-    };
-    let buttons: String = DEMO_USERS
-        .iter()
-        .map(|u| {
-            format!(r#"<button type="submit" name="user" value="{u}">Authorize as {u}</button>"#)
-        })
-        .collect();
-    let body = format!(
-        r#"<p><strong>{client}</strong> asks to act for you in the sandbox, with these permissions:</p>
+    sandbox.authorizer.page(
+        &headers,
+        &params,
+        |page| format!("Authorize {}", page.client),
+        |page, users| {
+            let scopes: String = if page.request.scopes.is_empty() {
+                "<li>No scope: public information only</li>".to_string()
+            } else {
+                (page.request.scopes.iter())
+                    .map(|s| format!("<li><code>{}</code>: {}</li>", escape(s), escape(describe(s))))
+                    .collect()
+            };
+            format!(
+                r#"<p><strong>{client}</strong> asks to act for you in the sandbox, with these permissions:</p>
 <ul>{scopes}</ul>
 <p>It will be redirected to <code>{redirect}</code>.</p>
-<form method="post" action="/login/oauth/authorize">{hidden}<p>{buttons}</p>
-<p><label for="name">Another sandbox account</label><br><input type="text" id="name" name="user_name" maxlength="64" pattern="[A-Za-z0-9][A-Za-z0-9._-]*">
-<button type="submit" name="user" value="">Authorize</button></p>
+<form method="post" action="/login/oauth/authorize">{users}
 <p><button type="submit" name="decision" value="deny">Deny</button></p></form>"#,
-        client = escape(client),
-        redirect = escape(&request.redirect_uri),
-        hidden = html::hidden_fields(fields),
-    );
-    let mut response = html::page(
-        StatusCode::OK,
-        NAME,
-        &format!("Authorize {client}"),
-        &body,
-        true,
-    );
-    if let Some(cookie) = set_cookie {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
-    }
-    response
+                client = page.client,
+                redirect = escape(&page.request.redirect_uri),
+            )
+        },
+        "Authorize",
+    )
 }
 
 async fn decide(
@@ -180,40 +147,7 @@ async fn decide(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let request = match AuthorizationRequest::parse(&form, &sandbox.clients, false) {
-        Ok(r) => r,
-        Err(refusal) => return refusal.into_response(NAME),
-    };
-    if !sandbox.guard.check(&headers, &form) {
-        return html::error_page(
-            NAME,
-            "This consent form was not loaded by this browser for this request. Start again from the application.",
-        );
-    }
-    if form.get("decision").map(String::as_str) == Some("deny") {
-        return request.denied();
-    }
-    let user = match form.get("user").map(String::as_str) {
-        Some("") | None => form.get("user_name").map(|s| s.trim()).unwrap_or(""),
-        Some(u) => u,
-    };
-    if !is_valid_user_name(user) {
-        return html::error_page(
-            NAME,
-            "An account name is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit. Go back and try again.",
-        );
-    }
-    let now = sandbox.clock.now_secs();
-    let grant = CodeGrant {
-        request,
-        user: user.to_string(),
-        expires_at: now + 60,
-    };
-    let Some(code) = sandbox.codes.issue(grant.clone(), now) else {
-        return OAuthError::server_error().into_response();
-    };
-    tracing::info!(user, client = %grant.request.client_id, scopes = ?grant.request.scopes, "sandbox consent");
-    grant.request.success(&code, &sandbox.base_url)
+    sandbox.authorizer.decide(&headers, &form)
 }
 
 async fn token(
@@ -221,11 +155,11 @@ async fn token(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, OAuthError> {
-    let client = sandbox.clients.authenticate(&headers, &form)?;
+    let client = sandbox.authorizer.clients.authenticate(&headers, &form)?;
     let now = sandbox.clock.now_secs();
     let (scopes, issued) = match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
-            let code = redeem_code(&sandbox.codes, client, &form, now)?;
+            let code = redeem_code(&sandbox.authorizer.codes, client, &form, now)?;
             let issued = sandbox.tokens.issue(
                 code.user,
                 client.id.clone(),
@@ -294,7 +228,7 @@ async fn revoke(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, OAuthError> {
-    let client = sandbox.clients.authenticate(&headers, &form)?;
+    let client = sandbox.authorizer.clients.authenticate(&headers, &form)?;
     let token = form
         .get("token")
         .ok_or(OAuthError::invalid_request("the request has no token"))?;
