@@ -12,7 +12,9 @@ use latchkey_authn::UserSources;
 use latchkey_authn::config::UserKeys;
 use latchkey_authn::outbound::OutboundPolicy;
 pub use latchkey_config::ConfigError;
-use latchkey_config::{Layers, ListItem, Section, ensure, from_toml, http_url, keys, within};
+use latchkey_config::{
+    Layers, ListItem, at_most, ensure, from_toml, http_url, keys, positive, within,
+};
 use latchkey_conversations::StoreConfig;
 use latchkey_core::protocol::WorkloadName;
 use latchkey_llm::{LlmConfig, Provider};
@@ -31,10 +33,11 @@ pub const MAX_CONSENT_WAIT_SECONDS: u64 = 600;
 pub type AgentCredential = latchkey_authn::ServiceCredential;
 
 /// HTTP method of a configured tool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
     /// GET: arguments not used in the URL are ignored.
+    #[default]
     Get,
     /// POST: arguments not used in the URL are sent as a JSON body.
     Post,
@@ -60,7 +63,7 @@ pub struct HttpToolConfig {
     #[serde(default)]
     pub scopes: Vec<String>,
     /// HTTP method (default GET).
-    #[serde(default = "default_method")]
+    #[serde(default)]
     pub method: HttpMethod,
     /// URL template: literal `scheme://host[:port]`, then a path and query whose
     /// `{param}` placeholders are filled from arguments (each one percent-encoded path
@@ -71,22 +74,11 @@ pub struct HttpToolConfig {
     pub parameters: Option<serde_json::Value>,
 }
 
-fn default_method() -> HttpMethod {
-    HttpMethod::Get
-}
-
 impl ListItem for HttpToolConfig {}
 
-/// `serve agent`: file `[agent]` (with `[agent.llm]` and `[agent.store]`), `LATCHKEY_AGENT_*`.
-#[derive(Debug)]
-pub enum Agent {}
-impl Section for Agent {
-    const NAME: &'static str = "agent";
-    const TABLES: &'static [&'static str] = &["llm", "store"];
-    type Keys = (AgentKeys, UserKeys);
-}
-
 keys! {
+    /// `serve agent`: file `[agent]` (with `[agent.llm]` and `[agent.store]`), `LATCHKEY_AGENT_*`.
+    pub section Agent = "agent", tables ["llm", "store"], with UserKeys;
     /// Settings of `serve agent`.
     pub struct AgentKeys {
         /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8082.
@@ -276,37 +268,30 @@ impl AgentConfig {
         http_url("identity_url", &k.identity_url, false)?;
         self.users.validate()?;
         let name = WorkloadName::parse(&k.workload_name).is_ok();
-        ensure(
-            name,
-            "workload_name",
-            "must be 3 to 255 characters of [A-Za-z0-9_.-]",
-        )?;
+        ensure(name, "workload_name", WORKLOAD_NAME)?;
         http_url("return_url", &k.return_url, true)?;
         http_url("github_base_url", &k.github_base_url, true)?;
         let provider = !k.github_provider.trim().is_empty();
         ensure(provider, "github_provider", "must not be empty")?;
         let model = !llm.model.trim().is_empty();
         ensure(model, "llm.model", "missing: the model id is required")?;
-        if let Some(base) = &llm.base_url {
-            http_url("llm.base_url", base, true)?;
-        }
-        ensure(!llm.timeout.is_zero(), "llm.timeout_seconds", POSITIVE)?;
-        let retries = llm.max_retries <= 10;
-        ensure(retries, "llm.max_retries", "must be at most 10")?;
-        within("max_tool_iterations", k.max_tool_iterations, (1, 64))?;
-        let (wait, max) = (k.consent_wait_seconds, MAX_CONSENT_WAIT_SECONDS);
-        ensure(
-            wait <= max,
-            "consent_wait_seconds",
-            format!("must be at most {max}"),
-        )?;
-        within("max_output_tokens", k.max_output_tokens, (1, 100_000))?;
-        ensure(k.tool_timeout_seconds > 0, "tool_timeout_seconds", POSITIVE)?;
-        let bytes = k.tool_max_response_bytes > 0;
-        ensure(bytes, "tool_max_response_bytes", POSITIVE)?;
+        (llm.base_url.iter()).try_for_each(|url| http_url("llm.base_url", url, true).map(drop))?;
+        at_most("llm.max_retries", llm.max_retries.into(), 10)?;
+        let wait = k.consent_wait_seconds;
+        at_most("consent_wait_seconds", wait, MAX_CONSENT_WAIT_SECONDS)?;
+        let (iterations, tokens) = (k.max_tool_iterations.into(), k.max_output_tokens.into());
+        within(&[
+            ("max_tool_iterations", iterations, (1, 64)),
+            ("max_output_tokens", tokens, (1, 100_000)),
+        ])?;
+        positive(&[
+            ("llm.timeout_seconds", llm.timeout.as_secs()),
+            ("tool_timeout_seconds", k.tool_timeout_seconds),
+            ("tool_max_response_bytes", k.tool_max_response_bytes as u64),
+            ("max_message_chars", k.max_message_chars as u64),
+        ])?;
         let body = k.max_body_bytes >= 256;
         ensure(body, "max_body_bytes", "must be at least 256")?;
-        ensure(k.max_message_chars > 0, "max_message_chars", POSITIVE)?;
         let mut names: BTreeSet<&str> = crate::tools::BUILTIN_TOOL_NAMES.iter().copied().collect();
         for tool in &k.tools {
             let why = |why: &str| format!("tool {:?}: {why}", tool.name);
@@ -332,15 +317,11 @@ impl AgentConfig {
 
     /// Policy of the guarded client used for ALB keys, OIDC discovery and JWKS.
     pub fn outbound(&self) -> OutboundPolicy {
-        let allow_private_addresses = self.keys.allow_private_addresses;
-        OutboundPolicy {
-            allow_private_addresses,
-            ..Default::default()
-        }
+        OutboundPolicy::allowing_private(self.keys.allow_private_addresses)
     }
 }
 
-const POSITIVE: &str = "must be positive";
+const WORKLOAD_NAME: &str = "must be 3 to 255 characters of [A-Za-z0-9_.-]";
 const PROVIDER: &str = "must name a credential provider";
 const SCOPES: &str = "scopes must be non-empty and without spaces";
 const SCHEMA: &str = "must be a JSON Schema with \"type\": \"object\"";

@@ -30,6 +30,18 @@ keys! {
     }
 }
 
+impl crate::outbound::OutboundPolicy {
+    /// The default policy; `allow` lets calls reach private addresses (the services'
+    /// `allow_private_addresses`).
+    pub fn allowing_private(allow: bool) -> Self {
+        let policy = Self::default();
+        Self {
+            allow_private_addresses: allow,
+            ..policy
+        }
+    }
+}
+
 impl UserSources {
     /// The user sources of a section's [`UserKeys`]; `cookie` (the binding service's
     /// `id_token_cookie`) also reads the ID token from a cookie. Not yet validated.

@@ -15,22 +15,16 @@ pub use latchkey_authn::user::{
     OidcConfig, UserSources,
 };
 pub use latchkey_authn::{ConfigError, CredentialError};
-use latchkey_config::{Layers, Section, keys};
+use latchkey_config::{Layers, keys};
 use secrecy::ExposeSecret as _;
 
 /// Time allowed for one `CompleteResourceTokenAuth` call (the identity service exchanges
 /// the code with the provider inside it, so this is longer than a plain API call).
 pub const DEFAULT_IDENTITY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `serve binding`: file `[binding]`, `LATCHKEY_BINDING_*`.
-#[derive(Debug)]
-pub enum Binding {}
-impl Section for Binding {
-    const NAME: &'static str = "binding";
-    type Keys = (BindingKeys, UserKeys);
-}
-
 keys! {
+    /// `serve binding`: file `[binding]`, `LATCHKEY_BINDING_*`.
+    pub section Binding = "binding", with UserKeys;
     /// Settings of `serve binding`.
     pub struct BindingKeys {
         /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8081.

@@ -49,14 +49,22 @@ pub fn ensure(ok: bool, key: &'static str, reason: impl Into<String>) -> Result<
         .ok_or_else(|| ConfigError::new(key, reason))
 }
 
-/// `value` within `min..=max`.
-pub fn within<T: PartialOrd + fmt::Display>(
-    key: &'static str,
-    value: T,
-    (min, max): (T, T),
-) -> Result<(), ConfigError> {
-    let why = format!("must be between {min} and {max}");
-    ensure(min <= value && value <= max, key, why)
+/// Every `(key, value, (min, max))` within `min..=max`.
+pub fn within(keys: &[(&'static str, i64, (i64, i64))]) -> Result<(), ConfigError> {
+    (keys.iter()).try_for_each(|&(key, value, (min, max))| {
+        let why = format!("must be between {min} and {max}");
+        ensure(min <= value && value <= max, key, why)
+    })
+}
+
+/// `value` at most `max`.
+pub fn at_most(key: &'static str, value: u64, max: u64) -> Result<(), ConfigError> {
+    ensure(value <= max, key, format!("must be at most {max}"))
+}
+
+/// Every `(key, value)` above zero.
+pub fn positive(keys: &[(&'static str, u64)]) -> Result<(), ConfigError> {
+    (keys.iter()).try_for_each(|&(key, value)| ensure(value > 0, key, "must be positive"))
 }
 
 /// An absolute http(s) URL with a host and without credentials or fragment; a query only
@@ -111,9 +119,24 @@ impl KeySpec {
 }
 
 /// Declares a group of keys: a struct with one field per key (an `Option`; the value with
-/// `= default`, or with `=> "why it is required"`), read by [`Layers::read`].
+/// `= default`, or with `=> "why it is required"`), read by [`Layers::read`]; after
+/// `pub section S = "name", tables [..], with More, global = true;` also the [`Section`] `S`.
 #[macro_export]
 macro_rules! keys {
+    ($(#[doc = $doc:literal])* pub section $section:ident = $sname:literal
+        $(, tables [$($table:literal),*])? $(, with $more:ty)? $(, global = $global:literal)?;
+        $(#[doc = $sdoc:literal])* pub struct $name:ident { $($body:tt)* }) => {
+        $(#[doc = $doc])*
+        #[derive(Debug)]
+        pub enum $section {}
+        impl $crate::Section for $section {
+            const NAME: &'static str = $sname;
+            $(const TABLES: &'static [&'static str] = &[$($table),*];)?
+            $(const GLOBAL: bool = $global;)?
+            type Keys = ($name $(, $more)?);
+        }
+        $crate::keys!($(#[doc = $sdoc])* pub struct $name { $($body)* });
+    };
     ($(#[doc = $sdoc:literal])* pub struct $name:ident {
         $($(#[$attr:ident $(= $value:literal)?])*
         $key:ident: $ty:ty $(= $default:expr)? $(=> $required:literal)?,)*
@@ -182,7 +205,13 @@ pub trait Value: Sized {
     const MANY: bool = false;
     const OPTIONAL_VALUE: bool = false;
     fn parse(text: &[String]) -> Result<Self, String>;
-    fn from_file(value: toml::Value) -> Result<Self, String>;
+    /// A file value: a string parsed as text (no other value is echoed in an error).
+    fn from_file(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::String(text) => Self::parse(&[text]),
+            _ => Err("must be a string".into()),
+        }
+    }
 }
 
 /// Deserialize a file value (TOML's message, which names the wrong type).
@@ -205,7 +234,7 @@ macro_rules! parsed_values {
             }
             fn from_file(value: toml::Value) -> Result<Self, String> {
                 match value {
-                    toml::Value::String(text) => parse_text(&[text], $what),
+                    toml::Value::String(text) => Self::parse(&[text]),
                     value => from_toml(value),
                 }
             }
@@ -221,18 +250,12 @@ parsed_values! {
     SocketAddr: "an address like 127.0.0.1:8080";
 }
 
-/// Text as given; from the file only a string (no other value is echoed in an error).
+/// Text as given.
 macro_rules! text_values {
     ($($ty:ty),*) => {$(
         impl Value for $ty {
             fn parse(text: &[String]) -> Result<Self, String> {
                 Ok(text.join(",").into())
-            }
-            fn from_file(value: toml::Value) -> Result<Self, String> {
-                match value {
-                    toml::Value::String(text) => Ok(text.into()),
-                    _ => Err("must be a string".into()),
-                }
             }
         }
     )*};

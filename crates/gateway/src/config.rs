@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use latchkey_authn::inbound::InboundIssuerConfig;
 use latchkey_authn::outbound::OutboundPolicy;
 pub use latchkey_config::ConfigError;
-use latchkey_config::{Layers, ListItem, Section, Value, ensure, keys, within};
+use latchkey_config::{Layers, ListItem, Value, ensure, keys, positive, within};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -30,23 +30,14 @@ pub enum AccessLogTarget {
     File(PathBuf),
 }
 
-impl AccessLogTarget {
+impl Value for AccessLogTarget {
     /// `off`, `stdout` or a file path.
-    pub fn parse(text: &str) -> Self {
-        match text.trim() {
+    fn parse(text: &[String]) -> Result<Self, String> {
+        Ok(match text.join(",").trim() {
             "off" | "none" | "" => Self::Off,
             "stdout" | "-" => Self::Stdout,
             path => Self::File(PathBuf::from(path)),
-        }
-    }
-}
-
-impl Value for AccessLogTarget {
-    fn parse(text: &[String]) -> Result<Self, String> {
-        Ok(Self::parse(&text.join(",")))
-    }
-    fn from_file(value: toml::Value) -> Result<Self, String> {
-        String::from_file(value).map(|text| Self::parse(&text))
+        })
     }
 }
 
@@ -61,9 +52,6 @@ impl Value for PerSecond {
             Ok(n) if n > 0 => Ok(Self(n)),
             _ => Err(format!("{text:?} is not a rate like 20/s")),
         }
-    }
-    fn from_file(value: toml::Value) -> Result<Self, String> {
-        Self::parse(&[String::from_file(value)?])
     }
 }
 
@@ -126,14 +114,6 @@ impl RouteConfig {
     }
 }
 
-/// `serve gateway`: file `[gateway]`, `LATCHKEY_GATEWAY_*`.
-#[derive(Debug)]
-pub enum Gateway {}
-impl Section for Gateway {
-    const NAME: &'static str = "gateway";
-    type Keys = GatewayKeys;
-}
-
 impl ListItem for RouteConfig {
     const MANY: bool = true;
     fn parse_one(text: &str) -> Result<Self, String> {
@@ -142,6 +122,8 @@ impl ListItem for RouteConfig {
 }
 
 keys! {
+    /// `serve gateway`: file `[gateway]`, `LATCHKEY_GATEWAY_*`.
+    pub section Gateway = "gateway";
     /// Settings of `serve gateway`.
     pub struct GatewayKeys {
         /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8443.
@@ -242,7 +224,7 @@ impl GatewayConfig {
             keys,
         };
         l.check(config.validate())?;
-        l.check(within("workers", config.workers(), (1, 256)))?;
+        l.check(within(&[("workers", config.workers() as i64, (1, 256))]))?;
         Ok(config)
     }
 
@@ -278,15 +260,12 @@ impl GatewayConfig {
         }
         let arn = k.alb_signer.starts_with("arn:") && k.alb_signer.len() <= 2048;
         ensure(arn, "alb_signer", "must be an ARN")?;
-        for (key, value) in [
+        positive(&[
             ("session_absolute_seconds", k.session_absolute_seconds),
             ("session_idle_seconds", k.session_idle_seconds),
             ("max_body_bytes", k.max_body_bytes as u64),
             ("request_timeout_seconds", k.request_timeout_seconds),
-        ] {
-            ensure(value > 0, key, "must be positive")?;
-        }
-        Ok(())
+        ])
     }
 
     /// Worker threads serving connections: configured, or one per CPU.
@@ -301,11 +280,7 @@ impl GatewayConfig {
 
     /// Policy of the calls to the identity provider (discovery, JWKS, token).
     pub fn outbound(&self) -> OutboundPolicy {
-        let allow_private_addresses = self.keys.allow_private_addresses;
-        OutboundPolicy {
-            allow_private_addresses,
-            ..Default::default()
-        }
+        OutboundPolicy::allowing_private(self.keys.allow_private_addresses)
     }
 
     /// Whether browsers reach the gateway over https (cookie `__Host-…; Secure`).
