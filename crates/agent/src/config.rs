@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use latchkey_authn::UserSources;
-use latchkey_authn::config::UserKeys;
+use latchkey_authn::config::ServiceKeys;
 use latchkey_authn::outbound::OutboundPolicy;
 pub use latchkey_config::ConfigError;
 use latchkey_config::{
@@ -18,7 +18,7 @@ use latchkey_config::{
 use latchkey_conversations::StoreConfig;
 use latchkey_core::protocol::WorkloadName;
 use latchkey_llm::{LlmConfig, Provider};
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::tools::is_tool_name;
@@ -78,22 +78,15 @@ impl ListItem for HttpToolConfig {}
 
 keys! {
     /// `serve agent`: file `[agent]` (with `[agent.llm]` and `[agent.store]`), `LATCHKEY_AGENT_*`.
-    pub section Agent = "agent", tables ["llm", "store"], with UserKeys;
+    pub section Agent = "agent", tables ["llm", "store"], with ServiceKeys;
     /// Settings of `serve agent`.
     pub struct AgentKeys {
         /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8082.
         listen: SocketAddr = ([127, 0, 0, 1], 8082),
-        /// Base URL of the identity service.
-        identity_url: String => "the identity service's base URL is required",
-        /// File holding this agent's `workload:<name>` credential as `ACCESS_KEY_ID:SECRET`.
-        /// Alternatively set the credential itself in LATCHKEY_AGENT_CREDENTIAL.
-        credential_file: PathBuf,
         /// The workload identity name (the credential's role is `workload:<name>`).
         workload_name: String => "the workload identity name is required",
         /// `resourceOauth2ReturnUrl`: the session binding service's URL.
         return_url: String => "the session binding service's URL (resourceOauth2ReturnUrl) is required",
-        /// Allow key, discovery and JWKS fetches to loopback/private addresses. Tests and dev only.
-        allow_private_addresses: bool = false,
         /// `openai`, `anthropic` or `bedrock`.
         llm_provider: String => "openai, anthropic or bedrock is required",
         /// Model id.
@@ -162,6 +155,8 @@ keys! {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub keys: AgentKeys,
+    /// The identity service, the credential's file, the user sources as configured.
+    pub service: ServiceKeys,
     /// The agent's `workload:<name>` credential.
     pub credential: AgentCredential,
     /// Who the signed-in user is: the ALB source, tried first, and/or OIDC bearer ID tokens
@@ -177,12 +172,9 @@ impl AgentConfig {
     /// The settings of `serve agent` (the local store defaults to `<data_dir>/agent`),
     /// validated.
     pub fn resolve(l: &Layers, data_dir: &Path) -> anyhow::Result<Self> {
-        let (k, users): (AgentKeys, UserKeys) = l.read()?;
-        let what = "ACCESS_KEY_ID:SECRET of a `workload:<name>` credential";
-        let credential = l.required_secret("credential", what)?;
-        let parsed = AgentCredential::parse(credential.value.expose_secret());
-        let credential = parsed.map_err(|e| l.error(&credential.key, e))?;
-        let users = UserSources::resolve(l, users, None)?;
+        let (k, service): (AgentKeys, ServiceKeys) = l.read()?;
+        let credential = service.credential(l, "workload:<name>")?;
+        let users = service.clone().users(l, None)?;
         let provider = from_toml::<Provider>(k.llm_provider.as_str().into()).map_err(|_| {
             let why = format!("{:?} is not openai, anthropic or bedrock", k.llm_provider);
             l.error("llm_provider", why)
@@ -200,6 +192,7 @@ impl AgentConfig {
         let store = Self::store(l, &k, data_dir)?;
         let config = Self {
             keys: k,
+            service,
             credential,
             users,
             llm,
@@ -265,7 +258,7 @@ impl AgentConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let (k, llm) = (&self.keys, &self.llm);
         // The identity URL and the user sources: the same rules as the binding service's.
-        http_url("identity_url", &k.identity_url, false)?;
+        http_url("identity_url", &self.service.identity_url, false)?;
         self.users.validate()?;
         let name = WorkloadName::parse(&k.workload_name).is_ok();
         ensure(name, "workload_name", WORKLOAD_NAME)?;
@@ -317,7 +310,10 @@ impl AgentConfig {
 
     /// Policy of the guarded client used for ALB keys, OIDC discovery and JWKS.
     pub fn outbound(&self) -> OutboundPolicy {
-        OutboundPolicy::allowing_private(self.keys.allow_private_addresses)
+        OutboundPolicy {
+            allow_private_addresses: self.service.allow_private_addresses,
+            ..Default::default()
+        }
     }
 }
 

@@ -305,14 +305,12 @@ impl<S> Default for Flags<S> {
     }
 }
 
-impl<S> Flags<S> {
+impl<S: Section> Flags<S> {
     /// The text given to a key's flag.
     pub fn value(&self, key: &str) -> Option<String> {
         self.values.get(key).map(|v| v.join(","))
     }
-}
 
-impl<S: Section> Flags<S> {
     /// The section as [`ConfigFile::check`] checks it.
     pub fn spec() -> SectionSpec {
         (S::NAME, S::TABLES, S::Keys::keys(), &[])
@@ -390,21 +388,15 @@ impl Env {
     }
 }
 
+/// The environment variable of a key: `LATCHKEY_AGENT_LLM_MODEL`.
 fn env_name(section: &str, key: &str) -> String {
-    let key = key.replace('.', "_");
-    match section {
-        "" => format!("LATCHKEY_{}", key.to_ascii_uppercase()),
-        s => format!("LATCHKEY_{}_{}", s, key).to_ascii_uppercase(),
-    }
+    let name = [section, &key.replace('.', "_")].join("_");
+    format!("LATCHKEY_{}", name.trim_start_matches('_')).to_ascii_uppercase()
 }
 
 /// A section as the file checks it: name, tables, keys, sub-sections (root: `binding`, …).
-pub type SectionSpec = (
-    &'static str,
-    &'static [&'static str],
-    Vec<&'static KeySpec>,
-    &'static [&'static str],
-);
+pub type SectionSpec = (&'static str, Names, Vec<&'static KeySpec>, Names);
+type Names = &'static [&'static str];
 
 /// The TOML file (`--config`), empty without one.
 #[derive(Debug, Default)]
@@ -431,63 +423,52 @@ impl ConfigFile {
     }
 
     /// A section's values by key name, its tables flattened (`[agent.llm] model` is
-    /// `llm_model`); with `check`, refuse a key `keys` does not declare.
-    fn section(
-        &self,
-        name: &str,
-        tables: &[&str],
-        check: Option<(&[&'static KeySpec], &[&str])>,
-    ) -> anyhow::Result<BTreeMap<String, toml::Value>> {
-        let unknown = |key: &str| {
-            let shown = match name {
-                "" => key.to_string(),
-                _ => format!("{name}.{key}"),
-            };
-            let file = self.path.as_deref().unwrap_or(Path::new("")).display();
-            anyhow!("config file {file}: unknown configuration key `{shown}`")
+    /// `llm_model`), each with the key as the file shows it (`agent.llm.model`).
+    fn section(&self, name: &str, tables: &[&str]) -> anyhow::Result<Flat> {
+        let shown = |key: &str| [name, key].join(".").trim_start_matches('.').to_string();
+        let table = match self.root.get(name) {
+            _ if name.is_empty() => &self.root,
+            None => return Ok(Flat::new()),
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => return Err(self.unknown(&shown(name))),
         };
-        let table = match name {
-            "" => &self.root,
-            _ => match self.root.get(name) {
-                None => return Ok(BTreeMap::new()),
-                Some(toml::Value::Table(t)) => t,
-                Some(_) => return Err(unknown(name)),
-            },
-        };
-        let mut flat = BTreeMap::new();
+        let mut flat = Flat::new();
         for (key, value) in table {
+            let prefixed = tables.iter().any(|t| key.starts_with(&format!("{t}_")));
             match (value, tables.contains(&key.as_str())) {
                 (toml::Value::Table(inner), true) => {
                     for (sub, value) in inner {
-                        flat.insert(format!("{key}_{sub}"), (format!("{key}.{sub}"), value));
+                        let shown = shown(&format!("{key}.{sub}"));
+                        flat.insert(format!("{key}_{sub}"), (shown, value.clone()));
                     }
                 }
-                _ if tables.iter().any(|t| key.starts_with(&format!("{t}_"))) => {
-                    return Err(unknown(key));
-                }
-                _ => {
-                    flat.insert(key.clone(), (key.clone(), value));
-                }
+                _ if prefixed => return Err(self.unknown(&shown(key))),
+                _ => drop(flat.insert(key.clone(), (shown(key), value.clone()))),
             }
         }
-        if let Some((keys, subsections)) = check {
-            for (key, (shown, _)) in &flat {
-                if !keys.iter().any(|k| k.name == key) && !subsections.contains(&key.as_str()) {
-                    return Err(unknown(shown));
-                }
-            }
-        }
-        Ok(flat.into_iter().map(|(k, (_, v))| (k, v.clone())).collect())
+        Ok(flat)
+    }
+
+    fn unknown(&self, shown: &str) -> anyhow::Error {
+        let file = self.path.as_deref().unwrap_or(Path::new("")).display();
+        anyhow!("config file {file}: unknown configuration key `{shown}`")
     }
 
     /// Refuse a key no section declares (`sections`: name, tables, keys, sub-sections).
     pub fn check(&self, sections: &[SectionSpec]) -> anyhow::Result<()> {
         for (name, tables, keys, subsections) in sections {
-            self.section(name, tables, Some((keys, subsections)))?;
+            for (key, (shown, _)) in self.section(name, tables)? {
+                if !keys.iter().any(|k| k.name == key) && !subsections.contains(&key.as_str()) {
+                    return Err(self.unknown(&shown));
+                }
+            }
         }
         Ok(())
     }
 }
+
+/// A section's file values by key name, with the key as the file shows it.
+type Flat = BTreeMap<String, (String, toml::Value)>;
 
 /// A value as given: text (flag, environment) or a file value.
 enum Raw {
@@ -509,7 +490,7 @@ pub struct Layers<'a> {
     keys: Vec<&'static KeySpec>,
     flags: &'a BTreeMap<&'static str, Vec<String>>,
     env: &'a Env,
-    file: BTreeMap<String, toml::Value>,
+    file: Flat,
     file_path: Option<&'a Path>,
 }
 
@@ -532,7 +513,7 @@ impl<'a> Layers<'a> {
             keys: S::Keys::keys(),
             flags: &flags.values,
             env,
-            file: file.section(S::NAME, S::TABLES, None)?,
+            file: file.section(S::NAME, S::TABLES)?,
             file_path: file.path.as_deref(),
         })
     }
@@ -559,11 +540,6 @@ impl<'a> Layers<'a> {
         }
     }
 
-    /// The environment variable of a key: `LATCHKEY_AGENT_LLM_MODEL`.
-    pub fn env_name(&self, key: &str) -> String {
-        env_name(self.section, key)
-    }
-
     /// The value of the highest layer that sets `key` (blank text counts as unset), and
     /// where it came from (`flag --listen`).
     fn find(&self, key: &str) -> Option<(Raw, String)> {
@@ -573,7 +549,7 @@ impl<'a> Layers<'a> {
         {
             return Some((Raw::Text(values.clone()), format!("flag --{flag}")));
         }
-        let env = self.env_name(key);
+        let env = env_name(self.section, key);
         if let Some(value) = self.env.get(&env) {
             let values = match spec.is_some_and(|s| s.many) {
                 true => value.split(',').map(str::to_string).collect(),
@@ -582,7 +558,7 @@ impl<'a> Layers<'a> {
             return Some((Raw::Text(values), format!("environment variable {env}")));
         }
         let file = self.file_path.unwrap_or(Path::new("")).display();
-        match self.file.get(key) {
+        match self.file.get(key).map(|(_, value)| value) {
             Some(toml::Value::String(s)) if s.trim().is_empty() => None,
             Some(value) if spec.is_some() => {
                 Some((Raw::File(value.clone()), format!("file {file}")))
@@ -616,6 +592,14 @@ impl<'a> Layers<'a> {
         self.error_from(key, source.as_ref(), why)
     }
 
+    /// An error naming the first of `keys` that is set (`(key, set)`): `why` it may not be.
+    pub fn refuse(&self, keys: &[(&str, bool)], why: impl fmt::Display) -> anyhow::Result<()> {
+        match keys.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(self.error(key, why)),
+            None => Ok(()),
+        }
+    }
+
     /// A validation result, its error naming the key and where its value came from.
     pub fn check<T>(&self, result: Result<T, ConfigError>) -> anyhow::Result<T> {
         result.map_err(|e| self.error(e.key, e.reason))
@@ -634,7 +618,7 @@ impl<'a> Layers<'a> {
             }
             (None, Some(spec)) => {
                 let flag = (spec.flag().map(|f| format!(", flag --{f}"))).unwrap_or_default();
-                let env = self.env_name(spec.name);
+                let env = env_name(self.section, spec.name);
                 anyhow!(
                     "invalid configuration key `{shown}` (not set: file key `{shown}`, env {env}{flag}): {why}"
                 )
@@ -650,10 +634,8 @@ impl<'a> Layers<'a> {
         let path: Option<PathBuf> = self.get(&file_key)?;
         let (text, key) = match (self.find(key), path) {
             (Some((_, source)), Some(_)) => {
-                let why = format!(
-                    "set either {} or {source}, not both",
-                    self.display(&file_key)
-                );
+                let shown = self.display(&file_key);
+                let why = format!("set either {shown} or {source}, not both");
                 return Err(self.error(&file_key, why));
             }
             (None, Some(path)) => (
@@ -678,7 +660,7 @@ impl<'a> Layers<'a> {
     pub fn required_secret(&self, key: &str, what: &str) -> anyhow::Result<Secret> {
         self.secret(key)?.ok_or_else(|| {
             let file_key = format!("{key}_file");
-            let (shown, env) = (self.display(&file_key), self.env_name(key));
+            let (shown, env) = (self.display(&file_key), env_name(self.section, key));
             let why = format!("missing: set {shown} (a file holding {what}) or {env}");
             self.error(&file_key, why)
         })

@@ -280,7 +280,10 @@ impl GatewayConfig {
 
     /// Policy of the calls to the identity provider (discovery, JWKS, token).
     pub fn outbound(&self) -> OutboundPolicy {
-        OutboundPolicy::allowing_private(self.keys.allow_private_addresses)
+        OutboundPolicy {
+            allow_private_addresses: self.keys.allow_private_addresses,
+            ..Default::default()
+        }
     }
 
     /// Whether browsers reach the gateway over https (cookie `__Host-…; Secure`).

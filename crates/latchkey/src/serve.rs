@@ -88,7 +88,7 @@ pub(crate) async fn binding((listen, binding): (SocketAddr, BindingConfig)) -> a
 pub(crate) async fn agent(agent: AgentConfig) -> anyhow::Result<()> {
     let model = latchkey_llm::build(&agent.llm)
         .map_err(|e| anyhow!("invalid configuration key `agent.llm`: {e}"))?;
-    let identity_url = agent.keys.identity_url.clone();
+    let identity_url = agent.service.identity_url.clone();
     let workload = agent.keys.workload_name.clone();
     let access_key_id = agent.credential.access_key_id().to_string();
     let provider = format!("{:?}", agent.llm.provider).to_ascii_lowercase();
