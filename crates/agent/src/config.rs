@@ -94,8 +94,7 @@ keys! {
         /// Model API base URL. Default: the provider's public endpoint.
         llm_base_url: String,
         /// The model API key (file or LATCHKEY_AGENT_LLM_API_KEY only).
-        #[no_flag]
-        llm_api_key: SecretString,
+        llm_api_key as "": SecretString,
         /// File holding the model API key (or set LATCHKEY_AGENT_LLM_API_KEY).
         llm_api_key_file: PathBuf,
         /// AWS region (Bedrock).
@@ -203,29 +202,23 @@ impl AgentConfig {
     }
 
     fn store(l: &Layers, k: &AgentKeys, data_dir: &Path) -> anyhow::Result<StoreConfig> {
-        let only = |key: &str, kind: &str| {
-            let why = format!("only applies to {} = \"{kind}\"", l.display("store_kind"));
-            Err(l.error(key, why))
-        };
-        let s3_keys = [
-            ("store_bucket", k.store_bucket.is_some()),
-            ("store_prefix", k.store_prefix.is_some()),
-            ("store_region", k.store_region.is_some()),
-            ("store_endpoint", k.store_endpoint.is_some()),
-            ("store_access_key_id", k.store_access_key_id.is_some()),
-            (
-                "store_secret_access_key_file",
-                k.store_secret_access_key_file.is_some(),
-            ),
-        ];
-        match (k.store_kind.as_str(), s3_keys.iter().find(|(_, set)| *set)) {
-            ("local", Some((key, _))) => only(key, "s3"),
-            ("local", None) => {
+        let only = |kind: &str| format!("only applies to {} = \"{kind}\"", l.display("store_kind"));
+        match k.store_kind.as_str() {
+            "local" => {
+                let s3 = [
+                    "store_bucket",
+                    "store_prefix",
+                    "store_region",
+                    "store_endpoint",
+                    "store_access_key_id",
+                    "store_secret_access_key_file",
+                ];
+                l.refuse(&s3, only("s3"))?;
                 let dir = (k.store_dir.clone()).unwrap_or_else(|| data_dir.join("agent"));
                 Ok(StoreConfig::Local { dir })
             }
-            ("s3", _) if k.store_dir.is_some() => only("store_dir", "local"),
-            ("s3", _) => {
+            "s3" => {
+                l.refuse(&["store_dir"], only("local"))?;
                 let needed = |key| l.error(key, "missing: required with kind = \"s3\"");
                 let bucket = k.store_bucket.clone().ok_or_else(|| needed("store_bucket"));
                 let region = k.store_region.clone().ok_or_else(|| needed("store_region"));
@@ -247,10 +240,10 @@ impl AgentConfig {
                     session_token: None,
                 })
             }
-            (other, _) => Err(l.error(
-                "store_kind",
-                format!("{other:?} is not \"local\" or \"s3\""),
-            )),
+            other => {
+                let why = format!("{other:?} is not \"local\" or \"s3\"");
+                Err(l.error("store_kind", why))
+            }
         }
     }
 

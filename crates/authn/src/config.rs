@@ -68,15 +68,13 @@ impl ServiceKeys {
             }
             None => {
                 let why = format!("has no effect without {}", l.display("alb_signer"));
-                l.refuse(
-                    &[
-                        ("alb_key_url_template", self.alb_key_url_template.is_some()),
-                        ("alb_region", self.alb_region.is_some()),
-                        ("alb_issuer", self.alb_issuer.is_some()),
-                        ("alb_leeway_seconds", self.alb_leeway_seconds.is_some()),
-                    ],
-                    why,
-                )?;
+                let keys = [
+                    "alb_key_url_template",
+                    "alb_region",
+                    "alb_issuer",
+                    "alb_leeway_seconds",
+                ];
+                l.refuse(&keys, why)?;
                 None
             }
         };

@@ -89,9 +89,11 @@ pub fn http_url(key: &'static str, value: &str, query: bool) -> Result<url::Url,
 #[derive(Debug)]
 pub struct KeySpec {
     pub name: &'static str,
-    /// `#[doc]` lines, `#[flag = "…"]` (another flag name), `#[no_flag]` (file and
+    /// Its `///` lines: the flag's help.
+    pub doc: &'static [&'static str],
+    /// Its flag when not named after it (`routes as "route"`); `as ""`: no flag (file and
     /// environment only).
-    pub attrs: &'static [(&'static str, &'static [&'static str])],
+    pub flag: &'static [&'static str],
     /// Repeatable flag; comma-separated in the environment.
     pub many: bool,
     /// A flag without a value means `true`.
@@ -99,27 +101,19 @@ pub struct KeySpec {
 }
 
 impl KeySpec {
-    fn attr(&self, name: &str) -> Option<&'static [&'static str]> {
-        self.attrs.iter().find(|(a, _)| *a == name).map(|(_, v)| *v)
-    }
-
     /// The key's flag, without `--`.
     pub fn flag(&self) -> Option<String> {
-        debug_assert!(
-            (self.attrs.iter()).all(|(a, _)| matches!(*a, "doc" | "flag" | "no_flag")),
-            "unknown attribute on the key {}",
-            self.name
-        );
-        match self.attr("flag") {
-            _ if self.attr("no_flag").is_some() => None,
-            Some([flag]) => Some((*flag).to_string()),
+        match self.flag {
+            [""] => None,
+            [flag] => Some(flag.to_string()),
             _ => Some(self.name.replace('_', "-")),
         }
     }
 }
 
 /// Declares a group of keys: a struct with one field per key (an `Option`; the value with
-/// `= default`, or with `=> "why it is required"`), read by [`Layers::read`]; after
+/// `= default`, or with `=> "why it is required"`; `key as "flag"` names its flag, `as ""`
+/// none), read by [`Layers::read`]; after
 /// `pub section S = "name", tables [..], with More, global = true;` also the [`Section`] `S`.
 #[macro_export]
 macro_rules! keys {
@@ -138,8 +132,8 @@ macro_rules! keys {
         $crate::keys!($(#[doc = $sdoc])* pub struct $name { $($body)* });
     };
     ($(#[doc = $sdoc:literal])* pub struct $name:ident {
-        $($(#[$attr:ident $(= $value:literal)?])*
-        $key:ident: $ty:ty $(= $default:expr)? $(=> $required:literal)?,)*
+        $($(#[doc = $doc:literal])*
+        $key:ident $(as $flag:literal)?: $ty:ty $(= $default:expr)? $(=> $required:literal)?,)*
     }) => {
         $(#[doc = $sdoc])*
         #[derive(Debug, Clone)]
@@ -149,7 +143,8 @@ macro_rules! keys {
             fn keys() -> Vec<&'static $crate::KeySpec> {
                 const KEYS: &[$crate::KeySpec] = &[$($crate::KeySpec {
                     name: stringify!($key),
-                    attrs: &[$((stringify!($attr), &[$($value)?])),*],
+                    doc: &[$($doc),*],
+                    flag: &[$($flag)?],
                     many: <$ty as $crate::Value>::MANY,
                     optional_value: <$ty as $crate::Value>::OPTIONAL_VALUE,
                 }),*];
@@ -337,8 +332,7 @@ impl<S: Section> clap::FromArgMatches for Flags<S> {
 impl<S: Section> clap::Args for Flags<S> {
     fn augment_args(command: clap::Command) -> clap::Command {
         command.args(S::Keys::keys().into_iter().filter_map(|key| {
-            let docs = key.attrs.iter().filter(|(a, _)| *a == "doc");
-            let help: Vec<&str> = docs.flat_map(|(_, l)| l.iter().map(|l| l.trim())).collect();
+            let help: Vec<&str> = key.doc.iter().map(|line| line.trim()).collect();
             let env = env_name(S::NAME, key.name);
             let mut arg = clap::Arg::new(key.name)
                 .long(key.flag()?)
@@ -592,10 +586,10 @@ impl<'a> Layers<'a> {
         self.error_from(key, source.as_ref(), why)
     }
 
-    /// An error naming the first of `keys` that is set (`(key, set)`): `why` it may not be.
-    pub fn refuse(&self, keys: &[(&str, bool)], why: impl fmt::Display) -> anyhow::Result<()> {
-        match keys.iter().find(|(_, set)| *set) {
-            Some((key, _)) => Err(self.error(key, why)),
+    /// An error naming the first of `keys` that a layer sets: `why` it may not be.
+    pub fn refuse(&self, keys: &[&str], why: impl fmt::Display) -> anyhow::Result<()> {
+        match keys.iter().find(|key| self.find(key).is_some()) {
+            Some(key) => Err(self.error(key, why)),
             None => Ok(()),
         }
     }

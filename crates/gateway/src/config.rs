@@ -141,8 +141,7 @@ keys! {
         oidc_scopes: String = DEFAULT_SCOPES,
         /// A route `PREFIX=UPSTREAM_URL;MODE` (MODE login, api or public); repeatable. The
         /// environment variable takes several, comma-separated. Replaces the file's routes.
-        #[flag = "route"]
-        routes: Vec<RouteConfig> = Vec::new(),
+        routes as "route": Vec<RouteConfig> = Vec::new(),
         /// The ARN written as `signer` into every `x-amzn-oidc-data` header.
         alb_signer: String = DEFAULT_ALB_SIGNER,
         /// Absolute session lifetime, in seconds. Default 28800.
@@ -203,17 +202,14 @@ impl GatewayConfig {
         }
         if let Some(addr) = keys.http_redirect_listen {
             let https = (keys.public_url.as_deref()).is_none_or(|u| u.starts_with("https://"));
+            let same = addr == keys.listen && addr.port() != 0;
             let why = match () {
                 _ if keys.tls_cert.is_none() => NEEDS_TLS.to_string(),
                 _ if !https => "needs an https gateway.public_url to redirect to".into(),
-                _ if addr == keys.listen && addr.port() != 0 => {
-                    format!("{addr} is already gateway.listen")
-                }
+                _ if same => format!("{addr} is already gateway.listen"),
                 _ => String::new(),
             };
-            if !why.is_empty() {
-                return Err(l.error("http_redirect_listen", why));
-            }
+            l.check(ensure(why.is_empty(), "http_redirect_listen", why))?;
         }
         let config = Self {
             // Replaced by the bound address when not configured.
@@ -241,19 +237,14 @@ impl GatewayConfig {
         let issuer = vec![k.oidc_client_id.clone()];
         let issuer = InboundIssuerConfig::new(k.oidc_issuer.clone(), issuer).validate();
         issuer.map_err(|e| ConfigError::new("oidc_issuer", e.reason))?;
-        ensure(
-            !k.oidc_client_id.trim().is_empty(),
-            "oidc_client_id",
-            "missing",
-        )?;
+        let client_id = !k.oidc_client_id.trim().is_empty();
+        ensure(client_id, "oidc_client_id", "missing")?;
         let openid = k.oidc_scopes.split_whitespace().any(|s| s == "openid");
         ensure(openid, "oidc_scopes", "must contain openid")?;
         let (routes, one) = (&k.routes, "at least one route is required");
         ensure(!routes.is_empty(), "routes", one)?;
         for (i, route) in routes.iter().enumerate() {
-            route
-                .validate()
-                .map_err(|why| ConfigError::new("routes", why))?;
+            (route.validate()).map_err(|why| ConfigError::new("routes", why))?;
             let twice = format!("prefix {:?} is configured twice", route.prefix);
             let first = routes[..i].iter().all(|r| r.prefix != route.prefix);
             ensure(first, "routes", twice)?;
