@@ -96,10 +96,8 @@ impl ServiceKeys {
             (None, Some(_)) => ("oidc_issuer", format!("missing: {audience} needs {issuer}")),
             (None, None) => {
                 let cookie = l.display("id_token_cookie");
-                (
-                    "oidc_issuer",
-                    format!("missing: {cookie} needs {issuer} and {audience}"),
-                )
+                let why = format!("missing: {cookie} needs {issuer} and {audience}");
+                ("oidc_issuer", why)
             }
         };
         Err(l.error(key, why))

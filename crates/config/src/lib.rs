@@ -563,7 +563,6 @@ impl<'a> Layers<'a> {
 
     /// A key's value, `None` when no layer sets it.
     pub fn get<T: Value>(&self, key: &str) -> anyhow::Result<Option<T>> {
-        debug_assert!(self.spec(key).is_some(), "undeclared key {key}");
         let Some((raw, source)) = self.find(key) else {
             return Ok(None);
         };
@@ -602,14 +601,12 @@ impl<'a> Layers<'a> {
     fn error_from(
         &self,
         key: &str,
-        source: Option<&String>,
+        from: Option<&String>,
         why: impl fmt::Display,
     ) -> anyhow::Error {
         let shown = self.display(key);
-        match (source, self.spec(&key.replace('.', "_"))) {
-            (Some(source), _) => {
-                anyhow!("invalid configuration key `{shown}` (from {source}): {why}")
-            }
+        match (from, self.spec(&key.replace('.', "_"))) {
+            (Some(from), _) => anyhow!("invalid configuration key `{shown}` (from {from}): {why}"),
             (None, Some(spec)) => {
                 let flag = (spec.flag().map(|f| format!(", flag --{f}"))).unwrap_or_default();
                 let env = env_name(self.section, spec.name);
@@ -638,9 +635,7 @@ impl<'a> Layers<'a> {
                 })?,
                 file_key,
             ),
-            (Some((Raw::Text(text), _)), None) => (text.join(","), key.into()),
-            (Some((Raw::File(toml::Value::String(text)), _)), None) => (text, key.into()),
-            (Some((Raw::File(_), _)), None) => return Err(self.error(key, "must be a string")),
+            (Some(_), None) => (self.get::<String>(key)?.unwrap_or_default(), key.into()),
             (None, None) => return Ok(None),
         };
         let text = zeroize::Zeroizing::new(text);

@@ -104,18 +104,12 @@ impl StorageConfig {
     pub fn resolve(l: &Layers) -> anyhow::Result<Self> {
         let k: StorageKeys = l.read()?;
         let no_default = "no default data directory on this system; set --data-dir";
-        let data_dir = match k.data_dir {
-            Some(dir) => dir,
-            None => {
-                (dirs::data_dir().ok_or_else(|| l.error("data_dir", no_default))?).join("latchkey")
-            }
-        };
+        let data_dir = (k.data_dir).or_else(|| Some(dirs::data_dir()?.join("latchkey")));
+        let data_dir = data_dir.ok_or_else(|| l.error("data_dir", no_default))?;
+        let sqlite = data_dir.join("latchkey.db");
         let database_url = match l.secret("database_url")? {
             Some(url) => url.value.expose_secret().to_string(),
-            None => format!(
-                "sqlite://{}?mode=rwc",
-                data_dir.join("latchkey.db").display()
-            ),
+            None => format!("sqlite://{}?mode=rwc", sqlite.display()),
         };
         let schemes = ["sqlite:", "postgres://", "postgresql://"];
         let known = schemes.iter().any(|p| database_url.starts_with(p));
