@@ -168,8 +168,7 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// The settings of `serve agent` (the local store defaults to `<data_dir>/agent`),
-    /// validated.
+    /// The settings of `serve agent`, validated (the local store in `<data_dir>/agent`).
     pub fn resolve(l: &Layers, data_dir: &Path) -> anyhow::Result<Self> {
         let (k, service): (AgentKeys, ServiceKeys) = l.read()?;
         let credential = service.credential(l, "workload:<name>")?;

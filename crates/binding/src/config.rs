@@ -1,7 +1,5 @@
 //! The binding service's keys (file `[binding]`, `LATCHKEY_BINDING_*`, flags of `serve
-//! binding`), declared once, and its validated settings. [`BindingConfig::validate`] names
-//! the first failing key (`identity_url`, `alb_signer`, …; errors from
-//! [`BindingConfig::resolve`] add the `binding.` prefix and where the value came from).
+//! binding`), declared once with [`ServiceKeys`], and its validated settings.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -183,8 +183,7 @@ impl<A: KeyGroup, B: KeyGroup> KeyGroup for (A, B) {
     }
 }
 
-/// A section of the configuration: its name gives the file table and the environment
-/// prefix.
+/// A section of the configuration: its name gives the file table and environment prefix.
 pub trait Section {
     /// `binding` (file `[binding]`, `LATCHKEY_BINDING_*`), or `""` for the root.
     const NAME: &'static str;
@@ -214,18 +213,14 @@ pub fn from_toml<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T
     (value.try_into()).map_err(|e: toml::de::Error| e.message().to_string())
 }
 
-/// `text` parsed as `T`, or an error saying it is not `what`.
-pub fn parse_text<T: std::str::FromStr>(text: &[String], what: &str) -> Result<T, String> {
-    let text = text.join(",");
-    (text.trim().parse()).map_err(|_| format!("{text:?} is not {what}"))
-}
-
+/// Values parsed by `FromStr` from text, deserialized from other file values.
 macro_rules! parsed_values {
     ($($ty:ty: $what:literal $(, $optional:literal)?;)*) => {$(
         impl Value for $ty {
             $(const OPTIONAL_VALUE: bool = $optional;)?
             fn parse(text: &[String]) -> Result<Self, String> {
-                parse_text(text, $what)
+                let text = text.join(",");
+                (text.trim().parse()).map_err(|_| format!("{text:?} is not {}", $what))
             }
             fn from_file(value: toml::Value) -> Result<Self, String> {
                 match value {
@@ -388,6 +383,11 @@ fn env_name(section: &str, key: &str) -> String {
     format!("LATCHKEY_{}", name.trim_start_matches('_')).to_ascii_uppercase()
 }
 
+/// A key with its section, as the file names it (`agent.listen`; `listen` in the root).
+fn dotted(section: &str, key: &str) -> String {
+    [section, key].join(".").trim_start_matches('.').to_string()
+}
+
 /// A section as the file checks it: name, tables, keys, sub-sections (root: `binding`, …).
 pub type SectionSpec = (&'static str, Names, Vec<&'static KeySpec>, Names);
 type Names = &'static [&'static str];
@@ -419,7 +419,7 @@ impl ConfigFile {
     /// A section's values by key name, its tables flattened (`[agent.llm] model` is
     /// `llm_model`), each with the key as the file shows it (`agent.llm.model`).
     fn section(&self, name: &str, tables: &[&str]) -> anyhow::Result<Flat> {
-        let shown = |key: &str| [name, key].join(".").trim_start_matches('.').to_string();
+        let shown = |key: &str| dotted(name, key);
         let table = match self.root.get(name) {
             _ if name.is_empty() => &self.root,
             None => return Ok(Flat::new()),
@@ -528,10 +528,7 @@ impl<'a> Layers<'a> {
         if let Some(table) = self.tables.iter().find(prefixed) {
             key.replace_range(table.len()..=table.len(), ".");
         }
-        match self.section {
-            "" => key,
-            section => format!("{section}.{key}"),
-        }
+        dotted(self.section, &key)
     }
 
     /// The value of the highest layer that sets `key` (blank text counts as unset), and

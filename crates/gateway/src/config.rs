@@ -1,6 +1,5 @@
 //! The gateway's keys (file `[gateway]`, `LATCHKEY_GATEWAY_*`, flags of `serve gateway`),
-//! declared once; they are its settings, validated once at start-up with the failing key
-//! named.
+//! declared once: its settings, validated at start-up with the failing key named.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,8 +11,7 @@ use latchkey_config::{Layers, ListItem, Value, ensure, keys, positive, within};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-/// The load-balancer ARN written into every `x-amzn-oidc-data` header's `signer` unless
-/// configured otherwise.
+/// The ARN written as `signer` into every `x-amzn-oidc-data` header unless configured.
 pub const DEFAULT_ALB_SIGNER: &str = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/latchkey-gateway/0000000000000000";
 /// Default scopes asked of the identity provider.
 pub const DEFAULT_SCOPES: &str = "openid email profile";
