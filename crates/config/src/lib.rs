@@ -542,10 +542,8 @@ impl<'a> Layers<'a> {
         }
         let env = env_name(self.section, key);
         if let Some(value) = self.env.get(&env) {
-            let values = match spec.is_some_and(|s| s.many) {
-                true => value.split(',').map(str::to_string).collect(),
-                false => vec![value],
-            };
+            // Comma-separated, as a repeated flag; other values join their text again.
+            let values = value.split(',').map(str::to_string).collect();
             return Some((Raw::Text(values), format!("environment variable {env}")));
         }
         let file = self.file_path.unwrap_or(Path::new("")).display();
