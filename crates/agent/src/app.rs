@@ -75,7 +75,7 @@ impl AgentState {
         let outbound = OutboundClient::new(config.outbound())?;
         // `POST /invocations` acts for the user: never authenticated by a cookie.
         let users = UserResolver::new(&config.users, Cookies::Ignored, outbound, clock);
-        let endpoint = latchkey_client::Url::parse(&config.keys.identity_url)
+        let endpoint = latchkey_client::Url::parse(&config.service.identity_url)
             .map_err(|e| ConfigError::new("identity_url", e.to_string()))?;
         let identity = latchkey_client::Client::builder(endpoint)
             .bearer(config.credential.bearer())

@@ -9,14 +9,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use latchkey_authn::UserSources;
-use latchkey_authn::config::UserKeys;
+use latchkey_authn::config::ServiceKeys;
 use latchkey_authn::outbound::OutboundPolicy;
 pub use latchkey_config::ConfigError;
-use latchkey_config::{Layers, ListItem, Section, ensure, from_toml, http_url, keys, within};
+use latchkey_config::{
+    Layers, ListItem, at_most, ensure, from_toml, http_url, keys, positive, within,
+};
 use latchkey_conversations::StoreConfig;
 use latchkey_core::protocol::WorkloadName;
 use latchkey_llm::{LlmConfig, Provider};
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::tools::is_tool_name;
@@ -31,10 +33,11 @@ pub const MAX_CONSENT_WAIT_SECONDS: u64 = 600;
 pub type AgentCredential = latchkey_authn::ServiceCredential;
 
 /// HTTP method of a configured tool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
     /// GET: arguments not used in the URL are ignored.
+    #[default]
     Get,
     /// POST: arguments not used in the URL are sent as a JSON body.
     Post,
@@ -60,7 +63,7 @@ pub struct HttpToolConfig {
     #[serde(default)]
     pub scopes: Vec<String>,
     /// HTTP method (default GET).
-    #[serde(default = "default_method")]
+    #[serde(default)]
     pub method: HttpMethod,
     /// URL template: literal `scheme://host[:port]`, then a path and query whose
     /// `{param}` placeholders are filled from arguments (each one percent-encoded path
@@ -71,37 +74,19 @@ pub struct HttpToolConfig {
     pub parameters: Option<serde_json::Value>,
 }
 
-fn default_method() -> HttpMethod {
-    HttpMethod::Get
-}
-
 impl ListItem for HttpToolConfig {}
 
-/// `serve agent`: file `[agent]` (with `[agent.llm]` and `[agent.store]`), `LATCHKEY_AGENT_*`.
-#[derive(Debug)]
-pub enum Agent {}
-impl Section for Agent {
-    const NAME: &'static str = "agent";
-    const TABLES: &'static [&'static str] = &["llm", "store"];
-    type Keys = (AgentKeys, UserKeys);
-}
-
 keys! {
+    /// `serve agent`: file `[agent]` (with `[agent.llm]` and `[agent.store]`), `LATCHKEY_AGENT_*`.
+    pub section Agent = "agent", tables ["llm", "store"], with ServiceKeys;
     /// Settings of `serve agent`.
     pub struct AgentKeys {
         /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8082.
         listen: SocketAddr = ([127, 0, 0, 1], 8082),
-        /// Base URL of the identity service.
-        identity_url: String => "the identity service's base URL is required",
-        /// File holding this agent's `workload:<name>` credential as `ACCESS_KEY_ID:SECRET`.
-        /// Alternatively set the credential itself in LATCHKEY_AGENT_CREDENTIAL.
-        credential_file: PathBuf,
         /// The workload identity name (the credential's role is `workload:<name>`).
         workload_name: String => "the workload identity name is required",
         /// `resourceOauth2ReturnUrl`: the session binding service's URL.
         return_url: String => "the session binding service's URL (resourceOauth2ReturnUrl) is required",
-        /// Allow key, discovery and JWKS fetches to loopback/private addresses. Tests and dev only.
-        allow_private_addresses: bool = false,
         /// `openai`, `anthropic` or `bedrock`.
         llm_provider: String => "openai, anthropic or bedrock is required",
         /// Model id.
@@ -109,8 +94,7 @@ keys! {
         /// Model API base URL. Default: the provider's public endpoint.
         llm_base_url: String,
         /// The model API key (file or LATCHKEY_AGENT_LLM_API_KEY only).
-        #[no_flag]
-        llm_api_key: SecretString,
+        llm_api_key as "": SecretString,
         /// File holding the model API key (or set LATCHKEY_AGENT_LLM_API_KEY).
         llm_api_key_file: PathBuf,
         /// AWS region (Bedrock).
@@ -170,6 +154,8 @@ keys! {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub keys: AgentKeys,
+    /// The identity service, the credential's file, the user sources as configured.
+    pub service: ServiceKeys,
     /// The agent's `workload:<name>` credential.
     pub credential: AgentCredential,
     /// Who the signed-in user is: the ALB source, tried first, and/or OIDC bearer ID tokens
@@ -182,15 +168,11 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// The settings of `serve agent` (the local store defaults to `<data_dir>/agent`),
-    /// validated.
+    /// The settings of `serve agent`, validated (the local store in `<data_dir>/agent`).
     pub fn resolve(l: &Layers, data_dir: &Path) -> anyhow::Result<Self> {
-        let (k, users): (AgentKeys, UserKeys) = l.read()?;
-        let what = "ACCESS_KEY_ID:SECRET of a `workload:<name>` credential";
-        let credential = l.required_secret("credential", what)?;
-        let parsed = AgentCredential::parse(credential.value.expose_secret());
-        let credential = parsed.map_err(|e| l.error(&credential.key, e))?;
-        let users = UserSources::resolve(l, users, None)?;
+        let (k, service): (AgentKeys, ServiceKeys) = l.read()?;
+        let credential = service.credential(l, "workload:<name>")?;
+        let users = service.clone().users(l, None)?;
         let provider = from_toml::<Provider>(k.llm_provider.as_str().into()).map_err(|_| {
             let why = format!("{:?} is not openai, anthropic or bedrock", k.llm_provider);
             l.error("llm_provider", why)
@@ -208,6 +190,7 @@ impl AgentConfig {
         let store = Self::store(l, &k, data_dir)?;
         let config = Self {
             keys: k,
+            service,
             credential,
             users,
             llm,
@@ -218,29 +201,23 @@ impl AgentConfig {
     }
 
     fn store(l: &Layers, k: &AgentKeys, data_dir: &Path) -> anyhow::Result<StoreConfig> {
-        let only = |key: &str, kind: &str| {
-            let why = format!("only applies to {} = \"{kind}\"", l.display("store_kind"));
-            Err(l.error(key, why))
-        };
-        let s3_keys = [
-            ("store_bucket", k.store_bucket.is_some()),
-            ("store_prefix", k.store_prefix.is_some()),
-            ("store_region", k.store_region.is_some()),
-            ("store_endpoint", k.store_endpoint.is_some()),
-            ("store_access_key_id", k.store_access_key_id.is_some()),
-            (
-                "store_secret_access_key_file",
-                k.store_secret_access_key_file.is_some(),
-            ),
-        ];
-        match (k.store_kind.as_str(), s3_keys.iter().find(|(_, set)| *set)) {
-            ("local", Some((key, _))) => only(key, "s3"),
-            ("local", None) => {
+        let only = |kind: &str| format!("only applies to {} = \"{kind}\"", l.display("store_kind"));
+        match k.store_kind.as_str() {
+            "local" => {
+                let s3 = [
+                    "store_bucket",
+                    "store_prefix",
+                    "store_region",
+                    "store_endpoint",
+                    "store_access_key_id",
+                    "store_secret_access_key_file",
+                ];
+                l.refuse(&s3, only("s3"))?;
                 let dir = (k.store_dir.clone()).unwrap_or_else(|| data_dir.join("agent"));
                 Ok(StoreConfig::Local { dir })
             }
-            ("s3", _) if k.store_dir.is_some() => only("store_dir", "local"),
-            ("s3", _) => {
+            "s3" => {
+                l.refuse(&["store_dir"], only("local"))?;
                 let needed = |key| l.error(key, "missing: required with kind = \"s3\"");
                 let bucket = k.store_bucket.clone().ok_or_else(|| needed("store_bucket"));
                 let region = k.store_region.clone().ok_or_else(|| needed("store_region"));
@@ -262,10 +239,10 @@ impl AgentConfig {
                     session_token: None,
                 })
             }
-            (other, _) => Err(l.error(
-                "store_kind",
-                format!("{other:?} is not \"local\" or \"s3\""),
-            )),
+            other => {
+                let why = format!("{other:?} is not \"local\" or \"s3\"");
+                Err(l.error("store_kind", why))
+            }
         }
     }
 
@@ -273,40 +250,33 @@ impl AgentConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let (k, llm) = (&self.keys, &self.llm);
         // The identity URL and the user sources: the same rules as the binding service's.
-        http_url("identity_url", &k.identity_url, false)?;
+        http_url("identity_url", &self.service.identity_url, false)?;
         self.users.validate()?;
         let name = WorkloadName::parse(&k.workload_name).is_ok();
-        ensure(
-            name,
-            "workload_name",
-            "must be 3 to 255 characters of [A-Za-z0-9_.-]",
-        )?;
+        ensure(name, "workload_name", WORKLOAD_NAME)?;
         http_url("return_url", &k.return_url, true)?;
         http_url("github_base_url", &k.github_base_url, true)?;
         let provider = !k.github_provider.trim().is_empty();
         ensure(provider, "github_provider", "must not be empty")?;
         let model = !llm.model.trim().is_empty();
         ensure(model, "llm.model", "missing: the model id is required")?;
-        if let Some(base) = &llm.base_url {
-            http_url("llm.base_url", base, true)?;
-        }
-        ensure(!llm.timeout.is_zero(), "llm.timeout_seconds", POSITIVE)?;
-        let retries = llm.max_retries <= 10;
-        ensure(retries, "llm.max_retries", "must be at most 10")?;
-        within("max_tool_iterations", k.max_tool_iterations, (1, 64))?;
-        let (wait, max) = (k.consent_wait_seconds, MAX_CONSENT_WAIT_SECONDS);
-        ensure(
-            wait <= max,
-            "consent_wait_seconds",
-            format!("must be at most {max}"),
-        )?;
-        within("max_output_tokens", k.max_output_tokens, (1, 100_000))?;
-        ensure(k.tool_timeout_seconds > 0, "tool_timeout_seconds", POSITIVE)?;
-        let bytes = k.tool_max_response_bytes > 0;
-        ensure(bytes, "tool_max_response_bytes", POSITIVE)?;
+        (llm.base_url.iter()).try_for_each(|url| http_url("llm.base_url", url, true).map(drop))?;
+        at_most("llm.max_retries", llm.max_retries.into(), 10)?;
+        let wait = k.consent_wait_seconds;
+        at_most("consent_wait_seconds", wait, MAX_CONSENT_WAIT_SECONDS)?;
+        let (iterations, tokens) = (k.max_tool_iterations.into(), k.max_output_tokens.into());
+        within(&[
+            ("max_tool_iterations", iterations, (1, 64)),
+            ("max_output_tokens", tokens, (1, 100_000)),
+        ])?;
+        positive(&[
+            ("llm.timeout_seconds", llm.timeout.as_secs()),
+            ("tool_timeout_seconds", k.tool_timeout_seconds),
+            ("tool_max_response_bytes", k.tool_max_response_bytes as u64),
+            ("max_message_chars", k.max_message_chars as u64),
+        ])?;
         let body = k.max_body_bytes >= 256;
         ensure(body, "max_body_bytes", "must be at least 256")?;
-        ensure(k.max_message_chars > 0, "max_message_chars", POSITIVE)?;
         let mut names: BTreeSet<&str> = crate::tools::BUILTIN_TOOL_NAMES.iter().copied().collect();
         for tool in &k.tools {
             let why = |why: &str| format!("tool {:?}: {why}", tool.name);
@@ -332,15 +302,14 @@ impl AgentConfig {
 
     /// Policy of the guarded client used for ALB keys, OIDC discovery and JWKS.
     pub fn outbound(&self) -> OutboundPolicy {
-        let allow_private_addresses = self.keys.allow_private_addresses;
         OutboundPolicy {
-            allow_private_addresses,
+            allow_private_addresses: self.service.allow_private_addresses,
             ..Default::default()
         }
     }
 }
 
-const POSITIVE: &str = "must be positive";
+const WORKLOAD_NAME: &str = "must be 3 to 255 characters of [A-Za-z0-9_.-]";
 const PROVIDER: &str = "must name a credential provider";
 const SCOPES: &str = "scopes must be non-empty and without spaces";
 const SCHEMA: &str = "must be a JSON Schema with \"type\": \"object\"";

@@ -1,17 +1,32 @@
-//! The keys of the user sources (`serve binding` and `serve agent`), declared once, and the
-//! one configuration error of the services ([`latchkey_config::ConfigError`]).
+//! The keys shared by the services that call the identity service for their signed-in
+//! users (`serve binding` and `serve agent`), declared once, and the one configuration
+//! error of the services ([`latchkey_config::ConfigError`]).
+
+use std::path::PathBuf;
 
 pub use latchkey_config::{ConfigError, http_url};
 use latchkey_config::{Layers, keys};
+use secrecy::ExposeSecret as _;
 
+use crate::ServiceCredential;
 use crate::user::{AlbConfig, OidcConfig, UserSources};
 
 /// `inbound_issuers` (identity service): a JSON array, an array of tables in the file.
 impl latchkey_config::ListItem for crate::inbound::InboundIssuerConfig {}
 
 keys! {
-    /// Who the signed-in user is (`serve binding` and `serve agent`).
-    pub struct UserKeys {
+    /// The identity service, this service's credential and who the signed-in user is
+    /// (`serve binding` and `serve agent`).
+    pub struct ServiceKeys {
+        /// Base URL of the identity service, e.g. `http://identity.internal:8080`.
+        identity_url: String => "the identity service's base URL is required",
+        /// File holding this service's credential (`latchkey admin credentials create`, role
+        /// `binding` or `workload:<name>`) as `ACCESS_KEY_ID:SECRET`; or set the credential
+        /// itself in the environment variable named as this key's without `_FILE`.
+        credential_file: PathBuf,
+        /// Allow key, discovery and JWKS fetches to loopback/private addresses and plain http.
+        /// Tests and dev only.
+        allow_private_addresses: bool = false,
         /// ALB source: the load balancer's ARN, which must sign `x-amzn-oidc-data`.
         alb_signer: String,
         /// ALB public-key URL with `{kid}` (and optionally `{region}`).
@@ -30,45 +45,50 @@ keys! {
     }
 }
 
-impl UserSources {
-    /// The user sources of a section's [`UserKeys`]; `cookie` (the binding service's
-    /// `id_token_cookie`) also reads the ID token from a cookie. Not yet validated.
-    pub fn resolve(l: &Layers, u: UserKeys, cookie: Option<String>) -> anyhow::Result<Self> {
-        let alb = match u.alb_signer {
-            Some(signer) => Some(AlbConfig {
-                key_url_template: (u.alb_key_url_template)
-                    .unwrap_or(crate::user::DEFAULT_ALB_KEY_URL_TEMPLATE.into()),
-                region: u.alb_region,
-                issuer: u.alb_issuer,
-                leeway_seconds: (u.alb_leeway_seconds)
-                    .unwrap_or(crate::user::DEFAULT_ALB_LEEWAY_SECONDS),
-                ..AlbConfig::new(signer)
-            }),
+impl ServiceKeys {
+    /// This service's credential, of role `role`.
+    pub fn credential(&self, l: &Layers, role: &str) -> anyhow::Result<ServiceCredential> {
+        let what = format!("ACCESS_KEY_ID:SECRET of a `{role}` credential");
+        let secret = l.required_secret("credential", &what)?;
+        let credential = ServiceCredential::parse(secret.value.expose_secret());
+        credential.map_err(|e| l.error(&secret.key, e))
+    }
+
+    /// The user sources; `cookie` (the binding service's `id_token_cookie`) also reads the
+    /// ID token from a cookie. Not yet validated.
+    pub fn users(self, l: &Layers, cookie: Option<String>) -> anyhow::Result<UserSources> {
+        let alb = match self.alb_signer {
+            Some(signer) => {
+                let mut alb = AlbConfig::new(signer);
+                (alb.region, alb.issuer) = (self.alb_region, self.alb_issuer);
+                let template = self.alb_key_url_template;
+                alb.key_url_template = template.unwrap_or(alb.key_url_template);
+                alb.leeway_seconds = self.alb_leeway_seconds.unwrap_or(alb.leeway_seconds);
+                Some(alb)
+            }
             None => {
-                let set = [
-                    ("alb_key_url_template", u.alb_key_url_template.is_some()),
-                    ("alb_region", u.alb_region.is_some()),
-                    ("alb_issuer", u.alb_issuer.is_some()),
-                    ("alb_leeway_seconds", u.alb_leeway_seconds.is_some()),
+                let why = format!("has no effect without {}", l.display("alb_signer"));
+                let keys = [
+                    "alb_key_url_template",
+                    "alb_region",
+                    "alb_issuer",
+                    "alb_leeway_seconds",
                 ];
-                if let Some((key, _)) = set.iter().find(|(_, set)| *set) {
-                    let why = format!("has no effect without {}", l.display("alb_signer"));
-                    return Err(l.error(key, why));
-                }
+                l.refuse(&keys, why)?;
                 None
             }
         };
         let (issuer, audience) = (l.display("oidc_issuer"), l.display("oidc_audience"));
-        let (key, why) = match (u.oidc_issuer, u.oidc_audience) {
+        let (key, why) = match (self.oidc_issuer, self.oidc_audience) {
             (Some(issuer), Some(audience)) => {
-                let oidc = OidcConfig::new(issuer, audience);
-                let oidc = Some(OidcConfig {
-                    cookie_name: cookie,
-                    ..oidc
+                let mut oidc = OidcConfig::new(issuer, audience);
+                oidc.cookie_name = cookie;
+                return Ok(UserSources {
+                    alb,
+                    oidc: Some(oidc),
                 });
-                return Ok(Self { alb, oidc });
             }
-            (None, None) if cookie.is_none() => return Ok(Self { alb, oidc: None }),
+            (None, None) if cookie.is_none() => return Ok(UserSources { alb, oidc: None }),
             (Some(_), None) => (
                 "oidc_audience",
                 format!("missing: {issuer} needs {audience} (the ID token's audience)"),
@@ -76,10 +96,8 @@ impl UserSources {
             (None, Some(_)) => ("oidc_issuer", format!("missing: {audience} needs {issuer}")),
             (None, None) => {
                 let cookie = l.display("id_token_cookie");
-                (
-                    "oidc_issuer",
-                    format!("missing: {cookie} needs {issuer} and {audience}"),
-                )
+                let why = format!("missing: {cookie} needs {issuer} and {audience}");
+                ("oidc_issuer", why)
             }
         };
         Err(l.error(key, why))

@@ -1,51 +1,32 @@
 //! The binding service's keys (file `[binding]`, `LATCHKEY_BINDING_*`, flags of `serve
-//! binding`), declared once, and its validated settings. [`BindingConfig::validate`] names
-//! the first failing key (`identity_url`, `alb_signer`, …; errors from
-//! [`BindingConfig::resolve`] add the `binding.` prefix and where the value came from).
+//! binding`), declared once with [`ServiceKeys`], and its validated settings.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub use latchkey_authn::ServiceCredential as BindingCredential;
-use latchkey_authn::config::UserKeys;
+use latchkey_authn::config::ServiceKeys;
 use latchkey_authn::outbound::OutboundPolicy;
 pub use latchkey_authn::user::{
     AlbConfig, DEFAULT_ALB_KEY_URL_TEMPLATE, DEFAULT_ALB_LEEWAY_SECONDS, MAX_ALB_LEEWAY_SECONDS,
     OidcConfig, UserSources,
 };
 pub use latchkey_authn::{ConfigError, CredentialError};
-use latchkey_config::{Layers, Section, keys};
-use secrecy::ExposeSecret as _;
+use latchkey_config::{Layers, keys};
 
 /// Time allowed for one `CompleteResourceTokenAuth` call (the identity service exchanges
 /// the code with the provider inside it, so this is longer than a plain API call).
 pub const DEFAULT_IDENTITY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `serve binding`: file `[binding]`, `LATCHKEY_BINDING_*`.
-#[derive(Debug)]
-pub enum Binding {}
-impl Section for Binding {
-    const NAME: &'static str = "binding";
-    type Keys = (BindingKeys, UserKeys);
-}
-
 keys! {
+    /// `serve binding`: file `[binding]`, `LATCHKEY_BINDING_*`.
+    pub section Binding = "binding", with ServiceKeys;
     /// Settings of `serve binding`.
     pub struct BindingKeys {
         /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8081.
         listen: SocketAddr = ([127, 0, 0, 1], 8081),
-        /// Base URL of the identity service, e.g. `http://identity.internal:8080`.
-        identity_url: String => "the identity service's base URL is required",
-        /// File holding this service's `binding` credential as `ACCESS_KEY_ID:SECRET`
-        /// (`latchkey admin credentials create --role binding`). Alternatively set the
-        /// credential itself in the environment variable LATCHKEY_BINDING_CREDENTIAL.
-        credential_file: PathBuf,
         /// OIDC source: also read the ID token from this cookie (after `Authorization: Bearer`).
         id_token_cookie: String,
-        /// Allow key, discovery and JWKS fetches to loopback/private addresses and plain http.
-        /// Tests and dev only.
-        allow_private_addresses: bool = false,
     }
 }
 
@@ -78,16 +59,11 @@ impl BindingConfig {
 
     /// The address to listen on and the settings of `serve binding`, validated.
     pub fn resolve(l: &Layers) -> anyhow::Result<(SocketAddr, Self)> {
-        let (k, users): (BindingKeys, UserKeys) = l.read()?;
-        let what = "ACCESS_KEY_ID:SECRET of a `binding` credential";
-        let credential = l.required_secret("credential", what)?;
-        let parsed = BindingCredential::parse(credential.value.expose_secret());
-        let mut config = Self::new(
-            k.identity_url,
-            parsed.map_err(|e| l.error(&credential.key, e))?,
-        );
-        config.users = UserSources::resolve(l, users, k.id_token_cookie)?;
-        config.outbound.allow_private_addresses = k.allow_private_addresses;
+        let (k, service): (BindingKeys, ServiceKeys) = l.read()?;
+        let credential = service.credential(l, "binding")?;
+        let mut config = Self::new(service.identity_url.clone(), credential);
+        config.outbound.allow_private_addresses = service.allow_private_addresses;
+        config.users = service.users(l, k.id_token_cookie)?;
         l.check(config.validate())?;
         Ok((k.listen, config))
     }

@@ -49,14 +49,22 @@ pub fn ensure(ok: bool, key: &'static str, reason: impl Into<String>) -> Result<
         .ok_or_else(|| ConfigError::new(key, reason))
 }
 
-/// `value` within `min..=max`.
-pub fn within<T: PartialOrd + fmt::Display>(
-    key: &'static str,
-    value: T,
-    (min, max): (T, T),
-) -> Result<(), ConfigError> {
-    let why = format!("must be between {min} and {max}");
-    ensure(min <= value && value <= max, key, why)
+/// Every `(key, value, (min, max))` within `min..=max`.
+pub fn within(keys: &[(&'static str, i64, (i64, i64))]) -> Result<(), ConfigError> {
+    (keys.iter()).try_for_each(|&(key, value, (min, max))| {
+        let why = format!("must be between {min} and {max}");
+        ensure(min <= value && value <= max, key, why)
+    })
+}
+
+/// `value` at most `max`.
+pub fn at_most(key: &'static str, value: u64, max: u64) -> Result<(), ConfigError> {
+    ensure(value <= max, key, format!("must be at most {max}"))
+}
+
+/// Every `(key, value)` above zero.
+pub fn positive(keys: &[(&'static str, u64)]) -> Result<(), ConfigError> {
+    (keys.iter()).try_for_each(|&(key, value)| ensure(value > 0, key, "must be positive"))
 }
 
 /// An absolute http(s) URL with a host and without credentials or fragment; a query only
@@ -81,9 +89,11 @@ pub fn http_url(key: &'static str, value: &str, query: bool) -> Result<url::Url,
 #[derive(Debug)]
 pub struct KeySpec {
     pub name: &'static str,
-    /// `#[doc]` lines, `#[flag = "…"]` (another flag name), `#[no_flag]` (file and
+    /// Its `///` lines: the flag's help.
+    pub doc: &'static [&'static str],
+    /// Its flag when not named after it (`routes as "route"`); `as ""`: no flag (file and
     /// environment only).
-    pub attrs: &'static [(&'static str, &'static [&'static str])],
+    pub flag: &'static [&'static str],
     /// Repeatable flag; comma-separated in the environment.
     pub many: bool,
     /// A flag without a value means `true`.
@@ -91,32 +101,39 @@ pub struct KeySpec {
 }
 
 impl KeySpec {
-    fn attr(&self, name: &str) -> Option<&'static [&'static str]> {
-        self.attrs.iter().find(|(a, _)| *a == name).map(|(_, v)| *v)
-    }
-
     /// The key's flag, without `--`.
     pub fn flag(&self) -> Option<String> {
-        debug_assert!(
-            (self.attrs.iter()).all(|(a, _)| matches!(*a, "doc" | "flag" | "no_flag")),
-            "unknown attribute on the key {}",
-            self.name
-        );
-        match self.attr("flag") {
-            _ if self.attr("no_flag").is_some() => None,
-            Some([flag]) => Some((*flag).to_string()),
+        match self.flag {
+            [""] => None,
+            [flag] => Some(flag.to_string()),
             _ => Some(self.name.replace('_', "-")),
         }
     }
 }
 
 /// Declares a group of keys: a struct with one field per key (an `Option`; the value with
-/// `= default`, or with `=> "why it is required"`), read by [`Layers::read`].
+/// `= default`, or with `=> "why it is required"`; `key as "flag"` names its flag, `as ""`
+/// none), read by [`Layers::read`]; after
+/// `pub section S = "name", tables [..], with More, global = true;` also the [`Section`] `S`.
 #[macro_export]
 macro_rules! keys {
+    ($(#[doc = $doc:literal])* pub section $section:ident = $sname:literal
+        $(, tables [$($table:literal),*])? $(, with $more:ty)? $(, global = $global:literal)?;
+        $(#[doc = $sdoc:literal])* pub struct $name:ident { $($body:tt)* }) => {
+        $(#[doc = $doc])*
+        #[derive(Debug)]
+        pub enum $section {}
+        impl $crate::Section for $section {
+            const NAME: &'static str = $sname;
+            $(const TABLES: &'static [&'static str] = &[$($table),*];)?
+            $(const GLOBAL: bool = $global;)?
+            type Keys = ($name $(, $more)?);
+        }
+        $crate::keys!($(#[doc = $sdoc])* pub struct $name { $($body)* });
+    };
     ($(#[doc = $sdoc:literal])* pub struct $name:ident {
-        $($(#[$attr:ident $(= $value:literal)?])*
-        $key:ident: $ty:ty $(= $default:expr)? $(=> $required:literal)?,)*
+        $($(#[doc = $doc:literal])*
+        $key:ident $(as $flag:literal)?: $ty:ty $(= $default:expr)? $(=> $required:literal)?,)*
     }) => {
         $(#[doc = $sdoc])*
         #[derive(Debug, Clone)]
@@ -126,7 +143,8 @@ macro_rules! keys {
             fn keys() -> Vec<&'static $crate::KeySpec> {
                 const KEYS: &[$crate::KeySpec] = &[$($crate::KeySpec {
                     name: stringify!($key),
-                    attrs: &[$((stringify!($attr), &[$($value)?])),*],
+                    doc: &[$($doc),*],
+                    flag: &[$($flag)?],
                     many: <$ty as $crate::Value>::MANY,
                     optional_value: <$ty as $crate::Value>::OPTIONAL_VALUE,
                 }),*];
@@ -165,8 +183,7 @@ impl<A: KeyGroup, B: KeyGroup> KeyGroup for (A, B) {
     }
 }
 
-/// A section of the configuration: its name gives the file table and the environment
-/// prefix.
+/// A section of the configuration: its name gives the file table and environment prefix.
 pub trait Section {
     /// `binding` (file `[binding]`, `LATCHKEY_BINDING_*`), or `""` for the root.
     const NAME: &'static str;
@@ -182,7 +199,13 @@ pub trait Value: Sized {
     const MANY: bool = false;
     const OPTIONAL_VALUE: bool = false;
     fn parse(text: &[String]) -> Result<Self, String>;
-    fn from_file(value: toml::Value) -> Result<Self, String>;
+    /// A file value: a string parsed as text (no other value is echoed in an error).
+    fn from_file(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::String(text) => Self::parse(&[text]),
+            _ => Err("must be a string".into()),
+        }
+    }
 }
 
 /// Deserialize a file value (TOML's message, which names the wrong type).
@@ -190,22 +213,18 @@ pub fn from_toml<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T
     (value.try_into()).map_err(|e: toml::de::Error| e.message().to_string())
 }
 
-/// `text` parsed as `T`, or an error saying it is not `what`.
-pub fn parse_text<T: std::str::FromStr>(text: &[String], what: &str) -> Result<T, String> {
-    let text = text.join(",");
-    (text.trim().parse()).map_err(|_| format!("{text:?} is not {what}"))
-}
-
+/// Values parsed by `FromStr` from text, deserialized from other file values.
 macro_rules! parsed_values {
     ($($ty:ty: $what:literal $(, $optional:literal)?;)*) => {$(
         impl Value for $ty {
             $(const OPTIONAL_VALUE: bool = $optional;)?
             fn parse(text: &[String]) -> Result<Self, String> {
-                parse_text(text, $what)
+                let text = text.join(",");
+                (text.trim().parse()).map_err(|_| format!("{text:?} is not {}", $what))
             }
             fn from_file(value: toml::Value) -> Result<Self, String> {
                 match value {
-                    toml::Value::String(text) => parse_text(&[text], $what),
+                    toml::Value::String(text) => Self::parse(&[text]),
                     value => from_toml(value),
                 }
             }
@@ -221,18 +240,12 @@ parsed_values! {
     SocketAddr: "an address like 127.0.0.1:8080";
 }
 
-/// Text as given; from the file only a string (no other value is echoed in an error).
+/// Text as given.
 macro_rules! text_values {
     ($($ty:ty),*) => {$(
         impl Value for $ty {
             fn parse(text: &[String]) -> Result<Self, String> {
                 Ok(text.join(",").into())
-            }
-            fn from_file(value: toml::Value) -> Result<Self, String> {
-                match value {
-                    toml::Value::String(text) => Ok(text.into()),
-                    _ => Err("must be a string".into()),
-                }
             }
         }
     )*};
@@ -282,14 +295,12 @@ impl<S> Default for Flags<S> {
     }
 }
 
-impl<S> Flags<S> {
+impl<S: Section> Flags<S> {
     /// The text given to a key's flag.
     pub fn value(&self, key: &str) -> Option<String> {
         self.values.get(key).map(|v| v.join(","))
     }
-}
 
-impl<S: Section> Flags<S> {
     /// The section as [`ConfigFile::check`] checks it.
     pub fn spec() -> SectionSpec {
         (S::NAME, S::TABLES, S::Keys::keys(), &[])
@@ -316,8 +327,7 @@ impl<S: Section> clap::FromArgMatches for Flags<S> {
 impl<S: Section> clap::Args for Flags<S> {
     fn augment_args(command: clap::Command) -> clap::Command {
         command.args(S::Keys::keys().into_iter().filter_map(|key| {
-            let docs = key.attrs.iter().filter(|(a, _)| *a == "doc");
-            let help: Vec<&str> = docs.flat_map(|(_, l)| l.iter().map(|l| l.trim())).collect();
+            let help: Vec<&str> = key.doc.iter().map(|line| line.trim()).collect();
             let env = env_name(S::NAME, key.name);
             let mut arg = clap::Arg::new(key.name)
                 .long(key.flag()?)
@@ -367,21 +377,20 @@ impl Env {
     }
 }
 
+/// The environment variable of a key: `LATCHKEY_AGENT_LLM_MODEL`.
 fn env_name(section: &str, key: &str) -> String {
-    let key = key.replace('.', "_");
-    match section {
-        "" => format!("LATCHKEY_{}", key.to_ascii_uppercase()),
-        s => format!("LATCHKEY_{}_{}", s, key).to_ascii_uppercase(),
-    }
+    let name = [section, &key.replace('.', "_")].join("_");
+    format!("LATCHKEY_{}", name.trim_start_matches('_')).to_ascii_uppercase()
+}
+
+/// A key with its section, as the file names it (`agent.listen`; `listen` in the root).
+fn dotted(section: &str, key: &str) -> String {
+    [section, key].join(".").trim_start_matches('.').to_string()
 }
 
 /// A section as the file checks it: name, tables, keys, sub-sections (root: `binding`, …).
-pub type SectionSpec = (
-    &'static str,
-    &'static [&'static str],
-    Vec<&'static KeySpec>,
-    &'static [&'static str],
-);
+pub type SectionSpec = (&'static str, Names, Vec<&'static KeySpec>, Names);
+type Names = &'static [&'static str];
 
 /// The TOML file (`--config`), empty without one.
 #[derive(Debug, Default)]
@@ -408,63 +417,52 @@ impl ConfigFile {
     }
 
     /// A section's values by key name, its tables flattened (`[agent.llm] model` is
-    /// `llm_model`); with `check`, refuse a key `keys` does not declare.
-    fn section(
-        &self,
-        name: &str,
-        tables: &[&str],
-        check: Option<(&[&'static KeySpec], &[&str])>,
-    ) -> anyhow::Result<BTreeMap<String, toml::Value>> {
-        let unknown = |key: &str| {
-            let shown = match name {
-                "" => key.to_string(),
-                _ => format!("{name}.{key}"),
-            };
-            let file = self.path.as_deref().unwrap_or(Path::new("")).display();
-            anyhow!("config file {file}: unknown configuration key `{shown}`")
+    /// `llm_model`), each with the key as the file shows it (`agent.llm.model`).
+    fn section(&self, name: &str, tables: &[&str]) -> anyhow::Result<Flat> {
+        let shown = |key: &str| dotted(name, key);
+        let table = match self.root.get(name) {
+            _ if name.is_empty() => &self.root,
+            None => return Ok(Flat::new()),
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => return Err(self.unknown(&shown(name))),
         };
-        let table = match name {
-            "" => &self.root,
-            _ => match self.root.get(name) {
-                None => return Ok(BTreeMap::new()),
-                Some(toml::Value::Table(t)) => t,
-                Some(_) => return Err(unknown(name)),
-            },
-        };
-        let mut flat = BTreeMap::new();
+        let mut flat = Flat::new();
         for (key, value) in table {
+            let prefixed = tables.iter().any(|t| key.starts_with(&format!("{t}_")));
             match (value, tables.contains(&key.as_str())) {
                 (toml::Value::Table(inner), true) => {
                     for (sub, value) in inner {
-                        flat.insert(format!("{key}_{sub}"), (format!("{key}.{sub}"), value));
+                        let shown = shown(&format!("{key}.{sub}"));
+                        flat.insert(format!("{key}_{sub}"), (shown, value.clone()));
                     }
                 }
-                _ if tables.iter().any(|t| key.starts_with(&format!("{t}_"))) => {
-                    return Err(unknown(key));
-                }
-                _ => {
-                    flat.insert(key.clone(), (key.clone(), value));
-                }
+                _ if prefixed => return Err(self.unknown(&shown(key))),
+                _ => drop(flat.insert(key.clone(), (shown(key), value.clone()))),
             }
         }
-        if let Some((keys, subsections)) = check {
-            for (key, (shown, _)) in &flat {
-                if !keys.iter().any(|k| k.name == key) && !subsections.contains(&key.as_str()) {
-                    return Err(unknown(shown));
-                }
-            }
-        }
-        Ok(flat.into_iter().map(|(k, (_, v))| (k, v.clone())).collect())
+        Ok(flat)
+    }
+
+    fn unknown(&self, shown: &str) -> anyhow::Error {
+        let file = self.path.as_deref().unwrap_or(Path::new("")).display();
+        anyhow!("config file {file}: unknown configuration key `{shown}`")
     }
 
     /// Refuse a key no section declares (`sections`: name, tables, keys, sub-sections).
     pub fn check(&self, sections: &[SectionSpec]) -> anyhow::Result<()> {
         for (name, tables, keys, subsections) in sections {
-            self.section(name, tables, Some((keys, subsections)))?;
+            for (key, (shown, _)) in self.section(name, tables)? {
+                if !keys.iter().any(|k| k.name == key) && !subsections.contains(&key.as_str()) {
+                    return Err(self.unknown(&shown));
+                }
+            }
         }
         Ok(())
     }
 }
+
+/// A section's file values by key name, with the key as the file shows it.
+type Flat = BTreeMap<String, (String, toml::Value)>;
 
 /// A value as given: text (flag, environment) or a file value.
 enum Raw {
@@ -486,7 +484,7 @@ pub struct Layers<'a> {
     keys: Vec<&'static KeySpec>,
     flags: &'a BTreeMap<&'static str, Vec<String>>,
     env: &'a Env,
-    file: BTreeMap<String, toml::Value>,
+    file: Flat,
     file_path: Option<&'a Path>,
 }
 
@@ -509,7 +507,7 @@ impl<'a> Layers<'a> {
             keys: S::Keys::keys(),
             flags: &flags.values,
             env,
-            file: file.section(S::NAME, S::TABLES, None)?,
+            file: file.section(S::NAME, S::TABLES)?,
             file_path: file.path.as_deref(),
         })
     }
@@ -530,15 +528,7 @@ impl<'a> Layers<'a> {
         if let Some(table) = self.tables.iter().find(prefixed) {
             key.replace_range(table.len()..=table.len(), ".");
         }
-        match self.section {
-            "" => key,
-            section => format!("{section}.{key}"),
-        }
-    }
-
-    /// The environment variable of a key: `LATCHKEY_AGENT_LLM_MODEL`.
-    pub fn env_name(&self, key: &str) -> String {
-        env_name(self.section, key)
+        dotted(self.section, &key)
     }
 
     /// The value of the highest layer that sets `key` (blank text counts as unset), and
@@ -550,16 +540,14 @@ impl<'a> Layers<'a> {
         {
             return Some((Raw::Text(values.clone()), format!("flag --{flag}")));
         }
-        let env = self.env_name(key);
+        let env = env_name(self.section, key);
         if let Some(value) = self.env.get(&env) {
-            let values = match spec.is_some_and(|s| s.many) {
-                true => value.split(',').map(str::to_string).collect(),
-                false => vec![value],
-            };
+            // Comma-separated, as a repeated flag; other values join their text again.
+            let values = value.split(',').map(str::to_string).collect();
             return Some((Raw::Text(values), format!("environment variable {env}")));
         }
         let file = self.file_path.unwrap_or(Path::new("")).display();
-        match self.file.get(key) {
+        match self.file.get(key).map(|(_, value)| value) {
             Some(toml::Value::String(s)) if s.trim().is_empty() => None,
             Some(value) if spec.is_some() => {
                 Some((Raw::File(value.clone()), format!("file {file}")))
@@ -570,7 +558,6 @@ impl<'a> Layers<'a> {
 
     /// A key's value, `None` when no layer sets it.
     pub fn get<T: Value>(&self, key: &str) -> anyhow::Result<Option<T>> {
-        debug_assert!(self.spec(key).is_some(), "undeclared key {key}");
         let Some((raw, source)) = self.find(key) else {
             return Ok(None);
         };
@@ -593,6 +580,14 @@ impl<'a> Layers<'a> {
         self.error_from(key, source.as_ref(), why)
     }
 
+    /// An error naming the first of `keys` that a layer sets: `why` it may not be.
+    pub fn refuse(&self, keys: &[&str], why: impl fmt::Display) -> anyhow::Result<()> {
+        match keys.iter().find(|key| self.find(key).is_some()) {
+            Some(key) => Err(self.error(key, why)),
+            None => Ok(()),
+        }
+    }
+
     /// A validation result, its error naming the key and where its value came from.
     pub fn check<T>(&self, result: Result<T, ConfigError>) -> anyhow::Result<T> {
         result.map_err(|e| self.error(e.key, e.reason))
@@ -601,17 +596,15 @@ impl<'a> Layers<'a> {
     fn error_from(
         &self,
         key: &str,
-        source: Option<&String>,
+        from: Option<&String>,
         why: impl fmt::Display,
     ) -> anyhow::Error {
         let shown = self.display(key);
-        match (source, self.spec(&key.replace('.', "_"))) {
-            (Some(source), _) => {
-                anyhow!("invalid configuration key `{shown}` (from {source}): {why}")
-            }
+        match (from, self.spec(&key.replace('.', "_"))) {
+            (Some(from), _) => anyhow!("invalid configuration key `{shown}` (from {from}): {why}"),
             (None, Some(spec)) => {
                 let flag = (spec.flag().map(|f| format!(", flag --{f}"))).unwrap_or_default();
-                let env = self.env_name(spec.name);
+                let env = env_name(self.section, spec.name);
                 anyhow!(
                     "invalid configuration key `{shown}` (not set: file key `{shown}`, env {env}{flag}): {why}"
                 )
@@ -627,10 +620,8 @@ impl<'a> Layers<'a> {
         let path: Option<PathBuf> = self.get(&file_key)?;
         let (text, key) = match (self.find(key), path) {
             (Some((_, source)), Some(_)) => {
-                let why = format!(
-                    "set either {} or {source}, not both",
-                    self.display(&file_key)
-                );
+                let shown = self.display(&file_key);
+                let why = format!("set either {shown} or {source}, not both");
                 return Err(self.error(&file_key, why));
             }
             (None, Some(path)) => (
@@ -639,9 +630,7 @@ impl<'a> Layers<'a> {
                 })?,
                 file_key,
             ),
-            (Some((Raw::Text(text), _)), None) => (text.join(","), key.into()),
-            (Some((Raw::File(toml::Value::String(text)), _)), None) => (text, key.into()),
-            (Some((Raw::File(_), _)), None) => return Err(self.error(key, "must be a string")),
+            (Some(_), None) => (self.get::<String>(key)?.unwrap_or_default(), key.into()),
             (None, None) => return Ok(None),
         };
         let text = zeroize::Zeroizing::new(text);
@@ -655,7 +644,7 @@ impl<'a> Layers<'a> {
     pub fn required_secret(&self, key: &str, what: &str) -> anyhow::Result<Secret> {
         self.secret(key)?.ok_or_else(|| {
             let file_key = format!("{key}_file");
-            let (shown, env) = (self.display(&file_key), self.env_name(key));
+            let (shown, env) = (self.display(&file_key), env_name(self.section, key));
             let why = format!("missing: set {shown} (a file holding {what}) or {env}");
             self.error(&file_key, why)
         })

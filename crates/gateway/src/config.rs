@@ -1,6 +1,5 @@
 //! The gateway's keys (file `[gateway]`, `LATCHKEY_GATEWAY_*`, flags of `serve gateway`),
-//! declared once; they are its settings, validated once at start-up with the failing key
-//! named.
+//! declared once: its settings, validated at start-up with the failing key named.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,12 +7,11 @@ use std::path::PathBuf;
 use latchkey_authn::inbound::InboundIssuerConfig;
 use latchkey_authn::outbound::OutboundPolicy;
 pub use latchkey_config::ConfigError;
-use latchkey_config::{Layers, ListItem, Section, Value, ensure, keys, within};
+use latchkey_config::{Layers, ListItem, Value, ensure, keys, positive, within};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-/// The load-balancer ARN written into every `x-amzn-oidc-data` header's `signer` unless
-/// configured otherwise.
+/// The ARN written as `signer` into every `x-amzn-oidc-data` header unless configured.
 pub const DEFAULT_ALB_SIGNER: &str = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/latchkey-gateway/0000000000000000";
 /// Default scopes asked of the identity provider.
 pub const DEFAULT_SCOPES: &str = "openid email profile";
@@ -30,23 +28,14 @@ pub enum AccessLogTarget {
     File(PathBuf),
 }
 
-impl AccessLogTarget {
+impl Value for AccessLogTarget {
     /// `off`, `stdout` or a file path.
-    pub fn parse(text: &str) -> Self {
-        match text.trim() {
+    fn parse(text: &[String]) -> Result<Self, String> {
+        Ok(match text.join(",").trim() {
             "off" | "none" | "" => Self::Off,
             "stdout" | "-" => Self::Stdout,
             path => Self::File(PathBuf::from(path)),
-        }
-    }
-}
-
-impl Value for AccessLogTarget {
-    fn parse(text: &[String]) -> Result<Self, String> {
-        Ok(Self::parse(&text.join(",")))
-    }
-    fn from_file(value: toml::Value) -> Result<Self, String> {
-        String::from_file(value).map(|text| Self::parse(&text))
+        })
     }
 }
 
@@ -61,9 +50,6 @@ impl Value for PerSecond {
             Ok(n) if n > 0 => Ok(Self(n)),
             _ => Err(format!("{text:?} is not a rate like 20/s")),
         }
-    }
-    fn from_file(value: toml::Value) -> Result<Self, String> {
-        Self::parse(&[String::from_file(value)?])
     }
 }
 
@@ -126,14 +112,6 @@ impl RouteConfig {
     }
 }
 
-/// `serve gateway`: file `[gateway]`, `LATCHKEY_GATEWAY_*`.
-#[derive(Debug)]
-pub enum Gateway {}
-impl Section for Gateway {
-    const NAME: &'static str = "gateway";
-    type Keys = GatewayKeys;
-}
-
 impl ListItem for RouteConfig {
     const MANY: bool = true;
     fn parse_one(text: &str) -> Result<Self, String> {
@@ -142,6 +120,8 @@ impl ListItem for RouteConfig {
 }
 
 keys! {
+    /// `serve gateway`: file `[gateway]`, `LATCHKEY_GATEWAY_*`.
+    pub section Gateway = "gateway";
     /// Settings of `serve gateway`.
     pub struct GatewayKeys {
         /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8443.
@@ -159,8 +139,7 @@ keys! {
         oidc_scopes: String = DEFAULT_SCOPES,
         /// A route `PREFIX=UPSTREAM_URL;MODE` (MODE login, api or public); repeatable. The
         /// environment variable takes several, comma-separated. Replaces the file's routes.
-        #[flag = "route"]
-        routes: Vec<RouteConfig> = Vec::new(),
+        routes as "route": Vec<RouteConfig> = Vec::new(),
         /// The ARN written as `signer` into every `x-amzn-oidc-data` header.
         alb_signer: String = DEFAULT_ALB_SIGNER,
         /// Absolute session lifetime, in seconds. Default 28800.
@@ -221,17 +200,14 @@ impl GatewayConfig {
         }
         if let Some(addr) = keys.http_redirect_listen {
             let https = (keys.public_url.as_deref()).is_none_or(|u| u.starts_with("https://"));
+            let same = addr == keys.listen && addr.port() != 0;
             let why = match () {
                 _ if keys.tls_cert.is_none() => NEEDS_TLS.to_string(),
                 _ if !https => "needs an https gateway.public_url to redirect to".into(),
-                _ if addr == keys.listen && addr.port() != 0 => {
-                    format!("{addr} is already gateway.listen")
-                }
+                _ if same => format!("{addr} is already gateway.listen"),
                 _ => String::new(),
             };
-            if !why.is_empty() {
-                return Err(l.error("http_redirect_listen", why));
-            }
+            l.check(ensure(why.is_empty(), "http_redirect_listen", why))?;
         }
         let config = Self {
             // Replaced by the bound address when not configured.
@@ -242,7 +218,7 @@ impl GatewayConfig {
             keys,
         };
         l.check(config.validate())?;
-        l.check(within("workers", config.workers(), (1, 256)))?;
+        l.check(within(&[("workers", config.workers() as i64, (1, 256))]))?;
         Ok(config)
     }
 
@@ -259,34 +235,26 @@ impl GatewayConfig {
         let issuer = vec![k.oidc_client_id.clone()];
         let issuer = InboundIssuerConfig::new(k.oidc_issuer.clone(), issuer).validate();
         issuer.map_err(|e| ConfigError::new("oidc_issuer", e.reason))?;
-        ensure(
-            !k.oidc_client_id.trim().is_empty(),
-            "oidc_client_id",
-            "missing",
-        )?;
+        let client_id = !k.oidc_client_id.trim().is_empty();
+        ensure(client_id, "oidc_client_id", "missing")?;
         let openid = k.oidc_scopes.split_whitespace().any(|s| s == "openid");
         ensure(openid, "oidc_scopes", "must contain openid")?;
         let (routes, one) = (&k.routes, "at least one route is required");
         ensure(!routes.is_empty(), "routes", one)?;
         for (i, route) in routes.iter().enumerate() {
-            route
-                .validate()
-                .map_err(|why| ConfigError::new("routes", why))?;
+            (route.validate()).map_err(|why| ConfigError::new("routes", why))?;
             let twice = format!("prefix {:?} is configured twice", route.prefix);
             let first = routes[..i].iter().all(|r| r.prefix != route.prefix);
             ensure(first, "routes", twice)?;
         }
         let arn = k.alb_signer.starts_with("arn:") && k.alb_signer.len() <= 2048;
         ensure(arn, "alb_signer", "must be an ARN")?;
-        for (key, value) in [
+        positive(&[
             ("session_absolute_seconds", k.session_absolute_seconds),
             ("session_idle_seconds", k.session_idle_seconds),
             ("max_body_bytes", k.max_body_bytes as u64),
             ("request_timeout_seconds", k.request_timeout_seconds),
-        ] {
-            ensure(value > 0, key, "must be positive")?;
-        }
-        Ok(())
+        ])
     }
 
     /// Worker threads serving connections: configured, or one per CPU.
@@ -301,9 +269,8 @@ impl GatewayConfig {
 
     /// Policy of the calls to the identity provider (discovery, JWKS, token).
     pub fn outbound(&self) -> OutboundPolicy {
-        let allow_private_addresses = self.keys.allow_private_addresses;
         OutboundPolicy {
-            allow_private_addresses,
+            allow_private_addresses: self.keys.allow_private_addresses,
             ..Default::default()
         }
     }

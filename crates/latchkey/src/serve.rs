@@ -133,7 +133,7 @@ pub(crate) async fn agent_on(
     agent: AgentConfig,
     model: Arc<dyn latchkey_llm::ChatModel>,
 ) -> anyhow::Result<()> {
-    let identity_url = agent.keys.identity_url.clone();
+    let identity_url = agent.service.identity_url.clone();
     let workload = agent.keys.workload_name.clone();
     let access_key_id = agent.credential.access_key_id().to_string();
     let provider = format!("{:?}", agent.llm.provider).to_ascii_lowercase();

@@ -17,22 +17,15 @@ use latchkey_agent::config::Agent;
 use latchkey_authn::inbound::InboundIssuerConfig;
 use latchkey_authn::outbound::OutboundPolicy;
 use latchkey_binding::config::Binding;
-use latchkey_config::{ConfigError, KeyGroup as _, ensure, keys, within};
+use latchkey_config::{ConfigError, KeyGroup as _, at_most, ensure, keys, within};
 pub use latchkey_config::{ConfigFile, Env, Flags, Layers, Section};
 use latchkey_core::arn::ArnContext;
 use latchkey_gateway::config::Gateway;
 use secrecy::{ExposeSecret as _, SecretString};
 
-/// The storage keys, flags of every command.
-#[derive(Debug)]
-pub enum Storage {}
-impl Section for Storage {
-    const NAME: &'static str = "";
-    const GLOBAL: bool = true;
-    type Keys = StorageKeys;
-}
-
 keys! {
+    /// The storage keys, flags of every command.
+    pub section Storage = "", global = true;
     /// Storage settings (root of the file, `LATCHKEY_*`).
     pub struct StorageKeys {
         /// Data directory (SQLite database and generated key file). Default: the user's data dir.
@@ -50,16 +43,9 @@ keys! {
     }
 }
 
-/// `serve identity` (root of the file, `LATCHKEY_*`).
-#[derive(Debug)]
-pub enum Identity {}
-impl Section for Identity {
-    const NAME: &'static str = "";
-    const TABLES: &'static [&'static str] = &["arn", "outbound"];
-    type Keys = IdentityConfig;
-}
-
 keys! {
+    /// `serve identity` (root of the file, `LATCHKEY_*`).
+    pub section Identity = "", tables ["arn", "outbound"];
     /// Settings of `serve identity`, validated by [`IdentityConfig::resolve`].
     pub struct IdentityConfig {
         /// Address to listen on (`127.0.0.1:0` picks a free port).
@@ -120,27 +106,18 @@ impl StorageConfig {
     pub fn resolve(l: &Layers, default_dir: &str) -> anyhow::Result<Self> {
         let k: StorageKeys = l.read()?;
         let no_default = "no default data directory on this system; set --data-dir";
-        let data_dir = match k.data_dir {
-            Some(dir) => dir,
-            None => {
-                (dirs::data_dir().ok_or_else(|| l.error("data_dir", no_default))?).join(default_dir)
-            }
-        };
+        let data_dir = (k.data_dir).or_else(|| Some(dirs::data_dir()?.join(default_dir)));
+        let data_dir = data_dir.ok_or_else(|| l.error("data_dir", no_default))?;
+        let sqlite = data_dir.join("latchkey.db");
         let database_url = match l.secret("database_url")? {
             Some(url) => url.value.expose_secret().to_string(),
-            None => format!(
-                "sqlite://{}?mode=rwc",
-                data_dir.join("latchkey.db").display()
-            ),
+            None => format!("sqlite://{}?mode=rwc", sqlite.display()),
         };
         let schemes = ["sqlite:", "postgres://", "postgresql://"];
         let known = schemes.iter().any(|p| database_url.starts_with(p));
-        l.check(ensure(
-            known,
-            "database_url",
-            "must start with sqlite: or postgres://",
-        ))?;
-        let format = k.log_format == "text" || k.log_format == "json";
+        let why = "must start with sqlite: or postgres://";
+        l.check(ensure(known, "database_url", why))?;
+        let format = ["text", "json"].contains(&k.log_format.as_str());
         l.check(ensure(format, "log_format", "must be `text` or `json`"))?;
         Ok(Self {
             key_file: k.key_file.unwrap_or_else(|| data_dir.join("kek.json")),
@@ -184,11 +161,7 @@ impl IdentityConfig {
     }
 
     fn validate_arn(&self) -> Result<(), ConfigError> {
-        ensure(
-            self.cache_ttl_seconds <= 300,
-            "cache_ttl_seconds",
-            "must be at most 300",
-        )?;
+        at_most("cache_ttl_seconds", self.cache_ttl_seconds, 300)?;
         let simple = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         for (key, value) in [
             ("arn_partition", &self.arn_partition),
@@ -203,19 +176,17 @@ impl IdentityConfig {
     }
 
     fn validate_ranges(&self) -> Result<(), ConfigError> {
-        let k = self;
-        within("wat_ttl_seconds", k.wat_ttl_seconds, (60, 86_400))?;
-        within("session_ttl_seconds", k.session_ttl_seconds, (5, 3600))?;
-        within("refresh_lease_seconds", k.refresh_lease_seconds, (1, 600))?;
-        let lifetime = k.default_token_lifetime_seconds;
-        within(
-            "default_token_lifetime_seconds",
-            lifetime,
-            (60, 30 * 86_400),
-        )?;
-        within("outbound_timeout_ms", k.outbound_timeout_ms, (100, 120_000))?;
-        let max = k.outbound_max_response_bytes;
-        within("outbound_max_response_bytes", max, (1024, 16 * 1024 * 1024))
+        let (k, life) = (self, self.default_token_lifetime_seconds);
+        let timeout = k.outbound_timeout_ms as i64;
+        let bytes = k.outbound_max_response_bytes as i64;
+        within(&[
+            ("wat_ttl_seconds", k.wat_ttl_seconds, (60, 86_400)),
+            ("session_ttl_seconds", k.session_ttl_seconds, (5, 3600)),
+            ("refresh_lease_seconds", k.refresh_lease_seconds, (1, 600)),
+            ("default_token_lifetime_seconds", life, (60, 30 * 86_400)),
+            ("outbound_timeout_ms", timeout, (100, 120_000)),
+            ("outbound_max_response_bytes", bytes, (1024, 16 << 20)),
+        ])
     }
 
     /// The ARN context of this installation.

@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use latchkey_agent::AgentConfig;
-use latchkey_agent::config::{Agent, AgentKeys};
-use latchkey_authn::config::UserKeys;
+use latchkey_agent::config::Agent;
 use latchkey_binding::BindingConfig;
 use latchkey_binding::config::Binding;
 use latchkey_config::KeyGroup;
@@ -232,7 +231,7 @@ fn help_lists_every_key_with_its_environment_variable() {
     use clap::Args as _;
     let mut command = Flags::<Agent>::augment_args(clap::Command::new("agent"));
     let help = command.render_long_help().to_string();
-    for key in <(AgentKeys, UserKeys)>::keys() {
+    for key in <Agent as Section>::Keys::keys() {
         let env = format!("LATCHKEY_AGENT_{}", key.name.to_ascii_uppercase());
         match key.name {
             "llm_api_key" => assert!(!help.contains("--llm-api-key "), "{help}"),
