@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use latchkey_client::{
-    Error as ClientError, Oauth2Flow, PollOptions, ResourceToken, ResourceTokenRequest,
+    Error as ClientError, ErrorKind, Oauth2Flow, PollOptions, ResourceToken, ResourceTokenRequest,
 };
 use latchkey_llm::{ChatEvent, ChatRequest, Content, Message, Role, StopReason};
 use secrecy::SecretString;
@@ -359,7 +359,7 @@ impl Turn {
         Ok(wat)
     }
 
-    /// A failed tool call: `message` is what the model is told.
+    /// A failed tool call: `message` is what the model (and the stream) is told.
     async fn tool_error(&self, call: &PendingCall, message: impl Into<String>) -> CallOutcome {
         self.tool_result(call, false, message.into()).await
     }
@@ -394,12 +394,7 @@ impl Turn {
             Ok(wat) => wat,
             Err(error) => {
                 tracing::error!(%error, tool = %tool.spec.name, "cannot get a workload access token");
-                return self
-                    .tool_error(
-                        call,
-                        "the agent could not get a workload access token for this user",
-                    )
-                    .await;
+                return self.tool_error(call, wat_refusal(&error)).await;
             }
         };
         let request = ResourceTokenRequest::new(wat, &tool.provider, Oauth2Flow::UserFederation)
@@ -507,6 +502,32 @@ impl Turn {
         tracing::info!(tool = %tool.spec.name, provider = %tool.provider, scopes = ?tool.scopes, ok = outcome.ok, vend_id = %vend_id, "tool ran");
         self.tool_result(call, outcome.ok, outcome.content).await
     }
+}
+
+/// Why there is no workload access token, said in the stream (not only in the log). The
+/// identity service's messages are client-safe by its error model; transport details and
+/// internal failures are not repeated.
+fn wat_refusal(error: &ClientError) -> String {
+    let why = match error {
+        ClientError::Service {
+            kind: ErrorKind::AccessDenied | ErrorKind::Validation,
+            message,
+            ..
+        } => message.clone(),
+        ClientError::Service {
+            kind: ErrorKind::Unauthorized,
+            ..
+        } => "the identity service refused the agent's own credential".into(),
+        ClientError::Service {
+            kind: ErrorKind::ResourceNotFound,
+            ..
+        } => "the agent's workload identity does not exist at the identity service".into(),
+        ClientError::Service { status, .. } => {
+            format!("the identity service failed (HTTP {status})")
+        }
+        _ => "the identity service could not be reached".into(),
+    };
+    format!("the agent could not get a workload access token for this user: {why}")
 }
 
 #[cfg(test)]

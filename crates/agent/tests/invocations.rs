@@ -748,3 +748,27 @@ async fn a_bearer_id_token_user_gets_a_wat_for_jwt() {
     );
     assert_eq!(stack.recorder.lock().unwrap().calls.len(), 1);
 }
+
+#[tokio::test]
+async fn a_turn_without_a_workload_access_token_says_why_in_the_stream() {
+    let stack = start_with(
+        "no-user-id-trust",
+        "openai",
+        Options {
+            without_user_id_trust: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (events, _) = stack.invoke("hana", "w1", "use:github_profile {}").await;
+    let result = of(&events, "tool_result");
+    assert_eq!(result.len(), 1, "{events:?}");
+    assert_eq!(result[0].data["ok"], false);
+    let content = result[0].data["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("the agent could not get a workload access token for this user: ")
+            && content.contains("latchkey:allow-user-id"),
+        "the stream does not say why: {content}"
+    );
+    assert!(stack.recorder.lock().unwrap().calls.is_empty());
+}

@@ -477,6 +477,8 @@ pub struct Options {
     /// An OIDC source (issuer, audience) beside the ALB one; the identity service trusts
     /// the issuer too.
     pub oidc: Option<(String, String)>,
+    /// Create the workload without the `latchkey:allow-user-id` tag.
+    pub without_user_id_trust: bool,
 }
 
 pub async fn start(name: &str, llm_provider: &str) -> Stack {
@@ -520,7 +522,7 @@ pub async fn start_with(name: &str, llm_provider: &str, options: Options) -> Sta
         .control(
             "CreateWorkloadIdentity",
             json!({"name": WORKLOAD, "allowedResourceOauth2ReturnUrls": [RETURN_URL],
-                   "tags": {"latchkey:allow-user-id": "true"}}),
+                   "tags": {"latchkey:allow-user-id": (!options.without_user_id_trust).to_string()}}),
         )
         .await;
     identity
