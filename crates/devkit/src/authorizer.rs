@@ -13,8 +13,9 @@ use latchkey_core::clock::Clock;
 use crate::html::{self, escape};
 use crate::oauth::{
     AUTHORIZATION_PARAMETERS, AuthorizationRequest, Clients, CodeGrant, Codes, FormGuard,
-    OAuthError,
+    OAuthError, redeem_code, scope_list,
 };
+use crate::tokens::{Issued, TokenGrant, Tokens};
 use crate::{DEMO_USERS, is_valid_user_name};
 
 /// One provider's authorization endpoint.
@@ -135,5 +136,62 @@ impl Authorizer {
             "development sign-in or consent"
         );
         grant.request.success(&code, &self.issuer)
+    }
+}
+
+/// What a token request was granted: the grant the new tokens stand for and, for the code
+/// grant, the authorization request's `nonce`.
+#[derive(Debug)]
+pub struct Granted {
+    pub grant: TokenGrant,
+    pub issued: Issued,
+    pub nonce: Option<String>,
+}
+
+impl Authorizer {
+    /// The token endpoint's grants for an authenticated client: `authorization_code` (the
+    /// one-time code, its redirect URI and PKCE; `required_scope` must have been asked
+    /// for) and `refresh_token` (rotating; `scope` may only narrow the grant).
+    pub fn token(
+        &self,
+        tokens: &Tokens,
+        headers: &HeaderMap,
+        form: &HashMap<String, String>,
+        required_scope: Option<&str>,
+    ) -> Result<Granted, OAuthError> {
+        let client = self.clients.authenticate(headers, form)?;
+        let now = self.clock.now_secs();
+        match form.get("grant_type").map(String::as_str) {
+            Some("authorization_code") => {
+                let code = redeem_code(&self.codes, client, form, now)?;
+                let scopes = code.request.scopes;
+                if required_scope.is_some_and(|r| !scopes.iter().any(|s| s == r)) {
+                    return Err(OAuthError::invalid_grant(
+                        "the request did not ask for the required scope",
+                    ));
+                }
+                let (grant, issued) = tokens.issue(code.user, client.id.clone(), scopes, now)?;
+                let nonce = code.request.nonce;
+                Ok(Granted {
+                    grant,
+                    issued,
+                    nonce,
+                })
+            }
+            Some("refresh_token") => {
+                let refresh = (form.get("refresh_token")).ok_or(OAuthError::invalid_request(
+                    "the request has no refresh_token",
+                ))?;
+                let narrowed = form.get("scope").map(|s| scope_list(s));
+                let (grant, issued) = tokens.refresh(refresh, &client.id, narrowed, now)?;
+                Ok(Granted {
+                    grant,
+                    issued,
+                    nonce: None,
+                })
+            }
+            Some(_) => Err(OAuthError::unsupported_grant_type()),
+            None => Err(OAuthError::invalid_request("the request has no grant_type")),
+        }
     }
 }

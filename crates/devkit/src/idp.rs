@@ -21,12 +21,12 @@ use latchkey_core::clock::Clock;
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::authorizer::Authorizer;
+use crate::authorizer::{Authorizer, Granted};
 use crate::html;
 use crate::keys::SigningKey;
-use crate::oauth::{Client, Clients, Codes, FormGuard, OAuthError, redeem_code, token_response};
+use crate::oauth::{Client, Clients, Codes, FormGuard, OAuthError, token_response};
 use crate::persist::PersistError;
-use crate::tokens::{Lifetimes, TokenGrant, Tokens};
+use crate::tokens::{Lifetimes, Tokens};
 
 const NAME: &str = "Latchkey development identity provider";
 
@@ -151,47 +151,17 @@ async fn token(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, OAuthError> {
-    let client = idp.authorizer.clients.authenticate(&headers, &form)?;
+    let Granted {
+        grant,
+        issued,
+        nonce,
+    } = (idp.authorizer).token(&idp.tokens, &headers, &form, Some("openid"))?;
     let now = idp.clock.now_secs();
-    let (grant, nonce, issued) = match form.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => {
-            let code = redeem_code(&idp.authorizer.codes, client, &form, now)?;
-            if !code.request.scopes.iter().any(|s| s == "openid") {
-                return Err(OAuthError::invalid_grant(
-                    "the request did not ask for openid",
-                ));
-            }
-            let issued = idp.tokens.issue(
-                code.user.clone(),
-                client.id.clone(),
-                code.request.scopes.clone(),
-                now,
-            )?;
-            let grant = TokenGrant {
-                user: code.user,
-                client_id: client.id.clone(),
-                scopes: code.request.scopes,
-                family: String::new(),
-            };
-            (grant, code.request.nonce, issued)
-        }
-        Some("refresh_token") => {
-            let refresh = form
-                .get("refresh_token")
-                .ok_or(OAuthError::invalid_request(
-                    "the request has no refresh_token",
-                ))?;
-            let (grant, issued) = idp.tokens.refresh(refresh, &client.id, None, now)?;
-            (grant, None, issued)
-        }
-        Some(_) => return Err(OAuthError::unsupported_grant_type()),
-        None => return Err(OAuthError::invalid_request("the request has no grant_type")),
-    };
     let mut claims = json!({
         "iss": idp.issuer,
         "sub": grant.user,
-        "aud": client.id,
-        "azp": client.id,
+        "aud": grant.client_id,
+        "azp": grant.client_id,
         "iat": now,
         "auth_time": now,
         "exp": now + idp.token_lifetime,

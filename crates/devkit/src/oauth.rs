@@ -302,12 +302,7 @@ impl AuthorizationRequest {
         };
         let scopes = params
             .get("scope")
-            .map(|s| {
-                s.split([' ', ','])
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|s| scope_list(s))
             .unwrap_or_default();
         Ok(Self {
             client_id: client.id.clone(),
@@ -353,6 +348,13 @@ impl AuthorizationRequest {
             Err(_) => html::error_page("", "the redirect_uri is not a URL"),
         }
     }
+}
+
+/// A `scope` parameter: space-separated (RFC 6749), or comma-separated as GitHub writes it.
+pub fn scope_list(text: &str) -> Vec<String> {
+    (text.split([' ', ',']).filter(|s| !s.is_empty()))
+        .map(str::to_string)
+        .collect()
 }
 
 fn is_challenge(c: &str) -> bool {

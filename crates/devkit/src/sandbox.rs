@@ -27,10 +27,10 @@ use axum::{Json, Router};
 use latchkey_core::clock::Clock;
 use serde_json::{Value, json};
 
-use crate::authorizer::Authorizer;
+use crate::authorizer::{Authorizer, Granted};
 use crate::html::{self, escape};
 use crate::idp::bearer;
-use crate::oauth::{Client, Clients, Codes, FormGuard, OAuthError, redeem_code, token_response};
+use crate::oauth::{Client, Clients, Codes, FormGuard, OAuthError, token_response};
 use crate::persist::PersistError;
 use crate::tokens::{Lifetimes, TokenGrant, Tokens};
 
@@ -155,37 +155,9 @@ async fn token(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, OAuthError> {
-    let client = sandbox.authorizer.clients.authenticate(&headers, &form)?;
-    let now = sandbox.clock.now_secs();
-    let (scopes, issued) = match form.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => {
-            let code = redeem_code(&sandbox.authorizer.codes, client, &form, now)?;
-            let issued = sandbox.tokens.issue(
-                code.user,
-                client.id.clone(),
-                code.request.scopes.clone(),
-                now,
-            )?;
-            (code.request.scopes, issued)
-        }
-        Some("refresh_token") => {
-            let refresh = form
-                .get("refresh_token")
-                .ok_or(OAuthError::invalid_request(
-                    "the request has no refresh_token",
-                ))?;
-            let narrowed = form.get("scope").map(|s| {
-                s.split([' ', ','])
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            });
-            let (grant, issued) = sandbox.tokens.refresh(refresh, &client.id, narrowed, now)?;
-            (grant.scopes, issued)
-        }
-        Some(_) => return Err(OAuthError::unsupported_grant_type()),
-        None => return Err(OAuthError::invalid_request("the request has no grant_type")),
-    };
+    let Granted { grant, issued, .. } =
+        (sandbox.authorizer).token(&sandbox.tokens, &headers, &form, None)?;
+    let scopes = grant.scopes;
     let fields = [
         ("access_token", issued.access_token),
         ("token_type", "bearer".to_string()),

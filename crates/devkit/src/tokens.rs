@@ -150,14 +150,15 @@ impl Tokens {
         client_id: String,
         scopes: Vec<String>,
         now: i64,
-    ) -> Result<Issued, OAuthError> {
+    ) -> Result<(TokenGrant, Issued), OAuthError> {
         let grant = TokenGrant {
             user,
             client_id,
             scopes,
             family: random_token(""),
         };
-        self.with_book(now, |book| self.add(book, grant, now))
+        let issued = self.with_book(now, |book| self.add(book, grant.clone(), now))?;
+        Ok((grant, issued))
     }
 
     /// Exchange a refresh token of `client_id` for new tokens. `scopes`, when given, may
@@ -248,7 +249,7 @@ mod tests {
     #[test]
     fn refresh_rotates_and_reuse_revokes_the_grant() {
         let tokens = Tokens::open(None, LIFE, "t_").unwrap();
-        let first = tokens
+        let (_, first) = tokens
             .issue("alice".into(), "app".into(), vec!["repo".into()], 0)
             .unwrap();
         assert!(
@@ -281,10 +282,10 @@ mod tests {
     #[test]
     fn access_tokens_expire_and_revocation_takes_the_family() {
         let tokens = Tokens::open(None, LIFE, "t_").unwrap();
-        let issued = tokens.issue("bob".into(), "app".into(), vec![], 0).unwrap();
+        let (_, issued) = tokens.issue("bob".into(), "app".into(), vec![], 0).unwrap();
         assert!(tokens.access(&issued.access_token, 59).is_some());
         assert!(tokens.access(&issued.access_token, 60).is_none());
-        let issued = tokens
+        let (_, issued) = tokens
             .issue("bob".into(), "app".into(), vec![], 100)
             .unwrap();
         tokens.revoke(&issued.access_token, "other", 101).unwrap();
@@ -309,6 +310,7 @@ mod tests {
             tokens
                 .issue("alice".into(), "app".into(), vec![], 0)
                 .unwrap()
+                .1
         };
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(&issued.access_token) && !text.contains(&issued.refresh_token));
