@@ -21,7 +21,7 @@ mod html;
 pub mod idp;
 mod keys;
 mod oauth;
-mod persist;
+pub mod persist;
 pub mod sandbox;
 pub mod tokens;
 

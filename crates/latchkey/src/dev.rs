@@ -22,7 +22,7 @@ use latchkey_config::{ConfigFile, Env, Flags, Layers};
 use latchkey_core::clock::{Clock, SystemClock};
 use latchkey_devkit::idp::{self, IdpOptions};
 use latchkey_devkit::sandbox::{self, SandboxOptions};
-use latchkey_devkit::{Client, SigningKey};
+use latchkey_devkit::{Client, SigningKey, persist};
 use latchkey_identity::admin::Admin;
 use latchkey_identity::auth::Role;
 use latchkey_llm::ChatModel;
@@ -59,8 +59,9 @@ pub(crate) struct DevArgs {
     pub sandbox_token_lifetime: i64,
 }
 
-/// What `latchkey dev` keeps between starts (`dev.json`, 0600).
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// What `latchkey dev` keeps between starts (`dev.json`, 0600). No `Debug`: it holds the
+/// client secrets.
+#[derive(Default, Serialize, Deserialize)]
 struct DevState {
     /// The gateway's client secret at the development provider.
     gateway_client_secret: String,
@@ -76,13 +77,7 @@ fn random_secret() -> anyhow::Result<String> {
 }
 
 fn load_state(dir: &Path) -> anyhow::Result<DevState> {
-    let path = dir.join(STATE_FILE);
-    let mut state: DevState = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not a latchkey dev state file", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DevState::default(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
+    let mut state: DevState = persist::load(&dir.join(STATE_FILE))?;
     if state.gateway_client_secret.is_empty() {
         state.gateway_client_secret = random_secret()?;
     }
@@ -93,18 +88,7 @@ fn load_state(dir: &Path) -> anyhow::Result<DevState> {
 }
 
 fn save_state(dir: &Path, state: &DevState) -> anyhow::Result<()> {
-    let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.write_all(&serde_json::to_vec_pretty(state)?)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+    Ok(persist::save(&dir.join(STATE_FILE), state)?)
 }
 
 /// `--reset`: empty the data directory, if it is one `latchkey dev` made.
@@ -151,15 +135,6 @@ async fn bind_all(gateway: SocketAddr) -> anyhow::Result<[TcpListener; 6]> {
 
 fn url_of(listener: &TcpListener) -> anyhow::Result<String> {
     Ok(format!("http://{}", listener.local_addr()?))
-}
-
-/// Settings resolved from `pairs` as `serve` resolves its environment.
-fn layers_of<'a, S: latchkey_config::Section>(
-    flags: &'a Flags<S>,
-    file: &'a ConfigFile,
-    env: &'a Env,
-) -> anyhow::Result<Layers<'a>> {
-    Layers::new(flags, file, env)
 }
 
 /// A control-plane call with the setup credential (the AgentCore API, as any client).
@@ -264,7 +239,7 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
         ConfigFile::default(),
         Env::fixed(&[("LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true")]),
     );
-    let identity_config = IdentityConfig::resolve(&layers_of(&no_flags, &file, &env)?)?;
+    let identity_config = IdentityConfig::resolve(&Layers::new(&no_flags, &file, &env)?)?;
     let identity = serve::identity_state(&storage, &identity_config, &identity_l).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let admin = Admin::new(
@@ -448,12 +423,13 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
     let env = Env::fixed(&pairs);
     let binding_flags = Flags::<latchkey_binding::config::Binding>::default();
     let (_, binding) =
-        latchkey_binding::BindingConfig::resolve(&layers_of(&binding_flags, &file, &env)?)?;
+        latchkey_binding::BindingConfig::resolve(&Layers::new(&binding_flags, &file, &env)?)?;
     let agent_flags = Flags::<latchkey_agent::config::Agent>::default();
-    let agent = latchkey_agent::AgentConfig::resolve(&layers_of(&agent_flags, &file, &env)?, &dir)?;
+    let agent =
+        latchkey_agent::AgentConfig::resolve(&Layers::new(&agent_flags, &file, &env)?, &dir)?;
     let gateway_flags = Flags::<latchkey_gateway::config::Gateway>::default();
     let gateway = latchkey_gateway::GatewayConfig::resolve(
-        &layers_of(&gateway_flags, &file, &env)?,
+        &Layers::new(&gateway_flags, &file, &env)?,
         &dir.join("gateway"),
     )?;
     let (chat_model, model_label) = model()?;
