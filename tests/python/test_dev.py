@@ -271,3 +271,104 @@ def test_dev_in_headless_chromium(tmp_path: Path) -> None:
     for name in ("login", "chat-authorize", "consent", "binding-complete", "chat-answer"):
         png = shots / f"{name}.png"
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def connections(browser: Browser, dev: Dev) -> requests.Response:
+    page = browser.go(dev.url + "/connections")
+    assert page.status_code == 200 and "Your connections" in page.text, page.text[:800]
+    assert "form-action 'self'" in page.headers["Content-Security-Policy"]
+    return page
+
+
+def revoke_form(page: requests.Response) -> dict[str, str]:
+    """The fields of the page's (first) Revoke form."""
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+    assert {"csrf", "workload", "provider"} <= fields.keys(), page.text[:1500]
+    return fields
+
+
+def post_revoke(browser: Browser, dev: Dev, fields: dict[str, str], site: str = "same-origin") -> requests.Response:
+    return browser.s.post(
+        dev.url + "/connections", data=fields, headers={"Sec-Fetch-Site": site}, allow_redirects=False, timeout=30
+    )
+
+
+def sandbox_tokens_of(dev: Dev, user: str) -> int:
+    book = json.loads((dev.data_dir / "dev-sandbox-tokens.json").read_text())
+    return sum(1 for part in ("access", "refresh") for e in book[part].values() if e["grant"]["user"] == user)
+
+
+def test_dev_connections_page_lists_and_revokes_only_the_users_own_grants(tmp_path: Path) -> None:
+    dev = Dev(tmp_path / "dev-data", tmp_path / "dev.log")
+    try:
+        alice = Browser()
+        alice.sign_in(dev, "alice")
+        events = ask(alice, dev, str(uuid.uuid4()), "Who am I on GitHub?", consent_as="alice")
+        assert "You are alice on GitHub" in text_of(events)
+        ask(alice, dev, str(uuid.uuid4()), "who am I on GitHub?")  # a vault hit: "last used"
+
+        page = connections(alice, dev)
+        assert "Signed in as <b>alice</b>" in page.text
+        row = re.search(r"<tr><td data-label=\"Agent\">dev-agent</td><td data-label=\"Provider\">github</td>.*?</tr>", page.text)
+        assert row, page.text[:2000]
+        assert "<code>read:user</code>" in row.group(0)
+        used = re.search(r'data-label="Last used">([^<]+)<', row.group(0))
+        assert used and used.group(1) != "never", row.group(0)
+        alice_form = revoke_form(page)
+        assert alice_form["workload"] == "dev-agent" and alice_form["provider"] == "github"
+
+        # Bob sees none of alice's grants, and nothing he posts revokes them.
+        bob = Browser()
+        bob.sign_in(dev, "bob")
+        bob_page = connections(bob, dev)
+        assert "You have no connections" in bob_page.text and "dev-agent" not in bob_page.text
+        # Alice's form token in bob's session is refused: tokens are bound to their user.
+        stolen = post_revoke(bob, dev, alice_form)
+        assert stolen.status_code == 403 and "Nothing was changed" in stolen.text, stolen.text[:500]
+        # Bob's own grant for the same workload and provider: his page lists one row, and
+        # revoking it (his own valid form) leaves alice's grant alone.
+        ask(bob, dev, str(uuid.uuid4()), "Who am I on GitHub?", consent_as="bob")
+        bob_page = connections(bob, dev)
+        assert "Signed in as <b>bob</b>" in bob_page.text and bob_page.text.count("<tr><td") == 1
+        bob_done = post_revoke(bob, dev, revoke_form(bob_page))
+        assert bob_done.status_code == 303 and bob_done.headers["Location"] == "connections?done=revoked"
+        assert sandbox_tokens_of(dev, "bob") == 0 and sandbox_tokens_of(dev, "alice") >= 1
+        assert "dev-agent" in connections(alice, dev).text
+
+        # Cross-site posts, missing or forged tokens: refused, nothing changes.
+        assert post_revoke(alice, dev, alice_form, site="cross-site").status_code == 403
+        assert post_revoke(alice, dev, {**alice_form, "csrf": ""}).status_code == 403
+        forged = alice_form["csrf"].split(".")[0] + ".AAAA"
+        assert post_revoke(alice, dev, {**alice_form, "csrf": forged}).status_code == 403
+        no_token = {k: v for k, v in alice_form.items() if k != "csrf"}
+        assert post_revoke(alice, dev, no_token).status_code == 403
+        events = ask(alice, dev, str(uuid.uuid4()), "who am I on GitHub?")
+        assert "authorization_required" not in [n for n, _ in events], "a refused revocation revoked"
+        assert sandbox_tokens_of(dev, "alice") >= 1
+
+        # Alice revokes: RFC 7009 at the sandbox, then gone from the vault, audited.
+        done = post_revoke(alice, dev, alice_form)
+        assert done.status_code == 303 and done.headers["Location"] == "connections?done=revoked", done.text
+        after = alice.go(urljoin(dev.url + "/connections", done.headers["Location"]))
+        assert "The provider confirmed it" in after.text and "You have no connections" in after.text
+        assert sandbox_tokens_of(dev, "alice") == 0, "the sandbox still holds alice's tokens"
+        again = post_revoke(alice, dev, alice_form)
+        assert again.status_code == 303 and again.headers["Location"] == "connections?done=already-gone"
+        audit = subprocess.run(
+            [latchkey_bin(), "admin", "audit", "list", "--limit", "200", "--data-dir", str(dev.data_dir)],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        )
+        assert audit.returncode == 0, audit.stderr
+        revokes = [json.loads(l) for l in audit.stdout.splitlines() if '"RevokeUserGrant"' in l]
+        by_alice = [e for e in revokes if e.get("user_id") == "alice"]
+        assert [e["outcome"] for e in by_alice] == ["success", "failed"], revokes
+        assert by_alice[0]["target"] == "github" and by_alice[0]["workload"] == "dev-agent", by_alice
+        assert by_alice[0]["detail"]["revokedAtProvider"] == ["refresh_token", "access_token"], by_alice
+        assert [e["outcome"] for e in revokes if e.get("user_id") == "bob"] == ["success"], revokes
+
+        # The next question asks for consent again.
+        events = ask(alice, dev, str(uuid.uuid4()), "Who am I on GitHub?", consent_as="alice")
+        assert "authorization_required" in [n for n, _ in events]
+        assert "You are alice on GitHub" in text_of(events)
+    finally:
+        dev.stop()

@@ -12,6 +12,7 @@
 
 pub mod control;
 pub mod data;
+pub mod grants;
 mod secret;
 
 /// A timestamp on the wire: epoch seconds as a JSON number (the rest-json format).

@@ -14,6 +14,7 @@ use latchkey_core::clock::Clock;
 use latchkey_core::protocol::SessionUri;
 
 use crate::config::{BindingConfig, ConfigError};
+use crate::connections::{self, FormKey};
 use crate::pages::{Page, harden};
 use crate::upstream::{ClientBuildError, Completion, IdentityClient};
 
@@ -40,6 +41,9 @@ pub struct BindingState {
 struct Inner {
     users: UserResolver,
     identity: IdentityClient,
+    /// The connections page's form-token key.
+    form_key: FormKey,
+    clock: Arc<dyn Clock>,
 }
 
 impl BindingState {
@@ -49,11 +53,36 @@ impl BindingState {
         let outbound = OutboundClient::new(config.outbound.clone())?;
         // The binding page is a GET that completes nothing without the one-time completion
         // URN, so the ID token may come from a cookie.
-        let users = UserResolver::new(&config.users, Cookies::Allowed, outbound, clock);
+        let users = UserResolver::new(&config.users, Cookies::Allowed, outbound, clock.clone());
         let identity = IdentityClient::new(&config)?;
+        let form_key = FormKey::derive(&config.credential.bearer());
         Ok(Self {
-            inner: Arc::new(Inner { users, identity }),
+            inner: Arc::new(Inner {
+                users,
+                identity,
+                form_key,
+                clock,
+            }),
         })
+    }
+
+    pub(crate) fn identity(&self) -> &IdentityClient {
+        &self.inner.identity
+    }
+
+    pub(crate) fn form_key(&self) -> &FormKey {
+        &self.inner.form_key
+    }
+
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        self.inner.clock.as_ref()
+    }
+
+    /// The signed-in user, or the page that says why there is none (logged).
+    pub(crate) async fn signed_in(&self, headers: &HeaderMap) -> Result<SignedInUser, Page> {
+        resolve_user(&self.inner, headers)
+            .await
+            .map(|(_, user)| user)
     }
 
     /// The ALB verifier, when that source is configured.
@@ -62,7 +91,8 @@ impl BindingState {
     }
 }
 
-/// The binding service's routes: `GET /oauth2/session-binding`, `GET /ping`; every
+/// The binding service's routes: `GET /oauth2/session-binding`, `GET`/`POST /connections`
+/// (the signed-in user's grants, [`crate::connections`]), `GET /ping`; every
 /// response carries the hardening headers.
 pub fn app(state: BindingState) -> Router {
     Router::new()
@@ -78,6 +108,10 @@ pub fn app(state: BindingState) -> Router {
                     next.run(req).await
                 },
             )),
+        )
+        .route(
+            "/connections",
+            get(connections::list).post(connections::revoke),
         )
         .route("/ping", get(ping))
         .fallback(not_found)

@@ -13,11 +13,17 @@
 //! sees tokens of the third-party provider; it answers with one of a few fixed HTML pages
 //! ([`pages`]) that reflect nothing from the request.
 //!
+//! It also serves the signed-in user's **connections page** (`/connections`,
+//! [`connections`]): the grants the vault holds for exactly that user, each revocable
+//! (RFC 7009 at the provider, then deleted; CSRF-protected), through the identity
+//! service's `ListUserGrants` / `RevokeUserGrant` with the same credential.
+//!
 //! `app(state)` builds the router, so tests and `latchkey dev` can mount it without a
 //! socket.
 
 pub mod app;
 pub mod config;
+pub mod connections;
 pub mod pages;
 pub mod upstream;
 

@@ -10,26 +10,24 @@ use std::sync::LazyLock;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use latchkey_edge::pages::harden_page;
+use latchkey_edge::pages::{harden_page, style_csp};
 
 /// The inline style of every page.
 pub const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;line-height:1.5;color:#1b1b1b}h1{font-size:1.4rem}.ok{color:#146c2e}.err{color:#a4161a}";
 
 /// `default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none';
 /// style-src 'sha256-…'` with the hash of [`STYLE`].
-pub static CSP: LazyLock<String> = LazyLock::new(|| {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, STYLE.as_bytes());
-    format!(
-        "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; style-src 'sha256-{}'",
-        STANDARD.encode(digest.as_ref())
-    )
-});
+pub static CSP: LazyLock<String> = LazyLock::new(|| style_csp(STYLE, Some("'none'")));
 
-/// Add the hardening headers to any response.
+/// Add the hardening headers to any response that has not set its own (a page with a
+/// Content-Security-Policy of its own, the connections page, hardened itself).
 pub fn harden(mut response: Response) -> Response {
-    harden_page(response.headers_mut(), &CSP, "no-referrer");
+    if !response
+        .headers()
+        .contains_key(header::CONTENT_SECURITY_POLICY)
+    {
+        harden_page(response.headers_mut(), &CSP, "no-referrer");
+    }
     response
 }
 
@@ -144,6 +142,8 @@ impl IntoResponse for Page {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
 
     #[test]
     fn csp_hash_matches_the_inline_style() {

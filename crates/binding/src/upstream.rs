@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use latchkey_authn::SignedInUser;
-use latchkey_client::{Error, ErrorKind, Reason, UserIdentifier};
+use latchkey_client::{Error, ErrorKind, ProviderRevocation, Reason, UserGrant, UserIdentifier};
 use latchkey_core::protocol::SessionUri;
 
 use crate::config::BindingConfig;
@@ -79,13 +79,9 @@ impl IdentityClient {
 
     /// Ask the identity service to bind `session_uri` to `user`.
     pub async fn complete(&self, session_uri: &SessionUri, user: &SignedInUser) -> Completion {
-        let user = match user {
-            SignedInUser::UserId(id) => UserIdentifier::UserId(id.clone()),
-            SignedInUser::IdToken { token, .. } => UserIdentifier::UserToken(token.clone()),
-        };
         match self
             .client
-            .complete_resource_token_auth(session_uri.as_str(), &user)
+            .complete_resource_token_auth(session_uri.as_str(), &identifier(user))
             .await
         {
             Ok(()) => Completion::Completed,
@@ -95,15 +91,75 @@ impl IdentityClient {
                 reason,
                 ..
             }) => classify(status, &kind, reason.as_ref()),
-            Err(Error::Timeout) => Completion::Unavailable("identity service timed out".into()),
-            Err(Error::Transport(e)) if e.is_connect() => {
-                Completion::Unavailable("identity service connection failed".into())
-            }
-            Err(Error::Transport(_)) => {
-                Completion::Unavailable("identity service request failed".into())
-            }
-            Err(_) => Completion::Unavailable("identity service answered unexpectedly".into()),
+            Err(other) => Completion::Unavailable(transport_failure(&other)),
         }
+    }
+
+    /// Every grant held for `user` (the connections page).
+    pub async fn grants(&self, user: &SignedInUser) -> Result<Vec<UserGrant>, GrantsFailure> {
+        self.client
+            .list_user_grants(&identifier(user))
+            .await
+            .map_err(grants_failure)
+    }
+
+    /// Revoke `user`'s grant for `workload` and `provider`.
+    pub async fn revoke(
+        &self,
+        user: &SignedInUser,
+        workload: &str,
+        provider: &str,
+    ) -> Result<ProviderRevocation, GrantsFailure> {
+        self.client
+            .revoke_user_grant(&identifier(user), workload, provider)
+            .await
+            .map_err(grants_failure)
+    }
+}
+
+/// The signed-in user as the identity service's `userIdentifier` names them.
+fn identifier(user: &SignedInUser) -> UserIdentifier {
+    match user {
+        SignedInUser::UserId(id) => UserIdentifier::UserId(id.clone()),
+        SignedInUser::IdToken { token, .. } => UserIdentifier::UserToken(token.clone()),
+    }
+}
+
+/// A call that got no usable answer, for the log (never the transport's own text).
+fn transport_failure(e: &Error) -> String {
+    match e {
+        Error::Timeout => "identity service timed out".into(),
+        Error::Transport(e) if e.is_connect() => "identity service connection failed".into(),
+        Error::Transport(_) => "identity service request failed".into(),
+        _ => "identity service answered unexpectedly".into(),
+    }
+}
+
+/// Why a grants call failed, reduced to what decides the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantsFailure {
+    /// `ResourceNotFoundException`: this user holds no such grant (already revoked).
+    NotFound,
+    /// `AccessDeniedException`: the user's token was refused.
+    NotSignedIn,
+    /// `UnauthorizedException`: the binding credential itself was refused.
+    CredentialRefused,
+    /// Anything else.
+    Unavailable(String),
+}
+
+fn grants_failure(e: Error) -> GrantsFailure {
+    match e {
+        Error::Service { kind, status, .. } => match kind {
+            ErrorKind::ResourceNotFound => GrantsFailure::NotFound,
+            ErrorKind::AccessDenied => GrantsFailure::NotSignedIn,
+            ErrorKind::Unauthorized => GrantsFailure::CredentialRefused,
+            other => GrantsFailure::Unavailable(format!(
+                "identity service answered {status} {}",
+                printable(other.as_str())
+            )),
+        },
+        other => GrantsFailure::Unavailable(transport_failure(&other)),
     }
 }
 

@@ -22,6 +22,10 @@ use latchkey_api::data::{
     GetResourceApiKeyResponse, GetResourceOauth2TokenResponse, WorkloadAccessTokenRequest,
     WorkloadAccessTokenResponse,
 };
+use latchkey_api::grants::{
+    ListUserGrantsRequest, ListUserGrantsResponse, ProviderRevocation, RevokeUserGrantRequest,
+    RevokeUserGrantResponse, UserGrant,
+};
 
 /// The SigV4 signing name of both AgentCore planes.
 pub const SIGNING_NAME: &str = "bedrock-agentcore";
@@ -337,26 +341,52 @@ impl Client {
         session_uri: &str,
         user: &UserIdentifier,
     ) -> Result<(), Error> {
-        let user_identifier = match user {
-            UserIdentifier::UserId(id) => latchkey_api::data::UserIdentifier {
-                user_token: None,
-                user_id: Some(id.clone()),
-            },
-            UserIdentifier::UserToken(token) => latchkey_api::data::UserIdentifier {
-                user_token: Some(token.clone()),
-                user_id: None,
-            },
-        };
         let _: CompleteResourceTokenAuthResponse = self
             .call(
                 "/identities/CompleteResourceTokenAuth",
                 &CompleteResourceTokenAuthRequest {
-                    user_identifier: Some(user_identifier),
+                    user_identifier: Some(user.wire()),
                     session_uri: Some(session_uri.to_string()),
                 },
             )
             .await?;
         Ok(())
+    }
+
+    /// Latchkey's `ListUserGrants` (binding or admin credential): every grant held for
+    /// `user`, never a token.
+    pub async fn list_user_grants(&self, user: &UserIdentifier) -> Result<Vec<UserGrant>, Error> {
+        let response: ListUserGrantsResponse = self
+            .call(
+                "/latchkey/ListUserGrants",
+                &ListUserGrantsRequest {
+                    user_identifier: Some(user.wire()),
+                },
+            )
+            .await?;
+        Ok(response.grants)
+    }
+
+    /// Latchkey's `RevokeUserGrant` (binding or admin credential): revoke `user`'s grant for
+    /// `workload` and `provider` at the provider (RFC 7009, when it offers it), then delete
+    /// it from the vault. `ResourceNotFoundException` when the user holds no such grant.
+    pub async fn revoke_user_grant(
+        &self,
+        user: &UserIdentifier,
+        workload: &str,
+        provider: &str,
+    ) -> Result<ProviderRevocation, Error> {
+        let response: RevokeUserGrantResponse = self
+            .call(
+                "/latchkey/RevokeUserGrant",
+                &RevokeUserGrantRequest {
+                    user_identifier: Some(user.wire()),
+                    workload_identity_name: Some(workload.to_string()),
+                    credential_provider_name: Some(provider.to_string()),
+                },
+            )
+            .await?;
+        Ok(response.provider_revocation)
     }
 
     /// `GetResourceApiKey`: the API key stored in credential provider `provider_name`.

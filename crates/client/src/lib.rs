@@ -46,6 +46,7 @@ mod poll;
 
 pub use client::{Client, ClientBuilder, DEFAULT_TIMEOUT, SIGNING_NAME};
 pub use error::{Error, ErrorKind, REASON_HEADER, Reason};
+pub use latchkey_api::grants::{ProviderRevocation, UserGrant};
 pub use model::{Oauth2Flow, ResourceToken, ResourceTokenRequest, UserIdentifier};
 pub use poll::PollOptions;
 pub use secrecy::{ExposeSecret, SecretString};

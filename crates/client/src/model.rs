@@ -208,6 +208,22 @@ pub enum UserIdentifier {
     UserToken(SecretString),
 }
 
+impl UserIdentifier {
+    /// The `userIdentifier` union on the wire.
+    pub(crate) fn wire(&self) -> latchkey_api::data::UserIdentifier {
+        match self {
+            Self::UserId(id) => latchkey_api::data::UserIdentifier {
+                user_token: None,
+                user_id: Some(id.clone()),
+            },
+            Self::UserToken(token) => latchkey_api::data::UserIdentifier {
+                user_token: Some(token.clone()),
+                user_id: None,
+            },
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------ wire
 
 /// `accessToken` first, then `authorizationUrl`, then `sessionStatus`.

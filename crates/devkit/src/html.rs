@@ -3,38 +3,17 @@
 //! script at all), `no-store`, no referrer and no framing.
 
 use std::fmt::Write as _;
-use std::sync::LazyLock;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use latchkey_edge::pages::style_csp;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:34rem;margin:2rem auto;padding:0 1rem;line-height:1.5;color:#1b1b1b}\
 .dev{background:#fff3cd;border:1px solid #e0b400;padding:.4rem .7rem;border-radius:.3rem;font-size:.9rem}\
 h1{font-size:1.35rem}ul{padding-left:1.2rem}button{font-size:1rem;padding:.45rem .9rem;margin:.2rem .3rem .2rem 0;cursor:pointer}\
 input[type=text]{font-size:1rem;padding:.4rem;width:12rem}.err{color:#a4161a}code{background:#f1f1f1;padding:0 .2rem}";
 
-static STYLE_HASH: LazyLock<String> = LazyLock::new(|| {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, STYLE.as_bytes());
-    STANDARD.encode(digest.as_ref())
-});
-
-/// Escape text for HTML element content and double-quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use latchkey_edge::pages::escape;
 
 /// Hidden form fields, escaped.
 pub fn hidden_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
@@ -71,15 +50,7 @@ pub fn page(
         title = escape(title),
         provider = escape(provider),
     );
-    let form_action = if form_redirects {
-        ""
-    } else {
-        " form-action 'none';"
-    };
-    let csp = format!(
-        "default-src 'none'; base-uri 'none'; frame-ancestors 'none';{form_action} style-src 'sha256-{}'",
-        *STYLE_HASH
-    );
+    let csp = style_csp(STYLE, (!form_redirects).then_some("'none'"));
     let mut response = (status, html).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -119,17 +90,4 @@ pub fn error_page(provider: &str, message: &str) -> Response {
         &format!("<p class=\"err\">{}</p>", escape(message)),
         false,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_markup_and_quotes() {
-        assert_eq!(
-            escape(r#"<a href="x" onclick='y'>&"#),
-            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;"
-        );
-    }
 }

@@ -10,6 +10,8 @@
 //!   with `Accept: application/json`, form-encoded otherwise, `scope` comma-separated, as
 //!   GitHub answers;
 //! - `POST /login/oauth/revoke`: RFC 7009;
+//! - `GET /.well-known/oauth-authorization-server`: RFC 8414 metadata naming those
+//!   endpoints (GitHub has none; Latchkey discovers the revocation endpoint from it);
 //! - `GET /user` (scope `read:user` or `user`) and `GET /user/repos` (scope `repo`, or
 //!   `public_repo` for public repositories only): 401 `Bad credentials` for a missing,
 //!   expired or revoked token, 403 naming the scope it lacks, with GitHub's
@@ -96,12 +98,32 @@ pub fn router(options: SandboxOptions) -> Result<Router, PersistError> {
         clock: options.clock,
     };
     Ok(Router::new()
+        .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/login/oauth/authorize", get(consent_page).post(decide))
         .route("/login/oauth/access_token", post(token))
         .route("/login/oauth/revoke", post(revoke))
         .route("/user", get(user))
         .route("/user/repos", get(repos))
         .with_state(Arc::new(sandbox)))
+}
+
+/// RFC 8414 metadata (GitHub publishes none; the sandbox does, so Latchkey can discover
+/// its revocation endpoint).
+async fn metadata(State(sandbox): State<Arc<Sandbox>>) -> Json<Value> {
+    let b = &sandbox.base_url;
+    Json(json!({
+        "issuer": b,
+        "authorization_endpoint": format!("{b}/login/oauth/authorize"),
+        "token_endpoint": format!("{b}/login/oauth/access_token"),
+        "revocation_endpoint": format!("{b}/login/oauth/revoke"),
+        "response_types_supported": ["code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "scopes_supported": SCOPES.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        "authorization_response_iss_parameter_supported": true,
+    }))
 }
 
 fn describe(scope: &str) -> &str {

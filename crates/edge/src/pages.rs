@@ -2,6 +2,8 @@
 //! service's OAuth pages, the binding service's pages, the gateway's own pages): a strict
 //! Content-Security-Policy, a referrer policy, no caching, no MIME sniffing, no framing.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderValue, header};
 
 /// The Content-Security-Policy of a page with no script, style, form or frame.
@@ -27,6 +29,38 @@ pub fn harden_page(headers: &mut HeaderMap, csp: &str, referrer_policy: &'static
     }
 }
 
+/// Escape text for HTML element content and double-quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The Content-Security-Policy of a page with no script whose one inline `<style>` is
+/// `style` (allowed by its SHA-256, so no `'unsafe-inline'`), and whose forms may post to
+/// `form_action` (`'none'`, or `'self'` for a page with its own form; `None`: no
+/// `form-action` directive, for a form whose answer redirects to another origin, which
+/// browsers would otherwise refuse to follow).
+pub fn style_csp(style: &str, form_action: Option<&str>) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, style.as_bytes());
+    let hash = STANDARD.encode(digest.as_ref());
+    let form_action = form_action
+        .map(|f| format!(" form-action {f};"))
+        .unwrap_or_default();
+    format!(
+        "default-src 'none'; base-uri 'none';{form_action} frame-ancestors 'none'; style-src 'sha256-{hash}'"
+    )
+}
+
 /// A minimal page: `title` as its title and heading, then `body_html` (fixed HTML, never
 /// anything from a request).
 pub fn simple_page(title: &str, body_html: &str) -> String {
@@ -36,6 +70,7 @@ pub fn simple_page(title: &str, body_html: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -65,6 +100,30 @@ mod tests {
         harden_page(&mut headers, "default-src 'none'\n", "same-origin");
         assert!(headers.get(header::CONTENT_SECURITY_POLICY).is_none());
         assert_eq!(headers[header::REFERRER_POLICY], "same-origin");
+    }
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            escape(r#"<a href="x" onclick='y'>&"#),
+            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;"
+        );
+    }
+
+    #[test]
+    fn the_style_hash_is_the_standard_base64_sha256() {
+        // echo -n 'b{}' | openssl dgst -sha256 -binary | base64
+        let csp = style_csp("b{}", Some("'self'"));
+        assert!(csp.contains(" form-action 'self';"), "{csp}");
+        assert!(!csp.contains("unsafe"));
+        let hash = csp
+            .rsplit("'sha256-")
+            .next()
+            .unwrap()
+            .trim_end_matches('\'');
+        assert_eq!(hash.len(), 44, "{hash}");
+        assert!(hash.ends_with('='));
+        assert!(!style_csp("x", None).contains("form-action"));
     }
 
     #[test]

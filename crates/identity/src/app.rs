@@ -13,7 +13,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Admin, DataPlane, MAX_BODY_BYTES, too_large};
-use crate::handlers::{control, data, flows, providers};
+use crate::handlers::{control, data, flows, grants, providers};
 use crate::http_error::{HttpError, HttpResult};
 use crate::state::AppState;
 
@@ -281,6 +281,9 @@ pub fn app(state: AppState) -> Router {
         // Browser endpoints of the 3-legged flow (Latchkey's, not AgentCore operations).
         // GET only: axum also routes HEAD to GET handlers, and a link checker's HEAD
         // must not consume a callback's single-use state.
+        // Latchkey's own operations on one user's grants (the connections page).
+        .route("/latchkey/ListUserGrants", post(grants::list_user_grants))
+        .route("/latchkey/RevokeUserGrant", post(grants::revoke_user_grant))
         .route(
             "/identities/oauth2/authorize",
             get(flows::authorize).layer(axum::middleware::from_fn(get_only)),

@@ -226,7 +226,7 @@ async fn extract<T: DeserializeOwned>(
         Gate::DataPlane => caller.require_data_plane(),
         Gate::Binding if matches!(caller.role, Role::Admin | Role::Binding) => Ok(()),
         Gate::Binding => Err(ApiError::AccessDenied(format!(
-            "caller {} ({}) may not complete authorization sessions: that needs a binding credential",
+            "caller {} ({}) may not complete authorization sessions or manage users' grants: that needs a binding credential",
             caller.access_key_id, caller.role
         ))),
         Gate::Admin if caller.is_admin() => Ok(()),

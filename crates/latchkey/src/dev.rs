@@ -264,7 +264,10 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
             Some("latchkey dev agent".into()),
         )
         .await?;
+    // The setup credential too: revoked once set-up is done, and at the next start if a
+    // failure stopped this one before that.
     state.credentials = vec![
+        setup.access_key_id.clone(),
         binding_cred.access_key_id.clone(),
         agent_cred.access_key_id.clone(),
     ];
@@ -300,6 +303,20 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
     if !tagged.status().is_success() {
         bail!("TagResource failed ({})", tagged.status());
     }
+    // The sandbox's endpoints first (it is not serving yet, and its client needs the
+    // callback URL this call returns); once it answers, its RFC 8414 metadata, which also
+    // names the RFC 7009 revocation endpoint the connections page's Revoke calls.
+    let sandbox_provider = |discovery: Value| {
+        json!({
+            "name": PROVIDER,
+            "credentialProviderVendor": "CustomOauth2",
+            "oauth2ProviderConfigInput": {"customOauth2ProviderConfig": {
+                "oauthDiscovery": discovery,
+                "clientId": SANDBOX_CLIENT_ID,
+                "clientSecret": state.sandbox_client_secret,
+            }},
+        })
+    };
     let provider = create_or_update(
         &http,
         &identity_url,
@@ -308,28 +325,19 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
             "CreateOauth2CredentialProvider",
             "UpdateOauth2CredentialProvider",
         ),
-        json!({
-            "name": PROVIDER,
-            "credentialProviderVendor": "CustomOauth2",
-            "oauth2ProviderConfigInput": {"customOauth2ProviderConfig": {
-                "oauthDiscovery": {"authorizationServerMetadata": {
-                    "issuer": sandbox_url,
-                    "authorizationEndpoint": format!("{sandbox_url}/login/oauth/authorize"),
-                    "tokenEndpoint": format!("{sandbox_url}/login/oauth/access_token"),
-                    "responseTypes": ["code"],
-                    "tokenEndpointAuthMethods": ["client_secret_basic"],
-                }},
-                "clientId": SANDBOX_CLIENT_ID,
-                "clientSecret": state.sandbox_client_secret,
-            }},
-        }),
+        sandbox_provider(json!({"authorizationServerMetadata": {
+            "issuer": sandbox_url,
+            "authorizationEndpoint": format!("{sandbox_url}/login/oauth/authorize"),
+            "tokenEndpoint": format!("{sandbox_url}/login/oauth/access_token"),
+            "responseTypes": ["code"],
+            "tokenEndpointAuthMethods": ["client_secret_basic"],
+        }})),
     )
     .await?;
     let callback_url = provider["callbackUrl"]
         .as_str()
         .ok_or_else(|| anyhow!("CreateOauth2CredentialProvider answered without callbackUrl"))?
         .to_string();
-    let _ = admin.revoke_credential(&setup.access_key_id).await;
 
     // The development providers.
     let idp = idp::router(IdpOptions {
@@ -364,6 +372,20 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
         serve::plain(idp_l, idp),
     ));
     tasks.spawn(named("sandbox provider", serve::plain(sandbox_l, sandbox)));
+    let discovery =
+        json!({"discoveryUrl": format!("{sandbox_url}/.well-known/oauth-authorization-server")});
+    let (status, out) = control(
+        &http,
+        &identity_url,
+        &bearer,
+        "UpdateOauth2CredentialProvider",
+        sandbox_provider(discovery),
+    )
+    .await?;
+    if !(200..300).contains(&status) {
+        bail!("UpdateOauth2CredentialProvider (sandbox discovery) failed ({status}): {out}");
+    }
+    let _ = admin.revoke_credential(&setup.access_key_id).await;
 
     // The binding service, the agent and the gateway, through their own keys.
     let alb_keys = format!("{gateway_url}/.well-known/alb-keys/{{kid}}");
@@ -417,7 +439,9 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
         ("LATCHKEY_GATEWAY_ACCESS_LOG", "off"),
         ("LATCHKEY_GATEWAY_WORKERS", "1"),
     ]);
-    let routes = format!("/={agent_url};login,/oauth2/session-binding={binding_url};login");
+    let routes = format!(
+        "/={agent_url};login,/oauth2/session-binding={binding_url};login,/connections={binding_url};login"
+    );
     let mut pairs: Vec<(&str, &str)> = pairs.into_iter().collect();
     pairs.push(("LATCHKEY_GATEWAY_ROUTES", routes.as_str()));
     let env = Env::fixed(&pairs);
@@ -450,6 +474,7 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
     println!("  ask the agent \"who am I on GitHub?\" or \"list my repositories\"");
     println!("  model:              {model_label}");
     println!("  identity service:   {identity_url}");
+    println!("  your connections:   {gateway_url}/connections (grants you gave agents; Revoke)");
     println!("  binding service:    {binding_url} (behind the gateway at {return_url})");
     println!(
         "  agent:              {agent_url} (API docs behind the gateway at {gateway_url}/docs)"

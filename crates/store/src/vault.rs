@@ -143,9 +143,18 @@ pub struct GrantRecord {
     pub lease_until_ms: Option<i64>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The user's last consent (`None`: stored before migration 0007).
+    pub consented_ms: Option<i64>,
+    /// The vault's last refresh (`None`: never refreshed).
+    pub refreshed_ms: Option<i64>,
+    /// The last time a workload received the token, to the minute (`None`: never).
+    pub last_used_ms: Option<i64>,
 }
 
-const GRANT_COLUMNS: &str = "workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms, user_kind, user_issuer";
+const GRANT_COLUMNS: &str = "workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms, user_kind, user_issuer, consented_ms, refreshed_ms, last_used_ms";
+
+/// A used grant's `last_used_ms` is written at most this often.
+pub const LAST_USED_GRANULARITY_MS: i64 = 60_000;
 
 /// `WHERE` over a grant's primary key, parameters `$first` … `$first+4`.
 fn grant_key_equals(first: usize) -> String {
@@ -196,6 +205,9 @@ impl FromRow for GrantRecord {
             lease_until_ms: r.try_get(12)?,
             created_ms: r.try_get(13)?,
             updated_ms: r.try_get(14)?,
+            consented_ms: r.try_get(17)?,
+            refreshed_ms: r.try_get(18)?,
+            last_used_ms: r.try_get(19)?,
         })
     }
 }
@@ -426,7 +438,7 @@ impl Store {
         now_ms: i64,
     ) -> StoreResult<()> {
         let sql = format!(
-            "UPDATE grants SET scopes = $1, resources = $2, token_type = $3, access_envelope = $4, refresh_envelope = $5, expires_ms = $6, needs_consent = 0, version = version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = $7 WHERE {} AND version = $13",
+            "UPDATE grants SET scopes = $1, resources = $2, token_type = $3, access_envelope = $4, refresh_envelope = $5, expires_ms = $6, needs_consent = 0, version = version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = $7, refreshed_ms = $7 WHERE {} AND version = $13",
             grant_key_equals(8)
         );
         let q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -472,6 +484,42 @@ impl Store {
         .execute(&self.pool)
         .await?;
         found(done)
+    }
+
+    /// Record that a workload received `key`'s token at `now_ms`, unless that was already
+    /// recorded less than [`LAST_USED_GRANULARITY_MS`] before (a vault hit writes at most
+    /// once a minute per grant). Not a change of the grant: its version stays.
+    pub async fn mark_grant_used(&self, key: &GrantKey, now_ms: i64) -> StoreResult<()> {
+        let sql = format!(
+            "UPDATE grants SET last_used_ms = $1 WHERE {} AND (last_used_ms IS NULL OR last_used_ms < $7)",
+            grant_key_equals(2)
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms);
+        bind_key(q, key)
+            .bind(now_ms - LAST_USED_GRANULARITY_MS)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every grant of one user (kind, issuer and subject: exactly this principal), in
+    /// (workload, provider) order, at most `limit`.
+    pub async fn user_grants(
+        &self,
+        user: &UserPrincipal,
+        limit: i64,
+    ) -> StoreResult<Vec<GrantRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {GRANT_COLUMNS} FROM grants WHERE user_kind = $1 AND user_issuer = $2 AND user_id = $3 \
+             ORDER BY workload, provider LIMIT $4"
+        )))
+        .bind(user.kind().as_str())
+        .bind(user.stored_issuer())
+        .bind(user.subject())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(GrantRecord::from_row).collect()
     }
 
     /// Grants in key order (workload, user kind, issuer, subject, provider), strictly after
@@ -559,7 +607,7 @@ impl Store {
 /// lease on it: a fresh consent supersedes a refresh in flight).
 const GRANT_REPLACE: &str = "ON CONFLICT (workload, user_kind, user_issuer, user_id, provider) DO UPDATE SET scopes = excluded.scopes, resources = excluded.resources, token_type = excluded.token_type, \
      access_envelope = excluded.access_envelope, refresh_envelope = excluded.refresh_envelope, expires_ms = excluded.expires_ms, needs_consent = 0, \
-     version = grants.version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = excluded.updated_ms";
+     version = grants.version + 1, lease_owner = NULL, lease_until_ms = NULL, updated_ms = excluded.updated_ms, consented_ms = excluded.consented_ms";
 
 /// `INSERT` of a fresh grant (version 1, no lease) with the given conflict clause.
 fn insert_grant<'q>(
@@ -569,8 +617,8 @@ fn insert_grant<'q>(
     now_ms: i64,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO grants (workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms, user_kind, user_issuer) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 1, NULL, NULL, $10, $10, $11, $12) {on_conflict}"
+        "INSERT INTO grants (workload, user_id, provider, scopes, resources, token_type, access_envelope, refresh_envelope, expires_ms, needs_consent, version, lease_owner, lease_until_ms, created_ms, updated_ms, user_kind, user_issuer, consented_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 1, NULL, NULL, $10, $10, $11, $12, $10) {on_conflict}"
     )))
     .bind(key.workload.as_str())
     .bind(key.user.subject())

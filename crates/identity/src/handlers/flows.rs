@@ -297,51 +297,47 @@ pub async fn complete_resource_token_auth(
         }
         None => v.fail("sessionUri", "Member must not be null"),
     }
-    match &body.user_identifier {
-        None => v.fail("userIdentifier", "Member must not be null"),
-        Some(
-            UserIdentifier {
-                user_token: Some(_),
-                user_id: Some(_),
-            }
-            | UserIdentifier {
-                user_token: None,
-                user_id: None,
-            },
-        ) => {
-            v.fail(
-                "userIdentifier",
-                "exactly one of userToken and userId must be set",
-            );
-        }
-        Some(UserIdentifier {
-            user_token: Some(t),
-            ..
-        }) => {
-            if v.length("userIdentifier.userToken", t.expose_secret(), 1, 131_072) {
-                v.check("userIdentifier.userToken", is_jwt_shape(t.expose_secret()), "Member must satisfy regular expression pattern: [A-Za-z0-9-_=]+.[A-Za-z0-9-_=]+.[A-Za-z0-9-_=]+");
-            }
-        }
-        Some(UserIdentifier {
-            user_id: Some(u), ..
-        }) => {
-            v.user_id("userIdentifier.userId", u);
-        }
-    }
+    let identifier = user_identifier(&mut v, body.user_identifier);
     v.finish()?;
     let uri = body.session_uri.unwrap_or_default();
-    let identifier = match body.user_identifier {
-        Some(UserIdentifier {
-            user_id: Some(u), ..
-        }) => CompletingUser::UserId(u),
-        Some(UserIdentifier {
-            user_token: Some(t),
-            ..
-        }) => CompletingUser::UserToken(t),
-        _ => return Err(ApiError::cannot_parse("userIdentifier is required").into()),
-    };
+    let identifier =
+        identifier.ok_or_else(|| ApiError::cannot_parse("userIdentifier is required"))?;
     state.sessions.complete(&caller, &uri, &identifier).await?;
     Ok(Json(CompleteResourceTokenAuthResponse {}))
+}
+
+/// Check a `userIdentifier` union (exactly one of `userToken` and `userId`, each in its
+/// model's shape) and name the user it identifies; `None` when it failed a check.
+pub(crate) fn user_identifier(
+    v: &mut Validator,
+    identifier: Option<UserIdentifier>,
+) -> Option<CompletingUser> {
+    match identifier {
+        None => v.fail("userIdentifier", "Member must not be null"),
+        Some(UserIdentifier {
+            user_token: Some(t),
+            user_id: None,
+        }) => {
+            if v.length("userIdentifier.userToken", t.expose_secret(), 1, 131_072)
+                && v.check("userIdentifier.userToken", is_jwt_shape(t.expose_secret()), "Member must satisfy regular expression pattern: [A-Za-z0-9-_=]+.[A-Za-z0-9-_=]+.[A-Za-z0-9-_=]+")
+            {
+                return Some(CompletingUser::UserToken(t));
+            }
+        }
+        Some(UserIdentifier {
+            user_id: Some(u),
+            user_token: None,
+        }) => {
+            if v.user_id("userIdentifier.userId", &u) {
+                return Some(CompletingUser::UserId(u));
+            }
+        }
+        Some(_) => v.fail(
+            "userIdentifier",
+            "exactly one of userToken and userId must be set",
+        ),
+    }
+    None
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,4 +5,5 @@ pub mod common;
 pub mod control;
 pub mod data;
 pub mod flows;
+pub mod grants;
 pub mod providers;

@@ -58,6 +58,9 @@ pub struct Vault {
     opened: TtlCache<GrantKey, (i64, SecretString)>,
     /// Client-credentials tokens: key → (token, expiry ms).
     m2m: Mutex<HashMap<M2mKey, (SecretString, i64)>>,
+    /// Grants whose use this replica recorded in the last minute (so a vault hit writes
+    /// `last_used_ms` at most once a minute per grant, off the request's path).
+    used: TtlCache<GrantKey, ()>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -151,7 +154,26 @@ impl Vault {
             grants: TtlCache::new(settings.cache_ttl, 100_000),
             opened: TtlCache::new(settings.cache_ttl, 100_000),
             m2m: Mutex::new(HashMap::new()),
+            used: TtlCache::new(
+                Duration::from_millis(latchkey_store::LAST_USED_GRANULARITY_MS as u64),
+                100_000,
+            ),
         }
+    }
+
+    /// Note that a workload received `key`'s token: the grant's `last_used_ms`, written in
+    /// the background at most once a minute per grant (a failed write only loses a date).
+    fn note_used(&self, key: &GrantKey) {
+        if self.used.get(key).is_some() {
+            return;
+        }
+        self.used.put(key.clone(), ());
+        let (store, key, now) = (self.store.clone(), key.clone(), self.clock.now_ms());
+        tokio::spawn(async move {
+            if let Err(e) = store.mark_grant_used(&key, now).await {
+                tracing::warn!(error = %e, provider = %key.provider, "could not record a grant's last use");
+            }
+        });
     }
 
     /// Forget a grant this replica may have cached (after a change made here).
@@ -279,17 +301,22 @@ impl Vault {
         if let Some(answer) = consent_needed(&grant, scopes, resources) {
             return Ok(answer);
         }
-        if grant.expires_ms - EXPIRY_SKEW_MS > self.clock.now_ms() {
-            if let Some((version, token)) = self.opened.get(key)
-                && version == grant.version
-            {
-                return Ok(VaultAnswer::Token(token));
+        let answer = if grant.expires_ms - EXPIRY_SKEW_MS > self.clock.now_ms() {
+            match self.opened.get(key) {
+                Some((version, token)) if version == grant.version => VaultAnswer::Token(token),
+                _ => {
+                    let token = self.open_access(&grant).await?;
+                    self.opened.put(key.clone(), (grant.version, token.clone()));
+                    VaultAnswer::Token(token)
+                }
             }
-            let token = self.open_access(&grant).await?;
-            self.opened.put(key.clone(), (grant.version, token.clone()));
-            return Ok(VaultAnswer::Token(token));
+        } else {
+            self.refresh(key, scopes, resources).await?
+        };
+        if matches!(answer, VaultAnswer::Token(_)) {
+            self.note_used(key);
         }
-        self.refresh(key, scopes, resources).await
+        Ok(answer)
     }
 
     /// Refresh `key`'s grant, once across replicas; everyone else waits for the result.
@@ -520,11 +547,11 @@ impl Vault {
     /// Revoke a grant: at the provider first (RFC 7009, refresh token then access token,
     /// when it has an endpoint), then delete it here whatever the provider said.
     pub async fn revoke_grant(&self, key: &GrantKey) -> Result<RevokeReport> {
-        let grant = self
-            .store
-            .find_grant(key)
-            .await?
-            .ok_or_else(|| Error::new(ApiError::NotFound("grant not found".into())))?;
+        let grant = self.store.find_grant(key).await?.ok_or_else(|| {
+            Error::new(ApiError::NotFound(
+                "no grant for this user, workload identity and credential provider".into(),
+            ))
+        })?;
         let mut report = RevokeReport {
             provider_endpoint: false,
             revoked_at_provider: vec![],
@@ -560,6 +587,7 @@ impl Vault {
             Err(e) => return Err(e.into()),
         }
         self.invalidate(key);
+        self.used.invalidate(key);
         Ok(report)
     }
 }

@@ -54,7 +54,7 @@ pub(crate) fn same_user(
 impl Sessions {
     /// The user named by `userIdentifier`. `Err` is the refusal: the client's words and
     /// the detail for the log.
-    async fn completing_user(
+    pub(crate) async fn completing_user(
         &self,
         identifier: &CompletingUser,
     ) -> Result<UserPrincipal, (String, String)> {
