@@ -8,6 +8,7 @@ while someone else consents on his link, never completes it (issue 12, item 1)."
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any, Iterator
@@ -226,3 +227,69 @@ def test_initiator_polling_the_binding_url_never_gets_the_victims_consent(
     # Mallory's link never completes: always the unknown-link page, which says why.
     assert set(seen) == {404}, seen
     assert "does not complete any authorization" in mallory_browser.get(polling_link).text
+
+
+def test_connections_with_an_id_token_cookie_list_and_revoke_only_that_users_grants(
+    server: Latchkey, authz: OidcProvider, user_idp: OidcProvider, cp: Any, dp: Any, oidc_binding: BindingService
+) -> None:
+    """The connections page behind a user's ID token (the `userToken` path): alice's grant is
+    listed for alice only, mallory's session neither sees nor revokes it, and the identity
+    operations under it refuse other roles, malformed users and forged tokens."""
+    import re
+
+    import requests
+
+    flow = Flow(server, authz, cp, dp, [oidc_binding.binding_url])
+    alice_id_token = user_idp.id_token_for("alice")
+    wat = dp.get_workload_access_token_for_jwt(workloadName=flow.workload, userToken=alice_id_token)["workloadAccessToken"]
+    started = flow.token(wat, resourceOauth2ReturnUrl=oidc_binding.binding_url)
+    browser = Browser(server.url, authz.issuer)
+    result = browser.consent(started["authorizationUrl"], "alice")
+    browser.s.cookies.set("id_token", alice_id_token, domain="127.0.0.1", path="/")
+    assert browser.get(result.final_url).status_code == 200
+    assert flow.token(wat, sessionUri=started["sessionUri"]).get("accessToken")
+
+    connections_url = oidc_binding.binding_url.replace("/oauth2/session-binding", "/connections")
+    page = browser.get(connections_url)
+    assert page.status_code == 200 and f">{flow.workload}</td>" in page.text, page.text[:1500]
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text[page.text.index(flow.workload):]))
+
+    mallory = Browser(server.url, authz.issuer)
+    mallory.s.cookies.set("id_token", user_idp.id_token_for("mallory"), domain="127.0.0.1", path="/")
+    assert flow.workload not in mallory.get(connections_url).text
+    refused = mallory.s.post(connections_url, data=fields, allow_redirects=False, timeout=30)
+    assert refused.status_code == 403, refused.text[:300]
+    assert "accessToken" in flow.token(wat), "mallory's post revoked alice's grant"
+
+    # The identity operations: binding (or admin) only; a user is verified as at completion.
+    binding_cred = server.create_credential("binding")
+    workload_cred = server.create_credential(f"workload:{flow.workload}")
+
+    def call(op: str, cred: Any, body: dict[str, Any]) -> requests.Response:
+        return requests.post(f"{server.url}/latchkey/{op}", json=body, headers={"Authorization": cred.bearer}, timeout=30)
+
+    alice = {"userIdentifier": {"userToken": alice_id_token}}
+    listed = call("ListUserGrants", binding_cred, alice)
+    assert listed.status_code == 200, listed.text
+    mine = [g for g in listed.json()["grants"] if g["workloadIdentityName"] == flow.workload]
+    assert len(mine) == 1 and mine[0]["credentialProviderName"] == flow.provider and mine[0]["grantedTime"] > 0
+    assert "token" not in json.dumps(listed.json()).lower().replace("needsconsent", "")
+    denied = call("ListUserGrants", workload_cred, alice)
+    assert denied.status_code == 403 and denied.headers["x-amzn-ErrorType"].startswith("AccessDeniedException"), denied.text
+    both = call("ListUserGrants", binding_cred, {"userIdentifier": {"userToken": alice_id_token, "userId": "alice"}})
+    assert both.status_code == 400 and both.headers["x-amzn-ErrorType"].startswith("ValidationException")
+    head, payload, _sig = alice_id_token.split(".")
+    forged = call("ListUserGrants", binding_cred, {"userIdentifier": {"userToken": f"{head}.{payload}.AAAA"}})
+    assert forged.status_code == 403, forged.text
+    # A user id is another user than the token's subject: it holds none of alice's grants.
+    by_id = call("ListUserGrants", binding_cred, {"userIdentifier": {"userId": "alice"}})
+    assert all(g["workloadIdentityName"] != flow.workload for g in by_id.json()["grants"])
+    gone = call("RevokeUserGrant", binding_cred, {"userIdentifier": {"userId": "alice"}, "workloadIdentityName": flow.workload, "credentialProviderName": flow.provider})
+    assert gone.status_code == 404 and gone.headers["x-amzn-ErrorType"].startswith("ResourceNotFoundException"), gone.text
+    assert "accessToken" in flow.token(wat)
+
+    # Alice revokes on her page: the next request asks for consent again.
+    done = browser.s.post(connections_url, data=fields, headers={"Sec-Fetch-Site": "same-origin"}, allow_redirects=False, timeout=30)
+    assert done.status_code == 303, done.text[:300]
+    again = flow.token(wat, resourceOauth2ReturnUrl=oidc_binding.binding_url)
+    assert "authorizationUrl" in again and "accessToken" not in again

@@ -102,7 +102,8 @@ class Browser:
 
     def sign_in(self, dev: Dev, user: str) -> None:
         page = self.go(dev.url + "/")
-        assert "Development only." in page.text and f"Sign in as {user}" in page.text, page.text[:500]
+        assert "Development only." in page.text, page.text[:500]
+        assert user not in ("alice", "bob") or f"Sign in as {user}" in page.text, page.text[:500]
         chat = self.submit(page, {"user": user})
         assert chat.status_code == 200 and "Latchkey agent" in chat.text, chat.text[:500]
 
@@ -370,5 +371,40 @@ def test_dev_connections_page_lists_and_revokes_only_the_users_own_grants(tmp_pa
         events = ask(alice, dev, str(uuid.uuid4()), "Who am I on GitHub?", consent_as="alice")
         assert "authorization_required" in [n for n, _ in events]
         assert "You are alice on GitHub" in text_of(events)
+    finally:
+        dev.stop()
+
+
+def test_dev_an_attackers_authorization_link_opened_in_alices_browser_binds_nothing(tmp_path: Path) -> None:
+    """Login CSRF on the consent flow: mallory starts a flow and gets alice, signed in, to
+    open its link and approve with her sandbox account. The binding page sees alice, not
+    the session's user: "Wrong account", and neither mallory nor alice holds a grant."""
+    dev = Dev(tmp_path / "dev-data", tmp_path / "dev.log")
+    try:
+        mallory = Browser()
+        mallory.sign_in(dev, "mallory")
+        link: dict[str, Any] = {}
+        for name, d in mallory.invoke(dev, str(uuid.uuid4()), "Who am I on GitHub?"):
+            if name == "authorization_required":
+                link = d
+                break
+        assert link, "mallory's question asks for consent"
+        alice = Browser()
+        alice.sign_in(dev, "alice")
+        page = alice.go(link["authorizationUrl"])
+        refused = alice.submit(page, {"user": "alice"})
+        assert refused.status_code == 403 and "Wrong account" in refused.text, refused.text[:800]
+        # Nothing bound for anyone: each still has to consent, and the sandbox's tokens for
+        # alice's approval were never stored by Latchkey.
+        for who, name in ((mallory, "mallory"), (alice, "alice")):
+            asked = False
+            for ev, d in who.invoke(dev, str(uuid.uuid4()), "Who am I on GitHub?"):
+                assert ev != "tool_result", f"{name} got a token without consenting: {d}"
+                if ev == "authorization_required":
+                    asked = True
+                    break
+            assert asked, f"{name}'s question did not ask for consent"
+        assert "You have no connections" in connections(alice, dev).text
+        assert "You have no connections" in connections(mallory, dev).text
     finally:
         dev.stop()
