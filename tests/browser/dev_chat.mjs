@@ -4,10 +4,13 @@
 // GitHub?" on the chat page, press Authorize (a new tab), approve at the sandbox's consent
 // page, see "Authorization complete" from the session binding service, and watch the chat
 // continue with the user's sandbox login. A screenshot of each page a person sees goes to
-// DIR (login, chat-authorize, consent, binding-complete, chat-answer).
+// DIR (login, chat-authorize, consent, binding-complete, chat-answer). Then the connections
+// page: the grant is listed (connections), Revoke removes it (connections-revoked), and the
+// next question asks for consent again and is answered after it.
 //
 // Usage: node dev_chat.mjs --url GATEWAY_URL --user NAME --dir DIR [--chromium PATH]
-// The one line on stdout is JSON: {"answer", "consentText", "bindingText", "hops"}; exit 1
+// The one line on stdout is JSON: {"answer", "consentText", "bindingText", "connectionsText",
+// "revokedText", "reconsented", "hops"}; exit 1
 // with a JSON {"error"} line on failure (a screenshot of where it stopped is still written).
 
 import fs from 'node:fs';
@@ -93,7 +96,33 @@ try {
   await page.waitForSelector('li.assistant >> text=on GitHub');
   const answer = await page.evaluate(() => [...document.querySelectorAll('li.assistant')].map((li) => li.textContent).join('\n'));
   await shot(page, 'chat-answer');
-  console.log(JSON.stringify({ answer, consentText, bindingText, hops }));
+
+  // The connections page lists the grant; Revoke takes it back, and the next question
+  // asks for consent again.
+  await page.goto(`${url}/connections`, { waitUntil: 'domcontentloaded' });
+  await page.waitForSelector('text=Your connections');
+  const connectionsText = await page.evaluate(() => document.body.innerText);
+  await shot(page, 'connections');
+  await page.click('button:has-text("Revoke")');
+  await page.waitForSelector('text=The provider confirmed it');
+  const revokedText = await page.evaluate(() => document.body.innerText);
+  await shot(page, 'connections-revoked');
+  await page.goto(`${url}/`, { waitUntil: 'domcontentloaded' });
+  await page.waitForSelector('#message');
+  await page.fill('#message', 'Who am I on GitHub?');
+  await page.keyboard.press('Enter');
+  const again = await page.waitForSelector('a.authorize');
+  const [tab2] = await Promise.all([context.waitForEvent('page'), again.click()]);
+  current = tab2;
+  tab2.setDefaultTimeout(timeout);
+  await tab2.waitForSelector(`button[value="${user}"]`);
+  await tab2.click(`button[value="${user}"]`);
+  await tab2.waitForSelector('text=Authorization complete');
+  current = page;
+  await page.bringToFront();
+  await page.waitForSelector('li.assistant >> text=on GitHub');
+  const reconsented = await page.evaluate(() => [...document.querySelectorAll('li.assistant')].map((li) => li.textContent).join('\n'));
+  console.log(JSON.stringify({ answer, consentText, bindingText, connectionsText, revokedText, reconsented, hops }));
 } catch (err) {
   exitCode = 1;
   console.log(JSON.stringify({ error: String(err && err.stack ? err.stack : err), url: current ? current.url() : null, hops }));

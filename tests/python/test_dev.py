@@ -269,7 +269,10 @@ def test_dev_in_headless_chromium(tmp_path: Path) -> None:
     assert "You are alice on GitHub" in result["answer"], result
     assert "Latchkey dev agent (workload dev-agent)" in result["consentText"] and "read:user" in result["consentText"]
     assert "Authorization complete" in result["bindingText"]
-    for name in ("login", "chat-authorize", "consent", "binding-complete", "chat-answer"):
+    assert "dev-agent" in result["connectionsText"] and "read:user" in result["connectionsText"], result
+    assert "You have no connections" in result["revokedText"], result
+    assert "You are alice on GitHub" in result["reconsented"], result
+    for name in ("login", "chat-authorize", "consent", "binding-complete", "chat-answer", "connections", "connections-revoked"):
         png = shots / f"{name}.png"
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
