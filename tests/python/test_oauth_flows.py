@@ -864,3 +864,42 @@ def test_flow_without_return_url_shows_a_one_time_completion_code(env: Env) -> N
     assert env.token(wat, sessionUri=started["sessionUri"])["accessToken"]
     with raises_code("ValidationException"):
         env.complete(completion, user)
+
+
+def test_the_github_preset_with_endpoint_overrides_runs_the_flow_at_another_host(env: Env) -> None:
+    """GitHub Enterprise Server, or a test provider: `GithubOauth2` with
+    `includedOauth2ProviderConfig` endpoints keeps GitHub's behaviour (client_secret_post,
+    `Accept: application/json` on the token request) at another host, here the oidc-provider
+    authorization server, end to end with a real consent, completion and token."""
+    import uuid
+
+    name = f"ghes-{uuid.uuid4().hex[:10]}"
+    client_id, secret = f"ghes-{uuid.uuid4().hex[:8]}", "ghes-secret-" + uuid.uuid4().hex
+    env.server.remember_secret(secret)
+    md = env.authz.metadata
+    created = env.cp.create_oauth2_credential_provider(
+        name=name,
+        credentialProviderVendor="GithubOauth2",
+        oauth2ProviderConfigInput={"includedOauth2ProviderConfig": {
+            "clientId": client_id, "clientSecret": secret, "issuer": md["issuer"],
+            "authorizationEndpoint": md["authorization_endpoint"], "tokenEndpoint": md["token_endpoint"],
+        }},
+    )
+    out = created["oauth2ProviderConfigOutput"]["includedOauth2ProviderConfig"]["oauthDiscovery"]["authorizationServerMetadata"]
+    assert out["tokenEndpoint"] == md["token_endpoint"] and out["tokenEndpointAuthMethods"] == ["client_secret_post"], out
+    assert env.cp.get_oauth2_credential_provider(name=name)["credentialProviderVendor"] == "GithubOauth2"
+    # GitHub's preset authenticates with client_secret_post: the provider insists on it.
+    env.authz.add_client(client_id, secret, [created["callbackUrl"]], "client_secret_post")
+    user = uniq("octocat")
+    wat, started = env.start(user, resourceCredentialProviderName=name)
+    completion = env.consent(started, user)
+    env.complete(completion, user)
+    token = env.token(wat, provider=name, sessionUri=started["sessionUri"])["accessToken"]
+    assert userinfo(md, token).json()["sub"] == user
+    # Without overrides the included member is refused for GitHub, naming the field.
+    with raises_code("ValidationException") as e:
+        env.cp.create_oauth2_credential_provider(
+            name=f"{name}-x", credentialProviderVendor="GithubOauth2",
+            oauth2ProviderConfigInput={"includedOauth2ProviderConfig": {"clientId": client_id}},
+        )
+    assert "GitHub Enterprise Server" in str(e.value)

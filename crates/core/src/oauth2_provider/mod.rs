@@ -13,6 +13,11 @@
 //!   likewise for GitHub, Slack, Salesforce, Microsoft, Atlassian and LinkedIn;
 //!   `customOauth2ProviderConfig` only with `CustomOauth2`; `includedOauth2ProviderConfig`
 //!   with the other 17 built-in vendors. Anything else names `credentialProviderVendor`.
+//! * **Self-hosted editions.** GitHub (Enterprise Server), Atlassian (Data Center) and
+//!   Salesforce (My Domain, sandboxes) also take `includedOauth2ProviderConfig` with
+//!   `authorizationEndpoint` and `tokenEndpoint` (and optionally `issuer`): the preset's
+//!   behaviour at another host, without falling back to `CustomOauth2`. The output then
+//!   shows that member, as it was given.
 //! * **Included vendors.** Vendors with fixed public endpoints (X, Facebook, Yandex, Reddit,
 //!   Zoom, Twitch, Spotify, Dropbox, Notion, HubSpot) get a preset when `issuer`,
 //!   `authorizationEndpoint` and `tokenEndpoint` are all omitted; giving both endpoints

@@ -44,12 +44,20 @@ pub fn parse_create(vendor: &Value, input: &Value) -> Result<ProviderInput, ApiE
     // The vendor the member may use for presets: only when it matches.
     let mut matched = vendor;
     if let (Some(vendor), Some((variant, _))) = (vendor, member)
-        && vendor.config_variant() != variant
+        && !vendor.accepts(variant)
     {
+        let overrides = if vendor.self_hosted_edition().is_some() {
+            format!(
+                " (or {} with endpoint overrides)",
+                ConfigVariant::Included.member_name()
+            )
+        } else {
+            String::new()
+        };
         v.fail(
             VENDOR_FIELD,
             format!(
-                "{vendor} takes oauth2ProviderConfigInput.{}, not {}",
+                "{vendor} takes oauth2ProviderConfigInput.{}{overrides}, not {}",
                 vendor.config_variant().member_name(),
                 variant.member_name()
             ),
@@ -362,6 +370,18 @@ fn parse_included(
                 issuer.trim_end_matches('/')
             )))),
         },
+        (None, None, None) if vendor.config_variant() != ConfigVariant::Included => {
+            v.fail(
+                &join(path, "authorizationEndpoint"),
+                format!(
+                    "Member must not be null: {vendor} takes {} only to override its endpoints ({}); without overrides use {}",
+                    ConfigVariant::Included.member_name(),
+                    vendor.self_hosted_edition().unwrap_or("a self-hosted edition"),
+                    vendor.config_variant().member_name()
+                ),
+            );
+            None
+        }
         (None, None, None) => match &preset {
             Some(p) => {
                 let mut c = from_preset(ConfigVariant::Included, vendor, p);

@@ -479,11 +479,16 @@ fn vendor_variant_mismatch() {
         json!({"githubOauth2ProviderConfig": {"clientId": "a"}}),
     );
     assert!(has_field(&fields, "credentialProviderVendor"));
-    let (fields, _) = err(
+    // GitHub takes the included member only to override its endpoints.
+    let (fields, message) = err(
         "GithubOauth2",
         json!({"includedOauth2ProviderConfig": {"clientId": "a"}}),
     );
-    assert!(has_field(&fields, "credentialProviderVendor"));
+    assert!(has_field(
+        &fields,
+        "oauth2ProviderConfigInput.includedOauth2ProviderConfig.authorizationEndpoint"
+    ));
+    assert!(message.contains("GitHub Enterprise Server"), "{message}");
 }
 
 #[test]
@@ -1095,5 +1100,75 @@ fn stored_json_shape() {
     assert_eq!(
         cfg.discovery_url(),
         Some("https://i.example/.well-known/openid-configuration")
+    );
+}
+
+#[test]
+fn vendors_with_a_self_hosted_edition_take_endpoint_overrides() {
+    let ghes = json!({"includedOauth2ProviderConfig": {
+        "clientId": "a", "clientSecret": "b",
+        "authorizationEndpoint": "https://ghe.example.com/login/oauth/authorize",
+        "tokenEndpoint": "https://ghe.example.com/login/oauth/access_token",
+    }});
+    let input = ok("GithubOauth2", ghes.clone());
+    assert_eq!(input.vendor, Vendor::GithubOauth2);
+    let m = input.config.metadata().unwrap();
+    assert_eq!(
+        m.token_endpoint,
+        "https://ghe.example.com/login/oauth/access_token"
+    );
+    // The preset's issuer stays unless given; GitHub's behaviour comes along.
+    assert_eq!(m.issuer, "https://github.com");
+    assert!(
+        input.config.quirks.token_accept_json,
+        "GitHub answers form-encoded without it"
+    );
+    let out = render_output(&input.config, None);
+    assert_eq!(
+        rendered_metadata(&out, "includedOauth2ProviderConfig")["authorizationEndpoint"],
+        json!("https://ghe.example.com/login/oauth/authorize")
+    );
+    // Both endpoints, or none.
+    let (fields, _) = err(
+        "GithubOauth2",
+        json!({"includedOauth2ProviderConfig": {"clientId": "a", "issuer": "https://ghe.example.com"}}),
+    );
+    assert!(
+        has_field(
+            &fields,
+            "oauth2ProviderConfigInput.includedOauth2ProviderConfig.authorizationEndpoint"
+        ),
+        "{fields:?}"
+    );
+    // A vendor without a self-hosted edition still takes only its own member.
+    let (fields, message) = err("GoogleOauth2", ghes);
+    assert!(has_field(&fields, "credentialProviderVendor"), "{fields:?}");
+    assert!(
+        message.contains(
+            "GoogleOauth2 takes oauth2ProviderConfigInput.googleOauth2ProviderConfig, not"
+        ),
+        "{message}"
+    );
+    let (_, message) = err(
+        "GithubOauth2",
+        json!({"googleOauth2ProviderConfig": {"clientId": "a"}}),
+    );
+    assert!(
+        message.contains("(or includedOauth2ProviderConfig with endpoint overrides)"),
+        "{message}"
+    );
+    // Plain http only for loopback (a test provider), as everywhere.
+    let (fields, _) = err(
+        "AtlassianOauth2",
+        json!({"includedOauth2ProviderConfig": {"clientId": "a",
+            "authorizationEndpoint": "http://jira.example.com/rest/oauth2/latest/authorize",
+            "tokenEndpoint": "http://jira.example.com/rest/oauth2/latest/token"}}),
+    );
+    assert!(
+        has_field(
+            &fields,
+            "oauth2ProviderConfigInput.includedOauth2ProviderConfig.authorizationEndpoint"
+        ),
+        "{fields:?}"
     );
 }

@@ -70,6 +70,27 @@ impl Vendor {
             _ => ConfigVariant::Included,
         }
     }
+
+    /// The self-hosted edition of a vendor with its own union member, whose endpoints
+    /// differ from the preset's: such a vendor also takes `includedOauth2ProviderConfig`
+    /// with `authorizationEndpoint` and `tokenEndpoint` (and optionally `issuer`), keeping
+    /// its preset's behaviour (token response format, scope separator, authorize
+    /// parameters) at the enterprise host or a test provider.
+    pub fn self_hosted_edition(self) -> Option<&'static str> {
+        match self {
+            Self::GithubOauth2 => Some("GitHub Enterprise Server"),
+            Self::AtlassianOauth2 => Some("Jira and Confluence Data Center"),
+            Self::SalesforceOauth2 => Some("a Salesforce My Domain or sandbox"),
+            _ => None,
+        }
+    }
+
+    /// Whether this vendor may use `variant` (its own member, or the included member with
+    /// endpoint overrides for a vendor with a self-hosted edition).
+    pub fn accepts(self, variant: ConfigVariant) -> bool {
+        self.config_variant() == variant
+            || (variant == ConfigVariant::Included && self.self_hosted_edition().is_some())
+    }
 }
 
 impl fmt::Display for Vendor {
