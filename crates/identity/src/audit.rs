@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use latchkey_core::UserPrincipal;
 use latchkey_core::audit::{AuditEvent, Outcome};
-use latchkey_store::{AuditChain, Store};
+use latchkey_store::{AuditChain, GrantKey, Store};
 use tokio::sync::{mpsc, oneshot};
 
 use latchkey_core::clock::Clock;
@@ -171,6 +171,27 @@ impl Auditor {
         e.target = target.map(str::to_string);
         e.detail = detail;
         self.sink.record(e).await;
+    }
+
+    /// An event about one grant (workload, user, provider) by `caller`.
+    pub async fn record_grant(
+        &self,
+        caller: &Caller,
+        action: &str,
+        key: &GrantKey,
+        outcome: Outcome,
+        detail: serde_json::Value,
+    ) {
+        self.record(
+            Some(caller),
+            action,
+            Some(&key.workload),
+            Some(&key.user),
+            Some(&key.provider),
+            outcome,
+            detail,
+        )
+        .await;
     }
 
     /// A successful control-plane change by `caller` to `target`.

@@ -97,15 +97,9 @@ pub async fn revoke_user_grant(
         provider,
     };
     let audit = |outcome: Outcome, detail: serde_json::Value| {
-        state.auditor.record(
-            Some(&caller),
-            ACTION,
-            Some(&key.workload),
-            Some(&key.user),
-            Some(&key.provider),
-            outcome,
-            detail,
-        )
+        state
+            .auditor
+            .record_grant(&caller, ACTION, &key, outcome, detail)
     };
     let report = match state.vault.revoke_grant(&key).await {
         Ok(report) => report,

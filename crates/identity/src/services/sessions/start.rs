@@ -56,15 +56,7 @@ const ACTION: &str = "GetResourceOauth2Token";
 impl Sessions {
     async fn audit_token(&self, caller: &Caller, key: &GrantKey, outcome: Outcome, detail: Value) {
         self.audit
-            .record(
-                Some(caller),
-                ACTION,
-                Some(&key.workload),
-                Some(&key.user),
-                Some(&key.provider),
-                outcome,
-                detail,
-            )
+            .record_grant(caller, ACTION, key, outcome, detail)
             .await;
     }
 
