@@ -54,6 +54,43 @@ pub(crate) fn test_dir(what: &str) -> std::path::PathBuf {
     ))
 }
 
+/// Create `<dir>/<name>` holding `contents` (0600), unless it exists: written to a private
+/// temporary file, then linked into place, so a replica starting at the same moment sees
+/// either no file or a complete one. `Ok(false)`: it existed (another replica's is kept).
+pub fn write_once(dir: &Path, name: &str, contents: &[u8]) -> Result<bool, KeyError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.{}.tmp", random_token::<9>()?));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&tmp).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, &path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(file_error(&path, e)),
+    }
+}
+
+/// The key that signs `x-amzn-oidc-data`: `<dir>/gateway-alb-key.pem` (PKCS#8 or SEC1,
+/// P-256), created on first start (0600), so its `kid` stays the same across restarts and
+/// upstreams' per-kid key caches stay valid. Replicas sharing the file share the key.
+pub fn alb_signer(dir: &Path) -> Result<latchkey_authn::alb::AlbSigner, KeyError> {
+    std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+    let path = dir.join(ALB_KEY_FILE);
+    if !path.exists() {
+        let pem = latchkey_authn::alb::AlbSigner::generate_pkcs8_pem()
+            .map_err(|e| file_error(&path, e))?;
+        write_once(dir, ALB_KEY_FILE, pem.as_bytes())?;
+    }
+    latchkey_authn::alb::AlbSigner::load(&path).map_err(|e| file_error(&path, e))
+}
+
 /// Seals session ids into cookie values and opens them again.
 pub struct CookieSealer {
     key: RandomizedNonceKey,
@@ -75,28 +112,16 @@ impl CookieSealer {
                 .decode(text.trim())
                 .map_err(|_| file_error(&path, "not base64"))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Written to a private temporary file, then linked into place: a replica
-                // starting at the same moment sees either no file or a complete one.
                 let key = random_bytes::<32>()?;
-                let tmp = dir.join(format!("{COOKIE_KEY_FILE}.{}.tmp", random_token::<9>()?));
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let written = options.open(&tmp).and_then(|mut file| {
-                    writeln!(file, "{}", STANDARD.encode(key))?;
-                    file.sync_all()
-                });
-                let linked = written.and_then(|()| std::fs::hard_link(&tmp, &path));
-                let _ = std::fs::remove_file(&tmp);
-                match linked {
-                    Ok(()) => key.to_vec(),
+                if !write_once(
+                    dir,
+                    COOKIE_KEY_FILE,
+                    format!("{}\n", STANDARD.encode(key)).as_bytes(),
+                )? {
                     // Another replica created it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        return Self::open_or_create(dir);
-                    }
-                    Err(e) => return Err(file_error(&path, e)),
+                    return Self::open_or_create(dir);
                 }
+                key.to_vec()
             }
             Err(e) => return Err(file_error(&path, e)),
         };
@@ -180,6 +205,33 @@ impl CookieSealer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_alb_signing_key_is_created_once_and_keeps_its_kid() {
+        let dir = test_dir("alb-key");
+        let first = alb_signer(&dir).unwrap();
+        let path = dir.join(ALB_KEY_FILE);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = alb_signer(&dir).unwrap();
+        assert_eq!(first.kid(), again.kid(), "a restart keeps the kid");
+        // A key file an operator put there is used as it is.
+        let other = test_dir("alb-key-other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join(ALB_KEY_FILE), std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(alb_signer(&other).unwrap().kid(), first.kid());
+        std::fs::write(other.join(ALB_KEY_FILE), "not a key").unwrap();
+        assert!(
+            alb_signer(&other).is_err(),
+            "a broken key file stops the start"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&other);
+    }
 
     #[test]
     fn sealed_cookies_open_only_untampered() {

@@ -36,19 +36,30 @@ impl std::fmt::Debug for AlbSigner {
 }
 
 impl AlbSigner {
-    /// The key in the PEM file at `path` (PKCS#8 or SEC1) when present, else a fresh key
-    /// for this run.
-    pub fn load_or_generate(path: &Path) -> Result<Self, SignerError> {
+    /// The key in the PEM file at `path` (PKCS#8 or SEC1).
+    pub fn load(path: &Path) -> Result<Self, SignerError> {
         let file_error = |why: &dyn std::fmt::Display| SignerError::File {
             path: path.display().to_string(),
             why: why.to_string(),
         };
-        let pair = match std::fs::read_to_string(path) {
-            Ok(text) => parse_private_pem(&text).map_err(|why| file_error(&why))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::generate_pair()?,
-            Err(e) => return Err(file_error(&e)),
-        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(&e))?;
+        let pair = parse_private_pem(&text).map_err(|why| file_error(&why))?;
         Self::from_pair(pair).map_err(|why| file_error(&why))
+    }
+
+    /// A fresh P-256 key as a PKCS#8 PEM document (what [`Self::load`] reads).
+    pub fn generate_pkcs8_pem() -> Result<String, SignerError> {
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| SignerError::Random)?;
+        let b64 = STANDARD.encode(doc.as_ref());
+        let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).map_err(|_| SignerError::Random)?);
+            pem.push('\n');
+        }
+        pem.push_str("-----END PRIVATE KEY-----\n");
+        Ok(pem)
     }
 
     /// A fresh key (tests, and a gateway without a key file).

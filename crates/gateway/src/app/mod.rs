@@ -234,7 +234,7 @@ impl GatewayState {
         config.public_url = config.public_url.trim_end_matches('/').to_string();
         config.validate()?;
         let sealer = CookieSealer::open_or_create(&config.data_dir)?;
-        let signer = AlbSigner::load_or_generate(&config.data_dir.join(crate::keys::ALB_KEY_FILE))?;
+        let signer = crate::keys::alb_signer(&config.data_dir)?;
         let client = OutboundClient::new(config.outbound())
             .map_err(|e| StartError::Outbound(e.to_string()))?;
         let rp = RelyingParty::new(&config, client, clock.clone());
@@ -391,10 +391,16 @@ pub const CALLBACK_PATH: &str = "/oauth2/idpresponse";
 pub const LOGOUT_PATH: &str = "/oauth2/logout";
 /// The prefix of the ALB-style key endpoint.
 pub const ALB_KEYS_PREFIX: &str = "/.well-known/alb-keys/";
+/// The gateway's own liveness check (no login, no upstream): `200 ok`. Under `/oauth2/`,
+/// the gateway's own namespace, so it never hides an upstream's `/ping`.
+pub const HEALTH_PATH: &str = "/oauth2/health";
 
 /// Whether the gateway answers `path` itself (every other path is proxied).
 pub fn is_own_path(path: &str) -> bool {
-    path == CALLBACK_PATH || path == LOGOUT_PATH || path.starts_with(ALB_KEYS_PREFIX)
+    path == CALLBACK_PATH
+        || path == LOGOUT_PATH
+        || path == HEALTH_PATH
+        || path.starts_with(ALB_KEYS_PREFIX)
 }
 
 /// The routes for the paths the gateway answers itself ([`is_own_path`]). The edge
@@ -404,6 +410,18 @@ fn own_routes(state: GatewayState) -> Router {
         .route(CALLBACK_PATH, get(callback))
         .route(LOGOUT_PATH, get(logout_page).post(logout))
         .route("/.well-known/alb-keys/{kid}", get(alb_key))
+        .route(
+            HEALTH_PATH,
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; charset=utf-8",
+                    )],
+                    "ok",
+                )
+            }),
+        )
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such path") })
         .with_state(state)
 }

@@ -60,6 +60,22 @@ fn sign_in(gateway: &GatewayState, sub: &str) -> HeaderMap {
 }
 
 #[tokio::test]
+async fn the_health_path_is_the_gateways_own() {
+    use tower::ServiceExt as _;
+    let gateway = state(ManualClock::new(1_000_000));
+    assert!(is_own_path(HEALTH_PATH) && !is_own_path("/ping"));
+    let response = own_routes(gateway)
+        .oneshot(
+            axum::http::Request::get(HEALTH_PATH)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn absolute_and_idle_timeouts() {
     let clock = ManualClock::new(1_700_000_000_000);
     let gateway = state(clock.clone());
