@@ -331,15 +331,25 @@ async fn completion_refusals_carry_a_typed_reason() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(reason, "session-expired");
 
-    // Another user: refused, and the session fails.
+    // Another user: refused, and the session is cancelled; the owner who comes next is
+    // told that it was cancelled (typed, and in plain words), not that it failed.
     let far = now + 600_000;
     let wrong = session_at_callback(&f, "wrong-user", far).await;
     let (status, reason, _) = complete(wrong.clone(), "mallory").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(reason, "user-mismatch");
-    let (status, reason, _) = complete(wrong, "alice").await;
+    let (status, reason, body) = complete(wrong, "alice").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(reason, "session-failed");
+    assert_eq!(reason, "session-cancelled");
+    let json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["__type"], "ValidationException");
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap()
+            .contains("another account opened this authorization link"),
+        "{body}"
+    );
 
     // Unknown completion URN.
     let (status, reason, _) =

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use latchkey_client::{
-    Client, Error, ErrorKind, ExposeSecret, Oauth2Flow, PollOptions, ResourceToken,
+    Client, Error, ErrorKind, ExposeSecret, Oauth2Flow, PollOptions, Reason, ResourceToken,
     ResourceTokenRequest, SecretString, Url, UserIdentifier,
 };
 use serde_json::{Value, json};
@@ -611,7 +611,14 @@ async fn user_federation_poll_fails_when_the_user_refuses() {
         .expect("the poller ends promptly")
         .expect("poller task");
     match out {
-        Err(Error::SessionFailed { session_uri: s }) => assert_eq!(s, session_uri),
+        Err(Error::SessionFailed {
+            session_uri: s,
+            reason,
+        }) => {
+            assert_eq!(s, session_uri);
+            // A refusal at the provider is a plain failure, not a cancellation.
+            assert_ne!(reason, Some(Reason::SessionCancelled));
+        }
         other => panic!("expected SessionFailed, got {:?}", other.map(|_| "a token")),
     }
     assert!(
@@ -642,6 +649,94 @@ async fn user_federation_poll_fails_when_the_user_refuses() {
         .await
         .expect_err("no session");
     assert!(matches!(err, Error::Config(_)), "{err:?}");
+}
+
+/// Issue 14: another account completing the session cancels it (to protect the user who
+/// started it), and the owner is told so by a typed reason wherever they come next: their
+/// agent's poller ends with `SessionFailed` and `Reason::SessionCancelled`, their own
+/// completion is a `ValidationException` with that reason, and their authorization link
+/// shows the "Link cancelled" page.
+#[tokio::test]
+async fn another_account_on_the_link_cancels_it_and_the_owner_is_told() {
+    let server = start("flow-cancelled");
+    server
+        .oauth_setup(
+            "cancel-agent",
+            "cancel-prov",
+            "http://127.0.0.1:9/oauth2/token",
+        )
+        .await;
+    let client = server.sigv4(&server.admin);
+    let (request, authorization_url) = start_flow(&client, "cancel-agent", "cancel-prov").await;
+    let poller = {
+        let client = client.clone();
+        let request = request.clone();
+        tokio::spawn(async move {
+            client
+                .poll_resource_token(
+                    &request,
+                    fast_poll(Duration::from_secs(30)),
+                    std::future::pending(),
+                )
+                .await
+        })
+    };
+    let completion = completion_in(&consent(&authorization_url).await);
+    let err = client
+        .complete_resource_token_auth(&completion, &UserIdentifier::UserId("mallory".into()))
+        .await
+        .expect_err("another account is refused");
+    assert_eq!(err.kind(), Some(&ErrorKind::AccessDenied), "{err:?}");
+
+    match ended(poller, "the owner's poller").await {
+        Err(Error::SessionFailed {
+            reason: Some(Reason::SessionCancelled),
+            ..
+        }) => {}
+        other => panic!(
+            "expected SessionFailed with reason session-cancelled, got {:?}",
+            other.map(|_| "a token")
+        ),
+    }
+    match client
+        .get_resource_oauth2_token(&request)
+        .await
+        .expect("poll")
+    {
+        ResourceToken::Failed {
+            reason: Some(Reason::SessionCancelled),
+            ..
+        } => {}
+        other => panic!("expected FAILED with reason session-cancelled, got {other:?}"),
+    }
+
+    let err = client
+        .complete_resource_token_auth(&completion, &UserIdentifier::UserId("alice".into()))
+        .await
+        .expect_err("the cancelled session cannot be completed");
+    assert!(
+        matches!(
+            err,
+            Error::Service {
+                kind: ErrorKind::Validation,
+                reason: Some(Reason::SessionCancelled),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let page = browser()
+        .get(&authorization_url)
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(page.status().as_u16(), 410);
+    let text = page.text().await.expect("page");
+    assert!(
+        text.contains("Link cancelled") && text.contains("Another account opened"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
