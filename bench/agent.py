@@ -161,6 +161,7 @@ def main() -> None:
     env["LATCHKEY_LOG_LEVEL"] = "warn"
     procs: list[subprocess.Popen[str]] = []
     try:
+        subprocess.check_output([binary, "admin", "init", "--data-dir", str(work / "id")], env=env)
         cred = json.loads(subprocess.check_output([binary, "admin", "credentials", "create", "--role", "admin", "--json", "--data-dir", str(work / "id")], env=env))
         admin = f"{cred['accessKeyId']}:{cred['secretAccessKey']}"
         identity, id_url = spawn_listening([binary, "serve", "identity", "--listen", "127.0.0.1:0", "--data-dir", str(work / "id")], env, work / "identity.log")

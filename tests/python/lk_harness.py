@@ -255,6 +255,11 @@ class Latchkey:
             )
         return cp
 
+    def init(self) -> None:
+        """`latchkey admin init`: the data directory, key file and tables, where missing
+        (every other admin command refuses a target without them)."""
+        self.cli("admin", "init")
+
     def create_credential(self, role: str) -> Cred:
         cp = self.cli("admin", "credentials", "create", "--role", role, "--json")
         obj = _parse_json_output(cp.stdout)
@@ -279,6 +284,7 @@ class Latchkey:
     # ----------------------------------------------------------------- process
     def start(self, timeout: float = 60) -> "Latchkey":
         if self.admin is None:
+            self.init()
             self.admin = self.create_credential("admin")
         cmd = [self.bin, "serve", "identity", "--listen", "127.0.0.1:0", *self.storage_args()]
         if self.config_path is not None:

@@ -40,7 +40,8 @@ pub(crate) enum Command {
     /// planner. Development only; data in the user's data dir under `latchkey-dev` unless
     /// --data-dir says otherwise.
     Dev(crate::dev::DevArgs),
-    /// Administer credentials and inspect audit events (works directly on the storage).
+    /// Administer credentials and inspect audit events (works directly on the storage of
+    /// an installation; `admin init` creates one).
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
@@ -74,6 +75,15 @@ pub(crate) struct AgentArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AdminCommand {
+    /// Initialise an installation: create the data directory, the key-encryption key file
+    /// and the database tables where missing (what `serve identity` does at its first
+    /// start). Every other admin command refuses a data directory or database without
+    /// them, and creates nothing.
+    Init {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// API credentials (SigV4 access keys, also usable as bearer keys).
     Credentials {
         #[command(subcommand)]

@@ -112,6 +112,41 @@ pub(crate) async fn open_storage(
     Ok((store, Arc::new(keys)))
 }
 
+/// Open the storage of an installation that exists, creating nothing (the admin
+/// commands): its key file and Latchkey's tables in its database must be there. Anything
+/// missing is refused with what is missing and how to initialise it; no directory, key
+/// file, database file or table is created.
+pub(crate) async fn open_existing_storage(
+    storage: &StorageConfig,
+) -> anyhow::Result<(Store, Arc<dyn KeyProvider>)> {
+    let database = storage.database_url_redacted();
+    let has_key_file = storage.key_file.is_file();
+    let store = Store::connect_existing(&storage.database_url)
+        .await
+        .with_context(|| format!("cannot open the database {database}"))?;
+    let key_file = storage.key_file.display();
+    let data_dir = storage.data_dir.display();
+    let init = "Initialise it with `latchkey admin init` (or start the identity service, `latchkey serve identity`, which does the same at its first start) with the same --data-dir / --database-url / --key-file, or point them at the installation you meant";
+    match (store, has_key_file) {
+        (Some(store), true) => {
+            let keys = keyfile::ReloadingKeyProvider::open(&storage.key_file)?;
+            Ok((store, Arc::new(keys)))
+        }
+        (Some(store), false) => {
+            store.close().await;
+            anyhow::bail!(
+                "the database {database} holds a Latchkey installation, but its key file {key_file} does not exist: point --key-file (`key_file`, LATCHKEY_KEY_FILE) at the key file of this installation. Nothing was created (a new key could not open what the database holds)"
+            )
+        }
+        (None, true) => anyhow::bail!(
+            "no Latchkey server state in the database {database} (the key file {key_file} exists, but the database has no Latchkey tables). Nothing was created. {init}"
+        ),
+        (None, false) => anyhow::bail!(
+            "no Latchkey server state in the data directory {data_dir}: no key file {key_file} and no Latchkey tables in the database {database}. Nothing was created. {init}"
+        ),
+    }
+}
+
 /// Refuse to run with a key file that does not open what the database holds (a key file
 /// from another installation, a backup of the wrong day): every key id the stored
 /// envelopes name must be in the file, and one envelope per key id must open. Otherwise

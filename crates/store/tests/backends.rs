@@ -436,3 +436,65 @@ async fn unreachable_database_is_unavailable() {
         .expect_err("must fail");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
+
+/// `connect_existing` (the admin commands' way in) creates nothing: no SQLite file, no
+/// table in an empty file or an empty PostgreSQL database; a set-up database opens.
+#[tokio::test]
+async fn connect_existing_creates_nothing() {
+    let dir = tempdir::Dir::new();
+    let path = dir.path.join("absent.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    assert!(Store::connect_existing(&url).await.unwrap().is_none());
+    assert!(!path.exists(), "connect_existing created the SQLite file");
+    std::fs::write(&path, b"").unwrap();
+    assert!(Store::connect_existing(&url).await.unwrap().is_none());
+    assert!(
+        Store::connect_existing(&url).await.unwrap().is_none(),
+        "connect_existing created Latchkey's tables"
+    );
+    Store::connect(&url).await.unwrap().close().await;
+    let store = Store::connect_existing(&url)
+        .await
+        .unwrap()
+        .expect("set up");
+    assert!(store.list_credentials().await.unwrap().is_empty());
+    store.close().await;
+
+    let base = std::env::var("LATCHKEY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin = sqlx::PgPool::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for this test: {e}"));
+    let name = unique("latchkey_empty").replace('-', "_");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    let empty = format!("{prefix}/{name}");
+    assert!(Store::connect_existing(&empty).await.unwrap().is_none());
+    let db = sqlx::PgPool::connect(&empty).await.unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    assert_eq!(
+        tables, 0,
+        "connect_existing created tables in an empty database"
+    );
+    Store::connect(&empty).await.unwrap().close().await;
+    let store = Store::connect_existing(&empty)
+        .await
+        .unwrap()
+        .expect("set up");
+    store.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+}
