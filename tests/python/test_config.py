@@ -184,3 +184,45 @@ def test_database_password_never_printed(tmp_path: Path) -> None:
     out = run(["admin", "credentials", "list", "--data-dir", str(tmp_path), "--database-url", "postgres://user:hunter2-db-password@127.0.0.1:1/none"], timeout=60)
     assert out.returncode != 0
     assert "hunter2-db-password" not in out.stderr + out.stdout
+
+
+SIGNER = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/x/1"
+
+
+def test_a_private_outbound_url_without_the_opt_in_stops_the_start(tmp_path: Path) -> None:
+    """Issue 14: a service whose configured outbound URL (one its guarded client calls) is
+    plain http or a loopback/private address, with the private-address opt-in off, refuses
+    to start, naming the key and the setting, instead of answering 502 once a user is
+    mid-flow. The setting has one name and shape in every service."""
+    agent = ["serve", "agent", "--identity-url", "http://127.0.0.1:9", "--workload-name", "wl-x", "--return-url", "http://127.0.0.1:9/b",
+             "--llm-provider", "openai", "--llm-model", "m"]
+    cases = [
+        (["serve", "binding", "--identity-url", "http://127.0.0.1:9", "--alb-signer", SIGNER, "--alb-key-url-template", "http://127.0.0.1:9/{kid}"],
+         {"LATCHKEY_BINDING_CREDENTIAL": "LKTEST:secret-0123456789"}, "binding.alb_key_url_template", "binding.outbound.allow_private_addresses"),
+        ([*agent, "--oidc-issuer", "https://10.0.0.7/realm", "--oidc-audience", "app"],
+         {"LATCHKEY_AGENT_CREDENTIAL": "LKTEST:secret-0123456789", "LATCHKEY_AGENT_LLM_API_KEY": "sk-x"}, "agent.oidc_issuer", "agent.outbound.allow_private_addresses"),
+        (["serve", "gateway", "--oidc-issuer", "https://localhost/realm", "--oidc-client-id", "c", "--route", "/=http://127.0.0.1:9;login"],
+         {"LATCHKEY_GATEWAY_OIDC_CLIENT_SECRET": "s"}, "gateway.oidc_issuer", "gateway.outbound.allow_private_addresses"),
+        (["serve", "identity"], {"LATCHKEY_INBOUND_ISSUERS": '[{"issuer":"https://192.168.0.10","audiences":["a"]}]'}, "inbound_issuers", "outbound.allow_private_addresses"),
+    ]
+    for args, env, key, setting in cases:
+        data = tmp_path / args[1]
+        out = run([*args, "--listen", "127.0.0.1:0", "--data-dir", str(data)], env=env, timeout=60)
+        assert out.returncode != 0 and "listening" not in out.stdout, (args[1], out.stdout, out.stderr)
+        assert f"invalid configuration key `{key}`" in out.stderr, out.stderr
+        env_name = "LATCHKEY_" + setting.upper().replace(".", "_")
+        for needle in (f"`{setting}`", env_name, "--outbound-allow-private-addresses"):
+            assert needle in out.stderr, (needle, out.stderr)
+        assert not data.exists(), f"serve {args[1]} created {data} before refusing"
+
+    # With the opt-in, the same binding starts.
+    proc = subprocess.Popen(
+        [latchkey_bin(), *cases[0][0], "--outbound-allow-private-addresses", "--listen", "127.0.0.1:0"],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")}, **cases[0][1]},
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert proc.stdout is not None and "listening" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -24,6 +24,7 @@ use latchkey_store::Store;
 
 use crate::cli::{Cli, Command, Service, parse_cli};
 use latchkey_agent::AgentConfig;
+use latchkey_authn::config::check_outbound_urls;
 use latchkey_gateway::GatewayConfig;
 
 use crate::config::{ConfigFile, Env, IdentityConfig, Layers, StorageConfig};
@@ -62,12 +63,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { service } => match service {
             Service::Identity(flags) => {
-                let serve = IdentityConfig::resolve(&Layers::new(&flags, &file, &env)?)?;
+                let layers = Layers::new(&flags, &file, &env)?;
+                let serve = IdentityConfig::resolve(&layers)?;
+                check_outbound_urls(&layers, &serve.outbound(), &serve.outbound_urls()).await?;
                 serve::identity(&storage, serve).await
             }
             Service::Binding(flags) => {
                 let layers = Layers::new(&flags, &file, &env)?;
-                serve::binding(latchkey_binding::BindingConfig::resolve(&layers)?).await
+                let (listen, binding) = latchkey_binding::BindingConfig::resolve(&layers)?;
+                let urls = binding.users.outbound_urls();
+                check_outbound_urls(&layers, &binding.outbound, &urls).await?;
+                serve::binding((listen, binding)).await
             }
             Service::Agent(args) if args.print_openapi => {
                 println!("{}", latchkey_agent::openapi().to_pretty_json()?);
@@ -75,11 +81,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Service::Agent(args) => {
                 let layers = Layers::new(&args.keys, &file, &env)?;
-                serve::agent(AgentConfig::resolve(&layers, &storage.data_dir)?).await
+                let agent = AgentConfig::resolve(&layers, &storage.data_dir)?;
+                let urls = agent.users.outbound_urls();
+                check_outbound_urls(&layers, &agent.outbound(), &urls).await?;
+                serve::agent(agent).await
             }
             Service::Gateway(flags) => {
                 let layers = Layers::new(&flags, &file, &env)?;
-                serve::gateway(GatewayConfig::resolve(&layers, &storage.data_dir)?).await
+                let gateway = GatewayConfig::resolve(&layers, &storage.data_dir)?;
+                let urls = [("oidc_issuer", gateway.keys.oidc_issuer.clone())];
+                check_outbound_urls(&layers, &gateway.outbound(), &urls).await?;
+                serve::gateway(gateway).await
             }
         },
         Command::Dev(args) => dev::run(storage, args).await,

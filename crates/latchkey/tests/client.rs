@@ -54,7 +54,8 @@ fn start(name: &str) -> Server {
     }
 }
 
-/// Like [`start`], but the server may call loopback addresses (the test's token endpoint).
+/// Like [`start`], but the server may call loopback addresses: the test's provider, whose
+/// loopback endpoints a server without the opt-in refuses at CreateOauth2CredentialProvider.
 fn start_allowing_loopback(name: &str) -> Server {
     let dir = data_dir(name);
     let admin = credential(&dir, "admin");
@@ -503,7 +504,7 @@ async fn wrong_secret_is_unauthorized_without_leaking_it() {
 
 #[tokio::test]
 async fn user_federation_poll_fails_when_the_user_refuses() {
-    let server = start("flow-fail");
+    let server = start_allowing_loopback("flow-fail");
     let callback_url = server
         .oauth_setup("flow-agent", "flow-prov", "http://127.0.0.1:9/oauth2/token")
         .await;
@@ -658,7 +659,7 @@ async fn user_federation_poll_fails_when_the_user_refuses() {
 /// shows the "Link cancelled" page.
 #[tokio::test]
 async fn another_account_on_the_link_cancels_it_and_the_owner_is_told() {
-    let server = start("flow-cancelled");
+    let server = start_allowing_loopback("flow-cancelled");
     server
         .oauth_setup(
             "cancel-agent",
