@@ -28,7 +28,8 @@ keys! {
     pub section Storage = "", global = true;
     /// Storage settings (root of the file, `LATCHKEY_*`).
     pub struct StorageKeys {
-        /// Data directory (SQLite database and generated key file). Default: the user's data dir.
+        /// Data directory: the identity service's SQLite database and key file, the gateway's
+        /// cookie key and sessions, the agent's conversations. Default: the user's data dir.
         data_dir: PathBuf,
         /// `sqlite://PATH` or `postgres://…`. Default: SQLite in the data directory.
         database_url: SecretString,
