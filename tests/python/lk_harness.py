@@ -187,6 +187,15 @@ def _parse_json_output(stdout: str) -> Any:
 
 
 # --------------------------------------------------------------------------- the server
+def further_server(data_dir: Path, workdir: Path, db_url: str | None, env: dict[str, str]) -> Iterator["Latchkey"]:
+    """A further server of the session's installation (same data directory and database)
+    with `env` added to its environment: started, yielded, stopped (a fixture's body)."""
+    lk = Latchkey(data_dir, workdir, db_url=db_url, extra_env=env)
+    lk.start()
+    yield lk
+    lk.stop()
+
+
 class Latchkey:
     """One `latchkey serve identity` process plus its admin CLI."""
 

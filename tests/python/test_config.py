@@ -14,10 +14,27 @@ import pytest
 from lk_harness import latchkey_bin, storage
 
 
-def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def clean_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The process environment without LATCHKEY_* settings, plus `env`."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")}
     base.update(env or {})
-    return subprocess.run([latchkey_bin(), *args], env=base, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return base
+
+
+def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([latchkey_bin(), *args], env=clean_env(env), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def assert_starts(args: list[str], env: dict[str, str] | None = None) -> None:
+    """`latchkey ARGS` prints its listening line; then it is stopped."""
+    proc = subprocess.Popen(
+        [latchkey_bin(), *args], env=clean_env(env), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert proc.stdout is not None and "listening" in proc.stdout.readline(), args
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 def test_zero_config_creates_private_data_dir_and_key_file(tmp_path: Path) -> None:
@@ -90,16 +107,7 @@ def test_admin_refuses_a_target_without_server_state_and_creates_nothing(tmp_pat
     # `serve identity` still initialises an installation at its first start (as `latchkey
     # dev` does), and the admin commands then work on it.
     data = tmp_path / "served"
-    proc = subprocess.Popen(
-        [latchkey_bin(), "serve", "identity", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
-        env={k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")},
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
-    )
-    try:
-        assert proc.stdout is not None and "listening" in proc.stdout.readline()
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    assert_starts(["serve", "identity", "--listen", "127.0.0.1:0", "--data-dir", str(data)])
     assert run(["admin", "credentials", "list", "--data-dir", str(data)]).returncode == 0
 
 
@@ -216,13 +224,4 @@ def test_a_private_outbound_url_without_the_opt_in_stops_the_start(tmp_path: Pat
         assert not data.exists(), f"serve {args[1]} created {data} before refusing"
 
     # With the opt-in, the same binding starts.
-    proc = subprocess.Popen(
-        [latchkey_bin(), *cases[0][0], "--outbound-allow-private-addresses", "--listen", "127.0.0.1:0"],
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")}, **cases[0][1]},
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
-    )
-    try:
-        assert proc.stdout is not None and "listening" in proc.stdout.readline()
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    assert_starts([*cases[0][0], "--outbound-allow-private-addresses", "--listen", "127.0.0.1:0"], cases[0][1])

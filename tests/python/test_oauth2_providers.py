@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lk_harness import Latchkey, assert_deleted, capture_raw_bodies, oauth2_provider_arn, raises_code, uniq
+from lk_harness import Latchkey, assert_deleted, capture_raw_bodies, further_server, oauth2_provider_arn, raises_code, uniq
 from oidc import OidcProvider
 
 GITHUB_AUTHORIZE = "https://github.com/login/oauth/authorize"
@@ -330,15 +330,7 @@ METADATA = "oauth2ProviderConfigInput.customOauth2ProviderConfig.oauthDiscovery.
 @pytest.fixture(scope="module")
 def strict_server(latchkey_data_dir: Any, db_url: str | None, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A server of the same installation with the private-address opt-in off, as in production."""
-    lk = Latchkey(
-        latchkey_data_dir,
-        tmp_path_factory.mktemp("strict-outbound"),
-        db_url=db_url,
-        extra_env={"LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES": "false"},
-    )
-    lk.start()
-    yield lk
-    lk.stop()
+    yield from further_server(latchkey_data_dir, tmp_path_factory.mktemp("strict-outbound"), db_url, {"LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES": "false"})
 
 
 def custom_metadata(authorize: str, token: str) -> dict[str, Any]:

@@ -379,6 +379,15 @@ async fn completion_refusals_carry_a_typed_reason() {
 async fn provider_endpoints_the_outbound_policy_refuses_are_refused_up_front() {
     let _ = log();
     let f = fixture("endpoints").await;
+    // One control-plane call as the admin: status and body.
+    let control = |operation: &'static str, body: Value| {
+        let f = &f;
+        async move {
+            let path = format!("/identities/{operation}");
+            let (status, _, answer) = call(f, &path, &f.admin, body).await;
+            (status, answer)
+        }
+    };
     let custom = |name: &str, authorize: &str, token: &str| {
         json!({"name": name, "credentialProviderVendor": "CustomOauth2",
             "oauth2ProviderConfigInput": {"customOauth2ProviderConfig": {
@@ -421,13 +430,7 @@ async fn provider_endpoints_the_outbound_policy_refuses_are_refused_up_front() {
     ];
     for (body, field, why) in cases {
         let name = body["name"].as_str().unwrap().to_string();
-        let (status, _, answer) = call(
-            &f,
-            "/identities/CreateOauth2CredentialProvider",
-            &f.admin,
-            body,
-        )
-        .await;
+        let (status, answer) = control("CreateOauth2CredentialProvider", body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {answer}");
         let json: Value = serde_json::from_str(&answer).unwrap();
         assert_eq!(json["__type"], "ValidationException", "{answer}");
@@ -443,30 +446,20 @@ async fn provider_endpoints_the_outbound_policy_refuses_are_refused_up_front() {
                 "{name}: {needle} not in {message}"
             );
         }
-        let (status, _, _) = call(
-            &f,
-            "/identities/GetOauth2CredentialProvider",
-            &f.admin,
-            json!({"name": name}),
-        )
-        .await;
+        let (status, _) = control("GetOauth2CredentialProvider", json!({"name": name})).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{name} was stored");
     }
 
     // A public provider is created; updating it to a private token endpoint is refused and
     // changes nothing.
-    let (status, _, answer) = call(
-        &f,
-        "/identities/CreateOauth2CredentialProvider",
-        &f.admin,
+    let (status, answer) = control(
+        "CreateOauth2CredentialProvider",
         custom("public", public_authorize, public_token),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
-    let (status, _, answer) = call(
-        &f,
-        "/identities/UpdateOauth2CredentialProvider",
-        &f.admin,
+    let (status, answer) = control(
+        "UpdateOauth2CredentialProvider",
         custom("public", public_authorize, "https://192.168.1.10/token"),
     )
     .await;
@@ -475,13 +468,7 @@ async fn provider_endpoints_the_outbound_policy_refuses_are_refused_up_front() {
         answer.contains(&format!("{metadata}.tokenEndpoint")),
         "{answer}"
     );
-    let (_, _, answer) = call(
-        &f,
-        "/identities/GetOauth2CredentialProvider",
-        &f.admin,
-        json!({"name": "public"}),
-    )
-    .await;
+    let (_, answer) = control("GetOauth2CredentialProvider", json!({"name": "public"})).await;
     assert!(
         answer.contains(public_token) && !answer.contains("192.168.1.10"),
         "{answer}"

@@ -282,6 +282,18 @@ async fn consent(authorization_url: &str) -> Url {
     Url::parse(back.headers()["location"].to_str().unwrap()).unwrap()
 }
 
+/// `poll_resource_token` for `request` (fast, 30 s deadline) in a task of its own.
+fn spawn_poller(
+    client: &Client,
+    request: &ResourceTokenRequest,
+) -> tokio::task::JoinHandle<Result<SecretString, Error>> {
+    let (client, request) = (client.clone(), request.clone());
+    tokio::spawn(async move {
+        let options = fast_poll(Duration::from_secs(30));
+        (client.poll_resource_token(&request, options, std::future::pending())).await
+    })
+}
+
 /// The one-time completion URN the callback's redirect carries (`session_id`).
 fn completion_in(location: &Url) -> String {
     location
@@ -669,19 +681,7 @@ async fn another_account_on_the_link_cancels_it_and_the_owner_is_told() {
         .await;
     let client = server.sigv4(&server.admin);
     let (request, authorization_url) = start_flow(&client, "cancel-agent", "cancel-prov").await;
-    let poller = {
-        let client = client.clone();
-        let request = request.clone();
-        tokio::spawn(async move {
-            client
-                .poll_resource_token(
-                    &request,
-                    fast_poll(Duration::from_secs(30)),
-                    std::future::pending(),
-                )
-                .await
-        })
-    };
+    let poller = spawn_poller(&client, &request);
     let completion = completion_in(&consent(&authorization_url).await);
     let err = client
         .complete_resource_token_auth(&completion, &UserIdentifier::UserId("mallory".into()))
@@ -750,19 +750,7 @@ async fn user_federation_poll_returns_the_token_after_binding() {
     let (request, authorization_url) = start_flow(&client, "ok-agent", "ok-prov").await;
     let session_uri = request.session_uri.clone().unwrap();
 
-    let poller = {
-        let client = client.clone();
-        let request = request.clone();
-        tokio::spawn(async move {
-            client
-                .poll_resource_token(
-                    &request,
-                    fast_poll(Duration::from_secs(30)),
-                    std::future::pending(),
-                )
-                .await
-        })
-    };
+    let poller = spawn_poller(&client, &request);
 
     // The user consents: the provider sends the browser back with a code.
     let location = consent(&authorization_url).await;

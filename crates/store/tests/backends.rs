@@ -437,6 +437,21 @@ async fn unreachable_database_is_unavailable() {
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
 
+/// `url` has no installation (`connect_existing` finds none, twice: looking created
+/// nothing); after `connect` sets it up, `connect_existing` opens it.
+async fn only_connect_sets_up(url: &str) {
+    for _ in 0..2 {
+        assert!(
+            Store::connect_existing(url).await.unwrap().is_none(),
+            "{url}"
+        );
+    }
+    Store::connect(url).await.unwrap().close().await;
+    let store = Store::connect_existing(url).await.unwrap().expect("set up");
+    assert!(store.list_credentials().await.unwrap().is_empty());
+    store.close().await;
+}
+
 /// `connect_existing` (the admin commands' way in) creates nothing: no SQLite file, no
 /// table in an empty file or an empty PostgreSQL database; a set-up database opens.
 #[tokio::test]
@@ -447,18 +462,7 @@ async fn connect_existing_creates_nothing() {
     assert!(Store::connect_existing(&url).await.unwrap().is_none());
     assert!(!path.exists(), "connect_existing created the SQLite file");
     std::fs::write(&path, b"").unwrap();
-    assert!(Store::connect_existing(&url).await.unwrap().is_none());
-    assert!(
-        Store::connect_existing(&url).await.unwrap().is_none(),
-        "connect_existing created Latchkey's tables"
-    );
-    Store::connect(&url).await.unwrap().close().await;
-    let store = Store::connect_existing(&url)
-        .await
-        .unwrap()
-        .expect("set up");
-    assert!(store.list_credentials().await.unwrap().is_empty());
-    store.close().await;
+    only_connect_sets_up(&url).await;
 
     let base = std::env::var("LATCHKEY_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
@@ -466,7 +470,8 @@ async fn connect_existing_creates_nothing() {
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for this test: {e}"));
     let name = unique("latchkey_empty").replace('-', "_");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+    let sql = |statement: &str| sqlx::query(sqlx::AssertSqlSafe(statement.to_string()));
+    sql(&format!("CREATE DATABASE \"{name}\""))
         .execute(&admin)
         .await
         .unwrap();
@@ -485,16 +490,9 @@ async fn connect_existing_creates_nothing() {
         tables, 0,
         "connect_existing created tables in an empty database"
     );
-    Store::connect(&empty).await.unwrap().close().await;
-    let store = Store::connect_existing(&empty)
+    only_connect_sets_up(&empty).await;
+    sql(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .execute(&admin)
         .await
-        .unwrap()
-        .expect("set up");
-    store.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE \"{name}\" WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+        .unwrap();
 }
