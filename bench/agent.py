@@ -161,6 +161,7 @@ def main() -> None:
     env["LATCHKEY_LOG_LEVEL"] = "warn"
     procs: list[subprocess.Popen[str]] = []
     try:
+        subprocess.check_output([binary, "admin", "init", "--data-dir", str(work / "id")], env=env)
         cred = json.loads(subprocess.check_output([binary, "admin", "credentials", "create", "--role", "admin", "--json", "--data-dir", str(work / "id")], env=env))
         admin = f"{cred['accessKeyId']}:{cred['secretAccessKey']}"
         identity, id_url = spawn_listening([binary, "serve", "identity", "--listen", "127.0.0.1:0", "--data-dir", str(work / "id")], env, work / "identity.log")
@@ -183,7 +184,7 @@ def main() -> None:
             p, url = spawn_listening(
                 [binary, "serve", "agent", "--listen", "127.0.0.1:0", "--identity-url", id_url, "--workload-name", "bench-agent",
                  "--return-url", return_url, "--alb-signer", ALB_ARN, "--alb-key-url-template", keys.url + "/{kid}",
-                 "--allow-private-addresses", "true", "--store-dir", str(work / name), "--llm-provider", "openai",
+                 "--outbound-allow-private-addresses", "true", "--store-dir", str(work / name), "--llm-provider", "openai",
                  "--llm-model", "scripted", "--llm-base-url", llm_url + "/v1", "--llm-timeout-seconds", "120"],
                 agent_env, work / f"{name}.log")
             procs.append(p)

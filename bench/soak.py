@@ -152,7 +152,7 @@ class Soak:
                 self.lk.bin, "serve", "agent", "--listen", "127.0.0.1:0", "--identity-url", self.lk.url,
                 "--workload-name", self.workload, "--return-url", self.binding.binding_url,
                 "--alb-signer", ALB_ARN, "--alb-key-url-template", self.keys.url + "/{kid}",
-                "--allow-private-addresses", "true", "--store-dir", str(w / "conversations"),
+                "--outbound-allow-private-addresses", "true", "--store-dir", str(w / "conversations"),
                 "--llm-provider", "openai", "--llm-model", "scripted", "--llm-base-url", llm_url + "/v1",
             ],
             agent_env,

@@ -96,7 +96,7 @@ class BindingService:
         self.log = workdir / "binding.log"
         self.secret = cred.secret_access_key
         self.proc, self.url = spawn_listening(
-            [server.bin, "serve", "binding", "--listen", "127.0.0.1:0", "--identity-url", server.url, "--allow-private-addresses", "true", *args],
+            [server.bin, "serve", "binding", "--listen", "127.0.0.1:0", "--identity-url", server.url, "--outbound-allow-private-addresses", "true", *args],
             env,
             self.log,
         )

@@ -237,7 +237,7 @@ class Gateway:
             "--oidc-issuer", self.provider.issuer,
             "--oidc-client-id", self.client_id,
             "--oidc-scopes", self.scopes,
-            "--allow-private-addresses", "true",
+            "--outbound-allow-private-addresses", "true",
             "--data-dir", str(self.data_dir),
         ]
         for route in self.routes:

@@ -187,6 +187,15 @@ def _parse_json_output(stdout: str) -> Any:
 
 
 # --------------------------------------------------------------------------- the server
+def further_server(data_dir: Path, workdir: Path, db_url: str | None, env: dict[str, str]) -> Iterator["Latchkey"]:
+    """A further server of the session's installation (same data directory and database)
+    with `env` added to its environment: started, yielded, stopped (a fixture's body)."""
+    lk = Latchkey(data_dir, workdir, db_url=db_url, extra_env=env)
+    lk.start()
+    yield lk
+    lk.stop()
+
+
 class Latchkey:
     """One `latchkey serve identity` process plus its admin CLI."""
 
@@ -255,6 +264,11 @@ class Latchkey:
             )
         return cp
 
+    def init(self) -> None:
+        """`latchkey admin init`: the data directory, key file and tables, where missing
+        (every other admin command refuses a target without them)."""
+        self.cli("admin", "init")
+
     def create_credential(self, role: str) -> Cred:
         cp = self.cli("admin", "credentials", "create", "--role", role, "--json")
         obj = _parse_json_output(cp.stdout)
@@ -279,6 +293,7 @@ class Latchkey:
     # ----------------------------------------------------------------- process
     def start(self, timeout: float = 60) -> "Latchkey":
         if self.admin is None:
+            self.init()
             self.admin = self.create_credential("admin")
         cmd = [self.bin, "serve", "identity", "--listen", "127.0.0.1:0", *self.storage_args()]
         if self.config_path is not None:

@@ -96,7 +96,7 @@ class Agent:
                 server.bin, "serve", "agent", "--listen", "127.0.0.1:0",
                 "--identity-url", server.url, "--workload-name", workload, "--return-url", return_url,
                 "--alb-signer", ALB_ARN, "--alb-key-url-template", key_server.url + "/{kid}",
-                "--allow-private-addresses", "true",
+                "--outbound-allow-private-addresses", "true",
                 *([] if "--store-kind" in (extra or []) else ["--store-dir", str(self.store)]),
                 "--llm-provider", "openai", "--llm-model", "scripted", "--llm-base-url", llm.url + "/v1",
                 "--github-base-url", github.url, "--github-provider", provider,

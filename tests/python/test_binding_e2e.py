@@ -115,6 +115,13 @@ def test_oidc_binding_wrong_user_stores_nothing(server: Latchkey, authz: OidcPro
     assert page.status_code == 403, page.text
     polled = flow.token(wat, sessionUri=started["sessionUri"])
     assert polled["sessionStatus"] == "FAILED" and "accessToken" not in polled
+    # The session was cancelled to protect alice, and every answer says so: the poll (a
+    # typed reason beside AgentCore's body) and alice's own visit to the binding link.
+    assert polled["ResponseMetadata"]["HTTPHeaders"].get("x-latchkey-reason") == "session-cancelled", polled["ResponseMetadata"]
+    owner = Browser(server.url, authz.issuer)
+    owner.s.cookies.set("id_token", user_idp.id_token_for("alice"), domain="127.0.0.1", path="/")
+    page = owner.get(result.final_url)
+    assert page.status_code == 410 and "Link cancelled" in page.text, page.text
     # Not signed in at all: the not-signed-in page, and the identity service is not called.
     anon = Browser(server.url, authz.issuer)
     assert anon.get(result.final_url).status_code == 401

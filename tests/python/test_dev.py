@@ -208,6 +208,38 @@ def test_dev_walks_the_whole_flow_and_keeps_the_grant_across_a_restart(tmp_path:
         dev.stop()
 
 
+def test_dev_owner_is_told_the_link_was_cancelled(tmp_path: Path) -> None:
+    """Bob opens the authorization link of a question alice asked: he gets "Wrong account",
+    and the authorization is cancelled to protect alice. Alice is told so plainly: in her
+    conversation (the agent reads the identity service's typed reason while it waits), on
+    the binding link and on her authorization link."""
+    dev = Dev(tmp_path / "dev-data", tmp_path / "dev.log")
+    try:
+        alice, bob = Browser(), Browser()
+        alice.sign_in(dev, "alice")
+        bob.sign_in(dev, "bob")
+        events: list[tuple[str, dict[str, Any]]] = []
+        link, binding_link = "", ""
+        for name, d in alice.invoke(dev, str(uuid.uuid4()), "Who am I on GitHub?"):
+            events.append((name, d))
+            if name == "authorization_required":
+                link = d["authorizationUrl"]
+                refused = bob.submit(bob.go(link), {"user": "bob"})
+                assert refused.status_code == 403 and "Wrong account" in refused.text, refused.text[:800]
+                binding_link = refused.final_url  # type: ignore[attr-defined]
+        assert link and binding_link, events
+        result = next(d for n, d in events if n == "tool_result")
+        assert not result["ok"], result
+        assert "cancelled because another account opened the authorization link" in result["content"], result
+        assert "nothing was granted" in result["content"], result
+        for url in (binding_link, link):
+            page = alice.go(url)
+            assert page.status_code == 410, (url, page.status_code, page.text[:800])
+            assert "Link cancelled" in page.text and "Another account opened this authorization link" in page.text, page.text[:800]
+    finally:
+        dev.stop()
+
+
 def test_dev_refreshes_an_expired_sandbox_token_without_asking(tmp_path: Path) -> None:
     # Sandbox access tokens live 2 s; the vault refreshes with the (rotating) refresh token.
     dev = Dev(tmp_path / "dev-data", tmp_path / "dev.log", token_lifetime=2)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lk_harness import Latchkey, assert_deleted, capture_raw_bodies, oauth2_provider_arn, raises_code, uniq
+from lk_harness import Latchkey, assert_deleted, capture_raw_bodies, further_server, oauth2_provider_arn, raises_code, uniq
 from oidc import OidcProvider
 
 GITHUB_AUTHORIZE = "https://github.com/login/oauth/authorize"
@@ -319,3 +319,70 @@ def test_bad_discovery_url_pattern(cp) -> None:
                 }
             },
         )
+
+
+# --------------------------------------------------------------- the outbound policy, up front
+PUBLIC_AUTHORIZE = "https://93.184.215.14/authorize"
+PUBLIC_TOKEN = "https://93.184.215.14/token"
+METADATA = "oauth2ProviderConfigInput.customOauth2ProviderConfig.oauthDiscovery.authorizationServerMetadata"
+
+
+@pytest.fixture(scope="module")
+def strict_server(latchkey_data_dir: Any, db_url: str | None, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A server of the same installation with the private-address opt-in off, as in production."""
+    yield from further_server(latchkey_data_dir, tmp_path_factory.mktemp("strict-outbound"), db_url, {"LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES": "false"})
+
+
+def custom_metadata(authorize: str, token: str) -> dict[str, Any]:
+    return {
+        "customOauth2ProviderConfig": {
+            "oauthDiscovery": {
+                "authorizationServerMetadata": {
+                    "issuer": "https://idp.example.com", "authorizationEndpoint": authorize, "tokenEndpoint": token, "responseTypes": ["code"],
+                }
+            },
+            "clientId": "c",
+            "clientSecret": "strict-secret-value",
+        }
+    }
+
+
+def test_endpoints_the_outbound_policy_refuses_are_refused_at_create_and_update(strict_server: Latchkey, oidc: OidcProvider) -> None:
+    """Issue 14: a provider whose endpoints the outbound policy would refuse when a flow calls
+    them (plain http, a private or loopback address, literal or resolved) is refused when it
+    is created or updated, naming the field and the setting, instead of failing with a
+    502/503 after a user has consented. Nothing is stored or changed."""
+    strict_server.remember_secret("strict-secret-value")
+    cp = strict_server.cp()
+    discovery = {
+        "customOauth2ProviderConfig": {
+            "oauthDiscovery": {"discoveryUrl": oidc.issuer + "/.well-known/openid-configuration"},
+            "clientId": "c",
+            "clientSecret": "strict-secret-value",
+        }
+    }
+    cases = [
+        (custom_metadata(PUBLIC_AUTHORIZE, "https://10.0.0.5/token"), f"{METADATA}.tokenEndpoint", "10.0.0.5 is not public (private address)"),
+        (custom_metadata("https://localhost:8443/authorize", PUBLIC_TOKEN), f"{METADATA}.authorizationEndpoint", "localhost is not public (loopback address)"),
+        (custom_metadata(PUBLIC_AUTHORIZE, "http://127.0.0.1:9/token"), f"{METADATA}.tokenEndpoint", "plain http (to 127.0.0.1)"),
+        (discovery, "oauth2ProviderConfigInput.customOauth2ProviderConfig.oauthDiscovery.discoveryUrl", "plain http (to 127.0.0.1)"),
+    ]
+    for config, field, why in cases:
+        name = uniq("strict")
+        with raises_code("ValidationException") as refused:
+            cp.create_oauth2_credential_provider(name=name, credentialProviderVendor="CustomOauth2", oauth2ProviderConfigInput=config)
+        message = refused.value.response["Error"]["Message"]
+        for needle in (field, why, "LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "--outbound-allow-private-addresses"):
+            assert needle in message, (needle, message)
+        with raises_code("ResourceNotFoundException"):
+            cp.get_oauth2_credential_provider(name=name)
+
+    name = uniq("strict-public")
+    cp.create_oauth2_credential_provider(name=name, credentialProviderVendor="CustomOauth2", oauth2ProviderConfigInput=custom_metadata(PUBLIC_AUTHORIZE, PUBLIC_TOKEN))
+    with raises_code("ValidationException") as refused:
+        cp.update_oauth2_credential_provider(
+            name=name, credentialProviderVendor="CustomOauth2", oauth2ProviderConfigInput=custom_metadata(PUBLIC_AUTHORIZE, "https://192.168.1.10/token")
+        )
+    assert f"{METADATA}.tokenEndpoint" in refused.value.response["Error"]["Message"]
+    got = cp.get_oauth2_credential_provider(name=name)["oauth2ProviderConfigOutput"]["customOauth2ProviderConfig"]
+    assert got["oauthDiscovery"]["authorizationServerMetadata"]["tokenEndpoint"] == PUBLIC_TOKEN

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from flows_harness import Browser, create_custom_provider, running_provider, userinfo
-from lk_harness import Cred, Latchkey, eventually, inbound_issuers_toml, raises_code, uniq
+from lk_harness import Cred, Latchkey, eventually, further_server, inbound_issuers_toml, raises_code, uniq
 from oidc import OidcProvider, ResourceApi
 from secrets_sweep import SWEEP
 
@@ -632,15 +632,7 @@ def test_client_credentials_token_is_cached(env: Env, api: ResourceApi) -> None:
 def short_server(
     latchkey_data_dir: Path, db_url: str | None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Latchkey]:
-    lk = Latchkey(
-        latchkey_data_dir,
-        tmp_path_factory.mktemp("short-sessions"),
-        db_url=db_url,
-        extra_env={"LATCHKEY_SESSION_TTL_SECONDS": "5"},
-    )
-    lk.start()
-    yield lk
-    lk.stop()
+    yield from further_server(latchkey_data_dir, tmp_path_factory.mktemp("short-sessions"), db_url, {"LATCHKEY_SESSION_TTL_SECONDS": "5"})
 
 
 def test_attack_expired_session(env: Env, short_server: Latchkey) -> None:

@@ -78,7 +78,7 @@ impl ListItem for HttpToolConfig {}
 
 keys! {
     /// `serve agent`: file `[agent]` (with `[agent.llm]` and `[agent.store]`), `LATCHKEY_AGENT_*`.
-    pub section Agent = "agent", tables ["llm", "store"], with ServiceKeys;
+    pub section Agent = "agent", tables ["llm", "store", "outbound"], with ServiceKeys;
     /// Settings of `serve agent`.
     pub struct AgentKeys {
         /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8082.
@@ -303,7 +303,7 @@ impl AgentConfig {
     /// Policy of the guarded client used for ALB keys, OIDC discovery and JWKS.
     pub fn outbound(&self) -> OutboundPolicy {
         OutboundPolicy {
-            allow_private_addresses: self.service.allow_private_addresses,
+            allow_private_addresses: self.service.outbound_allow_private_addresses,
             ..Default::default()
         }
     }

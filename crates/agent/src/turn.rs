@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use latchkey_client::{
-    Error as ClientError, ErrorKind, Oauth2Flow, PollOptions, ResourceToken, ResourceTokenRequest,
+    Error as ClientError, ErrorKind, Oauth2Flow, PollOptions, Reason, ResourceToken,
+    ResourceTokenRequest,
 };
 use latchkey_llm::{ChatEvent, ChatRequest, Content, Message, Role, StopReason};
 use secrecy::SecretString;
@@ -461,12 +462,7 @@ impl Turn {
                     }
                     Err(error) => {
                         tracing::info!(%error, tool = %tool.spec.name, outcome = "consent-failed", "authorization failed");
-                        return self
-                            .tool_error(
-                                call,
-                                format!("the user's authorization did not complete: {error}"),
-                            )
-                            .await;
+                        return self.tool_error(call, consent_failure(&error)).await;
                     }
                 }
             }
@@ -501,6 +497,23 @@ impl Turn {
         drop(token);
         tracing::info!(tool = %tool.spec.name, provider = %tool.provider, scopes = ?tool.scopes, ok = outcome.ok, vend_id = %vend_id, "tool ran");
         self.tool_result(call, outcome.ok, outcome.content).await
+    }
+}
+
+/// Why the user's authorization did not complete, said in the stream: a session cancelled
+/// because another account opened its link is told as such (the identity service's typed
+/// reason, never its message text).
+fn consent_failure(error: &ClientError) -> String {
+    match error {
+        ClientError::SessionFailed {
+            reason: Some(Reason::SessionCancelled),
+            ..
+        } => "the authorization was cancelled because another account opened the authorization link; nothing was granted. Ask again to get a new link, and open it only in your own browser".into(),
+        ClientError::SessionFailed {
+            reason: Some(Reason::SessionExpired),
+            ..
+        } => "the authorization expired before it was completed; nothing was granted. Ask again to get a new link".into(),
+        error => format!("the user's authorization did not complete: {error}"),
     }
 }
 
@@ -699,6 +712,26 @@ mod tests {
         assert_eq!(calls.len(), 3);
         assert_eq!(calls, results);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_cancelled_authorization_is_said_plainly_from_the_typed_reason() {
+        let failed = |reason| ClientError::SessionFailed {
+            session_uri: "urn:ietf:params:oauth:request_uri:s".into(),
+            reason,
+        };
+        let said = consent_failure(&failed(Some(Reason::SessionCancelled)));
+        assert!(
+            said.contains("cancelled because another account opened the authorization link"),
+            "{said}"
+        );
+        assert!(said.contains("nothing was granted"), "{said}");
+        // Without the reason, nothing is guessed.
+        let said = consent_failure(&failed(None));
+        assert!(!said.contains("another account"), "{said}");
+        assert!(said.contains("did not complete"), "{said}");
+        let said = consent_failure(&failed(Some(Reason::SessionExpired)));
+        assert!(said.contains("expired"), "{said}");
     }
 
     #[tokio::test]

@@ -24,9 +24,9 @@ keys! {
         /// `binding` or `workload:<name>`) as `ACCESS_KEY_ID:SECRET`; or set the credential
         /// itself in the environment variable named as this key's without `_FILE`.
         credential_file: PathBuf,
-        /// Allow key, discovery and JWKS fetches to loopback/private addresses and plain http.
-        /// Tests and dev only.
-        allow_private_addresses: bool = false,
+        /// Allow the outbound calls (ALB keys, OIDC discovery and JWKS) to loopback and private
+        /// addresses and over plain http. Tests and dev only.
+        outbound_allow_private_addresses: bool = false,
         /// ALB source: the load balancer's ARN, which must sign `x-amzn-oidc-data`.
         alb_signer: String,
         /// ALB public-key URL with `{kid}` (and optionally `{region}`).
@@ -43,6 +43,29 @@ keys! {
         /// OIDC source: the audience (client id) the ID token must be issued to.
         oidc_audience: String,
     }
+}
+
+/// Refuse to start when a configured URL that this service calls through the guarded
+/// outbound client is one its `policy` refuses (plain http, or a loopback or private
+/// address — literal, or what the name resolves to now — without the opt-in): said now,
+/// naming the key and the opt-in `outbound_allow_private_addresses`, rather than as a 502
+/// once a user is mid-flow. `urls`: `(key, url)`. The rule is the one every request gets
+/// ([`crate::outbound::OutboundPolicy::check_destination`]).
+pub async fn check_outbound_urls(
+    l: &Layers<'_>,
+    policy: &crate::outbound::OutboundPolicy,
+    urls: &[(&str, String)],
+) -> anyhow::Result<()> {
+    for (key, url) in urls {
+        if let Err(e) = policy.check_destination(url).await {
+            let setting = l.describe("outbound_allow_private_addresses");
+            let why = format!(
+                "{e}: this service would fail when it calls it. Use a public https URL, or allow loopback and private addresses and plain http (tests and development only) with {setting}"
+            );
+            return Err(l.error(key, why));
+        }
+    }
+    Ok(())
 }
 
 impl ServiceKeys {

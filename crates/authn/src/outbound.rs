@@ -67,6 +67,35 @@ impl Default for OutboundPolicy {
     }
 }
 
+impl OutboundPolicy {
+    /// Whether a request to `url` would be allowed, judged now and before anything is
+    /// sent: the checks every request gets ([`OutboundClient`]: scheme, credentials, a
+    /// literal IP host) and, for a host name, the addresses it resolves to now (the rule
+    /// the client's resolver applies when it connects). For refusing configuration early
+    /// — a provider's endpoints when it is created, a service's URLs at start — instead of
+    /// failing once a user is mid-flow; every request is still checked when it is sent.
+    ///
+    /// Only a refusal by the policy is an error: a name that does not resolve (or not
+    /// within the connect timeout) passes, since that is not the policy's to judge.
+    pub async fn check_destination(&self, url: &str) -> Result<(), OutboundError> {
+        let url = check_url(url, self.allow_private_addresses)?;
+        if self.allow_private_addresses {
+            return Ok(());
+        }
+        let Some(url::Host::Domain(host)) = url.host() else {
+            return Ok(());
+        };
+        let lookup = resolve_checked(host.to_string(), false);
+        match tokio::time::timeout(self.connect_timeout, lookup).await {
+            Ok(Err(ResolveFailure::Blocked(blocked))) => Err(OutboundError::Blocked {
+                host: blocked.host,
+                reason: blocked.reason,
+            }),
+            Ok(Err(ResolveFailure::Lookup(_)) | Ok(_)) | Err(_) => Ok(()),
+        }
+    }
+}
+
 /// Why an outbound request failed. Messages never include response bodies or URLs.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
@@ -374,25 +403,45 @@ struct GuardedResolver {
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let allow_private_addresses = self.allow_private_addresses;
-        let host = name.as_str().to_string();
+        let lookup = resolve_checked(name.as_str().to_string(), self.allow_private_addresses);
         Box::pin(async move {
-            let addresses: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if addresses.is_empty() {
-                return Err(format!("{host} resolved to no addresses").into());
+            match lookup.await {
+                Ok(addresses) => Ok(Box::new(addresses.into_iter()) as Addrs),
+                Err(ResolveFailure::Blocked(blocked)) => Err(Box::new(blocked) as _),
+                Err(ResolveFailure::Lookup(e)) => Err(e),
             }
-            if !allow_private_addresses {
-                // Any non-public address refuses the whole name: a public name has no
-                // business resolving to an internal address.
-                if let Some(reason) = addresses.iter().find_map(|a| blocked_reason(a.ip())) {
-                    return Err(Box::new(BlockedAddress { host, reason })
-                        as Box<dyn std::error::Error + Send + Sync>);
-                }
-            }
-            Ok(Box::new(addresses.into_iter()) as Addrs)
         })
     }
+}
+
+/// Why [`resolve_checked`] gave no addresses.
+enum ResolveFailure {
+    /// The name resolves to an address the policy refuses.
+    Blocked(BlockedAddress),
+    /// The name could not be resolved.
+    Lookup(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Resolve `host`; unless `allow_private_addresses`, any non-public address refuses the
+/// whole name (a public name has no business resolving to an internal address).
+async fn resolve_checked(
+    host: String,
+    allow_private_addresses: bool,
+) -> Result<Vec<SocketAddr>, ResolveFailure> {
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+        .await
+        .map_err(|e| ResolveFailure::Lookup(Box::new(e)))?
+        .collect();
+    if addresses.is_empty() {
+        let why = format!("{host} resolved to no addresses");
+        return Err(ResolveFailure::Lookup(why.into()));
+    }
+    if !allow_private_addresses
+        && let Some(reason) = addresses.iter().find_map(|a| blocked_reason(a.ip()))
+    {
+        return Err(ResolveFailure::Blocked(BlockedAddress { host, reason }));
+    }
+    Ok(addresses)
 }
 
 fn map_reqwest_error(error: &reqwest::Error) -> OutboundError {

@@ -124,9 +124,7 @@ impl AlbConfig {
         } else {
             String::new()
         };
-        let sample = template
-            .replace("{region}", &region)
-            .replace("{kid}", "kid");
+        let sample = sample_key_url(template, &region);
         let url = url::Url::parse(&sample).map_err(|e| {
             ConfigError::new("alb_key_url_template", format!("not an absolute URL: {e}"))
         })?;
@@ -155,6 +153,11 @@ impl AlbConfig {
         }
         Ok(())
     }
+}
+
+/// The key URL template with `{region}` and a sample `{kid}` filled in.
+fn sample_key_url(template: &str, region: &str) -> String {
+    template.replace("{region}", region).replace("{kid}", "kid")
 }
 
 fn is_region(s: &str) -> bool {
@@ -237,6 +240,19 @@ impl UserSources {
             oidc.validate()?;
         }
         Ok(())
+    }
+
+    /// The configured URLs the guarded outbound client will call, each with its key: the
+    /// ALB key URL (a sample `kid`) and the OIDC issuer (its discovery and JWKS). For
+    /// [`crate::config::check_outbound_urls`] at start.
+    pub fn outbound_urls(&self) -> Vec<(&'static str, String)> {
+        let alb = self.alb.iter().map(|alb| {
+            let region = alb.effective_region().unwrap_or_default();
+            let url = sample_key_url(&alb.key_url_template, &region);
+            ("alb_key_url_template", url)
+        });
+        let oidc = (self.oidc.iter()).map(|oidc| ("oidc_issuer", oidc.issuer.issuer.clone()));
+        alb.chain(oidc).collect()
     }
 }
 

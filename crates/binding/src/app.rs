@@ -164,6 +164,10 @@ async fn session_binding(State(state): State<BindingState>, uri: Uri, headers: H
             tracing::info!(source, outcome = "expired", "session binding refused");
             Page::Expired
         }
+        Completion::Cancelled => {
+            tracing::info!(source, outcome = "cancelled", "session binding refused");
+            Page::Cancelled
+        }
         Completion::InvalidLink => {
             tracing::info!(source, outcome = "invalid-link", "session binding refused");
             Page::InvalidLink

@@ -20,7 +20,7 @@ pub const DEFAULT_IDENTITY_TIMEOUT: Duration = Duration::from_secs(30);
 
 keys! {
     /// `serve binding`: file `[binding]`, `LATCHKEY_BINDING_*`.
-    pub section Binding = "binding", with ServiceKeys;
+    pub section Binding = "binding", tables ["outbound"], with ServiceKeys;
     /// Settings of `serve binding`.
     pub struct BindingKeys {
         /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8081.
@@ -62,7 +62,7 @@ impl BindingConfig {
         let (k, service): (BindingKeys, ServiceKeys) = l.read()?;
         let credential = service.credential(l, "binding")?;
         let mut config = Self::new(service.identity_url.clone(), credential);
-        config.outbound.allow_private_addresses = service.allow_private_addresses;
+        config.outbound.allow_private_addresses = service.outbound_allow_private_addresses;
         config.users = service.users(l, k.id_token_cookie)?;
         l.check(config.validate())?;
         Ok((k.listen, config))

@@ -40,6 +40,8 @@ pub enum Page {
     WrongUser,
     /// 410: the authorization session expired.
     Expired,
+    /// 410: another account opened the link, so the authorization was cancelled.
+    Cancelled,
     /// 401: no (valid) signed-in user.
     NotSignedIn,
     /// 400: the link is malformed, already used or no longer valid.
@@ -60,7 +62,7 @@ impl Page {
         match self {
             Self::Success => StatusCode::OK,
             Self::WrongUser => StatusCode::FORBIDDEN,
-            Self::Expired => StatusCode::GONE,
+            Self::Expired | Self::Cancelled => StatusCode::GONE,
             Self::NotSignedIn => StatusCode::UNAUTHORIZED,
             Self::InvalidLink => StatusCode::BAD_REQUEST,
             Self::UnknownLink | Self::NotFound => StatusCode::NOT_FOUND,
@@ -82,6 +84,10 @@ impl Page {
             Self::Expired => (
                 "Authorization expired",
                 "This authorization took too long and has expired. Nothing was granted. Start again from the agent.",
+            ),
+            Self::Cancelled => (
+                "Link cancelled",
+                "Another account opened this authorization link, so it was cancelled to protect you. Nothing was granted. Start again from the agent.",
             ),
             Self::NotSignedIn => (
                 "Not signed in",
@@ -156,5 +162,19 @@ mod tests {
                 .html()
                 .contains(&format!("<style>{STYLE}</style>"))
         );
+    }
+
+    #[test]
+    fn a_cancelled_link_says_so_plainly() {
+        let page = Page::Cancelled;
+        assert_eq!(page.status(), StatusCode::GONE);
+        let html = page.html();
+        assert!(
+            html.contains("<h1 class=\"err\">Link cancelled</h1>"),
+            "{html}"
+        );
+        assert!(html.contains("Another account opened this authorization link"));
+        assert!(html.contains("Nothing was granted"));
+        assert!(html.contains("Start again from the agent"));
     }
 }

@@ -25,6 +25,9 @@ pub enum Completion {
     WrongUser,
     /// `ValidationException` with reason `session-expired` (`x-latchkey-reason`).
     Expired,
+    /// `ValidationException` with reason `session-cancelled`: another account opened the
+    /// link, so the session was cancelled.
+    Cancelled,
     /// Any other `ValidationException` (already used, failed, not valid).
     InvalidLink,
     /// `ResourceNotFoundException`: no session by this completion URN (unknown, purged, or
@@ -168,6 +171,7 @@ pub fn classify(status: u16, kind: &ErrorKind, reason: Option<&Reason>) -> Compl
     match kind {
         ErrorKind::AccessDenied => Completion::WrongUser,
         ErrorKind::Validation if reason == Some(&Reason::SessionExpired) => Completion::Expired,
+        ErrorKind::Validation if reason == Some(&Reason::SessionCancelled) => Completion::Cancelled,
         ErrorKind::Validation => Completion::InvalidLink,
         ErrorKind::ResourceNotFound => Completion::UnknownLink,
         ErrorKind::Unauthorized => Completion::CredentialRefused,
@@ -199,6 +203,19 @@ mod tests {
         assert_eq!(
             classify(400, &ErrorKind::Validation, Some(&Reason::SessionExpired)),
             Completion::Expired
+        );
+        assert_eq!(
+            classify(400, &ErrorKind::Validation, Some(&Reason::SessionCancelled)),
+            Completion::Cancelled
+        );
+        // Typed: only the reason says cancelled; a wrong user's own refusal stays WrongUser.
+        assert_eq!(
+            classify(
+                403,
+                &ErrorKind::AccessDenied,
+                Some(&Reason::SessionCancelled)
+            ),
+            Completion::WrongUser
         );
         assert_eq!(
             classify(400, &ErrorKind::Validation, None),

@@ -130,6 +130,7 @@ async fn identity_errors_map_to_pages() {
             Page::WrongUser,
         ),
         (Reply::expired(), 410, Page::Expired),
+        (Reply::cancelled(), 410, Page::Cancelled),
         (
             // The reason is typed: a message that merely mentions expiry is not one.
             Reply::error(
@@ -296,6 +297,7 @@ async fn every_page_carries_the_csp_and_security_headers() {
             Page::WrongUser,
         ),
         (Reply::expired(), Page::Expired),
+        (Reply::cancelled(), Page::Cancelled),
         (
             Reply::error(400, "ValidationException", "used"),
             Page::InvalidLink,
@@ -407,6 +409,7 @@ async fn html_special_characters_never_reflected() {
             Page::Success,
             Page::WrongUser,
             Page::Expired,
+            Page::Cancelled,
             Page::NotSignedIn,
             Page::InvalidLink,
             Page::UnknownLink,

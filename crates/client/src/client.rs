@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::error::{Error, service_error};
+use crate::error::{Error, Reason, service_error};
 use crate::model::{ResourceToken, ResourceTokenRequest, UserIdentifier, resource_token};
 use crate::poll::{self, PollOptions};
 use latchkey_api::data::{
@@ -290,10 +290,10 @@ impl Client {
         &self,
         request: &ResourceTokenRequest,
     ) -> Result<ResourceToken, Error> {
-        let out: GetResourceOauth2TokenResponse = self
-            .call("/identities/oauth2/token", &request.wire())
+        let (out, reason): (GetResourceOauth2TokenResponse, _) = self
+            .call_with_reason("/identities/oauth2/token", &request.wire())
             .await?;
-        resource_token(out)
+        resource_token(out, reason.as_deref().and_then(Reason::from_header))
     }
 
     /// Poll `GetResourceOauth2Token` for `request.session_uri` until the token arrives.
@@ -306,7 +306,8 @@ impl Client {
     /// Ends with:
     /// - the access token;
     /// - [`Error::SessionFailed`] when the session is `FAILED` (refused consent, provider
-    ///   error, wrong user, expiry);
+    ///   error, wrong user, expiry), with the service's [`Reason`] when it gave one
+    ///   ([`Reason::SessionCancelled`]: another account opened the link);
     /// - [`Error::Deadline`] when `options.deadline` has passed (measured from this call);
     /// - [`Error::Cancelled`] as soon as `cancel` completes. `cancel` is any future used
     ///   as a signal: `token.cancelled()` of a `tokio_util::sync::CancellationToken`,
@@ -416,6 +417,16 @@ impl Client {
         path: &str,
         body: &impl Serialize,
     ) -> Result<T, Error> {
+        self.call_with_reason(path, body).await.map(|(out, _)| out)
+    }
+
+    /// [`Self::call`], and the [`REASON_HEADER`](crate::error::REASON_HEADER) of a 2xx
+    /// answer (a `FAILED` session status says why in it).
+    async fn call_with_reason<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<(T, Option<String>), Error> {
         let inner = &*self.inner;
         let body = serde_json::to_vec(body)
             .map_err(|_| Error::Config("the request could not be encoded as JSON".into()))?;
@@ -468,7 +479,7 @@ impl Client {
             &bytes
         };
         // serde's message can quote a value from the body; keep only where it failed.
-        serde_json::from_slice(bytes).map_err(|e| {
+        let out = serde_json::from_slice(bytes).map_err(|e| {
             Error::InvalidResponse(format!(
                 "HTTP {} body is not the expected JSON ({:?} error at line {}, column {})",
                 status.as_u16(),
@@ -476,7 +487,8 @@ impl Client {
                 e.line(),
                 e.column()
             ))
-        })
+        })?;
+        Ok((out, reason))
     }
 
     /// The headers that authenticate a request with this body to this URL.

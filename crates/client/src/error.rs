@@ -40,6 +40,10 @@ pub enum Error {
     SessionFailed {
         /// The session that failed.
         session_uri: String,
+        /// Why, when the service said so (`x-latchkey-reason` on the `FAILED` answer):
+        /// [`Reason::SessionCancelled`] when another account opened the link,
+        /// [`Reason::SessionExpired`] when it took too long.
+        reason: Option<Reason>,
     },
     /// The poller's deadline passed before a token arrived.
     #[error("no token before the polling deadline (session {session_uri})")]
@@ -177,11 +181,8 @@ impl fmt::Display for ErrorKind {
 /// The longest service message kept (in characters); longer ones are cut.
 const MAX_MESSAGE_CHARS: usize = 1024;
 
-/// Read an error response the way botocore does: the code from the `x-amzn-ErrorType`
-/// header (text before `:`), else body `__type` (text after `#`), else body `code`, else
-/// the HTTP status; the message from `message` or `Message`. A body that is not JSON is
-/// never copied into the error (it could be anything, a proxy's page or an echo).
-/// The response header carrying Latchkey's machine-readable reason for an error.
+/// The response header carrying Latchkey's machine-readable reason: on an error, and on a
+/// `GetResourceOauth2Token` answer `sessionStatus: FAILED`.
 pub const REASON_HEADER: &str = "x-latchkey-reason";
 
 /// Why Latchkey refused a call, beyond the AgentCore error name: typed, for services that
@@ -191,6 +192,9 @@ pub const REASON_HEADER: &str = "x-latchkey-reason";
 pub enum Reason {
     /// `session-expired`: the authorization session expired before it was completed.
     SessionExpired,
+    /// `session-cancelled`: another account opened the session's link, so the session was
+    /// cancelled to protect the user who started it; nothing was granted.
+    SessionCancelled,
     /// Any other reason, as sent (at most 64 characters of `[a-z0-9-]`).
     Other(String),
 }
@@ -207,11 +211,16 @@ impl Reason {
         match value.as_str() {
             "" => None,
             "session-expired" => Some(Self::SessionExpired),
+            "session-cancelled" => Some(Self::SessionCancelled),
             _ => Some(Self::Other(value)),
         }
     }
 }
 
+/// Read an error response the way botocore does: the code from the `x-amzn-ErrorType`
+/// header (text before `:`), else body `__type` (text after `#`), else body `code`, else
+/// the HTTP status; the message from `message` or `Message`. A body that is not JSON is
+/// never copied into the error (it could be anything, a proxy's page or an echo).
 pub(crate) fn service_error(
     status: u16,
     header_code: Option<&str>,
@@ -297,6 +306,14 @@ mod tests {
             e,
             Error::Service {
                 reason: Some(Reason::SessionExpired),
+                ..
+            }
+        ));
+        let e = service_error(400, None, None, Some("session-cancelled"), b"{}");
+        assert!(matches!(
+            e,
+            Error::Service {
+                reason: Some(Reason::SessionCancelled),
                 ..
             }
         ));

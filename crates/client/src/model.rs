@@ -194,6 +194,8 @@ pub enum ResourceToken {
     Failed {
         /// The session (`sessionUri`).
         session_uri: String,
+        /// Why, when the service said so (`x-latchkey-reason`).
+        reason: Option<crate::Reason>,
     },
 }
 
@@ -227,8 +229,10 @@ impl UserIdentifier {
 // ------------------------------------------------------------------------------ wire
 
 /// `accessToken` first, then `authorizationUrl`, then `sessionStatus`.
+/// `reason` is the answer's `x-latchkey-reason`, kept for a `FAILED` status only.
 pub(crate) fn resource_token(
     response: GetResourceOauth2TokenResponse,
+    reason: Option<crate::Reason>,
 ) -> Result<ResourceToken, crate::Error> {
     let invalid = |what: &str| crate::Error::InvalidResponse(what.to_string());
     if let Some(token) = response
@@ -251,7 +255,10 @@ pub(crate) fn resource_token(
     })?;
     match response.session_status.as_deref() {
         Some("IN_PROGRESS") | None => Ok(ResourceToken::Pending { session_uri }),
-        Some("FAILED") => Ok(ResourceToken::Failed { session_uri }),
+        Some("FAILED") => Ok(ResourceToken::Failed {
+            session_uri,
+            reason,
+        }),
         Some(other) => Err(crate::Error::InvalidResponse(format!(
             "unknown sessionStatus {:?}",
             other.chars().take(64).collect::<String>()
@@ -264,9 +271,17 @@ mod tests {
     use super::*;
 
     fn response(json: &str) -> Result<ResourceToken, crate::Error> {
+        response_with(json, None)
+    }
+
+    fn response_with(
+        json: &str,
+        reason: Option<crate::Reason>,
+    ) -> Result<ResourceToken, crate::Error> {
         resource_token(
             serde_json::from_str::<GetResourceOauth2TokenResponse>(json)
                 .map_err(|e| crate::Error::InvalidResponse(e.to_string()))?,
+            reason,
         )
     }
 
@@ -322,7 +337,17 @@ mod tests {
         ));
         assert!(matches!(
             response(r#"{"sessionUri":"s","sessionStatus":"FAILED"}"#),
-            Ok(ResourceToken::Failed { .. })
+            Ok(ResourceToken::Failed { reason: None, .. })
+        ));
+        assert!(matches!(
+            response_with(
+                r#"{"sessionUri":"s","sessionStatus":"FAILED"}"#,
+                Some(crate::Reason::SessionCancelled)
+            ),
+            Ok(ResourceToken::Failed {
+                reason: Some(crate::Reason::SessionCancelled),
+                ..
+            })
         ));
         assert!(matches!(
             response(r#"{}"#),

@@ -97,8 +97,14 @@ where
         match answer {
             Ok(ResourceToken::Token(token)) => return Ok(token),
             Ok(ResourceToken::Pending { .. }) => {}
-            Ok(ResourceToken::Failed { session_uri }) => {
-                return Err(Error::SessionFailed { session_uri });
+            Ok(ResourceToken::Failed {
+                session_uri,
+                reason,
+            }) => {
+                return Err(Error::SessionFailed {
+                    session_uri,
+                    reason,
+                });
             }
             Ok(ResourceToken::AuthorizationRequired {
                 authorization_url,

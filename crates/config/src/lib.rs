@@ -531,6 +531,16 @@ impl<'a> Layers<'a> {
         dotted(self.section, &key)
     }
 
+    /// A key as an operator sets it, for messages: its file key, environment variable and
+    /// flag, e.g. the file key `binding.outbound.allow_private_addresses` in backquotes,
+    /// then `(LATCHKEY_BINDING_OUTBOUND_ALLOW_PRIVATE_ADDRESSES, --outbound-allow-private-addresses)`.
+    pub fn describe(&self, key: &str) -> String {
+        let flag = self.spec(key).and_then(KeySpec::flag);
+        let flag = flag.map(|f| format!(", --{f}")).unwrap_or_default();
+        let env = env_name(self.section, key);
+        format!("`{}` ({env}{flag})", self.display(key))
+    }
+
     /// The value of the highest layer that sets `key` (blank text counts as unset), and
     /// where it came from (`flag --listen`).
     fn find(&self, key: &str) -> Option<(Raw, String)> {

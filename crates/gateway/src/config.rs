@@ -121,7 +121,7 @@ impl ListItem for RouteConfig {
 
 keys! {
     /// `serve gateway`: file `[gateway]`, `LATCHKEY_GATEWAY_*`.
-    pub section Gateway = "gateway";
+    pub section Gateway = "gateway", tables ["outbound"];
     /// Settings of `serve gateway`.
     pub struct GatewayKeys {
         /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8443.
@@ -146,8 +146,9 @@ keys! {
         session_absolute_seconds: u64 = 28_800u64,
         /// Idle session timeout, in seconds. Default 3600.
         session_idle_seconds: u64 = 3_600u64,
-        /// Allow calls to the provider at loopback/private addresses and over plain http. Tests and dev only.
-        allow_private_addresses: bool = false,
+        /// Allow the outbound calls (the OpenID Provider's discovery, JWKS and token endpoint) to
+        /// loopback and private addresses and over plain http. Tests and dev only.
+        outbound_allow_private_addresses: bool = false,
         /// Time allowed to connect to an upstream, in milliseconds. Default 5000.
         upstream_connect_timeout_ms: u64 = 5_000u64,
         /// TLS certificate chain (PEM). With --tls-key, the gateway serves https.
@@ -270,7 +271,7 @@ impl GatewayConfig {
     /// Policy of the calls to the identity provider (discovery, JWKS, token).
     pub fn outbound(&self) -> OutboundPolicy {
         OutboundPolicy {
-            allow_private_addresses: self.keys.allow_private_addresses,
+            allow_private_addresses: self.keys.outbound_allow_private_addresses,
             ..Default::default()
         }
     }

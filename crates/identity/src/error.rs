@@ -17,13 +17,17 @@ use latchkey_store::StoreError;
 pub const REASON_HEADER: &str = "x-latchkey-reason";
 
 /// Why `CompleteResourceTokenAuth` (and the session steps behind it) refused, for the
-/// binding service: a typed value instead of words in the message.
+/// binding service, and why a polled session is `FAILED`, for the workload: a typed value
+/// instead of words in the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// The authorization session expired before it was completed.
     SessionExpired,
-    /// The session failed earlier (provider error, a wrong user, a failed exchange).
+    /// The session failed earlier (provider error, a failed exchange).
     SessionFailed,
+    /// The session was cancelled because another user opened its link (a completion
+    /// by the wrong user fails the session, to protect the user who started it).
+    SessionCancelled,
     /// The session was completed (or claimed) before.
     SessionAlreadyUsed,
     /// No session has this completion URN (unknown, purged, or not a completion URN).
@@ -40,6 +44,7 @@ impl Reason {
         match self {
             Self::SessionExpired => "session-expired",
             Self::SessionFailed => "session-failed",
+            Self::SessionCancelled => "session-cancelled",
             Self::SessionAlreadyUsed => "session-already-used",
             Self::SessionUnknown => "session-unknown",
             Self::UserMismatch => "user-mismatch",

@@ -95,6 +95,11 @@ impl IntoResponse for BrowserError {
                 "Sign-in already used",
                 "This sign-in link was already used. Start again from the application.",
             ),
+            Self::Cancelled => page(
+                StatusCode::GONE,
+                "Link cancelled",
+                "Another account opened this authorization link, so it was cancelled to protect you. Nothing was granted. Start again from the application.",
+            ),
             Self::WrongProvider | Self::IssuerMismatch => page(
                 StatusCode::BAD_REQUEST,
                 "Sign-in refused",

@@ -231,7 +231,9 @@ async fn internal_error_text_reaches_the_log_and_never_the_client() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(
-        body.contains("not allowed by the server's outbound policy"),
+        body.contains("which this server's outbound policy refuses")
+            && body.contains("LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES")
+            && body.contains("oauthDiscovery.discoveryUrl"),
         "{body}"
     );
     assert!(!body.contains("outbound request"), "{body}");
@@ -331,15 +333,25 @@ async fn completion_refusals_carry_a_typed_reason() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(reason, "session-expired");
 
-    // Another user: refused, and the session fails.
+    // Another user: refused, and the session is cancelled; the owner who comes next is
+    // told that it was cancelled (typed, and in plain words), not that it failed.
     let far = now + 600_000;
     let wrong = session_at_callback(&f, "wrong-user", far).await;
     let (status, reason, _) = complete(wrong.clone(), "mallory").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(reason, "user-mismatch");
-    let (status, reason, _) = complete(wrong, "alice").await;
+    let (status, reason, body) = complete(wrong, "alice").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(reason, "session-failed");
+    assert_eq!(reason, "session-cancelled");
+    let json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["__type"], "ValidationException");
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap()
+            .contains("another account opened this authorization link"),
+        "{body}"
+    );
 
     // Unknown completion URN.
     let (status, reason, _) =
@@ -356,4 +368,109 @@ async fn completion_refusals_carry_a_typed_reason() {
     assert!(body.contains("an internal error occurred"), "{body}");
     let (_, reason, _) = complete(broken, "alice").await;
     assert_eq!(reason, "session-failed");
+}
+
+/// Issue 14: endpoints the outbound policy would refuse once a flow calls them are refused
+/// when the provider is created or updated — a `ValidationException` naming the field and
+/// the setting that allows them — not with a 502/503 after a user has consented. Nothing
+/// is stored, and an update leaves the provider as it was. (This service runs with the
+/// opt-in off, as a production server does.)
+#[tokio::test]
+async fn provider_endpoints_the_outbound_policy_refuses_are_refused_up_front() {
+    let _ = log();
+    let f = fixture("endpoints").await;
+    // One control-plane call as the admin: status and body.
+    let control = |operation: &'static str, body: Value| {
+        let f = &f;
+        async move {
+            let path = format!("/identities/{operation}");
+            let (status, _, answer) = call(f, &path, &f.admin, body).await;
+            (status, answer)
+        }
+    };
+    let custom = |name: &str, authorize: &str, token: &str| {
+        json!({"name": name, "credentialProviderVendor": "CustomOauth2",
+            "oauth2ProviderConfigInput": {"customOauth2ProviderConfig": {
+                "oauthDiscovery": {"authorizationServerMetadata": {
+                    "issuer": "https://idp.example.com", "authorizationEndpoint": authorize,
+                    "tokenEndpoint": token, "responseTypes": ["code"]}},
+                "clientId": "c", "clientSecret": "s"}}})
+    };
+    let metadata = "oauth2ProviderConfigInput.customOauth2ProviderConfig.oauthDiscovery.authorizationServerMetadata";
+    let public_authorize = "https://93.184.215.14/authorize";
+    let public_token = "https://93.184.215.14/token";
+    let cases = [
+        (
+            custom("private-token", public_authorize, "https://10.0.0.5/token"),
+            format!("{metadata}.tokenEndpoint"),
+            "10.0.0.5 is not public (private address)",
+        ),
+        (
+            custom(
+                "loopback-name",
+                "https://localhost:8443/authorize",
+                public_token,
+            ),
+            format!("{metadata}.authorizationEndpoint"),
+            "localhost is not public (loopback address)",
+        ),
+        (
+            custom("plain-http", public_authorize, "http://127.0.0.1:9/token"),
+            format!("{metadata}.tokenEndpoint"),
+            "plain http (to 127.0.0.1)",
+        ),
+        (
+            json!({"name": "included", "credentialProviderVendor": "OktaOauth2",
+                "oauth2ProviderConfigInput": {"includedOauth2ProviderConfig": {
+                    "issuer": "https://idp.example.com", "authorizationEndpoint": public_authorize,
+                    "tokenEndpoint": "https://[fd00::5]/token", "clientId": "c", "clientSecret": "s"}}}),
+            "oauth2ProviderConfigInput.includedOauth2ProviderConfig.tokenEndpoint".to_string(),
+            "fd00::5 is not public (unique local address)",
+        ),
+    ];
+    for (body, field, why) in cases {
+        let name = body["name"].as_str().unwrap().to_string();
+        let (status, answer) = control("CreateOauth2CredentialProvider", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {answer}");
+        let json: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(json["__type"], "ValidationException", "{answer}");
+        assert_eq!(json["fieldList"][0]["name"], field.as_str(), "{answer}");
+        let message = json["message"].as_str().unwrap();
+        for needle in [
+            why,
+            "LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES",
+            "--outbound-allow-private-addresses",
+        ] {
+            assert!(
+                message.contains(needle),
+                "{name}: {needle} not in {message}"
+            );
+        }
+        let (status, _) = control("GetOauth2CredentialProvider", json!({"name": name})).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{name} was stored");
+    }
+
+    // A public provider is created; updating it to a private token endpoint is refused and
+    // changes nothing.
+    let (status, answer) = control(
+        "CreateOauth2CredentialProvider",
+        custom("public", public_authorize, public_token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (status, answer) = control(
+        "UpdateOauth2CredentialProvider",
+        custom("public", public_authorize, "https://192.168.1.10/token"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer.contains(&format!("{metadata}.tokenEndpoint")),
+        "{answer}"
+    );
+    let (_, answer) = control("GetOauth2CredentialProvider", json!({"name": "public"})).await;
+    assert!(
+        answer.contains(public_token) && !answer.contains("192.168.1.10"),
+        "{answer}"
+    );
 }

@@ -15,7 +15,7 @@ use latchkey_store::Store;
 
 use crate::cli::{AdminCommand, AuditCommand, CredentialsCommand, GrantsCommand, VaultCommand};
 use crate::config::{ConfigFile, Env, IdentityConfig, Layers, StorageConfig};
-use crate::{check_key_file, keyfile, open_storage};
+use crate::{check_key_file, keyfile, open_existing_storage, open_storage};
 
 pub(crate) async fn run(
     storage: &StorageConfig,
@@ -23,7 +23,11 @@ pub(crate) async fn run(
     env: &Env,
     command: AdminCommand,
 ) -> anyhow::Result<()> {
-    let (store, keys) = open_storage(storage).await?;
+    if let AdminCommand::Init { json } = command {
+        return init(storage, json).await;
+    }
+    // Every other command works on an installation that exists, and creates nothing.
+    let (store, keys) = open_existing_storage(storage).await?;
     // `vault status` and `rotate-key` report and repair a mismatch themselves.
     if !matches!(
         command,
@@ -157,6 +161,44 @@ pub(crate) async fn run(
         }
         AdminCommand::Grants { command } => grants(store, keys, file, env, command).await?,
         AdminCommand::Vault { command } => vault_admin(storage, &store, command).await?,
+        AdminCommand::Init { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+/// `admin init`: the data directory, the key file and the database tables, each created
+/// when missing (what `serve identity` does at its first start); then the key file is
+/// checked against the database. Running it again changes nothing.
+async fn init(storage: &StorageConfig, json: bool) -> anyhow::Result<()> {
+    let had_key_file = storage.key_file.is_file();
+    let had_tables = match Store::connect_existing(&storage.database_url).await {
+        Ok(Some(store)) => {
+            store.close().await;
+            true
+        }
+        _ => false,
+    };
+    let (store, keys) = open_storage(storage).await?;
+    check_key_file(storage, &store, keys.as_ref()).await?;
+    store.close().await;
+    let state = |existed: bool| if existed { "existing" } else { "created" };
+    let (data_dir, key_file) = (storage.data_dir.display(), storage.key_file.display());
+    let database = storage.database_url_redacted();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "dataDir": data_dir.to_string(),
+                "keyFile": key_file.to_string(), "keyFileState": state(had_key_file),
+                "database": database, "databaseState": state(had_tables),
+            })
+        );
+    } else {
+        println!(
+            "Latchkey installation ready.\nData directory: {data_dir}\nKey file:       {key_file} ({})\nDatabase:       {database} ({})",
+            state(had_key_file),
+            state(had_tables)
+        );
     }
     Ok(())
 }

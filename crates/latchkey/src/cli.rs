@@ -40,7 +40,8 @@ pub(crate) enum Command {
     /// planner. Development only; data in the user's data dir under `latchkey-dev` unless
     /// --data-dir says otherwise.
     Dev(crate::dev::DevArgs),
-    /// Administer credentials and inspect audit events (works directly on the storage).
+    /// Administer credentials and inspect audit events (works directly on the storage of
+    /// an installation; `admin init` creates one).
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
@@ -74,6 +75,15 @@ pub(crate) struct AgentArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AdminCommand {
+    /// Initialise an installation: create the data directory, the key-encryption key file
+    /// and the database tables where missing (what `serve identity` does at its first
+    /// start). Every other admin command refuses a data directory or database without
+    /// them, and creates nothing.
+    Init {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// API credentials (SigV4 access keys, also usable as bearer keys).
     Credentials {
         #[command(subcommand)]
@@ -199,13 +209,16 @@ pub(crate) fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
 }
 
 /// Global storage flags a service does not use, by `serve` subcommand: the gateway keeps
-/// only its cookie key in the data directory, and the session binding service keeps
-/// nothing. Their help leaves them out; given anyway, they are accepted and ignored.
-pub(crate) const UNUSED_GLOBALS: [(&str, &[&str]); 2] = [
+/// only its cookie key and sessions in the data directory, the agent only its conversations
+/// (`<data-dir>/agent`), and the session binding service keeps nothing; none of them has a
+/// database or a key-encryption key. Their help leaves them out; given anyway, they are
+/// accepted and ignored.
+pub(crate) const UNUSED_GLOBALS: [(&str, &[&str]); 3] = [
     (
         "gateway",
         &["database_url", "database_url_file", "key_file"],
     ),
+    ("agent", &["database_url", "database_url_file", "key_file"]),
     (
         "binding",
         &["data_dir", "database_url", "database_url_file", "key_file"],
@@ -273,17 +286,62 @@ mod cli_tests {
         sub.render_long_help().to_string()
     }
 
+    /// Every `--flag` a help text lists.
+    fn listed_flags(help: &str) -> std::collections::BTreeSet<String> {
+        help.lines()
+            .map(|line| line.trim_start())
+            // `-h, --help`: the long form.
+            .map(|line| line.strip_prefix("-h, ").unwrap_or(line))
+            .filter_map(|line| line.strip_prefix("--"))
+            .filter_map(|rest| rest.split([' ', '=', '[', '<']).next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The flags of a section's keys.
+    fn section_flags<S: crate::config::Section>() -> Vec<String> {
+        use latchkey_config::KeyGroup as _;
+        S::Keys::keys().iter().filter_map(|k| k.flag()).collect()
+    }
+
+    /// Issue 14: `serve agent --help` and `serve gateway --help` list only the options
+    /// the service uses: its own keys, `--config`, `--help`, and the storage flags it
+    /// reads (the data directory and logging; never the database or the key file).
     #[test]
-    fn gateway_and_binding_help_leave_out_storage_flags() {
+    fn agent_and_gateway_help_list_only_their_own_options() {
+        let globals = ["config", "help", "data-dir", "log-format", "log-level"];
+        let expected = |own: Vec<String>, more: &[&str]| {
+            let all = own.into_iter().chain(globals.iter().map(|s| s.to_string()));
+            all.chain(more.iter().map(|s| s.to_string()))
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(
+            listed_flags(&help(&["serve", "agent"])),
+            expected(section_flags::<Agent>(), &["print-openapi"])
+        );
+        assert_eq!(
+            listed_flags(&help(&["serve", "gateway"])),
+            expected(section_flags::<Gateway>(), &[])
+        );
+    }
+
+    #[test]
+    fn services_help_leave_out_storage_flags_they_do_not_use() {
         cli_command().debug_assert();
         let gateway = help(&["serve", "gateway"]);
         assert!(gateway.contains("--http-redirect-listen"), "{gateway}");
         assert!(gateway.contains("--data-dir"), "{gateway}");
+        let agent = help(&["serve", "agent"]);
+        assert!(
+            agent.contains("--store-dir") && agent.contains("--data-dir"),
+            "{agent}"
+        );
         let binding = help(&["serve", "binding"]);
         assert!(!binding.contains("--data-dir"), "{binding}");
         assert!(binding.contains("--log-level"), "{binding}");
         for flag in ["--database-url", "--database-url-file", "--key-file"] {
             assert!(!gateway.contains(flag), "{flag} in {gateway}");
+            assert!(!agent.contains(flag), "{flag} in {agent}");
             assert!(!binding.contains(flag), "{flag} in {binding}");
             assert!(help(&["serve", "identity"]).contains(flag), "{flag}");
             assert!(
@@ -322,6 +380,14 @@ mod cli_tests {
             &[
                 "serve",
                 "binding",
+                "--database-url",
+                "sqlite://x",
+                "--key-file",
+                "/k",
+            ][..],
+            &[
+                "serve",
+                "agent",
                 "--database-url",
                 "sqlite://x",
                 "--key-file",

@@ -409,7 +409,7 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
             latchkey_gateway::config::DEFAULT_ALB_SIGNER,
         ),
         ("LATCHKEY_BINDING_ALB_ISSUER", idp_url.as_str()),
-        ("LATCHKEY_BINDING_ALLOW_PRIVATE_ADDRESSES", "true"),
+        ("LATCHKEY_BINDING_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true"),
         ("LATCHKEY_AGENT_IDENTITY_URL", identity_url.as_str()),
         ("LATCHKEY_AGENT_CREDENTIAL", agent_credential.as_str()),
         ("LATCHKEY_AGENT_WORKLOAD_NAME", WORKLOAD),
@@ -420,7 +420,7 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
             latchkey_gateway::config::DEFAULT_ALB_SIGNER,
         ),
         ("LATCHKEY_AGENT_ALB_ISSUER", idp_url.as_str()),
-        ("LATCHKEY_AGENT_ALLOW_PRIVATE_ADDRESSES", "true"),
+        ("LATCHKEY_AGENT_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true"),
         // Set for the configuration's sake; the model is chosen by `model()`.
         ("LATCHKEY_AGENT_LLM_PROVIDER", "openai"),
         ("LATCHKEY_AGENT_LLM_MODEL", "offline-scripted-planner"),
@@ -435,7 +435,7 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
             "LATCHKEY_GATEWAY_OIDC_CLIENT_SECRET",
             state.gateway_client_secret.as_str(),
         ),
-        ("LATCHKEY_GATEWAY_ALLOW_PRIVATE_ADDRESSES", "true"),
+        ("LATCHKEY_GATEWAY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true"),
         ("LATCHKEY_GATEWAY_ACCESS_LOG", "off"),
         ("LATCHKEY_GATEWAY_WORKERS", "1"),
     ]);

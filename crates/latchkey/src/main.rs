@@ -24,6 +24,7 @@ use latchkey_store::Store;
 
 use crate::cli::{Cli, Command, Service, parse_cli};
 use latchkey_agent::AgentConfig;
+use latchkey_authn::config::check_outbound_urls;
 use latchkey_gateway::GatewayConfig;
 
 use crate::config::{ConfigFile, Env, IdentityConfig, Layers, StorageConfig};
@@ -62,12 +63,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { service } => match service {
             Service::Identity(flags) => {
-                let serve = IdentityConfig::resolve(&Layers::new(&flags, &file, &env)?)?;
+                let layers = Layers::new(&flags, &file, &env)?;
+                let serve = IdentityConfig::resolve(&layers)?;
+                check_outbound_urls(&layers, &serve.outbound(), &serve.outbound_urls()).await?;
                 serve::identity(&storage, serve).await
             }
             Service::Binding(flags) => {
                 let layers = Layers::new(&flags, &file, &env)?;
-                serve::binding(latchkey_binding::BindingConfig::resolve(&layers)?).await
+                let (listen, binding) = latchkey_binding::BindingConfig::resolve(&layers)?;
+                let urls = binding.users.outbound_urls();
+                check_outbound_urls(&layers, &binding.outbound, &urls).await?;
+                serve::binding((listen, binding)).await
             }
             Service::Agent(args) if args.print_openapi => {
                 println!("{}", latchkey_agent::openapi().to_pretty_json()?);
@@ -75,11 +81,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Service::Agent(args) => {
                 let layers = Layers::new(&args.keys, &file, &env)?;
-                serve::agent(AgentConfig::resolve(&layers, &storage.data_dir)?).await
+                let agent = AgentConfig::resolve(&layers, &storage.data_dir)?;
+                let urls = agent.users.outbound_urls();
+                check_outbound_urls(&layers, &agent.outbound(), &urls).await?;
+                serve::agent(agent).await
             }
             Service::Gateway(flags) => {
                 let layers = Layers::new(&flags, &file, &env)?;
-                serve::gateway(GatewayConfig::resolve(&layers, &storage.data_dir)?).await
+                let gateway = GatewayConfig::resolve(&layers, &storage.data_dir)?;
+                let urls = [("oidc_issuer", gateway.keys.oidc_issuer.clone())];
+                check_outbound_urls(&layers, &gateway.outbound(), &urls).await?;
+                serve::gateway(gateway).await
             }
         },
         Command::Dev(args) => dev::run(storage, args).await,
@@ -110,6 +122,41 @@ pub(crate) async fn open_storage(
             )
         })?;
     Ok((store, Arc::new(keys)))
+}
+
+/// Open the storage of an installation that exists, creating nothing (the admin
+/// commands): its key file and Latchkey's tables in its database must be there. Anything
+/// missing is refused with what is missing and how to initialise it; no directory, key
+/// file, database file or table is created.
+pub(crate) async fn open_existing_storage(
+    storage: &StorageConfig,
+) -> anyhow::Result<(Store, Arc<dyn KeyProvider>)> {
+    let database = storage.database_url_redacted();
+    let has_key_file = storage.key_file.is_file();
+    let store = Store::connect_existing(&storage.database_url)
+        .await
+        .with_context(|| format!("cannot open the database {database}"))?;
+    let key_file = storage.key_file.display();
+    let data_dir = storage.data_dir.display();
+    let init = "Initialise it with `latchkey admin init` (or start the identity service, `latchkey serve identity`, which does the same at its first start) with the same --data-dir / --database-url / --key-file, or point them at the installation you meant";
+    match (store, has_key_file) {
+        (Some(store), true) => {
+            let keys = keyfile::ReloadingKeyProvider::open(&storage.key_file)?;
+            Ok((store, Arc::new(keys)))
+        }
+        (Some(store), false) => {
+            store.close().await;
+            anyhow::bail!(
+                "the database {database} holds a Latchkey installation, but its key file {key_file} does not exist: point --key-file (`key_file`, LATCHKEY_KEY_FILE) at the key file of this installation. Nothing was created (a new key could not open what the database holds)"
+            )
+        }
+        (None, true) => anyhow::bail!(
+            "no Latchkey server state in the database {database} (the key file {key_file} exists, but the database has no Latchkey tables). Nothing was created. {init}"
+        ),
+        (None, false) => anyhow::bail!(
+            "no Latchkey server state in the data directory {data_dir}: no key file {key_file} and no Latchkey tables in the database {database}. Nothing was created. {init}"
+        ),
+    }
 }
 
 /// Refuse to run with a key file that does not open what the database holds (a key file

@@ -48,7 +48,7 @@ async fn serve_agent_reads_flags_environment_and_file() {
     )
     .unwrap();
     let mut child = serve_agent(&dir, &path)
-        .arg("--allow-private-addresses")
+        .arg("--outbound-allow-private-addresses")
         .env("LATCHKEY_LOG_LEVEL", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

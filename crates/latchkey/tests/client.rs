@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use latchkey_client::{
-    Client, Error, ErrorKind, ExposeSecret, Oauth2Flow, PollOptions, ResourceToken,
+    Client, Error, ErrorKind, ExposeSecret, Oauth2Flow, PollOptions, Reason, ResourceToken,
     ResourceTokenRequest, SecretString, Url, UserIdentifier,
 };
 use serde_json::{Value, json};
@@ -54,7 +54,8 @@ fn start(name: &str) -> Server {
     }
 }
 
-/// Like [`start`], but the server may call loopback addresses (the test's token endpoint).
+/// Like [`start`], but the server may call loopback addresses: the test's provider, whose
+/// loopback endpoints a server without the opt-in refuses at CreateOauth2CredentialProvider.
 fn start_allowing_loopback(name: &str) -> Server {
     let dir = data_dir(name);
     let admin = credential(&dir, "admin");
@@ -281,6 +282,18 @@ async fn consent(authorization_url: &str) -> Url {
     Url::parse(back.headers()["location"].to_str().unwrap()).unwrap()
 }
 
+/// `poll_resource_token` for `request` (fast, 30 s deadline) in a task of its own.
+fn spawn_poller(
+    client: &Client,
+    request: &ResourceTokenRequest,
+) -> tokio::task::JoinHandle<Result<SecretString, Error>> {
+    let (client, request) = (client.clone(), request.clone());
+    tokio::spawn(async move {
+        let options = fast_poll(Duration::from_secs(30));
+        (client.poll_resource_token(&request, options, std::future::pending())).await
+    })
+}
+
 /// The one-time completion URN the callback's redirect carries (`session_id`).
 fn completion_in(location: &Url) -> String {
     location
@@ -503,7 +516,7 @@ async fn wrong_secret_is_unauthorized_without_leaking_it() {
 
 #[tokio::test]
 async fn user_federation_poll_fails_when_the_user_refuses() {
-    let server = start("flow-fail");
+    let server = start_allowing_loopback("flow-fail");
     let callback_url = server
         .oauth_setup("flow-agent", "flow-prov", "http://127.0.0.1:9/oauth2/token")
         .await;
@@ -611,7 +624,14 @@ async fn user_federation_poll_fails_when_the_user_refuses() {
         .expect("the poller ends promptly")
         .expect("poller task");
     match out {
-        Err(Error::SessionFailed { session_uri: s }) => assert_eq!(s, session_uri),
+        Err(Error::SessionFailed {
+            session_uri: s,
+            reason,
+        }) => {
+            assert_eq!(s, session_uri);
+            // A refusal at the provider is a plain failure, not a cancellation.
+            assert_ne!(reason, Some(Reason::SessionCancelled));
+        }
         other => panic!("expected SessionFailed, got {:?}", other.map(|_| "a token")),
     }
     assert!(
@@ -644,6 +664,82 @@ async fn user_federation_poll_fails_when_the_user_refuses() {
     assert!(matches!(err, Error::Config(_)), "{err:?}");
 }
 
+/// Issue 14: another account completing the session cancels it (to protect the user who
+/// started it), and the owner is told so by a typed reason wherever they come next: their
+/// agent's poller ends with `SessionFailed` and `Reason::SessionCancelled`, their own
+/// completion is a `ValidationException` with that reason, and their authorization link
+/// shows the "Link cancelled" page.
+#[tokio::test]
+async fn another_account_on_the_link_cancels_it_and_the_owner_is_told() {
+    let server = start_allowing_loopback("flow-cancelled");
+    server
+        .oauth_setup(
+            "cancel-agent",
+            "cancel-prov",
+            "http://127.0.0.1:9/oauth2/token",
+        )
+        .await;
+    let client = server.sigv4(&server.admin);
+    let (request, authorization_url) = start_flow(&client, "cancel-agent", "cancel-prov").await;
+    let poller = spawn_poller(&client, &request);
+    let completion = completion_in(&consent(&authorization_url).await);
+    let err = client
+        .complete_resource_token_auth(&completion, &UserIdentifier::UserId("mallory".into()))
+        .await
+        .expect_err("another account is refused");
+    assert_eq!(err.kind(), Some(&ErrorKind::AccessDenied), "{err:?}");
+
+    match ended(poller, "the owner's poller").await {
+        Err(Error::SessionFailed {
+            reason: Some(Reason::SessionCancelled),
+            ..
+        }) => {}
+        other => panic!(
+            "expected SessionFailed with reason session-cancelled, got {:?}",
+            other.map(|_| "a token")
+        ),
+    }
+    match client
+        .get_resource_oauth2_token(&request)
+        .await
+        .expect("poll")
+    {
+        ResourceToken::Failed {
+            reason: Some(Reason::SessionCancelled),
+            ..
+        } => {}
+        other => panic!("expected FAILED with reason session-cancelled, got {other:?}"),
+    }
+
+    let err = client
+        .complete_resource_token_auth(&completion, &UserIdentifier::UserId("alice".into()))
+        .await
+        .expect_err("the cancelled session cannot be completed");
+    assert!(
+        matches!(
+            err,
+            Error::Service {
+                kind: ErrorKind::Validation,
+                reason: Some(Reason::SessionCancelled),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let page = browser()
+        .get(&authorization_url)
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(page.status().as_u16(), 410);
+    let text = page.text().await.expect("page");
+    assert!(
+        text.contains("Link cancelled") && text.contains("Another account opened"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn user_federation_poll_returns_the_token_after_binding() {
     let server = start_allowing_loopback("flow-ok");
@@ -654,19 +750,7 @@ async fn user_federation_poll_returns_the_token_after_binding() {
     let (request, authorization_url) = start_flow(&client, "ok-agent", "ok-prov").await;
     let session_uri = request.session_uri.clone().unwrap();
 
-    let poller = {
-        let client = client.clone();
-        let request = request.clone();
-        tokio::spawn(async move {
-            client
-                .poll_resource_token(
-                    &request,
-                    fast_poll(Duration::from_secs(30)),
-                    std::future::pending(),
-                )
-                .await
-        })
-    };
+    let poller = spawn_poller(&client, &request);
 
     // The user consents: the provider sends the browser back with a code.
     let location = consent(&authorization_url).await;

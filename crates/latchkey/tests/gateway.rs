@@ -39,7 +39,7 @@ fn spawn_gateway(
         .args([
             "--oidc-client-id",
             client_id,
-            "--allow-private-addresses",
+            "--outbound-allow-private-addresses",
             "true",
         ])
         .arg("--route")

@@ -90,6 +90,60 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 impl Store {
     /// Connect (`sqlite://PATH` or `postgres://…`) and apply migrations.
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        let store = Self::open(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connect to a database where Latchkey's tables already exist, creating nothing:
+    /// `None` when there are none (no SQLite file at the URL's path, or a database without
+    /// Latchkey's migrations table). Migrations a newer binary brings are applied, as
+    /// [`Store::connect`] does.
+    pub async fn connect_existing(url: &str) -> StoreResult<Option<Self>> {
+        if url.starts_with("sqlite:") {
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Database(format!("invalid database URL: {e}")))?;
+            // `mode=rwc` would create the file: a missing one is no installation.
+            if !options.get_filename().is_file() {
+                return Ok(None);
+            }
+        }
+        let store = Self::open(url).await?;
+        if !store.has_migrations_table().await? {
+            store.close().await;
+            return Ok(None);
+        }
+        store.migrate().await?;
+        Ok(Some(store))
+    }
+
+    /// Whether sqlx's migrations table exists (Latchkey set this database up).
+    async fn has_migrations_table(&self) -> StoreResult<bool> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
+            }
+        };
+        let count: i64 = sqlx::query(sql).fetch_one(&self.pool).await?.try_get(0)?;
+        Ok(count > 0)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))
+    }
+
+    /// The connection pool, without migrations.
+    async fn open(url: &str) -> StoreResult<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -124,14 +178,6 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let migrator = match backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
         Ok(Self { pool, backend })
     }
 

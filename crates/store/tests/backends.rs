@@ -436,3 +436,63 @@ async fn unreachable_database_is_unavailable() {
         .expect_err("must fail");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
+
+/// `url` has no installation (`connect_existing` finds none, twice: looking created
+/// nothing); after `connect` sets it up, `connect_existing` opens it.
+async fn only_connect_sets_up(url: &str) {
+    for _ in 0..2 {
+        assert!(
+            Store::connect_existing(url).await.unwrap().is_none(),
+            "{url}"
+        );
+    }
+    Store::connect(url).await.unwrap().close().await;
+    let store = Store::connect_existing(url).await.unwrap().expect("set up");
+    assert!(store.list_credentials().await.unwrap().is_empty());
+    store.close().await;
+}
+
+/// `connect_existing` (the admin commands' way in) creates nothing: no SQLite file, no
+/// table in an empty file or an empty PostgreSQL database; a set-up database opens.
+#[tokio::test]
+async fn connect_existing_creates_nothing() {
+    let dir = tempdir::Dir::new();
+    let path = dir.path.join("absent.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    assert!(Store::connect_existing(&url).await.unwrap().is_none());
+    assert!(!path.exists(), "connect_existing created the SQLite file");
+    std::fs::write(&path, b"").unwrap();
+    only_connect_sets_up(&url).await;
+
+    let base = std::env::var("LATCHKEY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin = sqlx::PgPool::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for this test: {e}"));
+    let name = unique("latchkey_empty").replace('-', "_");
+    let sql = |statement: &str| sqlx::query(sqlx::AssertSqlSafe(statement.to_string()));
+    sql(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    let empty = format!("{prefix}/{name}");
+    assert!(Store::connect_existing(&empty).await.unwrap().is_none());
+    let db = sqlx::PgPool::connect(&empty).await.unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    assert_eq!(
+        tables, 0,
+        "connect_existing created tables in an empty database"
+    );
+    only_connect_sets_up(&empty).await;
+    sql(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}

@@ -604,7 +604,7 @@ pub async fn start_with(name: &str, llm_provider: &str, options: Options) -> Sta
         ("LATCHKEY_AGENT_ALB_SIGNER", SIGNER),
         ("LATCHKEY_AGENT_ALB_KEY_URL_TEMPLATE", key_url.as_str()),
         ("LATCHKEY_AGENT_ALB_ISSUER", ALB_ISSUER),
-        ("LATCHKEY_AGENT_ALLOW_PRIVATE_ADDRESSES", "true"),
+        ("LATCHKEY_AGENT_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true"),
         ("LATCHKEY_AGENT_LLM_PROVIDER", llm_provider),
         ("LATCHKEY_AGENT_LLM_MODEL", model),
         ("LATCHKEY_AGENT_CONSENT_WAIT_SECONDS", consent_wait.as_str()),

@@ -410,3 +410,55 @@ async fn non_success_status_is_an_error() {
     assert!(matches!(error, OutboundError::Status(404)));
     assert!(!error.to_string().contains("secret"));
 }
+
+/// `check_destination` judges a URL as a request would be judged, without sending it:
+/// plain http, a private literal, and a name that resolves to loopback are refused with
+/// the opt-in off; a public literal and an unresolvable name pass; with the opt-in on,
+/// everything the URL rules accept passes.
+#[tokio::test]
+async fn check_destination_is_the_request_rule_applied_early() {
+    let strict = OutboundPolicy::default();
+    let blocked = |r: Result<(), OutboundError>| matches!(r, Err(OutboundError::Blocked { .. }));
+    assert!(blocked(
+        strict.check_destination("http://idp.example.com/").await
+    ));
+    assert!(blocked(
+        strict
+            .check_destination("https://127.0.0.1:8443/token")
+            .await
+    ));
+    assert!(blocked(
+        strict.check_destination("https://10.1.2.3/token").await
+    ));
+    assert!(blocked(
+        strict.check_destination("https://[::1]/token").await
+    ));
+    let refused = strict.check_destination("https://localhost/token").await;
+    assert!(
+        matches!(refused, Err(OutboundError::Blocked { ref host, reason }) if host == "localhost" && reason == "loopback address"),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        strict.check_destination("ftp://idp.example.com/").await,
+        Err(OutboundError::InvalidUrl(_))
+    ));
+    strict
+        .check_destination("https://93.184.215.14/token")
+        .await
+        .expect("a public literal");
+    strict
+        .check_destination("https://no-such-host.invalid/token")
+        .await
+        .expect("a name that does not resolve is not the policy's to refuse");
+    let open = OutboundPolicy {
+        allow_private_addresses: true,
+        ..OutboundPolicy::default()
+    };
+    for url in [
+        "http://127.0.0.1:9/token",
+        "https://localhost/",
+        "http://10.0.0.1/",
+    ] {
+        open.check_destination(url).await.expect(url);
+    }
+}

@@ -336,6 +336,18 @@ impl Reply {
         }
     }
 
+    /// What the identity service answers when another account opened the link before.
+    pub fn cancelled() -> Self {
+        Self::Error {
+            status: 400,
+            error_type: "ValidationException",
+            message:
+                "authorization session cancelled: another account opened this authorization link"
+                    .into(),
+            reason: Some("session-cancelled"),
+        }
+    }
+
     /// What the identity service answers for an expired authorization session.
     pub fn expired() -> Self {
         Self::Error {

@@ -116,7 +116,7 @@ pub async fn start_gateway(
         ("LATCHKEY_GATEWAY_OIDC_CLIENT_SECRET", CLIENT_SECRET),
         ("LATCHKEY_GATEWAY_ROUTES", routes.as_str()),
         ("LATCHKEY_GATEWAY_ALB_SIGNER", SIGNER),
-        ("LATCHKEY_GATEWAY_ALLOW_PRIVATE_ADDRESSES", "true"),
+        ("LATCHKEY_GATEWAY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true"),
         ("LATCHKEY_GATEWAY_ACCESS_LOG", access_log.as_str()),
     ]);
     let (flags, file) = (Flags::<GatewaySection>::default(), ConfigFile::default());

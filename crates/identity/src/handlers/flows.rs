@@ -24,6 +24,7 @@ use serde_json::json;
 use super::common::check_provider_name;
 use super::data::{check_wat_field, verify_wat};
 use crate::auth::{Binding, DataPlane};
+use crate::error::REASON_HEADER;
 use crate::http_error::HttpResult;
 use crate::pages;
 use crate::services::sessions::callback::{CallbackOutcome, CallbackParams};
@@ -164,7 +165,7 @@ fn validate_token_request(body: &GetResourceOauth2TokenRequest) -> Result<Flow, 
 pub async fn get_resource_oauth2_token(
     State(state): State<AppState>,
     req: DataPlane<GetResourceOauth2TokenRequest>,
-) -> HttpResult<Json<GetResourceOauth2TokenResponse>> {
+) -> HttpResult<Response> {
     const ACTION: &str = "GetResourceOauth2Token";
     let DataPlane { caller, body } = req;
     let flow = validate_token_request(&body)?;
@@ -228,7 +229,8 @@ pub async fn get_resource_oauth2_token(
             Ok(Json(GetResourceOauth2TokenResponse {
                 access_token: Some(token?),
                 ..Default::default()
-            }))
+            })
+            .into_response())
         }
         Flow::UserFederation => {
             let Some(user) = claims.user.clone() else {
@@ -252,31 +254,38 @@ pub async fn get_resource_oauth2_token(
                 custom_state: body.custom_state.as_ref(),
                 custom_parameters: body.custom_parameters.as_ref(),
             };
-            Ok(Json(
-                match state.sessions.user_federation(&caller, request).await? {
-                    TokenAnswer::Token(token) => GetResourceOauth2TokenResponse {
-                        access_token: Some(token),
-                        ..Default::default()
-                    },
-                    TokenAnswer::Status {
-                        session_uri,
-                        status,
-                    } => GetResourceOauth2TokenResponse {
+            let mut reason = None;
+            let answer = match state.sessions.user_federation(&caller, request).await? {
+                TokenAnswer::Token(token) => GetResourceOauth2TokenResponse {
+                    access_token: Some(token),
+                    ..Default::default()
+                },
+                TokenAnswer::Status {
+                    session_uri,
+                    status,
+                    reason: why,
+                } => {
+                    reason = why;
+                    GetResourceOauth2TokenResponse {
                         session_status: Some(status.to_string()),
                         session_uri: Some(session_uri),
                         ..Default::default()
-                    },
-                    TokenAnswer::Started {
-                        session_uri,
-                        authorization_url,
-                    } => GetResourceOauth2TokenResponse {
-                        authorization_url: Some(authorization_url),
-                        session_status: Some("IN_PROGRESS".to_string()),
-                        session_uri: Some(session_uri),
-                        ..Default::default()
-                    },
+                    }
+                }
+                TokenAnswer::Started {
+                    session_uri,
+                    authorization_url,
+                } => GetResourceOauth2TokenResponse {
+                    authorization_url: Some(authorization_url),
+                    session_status: Some("IN_PROGRESS".to_string()),
+                    session_uri: Some(session_uri),
+                    ..Default::default()
                 },
-            ))
+            };
+            // A FAILED session says why in `x-latchkey-reason` (AgentCore's body has no
+            // field for it; AgentCore clients ignore the header).
+            let header = reason.map(|r| [(REASON_HEADER, r.as_str())]);
+            Ok((header, Json(answer)).into_response())
         }
     }
 }

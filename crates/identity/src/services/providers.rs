@@ -9,7 +9,7 @@ use std::sync::Arc;
 use latchkey_core::ApiError;
 use latchkey_core::crypto::{self, KeyProvider};
 use latchkey_core::oauth2_provider::{
-    self, AuthorizationServerMetadata, Discovery, ProviderConfig,
+    self, AuthorizationServerMetadata, ConfigVariant, Discovery, ProviderConfig,
 };
 use latchkey_store::{Oauth2ProviderRecord, Store};
 use secrecy::{ExposeSecret, SecretString};
@@ -118,15 +118,47 @@ struct DiscoveryDocument {
     authorization_response_iss_parameter_supported: bool,
 }
 
-const DISCOVERY_FIELD: &str =
-    "oauth2ProviderConfigInput.customOauth2ProviderConfig.oauthDiscovery.discoveryUrl";
+/// The identity service's opt-in for loopback and private addresses and plain http, as an
+/// operator sets it (declared with the service's keys in the `latchkey` binary, whose
+/// configuration tests check this text against the declaration).
+pub const ALLOW_PRIVATE_ADDRESSES_SETTING: &str = "`outbound.allow_private_addresses` (LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES, --outbound-allow-private-addresses)";
+
+/// The request field that holds the URL discovery is fetched from: the custom provider's
+/// `discoveryUrl`, or the `issuer` an included vendor's discovery URL is derived from.
+fn discovery_field(variant: ConfigVariant) -> String {
+    match variant {
+        ConfigVariant::Custom => format!("{}.oauthDiscovery.discoveryUrl", member_field(variant)),
+        _ => format!("{}.issuer", member_field(variant)),
+    }
+}
+
+/// `oauth2ProviderConfigInput.<union member>`.
+fn member_field(variant: ConfigVariant) -> String {
+    format!("oauth2ProviderConfigInput.{}", variant.member_name())
+}
+
+/// Why the outbound policy refuses a URL, in the client's words, naming the setting that
+/// allows it (for tests and development).
+fn policy_refusal(e: &OutboundError) -> String {
+    let why = match e {
+        OutboundError::Blocked { host, reason } if reason.starts_with("plain http") => {
+            format!("plain http (to {host})")
+        }
+        OutboundError::Blocked { host, reason } => format!("{host} is not public ({reason})"),
+        _ => "the URL cannot be used".into(),
+    };
+    format!(
+        "{why}, which this server's outbound policy refuses: a flow would fail when it calls it. Use a public https URL, or allow loopback and private addresses and plain http (tests and development only) with the identity service's setting {ALLOW_PRIVATE_ADDRESSES_SETTING}"
+    )
+}
 
 /// Why a discovery document could not be fetched, in the client's words: the category of
 /// the failure, never the transport's own text (that goes to the log).
-fn discovery_failure(e: &OutboundError) -> Error {
+fn discovery_failure(e: &OutboundError, field: &str) -> Error {
     let why = match e {
         OutboundError::Blocked { .. } => {
-            "its address is not allowed by the server's outbound policy"
+            let message = format!("the discovery URL: {}", policy_refusal(e));
+            return Error::new(ApiError::field(field, message)).with_internal(e);
         }
         OutboundError::Timeout => "the request timed out",
         OutboundError::TooLarge { .. } => "the document is too large",
@@ -139,7 +171,7 @@ fn discovery_failure(e: &OutboundError) -> Error {
     if let OutboundError::Status(status) = e {
         message.push_str(&format!(" (HTTP {status})"));
     }
-    Error::new(ApiError::field(DISCOVERY_FIELD, message)).with_internal(e)
+    Error::new(ApiError::field(field, message)).with_internal(e)
 }
 
 impl Providers {
@@ -214,13 +246,18 @@ impl Providers {
             .ok_or_else(|| not_found(name))
     }
 
-    /// Fetch and check a discovery document (RFC 8414 / OIDC Discovery).
-    async fn discover(&self, url: &str) -> Result<(AuthorizationServerMetadata, Discovered)> {
+    /// Fetch and check a discovery document (RFC 8414 / OIDC Discovery); `field` names
+    /// where its URL came from.
+    async fn discover(
+        &self,
+        url: &str,
+        field: &str,
+    ) -> Result<(AuthorizationServerMetadata, Discovered)> {
         let doc: DiscoveryDocument = self
             .outbound
             .get_json(url)
             .await
-            .map_err(|e| discovery_failure(&e))?;
+            .map_err(|e| discovery_failure(&e, field))?;
         // The issuer must be the discovery URL's prefix (OIDC Discovery §4.3, RFC 8414 §3.3).
         let (prefix, rest) = url.split_once("/.well-known/").unwrap_or((url, ""));
         let expected = match rest.split_once('/') {
@@ -230,7 +267,7 @@ impl Providers {
         };
         if doc.issuer.trim_end_matches('/') != expected.trim_end_matches('/') {
             return Err(ApiError::field(
-                DISCOVERY_FIELD,
+                field,
                 format!(
                     "the discovery document's issuer {:?} does not match the discovery URL",
                     doc.issuer
@@ -246,7 +283,7 @@ impl Providers {
                 url::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "https" | "http"));
             if !ok {
                 return Err(ApiError::field(
-                    DISCOVERY_FIELD,
+                    field,
                     format!("the discovery document's {name} is not an http(s) URL"),
                 )
                 .into());
@@ -284,11 +321,15 @@ impl Providers {
         let input = oauth2_provider::parse_create(vendor, config_input)?;
         let (resolved, discovered) = match &input.config.discovery {
             Discovery::DiscoveryUrl(url) => {
-                let (m, d) = self.discover(url).await?;
+                let (m, d) = self
+                    .discover(url, &discovery_field(input.config.variant))
+                    .await?;
                 (Some(m), d)
             }
             Discovery::Metadata(_) => (None, Discovered::default()),
         };
+        self.check_endpoints(&input.config, resolved.as_ref(), &discovered)
+            .await?;
         let secret_envelope = match &input.client_secret {
             Some(secret) => Some(
                 crypto::encrypt(
@@ -310,6 +351,74 @@ impl Providers {
             },
             secret_envelope,
         })
+    }
+}
+
+impl Providers {
+    /// Refuse endpoints the outbound policy would refuse once a flow calls them (plain
+    /// http, or a loopback or private address — literal or resolved now — without the
+    /// opt-in), naming the request field and the setting: at create/update, not with a
+    /// 502/503 after a user has consented. The authorization endpoint is the browser's,
+    /// not an outbound call, but it is held to the same rule: a provider whose token
+    /// endpoint the policy admits is not served from a private or plain-http host either.
+    /// The same check as every outbound request ([`OutboundPolicy::check_destination`]).
+    ///
+    /// [`OutboundPolicy::check_destination`]: crate::outbound::OutboundPolicy::check_destination
+    async fn check_endpoints(
+        &self,
+        config: &ProviderConfig,
+        resolved: Option<&AuthorizationServerMetadata>,
+        discovered: &Discovered,
+    ) -> Result<()> {
+        let variant = config.variant;
+        let member = member_field(variant);
+        let (metadata, field) = match (&config.discovery, resolved) {
+            (Discovery::Metadata(m), _) => {
+                let field = |name: &str| match variant {
+                    ConfigVariant::Custom => {
+                        format!("{member}.oauthDiscovery.authorizationServerMetadata.{name}")
+                    }
+                    _ => format!("{member}.{name}"),
+                };
+                let fields = [field("authorizationEndpoint"), field("tokenEndpoint")];
+                (m, fields)
+            }
+            (Discovery::DiscoveryUrl(_), Some(m)) => {
+                let field = discovery_field(variant);
+                (m, [field.clone(), field])
+            }
+            (Discovery::DiscoveryUrl(_), None) => return Ok(()),
+        };
+        let revocation = match (&config.revocation_endpoint, &discovered.revocation_endpoint) {
+            (Some(preset), _) => Some((preset, member.clone())),
+            (None, Some(found)) => Some((found, discovery_field(variant))),
+            (None, None) => None,
+        };
+        let [authorize_field, token_field] = field;
+        let endpoints = [
+            (
+                &metadata.authorization_endpoint,
+                authorize_field,
+                "authorization endpoint",
+            ),
+            (&metadata.token_endpoint, token_field, "token endpoint"),
+        ]
+        .into_iter()
+        .chain(revocation.map(|(url, field)| (url, field, "revocation endpoint")));
+        let policy = self.outbound.policy();
+        for (url, field, what) in endpoints {
+            if let Err(e) = policy.check_destination(url).await {
+                let from_discovery = matches!(config.discovery, Discovery::DiscoveryUrl(_));
+                let source = if from_discovery {
+                    "the discovery document's "
+                } else {
+                    "the "
+                };
+                let message = format!("{source}{what}: {}", policy_refusal(&e));
+                return Err(Error::new(ApiError::field(&field, message)).with_internal(e));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -28,7 +28,8 @@ keys! {
     pub section Storage = "", global = true;
     /// Storage settings (root of the file, `LATCHKEY_*`).
     pub struct StorageKeys {
-        /// Data directory (SQLite database and generated key file). Default: the user's data dir.
+        /// Data directory: the identity service's SQLite database and key file, the gateway's
+        /// cookie key and sessions, the agent's conversations. Default: the user's data dir.
         data_dir: PathBuf,
         /// `sqlite://PATH` or `postgres://…`. Default: SQLite in the data directory.
         database_url: SecretString,
@@ -68,7 +69,9 @@ keys! {
         arn_region: String = ArnContext::default().region,
         /// ARN account (12 digits). Default `000000000000`.
         arn_account: String = ArnContext::default().account,
-        /// Allow outbound calls (discovery, JWKS) to loopback and private addresses. Tests and dev only.
+        /// Allow the outbound calls (providers' discovery, token and revocation endpoints, inbound
+        /// issuers' discovery and JWKS) to loopback and private addresses and over plain http.
+        /// Tests and dev only.
         outbound_allow_private_addresses: bool = false,
         /// Timeout of one outbound call, in milliseconds. Default 10000.
         outbound_timeout_ms: u64 = 10_000u64,
@@ -208,5 +211,20 @@ impl IdentityConfig {
             max_response_bytes: self.outbound_max_response_bytes,
             ..OutboundPolicy::default()
         }
+    }
+
+    /// The configured URLs the guarded client calls: each inbound issuer's discovery
+    /// (from its issuer, or its `discovery_url`) and `jwks_uri`, as `inbound_issuers`.
+    pub fn outbound_urls(&self) -> Vec<(&'static str, String)> {
+        let issuer = |i: &InboundIssuerConfig| {
+            let urls = [
+                Some(&i.issuer),
+                i.discovery_url.as_ref(),
+                i.jwks_uri.as_ref(),
+            ];
+            urls.into_iter().flatten().cloned().collect::<Vec<_>>()
+        };
+        let urls = self.inbound_issuers.iter().flat_map(issuer);
+        urls.map(|url| ("inbound_issuers", url)).collect()
     }
 }

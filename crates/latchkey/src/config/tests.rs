@@ -71,6 +71,7 @@ fn binding_flag_over_file_and_defaults() {
         oidc_issuer = "https://login.example.com"
         oidc_audience = "app"
         id_token_cookie = "id_token"
+        [binding.outbound]
         allow_private_addresses = true
     "#;
     let (listen, c) = binding(&["--alb-signer", SIGNER], &[BINDING_CREDENTIAL], file).unwrap();
@@ -83,6 +84,61 @@ fn binding_flag_over_file_and_defaults() {
     assert_eq!(oidc.cookie_name.as_deref(), Some("id_token"));
     assert!(c.outbound.allow_private_addresses);
     assert!(!format!("{c:?}").contains("top-secret-value"));
+}
+
+/// Issue 14: the private-address opt-in has one name and one shape in every service: the
+/// file key `outbound.allow_private_addresses` of the service's section, its environment
+/// variable, and the flag `--outbound-allow-private-addresses` of every `serve`; the
+/// identity service's refusals name it as declared.
+#[test]
+fn the_private_address_opt_in_is_one_setting_everywhere() {
+    fn described<S: Section>() -> String {
+        let (flags, file, env) = (
+            Flags::<S>::default(),
+            ConfigFile::default(),
+            Env::fixed(&[]),
+        );
+        Layers::new(&flags, &file, &env)
+            .unwrap()
+            .describe("outbound_allow_private_addresses")
+    }
+    let setting = |section: &str, env: &str| {
+        format!(
+            "`{section}outbound.allow_private_addresses` ({env}, --outbound-allow-private-addresses)"
+        )
+    };
+    assert_eq!(
+        described::<Identity>(),
+        setting("", "LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES")
+    );
+    assert_eq!(
+        described::<Identity>(),
+        latchkey_identity::services::providers::ALLOW_PRIVATE_ADDRESSES_SETTING
+    );
+    for (described, section) in [
+        (described::<Binding>(), "binding"),
+        (described::<Agent>(), "agent"),
+        (described::<Gateway>(), "gateway"),
+    ] {
+        let env = format!(
+            "LATCHKEY_{}_OUTBOUND_ALLOW_PRIVATE_ADDRESSES",
+            section.to_uppercase()
+        );
+        assert_eq!(described, setting(&format!("{section}."), &env));
+    }
+    // In the file, each in its section's `outbound` table; the old flat key is refused.
+    for section in ["binding", "agent", "gateway"] {
+        let old = format!("[{section}]\nallow_private_addresses = true\n");
+        let file = ConfigFile::parse(Path::new("/etc/latchkey.toml"), &old).unwrap();
+        let error = check_file(&file).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("`{section}.allow_private_addresses`")),
+            "{error}"
+        );
+        let new = format!("[{section}.outbound]\nallow_private_addresses = true\n");
+        let file = ConfigFile::parse(Path::new("/etc/latchkey.toml"), &new).unwrap();
+        check_file(&file).unwrap();
+    }
 }
 
 #[test]

@@ -45,8 +45,20 @@ pub fn listening_url(child: &mut Child) -> String {
         .to_string()
 }
 
-/// `latchkey admin credentials create --role ROLE --json` over `dir`: (access key id, secret).
+/// `latchkey admin init` over `dir`: the installation every other admin command needs.
+pub fn init(dir: &Path) {
+    run_ok(
+        Command::new(bin())
+            .args(["admin", "init", "--data-dir"])
+            .arg(dir),
+        "admin init",
+    );
+}
+
+/// `latchkey admin credentials create --role ROLE --json` over `dir` (initialised first,
+/// as an operator does): (access key id, secret).
 pub fn credential(dir: &Path, role: &str) -> (String, String) {
+    init(dir);
     let out = run_ok(
         Command::new(bin())
             .args([

@@ -8,8 +8,9 @@ use serde_json::json;
 use super::state::Session;
 use super::{
     BrowserError, SESSION_URI_PREFIX, SessionRequest, SessionSecrets, Sessions, browser_error,
-    session_request,
+    failure_reason, session_request,
 };
+use crate::error::Reason;
 use crate::services::providers::ProviderRuntime;
 
 impl Sessions {
@@ -28,8 +29,14 @@ impl Sessions {
             .await
             .map_err(browser_error)?
             .ok_or(BrowserError::UnknownSession)?;
-        let Session::Pending(session) = Session::from(session) else {
-            return Err(BrowserError::AlreadyUsed);
+        let session = match Session::from(session) {
+            Session::Pending(session) => session,
+            Session::Failed(failed)
+                if failure_reason(failed.record()) == Reason::SessionCancelled =>
+            {
+                return Err(BrowserError::Cancelled);
+            }
+            _ => return Err(BrowserError::AlreadyUsed),
         };
         let session = session.record();
         if session.expires_ms <= self.clock.now_ms() {

@@ -7,7 +7,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::state::{Session, TransitionError};
-use super::{EXPIRED_BEFORE_COMPLETION, Sessions, already_used, sha256_hex, unknown_session};
+use super::{
+    CANCELLED_BY_ANOTHER_USER, EXPIRED_BEFORE_COMPLETION, Sessions, already_used, failure_reason,
+    sha256_hex, unknown_session,
+};
 use crate::caller::Caller;
 use crate::error::{Error, Reason, Result, user_token_refusal};
 
@@ -104,16 +107,14 @@ impl Sessions {
             // A completion URN exists only from the callback on.
             Session::Pending(_) => return Err(unknown_session()),
             Session::Failed(_) => {
-                let failure = record.failure.as_deref().unwrap_or("unknown reason");
-                let reason = if failure == EXPIRED_BEFORE_COMPLETION {
-                    Reason::SessionExpired
+                let reason = failure_reason(&record);
+                let message = if reason == Reason::SessionCancelled {
+                    "authorization session cancelled: another account opened this authorization link, so it was cancelled to protect the user who started it; nothing was granted. Start the authorization again".to_string()
                 } else {
-                    Reason::SessionFailed
+                    let failure = record.failure.as_deref().unwrap_or("unknown reason");
+                    format!("authorization session failed: {failure}")
                 };
-                return Err(Error::new(ApiError::cannot_parse(format!(
-                    "authorization session failed: {failure}"
-                )))
-                .with_reason(reason));
+                return Err(Error::new(ApiError::cannot_parse(message)).with_reason(reason));
             }
         }
         let session = match session {
@@ -149,7 +150,7 @@ impl Sessions {
             let failed = match session {
                 Session::Callback(waiting) => {
                     match waiting
-                        .fail(&self.store, "user mismatch at completion", now)
+                        .fail(&self.store, CANCELLED_BY_ANOTHER_USER, now)
                         .await
                     {
                         Ok(_) => true,

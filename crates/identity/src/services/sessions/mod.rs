@@ -55,6 +55,19 @@ pub use latchkey_core::protocol::SESSION_URI_PREFIX;
 /// The failure stored when a session expires before its completion.
 pub(crate) const EXPIRED_BEFORE_COMPLETION: &str = "expired before completion";
 
+/// The failure stored when another user tried to complete a session: it is cancelled so
+/// that the consent given on its link can never be bound to anyone.
+pub(crate) const CANCELLED_BY_ANOTHER_USER: &str = "user mismatch at completion";
+
+/// Why a `FAILED` session failed, typed for the callers (from its stored failure).
+pub(crate) fn failure_reason(record: &SessionRecord) -> Reason {
+    match record.failure.as_deref() {
+        Some(EXPIRED_BEFORE_COMPLETION) => Reason::SessionExpired,
+        Some(CANCELLED_BY_ANOTHER_USER) => Reason::SessionCancelled,
+        _ => Reason::SessionFailed,
+    }
+}
+
 /// The authorization-session service and its dependencies.
 #[derive(Debug, Clone)]
 pub struct Sessions {
@@ -84,6 +97,8 @@ pub(crate) enum BrowserError {
     UnknownSession,
     Expired,
     AlreadyUsed,
+    /// Another user tried to complete the session, so it was cancelled.
+    Cancelled,
     WrongProvider,
     IssuerMismatch,
     Unavailable,
@@ -96,6 +111,7 @@ impl BrowserError {
             Self::UnknownSession => "unknown authorization session or state",
             Self::Expired => "authorization session expired",
             Self::AlreadyUsed => "authorization session already used",
+            Self::Cancelled => "authorization session cancelled: another user opened its link",
             Self::WrongProvider => "state belongs to another provider's session",
             Self::IssuerMismatch => "the authorization response came from another issuer",
             Self::Unavailable => "service unavailable",

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::{SESSION_URI_PREFIX, SessionRequest, SessionSecrets, Sessions, random_b64, sha256_hex};
 use crate::aad;
 use crate::caller::Caller;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::services::providers::ProviderRuntime;
 use crate::services::vault::VaultAnswer;
 
@@ -39,10 +39,11 @@ pub struct UserFederation<'a> {
 pub enum TokenAnswer {
     /// The vaulted (or refreshed) access token.
     Token(SecretString),
-    /// A polled session's status (`IN_PROGRESS` or `FAILED`).
+    /// A polled session's status (`IN_PROGRESS` or `FAILED`); a `FAILED` one says why.
     Status {
         session_uri: String,
         status: &'static str,
+        reason: Option<Reason>,
     },
     /// Consent needed: a new session and the URL to send the user to.
     Started {
@@ -94,15 +95,18 @@ impl Sessions {
                 .into());
             }
             let expired = session.expires_ms <= self.clock.now_ms();
-            let status = |status| TokenAnswer::Status {
+            let status = |status, reason| TokenAnswer::Status {
                 session_uri: uri.to_string(),
                 status,
+                reason,
             };
             match session.status {
                 SessionStatus::Completed => {}
-                SessionStatus::Failed => return Ok(status("FAILED")),
-                _ if expired => return Ok(status("FAILED")),
-                _ => return Ok(status("IN_PROGRESS")),
+                SessionStatus::Failed => {
+                    return Ok(status("FAILED", Some(super::failure_reason(&session))));
+                }
+                _ if expired => return Ok(status("FAILED", Some(Reason::SessionExpired))),
+                _ => return Ok(status("IN_PROGRESS", None)),
             }
         }
         let answer = if req.force_authentication && req.session_uri.is_none() {
