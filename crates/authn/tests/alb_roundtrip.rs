@@ -136,12 +136,15 @@ fn a_signing_key_file_that_is_not_a_key_is_refused_by_name() {
     let dir = std::env::temp_dir().join(format!("latchkey-authn-alb-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("alb-key.pem");
-    // No file: a fresh key per start.
-    let a = AlbSigner::load_or_generate(&path).unwrap();
-    let b = AlbSigner::load_or_generate(&path).unwrap();
-    assert_ne!(a.kid(), b.kid());
+    // No file: refused by name (the gateway creates one first).
+    assert!(AlbSigner::load(&path).unwrap_err().to_string().contains("alb-key.pem"));
+    // A generated PEM loads, with the same kid every time.
+    std::fs::write(&path, AlbSigner::generate_pkcs8_pem().unwrap()).unwrap();
+    let a = AlbSigner::load(&path).unwrap();
+    let b = AlbSigner::load(&path).unwrap();
+    assert_eq!(a.kid(), b.kid());
     std::fs::write(&path, "not a key\n").unwrap();
-    let error = AlbSigner::load_or_generate(&path).unwrap_err().to_string();
+    let error = AlbSigner::load(&path).unwrap_err().to_string();
     assert!(error.contains("alb-key.pem"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }
