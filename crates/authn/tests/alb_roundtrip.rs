@@ -137,7 +137,12 @@ fn a_signing_key_file_that_is_not_a_key_is_refused_by_name() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("alb-key.pem");
     // No file: refused by name (the gateway creates one first).
-    assert!(AlbSigner::load(&path).unwrap_err().to_string().contains("alb-key.pem"));
+    assert!(
+        AlbSigner::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("alb-key.pem")
+    );
     // A generated PEM loads, with the same kid every time.
     std::fs::write(&path, AlbSigner::generate_pkcs8_pem().unwrap()).unwrap();
     let a = AlbSigner::load(&path).unwrap();

@@ -367,6 +367,17 @@ impl Env {
         Self(Some(vars.collect()))
     }
 
+    /// Refuse a start that still sets a variable of a renamed key, naming the new one: an
+    /// old name silently ignored would quietly change behaviour. `renamed`: (old, new).
+    pub fn refuse_renamed(&self, renamed: &[(&str, &str)]) -> Result<(), String> {
+        match renamed.iter().find(|(old, _)| self.get(old).is_some()) {
+            Some((old, new)) => Err(format!(
+                "{old} is no longer read: the setting is now {new}; rename it and start again"
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// A variable's value; a blank one counts as unset.
     fn get(&self, name: &str) -> Option<String> {
         match &self.0 {
@@ -658,5 +669,34 @@ impl<'a> Layers<'a> {
             let why = format!("missing: set {shown} (a file holding {what}) or {env}");
             self.error(&file_key, why)
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renamed_variable_stops_the_start_naming_the_new_one() {
+        let renamed = [("LK_OLD", "LK_NEW")];
+        assert!(
+            Env::fixed(&[("LK_NEW", "true")])
+                .refuse_renamed(&renamed)
+                .is_ok()
+        );
+        assert!(
+            Env::fixed(&[("LK_OLD", " ")])
+                .refuse_renamed(&renamed)
+                .is_ok(),
+            "blank is unset"
+        );
+        let refused = Env::fixed(&[("LK_OLD", "true")])
+            .refuse_renamed(&renamed)
+            .unwrap_err();
+        assert!(
+            refused.contains("LK_OLD") && refused.contains("LK_NEW"),
+            "{refused}"
+        );
     }
 }

@@ -54,6 +54,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let file = ConfigFile::load(cli.config.as_deref())?;
     config::check_file(&file)?;
     let env = Env::process();
+    env.refuse_renamed(config::RENAMED_VARIABLES)
+        .map_err(anyhow::Error::msg)?;
     let default_dir = match cli.command {
         Command::Dev(_) => dev::DEFAULT_DIR,
         _ => "latchkey",

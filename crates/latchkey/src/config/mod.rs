@@ -82,6 +82,24 @@ keys! {
     }
 }
 
+/// Environment variables of keys that were renamed: (old, new). A start that still sets
+/// one is refused, naming the new name (an ignored old name would silently turn a setting
+/// off).
+pub const RENAMED_VARIABLES: &[(&str, &str)] = &[
+    (
+        "LATCHKEY_BINDING_ALLOW_PRIVATE_ADDRESSES",
+        "LATCHKEY_BINDING_OUTBOUND_ALLOW_PRIVATE_ADDRESSES",
+    ),
+    (
+        "LATCHKEY_AGENT_ALLOW_PRIVATE_ADDRESSES",
+        "LATCHKEY_AGENT_OUTBOUND_ALLOW_PRIVATE_ADDRESSES",
+    ),
+    (
+        "LATCHKEY_GATEWAY_ALLOW_PRIVATE_ADDRESSES",
+        "LATCHKEY_GATEWAY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES",
+    ),
+];
+
 /// Refuse a file key no section declares.
 pub fn check_file(file: &ConfigFile) -> anyhow::Result<()> {
     let root = <(StorageKeys, IdentityConfig)>::keys();
