@@ -15,8 +15,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from binding_harness import ScriptedLlm
 from dev_harness import Browser, Dev, ask, text_of
 from lk_harness import latchkey_bin
+from secrets_sweep import SWEEP
 
 
 def test_dev_walks_the_whole_flow_and_keeps_the_grant_across_a_restart(tmp_path: Path) -> None:
@@ -24,6 +26,7 @@ def test_dev_walks_the_whole_flow_and_keeps_the_grant_across_a_restart(tmp_path:
     dev = Dev(data, tmp_path / "dev.log")
     try:
         assert dev.ready_ms < 5000
+        assert "model:              the offline scripted planner" in "".join(dev.lines), dev.lines
         alice = Browser()
         alice.sign_in(dev, "alice")
         session = str(uuid.uuid4())
@@ -75,6 +78,61 @@ def test_dev_walks_the_whole_flow_and_keeps_the_grant_across_a_restart(tmp_path:
         assert "You are alice on GitHub" in text_of(events)
     finally:
         dev.stop()
+
+
+def model_line(dev: Dev) -> str:
+    return next(l.strip() for l in dev.lines if l.strip().startswith("model:"))
+
+
+def test_dev_answers_through_the_model_configured_as_for_serve_agent(tmp_path: Path) -> None:
+    """`--llm-…` as `serve agent` takes them: the answer comes from the model (the scripted
+    OpenAI-compatible server), not the planner. OPENAI_API_KEY belongs to OpenAI's endpoint:
+    with another base URL it is not sent; the agent's own key is."""
+    llm = ScriptedLlm(tmp_path)
+    usual_key, agent_key = f"sk-usual-{uuid.uuid4().hex}", f"sk-agent-{uuid.uuid4().hex}"
+    SWEEP.register("llm-api-key", usual_key, agent_key)
+    args = ["--llm-provider", "openai", "--llm-model", "scripted", "--llm-base-url", llm.url + "/v1", "--llm-max-retries", "0"]
+    data = tmp_path / "dev-data"
+    try:
+        dev = Dev(data, tmp_path / "dev.log", args=args, env={"OPENAI_API_KEY": usual_key})
+        try:
+            assert model_line(dev) == f"model:              openai model scripted at {llm.url}/v1"
+            alice = Browser()
+            alice.sign_in(dev, "alice")
+            events = ask(alice, dev, str(uuid.uuid4()), "use:github_profile", consent_as="alice")
+            text = text_of(events)
+            assert "tool github_profile returned:" in text and "alice" in text, events
+            assert "offline scripted planner" not in text
+        finally:
+            dev.stop()
+        calls = [r for r in llm.requests() if r["path"] == "/v1/chat/completions"]
+        assert len(calls) == 2, calls
+        assert {r["headers"]["authorization"] for r in calls} == {"absent"}
+
+        # The agent's key (LATCHKEY_AGENT_LLM_API_KEY, as for serve agent) is sent.
+        dev = Dev(data, tmp_path / "dev.log", args=args, env={"LATCHKEY_AGENT_LLM_API_KEY": agent_key})
+        try:
+            alice = Browser()
+            alice.sign_in(dev, "alice")
+            events = ask(alice, dev, str(uuid.uuid4()), "use:github_profile")
+            assert "tool github_profile returned:" in text_of(events), events
+        finally:
+            dev.stop()
+        calls = [r for r in llm.requests() if r["path"] == "/v1/chat/completions"]
+        assert [r["headers"]["authorization"] for r in calls[2:]] == ["present", "present"], calls
+        for where in (dev.log.read_text(), "".join(dev.lines)):
+            assert usual_key not in where and agent_key not in where
+    finally:
+        llm.stop()
+
+
+def test_dev_refuses_model_keys_without_a_provider(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [latchkey_bin(), "dev", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0", "--llm-model", "gpt-4.1"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert out.returncode != 0
+    assert "`agent.llm.provider`" in out.stderr and "--llm-provider" in out.stderr, out.stderr
 
 
 def test_dev_refreshes_an_expired_sandbox_token_without_asking(tmp_path: Path) -> None:

@@ -25,13 +25,14 @@ use latchkey_devkit::sandbox::{self, SandboxOptions};
 use latchkey_devkit::{Client, SigningKey, persist};
 use latchkey_identity::admin::Admin;
 use latchkey_identity::auth::Role;
-use latchkey_llm::ChatModel;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::config::{Identity, IdentityConfig, StorageConfig};
 use crate::serve;
+
+mod llm;
 
 /// The workload identity of the dev agent.
 pub const WORKLOAD: &str = "dev-agent";
@@ -57,6 +58,10 @@ pub(crate) struct DevArgs {
     /// Lifetime of the sandbox's access tokens, in seconds (short, to watch refresh).
     #[arg(long, default_value_t = 300)]
     pub sandbox_token_lifetime: i64,
+    /// The agent's model, as `serve agent` takes it; without it, OPENAI_API_KEY or
+    /// ANTHROPIC_API_KEY, else the offline scripted planner.
+    #[command(flatten)]
+    pub llm: Flags<latchkey_agent::config::AgentLlm>,
 }
 
 /// What `latchkey dev` keeps between starts (`dev.json`, 0600). No `Debug`: it holds the
@@ -180,42 +185,13 @@ async fn create_or_update(
     Ok(out)
 }
 
-/// The model: a real one when the environment has the usual keys, else the offline planner.
-fn model() -> anyhow::Result<(Arc<dyn ChatModel>, String)> {
-    use latchkey_llm::{LlmConfig, Provider};
-    let real =
-        |provider, model: &str, key: String| -> anyhow::Result<(Arc<dyn ChatModel>, String)> {
-            let config = LlmConfig {
-                provider,
-                model: std::env::var("LATCHKEY_DEV_LLM_MODEL")
-                    .unwrap_or_else(|_| model.to_string()),
-                base_url: std::env::var("LATCHKEY_DEV_LLM_BASE_URL").ok(),
-                api_key: Some(key.into()),
-                region: None,
-                timeout: std::time::Duration::from_secs(120),
-                max_retries: 2,
-            };
-            let label = format!("{provider:?} model {}", config.model);
-            Ok((
-                latchkey_llm::build(&config).map_err(|e| anyhow!("{e}"))?,
-                label,
-            ))
-        };
-    if let Ok(key) = std::env::var("OPENAI_API_KEY") {
-        return real(Provider::Openai, "gpt-4o-mini", key);
-    }
-    if let Ok(key) = std::env::var("ANTHROPIC_API_KEY") {
-        return real(Provider::Anthropic, "claude-sonnet-4-5", key);
-    }
-    Ok((
-        Arc::new(latchkey_llm::ScriptedPlanner),
-        "the offline scripted planner (set OPENAI_API_KEY or ANTHROPIC_API_KEY for a real model)"
-            .into(),
-    ))
-}
-
-pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    storage: StorageConfig,
+    (user_file, user_env): (&ConfigFile, &Env),
+    args: DevArgs,
+) -> anyhow::Result<()> {
     let started = Instant::now();
+    let model = llm::model(&args.llm, user_file, user_env)?;
     let dir = storage.data_dir.clone();
     if args.reset {
         reset(&dir)?;
@@ -399,7 +375,7 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
         ),
         ("LATCHKEY_AGENT_ALB_ISSUER", idp_url.as_str()),
         ("LATCHKEY_AGENT_ALLOW_PRIVATE_ADDRESSES", "true"),
-        // Set for the configuration's sake; the model is chosen by `model()`.
+        // Set for the configuration's sake; the model is chosen by `llm::model`.
         ("LATCHKEY_AGENT_LLM_PROVIDER", "openai"),
         ("LATCHKEY_AGENT_LLM_MODEL", "offline-scripted-planner"),
         ("LATCHKEY_AGENT_CONSENT_WAIT_SECONDS", "300"),
@@ -425,20 +401,22 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
     let (_, binding) =
         latchkey_binding::BindingConfig::resolve(&Layers::new(&binding_flags, &file, &env)?)?;
     let agent_flags = Flags::<latchkey_agent::config::Agent>::default();
-    let agent =
+    let mut agent =
         latchkey_agent::AgentConfig::resolve(&Layers::new(&agent_flags, &file, &env)?, &dir)?;
     let gateway_flags = Flags::<latchkey_gateway::config::Gateway>::default();
     let gateway = latchkey_gateway::GatewayConfig::resolve(
         &Layers::new(&gateway_flags, &file, &env)?,
         &dir.join("gateway"),
     )?;
-    let (chat_model, model_label) = model()?;
+    if let Some(config) = model.config {
+        agent.llm = config;
+    }
 
     tasks.spawn(named(
         "binding service",
         serve::binding_on(binding_l, binding),
     ));
-    tasks.spawn(named("agent", serve::agent_on(agent_l, agent, chat_model)));
+    tasks.spawn(named("agent", serve::agent_on(agent_l, agent, model.chat)));
     tasks.spawn(named("gateway", serve::gateway_on(gateway_l, gateway)));
 
     println!();
@@ -448,7 +426,7 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
     );
     println!("  sign in as alice or bob (development identity provider, no password)");
     println!("  ask the agent \"who am I on GitHub?\" or \"list my repositories\"");
-    println!("  model:              {model_label}");
+    println!("  model:              {}", model.label);
     println!("  identity service:   {identity_url}");
     println!("  binding service:    {binding_url} (behind the gateway at {return_url})");
     println!(
