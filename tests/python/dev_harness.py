@@ -28,7 +28,7 @@ class Dev:
 
     def __init__(self, data_dir: Path, log: Path, token_lifetime: int = 600, args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         """`args` and `env` are added to the command line and the (otherwise minimal)
-        environment; `self.lines` keeps the start-up output."""
+        environment; `self.lines` keeps the output (all of it once stopped)."""
         self.data_dir, self.log = data_dir, log
         lifetime = str(token_lifetime)
         cmd = [latchkey_bin(), "dev", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", "--sandbox-token-lifetime", lifetime, *(args or [])]
@@ -54,7 +54,8 @@ class Dev:
             if line.startswith("Ctrl-C"):
                 break
         assert hasattr(self, "url"), f"latchkey dev did not start: {''.join(lines)} {log.read_text()}"
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        self.reader = threading.Thread(target=lambda: lines.extend(self.proc.stdout or []), daemon=True)
+        self.reader.start()
         SWEEP.watch_log("dev", log)
         for label, url in [("gateway", self.url), ("identity", self.urls["identity service"]), ("binding", self.urls["binding service"]), ("agent", self.urls["agent"])]:
             SWEEP.watch_service(label, url)
@@ -65,6 +66,27 @@ class Dev:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(20)
+        self.reader.join(5)
+
+    def admin(self, *args: str) -> str:
+        """`latchkey admin ARGS` on this data directory: its stdout."""
+        cp = subprocess.run(
+            [latchkey_bin(), "--data-dir", str(self.data_dir), "admin", *args],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(self.data_dir.parent), "LATCHKEY_LOG_LEVEL": "warn"},
+        )
+        assert cp.returncode == 0, cp.stderr
+        return cp.stdout
+
+    def control(self, operation: str, body: dict[str, Any]) -> requests.Response:
+        """An AgentCore control-plane call at the identity service, with an admin credential
+        of this data directory (made once)."""
+        if not hasattr(self, "bearer"):
+            cred = json.loads(self.admin("credentials", "create", "--role", "admin", "--json"))
+            SWEEP.register("credential-secret", cred["secretAccessKey"])
+            self.bearer = f"{cred['accessKeyId']}:{cred['secretAccessKey']}"
+        url = f"{self.urls['identity service']}/identities/{operation}"
+        return requests.post(url, json=body, headers={"Authorization": f"Bearer {self.bearer}"}, timeout=30)
 
 
 class Browser:

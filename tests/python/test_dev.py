@@ -9,11 +9,13 @@ grant. Real processes and real crypto on loopback; nothing is mocked."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 from binding_harness import ScriptedLlm
 from dev_harness import Browser, Dev, ask, text_of
@@ -133,6 +135,95 @@ def test_dev_refuses_model_keys_without_a_provider(tmp_path: Path) -> None:
     )
     assert out.returncode != 0
     assert "`agent.llm.provider`" in out.stderr and "--llm-provider" in out.stderr, out.stderr
+
+
+def github_grants(dev: Dev) -> list[str]:
+    """The users holding a grant of the dev agent's `github` provider."""
+    lines = dev.admin("grants", "list", "--workload", "dev-agent").splitlines()
+    return sorted(g["user"] for g in map(json.loads, lines) if g["provider"] == "github")
+
+
+def custom_provider_at(url: str) -> dict[str, Any]:
+    """A CustomOauth2 provider whose discovery URL is `url`'s."""
+    config = {"oauthDiscovery": {"discoveryUrl": f"{url}/.well-known/openid-configuration"}, "clientId": "probe", "clientSecret": "probe-secret"}
+    return {"name": f"probe-{uuid.uuid4().hex[:8]}", "credentialProviderVendor": "CustomOauth2", "oauth2ProviderConfigInput": {"customOauth2ProviderConfig": config}}
+
+
+def test_dev_with_real_github_credentials_and_back_to_the_sandbox(tmp_path: Path) -> None:
+    """With a GitHub OAuth app's credentials (fake here: the test never reaches github.com)
+    the `github` provider is the GithubOauth2 preset, the printed callback URL is the
+    provider's, Authorize leads to github.com with the app's client id, the identity service
+    refuses private addresses, and the secret is in no output or log. Switching on one data
+    directory (sandbox, GitHub, sandbox) keeps the provider's callback and forgets the grants
+    of the other side, audited."""
+    data, log = tmp_path / "dev-data", tmp_path / "dev.log"
+    dev = Dev(data, log)
+    try:
+        alice = Browser()
+        alice.sign_in(dev, "alice")
+        ask(alice, dev, str(uuid.uuid4()), "Who am I on GitHub?", consent_as="alice")
+        assert github_grants(dev) == ["alice"]
+        sandbox_callback = dev.control("GetOauth2CredentialProvider", {"name": "github"}).json()["callbackUrl"]
+    finally:
+        dev.stop()
+
+    client_id, secret = "Iv1.latchkeytest", f"gh-secret-{uuid.uuid4().hex}"
+    SWEEP.register("github-client-secret", secret)
+    dev = Dev(data, log, env={"LATCHKEY_DEV_GITHUB_CLIENT_ID": client_id, "LATCHKEY_DEV_GITHUB_CLIENT_SECRET": secret})
+    try:
+        out = "".join(dev.lines)
+        assert "`github` switched from the sandbox to GitHub: 1 grant(s) from the sandbox forgotten" in out, out
+        assert f"GitHub:             github.com, OAuth app {client_id} (the sandbox at" in out and "is not used" in out, out
+        m = re.search(r"callback URL:\s+(\S+) \(register it", out)
+        assert m, out
+        callback = m.group(1)
+        provider = dev.control("GetOauth2CredentialProvider", {"name": "github"}).json()
+        assert provider["credentialProviderVendor"] == "GithubOauth2", provider
+        assert provider["callbackUrl"] == callback and callback.rsplit("/", 1)[1] == sandbox_callback.rsplit("/", 1)[1]
+        assert github_grants(dev) == []
+        assert "the provider now names GitHub instead of the sandbox" in dev.admin("audit", "list", "--limit", "30")
+
+        # alice must consent again, at github.com with the app's client id (not followed).
+        alice = Browser()
+        alice.sign_in(dev, "alice")
+        link = ""
+        for name, d in alice.invoke(dev, str(uuid.uuid4()), "Who am I on GitHub?"):
+            assert name != "tool_result", d
+            if name == "authorization_required":
+                link = d["authorizationUrl"]
+                break
+        r = alice.s.get(link, allow_redirects=False, timeout=30)
+        assert r.status_code in (302, 303), r.text
+        to = urlparse(r.headers["Location"])
+        assert (to.scheme, to.netloc, to.path) == ("https", "github.com", "/login/oauth/authorize"), to
+        assert parse_qs(to.query)["client_id"] == [client_id] and parse_qs(to.query)["redirect_uri"] == [callback]
+
+        # GitHub is public: the identity service no longer reaches loopback.
+        refused = dev.control("CreateOauth2CredentialProvider", custom_provider_at(dev.urls["dev OpenID provider"]))
+        assert refused.status_code == 400 and "outbound policy" in refused.text, refused.text
+        dev.admin("grants", "seed", "--workload", "dev-agent", "--provider", "github", "--count", "1", "--user-prefix", "octocat-")
+        assert github_grants(dev) == ["octocat-0"]
+    finally:
+        dev.stop()
+    for where in ("".join(dev.lines), log.read_text(), (data / "dev.json").read_text()):
+        assert secret not in where
+
+    dev = Dev(data, log)
+    try:
+        out = "".join(dev.lines)
+        assert "`github` switched from GitHub to the sandbox: 1 grant(s) from GitHub forgotten" in out, out
+        provider = dev.control("GetOauth2CredentialProvider", {"name": "github"}).json()
+        assert provider["credentialProviderVendor"] == "CustomOauth2", provider
+        assert provider["callbackUrl"].rsplit("/", 1)[1] == sandbox_callback.rsplit("/", 1)[1]
+        assert github_grants(dev) == []
+        accepted = dev.control("CreateOauth2CredentialProvider", custom_provider_at(dev.urls["dev OpenID provider"]))
+        assert accepted.status_code in (200, 201), accepted.text
+        alice = Browser()
+        alice.sign_in(dev, "alice")
+        events = ask(alice, dev, str(uuid.uuid4()), "Who am I on GitHub?", consent_as="alice")
+        assert "You are alice on GitHub" in text_of(events)
+    finally:
+        dev.stop()
 
 
 def test_dev_refreshes_an_expired_sandbox_token_without_asking(tmp_path: Path) -> None:

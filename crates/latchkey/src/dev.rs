@@ -5,8 +5,8 @@
 //! binding service, the agent, the development OpenID provider and the sandbox OAuth
 //! provider (GitHub stand-in). Everything is wired on start: the credentials of the binding
 //! service and the agent, the workload identity with its allowed return URL, the `github`
-//! credential provider pointing at the sandbox, the gateway's OIDC client at the
-//! development provider. The services are the same code `latchkey serve` runs, configured
+//! credential provider pointing at the sandbox (or at GitHub, [`github`]), the gateway's
+//! OIDC client at the development provider. The model is the agent's ([`llm`]). The services are the same code `latchkey serve` runs, configured
 //! through the same keys; only the two development providers (crate `latchkey-devkit`) and
 //! the scripted planner are dev-only, and nothing in `serve` can enable them.
 
@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use crate::config::{Identity, IdentityConfig, StorageConfig};
 use crate::serve;
 
+pub(crate) mod github;
 mod llm;
 
 /// The workload identity of the dev agent.
@@ -62,6 +63,9 @@ pub(crate) struct DevArgs {
     /// ANTHROPIC_API_KEY, else the offline scripted planner.
     #[command(flatten)]
     pub llm: Flags<latchkey_agent::config::AgentLlm>,
+    /// Real GitHub instead of the sandbox.
+    #[command(flatten)]
+    pub github: Flags<github::Dev>,
 }
 
 /// What `latchkey dev` keeps between starts (`dev.json`, 0600). No `Debug`: it holds the
@@ -75,6 +79,9 @@ struct DevState {
     /// The access key ids created at the last start (revoked at the next).
     #[serde(default)]
     credentials: Vec<String>,
+    /// What the `github` provider named at the last start.
+    #[serde(default)]
+    upstream: github::Upstream,
 }
 
 fn random_secret() -> anyhow::Result<String> {
@@ -192,6 +199,11 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let model = llm::model(&args.llm, user_file, user_env)?;
+    let github_app = github::app(&args.github, user_file, user_env)?;
+    let upstream = match github_app {
+        Some(_) => github::Upstream::Github,
+        None => github::Upstream::Sandbox,
+    };
     let dir = storage.data_dir.clone();
     if args.reset {
         reset(&dir)?;
@@ -211,9 +223,11 @@ pub(crate) async fn run(
     // The identity service, with credentials for the setup, the binding service and the
     // agent (new at every start; the previous start's are revoked).
     let no_flags = Flags::<Identity>::default();
+    // The sandbox is on loopback; GitHub is public.
+    let private = (upstream == github::Upstream::Sandbox).to_string();
     let (file, env) = (
         ConfigFile::default(),
-        Env::fixed(&[("LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true")]),
+        Env::fixed(&[("LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", &private)]),
     );
     let identity_config = IdentityConfig::resolve(&Layers::new(&no_flags, &file, &env)?)?;
     let identity = serve::identity_state(&storage, &identity_config, &identity_l).await?;
@@ -276,15 +290,9 @@ pub(crate) async fn run(
     if !tagged.status().is_success() {
         bail!("TagResource failed ({})", tagged.status());
     }
-    let provider = create_or_update(
-        &http,
-        &identity_url,
-        &bearer,
-        (
-            "CreateOauth2CredentialProvider",
-            "UpdateOauth2CredentialProvider",
-        ),
-        json!({
+    let provider_request = match &github_app {
+        Some(app) => app.provider_request(PROVIDER),
+        None => json!({
             "name": PROVIDER,
             "credentialProviderVendor": "CustomOauth2",
             "oauth2ProviderConfigInput": {"customOauth2ProviderConfig": {
@@ -299,8 +307,21 @@ pub(crate) async fn run(
                 "clientSecret": state.sandbox_client_secret,
             }},
         }),
+    };
+    let provider = create_or_update(
+        &http,
+        &identity_url,
+        &bearer,
+        (
+            "CreateOauth2CredentialProvider",
+            "UpdateOauth2CredentialProvider",
+        ),
+        provider_request,
     )
     .await?;
+    github::switched(&admin, (WORKLOAD, PROVIDER), state.upstream, upstream).await?;
+    state.upstream = upstream;
+    save_state(&dir, &state)?;
     let callback_url = provider["callbackUrl"]
         .as_str()
         .ok_or_else(|| anyhow!("CreateOauth2CredentialProvider answered without callbackUrl"))?
@@ -328,7 +349,7 @@ pub(crate) async fn run(
             id: SANDBOX_CLIENT_ID.into(),
             secret: state.sandbox_client_secret.clone(),
             name: format!("Latchkey dev agent (workload {WORKLOAD})"),
-            redirect_uris: vec![callback_url],
+            redirect_uris: vec![callback_url.clone()],
         }],
         state_file: Some(dir.join("dev-sandbox-tokens.json")),
         access_token_lifetime_seconds: args.sandbox_token_lifetime,
@@ -343,6 +364,10 @@ pub(crate) async fn run(
 
     // The binding service, the agent and the gateway, through their own keys.
     let alb_keys = format!("{gateway_url}/.well-known/alb-keys/{{kid}}");
+    let github_api = match upstream {
+        github::Upstream::Github => github::GITHUB_API,
+        github::Upstream::Sandbox => sandbox_url.as_str(),
+    };
     let binding_credential = format!(
         "{}:{}",
         binding_cred.access_key_id,
@@ -379,7 +404,7 @@ pub(crate) async fn run(
         ("LATCHKEY_AGENT_LLM_PROVIDER", "openai"),
         ("LATCHKEY_AGENT_LLM_MODEL", "offline-scripted-planner"),
         ("LATCHKEY_AGENT_CONSENT_WAIT_SECONDS", "300"),
-        ("LATCHKEY_AGENT_GITHUB_BASE_URL", sandbox_url.as_str()),
+        ("LATCHKEY_AGENT_GITHUB_BASE_URL", github_api),
         ("LATCHKEY_AGENT_GITHUB_PROVIDER", PROVIDER),
         ("LATCHKEY_AGENT_STORE_DIR", agent_store.as_str()),
         ("LATCHKEY_GATEWAY_PUBLIC_URL", gateway_url.as_str()),
@@ -433,7 +458,18 @@ pub(crate) async fn run(
         "  agent:              {agent_url} (API docs behind the gateway at {gateway_url}/docs)"
     );
     println!("  dev OpenID provider: {idp_url} (development only)");
-    println!("  sandbox GitHub:     {sandbox_url} (development only)");
+    match &github_app {
+        None => println!("  sandbox GitHub:     {sandbox_url} (development only)"),
+        Some(app) => {
+            println!(
+                "  GitHub:             github.com, OAuth app {} (the sandbox at {sandbox_url} is not used)",
+                app.client_id
+            );
+            println!(
+                "  callback URL:       {callback_url} (register it as the OAuth app's authorization callback URL)"
+            );
+        }
+    }
     println!("  data:               {}", dir.display());
     println!("Ctrl-C stops everything.");
     std::io::stdout().flush()?;
