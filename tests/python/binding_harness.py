@@ -1,6 +1,7 @@
 """Shared by the tests that need the session binding service or ALB-signed claims headers:
 a PEM key server by kid (like the ALB's key endpoint), ALB-format `x-amzn-oidc-data`
-tokens, and a running `latchkey serve binding`."""
+tokens, a running `latchkey serve binding`, and the scripted model server
+(tests/llm/scripted_llm.py) the agent talks to."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import http.server
 import json
 import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -41,6 +44,20 @@ def spawn_listening(cmd: list[str], env: dict[str, str] | None, log: Path) -> tu
         SWEEP.watch_peer(m.group(1))
     return proc, m.group(1)
 
+
+class ScriptedLlm:
+    """tests/llm/scripted_llm.py on a free port: a model speaking the providers' wire protocols."""
+
+    def __init__(self, workdir: Path) -> None:
+        script = Path(__file__).resolve().parents[1] / "llm" / "scripted_llm.py"
+        self.proc, self.url = spawn_listening([sys.executable, str(script), "--port", "0"], None, workdir / "llm.log")
+
+    def requests(self) -> list[dict[str, Any]]:
+        return requests.get(self.url + "/__test/requests", timeout=5).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
 # --------------------------------------------------------------------------- ALB keys

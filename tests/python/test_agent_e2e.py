@@ -32,12 +32,11 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from binding_harness import ALB_ARN, BindingService, KeyServer, alb_token, spawn_listening
+from binding_harness import ALB_ARN, BindingService, KeyServer, ScriptedLlm, alb_token, spawn_listening
 from flows_harness import Browser, create_custom_provider, running_provider
 from lk_harness import Latchkey, uniq
 from oidc import OidcProvider, ResourceApi
 
-ROOT = Path(__file__).resolve().parents[2]
 KID = "agent-e2e-kid"
 
 
@@ -60,18 +59,6 @@ def key_server() -> Iterator[KeyServer]:
     ks = KeyServer()
     yield ks
     ks.httpd.shutdown()
-
-
-class ScriptedLlm:
-    def __init__(self, workdir: Path) -> None:
-        self.proc, self.url = spawn_listening([sys.executable, str(ROOT / "tests/llm/scripted_llm.py"), "--port", "0"], None, workdir / "llm.log")
-
-    def requests(self) -> list[dict[str, Any]]:
-        return requests.get(self.url + "/__test/requests", timeout=5).json()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -11,143 +11,18 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urljoin, urlparse
 
-import pytest
 import requests
 
+from binding_harness import ScriptedLlm
+from dev_harness import Browser, Dev, ask, authorization_link, text_of
 from lk_harness import latchkey_bin
 from secrets_sweep import SWEEP
-
-READY = re.compile(r"latchkey dev ready in (\d+) ms: open (http://127\.0\.0\.1:\d+)")
-
-
-class Dev:
-    """One `latchkey dev` process on free loopback ports."""
-
-    def __init__(self, data_dir: Path, log: Path, token_lifetime: int = 600) -> None:
-        self.data_dir, self.log = data_dir, log
-        lifetime = str(token_lifetime)
-        cmd = [latchkey_bin(), "dev", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", "--sandbox-token-lifetime", lifetime]
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(data_dir.parent), "LATCHKEY_LOG_LEVEL": "info"}
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=open(log, "ab"), stdin=subprocess.DEVNULL, text=True)
-        assert self.proc.stdout is not None
-        self.urls: dict[str, str] = {}
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = READY.search(line)
-            if m:
-                self.ready_ms, self.url = int(m.group(1)), m.group(2)
-            for name in ("identity service", "binding service", "agent", "dev OpenID provider", "sandbox GitHub"):
-                m2 = re.match(rf"\s+{name}:\s+(http://127\.0\.0\.1:\d+)", line)
-                if m2:
-                    self.urls[name] = m2.group(1)
-            if line.startswith("Ctrl-C"):
-                break
-        assert hasattr(self, "url"), f"latchkey dev did not start: {''.join(lines)} {log.read_text()}"
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-        SWEEP.watch_log("dev", log)
-        for label, url in [("gateway", self.url), ("identity", self.urls["identity service"]), ("binding", self.urls["binding service"]), ("agent", self.urls["agent"])]:
-            SWEEP.watch_service(label, url)
-        state = json.loads((data_dir / "dev.json").read_text())
-        SWEEP.register("gateway-client-secret", state["gateway_client_secret"])
-        SWEEP.register("idp-client-secret", state["sandbox_client_secret"])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
-
-
-class Browser:
-    """A person's browser: one cookie jar, following redirects by hand so each page is seen."""
-
-    def __init__(self) -> None:
-        self.s = requests.Session()
-        self.s.headers["Accept"] = "text/html"
-
-    def go(self, url: str, max_hops: int = 10) -> requests.Response:
-        for _ in range(max_hops):
-            r = self.s.get(url, allow_redirects=False, timeout=30)
-            if r.status_code in (301, 302, 303, 307, 308):
-                url = urljoin(url, r.headers["Location"])
-                continue
-            r.final_url = url  # type: ignore[attr-defined]
-            return r
-        raise AssertionError(f"too many redirects at {url}")
-
-    def submit(self, page: requests.Response, fields: dict[str, str]) -> requests.Response:
-        """Post the page's form (its hidden fields plus `fields`) and follow the redirects."""
-        html = page.text
-        action = re.search(r'<form method="post" action="([^"]+)"', html)
-        assert action, html
-        data = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
-        data = {k: v.replace("&amp;", "&").replace("&quot;", '"').replace("&#39;", "'") for k, v in data.items()}
-        data.update(fields)
-        url = urljoin(page.final_url, action.group(1))  # type: ignore[attr-defined]
-        r = self.s.post(url, data=data, allow_redirects=False, timeout=30)
-        if r.status_code in (302, 303):
-            return self.go(urljoin(url, r.headers["Location"]))
-        r.final_url = url  # type: ignore[attr-defined]
-        return r
-
-    def sign_in(self, dev: Dev, user: str) -> None:
-        page = self.go(dev.url + "/")
-        assert "Development only." in page.text, page.text[:500]
-        assert user not in ("alice", "bob") or f"Sign in as {user}" in page.text, page.text[:500]
-        chat = self.submit(page, {"user": user})
-        assert chat.status_code == 200 and "Latchkey agent" in chat.text, chat.text[:500]
-
-    def invoke(self, dev: Dev, session_id: str, message: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        """The agent's events as they stream."""
-        r = self.s.post(
-            dev.url + "/invocations",
-            json={"sessionId": session_id, "message": message},
-            headers={"Accept": "text/event-stream"},
-            stream=True,
-            timeout=120,
-        )
-        assert r.status_code == 200, r.text
-        event = None
-        for raw in r.iter_lines(decode_unicode=True):
-            if raw.startswith("event:"):
-                event = raw[6:].strip()
-            elif raw.startswith("data:") and event:
-                yield event, json.loads(raw[5:])
-
-
-def consent(browser: Browser, authorization_url: str, account: str) -> requests.Response:
-    """Open the Authorize link, approve at the sandbox as `account`: the page the browser
-    ends on (the binding service's)."""
-    page = browser.go(authorization_url)
-    assert "Development only." in page.text, page.text[:500]
-    assert "Latchkey dev agent (workload dev-agent)" in page.text
-    assert "<code>read:user</code>" in page.text
-    return browser.submit(page, {"user": account})
-
-
-def ask(browser: Browser, dev: Dev, session: str, message: str, consent_as: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-    events: list[tuple[str, dict[str, Any]]] = []
-    for name, data in browser.invoke(dev, session, message):
-        events.append((name, data))
-        if name == "authorization_required":
-            assert consent_as is not None, f"unexpected consent: {data}"
-            done = consent(browser, data["authorizationUrl"], consent_as)
-            assert done.status_code == 200 and "Authorization complete" in done.text, done.text[:800]
-    return events
-
-
-def text_of(events: list[tuple[str, dict[str, Any]]]) -> str:
-    return "".join(d["text"] for n, d in events if n == "text_delta")
 
 
 def test_dev_walks_the_whole_flow_and_keeps_the_grant_across_a_restart(tmp_path: Path) -> None:
@@ -155,6 +30,7 @@ def test_dev_walks_the_whole_flow_and_keeps_the_grant_across_a_restart(tmp_path:
     dev = Dev(data, tmp_path / "dev.log")
     try:
         assert dev.ready_ms < 5000
+        assert "model:              the offline scripted planner" in "".join(dev.lines), dev.lines
         alice = Browser()
         alice.sign_in(dev, "alice")
         session = str(uuid.uuid4())
@@ -177,22 +53,13 @@ def test_dev_walks_the_whole_flow_and_keeps_the_grant_across_a_restart(tmp_path:
         # binding page refuses him and nothing is stored for anyone.
         bob = Browser()
         bob.sign_in(dev, "bob")
-        link: dict[str, Any] = {}
-        for name, d in alice.invoke(dev, str(uuid.uuid4()), "list my repositories"):
-            if name == "authorization_required":
-                link = d
-                break
+        link = authorization_link(alice, dev, "list my repositories")
         assert link, "the repositories tool asks for its own scope"
         page = bob.go(link["authorizationUrl"])
         refused = bob.submit(page, {"user": "bob"})
         assert refused.status_code == 403 and "Wrong account" in refused.text, refused.text[:800]
         # Nothing was bound to bob: his own question still needs his own consent.
-        for name, d in bob.invoke(dev, str(uuid.uuid4()), "list my repositories"):
-            assert name != "tool_result", f"bob got a token without consenting: {d}"
-            if name == "authorization_required":
-                break
-        else:
-            raise AssertionError("bob's question did not ask for consent")
+        assert authorization_link(bob, dev, "list my repositories"), "bob's question did not ask for consent"
     finally:
         dev.stop()
 
@@ -203,6 +70,150 @@ def test_dev_walks_the_whole_flow_and_keeps_the_grant_across_a_restart(tmp_path:
         alice.sign_in(dev, "alice")
         events = ask(alice, dev, str(uuid.uuid4()), "Who am I on GitHub?")
         assert "authorization_required" not in [n for n, _ in events], events
+        assert "You are alice on GitHub" in text_of(events)
+    finally:
+        dev.stop()
+
+
+def model_line(dev: Dev) -> str:
+    return next(l.strip() for l in dev.lines if l.strip().startswith("model:"))
+
+
+def test_dev_answers_through_the_model_configured_as_for_serve_agent(tmp_path: Path) -> None:
+    """`--llm-…` as `serve agent` takes them: the answer comes from the model (the scripted
+    OpenAI-compatible server), not the planner. OPENAI_API_KEY belongs to OpenAI's endpoint:
+    with another base URL it is not sent; the agent's own key is."""
+    llm = ScriptedLlm(tmp_path)
+    usual_key, agent_key = f"sk-usual-{uuid.uuid4().hex}", f"sk-agent-{uuid.uuid4().hex}"
+    SWEEP.register("llm-api-key", usual_key, agent_key)
+    args = ["--llm-provider", "openai", "--llm-model", "scripted", "--llm-base-url", llm.url + "/v1", "--llm-max-retries", "0"]
+    data = tmp_path / "dev-data"
+    try:
+        dev = Dev(data, tmp_path / "dev.log", args=args, env={"OPENAI_API_KEY": usual_key})
+        try:
+            assert model_line(dev) == f"model:              openai model scripted at {llm.url}/v1"
+            alice = Browser()
+            alice.sign_in(dev, "alice")
+            events = ask(alice, dev, str(uuid.uuid4()), "use:github_profile", consent_as="alice")
+            text = text_of(events)
+            assert "tool github_profile returned:" in text and "alice" in text, events
+            assert "offline scripted planner" not in text
+        finally:
+            dev.stop()
+        calls = [r for r in llm.requests() if r["path"] == "/v1/chat/completions"]
+        assert len(calls) == 2, calls
+        assert {r["headers"]["authorization"] for r in calls} == {"absent"}
+
+        # The agent's key (LATCHKEY_AGENT_LLM_API_KEY, as for serve agent) is sent.
+        dev = Dev(data, tmp_path / "dev.log", args=args, env={"LATCHKEY_AGENT_LLM_API_KEY": agent_key})
+        try:
+            alice = Browser()
+            alice.sign_in(dev, "alice")
+            events = ask(alice, dev, str(uuid.uuid4()), "use:github_profile")
+            assert "tool github_profile returned:" in text_of(events), events
+        finally:
+            dev.stop()
+        calls = [r for r in llm.requests() if r["path"] == "/v1/chat/completions"]
+        assert [r["headers"]["authorization"] for r in calls[2:]] == ["present", "present"], calls
+        for where in (dev.log.read_text(), "".join(dev.lines)):
+            assert usual_key not in where and agent_key not in where
+    finally:
+        llm.stop()
+
+
+def test_dev_refuses_model_keys_without_a_provider(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [latchkey_bin(), "dev", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0", "--llm-model", "gpt-4.1"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert out.returncode != 0
+    assert "`agent.llm.provider`" in out.stderr and "--llm-provider" in out.stderr, out.stderr
+
+
+def github_grants(dev: Dev) -> list[str]:
+    """The users holding a grant of the dev agent's `github` provider."""
+    lines = dev.admin("grants", "list", "--workload", "dev-agent").splitlines()
+    return sorted(g["user"] for g in map(json.loads, lines) if g["provider"] == "github")
+
+
+def custom_provider_at(url: str) -> dict[str, Any]:
+    """A CustomOauth2 provider whose discovery URL is `url`'s."""
+    config = {"oauthDiscovery": {"discoveryUrl": f"{url}/.well-known/openid-configuration"}, "clientId": "probe", "clientSecret": "probe-secret"}
+    return {"name": f"probe-{uuid.uuid4().hex[:8]}", "credentialProviderVendor": "CustomOauth2", "oauth2ProviderConfigInput": {"customOauth2ProviderConfig": config}}
+
+
+def test_dev_with_real_github_credentials_and_back_to_the_sandbox(tmp_path: Path) -> None:
+    """With a GitHub OAuth app's credentials (fake here: the test never reaches github.com)
+    the `github` provider is the GithubOauth2 preset, the printed callback URL is the
+    provider's, Authorize leads to github.com with the app's client id, the identity service
+    refuses private addresses, and the secret is in no output or log. Switching on one data
+    directory (sandbox, GitHub, sandbox) keeps the provider's callback and forgets the grants
+    of the other side, audited."""
+    data, log = tmp_path / "dev-data", tmp_path / "dev.log"
+    dev = Dev(data, log)
+    try:
+        alice = Browser()
+        alice.sign_in(dev, "alice")
+        ask(alice, dev, str(uuid.uuid4()), "Who am I on GitHub?", consent_as="alice")
+        assert github_grants(dev) == ["alice"]
+        sandbox_callback = dev.control("GetOauth2CredentialProvider", {"name": "github"}).json()["callbackUrl"]
+    finally:
+        dev.stop()
+
+    client_id, secret = "Iv1.latchkeytest", f"gh-secret-{uuid.uuid4().hex}"
+    SWEEP.register("github-client-secret", secret)
+    dev = Dev(data, log, env={"LATCHKEY_DEV_GITHUB_CLIENT_ID": client_id, "LATCHKEY_DEV_GITHUB_CLIENT_SECRET": secret})
+    try:
+        out = "".join(dev.lines)
+        assert "`github` switched from the sandbox to GitHub: 1 grant(s) from the sandbox forgotten" in out, out
+        assert f"GitHub:             github.com, OAuth app {client_id} (the sandbox at" in out and "is not used" in out, out
+        m = re.search(r"callback URL:\s+(\S+) \(register it", out)
+        assert m, out
+        callback = m.group(1)
+        provider = dev.control("GetOauth2CredentialProvider", {"name": "github"}).json()
+        assert provider["credentialProviderVendor"] == "GithubOauth2", provider
+        assert provider["callbackUrl"] == callback and callback.rsplit("/", 1)[1] == sandbox_callback.rsplit("/", 1)[1]
+        assert github_grants(dev) == []
+        assert "the provider now names GitHub instead of the sandbox" in dev.admin("audit", "list", "--limit", "30")
+
+        # alice must consent again, at github.com with the app's client id (not followed).
+        alice = Browser()
+        alice.sign_in(dev, "alice")
+        link = ""
+        for name, d in alice.invoke(dev, str(uuid.uuid4()), "Who am I on GitHub?"):
+            assert name != "tool_result", d
+            if name == "authorization_required":
+                link = d["authorizationUrl"]
+                break
+        r = alice.s.get(link, allow_redirects=False, timeout=30)
+        assert r.status_code in (302, 303), r.text
+        to = urlparse(r.headers["Location"])
+        assert (to.scheme, to.netloc, to.path) == ("https", "github.com", "/login/oauth/authorize"), to
+        assert parse_qs(to.query)["client_id"] == [client_id] and parse_qs(to.query)["redirect_uri"] == [callback]
+
+        # GitHub is public: the identity service no longer reaches loopback.
+        refused = dev.control("CreateOauth2CredentialProvider", custom_provider_at(dev.urls["dev OpenID provider"]))
+        assert refused.status_code == 400 and "outbound policy" in refused.text, refused.text
+        dev.admin("grants", "seed", "--workload", "dev-agent", "--provider", "github", "--count", "1", "--user-prefix", "octocat-")
+        assert github_grants(dev) == ["octocat-0"]
+    finally:
+        dev.stop()
+    for where in ("".join(dev.lines), log.read_text(), (data / "dev.json").read_text()):
+        assert secret not in where
+
+    dev = Dev(data, log)
+    try:
+        out = "".join(dev.lines)
+        assert "`github` switched from GitHub to the sandbox: 1 grant(s) from GitHub forgotten" in out, out
+        provider = dev.control("GetOauth2CredentialProvider", {"name": "github"}).json()
+        assert provider["credentialProviderVendor"] == "CustomOauth2", provider
+        assert provider["callbackUrl"].rsplit("/", 1)[1] == sandbox_callback.rsplit("/", 1)[1]
+        assert github_grants(dev) == []
+        accepted = dev.control("CreateOauth2CredentialProvider", custom_provider_at(dev.urls["dev OpenID provider"]))
+        assert accepted.status_code in (200, 201), accepted.text
+        alice = Browser()
+        alice.sign_in(dev, "alice")
+        events = ask(alice, dev, str(uuid.uuid4()), "Who am I on GitHub?", consent_as="alice")
         assert "You are alice on GitHub" in text_of(events)
     finally:
         dev.stop()
@@ -418,11 +429,7 @@ def test_dev_an_attackers_authorization_link_opened_in_alices_browser_binds_noth
     try:
         mallory = Browser()
         mallory.sign_in(dev, "mallory")
-        link: dict[str, Any] = {}
-        for name, d in mallory.invoke(dev, str(uuid.uuid4()), "Who am I on GitHub?"):
-            if name == "authorization_required":
-                link = d
-                break
+        link = authorization_link(mallory, dev, "Who am I on GitHub?")
         assert link, "mallory's question asks for consent"
         alice = Browser()
         alice.sign_in(dev, "alice")
@@ -432,13 +439,7 @@ def test_dev_an_attackers_authorization_link_opened_in_alices_browser_binds_noth
         # Nothing bound for anyone: each still has to consent, and the sandbox's tokens for
         # alice's approval were never stored by Latchkey.
         for who, name in ((mallory, "mallory"), (alice, "alice")):
-            asked = False
-            for ev, d in who.invoke(dev, str(uuid.uuid4()), "Who am I on GitHub?"):
-                assert ev != "tool_result", f"{name} got a token without consenting: {d}"
-                if ev == "authorization_required":
-                    asked = True
-                    break
-            assert asked, f"{name}'s question did not ask for consent"
+            assert authorization_link(who, dev, "Who am I on GitHub?"), f"{name}'s question did not ask for consent"
         assert "You have no connections" in connections(alice, dev).text
         assert "You have no connections" in connections(mallory, dev).text
     finally:

@@ -78,7 +78,7 @@ impl ListItem for HttpToolConfig {}
 
 keys! {
     /// `serve agent`: file `[agent]` (with `[agent.llm]` and `[agent.store]`), `LATCHKEY_AGENT_*`.
-    pub section Agent = "agent", tables ["llm", "store", "outbound"], with ServiceKeys;
+    pub section Agent = "agent", tables ["llm", "store", "outbound"], with (ServiceKeys, LlmKeys);
     /// Settings of `serve agent`.
     pub struct AgentKeys {
         /// Address to listen on (`127.0.0.1:0` picks a free port). Default 127.0.0.1:8082.
@@ -87,22 +87,6 @@ keys! {
         workload_name: String => "the workload identity name is required",
         /// `resourceOauth2ReturnUrl`: the session binding service's URL.
         return_url: String => "the session binding service's URL (resourceOauth2ReturnUrl) is required",
-        /// `openai`, `anthropic` or `bedrock`.
-        llm_provider: String => "openai, anthropic or bedrock is required",
-        /// Model id.
-        llm_model: String => "the model id is required",
-        /// Model API base URL. Default: the provider's public endpoint.
-        llm_base_url: String,
-        /// The model API key (file or LATCHKEY_AGENT_LLM_API_KEY only).
-        llm_api_key as "": SecretString,
-        /// File holding the model API key (or set LATCHKEY_AGENT_LLM_API_KEY).
-        llm_api_key_file: PathBuf,
-        /// AWS region (Bedrock).
-        llm_region: String,
-        /// Timeout of one model call, in seconds. Default 120.
-        llm_timeout_seconds: u64 = 120u64,
-        /// Retries of a model call before any event streamed. Default 2.
-        llm_max_retries: u32 = 2u32,
         /// System prompt.
         system_prompt: String = DEFAULT_SYSTEM_PROMPT,
         /// Model calls ending in tool use allowed per turn. Default 8.
@@ -150,6 +134,67 @@ keys! {
     }
 }
 
+keys! {
+    /// The model keys of `serve agent` alone (file `[agent.llm]`, `LATCHKEY_AGENT_LLM_*`,
+    /// flags `--llm-…`): `latchkey dev` takes them too.
+    pub section AgentLlm = "agent", tables ["llm"];
+    /// The model, resolved by [`LlmKeys::config`].
+    pub struct LlmKeys {
+        /// `openai`, `anthropic` or `bedrock`.
+        llm_provider: String,
+        /// Model id.
+        llm_model: String,
+        /// Model API base URL. Default: the provider's public endpoint.
+        llm_base_url: String,
+        /// The model API key (file or LATCHKEY_AGENT_LLM_API_KEY only).
+        llm_api_key as "": SecretString,
+        /// File holding the model API key (or set LATCHKEY_AGENT_LLM_API_KEY).
+        llm_api_key_file: PathBuf,
+        /// AWS region (Bedrock).
+        llm_region: String,
+        /// Timeout of one model call, in seconds. Default 120.
+        llm_timeout_seconds: u64 = 120u64,
+        /// Retries of a model call before any event streamed. Default 2.
+        llm_max_retries: u32 = 2u32,
+    }
+}
+
+impl LlmKeys {
+    /// The model these keys configure, validated; `llm_provider` and `llm_model` must be
+    /// set. No API key is fine: OpenAI-compatible servers such as Ollama or vLLM need none.
+    pub fn config(&self, l: &Layers) -> anyhow::Result<LlmConfig> {
+        let missing = |key, why| l.error(key, format!("missing: {why}"));
+        let provider = (self.llm_provider.as_deref())
+            .ok_or_else(|| missing("llm_provider", "openai, anthropic or bedrock is required"))?;
+        let provider = from_toml::<Provider>(provider.into()).map_err(|_| {
+            let why = format!("{provider:?} is not openai, anthropic or bedrock");
+            l.error("llm_provider", why)
+        })?;
+        let model = (self.llm_model.clone())
+            .ok_or_else(|| missing("llm_model", "the model id is required"))?;
+        let llm = LlmConfig {
+            provider,
+            model,
+            base_url: self.llm_base_url.clone(),
+            api_key: l.secret("llm_api_key")?.map(|s| s.value),
+            region: self.llm_region.clone(),
+            timeout: Duration::from_secs(self.llm_timeout_seconds),
+            max_retries: self.llm_max_retries,
+        };
+        l.check(validate_llm(&llm))?;
+        Ok(llm)
+    }
+}
+
+/// Check the model's keys, naming the first that fails.
+pub fn validate_llm(llm: &LlmConfig) -> Result<(), ConfigError> {
+    let model = !llm.model.trim().is_empty();
+    ensure(model, "llm.model", "missing: the model id is required")?;
+    (llm.base_url.iter()).try_for_each(|url| http_url("llm.base_url", url, true).map(drop))?;
+    at_most("llm.max_retries", llm.max_retries.into(), 10)?;
+    positive(&[("llm.timeout_seconds", llm.timeout.as_secs())])
+}
+
 /// Everything the agent needs: its keys, and what they resolve to.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -170,23 +215,10 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// The settings of `serve agent`, validated (the local store in `<data_dir>/agent`).
     pub fn resolve(l: &Layers, data_dir: &Path) -> anyhow::Result<Self> {
-        let (k, service): (AgentKeys, ServiceKeys) = l.read()?;
+        let (k, (service, llm)): (AgentKeys, (ServiceKeys, LlmKeys)) = l.read()?;
         let credential = service.credential(l, "workload:<name>")?;
         let users = service.clone().users(l, None)?;
-        let provider = from_toml::<Provider>(k.llm_provider.as_str().into()).map_err(|_| {
-            let why = format!("{:?} is not openai, anthropic or bedrock", k.llm_provider);
-            l.error("llm_provider", why)
-        })?;
-        // No key is fine: OpenAI-compatible servers such as Ollama or vLLM need none.
-        let llm = LlmConfig {
-            provider,
-            model: k.llm_model.clone(),
-            base_url: k.llm_base_url.clone(),
-            api_key: l.secret("llm_api_key")?.map(|s| s.value),
-            region: k.llm_region.clone(),
-            timeout: Duration::from_secs(k.llm_timeout_seconds),
-            max_retries: k.llm_max_retries,
-        };
+        let llm = llm.config(l)?;
         let store = Self::store(l, &k, data_dir)?;
         let config = Self {
             keys: k,
@@ -258,10 +290,7 @@ impl AgentConfig {
         http_url("github_base_url", &k.github_base_url, true)?;
         let provider = !k.github_provider.trim().is_empty();
         ensure(provider, "github_provider", "must not be empty")?;
-        let model = !llm.model.trim().is_empty();
-        ensure(model, "llm.model", "missing: the model id is required")?;
-        (llm.base_url.iter()).try_for_each(|url| http_url("llm.base_url", url, true).map(drop))?;
-        at_most("llm.max_retries", llm.max_retries.into(), 10)?;
+        validate_llm(llm)?;
         let wait = k.consent_wait_seconds;
         at_most("consent_wait_seconds", wait, MAX_CONSENT_WAIT_SECONDS)?;
         let (iterations, tokens) = (k.max_tool_iterations.into(), k.max_output_tokens.into());
@@ -270,7 +299,6 @@ impl AgentConfig {
             ("max_output_tokens", tokens, (1, 100_000)),
         ])?;
         positive(&[
-            ("llm.timeout_seconds", llm.timeout.as_secs()),
             ("tool_timeout_seconds", k.tool_timeout_seconds),
             ("tool_max_response_bytes", k.tool_max_response_bytes as u64),
             ("max_message_chars", k.max_message_chars as u64),

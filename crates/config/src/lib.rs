@@ -379,7 +379,7 @@ impl Env {
     }
 
     /// A variable's value; a blank one counts as unset.
-    fn get(&self, name: &str) -> Option<String> {
+    pub fn get(&self, name: &str) -> Option<String> {
         match &self.0 {
             None => std::env::var(name).ok(),
             Some(vars) => vars.get(name).cloned(),

@@ -36,8 +36,8 @@ pub(crate) enum Command {
     },
     /// The whole secured agent in one process, offline: gateway, identity service, session
     /// binding service and agent, with a development identity provider, a sandbox OAuth
-    /// provider standing in for GitHub and (without a model's API key) an offline scripted
-    /// planner. Development only; data in the user's data dir under `latchkey-dev` unless
+    /// provider standing in for GitHub (or GitHub itself, --github-client-id) and (without a
+    /// model configured) an offline scripted planner. Development only; data in the user's data dir under `latchkey-dev` unless
     /// --data-dir says otherwise.
     Dev(crate::dev::DevArgs),
     /// Administer credentials and inspect audit events (works directly on the storage of

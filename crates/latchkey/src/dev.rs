@@ -5,8 +5,8 @@
 //! binding service, the agent, the development OpenID provider and the sandbox OAuth
 //! provider (GitHub stand-in). Everything is wired on start: the credentials of the binding
 //! service and the agent, the workload identity with its allowed return URL, the `github`
-//! credential provider pointing at the sandbox, the gateway's OIDC client at the
-//! development provider. The services are the same code `latchkey serve` runs, configured
+//! credential provider pointing at the sandbox (or at GitHub, [`github`]), the gateway's
+//! OIDC client at the development provider. The model is the agent's ([`llm`]). The services are the same code `latchkey serve` runs, configured
 //! through the same keys; only the two development providers (crate `latchkey-devkit`) and
 //! the scripted planner are dev-only, and nothing in `serve` can enable them.
 
@@ -25,13 +25,15 @@ use latchkey_devkit::sandbox::{self, SandboxOptions};
 use latchkey_devkit::{Client, SigningKey, persist};
 use latchkey_identity::admin::Admin;
 use latchkey_identity::auth::Role;
-use latchkey_llm::ChatModel;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::config::{Identity, IdentityConfig, StorageConfig};
 use crate::serve;
+
+pub(crate) mod github;
+mod llm;
 
 /// The workload identity of the dev agent.
 pub const WORKLOAD: &str = "dev-agent";
@@ -57,6 +59,13 @@ pub(crate) struct DevArgs {
     /// Lifetime of the sandbox's access tokens, in seconds (short, to watch refresh).
     #[arg(long, default_value_t = 300)]
     pub sandbox_token_lifetime: i64,
+    /// The agent's model, as `serve agent` takes it; without it, OPENAI_API_KEY or
+    /// ANTHROPIC_API_KEY, else the offline scripted planner.
+    #[command(flatten)]
+    pub llm: Flags<latchkey_agent::config::AgentLlm>,
+    /// Real GitHub instead of the sandbox.
+    #[command(flatten)]
+    pub github: Flags<github::Dev>,
 }
 
 /// What `latchkey dev` keeps between starts (`dev.json`, 0600). No `Debug`: it holds the
@@ -70,6 +79,9 @@ struct DevState {
     /// The access key ids created at the last start (revoked at the next).
     #[serde(default)]
     credentials: Vec<String>,
+    /// What the `github` provider named at the last start.
+    #[serde(default)]
+    upstream: github::Upstream,
 }
 
 fn random_secret() -> anyhow::Result<String> {
@@ -180,42 +192,18 @@ async fn create_or_update(
     Ok(out)
 }
 
-/// The model: a real one when the environment has the usual keys, else the offline planner.
-fn model() -> anyhow::Result<(Arc<dyn ChatModel>, String)> {
-    use latchkey_llm::{LlmConfig, Provider};
-    let real =
-        |provider, model: &str, key: String| -> anyhow::Result<(Arc<dyn ChatModel>, String)> {
-            let config = LlmConfig {
-                provider,
-                model: std::env::var("LATCHKEY_DEV_LLM_MODEL")
-                    .unwrap_or_else(|_| model.to_string()),
-                base_url: std::env::var("LATCHKEY_DEV_LLM_BASE_URL").ok(),
-                api_key: Some(key.into()),
-                region: None,
-                timeout: std::time::Duration::from_secs(120),
-                max_retries: 2,
-            };
-            let label = format!("{provider:?} model {}", config.model);
-            Ok((
-                latchkey_llm::build(&config).map_err(|e| anyhow!("{e}"))?,
-                label,
-            ))
-        };
-    if let Ok(key) = std::env::var("OPENAI_API_KEY") {
-        return real(Provider::Openai, "gpt-4o-mini", key);
-    }
-    if let Ok(key) = std::env::var("ANTHROPIC_API_KEY") {
-        return real(Provider::Anthropic, "claude-sonnet-4-5", key);
-    }
-    Ok((
-        Arc::new(latchkey_llm::ScriptedPlanner),
-        "the offline scripted planner (set OPENAI_API_KEY or ANTHROPIC_API_KEY for a real model)"
-            .into(),
-    ))
-}
-
-pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    storage: StorageConfig,
+    (user_file, user_env): (&ConfigFile, &Env),
+    args: DevArgs,
+) -> anyhow::Result<()> {
     let started = Instant::now();
+    let model = llm::model(&args.llm, user_file, user_env)?;
+    let github_app = github::app(&args.github, user_file, user_env)?;
+    let upstream = match github_app {
+        Some(_) => github::Upstream::Github,
+        None => github::Upstream::Sandbox,
+    };
     let dir = storage.data_dir.clone();
     if args.reset {
         reset(&dir)?;
@@ -235,9 +223,11 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
     // The identity service, with credentials for the setup, the binding service and the
     // agent (new at every start; the previous start's are revoked).
     let no_flags = Flags::<Identity>::default();
+    // The sandbox is on loopback; GitHub is public.
+    let private = (upstream == github::Upstream::Sandbox).to_string();
     let (file, env) = (
         ConfigFile::default(),
-        Env::fixed(&[("LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true")]),
+        Env::fixed(&[("LATCHKEY_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", &private)]),
     );
     let identity_config = IdentityConfig::resolve(&Layers::new(&no_flags, &file, &env)?)?;
     let identity = serve::identity_state(&storage, &identity_config, &identity_l).await?;
@@ -317,6 +307,16 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
             }},
         })
     };
+    let provider_request = match &github_app {
+        Some(app) => app.provider_request(PROVIDER),
+        None => sandbox_provider(json!({"authorizationServerMetadata": {
+            "issuer": sandbox_url,
+            "authorizationEndpoint": format!("{sandbox_url}/login/oauth/authorize"),
+            "tokenEndpoint": format!("{sandbox_url}/login/oauth/access_token"),
+            "responseTypes": ["code"],
+            "tokenEndpointAuthMethods": ["client_secret_basic"],
+        }})),
+    };
     let provider = create_or_update(
         &http,
         &identity_url,
@@ -325,15 +325,12 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
             "CreateOauth2CredentialProvider",
             "UpdateOauth2CredentialProvider",
         ),
-        sandbox_provider(json!({"authorizationServerMetadata": {
-            "issuer": sandbox_url,
-            "authorizationEndpoint": format!("{sandbox_url}/login/oauth/authorize"),
-            "tokenEndpoint": format!("{sandbox_url}/login/oauth/access_token"),
-            "responseTypes": ["code"],
-            "tokenEndpointAuthMethods": ["client_secret_basic"],
-        }})),
+        provider_request,
     )
     .await?;
+    github::switched(&admin, (WORKLOAD, PROVIDER), state.upstream, upstream).await?;
+    state.upstream = upstream;
+    save_state(&dir, &state)?;
     let callback_url = provider["callbackUrl"]
         .as_str()
         .ok_or_else(|| anyhow!("CreateOauth2CredentialProvider answered without callbackUrl"))?
@@ -360,7 +357,7 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
             id: SANDBOX_CLIENT_ID.into(),
             secret: state.sandbox_client_secret.clone(),
             name: format!("Latchkey dev agent (workload {WORKLOAD})"),
-            redirect_uris: vec![callback_url],
+            redirect_uris: vec![callback_url.clone()],
         }],
         state_file: Some(dir.join("dev-sandbox-tokens.json")),
         access_token_lifetime_seconds: args.sandbox_token_lifetime,
@@ -372,23 +369,28 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
         serve::plain(idp_l, idp),
     ));
     tasks.spawn(named("sandbox provider", serve::plain(sandbox_l, sandbox)));
-    let discovery =
-        json!({"discoveryUrl": format!("{sandbox_url}/.well-known/oauth-authorization-server")});
-    let (status, out) = control(
-        &http,
-        &identity_url,
-        &bearer,
-        "UpdateOauth2CredentialProvider",
-        sandbox_provider(discovery),
-    )
-    .await?;
-    if !(200..300).contains(&status) {
-        bail!("UpdateOauth2CredentialProvider (sandbox discovery) failed ({status}): {out}");
+    if upstream == github::Upstream::Sandbox {
+        let discovery = json!({"discoveryUrl": format!("{sandbox_url}/.well-known/oauth-authorization-server")});
+        let (status, out) = control(
+            &http,
+            &identity_url,
+            &bearer,
+            "UpdateOauth2CredentialProvider",
+            sandbox_provider(discovery),
+        )
+        .await?;
+        if !(200..300).contains(&status) {
+            bail!("UpdateOauth2CredentialProvider (sandbox discovery) failed ({status}): {out}");
+        }
     }
     let _ = admin.revoke_credential(&setup.access_key_id).await;
 
     // The binding service, the agent and the gateway, through their own keys.
     let alb_keys = format!("{gateway_url}/.well-known/alb-keys/{{kid}}");
+    let github_api = match upstream {
+        github::Upstream::Github => github::GITHUB_API,
+        github::Upstream::Sandbox => sandbox_url.as_str(),
+    };
     let binding_credential = format!(
         "{}:{}",
         binding_cred.access_key_id,
@@ -421,11 +423,11 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
         ),
         ("LATCHKEY_AGENT_ALB_ISSUER", idp_url.as_str()),
         ("LATCHKEY_AGENT_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true"),
-        // Set for the configuration's sake; the model is chosen by `model()`.
+        // Set for the configuration's sake; the model is chosen by `llm::model`.
         ("LATCHKEY_AGENT_LLM_PROVIDER", "openai"),
         ("LATCHKEY_AGENT_LLM_MODEL", "offline-scripted-planner"),
         ("LATCHKEY_AGENT_CONSENT_WAIT_SECONDS", "300"),
-        ("LATCHKEY_AGENT_GITHUB_BASE_URL", sandbox_url.as_str()),
+        ("LATCHKEY_AGENT_GITHUB_BASE_URL", github_api),
         ("LATCHKEY_AGENT_GITHUB_PROVIDER", PROVIDER),
         ("LATCHKEY_AGENT_STORE_DIR", agent_store.as_str()),
         ("LATCHKEY_GATEWAY_PUBLIC_URL", gateway_url.as_str()),
@@ -449,20 +451,22 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
     let (_, binding) =
         latchkey_binding::BindingConfig::resolve(&Layers::new(&binding_flags, &file, &env)?)?;
     let agent_flags = Flags::<latchkey_agent::config::Agent>::default();
-    let agent =
+    let mut agent =
         latchkey_agent::AgentConfig::resolve(&Layers::new(&agent_flags, &file, &env)?, &dir)?;
     let gateway_flags = Flags::<latchkey_gateway::config::Gateway>::default();
     let gateway = latchkey_gateway::GatewayConfig::resolve(
         &Layers::new(&gateway_flags, &file, &env)?,
         &dir.join("gateway"),
     )?;
-    let (chat_model, model_label) = model()?;
+    if let Some(config) = model.config {
+        agent.llm = config;
+    }
 
     tasks.spawn(named(
         "binding service",
         serve::binding_on(binding_l, binding),
     ));
-    tasks.spawn(named("agent", serve::agent_on(agent_l, agent, chat_model)));
+    tasks.spawn(named("agent", serve::agent_on(agent_l, agent, model.chat)));
     tasks.spawn(named("gateway", serve::gateway_on(gateway_l, gateway)));
 
     println!();
@@ -472,7 +476,7 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
     );
     println!("  sign in as alice or bob (development identity provider, no password)");
     println!("  ask the agent \"who am I on GitHub?\" or \"list my repositories\"");
-    println!("  model:              {model_label}");
+    println!("  model:              {}", model.label);
     println!("  identity service:   {identity_url}");
     println!("  your connections:   {gateway_url}/connections (grants you gave agents; Revoke)");
     println!("  binding service:    {binding_url} (behind the gateway at {return_url})");
@@ -480,7 +484,18 @@ pub(crate) async fn run(storage: StorageConfig, args: DevArgs) -> anyhow::Result
         "  agent:              {agent_url} (API docs behind the gateway at {gateway_url}/docs)"
     );
     println!("  dev OpenID provider: {idp_url} (development only)");
-    println!("  sandbox GitHub:     {sandbox_url} (development only)");
+    match &github_app {
+        None => println!("  sandbox GitHub:     {sandbox_url} (development only)"),
+        Some(app) => {
+            println!(
+                "  GitHub:             github.com, OAuth app {} (the sandbox at {sandbox_url} is not used)",
+                app.client_id
+            );
+            println!(
+                "  callback URL:       {callback_url} (register it as the OAuth app's authorization callback URL)"
+            );
+        }
+    }
     println!("  data:               {}", dir.display());
     println!("Ctrl-C stops everything.");
     std::io::stdout().flush()?;

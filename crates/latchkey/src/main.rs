@@ -96,7 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 serve::gateway(gateway).await
             }
         },
-        Command::Dev(args) => dev::run(storage, args).await,
+        Command::Dev(args) => dev::run(storage, (&file, &env), args).await,
         Command::Admin { command } => admin::run(&storage, &file, &env, command).await,
     }
 }

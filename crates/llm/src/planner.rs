@@ -141,7 +141,7 @@ fn help(tools: &[ToolSpec]) -> String {
     if !usable.is_empty() {
         text.push_str(&format!(" Tools I can call: {}.", usable.join(", ")));
     }
-    text.push_str(" Configure a real model (OPENAI_API_KEY, ANTHROPIC_API_KEY or AWS credentials) for anything else.");
+    text.push_str(" Configure a real model (OPENAI_API_KEY, ANTHROPIC_API_KEY, or --llm-provider and --llm-model as for `serve agent`) for anything else.");
     text
 }
 

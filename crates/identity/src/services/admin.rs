@@ -232,13 +232,58 @@ impl Admin {
                     Some(detail) => anyhow::anyhow!("{e} ({detail})"),
                     None => anyhow::anyhow!("{e}"),
                 })?;
+        let detail = serde_json::json!({"revokedAtProvider": report.revoked_at_provider, "providerErrors": report.provider_errors});
+        self.record_revoked(key, detail).await?;
+        Ok(report)
+    }
+
+    /// Delete here, without calling the provider, every grant `workload` holds from
+    /// `provider`: for a provider that now names another authorization server, where its
+    /// tokens mean nothing. Each is audited as `RevokeGrant` with `reason`. Returns how
+    /// many were deleted.
+    pub async fn forget_grants(
+        &self,
+        workload: &str,
+        provider: &str,
+        reason: &str,
+    ) -> anyhow::Result<u64> {
+        let mut keys = Vec::new();
+        let filter = GrantFilter {
+            workload: Some(workload.into()),
+            user: None,
+            limit: Some(i64::MAX),
+        };
+        self.each_grant(&filter, |g| {
+            if g.key.provider == provider {
+                keys.push(g.key.clone());
+            }
+            Ok(())
+        })
+        .await?;
+        for key in &keys {
+            match self.store.delete_grant(key).await {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let detail = serde_json::json!({"revokedAtProvider": [], "reason": reason});
+            self.record_revoked(key, detail).await?;
+        }
+        Ok(keys.len() as u64)
+    }
+
+    /// The `RevokeGrant` event of `key` (`detail` gets `"via": "cli"`).
+    async fn record_revoked(
+        &self,
+        key: &GrantKey,
+        mut detail: serde_json::Value,
+    ) -> anyhow::Result<()> {
         let mut e = self.event("RevokeGrant");
         e.workload = Some(key.workload.clone());
         set_user(&mut e, Some(&key.user));
         e.target = Some(key.provider.clone());
-        e.detail = serde_json::json!({"via": "cli", "revokedAtProvider": report.revoked_at_provider, "providerErrors": report.provider_errors});
-        self.record(e).await?;
-        Ok(report)
+        detail["via"] = "cli".into();
+        e.detail = detail;
+        Ok(self.record(e).await?)
     }
 
     /// Every grant the filter selects, oldest key first, one page at a time; `each` is
@@ -247,6 +292,17 @@ impl Admin {
         &self,
         filter: &GrantFilter,
         mut each: impl FnMut(&GrantSummary) -> anyhow::Result<()>,
+    ) -> anyhow::Result<u64> {
+        let now = self.clock.now_ms();
+        self.each_grant(filter, |g| each(&GrantSummary::of(g, now)))
+            .await
+    }
+
+    /// [`Admin::list_grants`] with the stored records.
+    async fn each_grant(
+        &self,
+        filter: &GrantFilter,
+        mut each: impl FnMut(&GrantRecord) -> anyhow::Result<()>,
     ) -> anyhow::Result<u64> {
         let mut after: Option<GrantKey> = None;
         let mut left = filter.limit.unwrap_or(1000).clamp(1, 10_000_000);
@@ -264,9 +320,8 @@ impl Admin {
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
             left -= page.len() as i64;
-            let now = self.clock.now_ms();
             for g in &page {
-                each(&GrantSummary::of(g, now))?;
+                each(g)?;
                 listed += 1;
             }
         }
@@ -317,23 +372,51 @@ mod tests {
     use latchkey_core::clock::SystemClock;
     use latchkey_core::crypto::FileKeyProvider;
     use latchkey_store::GrantTokens;
+    use latchkey_store::testing::TempStore;
 
     use super::*;
+
+    /// An [`Admin`] over a fresh store (kept while the returned `TempStore` lives).
+    async fn admin(name: &str) -> (Admin, TempStore, Arc<dyn KeyProvider>) {
+        let temp = TempStore::new(name).await;
+        let keys: Arc<dyn KeyProvider> = Arc::new(FileKeyProvider::generate().unwrap());
+        let policy = OutboundPolicy::default();
+        let admin = Admin::new(
+            temp.store.clone(),
+            keys.clone(),
+            Arc::new(SystemClock),
+            policy,
+        );
+        (admin.unwrap(), temp, keys)
+    }
+
+    /// A grant of (workload, user id, provider) with a sealed dummy access token.
+    async fn put_grant(store: &Store, keys: &dyn KeyProvider, key: (&str, &str, &str)) -> GrantKey {
+        let key = GrantKey {
+            workload: key.0.into(),
+            user: UserPrincipal::user_id(key.1).unwrap(),
+            provider: key.2.into(),
+        };
+        let aad = aad::grant(&key, "access");
+        let access = crypto::encrypt(keys, aad.as_bytes(), b"at").await.unwrap();
+        let tokens = GrantTokens {
+            scopes: vec!["repo".into()],
+            resources: vec![],
+            token_type: "Bearer".into(),
+            access_envelope: access,
+            refresh_envelope: None,
+            expires_ms: 1,
+        };
+        store.put_grant(&key, &tokens, 1).await.unwrap();
+        key
+    }
 
     /// The CLI's whole grant lifecycle through [`Admin`] on a bare store: no server state,
     /// no signing key, and every change in the audit chain.
     #[tokio::test]
     async fn admin_works_on_a_store_without_a_server() {
-        let temp = latchkey_store::testing::TempStore::new("admin-test").await;
+        let (admin, temp, keys) = admin("admin-test").await;
         let store = temp.store.clone();
-        let keys: Arc<dyn KeyProvider> = Arc::new(FileKeyProvider::generate().unwrap());
-        let admin = Admin::new(
-            store.clone(),
-            keys.clone(),
-            Arc::new(SystemClock),
-            OutboundPolicy::default(),
-        )
-        .unwrap();
 
         let created = admin
             .create_credential(Role::Admin, Some("ops".into()))
@@ -350,29 +433,7 @@ mod tests {
             Err(StoreError::NotFound)
         ));
 
-        let key = GrantKey {
-            workload: "w".into(),
-            user: UserPrincipal::user_id("alice").unwrap(),
-            provider: "gone".into(),
-        };
-        let access = crypto::encrypt(keys.as_ref(), aad::grant(&key, "access").as_bytes(), b"at")
-            .await
-            .unwrap();
-        store
-            .put_grant(
-                &key,
-                &GrantTokens {
-                    scopes: vec!["repo".into()],
-                    resources: vec![],
-                    token_type: "Bearer".into(),
-                    access_envelope: access,
-                    refresh_envelope: None,
-                    expires_ms: 1,
-                },
-                1,
-            )
-            .await
-            .unwrap();
+        let key = put_grant(&store, keys.as_ref(), ("w", "alice", "gone")).await;
         let mut listed = vec![];
         let n = admin
             .list_grants(&GrantFilter::default(), |g| {
@@ -409,6 +470,37 @@ mod tests {
         for action in ["CreateCredential", "RevokeCredential", "RevokeGrant"] {
             assert!(text.contains(action), "{action} in {text}");
         }
+        store.close().await;
+    }
+    /// Forgetting a provider's grants (a provider switched to another authorization
+    /// server) deletes exactly that workload's grants of that provider, each audited.
+    #[tokio::test]
+    async fn forget_grants_deletes_only_that_workloads_grants_of_that_provider() {
+        let (admin, temp, keys) = admin("admin-forget").await;
+        let store = temp.store.clone();
+        let keys = keys.as_ref();
+        let gone = [("w", "alice", "github"), ("w", "bob", "github")];
+        let kept = [("w", "alice", "slack"), ("w2", "alice", "github")];
+        for key in gone.iter().chain(&kept) {
+            put_grant(&store, keys, *key).await;
+        }
+        let forgotten = admin.forget_grants("w", "github", "switched").await;
+        assert_eq!(forgotten.unwrap(), 2);
+        let mut left = vec![];
+        let all = GrantFilter::default();
+        let each = |g: &GrantSummary| {
+            left.push((g.workload.clone(), g.provider.clone()));
+            Ok(())
+        };
+        admin.list_grants(&all, each).await.unwrap();
+        assert_eq!(
+            left,
+            [("w", "slack"), ("w2", "github")].map(|(w, p)| (w.into(), p.into()))
+        );
+        let mut out = Vec::new();
+        assert_eq!(admin.export_audit(0, i64::MAX, &mut out).await.unwrap(), 2);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("\"reason\":\"switched\"").count(), 2, "{text}");
         store.close().await;
     }
 }

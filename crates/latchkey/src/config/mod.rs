@@ -104,10 +104,16 @@ pub const RENAMED_VARIABLES: &[(&str, &str)] = &[
 pub fn check_file(file: &ConfigFile) -> anyhow::Result<()> {
     let root = <(StorageKeys, IdentityConfig)>::keys();
     file.check(&[
-        ("", Identity::TABLES, root, &["binding", "agent", "gateway"]),
+        (
+            "",
+            Identity::TABLES,
+            root,
+            &["binding", "agent", "gateway", "dev"],
+        ),
         Flags::<Binding>::spec(),
         Flags::<Agent>::spec(),
         Flags::<Gateway>::spec(),
+        Flags::<crate::dev::github::Dev>::spec(),
     ])
 }
 

@@ -267,7 +267,7 @@ fn secrets_come_from_one_place_only() {
 fn the_file_is_checked_and_its_tables_flattened() {
     let check = |toml: &str| check_file(&ConfigFile::parse(Path::new("f.toml"), toml).unwrap());
     check(
-        "listen = \"127.0.0.1:0\"\n[arn]\naccount = \"000000000000\"\n[agent.llm]\nmodel = \"m\"\n",
+        "listen = \"127.0.0.1:0\"\n[arn]\naccount = \"000000000000\"\n[agent.llm]\nmodel = \"m\"\n[dev]\ngithub_client_id = \"Iv1.x\"\n",
     )
     .unwrap();
     for (toml, key) in [
@@ -276,6 +276,7 @@ fn the_file_is_checked_and_its_tables_flattened() {
         ("[arn]\nzone = \"x\"\n", "arn.zone"),
         ("[agent.llm]\nmodle = \"m\"\n", "agent.llm.modle"),
         ("[gateway]\nroute = []\n", "gateway.route"),
+        ("[dev]\ngithub_id = \"x\"\n", "dev.github_id"),
     ] {
         let error = check(toml).unwrap_err().to_string();
         assert!(error.contains(&format!("`{key}`")), "{error}");
