@@ -4,27 +4,37 @@ min, max) and the idle RSS of the dev process a second after ready."""
 
 from __future__ import annotations
 
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
+
+
+def launch(binary: str, data: Path, log_level: str = "warn", stderr: Any = subprocess.DEVNULL) -> tuple[subprocess.Popen[str], str]:
+    """`latchkey dev` on free loopback ports, once ready: the process and the URL to open."""
+    proc = subprocess.Popen(
+        [binary, "dev", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(data.parent), "LATCHKEY_LOG_LEVEL": log_level},
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        ready = re.search(r"latchkey dev ready in \d+ ms: open (\S+)", line)
+        if ready:
+            # Keep reading stdout, so the process never blocks on a full pipe.
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc, ready.group(1)
+    raise SystemExit("latchkey dev did not start")
 
 
 def start(binary: str, data: Path) -> tuple[float, int]:
     began = time.perf_counter()
-    proc = subprocess.Popen(
-        [binary, "dev", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
-        env={"PATH": "/usr/bin:/bin", "LATCHKEY_LOG_LEVEL": "warn"},
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "latchkey dev ready" in line:
-            break
-    else:
-        raise SystemExit("latchkey dev did not start")
+    proc, _ = launch(binary, data)
     ready = time.perf_counter() - began
     time.sleep(1)
     rss = 0
