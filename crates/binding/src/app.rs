@@ -176,19 +176,23 @@ async fn session_binding(State(state): State<BindingState>, uri: Uri, headers: H
             tracing::info!(source, outcome = "unknown-link", "session binding refused");
             Page::UnknownLink
         }
-        Completion::CredentialRefused => {
-            tracing::error!(
-                access_key_id = state.inner.identity.access_key_id(),
-                outcome = "credential-refused",
-                "the identity service refused the binding credential (UnauthorizedException): check credential_file / LATCHKEY_BINDING_CREDENTIAL and that the credential is active with role `binding`"
-            );
-            Page::Misconfigured
-        }
+        Completion::CredentialRefused => credential_refused(&state),
         Completion::Unavailable(why) => {
             tracing::error!(source, outcome = "unavailable", error = %why, "session binding failed");
             Page::TryAgain
         }
     }
+}
+
+/// The identity service refused this service's own credential: logged (without the
+/// secret) for the operator, the misconfiguration page for the user.
+pub(crate) fn credential_refused(state: &BindingState) -> Page {
+    tracing::error!(
+        access_key_id = state.inner.identity.access_key_id(),
+        outcome = "credential-refused",
+        "the identity service refused the binding credential (UnauthorizedException): check credential_file / LATCHKEY_BINDING_CREDENTIAL and that the credential is active with role `binding`"
+    );
+    Page::Misconfigured
 }
 
 /// The one `session_id` query parameter, when it is a valid `sessionUri`.

@@ -27,7 +27,7 @@ use latchkey_client::{ExposeSecret as _, ProviderRevocation, SecretString, UserG
 use latchkey_core::clock::Clock;
 use latchkey_edge::pages::{escape, harden_page, style_csp};
 
-use crate::app::BindingState;
+use crate::app::{BindingState, credential_refused};
 use crate::pages::Page;
 use crate::upstream::GrantsFailure;
 
@@ -237,15 +237,7 @@ fn failure_page(state: &BindingState, failure: GrantsFailure, what: &'static str
             tracing::info!(outcome = "not-signed-in", what, "connections refused");
             Page::NotSignedIn.into_response()
         }
-        GrantsFailure::CredentialRefused => {
-            tracing::error!(
-                access_key_id = state.identity().access_key_id(),
-                outcome = "credential-refused",
-                what,
-                "the identity service refused the binding credential (UnauthorizedException): check credential_file / LATCHKEY_BINDING_CREDENTIAL and that the credential is active with role `binding`"
-            );
-            Page::Misconfigured.into_response()
-        }
+        GrantsFailure::CredentialRefused => credential_refused(state).into_response(),
         GrantsFailure::NotFound | GrantsFailure::Unavailable(_) => {
             tracing::error!(outcome = "unavailable", what, error = ?failure, "connections failed");
             Page::TryAgain.into_response()
