@@ -84,17 +84,24 @@ class Flow:
             self.server.remember_secret(out["accessToken"])
         return out
 
+    def consent_with_id_token(self, user_idp: OidcProvider, return_url: str, user: str) -> tuple[str, str, dict[str, Any], Browser, Any]:
+        """`user` starts a flow with their ID token and consents; their browser then holds
+        that token as the `id_token` cookie. Returns (id token, WAT, the start, the browser,
+        the consent's result)."""
+        id_token = user_idp.id_token_for(user)
+        wat = self.dp.get_workload_access_token_for_jwt(workloadName=self.workload, userToken=id_token)["workloadAccessToken"]
+        started = self.token(wat, resourceOauth2ReturnUrl=return_url)
+        browser = Browser(self.server.url, self.authz.issuer)
+        result = browser.consent(started["authorizationUrl"], user)
+        browser.s.cookies.set("id_token", id_token, domain="127.0.0.1", path="/")
+        return id_token, wat, started, browser, result
+
 
 def test_oidc_cookie_binding_end_to_end(server: Latchkey, authz: OidcProvider, user_idp: OidcProvider, cp: Any, dp: Any, oidc_binding: BindingService) -> None:
     flow = Flow(server, authz, cp, dp, [oidc_binding.binding_url])
-    alice_id_token = user_idp.id_token_for("alice")
-    wat = dp.get_workload_access_token_for_jwt(workloadName=flow.workload, userToken=alice_id_token)["workloadAccessToken"]
-    started = flow.token(wat, resourceOauth2ReturnUrl=oidc_binding.binding_url)
-    browser = Browser(server.url, authz.issuer)
-    result = browser.consent(started["authorizationUrl"], "alice")
-    assert result.final_url and result.final_url.startswith(oidc_binding.binding_url + "?session_id=")
     # The browser arrives at the binding service signed in as alice.
-    browser.s.cookies.set("id_token", alice_id_token, domain="127.0.0.1", path="/")
+    _, wat, started, browser, result = flow.consent_with_id_token(user_idp, oidc_binding.binding_url, "alice")
+    assert result.final_url and result.final_url.startswith(oidc_binding.binding_url + "?session_id=")
     page = browser.get(result.final_url)
     assert page.status_code == 200, page.text
     assert "Authorization complete" in page.text
@@ -247,12 +254,7 @@ def test_connections_with_an_id_token_cookie_list_and_revoke_only_that_users_gra
     import requests
 
     flow = Flow(server, authz, cp, dp, [oidc_binding.binding_url])
-    alice_id_token = user_idp.id_token_for("alice")
-    wat = dp.get_workload_access_token_for_jwt(workloadName=flow.workload, userToken=alice_id_token)["workloadAccessToken"]
-    started = flow.token(wat, resourceOauth2ReturnUrl=oidc_binding.binding_url)
-    browser = Browser(server.url, authz.issuer)
-    result = browser.consent(started["authorizationUrl"], "alice")
-    browser.s.cookies.set("id_token", alice_id_token, domain="127.0.0.1", path="/")
+    alice_id_token, wat, started, browser, result = flow.consent_with_id_token(user_idp, oidc_binding.binding_url, "alice")
     assert browser.get(result.final_url).status_code == 200
     assert flow.token(wat, sessionUri=started["sessionUri"]).get("accessToken")
 
