@@ -261,7 +261,11 @@ def test_connections_with_an_id_token_cookie_list_and_revoke_only_that_users_gra
     connections_url = oidc_binding.binding_url.replace("/oauth2/session-binding", "/connections")
     page = browser.get(connections_url)
     assert page.status_code == 200 and f">{flow.workload}</td>" in page.text, page.text[:1500]
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text[page.text.index(flow.workload):]))
+    # This flow's row only (alice may hold grants of other tests' workloads too).
+    row = page.text[page.text.index(f">{flow.workload}</td>") :]
+    row = row[: row.index("</tr>")]
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', row))
+    assert fields["workload"] == flow.workload and fields["provider"] == flow.provider, fields
 
     mallory = Browser(server.url, authz.issuer)
     mallory.s.cookies.set("id_token", user_idp.id_token_for("mallory"), domain="127.0.0.1", path="/")
