@@ -18,19 +18,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
-function parseArgs(argv) {
-  const out = {};
-  for (let i = 0; i < argv.length; i += 2) {
-    if (!argv[i].startsWith('--') || i + 1 >= argv.length) throw new Error(`bad argument ${argv[i]}`);
-    out[argv[i].slice(2)] = argv[i + 1];
-  }
-  return out;
-}
+import { chromiumArgs, chromiumPath, parseArgs } from './common.mjs';
 
 const args = parseArgs(process.argv.slice(2));
 const { url, dir } = args;
 const user = args.user ?? 'alice';
-const executablePath = args.chromium ?? process.env.LATCHKEY_TEST_CHROMIUM ?? '/usr/bin/chromium';
+const executablePath = chromiumPath(args);
 const timeout = 30000;
 if (!url || !dir) {
   console.error('usage: node dev_chat.mjs --url GATEWAY_URL --user NAME --dir DIR');
@@ -51,7 +44,7 @@ try {
     headless: true,
     timeout,
     viewport: { width: 900, height: 700 },
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: chromiumArgs(),
   });
   // Loopback only: anything else would be a page reaching off the machine.
   await context.route('**/*', (route) => {

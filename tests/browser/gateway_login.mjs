@@ -27,14 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
-function parseArgs(argv) {
-  const out = {};
-  for (let i = 0; i < argv.length; i += 2) {
-    if (!argv[i].startsWith('--') || i + 1 >= argv.length) throw new Error(`bad argument ${argv[i]}`);
-    out[argv[i].slice(2)] = argv[i + 1];
-  }
-  return out;
-}
+import { chromiumArgs, chromiumPath, parseArgs } from './common.mjs';
 
 const args = parseArgs(process.argv.slice(2));
 const url = args.url;
@@ -42,7 +35,7 @@ const user = args.user ?? 'alice';
 const screenshot = args.screenshot;
 const expectText = args['expect-text'];
 const timeout = Number.parseInt(args['timeout-ms'] ?? '30000', 10);
-const executablePath = args.chromium ?? process.env.LATCHKEY_TEST_CHROMIUM ?? '/usr/bin/chromium';
+const executablePath = chromiumPath(args);
 const logoutCheck = args['logout-check'];
 if (!url || !screenshot) {
   console.error('usage: node gateway_login.mjs --url URL --user NAME --screenshot FILE');
@@ -134,12 +127,8 @@ try {
     headless: true,
     timeout,
     viewport: { width: 1000, height: 700 },
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      // A second site on loopback for the cross-site checks.
-      '--host-resolver-rules=MAP attacker.test 127.0.0.1',
-    ],
+    // A second site on loopback for the cross-site checks.
+    args: chromiumArgs('--host-resolver-rules=MAP attacker.test 127.0.0.1'),
   });
   // Offline machine: anything not on loopback (the IdP page's web font) is answered at once
   // instead of waiting on DNS.
