@@ -151,16 +151,14 @@ pub enum GrantsFailure {
     Unavailable(String),
 }
 
+/// The page-deciding meaning of a failed `ListUserGrants` / `RevokeUserGrant`.
 fn grants_failure(e: Error) -> GrantsFailure {
     match e {
         Error::Service { kind, status, .. } => match kind {
             ErrorKind::ResourceNotFound => GrantsFailure::NotFound,
             ErrorKind::AccessDenied => GrantsFailure::NotSignedIn,
             ErrorKind::Unauthorized => GrantsFailure::CredentialRefused,
-            other => GrantsFailure::Unavailable(format!(
-                "identity service answered {status} {}",
-                printable(other.as_str())
-            )),
+            other => GrantsFailure::Unavailable(unexpected_answer(status, &other)),
         },
         other => GrantsFailure::Unavailable(transport_failure(&other)),
     }
@@ -175,11 +173,16 @@ pub fn classify(status: u16, kind: &ErrorKind, reason: Option<&Reason>) -> Compl
         ErrorKind::Validation => Completion::InvalidLink,
         ErrorKind::ResourceNotFound => Completion::UnknownLink,
         ErrorKind::Unauthorized => Completion::CredentialRefused,
-        other => Completion::Unavailable(format!(
-            "identity service answered {status} {}",
-            printable(other.as_str())
-        )),
+        other => Completion::Unavailable(unexpected_answer(status, other)),
     }
+}
+
+/// An error answer no page is made for, as logged (the error name made printable).
+fn unexpected_answer(status: u16, kind: &ErrorKind) -> String {
+    format!(
+        "identity service answered {status} {}",
+        printable(kind.as_str())
+    )
 }
 
 /// An error name as logged: at most 64 characters of `[A-Za-z0-9._#-]`.
@@ -193,6 +196,40 @@ fn printable(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grants_failures() {
+        let answer = |kind: ErrorKind, status: u16| Error::Service {
+            kind,
+            status,
+            message: "the service's own words".into(),
+            request_id: None,
+            reason: None,
+        };
+        assert_eq!(
+            grants_failure(answer(ErrorKind::ResourceNotFound, 404)),
+            GrantsFailure::NotFound
+        );
+        // A user token the identity service refused: not signed in, never "try again".
+        assert_eq!(
+            grants_failure(answer(ErrorKind::AccessDenied, 403)),
+            GrantsFailure::NotSignedIn
+        );
+        assert_eq!(
+            grants_failure(answer(ErrorKind::Unauthorized, 401)),
+            GrantsFailure::CredentialRefused
+        );
+        let GrantsFailure::Unavailable(why) =
+            grants_failure(answer(ErrorKind::Other("<b>".into()), 500))
+        else {
+            panic!("unavailable expected");
+        };
+        assert_eq!(why, "identity service answered 500 b");
+        assert!(matches!(
+            grants_failure(Error::Timeout),
+            GrantsFailure::Unavailable(_)
+        ));
+    }
 
     #[test]
     fn classification() {
