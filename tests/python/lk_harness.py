@@ -79,6 +79,22 @@ def database_url() -> str | None:
     return url
 
 
+@contextlib.contextmanager
+def fresh_database(prefix: str) -> Iterator[str | None]:
+    """On PostgreSQL, a new empty database for one test's installation (dropped after);
+    on SQLite, None (the installation's data directory holds its own database)."""
+    if storage() != "postgres":
+        yield None
+        return
+    base = database_url() or "postgres://postgres@127.0.0.1:5432/test"
+    name = f"latchkey_{prefix}_" + uuid.uuid4().hex[:12]
+    subprocess.run(["psql", base, "-v", "ON_ERROR_STOP=1", "-qc", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        subprocess.run(["psql", base, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], capture_output=True)
+
+
 def shared_key_file(db_url: str) -> Path:
     """The key-encryption key file for servers on this PostgreSQL database.
 

@@ -20,10 +20,6 @@ import base64
 import hashlib
 import json
 import os
-import subprocess
-import sys
-import socket
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from binding_harness import ALB_ARN, BindingService, KeyServer, ScriptedLlm, alb_token, spawn_listening
 from flows_harness import Browser, create_custom_provider, running_provider
 from lk_harness import Latchkey, uniq
+from moto_harness import Moto
 from oidc import OidcProvider, ResourceApi
 
 KID = "agent-e2e-kid"
@@ -278,36 +275,6 @@ def test_agent_log_holds_no_secrets(deployment: Deployment) -> None:
 
 
 # --------------------------------------------------------------------------- S3 store
-class Moto:
-    """`moto_server` (PyPI) on loopback: the S3 API the agent's store talks to."""
-
-    def __init__(self, workdir: Path) -> None:
-        exe = Path(sys.executable).parent / "moto_server"
-        assert exe.exists(), f"{exe} missing: scripts/test installs moto[server] from tests/python/requirements.txt"
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=open(workdir / "moto.log", "wb"))
-        self.url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                requests.get(self.url, timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("moto_server did not start")
-
-    def s3(self) -> Any:
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing-secret")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 def test_conversations_in_s3(deployment: Deployment, tmp_path: Path) -> None:
     """The same agent with `store kind = s3` (moto on loopback): each conversation is one
     object at `{prefix}/sessions/{base64url(sub)}/{sessionId}`; users stay apart; hostile

@@ -57,10 +57,8 @@ def test_changes_and_tokens_are_audited_without_secrets(server: Latchkey, cp: An
 # --------------------------------------------------------------------------- the chain
 # A server of its own (its own SQLite file, or its own PostgreSQL database): these tests
 # edit audit rows, which would break the chain of the shared database.
-import os  # noqa: E402
 import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
-import uuid  # noqa: E402
 from datetime import datetime, timedelta, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Iterator  # noqa: E402
@@ -68,19 +66,13 @@ from typing import Iterator  # noqa: E402
 import pytest  # noqa: E402
 import requests  # noqa: E402
 
-from lk_harness import storage  # noqa: E402
+from lk_harness import fresh_database  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def chain_db() -> Iterator[str | None]:
-    if storage() != "postgres":
-        yield None
-        return
-    base = os.environ.get("LATCHKEY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-    name = "latchkey_audit_" + uuid.uuid4().hex[:12]
-    subprocess.run(["psql", base, "-v", "ON_ERROR_STOP=1", "-qc", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
-    yield base.rsplit("/", 1)[0] + "/" + name
-    subprocess.run(["psql", base, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], capture_output=True)
+    with fresh_database("audit") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,18 @@ def test_customer_managed_key_needs_arn(cp) -> None:
     assert cp.get_token_vault()["kmsConfiguration"]["keyType"] == "ServiceManagedKey"
 
 
+def test_customer_managed_key_needs_the_kms_provider(cp) -> None:
+    """With the key file, no KMS key wraps the keys: a customer managed key is refused,
+    naming the setting that enables it, and ResetTokenVaultKeyMaterial has nothing to do."""
+    arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    with raises_code("ValidationException") as e:
+        cp.set_token_vault_cmk(kmsConfiguration={"keyType": "CustomerManagedKey", "kmsKeyArn": arn})
+    assert "aws-kms" in str(e.value)
+    with raises_code("ValidationException"):
+        cp.reset_token_vault_key_material(tokenVaultId="default")
+    assert cp.get_token_vault()["kmsConfiguration"]["keyType"] == "ServiceManagedKey"
+
+
 def test_unknown_key_type(cp) -> None:
     with raises_code("ValidationException"):
         cp.set_token_vault_cmk(kmsConfiguration={"keyType": "SomethingElse"})

@@ -235,6 +235,38 @@ pub async fn decrypt_string(
     Ok(SecretString::from(text.to_owned()))
 }
 
+/// The root of the key hierarchy when it is a KMS key (`key_provider = "aws-kms"`): what
+/// `SetTokenVaultCMK` and `ResetTokenVaultKeyMaterial` drive. The key-encryption keys are
+/// held in memory; these calls change only which KMS key wraps their stored copies.
+pub trait KmsRoot: Send + Sync + fmt::Debug {
+    /// The KMS key configured for this deployment (`kms_key_id`): the "service managed" key.
+    fn service_key(&self) -> &str;
+    /// What KMS says of `key` (an id, ARN or alias).
+    fn describe_key<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<KmsKeyInfo, CryptoError>>;
+    /// Wrap every key-encryption key (from memory) under `key` and store those copies;
+    /// later keys are created under it too. Returns the key's ARN.
+    fn wrap_keys_under<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<String, CryptoError>>;
+}
+
+/// A KMS key as `DescribeKey` tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsKeyInfo {
+    pub arn: String,
+    pub state: KmsKeyState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KmsKeyState {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    /// KMS does not know the key (deleted, or never existed in this account and region).
+    NotFound,
+    /// Another state (`PendingImport`, `Unavailable`…), as KMS names it; or a key that is
+    /// not a symmetric encryption key.
+    Other(String),
+}
+
 type Kek = SecretBox<[u8; 32]>;
 
 /// Key-encryption keys kept in a local file (JSON, mode 0600):
@@ -266,6 +298,27 @@ impl FileKeyProvider {
         let mut keys = BTreeMap::new();
         keys.insert(id.clone(), SecretBox::new(Box::new(random::<32>()?)));
         Ok(Self { active: id, keys })
+    }
+
+    /// A provider holding `keys` (id, 32 bytes), `active` among them: keys that came from
+    /// elsewhere than a file (unwrapped by a KMS).
+    pub fn from_keys(
+        active: &str,
+        keys: impl IntoIterator<Item = (String, Zeroizing<[u8; 32]>)>,
+    ) -> Result<Self, CryptoError> {
+        let keys: BTreeMap<String, Kek> = keys
+            .into_iter()
+            .map(|(id, k)| (id, SecretBox::new(Box::new(*k))))
+            .collect();
+        if !keys.contains_key(active) {
+            return Err(CryptoError::Provider(format!(
+                "active key {active:?} is not among the keys"
+            )));
+        }
+        Ok(Self {
+            active: active.to_string(),
+            keys,
+        })
     }
 
     /// Parse the key file's contents.
@@ -351,6 +404,37 @@ impl FileKeyProvider {
                     .insert(id.clone(), SecretBox::new(Box::new(*key.expose_secret())));
             }
         }
+    }
+
+    /// Add (or replace) a key, for opening; the active key stays.
+    pub fn insert_key(&mut self, id: String, key: Zeroizing<[u8; 32]>) {
+        self.keys.insert(id, SecretBox::new(Box::new(*key)));
+    }
+
+    /// Make `id`, which must be held, the key new envelopes are sealed with.
+    pub fn set_active(&mut self, id: &str) -> Result<(), CryptoError> {
+        if !self.keys.contains_key(id) {
+            return Err(CryptoError::UnknownKey(id.to_string()));
+        }
+        self.active = id.to_string();
+        Ok(())
+    }
+
+    /// A copy of one key's material, to wrap it under another root key (KMS).
+    pub fn export_key(&self, id: &str) -> Option<Zeroizing<[u8; 32]>> {
+        self.keys
+            .get(id)
+            .map(|k| Zeroizing::new(*k.expose_secret()))
+    }
+
+    /// A copy holding the same keys and active key.
+    pub fn duplicate(&self) -> Self {
+        let mut copy = Self {
+            active: self.active.clone(),
+            keys: BTreeMap::new(),
+        };
+        copy.keep_keys_from(self);
+        copy
     }
 
     fn key(&self, id: &str) -> Result<&Kek, CryptoError> {

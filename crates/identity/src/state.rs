@@ -42,6 +42,9 @@ pub struct ServiceConfig {
     pub refresh_lease_ms: i64,
     /// Token lifetime assumed when neither the provider's response nor its config says.
     pub default_token_lifetime_secs: i64,
+    /// The KMS key that wraps the key-encryption keys (`key_provider = "aws-kms"`), which
+    /// the token vault operations drive; `None` with the key file.
+    pub kms_root: Option<Arc<dyn latchkey_core::crypto::KmsRoot>>,
 }
 
 impl ServiceConfig {
@@ -56,6 +59,7 @@ impl ServiceConfig {
             session_ttl_secs: 600,
             refresh_lease_ms: 30_000,
             default_token_lifetime_secs: crate::services::vault::FALLBACK_LIFETIME_SECS,
+            kms_root: None,
         }
     }
 }
@@ -174,7 +178,8 @@ impl AppState {
             providers.clone(),
             workloads.clone(),
             (config.cache_ttl, CACHE_CAP),
-        );
+        )
+        .with_kms_root(config.kms_root.clone());
         Ok(Self(Arc::new(Inner {
             registry,
             workloads,

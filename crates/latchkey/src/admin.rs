@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use latchkey_authn::outbound::OutboundPolicy;
 use latchkey_core::clock::{Clock, SystemClock};
-use latchkey_core::crypto::{self, KeyProvider};
+use latchkey_core::crypto::{self, KeyProvider, KmsRoot as _};
 use latchkey_identity::admin::{Admin, GrantFilter};
 use latchkey_identity::auth::Role;
 use latchkey_store::Store;
@@ -27,7 +27,7 @@ pub(crate) async fn run(
         return init(storage, json).await;
     }
     // Every other command works on an installation that exists, and creates nothing.
-    let (store, keys) = open_existing_storage(storage).await?;
+    let crate::Opened { store, keys, kms } = open_existing_storage(storage).await?;
     // `vault status` and `rotate-key` report and repair a mismatch themselves.
     if !matches!(
         command,
@@ -160,7 +160,10 @@ pub(crate) async fn run(
             out.flush()?;
         }
         AdminCommand::Grants { command } => grants(store, keys, file, env, command).await?,
-        AdminCommand::Vault { command } => vault_admin(storage, &store, command).await?,
+        AdminCommand::Vault { command } => match kms {
+            Some(kms) => vault_admin_kms(&store, &kms, command).await?,
+            None => vault_admin(storage, &store, command).await?,
+        },
         AdminCommand::Init { .. } => unreachable!("handled above"),
     }
     Ok(())
@@ -170,7 +173,10 @@ pub(crate) async fn run(
 /// when missing (what `serve identity` does at its first start); then the key file is
 /// checked against the database. Running it again changes nothing.
 async fn init(storage: &StorageConfig, json: bool) -> anyhow::Result<()> {
-    let had_key_file = storage.key_file.is_file();
+    let had_key_file = match storage.key_root {
+        crate::config::KeyRoot::File => storage.key_file.is_file(),
+        crate::config::KeyRoot::Kms(_) => false,
+    };
     let had_tables = match Store::connect_existing(&storage.database_url).await {
         Ok(Some(store)) => {
             store.close().await;
@@ -178,25 +184,38 @@ async fn init(storage: &StorageConfig, json: bool) -> anyhow::Result<()> {
         }
         _ => false,
     };
-    let (store, keys) = open_storage(storage).await?;
+    let crate::Opened { store, keys, kms } = open_storage(storage).await?;
     check_key_file(storage, &store, keys.as_ref()).await?;
     store.close().await;
     let state = |existed: bool| if existed { "existing" } else { "created" };
     let (data_dir, key_file) = (storage.data_dir.display(), storage.key_file.display());
     let database = storage.database_url_redacted();
+    let (keys_json, keys_line) = match &kms {
+        None => (
+            serde_json::json!({"keyProvider": "file", "keyFile": key_file.to_string(), "keyFileState": state(had_key_file)}),
+            format!("Key file:       {key_file} ({})", state(had_key_file)),
+        ),
+        Some(kms) => (
+            serde_json::json!({"keyProvider": "aws-kms", "kmsKeyId": kms.service_key(), "activeKeyId": keys.active_key_id()}),
+            format!(
+                "Keys:           in the database, wrapped by the KMS key {} (active {})",
+                kms.service_key(),
+                keys.active_key_id()
+            ),
+        ),
+    };
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "dataDir": data_dir.to_string(),
-                "keyFile": key_file.to_string(), "keyFileState": state(had_key_file),
-                "database": database, "databaseState": state(had_tables),
-            })
-        );
+        let mut out = serde_json::json!({
+            "dataDir": data_dir.to_string(),
+            "database": database, "databaseState": state(had_tables),
+        });
+        if let (Some(out), serde_json::Value::Object(more)) = (out.as_object_mut(), keys_json) {
+            out.extend(more);
+        }
+        println!("{out}");
     } else {
         println!(
-            "Latchkey installation ready.\nData directory: {data_dir}\nKey file:       {key_file} ({})\nDatabase:       {database} ({})",
-            state(had_key_file),
+            "Latchkey installation ready.\nData directory: {data_dir}\n{keys_line}\nDatabase:       {database} ({})",
             state(had_tables)
         );
     }
@@ -426,6 +445,123 @@ async fn vault_admin(
                     "oldKeysStillInUse": in_use,
                     "keyIdsMissingFromKeyFile": missing,
                     "keyIds": file_ids,
+                })
+            );
+            if report.total.failed > 0 {
+                eprintln!(
+                    "latchkey: {} envelope(s) could not be re-wrapped (see the warnings above); their keys were kept",
+                    report.total.failed
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `admin vault …` with `key_provider = "aws-kms"`: the keys are rows of the database,
+/// wrapped by KMS; a rotation adds the next generation (running servers see it within
+/// `latchkey_kms::REFRESH_INTERVAL`), re-wraps every envelope under it, and removes the
+/// rows no envelope uses any more.
+async fn vault_admin_kms(
+    store: &Store,
+    kms: &Arc<latchkey_kms::KmsKeyProvider>,
+    command: VaultCommand,
+) -> anyhow::Result<()> {
+    use latchkey_identity::rotation;
+    let keys: &dyn KeyProvider = kms.as_ref();
+    match command {
+        VaultCommand::Status => {
+            let stored = kms.stored_key_ids().await?;
+            let usage = rotation::key_usage_by_column(store).await?;
+            let missing: Vec<&String> = usage
+                .total
+                .keys()
+                .filter(|id| !stored.contains(id))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "keyProvider": "aws-kms",
+                    "kmsKeyId": kms.service_key(),
+                    "wrappingKmsKey": kms.wrapping_key(),
+                    "activeKeyId": keys.active_key_id(),
+                    "keyIds": stored,
+                    "envelopesByKeyId": usage.total,
+                    "columns": usage.columns,
+                    "malformedEnvelopes": usage.malformed,
+                    "keyIdsMissingFromDatabase": missing,
+                })
+            );
+        }
+        VaultCommand::RotateKey {
+            grace_seconds,
+            no_retire,
+        } => {
+            let clock = SystemClock;
+            let previous = keys.active_key_id();
+            let active = kms.rotate().await?;
+            eprintln!(
+                "latchkey: new active key-encryption key {active} stored (wrapped by KMS); waiting {grace_seconds} s for running servers to load it"
+            );
+            tokio::time::sleep(Duration::from_secs(grace_seconds)).await;
+            let mut report = rotation::RewrapReport::default();
+            let mut passes = 0;
+            loop {
+                passes += 1;
+                let pass = rotation::rewrap_all(store, keys).await?;
+                report.merge(&pass);
+                if pass.total.skipped_changed == 0 || passes >= MAX_REWRAP_PASSES {
+                    break;
+                }
+            }
+            let usage = rotation::key_usage_by_column(store).await?;
+            let mut retired = vec![];
+            if !no_retire {
+                for id in kms.stored_key_ids().await? {
+                    if id != active && !usage.total.contains_key(&id) && kms.retire(&id).await? {
+                        retired.push(id);
+                    }
+                }
+            }
+            let stored = kms.stored_key_ids().await?;
+            let in_use: std::collections::BTreeMap<&String, &u64> = usage
+                .total
+                .iter()
+                .filter(|(id, _)| **id != active)
+                .collect();
+            let mut event = latchkey_identity::audit::event(
+                clock.now_ms(),
+                None,
+                "RotateKeyEncryptionKey",
+                latchkey_core::audit::Outcome::Success,
+            );
+            event.target = Some(active.clone());
+            event.detail = serde_json::json!({
+                "via": "cli",
+                "keyProvider": "aws-kms",
+                "previousKeyId": previous,
+                "activeKeyId": active,
+                "passes": passes,
+                "rewrap": report.total,
+                "retiredKeyIds": retired,
+                "oldKeysStillInUse": in_use,
+            });
+            let chain = latchkey_store::AuditChain::new(kms.clone());
+            store.append_audit(&chain, &[event]).await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "keyProvider": "aws-kms",
+                    "activeKeyId": active,
+                    "previousKeyId": previous,
+                    "graceSeconds": grace_seconds,
+                    "passes": passes,
+                    "rewrap": report,
+                    "envelopesByKeyId": usage.total,
+                    "malformedEnvelopes": usage.malformed,
+                    "retiredKeyIds": retired,
+                    "oldKeysStillInUse": in_use,
+                    "keyIds": stored,
                 })
             );
             if report.total.failed > 0 {

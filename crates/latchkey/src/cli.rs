@@ -213,16 +213,23 @@ pub(crate) fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
 /// (`<data-dir>/agent`), and the session binding service keeps nothing; none of them has a
 /// database or a key-encryption key. Their help leaves them out; given anyway, they are
 /// accepted and ignored.
-pub(crate) const UNUSED_GLOBALS: [(&str, &[&str]); 3] = [
-    (
-        "gateway",
-        &["database_url", "database_url_file", "key_file"],
-    ),
-    ("agent", &["database_url", "database_url_file", "key_file"]),
-    (
-        "binding",
-        &["data_dir", "database_url", "database_url_file", "key_file"],
-    ),
+pub(crate) const UNUSED_GLOBALS: [(&str, &[&[&str]]); 3] = [
+    ("gateway", &[DATABASE_KEYS, KEY_KEYS]),
+    ("agent", &[DATABASE_KEYS, KEY_KEYS]),
+    ("binding", &[&["data_dir"], DATABASE_KEYS, KEY_KEYS]),
+];
+
+/// The database's storage keys.
+const DATABASE_KEYS: &[&str] = &["database_url", "database_url_file"];
+/// The key-encryption keys' storage keys (the identity service's).
+const KEY_KEYS: &[&str] = &[
+    "key_file",
+    "key_provider",
+    "kms_key_id",
+    "kms_endpoint_url",
+    "kms_region",
+    "kms_timeout_ms",
+    "deployment_name",
 ];
 
 /// The command line: [`Cli`], with the storage flags a service does not use hidden from
@@ -237,7 +244,11 @@ pub(crate) fn cli_command() -> clap::Command {
     for (service, unused) in UNUSED_GLOBALS {
         let hidden: Vec<clap::Arg> = command
             .get_arguments()
-            .filter(|a| unused.contains(&a.get_id().as_str()))
+            .filter(|a| {
+                unused
+                    .iter()
+                    .any(|keys| keys.contains(&a.get_id().as_str()))
+            })
             .map(|a| a.clone().global(false).hide(true))
             .collect();
         command = command.mut_subcommand("serve", |serve| {

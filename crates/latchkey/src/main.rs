@@ -27,7 +27,7 @@ use latchkey_agent::AgentConfig;
 use latchkey_authn::config::check_outbound_urls;
 use latchkey_gateway::GatewayConfig;
 
-use crate::config::{ConfigFile, Env, IdentityConfig, Layers, StorageConfig};
+use crate::config::{ConfigFile, Env, IdentityConfig, KeyRoot, Layers, StorageConfig};
 
 fn main() -> std::process::ExitCode {
     let cli = parse_cli();
@@ -109,12 +109,21 @@ fn init_logging(storage: &StorageConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Open (creating on first start) the data directory, key file and store.
-pub(crate) async fn open_storage(
-    storage: &StorageConfig,
-) -> anyhow::Result<(Store, Arc<dyn KeyProvider>)> {
+/// The opened storage: the store, its key provider and, with `key_provider = "aws-kms"`,
+/// the KMS root the token vault operations drive.
+pub(crate) struct Opened {
+    pub store: Store,
+    pub keys: Arc<dyn KeyProvider>,
+    pub kms: Option<Arc<latchkey_kms::KmsKeyProvider>>,
+}
+
+/// Open (creating on first start) the data directory, the keys and the store.
+pub(crate) async fn open_storage(storage: &StorageConfig) -> anyhow::Result<Opened> {
     keyfile::ensure_private_dir(&storage.data_dir)?;
-    let keys = keyfile::ReloadingKeyProvider::open(&storage.key_file)?;
+    let file_keys = match &storage.key_root {
+        KeyRoot::File => Some(keyfile::ReloadingKeyProvider::open(&storage.key_file)?),
+        KeyRoot::Kms(_) => None,
+    };
     let store = Store::connect(&storage.database_url)
         .await
         .with_context(|| {
@@ -123,28 +132,78 @@ pub(crate) async fn open_storage(
                 storage.database_url_redacted()
             )
         })?;
-    Ok((store, Arc::new(keys)))
+    match (&storage.key_root, file_keys) {
+        (KeyRoot::Kms(settings), _) => open_kms(settings, store, true).await,
+        (KeyRoot::File, Some(keys)) => Ok(Opened {
+            store,
+            keys: Arc::new(keys),
+            kms: None,
+        }),
+        (KeyRoot::File, None) => Err(anyhow!("the key file was not opened")),
+    }
+}
+
+/// The KMS key provider over `store`; `create`: make the first key when there is none.
+async fn open_kms(
+    settings: &latchkey_kms::KmsSettings,
+    store: Store,
+    create: bool,
+) -> anyhow::Result<Opened> {
+    let opened = match create {
+        true => latchkey_kms::KmsKeyProvider::open(settings.clone(), store.clone()).await,
+        false => latchkey_kms::KmsKeyProvider::open_existing(settings.clone(), store.clone()).await,
+    };
+    match opened {
+        Ok(kms) => Ok(Opened {
+            store,
+            keys: kms.clone(),
+            kms: Some(kms),
+        }),
+        Err(e) => {
+            store.close().await;
+            Err(anyhow!(e)).context(format!(
+                "cannot load the key-encryption keys with the KMS key {} (key_provider = \"aws-kms\")",
+                settings.key_id
+            ))
+        }
+    }
 }
 
 /// Open the storage of an installation that exists, creating nothing (the admin
-/// commands): its key file and Latchkey's tables in its database must be there. Anything
+/// commands): its keys and Latchkey's tables in its database must be there. Anything
 /// missing is refused with what is missing and how to initialise it; no directory, key
 /// file, database file or table is created.
-pub(crate) async fn open_existing_storage(
-    storage: &StorageConfig,
-) -> anyhow::Result<(Store, Arc<dyn KeyProvider>)> {
+pub(crate) async fn open_existing_storage(storage: &StorageConfig) -> anyhow::Result<Opened> {
     let database = storage.database_url_redacted();
-    let has_key_file = storage.key_file.is_file();
     let store = Store::connect_existing(&storage.database_url)
         .await
         .with_context(|| format!("cannot open the database {database}"))?;
+    let init = "Initialise it with `latchkey admin init` (or start the identity service, `latchkey serve identity`, which does the same at its first start) with the same --data-dir / --database-url / --key-file, or point them at the installation you meant";
+    if let KeyRoot::Kms(settings) = &storage.key_root {
+        let Some(store) = store else {
+            anyhow::bail!(
+                "no Latchkey server state in the database {database}: it has no Latchkey tables. Nothing was created. {init}"
+            );
+        };
+        if !store.has_wrapped_keks().await? {
+            store.close().await;
+            anyhow::bail!(
+                "the database {database} holds no key-encryption key wrapped by KMS: it was not set up with key_provider = \"aws-kms\" (or not initialised). Nothing was created. {init}"
+            );
+        }
+        return open_kms(settings, store, false).await;
+    }
+    let has_key_file = storage.key_file.is_file();
     let key_file = storage.key_file.display();
     let data_dir = storage.data_dir.display();
-    let init = "Initialise it with `latchkey admin init` (or start the identity service, `latchkey serve identity`, which does the same at its first start) with the same --data-dir / --database-url / --key-file, or point them at the installation you meant";
     match (store, has_key_file) {
         (Some(store), true) => {
             let keys = keyfile::ReloadingKeyProvider::open(&storage.key_file)?;
-            Ok((store, Arc::new(keys)))
+            Ok(Opened {
+                store,
+                keys: Arc::new(keys),
+                kms: None,
+            })
         }
         (Some(store), false) => {
             store.close().await;
@@ -187,8 +246,21 @@ pub(crate) async fn check_key_file(
     if !check.missing.is_empty() {
         let envelopes: u64 = check.missing.values().sum();
         let ids: Vec<&String> = check.missing.keys().collect();
+        if let KeyRoot::Kms(_) = storage.key_root {
+            anyhow::bail!(
+                "{} do not include the key-encryption key(s) {ids:?} that {envelopes} sealed value(s) in the database {database} use: they were sealed by another key provider (a key file) or the keys' rows were removed. `latchkey admin vault status` lists the key ids in use",
+                storage.key_source()
+            );
+        }
         anyhow::bail!(
             "the key file {path} does not hold the key-encryption key(s) {ids:?} that {envelopes} sealed value(s) in the database {database} use: it is not the key file this database was sealed with. Restore the right key file (or point `key_file` / --key-file at it); `latchkey admin vault status` lists the key ids in use"
+        );
+    }
+    if let KeyRoot::Kms(_) = storage.key_root {
+        anyhow::bail!(
+            "{} hold key-encryption key id(s) {:?} with other key material than the one the database {database} was sealed with",
+            storage.key_source(),
+            check.wrong
         );
     }
     anyhow::bail!(

@@ -37,7 +37,7 @@ pub(crate) async fn identity_state(
     serve: &IdentityConfig,
     listener: &tokio::net::TcpListener,
 ) -> anyhow::Result<AppState> {
-    let (store, keys) = open_storage(storage).await?;
+    let crate::Opened { store, keys, kms } = open_storage(storage).await?;
     check_key_file(storage, &store, keys.as_ref()).await?;
     let bound = listener.local_addr()?;
     let public_url = serve
@@ -53,6 +53,7 @@ pub(crate) async fn identity_state(
     config.default_token_lifetime_secs = serve.default_token_lifetime_seconds;
     config.inbound_issuers = serve.inbound_issuers.clone();
     config.outbound = serve.outbound();
+    config.kms_root = kms.map(|k| k as Arc<dyn latchkey_core::crypto::KmsRoot>);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = AppState::start(config, store, keys, clock).await?;
     tracing::info!(%public_url, database = %storage.database_url_redacted(), "identity service starting");

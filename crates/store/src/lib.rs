@@ -14,12 +14,14 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
 mod audit;
+mod keks;
 mod records;
 mod rewrap;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod vault;
 pub use audit::AuditChain;
+pub use keks::WrappedKekRecord;
 pub use records::*;
 pub use rewrap::*;
 pub use vault::*;

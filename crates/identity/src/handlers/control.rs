@@ -31,7 +31,7 @@ use super::common::{
     page_args,
 };
 use crate::auth::{Admin, AdminParts};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::http_error::HttpResult;
 use crate::services::registry::{ApiKeyProviderInput, DEFAULT_VAULT, KmsInput, TaggedResource};
 use crate::state::AppState;
@@ -357,6 +357,7 @@ pub async fn set_token_vault_cmk(
     let Admin { caller, body } = req;
     let mut v = Validator::new();
     let id = vault_id(&mut v, body.token_vault_id.as_deref());
+    let mut key = KmsInput::ServiceManagedKey;
     match &body.kms_configuration {
         None => v.fail("kmsConfiguration", "Member must not be null"),
         Some(k) => match k.key_type.as_str() {
@@ -374,10 +375,7 @@ pub async fn set_token_vault_cmk(
                 ),
                 Some(arn) => {
                     if v.length("kmsConfiguration.kmsKeyArn", arn, 1, 2048) {
-                        v.fail(
-                            "kmsConfiguration.kmsKeyArn",
-                            "CustomerManagedKey is not available: this Latchkey server wraps vault keys with its configured key-encryption key (key file); configure a KMS key provider on the server to use a customer managed key",
-                        );
+                        key = KmsInput::CustomerManagedKey(arn.clone());
                     }
                 }
             },
@@ -390,20 +388,21 @@ pub async fn set_token_vault_cmk(
     v.finish()?;
     let record = state
         .registry
-        .set_token_vault_key(&caller, &id, KmsInput::ServiceManagedKey)
+        .set_token_vault_key(&caller, &id, key)
         .await?;
     Ok(Json(vault_response(record)))
 }
 
 pub async fn reset_token_vault_key_material(
-    State(_state): State<AppState>,
+    State(state): State<AppState>,
     req: Admin<TokenVaultRequest>,
 ) -> HttpResult<Json<TokenVaultResponse>> {
+    let Admin { caller, body } = req;
     let mut v = Validator::new();
-    vault_id(&mut v, req.body.token_vault_id.as_deref());
-    v.fail("tokenVaultId", "ResetTokenVaultKeyMaterial is only allowed after the vault's customer managed key was deleted; this vault uses the server's key-encryption key");
+    let id = vault_id(&mut v, body.token_vault_id.as_deref());
     v.finish()?;
-    Err(Error::internal("unreachable"))
+    let record = state.registry.reset_token_vault(&caller, &id).await?;
+    Ok(Json(vault_response(record)))
 }
 
 // ------------------------------------------------------------------------------- tags

@@ -37,6 +37,19 @@ keys! {
         database_url_file: PathBuf,
         /// Key-encryption key file. Default: `<data-dir>/kek.json`, generated on first start.
         key_file: PathBuf,
+        /// Where the key-encryption keys come from: `file` (the key file) or `aws-kms` (kept
+        /// in the database, wrapped by the KMS key `kms_key_id`; no key on disk).
+        key_provider: String = "file",
+        /// The KMS key for `key_provider = "aws-kms"`: key id, ARN or `alias/…`.
+        kms_key_id: String,
+        /// The KMS endpoint, when not AWS's own for the region (e.g. a test server).
+        kms_endpoint_url: String,
+        /// The KMS region. Default: the AWS configuration's (`AWS_REGION`, profile).
+        kms_region: String,
+        /// Timeout of one KMS call, in milliseconds.
+        kms_timeout_ms: u64 = 10_000u64,
+        /// This deployment's name: the KMS encryption context of its key-encryption keys.
+        deployment_name: String = "latchkey",
         /// Log format: `text` or `json`.
         log_format: String = "text",
         /// Log filter, e.g. `info` or `latchkey=debug`.
@@ -117,12 +130,22 @@ pub fn check_file(file: &ConfigFile) -> anyhow::Result<()> {
     ])
 }
 
+/// Where the key-encryption keys come from (`key_provider`).
+#[derive(Debug, Clone)]
+pub enum KeyRoot {
+    /// The key file (`key_file`).
+    File,
+    /// AWS KMS: the keys live in the database, wrapped by a KMS key.
+    Kms(latchkey_kms::KmsSettings),
+}
+
 /// Storage settings, needed by every command.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub key_file: PathBuf,
+    pub key_root: KeyRoot,
     pub log_format: String,
     pub log_level: String,
 }
@@ -132,6 +155,7 @@ impl StorageConfig {
     /// (`latchkey`; `latchkey-dev` for `latchkey dev`).
     pub fn resolve(l: &Layers, default_dir: &str) -> anyhow::Result<Self> {
         let k: StorageKeys = l.read()?;
+        let key_root = Self::key_root(l, &k)?;
         let no_default = "no default data directory on this system; set --data-dir";
         let data_dir = (k.data_dir).or_else(|| Some(dirs::data_dir()?.join(default_dir)));
         let data_dir = data_dir.ok_or_else(|| l.error("data_dir", no_default))?;
@@ -147,12 +171,74 @@ impl StorageConfig {
         let format = ["text", "json"].contains(&k.log_format.as_str());
         l.check(ensure(format, "log_format", "must be `text` or `json`"))?;
         Ok(Self {
+            key_root,
             key_file: k.key_file.unwrap_or_else(|| data_dir.join("kek.json")),
             data_dir,
             database_url,
             log_format: k.log_format,
             log_level: k.log_level,
         })
+    }
+
+    fn key_root(l: &Layers, k: &StorageKeys) -> anyhow::Result<KeyRoot> {
+        let kms_keys = [
+            ("kms_key_id", k.kms_key_id.is_some()),
+            ("kms_endpoint_url", k.kms_endpoint_url.is_some()),
+            ("kms_region", k.kms_region.is_some()),
+        ];
+        match k.key_provider.as_str() {
+            "file" => {
+                for (key, set) in kms_keys {
+                    let why = "is only used with key_provider = \"aws-kms\"";
+                    l.check(ensure(!set, key, why))?;
+                }
+                Ok(KeyRoot::File)
+            }
+            "aws-kms" => {
+                let why = "is not used with key_provider = \"aws-kms\" (the keys live in the database, wrapped by KMS)";
+                l.check(ensure(k.key_file.is_none(), "key_file", why))?;
+                let Some(key_id) = k.kms_key_id.clone().filter(|s| !s.trim().is_empty()) else {
+                    return Err(l.error("kms_key_id", "is required with key_provider = \"aws-kms\" (a KMS key id, ARN or alias/…)"));
+                };
+                if let Some(url) = &k.kms_endpoint_url {
+                    l.check(latchkey_config::http_url("kms_endpoint_url", url, false).map(|_| ()))?;
+                }
+                let name = &k.deployment_name;
+                let ok = (1..=64).contains(&name.len())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+                l.check(ensure(
+                    ok,
+                    "deployment_name",
+                    "must be 1..64 of [A-Za-z0-9._-]",
+                ))?;
+                l.check(within(&[(
+                    "kms_timeout_ms",
+                    k.kms_timeout_ms as i64,
+                    (100, 120_000),
+                )]))?;
+                Ok(KeyRoot::Kms(latchkey_kms::KmsSettings {
+                    key_id,
+                    endpoint_url: k.kms_endpoint_url.clone(),
+                    region: k.kms_region.clone(),
+                    deployment: name.clone(),
+                    timeout: Duration::from_millis(k.kms_timeout_ms),
+                }))
+            }
+            _ => Err(l.error("key_provider", "must be `file` or `aws-kms`")),
+        }
+    }
+
+    /// Where the keys are, for messages: the key file, or the KMS key.
+    pub fn key_source(&self) -> String {
+        match &self.key_root {
+            KeyRoot::File => format!("the key file {}", self.key_file.display()),
+            KeyRoot::Kms(k) => format!(
+                "the key-encryption keys in the database (KMS key {}, deployment {:?})",
+                k.key_id, k.deployment
+            ),
+        }
     }
 
     /// The database URL without any password, for messages.

@@ -51,6 +51,8 @@ pub struct Registry {
     /// For the workload facts it caches.
     workloads: Arc<Workloads>,
     api_keys: ApiKeyCache,
+    /// The KMS key the key-encryption keys are wrapped with (`key_provider = "aws-kms"`).
+    kms_root: Option<Arc<dyn latchkey_core::crypto::KmsRoot>>,
 }
 
 /// What a store change is about, for its errors and the caches.
@@ -132,7 +134,14 @@ impl Registry {
             providers,
             workloads,
             api_keys: TtlCache::new(api_key_cache.0, api_key_cache.1),
+            kms_root: None,
         }
+    }
+
+    /// Drive `root` from the token vault operations (`SetTokenVaultCMK`…).
+    pub fn with_kms_root(mut self, root: Option<Arc<dyn latchkey_core::crypto::KmsRoot>>) -> Self {
+        self.kms_root = root;
+        self
     }
 
     /// Forget what this replica caches about a resource.
