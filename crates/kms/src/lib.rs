@@ -37,6 +37,8 @@ use zeroize::Zeroizing;
 
 /// How often a running replica looks for keys another process added.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+/// An envelope naming an unknown key makes a replica look at the table at most this often.
+const FORCED_REFRESH_MIN: Duration = Duration::from_secs(1);
 /// The encryption context's keys.
 pub const CONTEXT_DEPLOYMENT: &str = "latchkey:deployment";
 pub const CONTEXT_KEY_ID: &str = "latchkey:kek";
@@ -113,6 +115,9 @@ pub struct KmsKeyProvider {
     /// One refresh at a time.
     refreshing: tokio::sync::Mutex<()>,
     refresher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// When an unknown key id last made us look at the table (at most every
+    /// [`FORCED_REFRESH_MIN`]).
+    last_forced: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -186,6 +191,7 @@ impl KmsKeyProvider {
             state: RwLock::new(KnownKeys::default()),
             refreshing: tokio::sync::Mutex::new(()),
             refresher: std::sync::Mutex::new(None),
+            last_forced: std::sync::Mutex::new(None),
         })
     }
 
@@ -306,6 +312,19 @@ impl KmsKeyProvider {
         let _one = self.refreshing.lock().await;
         let rows = self.store.list_wrapped_keks().await?;
         self.absorb(&rows).await
+    }
+
+    /// Whether an unknown key id may make us look at the table now.
+    fn may_force_refresh(&self) -> bool {
+        let Ok(mut last) = self.last_forced.lock() else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < FORCED_REFRESH_MIN) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Refresh every [`REFRESH_INTERVAL`] while the provider lives.
@@ -634,7 +653,9 @@ impl KeyProvider for KmsKeyProvider {
                 Err(CryptoError::UnknownKey(_)) => {
                     drop(keys);
                     // Another replica rotated and already sealed with its new key.
-                    if let Err(error) = self.refresh().await {
+                    if self.may_force_refresh()
+                        && let Err(error) = self.refresh().await
+                    {
                         tracing::warn!(%error, key_id, "cannot look for a key-encryption key named by an envelope");
                     }
                     self.snapshot().unwrap_data_key(key_id, wrapped, aad).await
