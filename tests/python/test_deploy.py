@@ -176,8 +176,13 @@ def test_aws_template_is_the_seeds_architecture() -> None:
     bucket = t["Resources"]["ConversationBucket"]["Properties"]
     sse = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
     assert sse["SSEAlgorithm"] == "aws:kms" and sse["KMSMasterKeyID"] == {"Fn::GetAtt": ["Key", "Arn"]}
+    logs_may_use = next(s for s in key["Properties"]["KeyPolicy"]["Statement"] if s["Sid"] == "CloudWatchLogsOfThisStack")
+    allowed = [a["Fn::Sub"].split(":log-group:")[1] for a in logs_may_use["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]]
     for name, group in resources(t, "AWS::Logs::LogGroup").items():
         assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["Key", "Arn"]}, name
+        # The key policy lets CloudWatch Logs use the key for this group.
+        group_name = group["Properties"]["LogGroupName"]["Fn::Sub"]
+        assert any(re.fullmatch(re.escape(a).replace(r"\*", ".*"), group_name) for a in allowed), (name, group_name, allowed)
     for name, secret in resources(t, "AWS::SecretsManager::Secret").items():
         assert secret["Properties"]["KmsKeyId"] == {"Ref": "Key"}, name
 
@@ -505,3 +510,26 @@ def test_image_runs_read_only_as_non_root(image: str) -> None:
         assert any(line["fields"].get("path") == "/data/kek.json" for line in lines), logs[-2000:]
     finally:
         run("podman", "rm", "--force", "--volumes", name, check=False)
+
+
+def test_build_context_is_the_sources_the_builder_needs(image: str, tmp_path: Path) -> None:
+    """.containerignore: the builder stage's context is Cargo.toml, Cargo.lock, crates/
+    (no target/, node_modules/) and rootfs.sh; nothing else of the repository."""
+    probe = tmp_path / "Containerfile"
+    probe.write_text("FROM scratch\nCOPY . /ctx/\n")
+    tag = f"localhost/latchkey-context:{os.getpid()}"
+    run("podman", "build", "--quiet", "--file", probe, "--tag", tag, ROOT, timeout=300)
+    name = f"latchkey-context-{os.getpid()}"
+    try:
+        run("podman", "create", "--name", name, tag, "/none")
+        tar = tmp_path / "ctx.tar"
+        run("podman", "export", "--output", tar, name)
+        paths = [p for p in run("tar", "-tf", tar).stdout.splitlines() if p.startswith("ctx/")]
+    finally:
+        run("podman", "rm", "--force", name, check=False)
+        run("podman", "rmi", "--force", tag, check=False)
+    top = {p.split("/")[1] for p in paths if p.count("/") >= 1 and p.split("/")[1]}
+    assert top == {"Cargo.toml", "Cargo.lock", "crates", "deploy"}, top
+    assert "ctx/deploy/container/rootfs.sh" in paths
+    assert "ctx/crates/latchkey/src/main.rs" in paths
+    assert not [p for p in paths if "/target/" in p or "/node_modules/" in p]
