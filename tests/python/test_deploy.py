@@ -408,6 +408,22 @@ def test_every_variable_the_templates_set_is_a_key_of_its_service(rendered: dict
 
 # --------------------------------------------------------------------------- the image
 
+def podman_build(*args: str | Path, timeout: float = 600) -> None:
+    """`podman build`, then removing the intermediate stage images this build left
+    (dangling; `--layers=false` would avoid them, but podman 4.3 then fails the build with
+    "identifier is not an image")."""
+    def dangling() -> set[str]:
+        return set(run("podman", "images", "--quiet", "--no-trunc", "--filter", "dangling=true").stdout.split())
+
+    before = dangling()
+    try:
+        run("podman", "build", *args, timeout=timeout)
+    finally:
+        left = dangling() - before
+        if left:
+            run("podman", "rmi", "--force", *sorted(left), check=False)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -433,7 +449,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary.unlink()
     shutil.copy(CONTAINERFILE, ctx / "Containerfile")
     tag = f"localhost/latchkey-test:{os.getpid()}"
-    run(podman, "build", "--quiet", "--format", "docker", "--build-arg", "ROOTFS=prebuilt", "--tag", tag, ctx, timeout=600)
+    podman_build("--quiet", "--format", "docker", "--build-arg", "ROOTFS=prebuilt", "--tag", tag, ctx)
     try:
         yield tag
     finally:
@@ -455,7 +471,7 @@ def test_image_is_the_binary_on_an_empty_root(image: str, tmp_path: Path) -> Non
         run("podman", "export", "--output", tar, name)
         listing = run("tar", "--numeric-owner", "-tvf", tar).stdout.splitlines()
     finally:
-        run("podman", "rm", "--force", name, check=False)
+        run("podman", "rm", "--force", "--volumes", name, check=False)
     files = {line.split()[-1].rstrip("/") for line in listing if not line.startswith("d")}
     files = {f for f in files if not f.startswith(("etc/hosts", "etc/hostname", "etc/resolv.conf", "run/", "dev/", "proc/", "sys/"))}
     assert "latchkey" in files and "etc/ssl/certs/ca-certificates.crt" in files, files
@@ -518,7 +534,7 @@ def test_build_context_is_the_sources_the_builder_needs(image: str, tmp_path: Pa
     probe = tmp_path / "Containerfile"
     probe.write_text("FROM scratch\nCOPY . /ctx/\n")
     tag = f"localhost/latchkey-context:{os.getpid()}"
-    run("podman", "build", "--quiet", "--file", probe, "--tag", tag, ROOT, timeout=300)
+    podman_build("--quiet", "--file", probe, "--tag", tag, ROOT)
     name = f"latchkey-context-{os.getpid()}"
     try:
         run("podman", "create", "--name", name, tag, "/none")
@@ -526,7 +542,7 @@ def test_build_context_is_the_sources_the_builder_needs(image: str, tmp_path: Pa
         run("podman", "export", "--output", tar, name)
         paths = [p for p in run("tar", "-tf", tar).stdout.splitlines() if p.startswith("ctx/")]
     finally:
-        run("podman", "rm", "--force", name, check=False)
+        run("podman", "rm", "--force", "--volumes", name, check=False)
         run("podman", "rmi", "--force", tag, check=False)
     top = {p.split("/")[1] for p in paths if p.count("/") >= 1 and p.split("/")[1]}
     assert top == {"Cargo.toml", "Cargo.lock", "crates", "deploy"}, top
