@@ -46,6 +46,20 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Health check for containers without curl: `GET URL` (http, loopback only); exit 0
+    /// on a 2xx answer, 1 otherwise. Reads no configuration.
+    Probe(ProbeArgs),
+}
+
+/// `probe`: the URL and the deadline.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProbeArgs {
+    /// e.g. `http://127.0.0.1:8080/ping` (identity), `:8081/ready` (binding),
+    /// `:8443/oauth2/health` (gateway).
+    pub url: String,
+    /// Time allowed for the whole exchange, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

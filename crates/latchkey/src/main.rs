@@ -14,6 +14,7 @@ mod config;
 mod dev;
 mod keyfile;
 mod logging;
+mod probe;
 mod serve;
 
 use std::sync::Arc;
@@ -31,6 +32,9 @@ use crate::config::{ConfigFile, Env, IdentityConfig, KeyRoot, Layers, StorageCon
 
 fn main() -> std::process::ExitCode {
     let cli = parse_cli();
+    if let Command::Probe(args) = &cli.command {
+        return probe::run(&args.url, std::time::Duration::from_millis(args.timeout_ms));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,6 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Dev(args) => dev::run(storage, (&file, &env), args).await,
         Command::Admin { command } => admin::run(&storage, &file, &env, command).await,
+        Command::Probe(_) => unreachable!("the probe runs before the configuration is read"),
     }
 }
 
