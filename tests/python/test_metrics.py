@@ -42,9 +42,8 @@ EXPECTED = [
     'latchkey_authorization_sessions_total{outcome="completed"}',
     'latchkey_gateway_logins_total{outcome="completed"}',
     'latchkey_gateway_sessions',
-    'latchkey_agent_turns_total{outcome="authorization_required"}',
     'latchkey_agent_turns_total{outcome="end_turn"}',
-    'latchkey_agent_tool_calls_total{tool="github_user"}',
+    'latchkey_agent_tool_calls_total{tool="github_profile",outcome="ok"}',
     'latchkey_model_requests_total{outcome="ok"}',
     'latchkey_model_request_duration_seconds_count',
 ]
@@ -124,7 +123,11 @@ def test_prometheus_scrapes_every_service_and_no_label_holds_a_secret(tmp_path: 
     dev = Dev(tmp_path / "data", log, args=["--config", str(config)], env={"LATCHKEY_LOG_FORMAT": "json"})
     prometheus = None
     try:
-        assert any(f"metrics on http://127.0.0.1:{metrics_port}/metrics" in line for line in dev.lines), dev.lines
+        gateway_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        deadline = time.monotonic() + 20
+        while not any(f"metrics on {gateway_metrics}" in line for line in dev.lines):
+            assert time.monotonic() < deadline, dev.lines
+            time.sleep(0.2)
         identity, binding, agent = dev.urls["identity service"], dev.urls["binding service"], dev.urls["agent"]
 
         # Readiness beside liveness, on every service; the gateway's under /oauth2/.
@@ -167,7 +170,7 @@ def test_prometheus_scrapes_every_service_and_no_label_holds_a_secret(tmp_path: 
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
             missing = [expr for expr in EXPECTED if not prometheus.query(expr)]
-            if not missing:
+            if not missing and set(prometheus.targets_up().values()) == {"up"}:
                 break
             time.sleep(1)
         assert not missing, f"not in Prometheus: {missing}; targets {prometheus.targets_up()}"
