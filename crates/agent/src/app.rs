@@ -16,6 +16,7 @@ use latchkey_authn::outbound::{OutboundClient, OutboundError};
 use latchkey_authn::user::{Cookies, ResolveError, UserResolver};
 use latchkey_core::clock::Clock;
 use latchkey_llm::ChatModel;
+use latchkey_telemetry::{Service, within};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use utoipa::OpenApi;
@@ -118,32 +119,34 @@ pub fn app(state: AgentState) -> Router {
     let docs: Router = utoipa_swagger_ui::SwaggerUi::new("/docs")
         .url("/openapi.json", ApiDoc::openapi())
         .into();
-    Router::new()
+    let router = Router::new()
         .route(
             "/invocations",
             post(invocations).layer(DefaultBodyLimit::max(max_body)),
         )
         .route("/ping", get(ping))
+        .route("/ready", get(ready))
+        .route("/metrics", get(latchkey_telemetry::metrics))
         .route("/", get(crate::chat::index))
         .route("/chat.js", get(crate::chat::script))
         .route("/chat.css", get(crate::chat::style))
         .with_state(state)
         .merge(docs)
-        .fallback(not_found)
-        .layer(axum::middleware::map_response(
-            |mut r: Response| async move {
-                let h = r.headers_mut();
-                h.insert(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    header::HeaderValue::from_static("nosniff"),
-                );
-                h.insert(
-                    header::REFERRER_POLICY,
-                    header::HeaderValue::from_static("no-referrer"),
-                );
-                r
-            },
-        ))
+        .fallback(not_found);
+    latchkey_telemetry::instrument(router, Service::Agent, |_, _| None).layer(
+        axum::middleware::map_response(|mut r: Response| async move {
+            let h = r.headers_mut();
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                header::HeaderValue::from_static("nosniff"),
+            );
+            h.insert(
+                header::REFERRER_POLICY,
+                header::HeaderValue::from_static("no-referrer"),
+            );
+            r
+        }),
+    )
 }
 
 /// The OpenAPI document of this service, generated from the code.
@@ -188,6 +191,26 @@ pub(crate) async fn ping() -> axum::Json<PingResponse> {
     axum::Json(PingResponse {
         status: "Healthy".into(),
     })
+}
+
+/// Readiness (`GET /ready`): within two seconds each, the identity service answers its
+/// `/ping` and the conversation store answers. 503 with the reason otherwise.
+async fn ready(State(state): State<AgentState>) -> Response {
+    let limit = Duration::from_secs(2);
+    let identity = within(limit, async {
+        state.inner.identity.ping(limit).await.map_err(|e| {
+            tracing::warn!(error = %e, "readiness: identity service unavailable");
+            "identity service unavailable"
+        })
+    });
+    let store = within(limit, async {
+        state.inner.store.check().await.map_err(|e| {
+            tracing::warn!(error = %e, "readiness: conversation store unavailable");
+            "conversation store unavailable"
+        })
+    });
+    let (identity, store) = tokio::join!(identity, store);
+    latchkey_telemetry::ready(&[("identity", identity), ("conversations", store)])
 }
 
 /// Who the verified user is, and how to get a workload access token for them: a user id

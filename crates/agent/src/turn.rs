@@ -8,6 +8,7 @@ use latchkey_client::{
     ResourceTokenRequest,
 };
 use latchkey_llm::{ChatEvent, ChatRequest, Content, Message, Role, StopReason};
+use latchkey_telemetry as telemetry;
 use secrecy::SecretString;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -100,11 +101,13 @@ pub(crate) async fn run_turn(
 
 impl Turn {
     async fn fail(&self, code: &str, message: &str) {
+        telemetry::agent_turn("error");
         self.out.send(StreamEvent::error(code, message)).await;
         self.out.send(StreamEvent::done("error")).await;
     }
 
-    async fn finish(&self, stop_reason: &str) {
+    async fn finish(&self, stop_reason: &'static str) {
+        telemetry::agent_turn(stop_reason);
         tracing::info!(
             stop_reason,
             input_tokens = self.usage.input_tokens,
@@ -249,7 +252,23 @@ impl Turn {
                     }))
                     .await;
             }
-            match self.run_call(&call).await {
+            let outcome = self.run_call(&call).await;
+            // The label is a configured tool's name, never a name the model made up.
+            let inner = &self.state.inner;
+            let tool = match inner.tools.iter().find(|t| t.spec.name == call.name) {
+                Some(tool) => tool.spec.name.as_str(),
+                None => "unknown",
+            };
+            telemetry::agent_tool_call(
+                tool,
+                match &outcome {
+                    CallOutcome::Result(Content::ToolResult { is_error: true, .. }) => "error",
+                    CallOutcome::Result(_) => "ok",
+                    CallOutcome::NeedsConsent { .. } => "authorization_required",
+                    CallOutcome::Abandoned => "abandoned",
+                },
+            );
+            match outcome {
                 CallOutcome::Result(content) => results.push(content),
                 outcome => {
                     let mut left = vec![call];
@@ -288,6 +307,23 @@ impl Turn {
 
     /// One model call, streamed: text deltas and tool calls are forwarded as they come.
     async fn call_model(
+        &mut self,
+        request: ChatRequest,
+    ) -> Result<(String, Vec<PendingCall>, StopReason), String> {
+        let started = std::time::Instant::now();
+        let before = self.usage;
+        let answer = self.stream_model(request).await;
+        telemetry::model_request(answer.is_ok(), started.elapsed());
+        telemetry::model_tokens(
+            self.usage.input_tokens.saturating_sub(before.input_tokens),
+            self.usage
+                .output_tokens
+                .saturating_sub(before.output_tokens),
+        );
+        answer
+    }
+
+    async fn stream_model(
         &mut self,
         request: ChatRequest,
     ) -> Result<(String, Vec<PendingCall>, StopReason), String> {

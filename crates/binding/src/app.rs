@@ -1,6 +1,7 @@
 //! The router, its state and the two handlers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -12,6 +13,7 @@ use latchkey_authn::outbound::{OutboundClient, OutboundError};
 use latchkey_authn::user::{Cookies, ResolveError, SignedInUser, Source, UserResolver};
 use latchkey_core::clock::Clock;
 use latchkey_core::protocol::SessionUri;
+use latchkey_telemetry::{Service, within};
 
 use crate::config::{BindingConfig, ConfigError};
 use crate::connections::{self, FormKey};
@@ -95,7 +97,7 @@ impl BindingState {
 /// (the signed-in user's grants, [`crate::connections`]), `GET /ping`; every
 /// response carries the hardening headers.
 pub fn app(state: BindingState) -> Router {
-    Router::new()
+    let router = Router::new()
         // GET only: axum also routes HEAD to GET handlers, and a HEAD must not complete a
         // session.
         .route(
@@ -114,11 +116,32 @@ pub fn app(state: BindingState) -> Router {
             get(connections::list).post(connections::revoke),
         )
         .route("/ping", get(ping))
-        .fallback(not_found)
+        .route("/ready", get(ready))
+        .route("/metrics", get(latchkey_telemetry::metrics))
+        .fallback(not_found);
+    latchkey_telemetry::instrument(router, Service::Binding, |_, _| None)
         .layer(axum::middleware::map_response(|r: Response| async move {
             harden(r)
         }))
         .with_state(state)
+}
+
+/// Readiness (`GET /ready`): the identity service answers its `/ping` (it runs and
+/// reaches its database) within two seconds. 503 with the reason otherwise.
+async fn ready(State(state): State<BindingState>) -> Response {
+    let identity = within(Duration::from_secs(2), async {
+        state
+            .inner
+            .identity
+            .ping(Duration::from_secs(2))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "readiness: identity service unavailable");
+                "identity service unavailable"
+            })
+    })
+    .await;
+    latchkey_telemetry::ready(&[("identity", identity)])
 }
 
 async fn ping() -> Response {

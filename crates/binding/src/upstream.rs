@@ -75,6 +75,11 @@ impl IdentityClient {
         })
     }
 
+    /// Whether the identity service answers its liveness check within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), Error> {
+        self.client.ping(timeout).await
+    }
+
     /// The access key id of the credential used (not secret).
     pub fn access_key_id(&self) -> &str {
         &self.access_key_id

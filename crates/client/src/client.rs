@@ -218,6 +218,25 @@ impl Client {
         }
     }
 
+    /// Latchkey's liveness check, `GET {endpoint}/ping` (no credentials), within
+    /// `timeout`: `Ok` on a 2xx answer (the service runs and reaches its database).
+    pub async fn ping(&self, timeout: Duration) -> Result<(), Error> {
+        let inner = &*self.inner;
+        let url = operation_url(&inner.endpoint, "/ping");
+        let response = inner
+            .http
+            .get(url)
+            .timeout(timeout.min(inner.timeout))
+            .send()
+            .await
+            .map_err(Error::from_reqwest)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(service_error(status.as_u16(), None, None, None, b""))
+    }
+
     /// `GetWorkloadAccessToken`: a workload access token (WAT) for a workload acting
     /// without a user.
     pub async fn get_workload_access_token(

@@ -464,6 +464,15 @@ impl ConversationStore {
         Ok(())
     }
 
+    /// Whether the backend answers: a `HEAD` of an object no conversation uses (its path
+    /// has no `/`, a conversation's always has one). Found or not found are both answers.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        match self.backend.head(&Path::from("latchkey-readiness")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// Deletes the conversation `session_id` of `sub`. Deleting a missing one succeeds.
     pub async fn delete(&self, sub: &str, session_id: &str) -> Result<(), StoreError> {
         let path = self.path(sub, session_id)?;

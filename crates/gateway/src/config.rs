@@ -158,6 +158,9 @@ keys! {
         /// Also listen for plain HTTP here (e.g. 0.0.0.0:80) and redirect GET/HEAD to the https
         /// public URL (308); other methods get 400. Needs --tls-cert and --tls-key.
         http_redirect_listen: SocketAddr,
+        /// Also listen here (e.g. 127.0.0.1:9464) for `GET /metrics` (Prometheus text format),
+        /// kept off the public port, where every other path is proxied. Default: no metrics.
+        metrics_listen: SocketAddr,
         /// Requests per second per client IP, e.g. `20/s` (burst: twice the rate).
         rate_limit_per_ip: PerSecond,
         /// Requests per second per signed-in user, e.g. `10/s` (burst: twice the rate).

@@ -44,6 +44,7 @@ pub async fn handle(
     let edge = gateway.edge();
     let started = Instant::now();
     let (parts, body) = request.into_parts();
+    let operation = crate::app::operation_of(parts.uri.path());
     // Kept for the access log only (clones of shared bytes).
     let logged = edge.access_log.is_enabled().then(|| {
         (
@@ -110,6 +111,12 @@ pub async fn handle(
         user,
         upstream,
     } = proxied;
+    latchkey_telemetry::http_request(
+        latchkey_telemetry::Service::Gateway,
+        operation.to_string(),
+        response.status(),
+        started.elapsed(),
+    );
     latchkey_edge::headers::apply_security_headers(response.headers_mut(), edge.hsts);
     if let Some((time, method, uri)) = logged {
         let bytes = response

@@ -3,10 +3,15 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use latchkey_core::ApiError;
+use latchkey_telemetry::{Service, within};
 use serde_json::{Value, json};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -273,11 +278,13 @@ pub fn app(state: AppState) -> Router {
     }
     let mut router = Router::new()
         .route("/ping", get(ping))
+        .route("/ready", get(ready))
+        .route("/metrics", get(latchkey_telemetry::metrics))
         .route("/.well-known/jwks.json", get(jwks));
     for (path, routes) in paths {
         router = router.route(&path, routes);
     }
-    router
+    let router = router
         // Browser endpoints of the 3-legged flow (Latchkey's, not AgentCore operations).
         // GET only: axum also routes HEAD to GET handlers, and a link checker's HEAD
         // must not consume a callback's single-use state.
@@ -293,7 +300,8 @@ pub fn app(state: AppState) -> Router {
             get(flows::callback).layer(axum::middleware::from_fn(get_only)),
         )
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    latchkey_telemetry::instrument(router, Service::Identity, operation_name)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(map_body_limit))
         .layer(SetSensitiveRequestHeadersLayer::new([
@@ -345,6 +353,56 @@ async fn ping(State(state): State<AppState>) -> Response {
         )
             .into_response()
     }
+}
+
+/// The AgentCore operation of a matched route (`method`, route template), for metrics.
+fn operation_name(method: &Method, route: &str) -> Option<&'static str> {
+    static BY_ROUTE: OnceLock<HashMap<(String, String), &'static str>> = OnceLock::new();
+    let table = BY_ROUTE.get_or_init(|| {
+        OPERATIONS
+            .iter()
+            .map(|(op, m, uri)| (((*m).to_string(), axum_path(uri)), *op))
+            .collect()
+    });
+    table
+        .get(&(method.as_str().to_string(), route.to_string()))
+        .copied()
+}
+
+/// How long one readiness check may take.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Readiness (`GET /ready`): the database answers within two seconds (checked afresh, not
+/// from the `/ping` cache) and the key-encryption key seals and opens a value. 503 with
+/// the failing check otherwise; the reasons are fixed words, never an error's text.
+async fn ready(State(state): State<AppState>) -> Response {
+    let database = within(READY_TIMEOUT, async {
+        state.store.ping().await.map_err(|e| {
+            tracing::warn!(error = %e, "readiness: database unavailable");
+            "database unavailable"
+        })
+    })
+    .await;
+    let keys = within(READY_TIMEOUT, async {
+        let aad = b"latchkey-readiness";
+        let sealed = latchkey_core::crypto::encrypt(state.keys.as_ref(), aad, b"ready").await;
+        let opened = match sealed {
+            Ok(envelope) => {
+                latchkey_core::crypto::decrypt(state.keys.as_ref(), aad, &envelope).await
+            }
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(bytes) if bytes.as_slice() == b"ready" => Ok(()),
+            Ok(_) => Err("key-encryption key unusable"),
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness: key-encryption key unusable");
+                Err("key-encryption key unusable")
+            }
+        }
+    })
+    .await;
+    latchkey_telemetry::ready(&[("database", database), ("keys", keys)])
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {

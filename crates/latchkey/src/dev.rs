@@ -446,6 +446,14 @@ pub(crate) async fn run(
     );
     let mut pairs: Vec<(&str, &str)> = pairs.into_iter().collect();
     pairs.push(("LATCHKEY_GATEWAY_ROUTES", routes.as_str()));
+    // The gateway's metrics listener is the one gateway key dev takes from the user
+    // (`[gateway] metrics_listen`, LATCHKEY_GATEWAY_METRICS_LISTEN): off unless asked for.
+    let user_gateway = Flags::<latchkey_gateway::config::Gateway>::default();
+    let metrics_listen: Option<String> =
+        Layers::new(&user_gateway, user_file, user_env)?.get("metrics_listen")?;
+    if let Some(addr) = &metrics_listen {
+        pairs.push(("LATCHKEY_GATEWAY_METRICS_LISTEN", addr.as_str()));
+    }
     let env = Env::fixed(&pairs);
     let binding_flags = Flags::<latchkey_binding::config::Binding>::default();
     let (_, binding) =

@@ -66,6 +66,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let storage = StorageConfig::resolve(&Layers::new(&cli.storage, &file, &env)?, default_dir)?;
     init_logging(&storage)?;
+    if !matches!(cli.command, Command::Admin { .. }) {
+        // One recorder for the process: `latchkey dev` serves four services from it.
+        latchkey_telemetry::install();
+    }
     match cli.command {
         Command::Serve { service } => match service {
             Service::Identity(flags) => {

@@ -174,6 +174,10 @@ pub(crate) async fn gateway_on(
         }
         None => None,
     };
+    let metrics = match gateway.keys.metrics_listen {
+        Some(addr) => Some(listen(addr).await.context("gateway.metrics_listen")?),
+        None => None,
+    };
     if gateway.keys.public_url.is_none() {
         gateway.public_url = format!("{scheme}://{bound}");
     }
@@ -185,6 +189,12 @@ pub(crate) async fn gateway_on(
         .map_err(|e| anyhow!("{e}"))?;
     tracing::info!(%public_url, %issuer, routes, kid = state.alb_kid(), "gateway starting");
     println!("latchkey gateway listening on {scheme}://{bound}");
+    if let Some(metrics) = &metrics {
+        println!(
+            "latchkey gateway metrics on http://{}/metrics",
+            metrics.local_addr()?
+        );
+    }
     if let Some((_, redirect_bound)) = &redirect {
         println!("latchkey gateway redirecting http://{redirect_bound} to {public_url}");
     }
@@ -226,12 +236,23 @@ pub(crate) async fn gateway_on(
         stop_tx.send_replace(true);
         result.context("gateway HTTP redirect listener failed")
     };
+    let metrics = async {
+        let Some(listener) = metrics else {
+            return Ok(());
+        };
+        let routes = latchkey_gateway::app::metrics_routes(state.clone());
+        let result = axum::serve(listener.tap_io(no_delay), routes)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .await;
+        stop_tx.send_replace(true);
+        result.context("gateway metrics listener failed")
+    };
     let saver = tokio::spawn(
         state
             .clone()
             .save_sessions_every(latchkey_gateway::snapshot::SAVE_INTERVAL),
     );
-    let ((), main, redirect) = tokio::join!(signal, main, redirect);
+    let ((), main, redirect, metrics) = tokio::join!(signal, main, redirect, metrics);
     saver.abort();
     // The sessions as they are now, for the next start.
     if let Err(error) = state.save_sessions().await {
@@ -240,6 +261,7 @@ pub(crate) async fn gateway_on(
     tokio::task::block_in_place(|| state.edge().access_log.flush());
     main?;
     redirect?;
+    metrics?;
     tracing::info!("gateway stopped");
     Ok(())
 }

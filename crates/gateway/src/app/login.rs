@@ -18,6 +18,7 @@ use crate::oidc::{OidcError, user_claims};
 use crate::pages::{Page, page};
 use crate::session::{Session, safe_return_path};
 use latchkey_authn::pkce::PkceVerifier;
+use latchkey_telemetry::LoginOutcome;
 
 /// A login for this browser: a redirect to the provider, with everything the callback
 /// needs sealed in a login cookie of its own ([`crate::login`]; nothing is kept here).
@@ -29,6 +30,7 @@ pub(super) async fn start_login(state: &Inner, headers: &HeaderMap, return_path:
     ) else {
         return page(Page::Unavailable);
     };
+    latchkey_telemetry::gateway_login(LoginOutcome::Started);
     let challenge = verifier.challenge();
     let url = match state
         .rp
@@ -94,6 +96,7 @@ pub(super) async fn callback(
 ) -> Response {
     let state = &*state.inner;
     let Ok(Query(query)) = query else {
+        latchkey_telemetry::gateway_login(LoginOutcome::Invalid);
         return page(Page::InvalidLogin);
     };
     let now = state.clock.now_secs();
@@ -105,10 +108,19 @@ pub(super) async fn callback(
         .and_then(LoginState::parse)
         .and_then(|s| state.login_cookies.open(&state.sealer, &headers, &s, now))
     else {
+        latchkey_telemetry::gateway_login(LoginOutcome::Invalid);
         return page(Page::InvalidLogin);
     };
     // From here on the login is spent: every answer clears its cookie.
     let (mut response, spent) = Box::pin(finish_login(state, query, login, now)).await;
+    // The outcome, from the answer: a redirect is a session, each page one outcome.
+    latchkey_telemetry::gateway_login(match response.status() {
+        StatusCode::FOUND => LoginOutcome::Completed,
+        StatusCode::BAD_REQUEST => LoginOutcome::Invalid,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => LoginOutcome::Refused,
+        StatusCode::BAD_GATEWAY => LoginOutcome::Failed,
+        _ => LoginOutcome::Unavailable,
+    });
     if let Some(name) = spent {
         response
             .headers_mut()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::get;
@@ -394,13 +395,63 @@ pub const ALB_KEYS_PREFIX: &str = "/.well-known/alb-keys/";
 /// The gateway's own liveness check (no login, no upstream): `200 ok`. Under `/oauth2/`,
 /// the gateway's own namespace, so it never hides an upstream's `/ping`.
 pub const HEALTH_PATH: &str = "/oauth2/health";
+/// The gateway's readiness check: 200 once the identity provider's discovery document is
+/// loaded (fetched within two seconds when it is not yet), else 503 with the reason.
+pub const READY_PATH: &str = "/oauth2/ready";
 
 /// Whether the gateway answers `path` itself (every other path is proxied).
 pub fn is_own_path(path: &str) -> bool {
     path == CALLBACK_PATH
         || path == LOGOUT_PATH
         || path == HEALTH_PATH
+        || path == READY_PATH
         || path.starts_with(ALB_KEYS_PREFIX)
+}
+
+/// The metrics operation of a request path: the gateway's own paths by their route,
+/// everything else `proxy` (never the path itself).
+pub fn operation_of(path: &str) -> &'static str {
+    match path {
+        CALLBACK_PATH => CALLBACK_PATH,
+        LOGOUT_PATH => LOGOUT_PATH,
+        HEALTH_PATH => HEALTH_PATH,
+        READY_PATH => READY_PATH,
+        _ if path.starts_with(ALB_KEYS_PREFIX) => "/.well-known/alb-keys/{kid}",
+        _ => "proxy",
+    }
+}
+
+/// `GET /oauth2/ready`.
+async fn ready(State(state): State<GatewayState>) -> Response {
+    let oidc = latchkey_telemetry::within(Duration::from_secs(2), async {
+        state
+            .inner
+            .rp
+            .metadata()
+            .await
+            .map(|_| ())
+            .map_err(|error| {
+                tracing::warn!(%error, "readiness: identity provider discovery unavailable");
+                "identity provider discovery unavailable"
+            })
+    })
+    .await;
+    latchkey_telemetry::ready(&[("oidc_discovery", oidc)])
+}
+
+/// The routes of the optional metrics listener (`metrics_listen`): `GET /metrics`, with
+/// the number of sessions this process holds read at each scrape.
+pub fn metrics_routes(state: GatewayState) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let state = state.clone();
+            async move {
+                latchkey_telemetry::gateway_sessions(state.inner.sessions.len());
+                latchkey_telemetry::metrics().await
+            }
+        }),
+    )
 }
 
 /// The routes for the paths the gateway answers itself ([`is_own_path`]). The edge
@@ -410,6 +461,7 @@ fn own_routes(state: GatewayState) -> Router {
         .route(CALLBACK_PATH, get(callback))
         .route(LOGOUT_PATH, get(logout_page).post(logout))
         .route("/.well-known/alb-keys/{kid}", get(alb_key))
+        .route(READY_PATH, get(ready))
         .route(
             HEALTH_PATH,
             get(|| async {

@@ -351,6 +351,7 @@ async fn forward(
         ),
         Err(error) => {
             tracing::warn!(upstream = %route.name, %error, "upstream request failed");
+            latchkey_telemetry::gateway_upstream_error(latchkey_telemetry::UpstreamError::Request);
             json_error(
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",
@@ -392,6 +393,9 @@ async fn forward_websocket(
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(upstream = %route.name, %error, "upstream WebSocket handshake failed");
+            latchkey_telemetry::gateway_upstream_error(
+                latchkey_telemetry::UpstreamError::WebSocket,
+            );
             return json_error(
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",

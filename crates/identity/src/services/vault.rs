@@ -15,6 +15,7 @@ use latchkey_core::ApiError;
 use latchkey_core::clock::Clock;
 use latchkey_core::crypto::{self, KeyProvider};
 use latchkey_store::{GrantKey, GrantRecord, GrantTokens, Store, StoreError};
+use latchkey_telemetry::{self as telemetry, VaultLookup, VaultRefresh};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::aad;
@@ -293,28 +294,37 @@ impl Vault {
             }
         };
         let Some(grant) = grant else {
+            telemetry::vault_lookup(VaultLookup::Miss);
             return Ok(VaultAnswer::NeedsConsent {
                 scopes: scopes.to_vec(),
                 reason: "no grant",
             });
         };
         if let Some(answer) = consent_needed(&grant, scopes, resources) {
+            telemetry::vault_lookup(VaultLookup::Miss);
             return Ok(answer);
         }
-        let answer = if grant.expires_ms - EXPIRY_SKEW_MS > self.clock.now_ms() {
-            match self.opened.get(key) {
-                Some((version, token)) if version == grant.version => VaultAnswer::Token(token),
+        let (answer, found) = if grant.expires_ms - EXPIRY_SKEW_MS > self.clock.now_ms() {
+            let token = match self.opened.get(key) {
+                Some((version, token)) if version == grant.version => token,
                 _ => {
                     let token = self.open_access(&grant).await?;
                     self.opened.put(key.clone(), (grant.version, token.clone()));
-                    VaultAnswer::Token(token)
+                    token
                 }
-            }
+            };
+            (VaultAnswer::Token(token), VaultLookup::Hit)
         } else {
-            self.refresh(key, scopes, resources).await?
+            (
+                self.refresh(key, scopes, resources).await?,
+                VaultLookup::Refreshed,
+            )
         };
         if matches!(answer, VaultAnswer::Token(_)) {
+            telemetry::vault_lookup(found);
             self.note_used(key);
+        } else {
+            telemetry::vault_lookup(VaultLookup::Miss);
         }
         Ok(answer)
     }
@@ -402,11 +412,12 @@ impl Vault {
             .refresh_upstream(key, grant, fence, refresh_envelope)
             .await;
         // Every way out that did not write new tokens releases the lease here, once.
-        let needs_consent = match &outcome {
-            Ok(Some(_)) => None,
-            Ok(None) => Some(true),
-            Err(_) => Some(false),
+        let (needs_consent, result) = match &outcome {
+            Ok(Some(_)) => (None, VaultRefresh::Ok),
+            Ok(None) => (Some(true), VaultRefresh::Refused),
+            Err(_) => (Some(false), VaultRefresh::Failed),
         };
+        telemetry::vault_refresh(result);
         if let Some(needs_consent) = needs_consent {
             match self
                 .store

@@ -58,6 +58,9 @@ impl Sessions {
         session
             .fail_if_waiting(&self.store, why.as_str(), now)
             .await;
+        latchkey_telemetry::authorization_session(
+            latchkey_telemetry::SessionOutcome::CallbackRefused,
+        );
         self.record_session(
             None,
             "OAuth2Callback",
@@ -144,6 +147,9 @@ impl Sessions {
                 .fail(&self.store, &format!("provider error: {error}"), now)
                 .await
                 .map_err(lost)?;
+            latchkey_telemetry::authorization_session(
+                latchkey_telemetry::SessionOutcome::ProviderError,
+            );
             self.record_session(
                 None,
                 "OAuth2Callback",
@@ -183,6 +189,9 @@ impl Sessions {
             .receive_callback(&self.store, code_envelope, &sha256_hex(&completion), now)
             .await
             .map_err(lost)?;
+        latchkey_telemetry::authorization_session(
+            latchkey_telemetry::SessionOutcome::CallbackReceived,
+        );
         self.record_session(
             None,
             "OAuth2Callback",

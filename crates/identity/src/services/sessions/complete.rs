@@ -107,6 +107,9 @@ impl Sessions {
             // A completion URN exists only from the callback on.
             Session::Pending(_) => return Err(unknown_session()),
             Session::Failed(_) => {
+                latchkey_telemetry::authorization_session(
+                    latchkey_telemetry::SessionOutcome::AlreadyUsed,
+                );
                 let reason = failure_reason(&record);
                 let message = if reason == Reason::SessionCancelled {
                     "authorization session cancelled: another account opened this authorization link, so it was cancelled to protect the user who started it; nothing was granted. Start the authorization again".to_string()
@@ -125,6 +128,9 @@ impl Sessions {
                 {
                     tracing::warn!(error = %e, "could not fail an expired authorization session");
                 }
+                latchkey_telemetry::authorization_session(
+                    latchkey_telemetry::SessionOutcome::Expired,
+                );
                 audit(Outcome::Denied, json!({"reason": "session expired"})).await;
                 return Err(Error::new(ApiError::cannot_parse(
                     "authorization session expired: start the authorization again",
@@ -145,6 +151,9 @@ impl Sessions {
         };
         // [/flows-identity]
         if let Some((public, internal)) = mismatch {
+            latchkey_telemetry::authorization_session(
+                latchkey_telemetry::SessionOutcome::UserMismatch,
+            );
             // Fail the session only if nobody claimed it meanwhile (compare-and-set from
             // CALLBACK): a wrong user never breaks the exchange of the right one.
             let failed = match session {
@@ -182,6 +191,9 @@ impl Sessions {
         }
         let Session::Callback(waiting) = session else {
             audit(Outcome::Denied, json!({"reason": "session already used"})).await;
+            latchkey_telemetry::authorization_session(
+                latchkey_telemetry::SessionOutcome::AlreadyUsed,
+            );
             return Err(already_used());
         };
         // Claim the session: exactly one completion gets past this line.
@@ -189,6 +201,9 @@ impl Sessions {
             Ok(s) => s,
             Err(TransitionError::Lost) => {
                 audit(Outcome::Denied, json!({"reason": "session already used"})).await;
+                latchkey_telemetry::authorization_session(
+                    latchkey_telemetry::SessionOutcome::AlreadyUsed,
+                );
                 return Err(already_used());
             }
             Err(TransitionError::Store(e)) => return Err(e.into()),

@@ -53,6 +53,9 @@ impl Sessions {
         let action = "CompleteResourceTokenAuth";
         match stored {
             Ok(()) => {
+                latchkey_telemetry::authorization_session(
+                    latchkey_telemetry::SessionOutcome::Completed,
+                );
                 self.record_session(
                     Some(caller),
                     action,
@@ -64,6 +67,9 @@ impl Sessions {
                 Ok(())
             }
             Err((session, e)) => {
+                latchkey_telemetry::authorization_session(
+                    latchkey_telemetry::SessionOutcome::ExchangeFailed,
+                );
                 if let Some(session) = session {
                     let _ = session
                         .fail(&self.store, "code exchange failed", self.clock.now_ms())

@@ -206,6 +206,7 @@ impl Sessions {
                 updated_ms: now,
             })
             .await?;
+        latchkey_telemetry::authorization_session(latchkey_telemetry::SessionOutcome::Created);
         let uri = format!("{SESSION_URI_PREFIX}{id}");
         let url = format!(
             "{}/identities/oauth2/authorize?request_uri={}",
