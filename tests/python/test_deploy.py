@@ -27,7 +27,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -370,13 +369,6 @@ def test_checkov_passes_with_every_suppression_explained(tmp_path: Path, rendere
 
 # --------------------------------------------------------------------------- keys
 
-# Keys that issue 15's other parts add (the KMS key provider, shared gateway sessions, the
-# gateway's metrics listener): checked once the binary has them, reported until then.
-PENDING = {
-    "gateway": {"LATCHKEY_GATEWAY_SESSION_STORE", "LATCHKEY_DATABASE_URL_FILE"},
-}
-
-
 def service_variables(service: str) -> set[str]:
     text = run(latchkey_bin(), "serve", service, "--help", timeout=30).stdout
     found = set(re.findall(r"\[env: (LATCHKEY_[A-Z0-9_]+)", text))
@@ -394,15 +386,9 @@ def test_every_variable_the_templates_set_is_a_key_of_its_service(rendered: dict
             used[service] |= {k for k in config_env(docs, service) if k.startswith("LATCHKEY_")}
     for c in (c for task in resources(cfn_template(), "AWS::ECS::TaskDefinition").values() for c in task["Properties"]["ContainerDefinitions"]):
         used[c["Name"]] |= {e["Name"] for e in c["Environment"] + c.get("Secrets", []) if e["Name"].startswith("LATCHKEY_")}
-    pending = set()
     for service, variables in used.items():
-        known = service_variables(service)
-        unknown = variables - known
-        waiting = PENDING.get(service, set())
-        pending |= unknown & waiting
-        assert not unknown - waiting, f"serve {service} has no key for {sorted(unknown - waiting)}"
-    if pending:
-        warnings.warn(f"not yet keys of this binary (issue 15's other parts): {sorted(pending)}")
+        unknown = variables - service_variables(service)
+        assert not unknown, f"serve {service} has no key for {sorted(unknown)}"
 
 
 # --------------------------------------------------------------------------- the image

@@ -39,6 +39,25 @@ impl Value for AccessLogTarget {
     }
 }
 
+/// Where sessions live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStoreKind {
+    /// In this process (kept across restarts by the sealed snapshot, `keep_sessions`).
+    Memory,
+    /// In the database (`database_url`), shared by every gateway replica.
+    Database,
+}
+
+impl Value for SessionStoreKind {
+    fn parse(text: &[String]) -> Result<Self, String> {
+        match text.join(",").trim() {
+            "memory" => Ok(Self::Memory),
+            "database" => Ok(Self::Database),
+            other => Err(format!("{other:?} is not `memory` or `database`")),
+        }
+    }
+}
+
 /// A rate `N/s` (or `N`), at least 1 request per second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PerSecond(pub u32);
@@ -176,6 +195,13 @@ keys! {
         /// Keep sessions across restarts, sealed in the data directory (default true); false:
         /// in memory only, and a snapshot left from before is deleted.
         keep_sessions: bool = true,
+        /// Where sessions live: `memory` (this process; default) or `database` (the database
+        /// of `database_url`, shared by every replica: any replica serves any browser).
+        session_store: SessionStoreKind = SessionStoreKind::Memory,
+        /// With `session_store = "database"`: how long a replica uses its copy of a session
+        /// before looking at the database again, in seconds (0-60; a logout on another
+        /// replica holds here within it). Default 2.
+        session_cache_seconds: u64 = 2u64,
     }
 }
 
@@ -190,6 +216,8 @@ pub struct GatewayConfig {
     pub oidc_client_secret: SecretString,
     /// Where `gateway-cookie.key` (generated) and `gateway-alb-key.pem` (optional) live.
     pub data_dir: PathBuf,
+    /// The database of `session_store = "database"` (the storage's `database_url`).
+    pub database_url: Option<SecretString>,
 }
 
 impl GatewayConfig {
@@ -219,10 +247,13 @@ impl GatewayConfig {
                 .unwrap_or_else(|| format!("http://{}", keys.listen)),
             oidc_client_secret: secret.value,
             data_dir: data_dir.to_path_buf(),
+            database_url: None,
             keys,
         };
         l.check(config.validate())?;
         l.check(within(&[("workers", config.workers() as i64, (1, 256))]))?;
+        let cache = config.keys.session_cache_seconds as i64;
+        l.check(within(&[("session_cache_seconds", cache, (0, 60))]))?;
         Ok(config)
     }
 

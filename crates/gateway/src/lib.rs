@@ -25,6 +25,7 @@ pub mod pages;
 pub mod redirect;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod snapshot;
 pub mod upstream;
 

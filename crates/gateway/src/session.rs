@@ -31,6 +31,19 @@ pub struct Session {
     pub upstream_headers: Option<UpstreamHeaders>,
     pub created_secs: i64,
     pub last_seen_secs: i64,
+    /// With sessions in the database ([`crate::shared`]): the row this copy was read from.
+    pub shared: Option<Synced>,
+}
+
+/// Where a replica's copy of a shared session stands against its row.
+#[derive(Debug, Clone, Copy)]
+pub struct Synced {
+    /// The row's version this copy holds (it changes when the tokens do).
+    pub version: i64,
+    /// When this copy was last compared with the row.
+    pub checked: std::time::Instant,
+    /// The `last_seen_secs` last written to the row.
+    pub touched_secs: i64,
 }
 
 /// The ALB-format headers for one session, ready to insert (clones share their bytes).

@@ -47,7 +47,7 @@ const PURPOSE: &str = "latchkey-gateway-sessions-v1";
 /// One session as written (secrets in clear only inside the sealed file). Borrowed from
 /// the session table when written, so no copy of a token is made on the way.
 #[derive(Serialize, Deserialize)]
-struct Saved<'a> {
+pub(crate) struct Saved<'a> {
     id: String,
     #[serde(borrow)]
     subject: Cow<'a, str>,
@@ -61,6 +61,47 @@ struct Saved<'a> {
     access_expires_at: Option<i64>,
     created_secs: i64,
     last_seen_secs: i64,
+}
+
+impl<'a> Saved<'a> {
+    /// `s` as written, borrowing its values; `id` as it is written (may be empty).
+    pub(crate) fn of(id: String, s: &'a Session) -> Self {
+        Self {
+            id,
+            subject: Cow::Borrowed(&s.subject),
+            claims: Cow::Borrowed(&s.claims),
+            id_token: s
+                .id_token
+                .as_ref()
+                .map(|t| Cow::Borrowed(t.expose_secret())),
+            access_token: Cow::Borrowed(s.access_token.expose_secret()),
+            refresh_token: s
+                .refresh_token
+                .as_ref()
+                .map(|t| Cow::Borrowed(t.expose_secret())),
+            access_expires_at: s.access_expires_at,
+            created_secs: s.created_secs,
+            last_seen_secs: s.last_seen_secs,
+        }
+    }
+
+    /// The session written.
+    pub(crate) fn into_session(self) -> Session {
+        Session {
+            subject: Arc::from(self.subject),
+            claims: self.claims.into_owned(),
+            id_token: self.id_token.map(|t| SecretString::from(t.into_owned())),
+            access_token: SecretString::from(self.access_token.into_owned()),
+            refresh_token: self
+                .refresh_token
+                .map(|t| SecretString::from(t.into_owned())),
+            access_expires_at: self.access_expires_at,
+            upstream_headers: None,
+            created_secs: self.created_secs,
+            last_seen_secs: self.last_seen_secs,
+            shared: None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -223,22 +264,7 @@ impl Snapshots {
             {
                 continue;
             }
-            sessions.push((
-                id,
-                Session {
-                    subject: Arc::from(saved.subject),
-                    claims: saved.claims.into_owned(),
-                    id_token: saved.id_token.map(|t| SecretString::from(t.into_owned())),
-                    access_token: SecretString::from(saved.access_token.into_owned()),
-                    refresh_token: saved
-                        .refresh_token
-                        .map(|t| SecretString::from(t.into_owned())),
-                    access_expires_at: saved.access_expires_at,
-                    upstream_headers: None,
-                    created_secs: saved.created_secs,
-                    last_seen_secs: saved.last_seen_secs,
-                },
-            ));
+            sessions.push((id, saved.into_session()));
         }
         Ok(sessions)
     }
@@ -283,23 +309,7 @@ impl Snapshots {
             if plain.len() > HEAD.len() {
                 plain.push(b',');
             }
-            let saved = Saved {
-                id: URL_SAFE_NO_PAD.encode(id),
-                subject: Cow::Borrowed(&s.subject),
-                claims: Cow::Borrowed(&s.claims),
-                id_token: s
-                    .id_token
-                    .as_ref()
-                    .map(|t| Cow::Borrowed(t.expose_secret())),
-                access_token: Cow::Borrowed(s.access_token.expose_secret()),
-                refresh_token: s
-                    .refresh_token
-                    .as_ref()
-                    .map(|t| Cow::Borrowed(t.expose_secret())),
-                access_expires_at: s.access_expires_at,
-                created_secs: s.created_secs,
-                last_seen_secs: s.last_seen_secs,
-            };
+            let saved = Saved::of(URL_SAFE_NO_PAD.encode(id), s);
             if let Err(error) = serde_json::to_writer(&mut *plain, &saved) {
                 failed.get_or_insert(error);
             }
@@ -358,6 +368,7 @@ mod tests {
             upstream_headers: None,
             created_secs: created,
             last_seen_secs: seen,
+            shared: None,
         }
     }
 

@@ -223,12 +223,13 @@ pub(crate) fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
 }
 
 /// Global storage flags a service does not use, by `serve` subcommand: the gateway keeps
-/// only its cookie key and sessions in the data directory, the agent only its conversations
+/// its cookie key and sessions in the data directory (its sessions in the database with
+/// `session_store = "database"`), the agent only its conversations
 /// (`<data-dir>/agent`), and the session binding service keeps nothing; none of them has a
 /// database or a key-encryption key. Their help leaves them out; given anyway, they are
 /// accepted and ignored.
 pub(crate) const UNUSED_GLOBALS: [(&str, &[&[&str]]); 3] = [
-    ("gateway", &[DATABASE_KEYS, KEY_KEYS]),
+    ("gateway", &[KEY_KEYS]),
     ("agent", &[DATABASE_KEYS, KEY_KEYS]),
     ("binding", &[&["data_dir"], DATABASE_KEYS, KEY_KEYS]),
 ];

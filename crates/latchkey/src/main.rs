@@ -27,6 +27,7 @@ use crate::cli::{Cli, Command, Service, parse_cli};
 use latchkey_agent::AgentConfig;
 use latchkey_authn::config::check_outbound_urls;
 use latchkey_gateway::GatewayConfig;
+use latchkey_gateway::config::SessionStoreKind;
 
 use crate::config::{ConfigFile, Env, IdentityConfig, KeyRoot, Layers, StorageConfig};
 
@@ -98,7 +99,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Service::Gateway(flags) => {
                 let layers = Layers::new(&flags, &file, &env)?;
-                let gateway = GatewayConfig::resolve(&layers, &storage.data_dir)?;
+                let mut gateway = GatewayConfig::resolve(&layers, &storage.data_dir)?;
+                if gateway.keys.session_store == SessionStoreKind::Database {
+                    gateway.database_url = Some(storage.database_url.clone().into());
+                }
                 let urls = [("oidc_issuer", gateway.keys.oidc_issuer.clone())];
                 check_outbound_urls(&layers, &gateway.outbound(), &urls).await?;
                 serve::gateway(gateway).await

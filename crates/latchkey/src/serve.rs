@@ -9,6 +9,7 @@ use anyhow::{Context, anyhow};
 use axum::serve::ListenerExt as _;
 use latchkey_core::clock::{Clock, SystemClock};
 use latchkey_identity::{AppState, ServiceConfig};
+use secrecy::ExposeSecret as _;
 
 use latchkey_agent::AgentConfig;
 use latchkey_binding::BindingConfig;
@@ -185,7 +186,27 @@ pub(crate) async fn gateway_on(
     let issuer = gateway.keys.oidc_issuer.clone();
     let routes = gateway.keys.routes.len();
     let workers = gateway.workers();
-    let state = latchkey_gateway::GatewayState::new(gateway, Arc::new(SystemClock))
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let shared = match &gateway.database_url {
+        Some(url) => {
+            let cache = Duration::from_secs(gateway.keys.session_cache_seconds);
+            let shared = latchkey_gateway::shared::SharedSessions::connect(url.expose_secret(), cache)
+                .await
+                .with_context(|| "cannot open the session database (gateway.session_store = \"database\", database_url)")?;
+            Some(shared)
+        }
+        None => None,
+    };
+    let seconds = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+    let purge = shared.clone().map(|shared| {
+        tokio::spawn(shared.purge_every(
+            Duration::from_secs(60),
+            clock.clone(),
+            seconds(gateway.keys.session_absolute_seconds),
+            seconds(gateway.keys.session_idle_seconds),
+        ))
+    });
+    let state = latchkey_gateway::GatewayState::with_sessions(gateway, clock, shared)
         .map_err(|e| anyhow!("{e}"))?;
     tracing::info!(%public_url, %issuer, routes, kid = state.alb_kid(), "gateway starting");
     println!("latchkey gateway listening on {scheme}://{bound}");
@@ -254,6 +275,9 @@ pub(crate) async fn gateway_on(
     );
     let ((), main, redirect, metrics) = tokio::join!(signal, main, redirect, metrics);
     saver.abort();
+    if let Some(purge) = purge {
+        purge.abort();
+    }
     // The sessions as they are now, for the next start.
     if let Err(error) = state.save_sessions().await {
         tracing::error!(%error, "cannot write the session snapshot");

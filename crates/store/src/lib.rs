@@ -14,6 +14,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
 mod audit;
+mod gateway_sessions;
 mod keks;
 mod records;
 mod rewrap;
@@ -21,6 +22,7 @@ mod rewrap;
 pub mod testing;
 mod vault;
 pub use audit::AuditChain;
+pub use gateway_sessions::{GatewaySessionRow, GatewaySessionStamp};
 pub use keks::WrappedKekRecord;
 pub use records::*;
 pub use rewrap::*;

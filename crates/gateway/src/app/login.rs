@@ -186,21 +186,26 @@ async fn finish_login(
     let Some(session_cookie) = state.sealer.seal(state.cookie_name, &raw_id) else {
         return (page(Page::Unavailable), cookie);
     };
-    tracing::info!(sub = %id.subject, "signed in");
-    state.sessions.insert(
-        raw_id,
-        Session {
-            subject: Arc::from(id.subject),
-            claims: user_claims(&id.claims),
-            id_token: Some(id_token),
-            access_token: tokens.access_token,
-            refresh_token: tokens.refresh_token,
-            access_expires_at: tokens.access_expires_at,
-            upstream_headers: None,
-            created_secs: now,
-            last_seen_secs: now,
-        },
-    );
+    let mut session = Session {
+        subject: Arc::from(id.subject),
+        claims: user_claims(&id.claims),
+        id_token: Some(id_token),
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        access_expires_at: tokens.access_expires_at,
+        upstream_headers: None,
+        created_secs: now,
+        last_seen_secs: now,
+        shared: None,
+    };
+    if let Some(shared) = &state.shared
+        && let Err(error) = shared.create(&state.sealer, &raw_id, &mut session).await
+    {
+        tracing::error!(%error, "cannot store a new shared session");
+        return (page(Page::Unavailable), cookie);
+    }
+    tracing::info!(sub = %session.subject, "signed in");
+    state.sessions.insert(raw_id, session);
     let mut response = redirect(&login.return_path);
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -265,6 +270,21 @@ pub(super) async fn logout(
     }
     let mut id_token = None;
     if let Some(id) = session_id(state, &headers)
+        && let Some(shared) = &state.shared
+    {
+        // Ended for every replica before the answer; a database that does not answer
+        // gets no "signed out" page.
+        if let Some(slot) = state.sessions.find(&id) {
+            id_token = slot.lock().await.id_token.clone();
+        } else if let Ok(Some(session)) = shared.load(&state.sealer, &id).await {
+            id_token = session.id_token;
+        }
+        state.sessions.delete(&id);
+        if let Err(error) = shared.delete(&id).await {
+            tracing::error!(%error, "cannot delete a shared session at sign-out");
+            return page(Page::Unavailable);
+        }
+    } else if let Some(id) = session_id(state, &headers)
         && let Some(slot) = state.sessions.find(&id)
     {
         id_token = slot.lock().await.id_token.clone();

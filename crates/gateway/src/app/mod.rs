@@ -23,6 +23,7 @@ use crate::keys::CookieSealer;
 use crate::login::{LoginCookies, UsedLogins};
 use crate::oidc::{RelyingParty, is_usable_subject};
 use crate::session::SessionStore;
+use crate::shared::SharedSessions;
 use crate::snapshot::Snapshots;
 use crate::upstream::UpstreamPool;
 
@@ -72,7 +73,10 @@ struct Inner {
     login_cookies: LoginCookies,
     /// The `state`s of completed logins, until they expire (replay refusal).
     used_logins: UsedLogins,
+    /// This process's sessions; with `session_store = "database"`, copies of the rows.
     sessions: SessionStore,
+    /// With `session_store = "database"`: the rows every replica shares.
+    shared: Option<SharedSessions>,
     snapshots: Snapshots,
     clock: Arc<dyn Clock>,
     cookie_name: &'static str,
@@ -230,8 +234,18 @@ impl std::fmt::Debug for Inner {
 }
 
 impl GatewayState {
-    /// Validate the config, load or create the keys, build the clients.
-    pub fn new(mut config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+    /// Validate the config, load or create the keys, build the clients; sessions in this
+    /// process.
+    pub fn new(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        Self::with_sessions(config, clock, None)
+    }
+
+    /// [`Self::new`], with `shared`: sessions in the database, shared by every replica.
+    pub fn with_sessions(
+        mut config: GatewayConfig,
+        clock: Arc<dyn Clock>,
+        shared: Option<SharedSessions>,
+    ) -> Result<Self, StartError> {
         config.public_url = config.public_url.trim_end_matches('/').to_string();
         config.validate()?;
         let sealer = CookieSealer::open_or_create(&config.data_dir)?;
@@ -266,7 +280,8 @@ impl GatewayState {
             "http"
         });
         let sessions = SessionStore::default();
-        let snapshots = if config.keys.keep_sessions {
+        // Shared sessions need no snapshot: the rows outlive every replica.
+        let snapshots = if config.keys.keep_sessions && shared.is_none() {
             Snapshots::new(&config.data_dir)
         } else {
             Snapshots::off(&config.data_dir)
@@ -312,6 +327,7 @@ impl GatewayState {
                 login_cookies: LoginCookies::new(cookie_name),
                 used_logins: UsedLogins::default(),
                 sessions,
+                shared,
                 snapshots,
                 clock,
                 cookie_name,
@@ -340,6 +356,11 @@ impl GatewayState {
     /// The largest request body forwarded, in bytes.
     pub fn max_body_bytes(&self) -> usize {
         self.inner.config.keys.max_body_bytes
+    }
+
+    /// The shared sessions, when they are in the database.
+    pub fn shared_sessions(&self) -> Option<&SharedSessions> {
+        self.inner.shared.as_ref()
     }
 
     /// Live sessions (for metrics and tests).
@@ -436,7 +457,17 @@ async fn ready(State(state): State<GatewayState>) -> Response {
             })
     })
     .await;
-    latchkey_telemetry::ready(&[("oidc_discovery", oidc)])
+    let Some(shared) = &state.inner.shared else {
+        return latchkey_telemetry::ready(&[("oidc_discovery", oidc)]);
+    };
+    let database = latchkey_telemetry::within(Duration::from_secs(2), async {
+        shared.ping().await.map_err(|error| {
+            tracing::warn!(%error, "readiness: the session database does not answer");
+            "session database unavailable"
+        })
+    })
+    .await;
+    latchkey_telemetry::ready(&[("oidc_discovery", oidc), ("session_database", database)])
 }
 
 /// The routes of the optional metrics listener (`metrics_listen`): `GET /metrics`, with

@@ -48,6 +48,7 @@ fn sign_in(gateway: &GatewayState, sub: &str) -> HeaderMap {
             upstream_headers: None,
             created_secs: now,
             last_seen_secs: now,
+            shared: None,
         },
     );
     let cookie = inner.sealer.seal(inner.cookie_name, &raw).unwrap();
