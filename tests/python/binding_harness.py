@@ -48,9 +48,10 @@ def spawn_listening(cmd: list[str], env: dict[str, str] | None, log: Path) -> tu
 class ScriptedLlm:
     """tests/llm/scripted_llm.py on a free port: a model speaking the providers' wire protocols."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, chunk_delay_ms: int = 0) -> None:
         script = Path(__file__).resolve().parents[1] / "llm" / "scripted_llm.py"
-        self.proc, self.url = spawn_listening([sys.executable, str(script), "--port", "0"], None, workdir / "llm.log")
+        cmd = [sys.executable, str(script), "--port", "0", "--chunk-delay-ms", str(chunk_delay_ms)]
+        self.proc, self.url = spawn_listening(cmd, None, workdir / "llm.log")
 
     def requests(self) -> list[dict[str, Any]]:
         return requests.get(self.url + "/__test/requests", timeout=5).json()

@@ -20,6 +20,8 @@ import base64
 import hashlib
 import json
 import os
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -310,13 +312,67 @@ def test_conversations_in_s3(deployment: Deployment, tmp_path: Path) -> None:
             status, events, raw = agent.invoke(deployment.header("x" * 1000), session, "hi")
             assert status == 401 and events == [], raw
             keys = [o["Key"] for o in s3.list_objects_v2(Bucket="conversations")["Contents"]]
-            assert all(k.startswith("agent-e2e/sessions/") and k.count("/") == 3 for k in keys), keys
-            assert all(".." not in k.split("/") for k in keys)
-            assert len(keys) == 7, keys
+            # A conversation, and the lease its turns took (replicas: see below), per user.
+            sessions = [k for k in keys if k.startswith("agent-e2e/sessions/")]
+            leases = [k for k in keys if k.startswith("agent-e2e/locks/")]
+            assert len(sessions) + len(leases) == len(keys), keys
+            assert all(k.count("/") == 3 and ".." not in k.split("/") for k in keys), keys
+            assert len(sessions) == 7 and len(leases) == 7, keys
             assert agent.secret not in agent.log.read_text() and "testing-secret" not in agent.log.read_text()
         finally:
             agent.stop()
     finally:
+        moto.stop()
+
+
+def test_two_agents_never_interleave_one_conversation(deployment: Deployment, tmp_path: Path) -> None:
+    """Two agent replicas on one S3 store (moto): a turn on the second waits for the first's
+    turn of the same conversation (the conversation's lease, S3 conditional writes), so it
+    sees the first exchange and neither overwrites the other. Without the lease the second
+    turn would load the conversation before the first saved it, and one turn would be lost."""
+    moto = Moto(tmp_path)
+    slow = ScriptedLlm(tmp_path, chunk_delay_ms=1000)  # each answer takes over two seconds
+    agents: list[Agent] = []
+    try:
+        s3 = moto.s3()
+        s3.create_bucket(Bucket="replicas")
+        store = ["--store-kind", "s3", "--store-bucket", "replicas", "--store-prefix", "two", "--store-region", "us-east-1",
+                 "--store-endpoint", moto.url, "--store-allow-http", "true", "--store-access-key-id", "testing"]
+        server, _, workload, provider, return_url, _, github, key_server = deployment.args
+        for name in ("a", "b"):
+            workdir = tmp_path / name
+            workdir.mkdir()
+            agents.append(Agent(server, workdir, workload, provider, return_url, slow, github, key_server, extra=store,
+                                extra_env={"LATCHKEY_AGENT_STORE_SECRET_ACCESS_KEY": "testing-secret"}))
+        a, b = agents
+        session, user = f"conv-{uuid.uuid4()}", uniq("replicated")
+        header = deployment.header(user)
+        first: dict[str, Any] = {}
+        t = threading.Thread(target=lambda: first.update(result=a.invoke(header, session, "first word alpaca")))
+        t.start()
+        segment = base64.urlsafe_b64encode(user.encode()).decode().rstrip("=")
+        lease = f"two/locks/{segment}/{session}"
+        # b starts once a's answer is streaming (a's model call has arrived).
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any("alpaca" in json.dumps(r.get("body")) for r in slow.requests()):
+            time.sleep(0.05)
+        assert s3.list_objects_v2(Bucket="replicas", Prefix=lease).get("KeyCount", 0) == 1, "a's turn took no lease"
+        status, events, raw = b.invoke(header, session, "second word bison")
+        t.join(60)
+        assert status == 200 and names(events)[-1] == "done", raw
+        assert first["result"][0] == 200 and names(first["result"][1])[-1] == "done", first
+        # b's model call saw a's whole exchange; the stored conversation has both, in order.
+        calls = [json.dumps(r["body"]) for r in slow.requests() if "bison" in json.dumps(r.get("body"))]
+        assert calls and all("alpaca" in c and "echo: first word alpaca" in c for c in calls), calls
+        body = s3.get_object(Bucket="replicas", Key=f"two/sessions/{segment}/{session}")["Body"].read().decode()
+        assert 0 <= body.index("alpaca") < body.index("bison"), body
+        # Released: the lease object says so (an expiry in the past), it is not deleted.
+        held = json.loads(s3.get_object(Bucket="replicas", Key=lease)["Body"].read())
+        assert held["expiresMs"] < time.time() * 1000, held
+    finally:
+        for agent in agents:
+            agent.stop()
+        slow.stop()
         moto.stop()
 
 

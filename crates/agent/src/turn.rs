@@ -7,6 +7,7 @@ use latchkey_client::{
     Error as ClientError, ErrorKind, Oauth2Flow, PollOptions, Reason, ResourceToken,
     ResourceTokenRequest,
 };
+use latchkey_conversations::{ConversationStore, StoreError};
 use latchkey_llm::{ChatEvent, ChatRequest, Content, Message, Role, StopReason};
 use latchkey_telemetry as telemetry;
 use secrecy::SecretString;
@@ -69,32 +70,69 @@ pub(crate) async fn run_turn(
         usage: events::Usage::default(),
     };
     let store = turn.state.inner.store.clone();
-    let mut conversation = match store
-        .load::<Conversation>(turn.caller.subject(), &turn.session_id)
-        .await
-    {
-        Ok(c) => c.unwrap_or_default(),
+    // Across replicas sharing an S3 store: the conversation's lease (waiting for another
+    // replica's turn, as the lock above waits for this process's).
+    let lease = tokio::select! {
+        lease = store.lease(turn.caller.subject(), &turn.session_id, LEASE_WAIT) => lease,
+        () = turn.cancel.cancelled() => return,
+    };
+    let lease = match lease {
+        Ok(lease) => lease,
+        Err(StoreError::Busy) => {
+            turn.fail(
+                "busy",
+                "another turn of this conversation is still running; try again later",
+            )
+            .await;
+            return;
+        }
         Err(error) => {
-            tracing::error!(%error, "cannot load the conversation");
+            tracing::error!(%error, "cannot take the conversation's lease");
             turn.fail("store_error", "the conversation could not be loaded")
                 .await;
             return;
         }
     };
-    let save = turn.run(&mut conversation, message).await;
-    if save {
-        conversation.trim();
-        if let Err(error) = store
-            .save(turn.caller.subject(), &turn.session_id, &conversation)
+    turn.run_locked(&store, message).await;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+}
+
+/// How long a turn waits for another replica's turn of the same conversation.
+const LEASE_WAIT: Duration = Duration::from_secs(300);
+
+impl Turn {
+    /// Load, run and save the conversation (its locks held).
+    async fn run_locked(&mut self, store: &ConversationStore, message: String) {
+        let turn = self;
+        let mut conversation = match store
+            .load::<Conversation>(turn.caller.subject(), &turn.session_id)
             .await
         {
-            tracing::error!(%error, "cannot save the conversation");
-            turn.out
-                .send(StreamEvent::error(
-                    "store_error",
-                    "the conversation could not be saved",
-                ))
-                .await;
+            Ok(c) => c.unwrap_or_default(),
+            Err(error) => {
+                tracing::error!(%error, "cannot load the conversation");
+                turn.fail("store_error", "the conversation could not be loaded")
+                    .await;
+                return;
+            }
+        };
+        let save = turn.run(&mut conversation, message).await;
+        if save {
+            conversation.trim();
+            if let Err(error) = store
+                .save(turn.caller.subject(), &turn.session_id, &conversation)
+                .await
+            {
+                tracing::error!(%error, "cannot save the conversation");
+                turn.out
+                    .send(StreamEvent::error(
+                        "store_error",
+                        "the conversation could not be saved",
+                    ))
+                    .await;
+            }
         }
     }
 }

@@ -17,6 +17,10 @@
 //!   `fsync` of the file and its directory enabled here;
 //! - errors never carry credentials or stored conversation content.
 
+mod lease;
+
+pub use lease::{ConversationLease, LEASE_TTL};
+
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -158,6 +162,9 @@ pub enum StoreError {
     /// The backend failed, or the store configuration is invalid.
     #[error("conversation store backend error: {0}")]
     Backend(String),
+    /// Another process kept the conversation's lease for the whole wait.
+    #[error("another turn of this conversation is running")]
+    Busy,
 }
 
 impl From<object_store::Error> for StoreError {
@@ -247,6 +254,9 @@ pub struct ConversationStore {
     backend: Arc<dyn ObjectStore>,
     location: Arc<str>,
     max_session_id_len: usize,
+    /// Whether several processes may use this store at once (S3): turns then take a lease
+    /// ([`ConversationStore::lease`]).
+    shared: bool,
 }
 
 impl fmt::Debug for ConversationStore {
@@ -315,6 +325,7 @@ impl ConversationStore {
             backend: Arc::new(backend),
             location: format!("local:{}", dir.display()).into(),
             max_session_id_len: MAX_LOCAL_SESSION_ID_LEN,
+            shared: false,
         })
     }
 
@@ -384,6 +395,7 @@ impl ConversationStore {
             backend,
             location: location.into(),
             max_session_id_len: MAX_SESSION_ID_LEN,
+            shared: true,
         })
     }
 
