@@ -333,6 +333,98 @@ async fn grants(
 /// Re-wrap passes while rows keep changing under us (a live server rewrote them).
 const MAX_REWRAP_PASSES: u32 = 3;
 
+/// Re-wrap every envelope under `keys`' active key, again while rows changed under us.
+async fn rewrap_until_settled(
+    store: &Store,
+    keys: &dyn KeyProvider,
+) -> anyhow::Result<(u32, latchkey_identity::rotation::RewrapReport)> {
+    let mut report = latchkey_identity::rotation::RewrapReport::default();
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        let pass = latchkey_identity::rotation::rewrap_all(store, keys).await?;
+        report.merge(&pass);
+        if pass.total.skipped_changed == 0 || passes >= MAX_REWRAP_PASSES {
+            return Ok((passes, report));
+        }
+    }
+}
+
+/// What `vault rotate-key` did, with either key provider: its audit event and its report.
+struct Rotated {
+    provider: &'static str,
+    previous: String,
+    active: String,
+    grace_seconds: u64,
+    passes: u32,
+    report: latchkey_identity::rotation::RewrapReport,
+    usage: latchkey_identity::rotation::KeyUsage,
+    retired: Vec<String>,
+}
+
+impl Rotated {
+    /// Keys other than the active one that envelopes still use.
+    fn in_use(&self) -> std::collections::BTreeMap<&String, &u64> {
+        let old = |(id, _): &(&String, &u64)| **id != self.active;
+        self.usage.total.iter().filter(old).collect()
+    }
+
+    /// The `RotateKeyEncryptionKey` audit event, sealed in the chain with `keys`.
+    async fn record(&self, store: &Store, keys: Arc<dyn KeyProvider>) -> anyhow::Result<()> {
+        let mut event = latchkey_identity::audit::event(
+            SystemClock.now_ms(),
+            None,
+            "RotateKeyEncryptionKey",
+            latchkey_core::audit::Outcome::Success,
+        );
+        event.target = Some(self.active.clone());
+        event.detail = serde_json::json!({
+            "via": "cli",
+            "keyProvider": self.provider,
+            "previousKeyId": self.previous,
+            "activeKeyId": self.active,
+            "passes": self.passes,
+            "rewrap": self.report.total,
+            "retiredKeyIds": self.retired,
+            "oldKeysStillInUse": self.in_use(),
+        });
+        let chain = latchkey_store::AuditChain::new(keys);
+        store.append_audit(&chain, &[event]).await?;
+        Ok(())
+    }
+
+    /// The JSON report (no key material), with the keys held after the rotation and those
+    /// envelopes use that are not held (`missing_name`).
+    fn print(&self, key_ids: &[String], missing_name: &str) {
+        let missing: Vec<&String> = (self.usage.total.keys())
+            .filter(|id| !key_ids.contains(id))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "keyProvider": self.provider,
+                "activeKeyId": self.active,
+                "previousKeyId": self.previous,
+                "graceSeconds": self.grace_seconds,
+                "passes": self.passes,
+                "rewrap": self.report,
+                "envelopesByKeyId": self.usage.total,
+                "malformedEnvelopes": self.usage.malformed,
+                "retiredKeyIds": self.retired,
+                "oldKeysStillInUse": self.in_use(),
+                missing_name: missing,
+                "keyIds": key_ids,
+            })
+        );
+        if self.report.total.failed > 0 {
+            eprintln!(
+                "latchkey: {} envelope(s) could not be re-wrapped (see the warnings above); their keys were kept",
+                self.report.total.failed
+            );
+        }
+    }
+}
+
 async fn vault_admin(
     storage: &StorageConfig,
     store: &Store,
@@ -348,6 +440,7 @@ async fn vault_admin(
             println!(
                 "{}",
                 serde_json::json!({
+                    "keyProvider": "file",
                     "activeKeyId": keys.active_key_id(),
                     "keyIds": keys.key_ids(),
                     "envelopesByKeyId": usage.total,
@@ -361,7 +454,6 @@ async fn vault_admin(
             grace_seconds,
             no_retire,
         } => {
-            let clock = SystemClock;
             let _lock = keyfile::RotationLock::acquire(path)?;
             // (a) A new active key; the old ones stay for opening.
             let mut keys = keyfile::load(path)?;
@@ -375,16 +467,7 @@ async fn vault_admin(
             // (b) Servers seal with the old key until they notice the new file.
             tokio::time::sleep(Duration::from_secs(grace_seconds)).await;
             // (c) Re-wrap; rows a server changed meanwhile are left to the next pass.
-            let mut report = rotation::RewrapReport::default();
-            let mut passes = 0;
-            loop {
-                passes += 1;
-                let pass = rotation::rewrap_all(store, &keys).await?;
-                report.merge(&pass);
-                if pass.total.skipped_changed == 0 || passes >= MAX_REWRAP_PASSES {
-                    break;
-                }
-            }
+            let (passes, report) = rewrap_until_settled(store, &keys).await?;
             // (d) Keys no envelope uses any more leave the file.
             let usage = rotation::key_usage_by_column(store).await?;
             let mut retired = vec![];
@@ -402,57 +485,20 @@ async fn vault_admin(
                     keyfile::write_atomic(path, &current)?;
                 }
             }
-            let file_ids = keyfile::load(path)?.key_ids();
-            let in_use: std::collections::BTreeMap<&String, &u64> = usage
-                .total
-                .iter()
-                .filter(|(id, _)| **id != active)
-                .collect();
-            let missing: Vec<&String> = usage
-                .total
-                .keys()
-                .filter(|id| !file_ids.contains(id))
-                .collect();
-            let mut event = latchkey_identity::audit::event(
-                clock.now_ms(),
-                None,
-                "RotateKeyEncryptionKey",
-                latchkey_core::audit::Outcome::Success,
-            );
-            event.target = Some(active.clone());
-            event.detail = serde_json::json!({
-                "via": "cli",
-                "previousKeyId": previous,
-                "activeKeyId": active,
-                "passes": passes,
-                "rewrap": report.total,
-                "retiredKeyIds": retired,
-                "oldKeysStillInUse": in_use,
-            });
-            let chain = latchkey_store::AuditChain::new(Arc::new(keyfile::load(path)?));
-            store.append_audit(&chain, &[event]).await?;
-            println!(
-                "{}",
-                serde_json::json!({
-                    "activeKeyId": active,
-                    "previousKeyId": previous,
-                    "graceSeconds": grace_seconds,
-                    "passes": passes,
-                    "rewrap": report,
-                    "envelopesByKeyId": usage.total,
-                    "malformedEnvelopes": usage.malformed,
-                    "retiredKeyIds": retired,
-                    "oldKeysStillInUse": in_use,
-                    "keyIdsMissingFromKeyFile": missing,
-                    "keyIds": file_ids,
-                })
-            );
-            if report.total.failed > 0 {
-                eprintln!(
-                    "latchkey: {} envelope(s) could not be re-wrapped (see the warnings above); their keys were kept",
-                    report.total.failed
-                );
-            }
+            let rotated = Rotated {
+                provider: "file",
+                previous,
+                active,
+                grace_seconds,
+                passes,
+                report,
+                usage,
+                retired,
+            };
+            rotated
+                .record(store, Arc::new(keyfile::load(path)?))
+                .await?;
+            rotated.print(&keyfile::load(path)?.key_ids(), "keyIdsMissingFromKeyFile");
         }
     }
     Ok(())
@@ -497,23 +543,13 @@ async fn vault_admin_kms(
             grace_seconds,
             no_retire,
         } => {
-            let clock = SystemClock;
             let previous = keys.active_key_id();
             let active = kms.rotate().await?;
             eprintln!(
                 "latchkey: new active key-encryption key {active} stored (wrapped by KMS); waiting {grace_seconds} s for running servers to load it"
             );
             tokio::time::sleep(Duration::from_secs(grace_seconds)).await;
-            let mut report = rotation::RewrapReport::default();
-            let mut passes = 0;
-            loop {
-                passes += 1;
-                let pass = rotation::rewrap_all(store, keys).await?;
-                report.merge(&pass);
-                if pass.total.skipped_changed == 0 || passes >= MAX_REWRAP_PASSES {
-                    break;
-                }
-            }
+            let (passes, report) = rewrap_until_settled(store, keys).await?;
             let usage = rotation::key_usage_by_column(store).await?;
             let mut retired = vec![];
             if !no_retire {
@@ -523,53 +559,18 @@ async fn vault_admin_kms(
                     }
                 }
             }
-            let stored = kms.stored_key_ids().await?;
-            let in_use: std::collections::BTreeMap<&String, &u64> = usage
-                .total
-                .iter()
-                .filter(|(id, _)| **id != active)
-                .collect();
-            let mut event = latchkey_identity::audit::event(
-                clock.now_ms(),
-                None,
-                "RotateKeyEncryptionKey",
-                latchkey_core::audit::Outcome::Success,
-            );
-            event.target = Some(active.clone());
-            event.detail = serde_json::json!({
-                "via": "cli",
-                "keyProvider": "aws-kms",
-                "previousKeyId": previous,
-                "activeKeyId": active,
-                "passes": passes,
-                "rewrap": report.total,
-                "retiredKeyIds": retired,
-                "oldKeysStillInUse": in_use,
-            });
-            let chain = latchkey_store::AuditChain::new(kms.clone());
-            store.append_audit(&chain, &[event]).await?;
-            println!(
-                "{}",
-                serde_json::json!({
-                    "keyProvider": "aws-kms",
-                    "activeKeyId": active,
-                    "previousKeyId": previous,
-                    "graceSeconds": grace_seconds,
-                    "passes": passes,
-                    "rewrap": report,
-                    "envelopesByKeyId": usage.total,
-                    "malformedEnvelopes": usage.malformed,
-                    "retiredKeyIds": retired,
-                    "oldKeysStillInUse": in_use,
-                    "keyIds": stored,
-                })
-            );
-            if report.total.failed > 0 {
-                eprintln!(
-                    "latchkey: {} envelope(s) could not be re-wrapped (see the warnings above); their keys were kept",
-                    report.total.failed
-                );
-            }
+            let rotated = Rotated {
+                provider: "aws-kms",
+                previous,
+                active,
+                grace_seconds,
+                passes,
+                report,
+                usage,
+                retired,
+            };
+            rotated.record(store, kms.clone()).await?;
+            rotated.print(&kms.stored_key_ids().await?, "keyIdsMissingFromDatabase");
         }
     }
     Ok(())

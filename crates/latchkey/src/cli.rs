@@ -345,9 +345,13 @@ mod cli_tests {
             listed_flags(&help(&["serve", "agent"])),
             expected(section_flags::<Agent>(), &["print-openapi"])
         );
+        // The gateway's sessions may live in the database (`session_store = "database"`).
         assert_eq!(
             listed_flags(&help(&["serve", "gateway"])),
-            expected(section_flags::<Gateway>(), &[])
+            expected(
+                section_flags::<Gateway>(),
+                &["database-url", "database-url-file"]
+            )
         );
     }
 
@@ -365,8 +369,19 @@ mod cli_tests {
         let binding = help(&["serve", "binding"]);
         assert!(!binding.contains("--data-dir"), "{binding}");
         assert!(binding.contains("--log-level"), "{binding}");
-        for flag in ["--database-url", "--database-url-file", "--key-file"] {
-            assert!(!gateway.contains(flag), "{flag} in {gateway}");
+        assert!(gateway.contains("--database-url"), "{gateway}");
+        let keys = [
+            "--key-file",
+            "--key-provider",
+            "--kms-key-id",
+            "--deployment-name",
+        ];
+        for flag in ["--database-url", "--database-url-file"]
+            .iter()
+            .chain(&keys)
+        {
+            let gateway_uses = flag.starts_with("--database-url");
+            assert_eq!(gateway.contains(flag), gateway_uses, "{flag} in {gateway}");
             assert!(!agent.contains(flag), "{flag} in {agent}");
             assert!(!binding.contains(flag), "{flag} in {binding}");
             assert!(help(&["serve", "identity"]).contains(flag), "{flag}");
