@@ -322,3 +322,41 @@ pub fn call_attributes(method: &str, host: Option<&str>, port: Option<u16>) -> V
 }
 
 pub use opentelemetry::KeyValue as Attribute;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_traces_url_is_the_base_url_and_v1_traces() {
+        assert_eq!(
+            traces_url("http://collector:4318"),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(traces_url("http://c:4318/"), "http://c:4318/v1/traces");
+        assert_eq!(
+            traces_url("http://c/otlp/v1/traces"),
+            "http://c/otlp/v1/traces"
+        );
+    }
+
+    /// (No test of this binary calls [`init`].)
+    #[test]
+    fn off_nothing_is_made_and_no_header_is_written() {
+        assert!(!enabled());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        assert!(incoming(Service::Gateway, "proxy", &Method::GET, &headers).is_none());
+        let mut out = HeaderMap::new();
+        let called = std::cell::Cell::new(false);
+        let span = outgoing(&mut out, || {
+            called.set(true);
+            ("POST", Vec::new())
+        });
+        assert!(span.is_none() && out.is_empty() && !called.get());
+        assert!(current().is_none());
+    }
+}
