@@ -347,17 +347,20 @@ pub(crate) async fn invocations(
         user = %caller.subject(),
         session = %request.session_id,
     );
-    tokio::spawn(
-        crate::turn::run_turn(
-            state.clone(),
-            caller,
-            request.session_id,
-            request.message,
-            tx,
-            cancel.clone(),
-        )
-        .instrument(span),
-    );
+    let turn = crate::turn::run_turn(
+        state.clone(),
+        caller,
+        request.session_id,
+        request.message,
+        tx,
+        cancel.clone(),
+    )
+    .instrument(span);
+    // The turn's calls (to the identity service) continue the request's trace.
+    tokio::spawn(latchkey_telemetry::trace::within(
+        latchkey_telemetry::trace::current(),
+        turn,
+    ));
     // Dropping the stream (the client went away) cancels any consent wait.
     let stream =
         futures_util::stream::unfold((rx, cancel.drop_guard()), |(mut rx, guard)| async move {

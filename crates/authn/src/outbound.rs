@@ -172,11 +172,8 @@ impl OutboundClient {
         accept: &str,
     ) -> Result<(http::HeaderMap, Bytes), OutboundError> {
         let url = self.check_url(url)?;
-        let response = self
-            .http
-            .get(url)
-            .header(http::header::ACCEPT, accept)
-            .send()
+        let request = self.http.get(url).header(http::header::ACCEPT, accept);
+        let response = send(&self.http, request)
             .await
             .map_err(|e| map_reqwest_error(&e))?;
         let status = response.status();
@@ -216,7 +213,9 @@ impl OutboundClient {
         if let Some((user, password)) = basic_auth {
             request = request.basic_auth(user, Some(password));
         }
-        let response = request.send().await.map_err(|e| map_reqwest_error(&e))?;
+        let response = send(&self.http, request)
+            .await
+            .map_err(|e| map_reqwest_error(&e))?;
         let status = response.status().as_u16();
         let body = self.read_limited(response).await?;
         Ok((status, body))
@@ -283,6 +282,34 @@ fn check_url(raw: &str, allow_private_addresses: bool) -> Result<url::Url, Outbo
         });
     }
     Ok(url)
+}
+
+/// Send `request` with a client span and its `traceparent` when it is made for a traced
+/// request. The span names the method and the host, never the path or the query.
+async fn send(
+    http: &reqwest::Client,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut request = request.build()?;
+    let (method, url) = (request.method(), request.url());
+    let mut headers = http::HeaderMap::new();
+    let traced = latchkey_telemetry::trace::outgoing(&mut headers, || {
+        let attributes = latchkey_telemetry::trace::call_attributes(
+            method.as_str(),
+            url.host_str(),
+            url.port_or_known_default(),
+        );
+        (method.as_str().to_string(), attributes)
+    });
+    request.headers_mut().extend(headers);
+    let sent = http.execute(request).await;
+    if let Some(span) = traced {
+        span.finish(match &sent {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(_) => Err("unreachable"),
+        });
+    }
+    sent
 }
 
 /// Why `ip` is not a public unicast address, or `None` when it is.

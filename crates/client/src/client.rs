@@ -458,11 +458,27 @@ impl Client {
         for (name, value) in self.auth_headers(&url, &body)? {
             request = request.header(name, value);
         }
-        let mut response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(Error::from_reqwest)?;
+        // A client span when the call is made for a traced request: `traceparent` goes with it.
+        let mut trace_headers = reqwest::header::HeaderMap::new();
+        let traced = latchkey_telemetry::trace::outgoing(&mut trace_headers, || {
+            let attributes = latchkey_telemetry::trace::call_attributes(
+                "POST",
+                url.host_str(),
+                url.port_or_known_default(),
+            );
+            (format!("POST {path}"), attributes)
+        });
+        if traced.is_some() {
+            request = request.headers(trace_headers);
+        }
+        let sent = request.body(body).send().await;
+        if let Some(span) = traced {
+            span.finish(match &sent {
+                Ok(response) => Ok(response.status().as_u16()),
+                Err(_) => Err("unreachable"),
+            });
+        }
+        let mut response = sent.map_err(Error::from_reqwest)?;
         let status = response.status();
         let header = |name: &str| {
             response

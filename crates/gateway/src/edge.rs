@@ -60,6 +60,7 @@ pub async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut traced = None;
     let proxied: Proxied = if let Err(violation) = latchkey_edge::rules::check(&parts) {
         (
             violation.status(),
@@ -83,6 +84,13 @@ pub async fn handle(
     } else {
         // A body without a declared length is cut off at the limit while it streams.
         let body = http_body_util::Either::Left(Limited::new(body, max_body));
+        // The request's server span (tracing on), continuing a `traceparent` it carries.
+        traced = latchkey_telemetry::trace::incoming(
+            latchkey_telemetry::Service::Gateway,
+            operation,
+            &parts.method,
+            &parts.headers,
+        );
         let answer = async {
             if is_own_path(parts.uri.path()) {
                 let mut request = hyper::Request::from_parts(parts, Body::new(body));
@@ -96,6 +104,7 @@ pub async fn handle(
                 proxy(&worker, parts, body, peer).await
             }
         };
+        let answer = latchkey_telemetry::trace::within(traced.clone(), answer);
         match tokio::time::timeout(edge.response_timeout, answer).await {
             Ok(proxied) => proxied,
             Err(_) => (
@@ -111,6 +120,9 @@ pub async fn handle(
         user,
         upstream,
     } = proxied;
+    if let Some(cx) = &traced {
+        latchkey_telemetry::trace::finish(cx, response.status());
+    }
     latchkey_telemetry::http_request(
         latchkey_telemetry::Service::Gateway,
         operation.to_string(),

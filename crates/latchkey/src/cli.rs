@@ -332,10 +332,17 @@ mod cli_tests {
 
     /// Issue 14: `serve agent --help` and `serve gateway --help` list only the options
     /// the service uses: its own keys, `--config`, `--help`, and the storage flags it
-    /// reads (the data directory and logging; never the database or the key file).
+    /// reads (the data directory, logging and traces; never the database or the key file).
     #[test]
     fn agent_and_gateway_help_list_only_their_own_options() {
-        let globals = ["config", "help", "data-dir", "log-format", "log-level"];
+        let globals = [
+            "config",
+            "help",
+            "data-dir",
+            "log-format",
+            "log-level",
+            "otlp-endpoint",
+        ];
         let expected = |own: Vec<String>, more: &[&str]| {
             let all = own.into_iter().chain(globals.iter().map(|s| s.to_string()));
             all.chain(more.iter().map(|s| s.to_string()))

@@ -71,16 +71,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // One recorder for the process: `latchkey dev` serves four services from it.
         latchkey_telemetry::install();
     }
-    match cli.command {
+    if let Some(endpoint) = &storage.otlp_endpoint {
+        let services: &[latchkey_telemetry::Service] = match &cli.command {
+            Command::Serve { service } => &[match service {
+                Service::Identity(_) => latchkey_telemetry::Service::Identity,
+                Service::Binding(_) => latchkey_telemetry::Service::Binding,
+                Service::Agent(_) => latchkey_telemetry::Service::Agent,
+                Service::Gateway(_) => latchkey_telemetry::Service::Gateway,
+            }],
+            Command::Dev(_) => &[
+                latchkey_telemetry::Service::Identity,
+                latchkey_telemetry::Service::Binding,
+                latchkey_telemetry::Service::Agent,
+                latchkey_telemetry::Service::Gateway,
+            ],
+            _ => &[],
+        };
+        if !services.is_empty() {
+            latchkey_telemetry::trace::init(endpoint, services)
+                .map_err(|e| anyhow!("invalid configuration key `otlp_endpoint`: {e}"))?;
+            tracing::info!(url = %latchkey_telemetry::trace::traces_url(endpoint), "exporting traces over OTLP/HTTP");
+        }
+    }
+    let result = serve_command(cli.command, &file, &env, storage).await;
+    latchkey_telemetry::trace::shutdown().await;
+    result
+}
+
+async fn serve_command(
+    command: Command,
+    file: &ConfigFile,
+    env: &Env,
+    storage: StorageConfig,
+) -> anyhow::Result<()> {
+    match command {
         Command::Serve { service } => match service {
             Service::Identity(flags) => {
-                let layers = Layers::new(&flags, &file, &env)?;
+                let layers = Layers::new(&flags, file, env)?;
                 let serve = IdentityConfig::resolve(&layers)?;
                 check_outbound_urls(&layers, &serve.outbound(), &serve.outbound_urls()).await?;
                 serve::identity(&storage, serve).await
             }
             Service::Binding(flags) => {
-                let layers = Layers::new(&flags, &file, &env)?;
+                let layers = Layers::new(&flags, file, env)?;
                 let (listen, binding) = latchkey_binding::BindingConfig::resolve(&layers)?;
                 let urls = binding.users.outbound_urls();
                 check_outbound_urls(&layers, &binding.outbound, &urls).await?;
@@ -91,14 +124,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             Service::Agent(args) => {
-                let layers = Layers::new(&args.keys, &file, &env)?;
+                let layers = Layers::new(&args.keys, file, env)?;
                 let agent = AgentConfig::resolve(&layers, &storage.data_dir)?;
                 let urls = agent.users.outbound_urls();
                 check_outbound_urls(&layers, &agent.outbound(), &urls).await?;
                 serve::agent(agent).await
             }
             Service::Gateway(flags) => {
-                let layers = Layers::new(&flags, &file, &env)?;
+                let layers = Layers::new(&flags, file, env)?;
                 let mut gateway = GatewayConfig::resolve(&layers, &storage.data_dir)?;
                 if gateway.keys.session_store == SessionStoreKind::Database {
                     gateway.database_url = Some(storage.database_url.clone().into());
@@ -108,8 +141,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 serve::gateway(gateway).await
             }
         },
-        Command::Dev(args) => dev::run(storage, (&file, &env), args).await,
-        Command::Admin { command } => admin::run(&storage, &file, &env, command).await,
+        Command::Dev(args) => dev::run(storage, (file, env), args).await,
+        Command::Admin { command } => admin::run(&storage, file, env, command).await,
         Command::Probe(_) => unreachable!("the probe runs before the configuration is read"),
     }
 }

@@ -9,6 +9,8 @@
 //! `service` (`identity`, `binding`, `agent`, `gateway`), so the four services of
 //! `latchkey dev`, which share one process and one recorder, stay apart.
 
+pub mod trace;
+
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -213,7 +215,11 @@ async fn track(service: Service, name: OperationName, request: Request, next: Ne
         },
         None => "unmatched".to_string(),
     };
-    let response = next.run(request).await;
+    let traced = trace::incoming(service, &operation, request.method(), request.headers());
+    let response = trace::within(traced.clone(), next.run(request)).await;
+    if let Some(cx) = &traced {
+        trace::finish(cx, response.status());
+    }
     http_request(service, operation, response.status(), started.elapsed());
     response
 }

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::uri::PathAndQuery;
+use latchkey_telemetry::trace::Attribute;
 use serde_json::json;
 
 use super::cookies::{clear_cookie, cookie_values};
@@ -328,6 +329,15 @@ async fn forward(
 
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
+    // The proxy's client span (tracing on): its `traceparent` replaces the client's.
+    let method = &parts.method;
+    let traced = latchkey_telemetry::trace::outgoing(&mut parts.headers, || {
+        let attributes = vec![
+            Attribute::new("http.request.method", method.as_str().to_string()),
+            Attribute::new("latchkey.upstream", route.name.to_string()),
+        ];
+        ("proxy", attributes)
+    });
     let upstream_request = http::Request::from_parts(parts, body);
     if let Some(client_upgrade) = client_upgrade {
         return Box::pin(forward_websocket(
@@ -338,11 +348,17 @@ async fn forward(
         ))
         .await;
     }
-    match worker
+    let sent = worker
         .upstream
         .send(route.index, &route.authority, upstream_request)
-        .await
-    {
+        .await;
+    if let Some(span) = traced {
+        span.finish(match &sent {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(_) => Err("upstream_unavailable"),
+        });
+    }
+    match sent {
         Ok(response) => to_client(response),
         Err(error) if error.is_body_too_large() => json_error(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -54,6 +54,9 @@ keys! {
         log_format: String = "text",
         /// Log filter, e.g. `info` or `latchkey=debug`.
         log_level: String = "info",
+        /// OpenTelemetry traces: the OTLP/HTTP (protobuf) base URL of a collector, e.g.
+        /// `http://collector:4318` (spans go to `/v1/traces`). Unset: no traces.
+        otlp_endpoint: String,
     }
 }
 
@@ -148,6 +151,8 @@ pub struct StorageConfig {
     pub key_root: KeyRoot,
     pub log_format: String,
     pub log_level: String,
+    /// Where spans are exported (`otlp_endpoint`); `None`: traces are off.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl StorageConfig {
@@ -170,7 +175,12 @@ impl StorageConfig {
         l.check(ensure(known, "database_url", why))?;
         let format = ["text", "json"].contains(&k.log_format.as_str());
         l.check(ensure(format, "log_format", "must be `text` or `json`"))?;
+        let otlp_endpoint = k.otlp_endpoint.filter(|url| !url.trim().is_empty());
+        if let Some(url) = &otlp_endpoint {
+            l.check(latchkey_config::http_url("otlp_endpoint", url, false).map(|_| ()))?;
+        }
         Ok(Self {
+            otlp_endpoint,
             key_root,
             key_file: k.key_file.unwrap_or_else(|| data_dir.join("kek.json")),
             data_dir,
