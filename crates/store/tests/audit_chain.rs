@@ -13,12 +13,18 @@ use latchkey_core::crypto::{FileKeyProvider, KeyProvider};
 use latchkey_store::*;
 use sqlx::AnyPool;
 
+/// A name no other test of this run (tests run in parallel threads) or earlier run uses:
+/// the process, a counter, and the time. The time alone repeated within one process (the
+/// clock's steps are coarser than two threads apart): two tests then created the same
+/// database.
 fn unique() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{}_{}", std::process::id(), nanos % 1_000_000_000_000)
+    format!("{}_{n}_{}", std::process::id(), nanos % 1_000_000_000_000)
 }
 
 /// A database for one test: its URL, and what to do at the end.
