@@ -18,7 +18,7 @@
 //! A key that does not open (wrong KMS key, another deployment's context, a disabled or
 //! deleted key, KMS unreachable) stops the start with an error that says which.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -273,21 +273,19 @@ impl KmsKeyProvider {
         let changed = !fresh.is_empty() || current.active_key_id() != top.id;
         if changed {
             let before = current.active_key_id();
-            let mut keys = if known.generations.is_empty() {
-                // The first load: what the table holds, nothing else.
-                let (id, key) = fresh.pop().ok_or_else(|| {
-                    CryptoError::Provider("no key-encryption key was unwrapped".into())
-                })?;
-                FileKeyProvider::from_keys(&id, [(id.clone(), key)])?
+            let keys = if known.generations.is_empty() {
+                // The first load: what the table holds (every row is fresh), nothing else.
+                FileKeyProvider::from_keys(&top.id, fresh)?
             } else {
                 // Keys removed from the table stay in memory: envelopes read before a
                 // rotation still open.
-                current.duplicate()
+                let mut keys = current.duplicate();
+                for (id, key) in fresh {
+                    keys.insert_key(id, key);
+                }
+                keys.set_active(&top.id)?;
+                keys
             };
-            for (id, key) in fresh {
-                keys.insert_key(id, key);
-            }
-            keys.set_active(&top.id)?;
             *self
                 .keys
                 .write()
@@ -349,14 +347,15 @@ impl KmsKeyProvider {
         }
     }
 
-    fn context(&self, kek_id: &str) -> [(String, String); 2] {
-        [
+    /// The encryption context of the key `kek_id`: this deployment and the key's id.
+    fn context(&self, kek_id: &str) -> Option<HashMap<String, String>> {
+        Some(HashMap::from([
             (
                 CONTEXT_DEPLOYMENT.to_string(),
                 self.settings.deployment.clone(),
             ),
             (CONTEXT_KEY_ID.to_string(), kek_id.to_string()),
-        ]
+        ]))
     }
 
     /// A new key under `kms_key`, as a row of `generation` (not stored), with its plaintext.
@@ -366,14 +365,12 @@ impl KmsKeyProvider {
         kms_key: &str,
     ) -> Result<(WrappedKekRecord, Zeroizing<[u8; 32]>), KmsError> {
         let id = new_key_id()?;
-        let mut call = self
+        let call = self
             .client
             .generate_data_key()
             .key_id(kms_key)
-            .key_spec(DataKeySpec::Aes256);
-        for (k, v) in self.context(&id) {
-            call = call.encryption_context(k, v);
-        }
+            .key_spec(DataKeySpec::Aes256)
+            .set_encryption_context(self.context(&id));
         let out = call
             .send()
             .await
@@ -401,13 +398,11 @@ impl KmsKeyProvider {
     }
 
     async fn unwrap(&self, row: &WrappedKekRecord) -> Result<Zeroizing<[u8; 32]>, KmsError> {
-        let mut call = self
+        let call = self
             .client
             .decrypt()
-            .ciphertext_blob(Blob::new(row.wrapped.clone()));
-        for (k, v) in self.context(&row.id) {
-            call = call.encryption_context(k, v);
-        }
+            .ciphertext_blob(Blob::new(row.wrapped.clone()))
+            .set_encryption_context(self.context(&row.id));
         let out = call.send().await.map_err(|e| {
             let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
             if code == "InvalidCiphertextException" {
@@ -692,14 +687,12 @@ impl KmsRoot for KmsKeyProvider {
                         row.id
                     ))
                 })?;
-                let mut call = self
+                let call = self
                     .client
                     .encrypt()
                     .key_id(key)
-                    .plaintext(Blob::new(plaintext.to_vec()));
-                for (k, v) in self.context(&row.id) {
-                    call = call.encryption_context(k, v);
-                }
+                    .plaintext(Blob::new(plaintext.to_vec()))
+                    .set_encryption_context(self.context(&row.id));
                 let out = call
                     .send()
                     .await

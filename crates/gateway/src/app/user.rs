@@ -28,7 +28,10 @@ pub(super) async fn current_user(state: &Inner, headers: &HeaderMap) -> Option<U
         Some(shared) => shared_slot(state, shared, &id).await?,
     };
     let mut session = slot.lock().await;
+    // A shared session's copy is compared with its row once it is due (not boxed per
+    // request: most requests use the copy as it is).
     if let Some(shared) = &state.shared
+        && session.shared.is_none_or(|synced| shared.due(&synced))
         && !Box::pin(revalidate(state, shared, &id, &mut session)).await
     {
         drop(session);
@@ -147,9 +150,6 @@ async fn revalidate(
     let Some(synced) = session.shared else {
         return false;
     };
-    if !shared.due(&synced) {
-        return true;
-    }
     match shared.check(&state.sealer, id, synced.version).await {
         Ok(Check::Current { last_seen_secs }) => {
             session.last_seen_secs = session.last_seen_secs.max(last_seen_secs);
